@@ -1,0 +1,48 @@
+#!/bin/sh
+# Sets up a fresh Debian 12 machine and builds libxfer:
+#   1. installs the Debian packages the build and the tests need
+#      (apt-get when run as root; otherwise prints the exact command),
+#   2. autoreconf -fi, ./configure (arguments are passed on), make.
+# Safe to run twice: installed packages are not fetched again.
+set -eu
+
+# Every package, one by one, with what needs it.
+PACKAGES="
+autoconf
+automake
+libtool
+pkg-config
+make
+gcc
+libc6-dev
+libcriterion-dev
+"
+# autoconf, automake, libtool, pkg-config: the build system
+# make, gcc, libc6-dev: the compiler and C library headers
+# libcriterion-dev: the unit test framework (tests/)
+
+cd "$(dirname "$0")"
+
+missing=""
+for p in $PACKAGES; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed"; then
+    missing="$missing $p"
+  fi
+done
+
+if [ -n "$missing" ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "bootstrap: installing:$missing"
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y $missing
+  else
+    echo "bootstrap: these Debian packages are missing:$missing" >&2
+    echo "bootstrap: run this as root, then run ./bootstrap.sh again:" >&2
+    echo "  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y$missing" >&2
+    exit 1
+  fi
+fi
+
+autoreconf -fi
+./configure "$@"
+make -j"$(nproc 2>/dev/null || echo 2)"

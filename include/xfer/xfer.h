@@ -1,0 +1,287 @@
+/*
+ * libxfer: outbound network transfers for multithreaded servers.
+ *
+ * The model is libcurl's multi_socket API: each worker thread owns one
+ * multi handle and drives it from its own event loop through a socket
+ * callback, a timer callback and xfer_multi_socket_action().
+ *
+ * Thread rules, in short (docs/threading.md has the whole page):
+ *   - a multi and the transfers added to it are used by one thread at a
+ *     time (the thread that drives that multi);
+ *   - a transfer that is not added to any multi may be used by any thread,
+ *     one at a time;
+ *   - xfer_strerror() and xfer_multi_strerror() may be called from any
+ *     thread at any time.
+ *
+ * This header is strict C11 and self-contained.
+ */
+#ifndef XFER_XFER_H
+#define XFER_XFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(BUILDING_XFER) && defined(__GNUC__)
+#define XFER_EXTERN __attribute__((visibility("default")))
+#else
+#define XFER_EXTERN
+#endif
+
+#define XFER_VERSION_MAJOR 0
+#define XFER_VERSION_MINOR 1
+#define XFER_VERSION_PATCH 0
+#define XFER_VERSION_STRING "0.1.0"
+
+/* One transfer (a request and its response). */
+typedef struct xfer xfer;
+/* A set of transfers driven by one thread's event loop. */
+typedef struct xfer_multi xfer_multi;
+
+/*
+ * Errors. One enum per interface; 0 is success; values are never
+ * renumbered, new ones are appended. The third column is the text that
+ * xfer_strerror() / xfer_multi_strerror() return.
+ */
+#define XFER_CODE_MAP(XX)                                                     \
+  XX(OK, 0, "no error")                                                       \
+  XX(E_BAD_HANDLE, 1, "not a valid transfer handle")                          \
+  XX(E_BAD_ARGUMENT, 2, "bad argument")                                       \
+  XX(E_OUT_OF_MEMORY, 3, "out of memory")                                     \
+  XX(E_IN_USE, 4, "the transfer is added to a multi handle")                  \
+  XX(E_NO_URL, 5, "no URL set on the transfer")                               \
+  XX(E_SOCKET_CALLBACK, 6, "the socket callback refused a socket")            \
+  XX(E_TIMEOUT, 7, "operation timed out")
+
+#define XFER_MCODE_MAP(XX)                                                    \
+  XX(OK, 0, "no error")                                                       \
+  XX(BAD_HANDLE, 1, "not a valid multi handle")                               \
+  XX(BAD_XFER_HANDLE, 2, "not a valid transfer handle")                       \
+  XX(BAD_ARGUMENT, 3, "bad argument")                                         \
+  XX(OUT_OF_MEMORY, 4, "out of memory")                                       \
+  XX(RECURSIVE_API_CALL, 5, "multi call made from inside a callback")         \
+  XX(ADDED_ALREADY, 6, "the transfer is already added to a multi handle")     \
+  XX(NOT_ADDED, 7, "the transfer is not added to this multi handle")          \
+  XX(TIMER_CALLBACK, 8, "the timer callback returned an error")               \
+  XX(POLL_FAILED, 9, "poll() failed")
+
+typedef enum xfer_code {
+#define XFER_CODE_ENUM_(name, value, text) XFER_##name = value,
+  XFER_CODE_MAP(XFER_CODE_ENUM_)
+#undef XFER_CODE_ENUM_
+  XFER_CODE_LAST_ /* not an error: one past the highest value */
+} xfer_code;
+
+typedef enum xfer_mcode {
+#define XFER_MCODE_ENUM_(name, value, text) XFER_M_##name = value,
+  XFER_MCODE_MAP(XFER_MCODE_ENUM_)
+#undef XFER_MCODE_ENUM_
+  XFER_MCODE_LAST_ /* not an error: one past the highest value */
+} xfer_mcode;
+
+/* A static English text for a transfer error code; never NULL. Any
+ * thread. An unknown value gives "unknown error code". */
+XFER_EXTERN const char *xfer_strerror(xfer_code code);
+/* The same for multi error codes. */
+XFER_EXTERN const char *xfer_multi_strerror(xfer_mcode code);
+
+/* ------------------------------------------------------------------------
+ * Transfers
+ */
+
+/* A new transfer, or NULL when out of memory. The caller owns it and frees
+ * it with xfer_free(). Any thread. */
+XFER_EXTERN xfer *xfer_new(void);
+
+/* Frees a transfer that is not added to a multi. Returns XFER_E_IN_USE
+ * (and frees nothing) while it is added; XFER_OK for NULL. */
+XFER_EXTERN xfer_code xfer_free(xfer *x);
+
+/* An opaque pointer for the application, returned by xfer_get_private(). */
+XFER_EXTERN xfer_code xfer_set_private(xfer *x, void *ptr);
+XFER_EXTERN void *xfer_get_private(const xfer *x);
+
+/*
+ * A transfer's timeline: the time from the moment it was added to its
+ * multi to the end of each phase, in microseconds. The values are ordered:
+ * queue <= namelookup <= connect <= appconnect <= pretransfer <=
+ * starttransfer <= total. A phase that did not happen (no name lookup for a
+ * numeric address, no TLS, a reused connection) takes the previous phase's
+ * value. A phase not reached yet is -1; when the transfer is done, every
+ * phase has a value.
+ */
+typedef struct xfer_timeline {
+  int64_t queue_us;         /* waiting in the multi before it started */
+  int64_t namelookup_us;    /* name resolved */
+  int64_t connect_us;       /* TCP connected */
+  int64_t appconnect_us;    /* TLS handshake done */
+  int64_t pretransfer_us;   /* about to send the request */
+  int64_t starttransfer_us; /* first response byte */
+  int64_t total_us;         /* done */
+} xfer_timeline;
+
+/* Copies the timeline into *out. The transfer keeps ownership of nothing
+ * the caller gets. Called by the thread that drives its multi, or any
+ * thread when it is not added. */
+XFER_EXTERN xfer_code xfer_get_timeline(const xfer *x, xfer_timeline *out);
+
+/* The human-readable detail of the last error of the transfer ("" when
+ * there was none). The string belongs to the transfer and stays valid
+ * until the transfer is added again, reset or freed. */
+XFER_EXTERN const char *xfer_get_error_detail(const xfer *x);
+
+/* ------------------------------------------------------------------------
+ * Multi handles
+ */
+
+/* What the socket callback is told about a socket. */
+#define XFER_POLL_NONE 0
+#define XFER_POLL_IN 1     /* wait for it to be readable */
+#define XFER_POLL_OUT 2    /* wait for it to be writable */
+#define XFER_POLL_INOUT 3  /* both */
+#define XFER_POLL_REMOVE 4 /* stop watching it (it is about to be closed,
+                              or nothing in the multi needs it now) */
+
+/* The fd argument of xfer_multi_socket_action() for "a timer expired". */
+#define XFER_SOCKET_TIMEOUT (-1)
+
+/* The events argument of xfer_multi_socket_action(). */
+#define XFER_CSELECT_IN 0x01
+#define XFER_CSELECT_OUT 0x02
+#define XFER_CSELECT_ERR 0x04
+
+/*
+ * Told about *changes* only: a new socket (IN/OUT/INOUT for an fd not
+ * watched yet; socketp is NULL then), a changed interest (socketp is what
+ * xfer_multi_assign() stored), and REMOVE. After REMOVE the same fd number
+ * may come back at once as a new socket. Return 0; any other value makes
+ * the transfer that needed the socket fail with XFER_E_SOCKET_CALLBACK.
+ * Called from inside xfer_multi_* calls on the multi's thread; it must not
+ * call back into the multi (such calls get XFER_M_RECURSIVE_API_CALL).
+ */
+typedef int (*xfer_socket_cb)(xfer_multi *multi, int fd, int what,
+                              void *userp, void *socketp);
+
+/*
+ * Told when the multi's earliest deadline changes: call
+ * xfer_multi_socket_action(multi, XFER_SOCKET_TIMEOUT, 0, ...) once
+ * timeout_ms milliseconds have passed (0: as soon as possible). -1 means no
+ * timer is needed. A timer the application fired is considered gone: after
+ * a timeout action the callback is told again if a deadline remains.
+ * Return 0; any other value makes the xfer_multi_* call that triggered it
+ * return XFER_M_TIMER_CALLBACK.
+ */
+typedef int (*xfer_timer_cb)(xfer_multi *multi, long timeout_ms, void *userp);
+
+/* A new multi handle, or NULL when out of memory. The caller owns it and
+ * destroys it with xfer_multi_destroy(). Any thread; from then on it is
+ * driven by one thread at a time. */
+XFER_EXTERN xfer_multi *xfer_multi_new(void);
+
+/*
+ * Destroys the multi. Transfers still added are removed (their sockets
+ * closed, REMOVE reported for every watched socket) and stay owned by the
+ * application, which frees them. NULL is accepted. Refused from inside a
+ * callback.
+ */
+XFER_EXTERN xfer_mcode xfer_multi_destroy(xfer_multi *multi);
+
+/*
+ * Sets the socket callback. The event tracking reports nothing until one
+ * is set; the next xfer_multi_* call after setting (or replacing) it
+ * reports every socket in use as new, so an application may switch from
+ * xfer_multi_perform() to events at any time, even in the middle of a
+ * transfer. NULL turns reporting off.
+ */
+XFER_EXTERN xfer_mcode xfer_multi_set_socket_cb(xfer_multi *multi,
+                                                xfer_socket_cb cb, void *userp);
+/* Sets the timer callback; the next xfer_multi_* call reports the current
+ * deadline to it. */
+XFER_EXTERN xfer_mcode xfer_multi_set_timer_cb(xfer_multi *multi,
+                                               xfer_timer_cb cb, void *userp);
+
+/* Stores socketp for fd; the socket callback gets it with later events of
+ * that fd. XFER_M_BAD_ARGUMENT when the multi does not track fd. */
+XFER_EXTERN xfer_mcode xfer_multi_assign(xfer_multi *multi, int fd,
+                                         void *socketp);
+
+/*
+ * The event loop saw `events` (XFER_CSELECT_*) on fd, or a timer expired
+ * (fd == XFER_SOCKET_TIMEOUT, events ignored). Runs the transfers that
+ * wait on fd and those whose deadline has passed. *running (may be NULL)
+ * gets the number of transfers not done yet. An fd the multi does not
+ * track is ignored (an event may race a REMOVE).
+ */
+XFER_EXTERN xfer_mcode xfer_multi_socket_action(xfer_multi *multi, int fd,
+                                                int events, int *running);
+
+/* xfer_multi_socket_action(multi, XFER_SOCKET_TIMEOUT, 0, running). */
+XFER_EXTERN xfer_mcode xfer_multi_socket_timeout(xfer_multi *multi,
+                                                 int *running);
+
+/*
+ * Without an event loop: runs every transfer that is not done; *running
+ * gets the number of transfers not done yet.
+ */
+XFER_EXTERN xfer_mcode xfer_multi_perform(xfer_multi *multi, int *running);
+
+/*
+ * Without an event loop: waits with poll(2) until a socket of the multi is
+ * ready, its earliest deadline passes, or timeout_ms passes. *numfds (may
+ * be NULL) gets the number of ready sockets. Follow it with
+ * xfer_multi_perform().
+ */
+XFER_EXTERN xfer_mcode xfer_multi_poll(xfer_multi *multi, int timeout_ms,
+                                       int *numfds);
+
+/*
+ * Adds a transfer. The multi runs it from the next timeout action (the
+ * timer callback is told 0) or perform. The application keeps ownership;
+ * the transfer must not be freed while added.
+ */
+XFER_EXTERN xfer_mcode xfer_multi_add(xfer_multi *multi, xfer *x);
+
+/* Removes a transfer, done or not; a transfer still running is stopped and
+ * its sockets closed. It may be added again afterwards. */
+XFER_EXTERN xfer_mcode xfer_multi_remove(xfer_multi *multi, xfer *x);
+
+/* What xfer_multi_info_read() returns. */
+typedef enum xfer_msg_kind { XFER_MSG_DONE = 1 } xfer_msg_kind;
+typedef struct xfer_msg {
+  xfer_msg_kind msg;
+  xfer *x;          /* the finished transfer */
+  xfer_code result; /* XFER_OK, or why it failed (xfer_get_error_detail()) */
+} xfer_msg;
+
+/*
+ * The next message about a finished transfer, or NULL. *left (may be NULL)
+ * gets the number of messages still queued. The message belongs to the
+ * transfer and stays valid until the transfer is removed or freed.
+ */
+XFER_EXTERN const xfer_msg *xfer_multi_info_read(xfer_multi *multi, int *left);
+
+/* Counters of one multi, since it was created. */
+typedef struct xfer_multi_stats {
+  uint64_t clock_reads;     /* reads of the monotonic clock */
+  uint64_t wakeups;         /* socket_action, perform and poll returns */
+  uint64_t socket_cb_calls; /* socket callback invocations */
+  uint64_t timer_cb_calls;  /* timer callback invocations */
+  uint64_t xfers_run;       /* times a transfer was run */
+  uint64_t xfers_added;     /* successful xfer_multi_add() calls */
+  uint64_t xfers_done;      /* transfers that finished (ok or not) */
+  uint64_t sockets_tracked; /* sockets the multi tracks now */
+  uint64_t running;         /* transfers added and not done now */
+} xfer_multi_stats;
+
+/* Copies the multi's counters into *out. Reads no clock. */
+XFER_EXTERN xfer_mcode xfer_multi_get_stats(xfer_multi *multi,
+                                            xfer_multi_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* XFER_XFER_H */

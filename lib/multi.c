@@ -1,0 +1,415 @@
+/*
+ * The multi handle: API entry points, the processing loop, timers and
+ * finished-transfer messages. Time keeping follows brief rule 2 (seed
+ * keeping-time.md; docs/internals/time.md): every API entry reads the
+ * clock once and the loop hands that `now` from transfer to transfer.
+ */
+#include "common.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "mem.h"
+#include "multi.h"
+#include "transfer.h"
+
+static bool multi_valid(const xfer_multi *m) {
+  return m && m->magic == XFER__MAGIC_MULTI;
+}
+
+/* The guard of every entry that runs the multi: a valid handle, and not
+ * from inside one of its callbacks. */
+static xfer_mcode api_enter(const xfer_multi *m) {
+  if (!multi_valid(m))
+    return XFER_M_BAD_HANDLE;
+  if (m->in_callback)
+    return XFER_M_RECURSIVE_API_CALL;
+  return XFER_M_OK;
+}
+
+xfer__time xfer__multi_now(xfer_multi *m) {
+  xfer__time now = xfer__now_read(&m->stats.clock_reads);
+
+  if (now > m->last_now)
+    m->last_now = now;
+  return m->last_now;
+}
+
+xfer_multi *xfer_multi_new(void) {
+  xfer_multi *m = xfer__calloc(1, sizeof(*m));
+
+  if (!m)
+    return NULL;
+  m->magic = XFER__MAGIC_MULTI;
+  m->timer_armed = XFER__TIME_NEVER;
+  xfer__mev_init(&m->ev);
+  xfer__timer_heap_init(&m->timers);
+  xfer__list_init(&m->xfers);
+  xfer__list_init(&m->dirty);
+  xfer__list_init(&m->msgs);
+  return m;
+}
+
+void xfer__multi_mark_dirty(xfer_multi *m, xfer *x) {
+  assert(x->multi == m);
+  if (x->state == XFER__STATE_RUNNING && !xfer__list_linked(&x->dirty_node))
+    xfer__list_insert_tail(&m->dirty, &x->dirty_node);
+}
+
+void xfer__multi_fail_soon(xfer_multi *m, xfer *x, xfer_code code, int fd) {
+  if (x->pending_error == XFER_OK) {
+    x->pending_error = code;
+    xfer__set_detail(x, "the socket callback refused fd %d", fd);
+  }
+  xfer__multi_mark_dirty(m, x);
+}
+
+void xfer__multi_close_socket(xfer_multi *m, int fd) {
+  xfer__mev_socket_done(m, fd); /* before close(): the number comes back */
+  close(fd);
+}
+
+/* Stops x's protocol work and forgets its sockets and timers. */
+static void xfer_stop(xfer_multi *m, xfer *x) {
+  if (x->handler->cleanup)
+    x->handler->cleanup(x);
+  xfer__mev_xfer_done(m, x);
+  xfer__expiry_clear_all(&m->timers, &x->expiry);
+  if (xfer__list_linked(&x->dirty_node))
+    xfer__list_remove(&x->dirty_node);
+}
+
+static void xfer_finish(xfer_multi *m, xfer *x, xfer_code result) {
+  xfer__stamp(x, XFER__PHASE_TOTAL);
+  x->state = XFER__STATE_DONE;
+  xfer_stop(m, x);
+  x->msg.msg = XFER_MSG_DONE;
+  x->msg.x = x;
+  x->msg.result = result;
+  xfer__list_insert_tail(&m->msgs, &x->msg_node);
+  m->num_msgs++;
+  m->running--;
+  m->stats.xfers_done++;
+}
+
+static void xfer_run(xfer_multi *m, xfer *x) {
+  unsigned due = x->due;
+  int rc;
+
+  if (x->stamps[XFER__PHASE_QUEUE] == XFER__TIME_NEVER)
+    xfer__stamp(x, XFER__PHASE_QUEUE);
+  x->due = 0;
+  m->stats.xfers_run++;
+  rc = x->pending_error ? (int)x->pending_error : x->handler->run(x, due);
+  if (rc == XFER__RUN_AGAIN) {
+    xfer_code assessed = xfer__mev_assess_xfer(m, x);
+    if (assessed == XFER_OK)
+      return;
+    if (assessed == XFER_E_SOCKET_CALLBACK)
+      xfer__set_detail(x, "the socket callback refused a socket");
+    else
+      xfer__set_detail(x, "out of memory while tracking sockets");
+    rc = (int)assessed;
+  }
+  xfer_finish(m, x, (xfer_code)rc);
+}
+
+/* Marks every transfer whose deadline has passed, with the expiries that
+ * fired. O(log n) per due transfer; nothing when none is due. */
+static void collect_due(xfer_multi *m, xfer__time now) {
+  struct xfer__timer_node *top;
+
+  while ((top = xfer__timer_heap_top(&m->timers)) && top->deadline <= now) {
+    xfer *x = XFER__CONTAINER_OF(top, xfer, expiry.node);
+    x->due |= xfer__expiry_take_due(&m->timers, &x->expiry, now);
+    xfer__multi_mark_dirty(m, x);
+  }
+}
+
+/*
+ * The processing loop (brief rule 2): each transfer's clock is advanced to
+ * at least the loop's `now`, and a transfer that advanced its own passes
+ * it on. After every XFER__CLOCK_REFRESH_EVERY transfers the clock is read
+ * again. Returns the loop's final `now`.
+ */
+static xfer__time run_dirty(xfer_multi *m, xfer__time now) {
+  unsigned ran = 0;
+
+  while (!xfer__list_empty(&m->dirty)) {
+    xfer *x = XFER__CONTAINER_OF(m->dirty.next, xfer, dirty_node);
+
+    xfer__list_remove(&x->dirty_node);
+    xfer__now_at_least(x, now);
+    xfer_run(m, x);
+    if (x->now > now)
+      now = x->now;
+    if (++ran % XFER__CLOCK_REFRESH_EVERY == 0) {
+      xfer__time fresh = xfer__multi_now(m);
+      if (fresh > now)
+        now = fresh;
+    }
+  }
+  return now;
+}
+
+/* Tells the timer callback when the earliest deadline differs from the
+ * one the application's timer is armed for. */
+static xfer_mcode update_timer(xfer_multi *m, xfer__time now) {
+  struct xfer__timer_node *top = xfer__timer_heap_top(&m->timers);
+  xfer__time deadline = top ? top->deadline : XFER__TIME_NEVER;
+  long timeout_ms;
+  int rc;
+
+  if (!m->timer_cb || deadline == m->timer_armed)
+    return XFER_M_OK;
+  m->timer_armed = deadline;
+  if (deadline == XFER__TIME_NEVER)
+    timeout_ms = -1;
+  else if (deadline <= now)
+    timeout_ms = 0;
+  else /* rounded up, so the timer never fires before the deadline */
+    timeout_ms = (long)((deadline - now + XFER__NS_PER_MS - 1) /
+                        XFER__NS_PER_MS);
+  m->stats.timer_cb_calls++;
+  m->in_callback++;
+  rc = m->timer_cb(m, timeout_ms, m->timer_userp);
+  m->in_callback--;
+  return rc ? XFER_M_TIMER_CALLBACK : XFER_M_OK;
+}
+
+/* The common end of the calls that run transfers. */
+static xfer_mcode run_and_leave(xfer_multi *m, xfer__time now, int *running) {
+  xfer__mev_resync(m);
+  collect_due(m, now);
+  now = run_dirty(m, now);
+  if (running)
+    *running = (int)m->running;
+  return update_timer(m, now);
+}
+
+xfer_mcode xfer_multi_socket_action(xfer_multi *m, int fd, int events,
+                                    int *running) {
+  xfer_mcode rc = api_enter(m);
+  xfer__time now;
+
+  if (rc)
+    return rc;
+  now = xfer__multi_now(m);
+  m->stats.wakeups++;
+  if (fd == XFER_SOCKET_TIMEOUT)
+    m->timer_armed = XFER__TIME_NEVER; /* the application's timer fired */
+  else if (xfer__mev_expire_xfers(m, fd))
+    xfer__mev_dispatch_conns(m, fd, events);
+  return run_and_leave(m, now, running);
+}
+
+xfer_mcode xfer_multi_socket_timeout(xfer_multi *m, int *running) {
+  return xfer_multi_socket_action(m, XFER_SOCKET_TIMEOUT, 0, running);
+}
+
+xfer_mcode xfer_multi_perform(xfer_multi *m, int *running) {
+  xfer_mcode rc = api_enter(m);
+  struct xfer__list *pos;
+  xfer__time now;
+
+  if (rc)
+    return rc;
+  now = xfer__multi_now(m);
+  m->stats.wakeups++;
+  for (pos = m->xfers.next; pos != &m->xfers; pos = pos->next)
+    xfer__multi_mark_dirty(m, XFER__CONTAINER_OF(pos, xfer, multi_node));
+  return run_and_leave(m, now, running);
+}
+
+xfer_mcode xfer_multi_poll(xfer_multi *m, int timeout_ms, int *numfds) {
+  xfer_mcode rc = api_enter(m);
+  struct xfer__timer_node *top;
+  size_t count;
+  int ready;
+
+  if (rc)
+    return rc;
+  if (timeout_ms < 0)
+    return XFER_M_BAD_ARGUMENT;
+  if (m->pollfds_len < m->ev.count) {
+    struct pollfd *pfds = xfer__realloc(m->pollfds,
+                                        m->ev.count * sizeof(*pfds));
+    if (!pfds)
+      return XFER_M_OUT_OF_MEMORY;
+    m->pollfds = pfds;
+    m->pollfds_len = m->ev.count;
+  }
+  count = xfer__mev_pollfds(m, m->pollfds, m->pollfds_len);
+
+  /* The wait ends at the earliest deadline, measured from the last clock
+   * reading: perform() has just read it in the usual perform/poll loop. */
+  top = xfer__timer_heap_top(&m->timers);
+  if (top) {
+    xfer__time left = top->deadline - m->last_now;
+    int64_t left_ms = left <= 0 ? 0 : (left + XFER__NS_PER_MS - 1) /
+                                          XFER__NS_PER_MS;
+    if (left_ms < timeout_ms)
+      timeout_ms = (int)left_ms;
+  }
+  if (!xfer__list_empty(&m->dirty))
+    timeout_ms = 0;
+
+  ready = poll(m->pollfds, (nfds_t)count, timeout_ms);
+  if (ready < 0 && errno != EINTR)
+    return XFER_M_POLL_FAILED;
+  if (ready < 0)
+    ready = 0;
+  xfer__multi_now(m); /* the return of poll is an API entry */
+  m->stats.wakeups++;
+  for (size_t i = 0; i < count && ready > 0; i++) {
+    short re = m->pollfds[i].revents;
+    int events = ((re & POLLIN) ? XFER_CSELECT_IN : 0) |
+                 ((re & POLLOUT) ? XFER_CSELECT_OUT : 0) |
+                 ((re & (POLLERR | POLLHUP | POLLNVAL)) ? XFER_CSELECT_ERR : 0);
+    if (events && xfer__mev_expire_xfers(m, m->pollfds[i].fd))
+      xfer__mev_dispatch_conns(m, m->pollfds[i].fd, events);
+  }
+  if (numfds)
+    *numfds = ready;
+  return XFER_M_OK;
+}
+
+xfer_mcode xfer_multi_add(xfer_multi *m, xfer *x) {
+  xfer_mcode rc = api_enter(m);
+  xfer__time now;
+
+  if (rc)
+    return rc;
+  if (!xfer__valid(x))
+    return XFER_M_BAD_XFER_HANDLE;
+  if (x->multi)
+    return XFER_M_ADDED_ALREADY;
+  /* Room in the heap now means no timer operation can fail later. */
+  if (!xfer__timer_heap_reserve(&m->timers, m->num_xfers + 1))
+    return XFER_M_OUT_OF_MEMORY;
+  now = xfer__multi_now(m);
+  x->multi = m;
+  xfer__start(x, now);
+  xfer__list_insert_tail(&m->xfers, &x->multi_node);
+  m->num_xfers++;
+  m->running++;
+  m->stats.xfers_added++;
+  xfer__expiry_set(&m->timers, &x->expiry, XFER__EXPIRE_RUN_NOW, x->now);
+  xfer__mev_resync(m);
+  return update_timer(m, now);
+}
+
+/* Takes x out of m, done or not. */
+static void xfer_detach(xfer_multi *m, xfer *x) {
+  if (x->state == XFER__STATE_RUNNING) {
+    xfer_stop(m, x);
+    m->running--;
+  }
+  if (xfer__list_linked(&x->msg_node)) {
+    xfer__list_remove(&x->msg_node);
+    m->num_msgs--;
+  }
+  xfer__list_remove(&x->multi_node);
+  m->num_xfers--;
+  x->multi = NULL;
+  x->state = XFER__STATE_IDLE;
+}
+
+xfer_mcode xfer_multi_remove(xfer_multi *m, xfer *x) {
+  xfer_mcode rc = api_enter(m);
+  xfer__time now;
+
+  if (rc)
+    return rc;
+  if (!xfer__valid(x))
+    return XFER_M_BAD_XFER_HANDLE;
+  if (x->multi != m)
+    return XFER_M_NOT_ADDED;
+  now = xfer__multi_now(m);
+  xfer__now_at_least(x, now);
+  xfer_detach(m, x);
+  xfer__mev_resync(m);
+  return update_timer(m, now);
+}
+
+xfer_mcode xfer_multi_destroy(xfer_multi *m) {
+  xfer_mcode rc;
+
+  if (!m)
+    return XFER_M_OK;
+  rc = api_enter(m);
+  if (rc)
+    return rc;
+  while (!xfer__list_empty(&m->xfers))
+    xfer_detach(m, XFER__CONTAINER_OF(m->xfers.next, xfer, multi_node));
+  xfer__mev_cleanup(m);
+  if (m->timer_cb && m->timer_armed != XFER__TIME_NEVER) {
+    m->stats.timer_cb_calls++;
+    m->in_callback++;
+    m->timer_cb(m, -1, m->timer_userp);
+    m->in_callback--;
+  }
+  xfer__timer_heap_free(&m->timers);
+  xfer__free(m->pollfds);
+  m->magic = XFER__MAGIC_DEAD;
+  xfer__free(m);
+  return XFER_M_OK;
+}
+
+xfer_mcode xfer_multi_set_socket_cb(xfer_multi *m, xfer_socket_cb cb,
+                                    void *userp) {
+  xfer_mcode rc = api_enter(m);
+
+  if (rc)
+    return rc;
+  m->socket_cb = cb;
+  m->socket_userp = userp;
+  xfer__mev_callback_changed(m);
+  return XFER_M_OK;
+}
+
+xfer_mcode xfer_multi_set_timer_cb(xfer_multi *m, xfer_timer_cb cb,
+                                   void *userp) {
+  xfer_mcode rc = api_enter(m);
+
+  if (rc)
+    return rc;
+  m->timer_cb = cb;
+  m->timer_userp = userp;
+  m->timer_armed = XFER__TIME_NEVER; /* the new callback armed nothing yet */
+  return XFER_M_OK;
+}
+
+xfer_mcode xfer_multi_assign(xfer_multi *m, int fd, void *socketp) {
+  if (!multi_valid(m))
+    return XFER_M_BAD_HANDLE;
+  return xfer__mev_assign(m, fd, socketp);
+}
+
+const xfer_msg *xfer_multi_info_read(xfer_multi *m, int *left) {
+  xfer *x;
+
+  if (left)
+    *left = 0;
+  if (!multi_valid(m) || xfer__list_empty(&m->msgs))
+    return NULL;
+  x = XFER__CONTAINER_OF(m->msgs.next, xfer, msg_node);
+  xfer__list_remove(&x->msg_node);
+  m->num_msgs--;
+  if (left)
+    *left = (int)m->num_msgs;
+  return &x->msg;
+}
+
+xfer_mcode xfer_multi_get_stats(xfer_multi *m, xfer_multi_stats *out) {
+  if (!multi_valid(m))
+    return XFER_M_BAD_HANDLE;
+  if (!out)
+    return XFER_M_BAD_ARGUMENT;
+  *out = m->stats;
+  out->sockets_tracked = m->ev.count;
+  out->running = m->running;
+  return XFER_M_OK;
+}

@@ -1,0 +1,60 @@
+/*
+ * The multi handle: the transfers of one thread, their event tracking and
+ * timers, and the processing loop that keeps time by brief rule 2.
+ *
+ * Protected by: nothing; a multi belongs to the thread that drives it.
+ */
+#ifndef XFER_MULTI_H
+#define XFER_MULTI_H
+
+#include "common.h"
+
+#include "multi_ev.h"
+#include "now.h"
+#include "timer.h"
+
+/* The processing loop reads the clock again after this many transfers, so
+ * that one call never carries a stale `now` far (brief rule 2). */
+#define XFER__CLOCK_REFRESH_EVERY 16
+
+struct pollfd;
+
+struct xfer_multi {
+  uint32_t magic;
+  int in_callback; /* > 0 while an application callback runs */
+
+  xfer_socket_cb socket_cb;
+  void *socket_userp;
+  xfer_timer_cb timer_cb;
+  void *timer_userp;
+  /* The deadline the application's timer is armed for, as far as we know;
+   * XFER__TIME_NEVER: no timer armed. */
+  xfer__time timer_armed;
+
+  struct xfer__mev ev;
+  struct xfer__timer_heap timers;
+
+  struct xfer__list xfers; /* every transfer added */
+  size_t num_xfers;
+  size_t running;          /* added and not done */
+  struct xfer__list dirty; /* to run before the current call returns */
+  struct xfer__list msgs;  /* finished transfers, for info_read */
+  size_t num_msgs;
+
+  struct pollfd *pollfds; /* xfer_multi_poll()'s array, kept between calls */
+  size_t pollfds_len;
+
+  xfer__time last_now; /* the last clock reading of this multi */
+  xfer_multi_stats stats;
+};
+
+/* Queues x to be run before the current multi call returns. */
+void xfer__multi_mark_dirty(xfer_multi *m, xfer *x);
+/* Makes x fail with `code` at its next run, which happens in this call. */
+void xfer__multi_fail_soon(xfer_multi *m, xfer *x, xfer_code code, int fd);
+/* Tells the event tracking that fd is about to close, then closes it. */
+void xfer__multi_close_socket(xfer_multi *m, int fd);
+/* Reads the clock on behalf of the multi (counted in its stats). */
+xfer__time xfer__multi_now(xfer_multi *m);
+
+#endif /* XFER_MULTI_H */

@@ -1,0 +1,451 @@
+/*
+ * Event tracking: the socket table, last pollsets, and the diff that
+ * reports only changes to the application's socket callback.
+ * Design: seed multi-ev.md; ours in docs/internals/multi-ev.md.
+ */
+#include "common.h"
+
+#include <poll.h>
+#include <string.h>
+
+#include "mem.h"
+#include "multi.h"
+#include "multi_ev.h"
+#include "transfer.h"
+
+struct xfer__mev_entry {
+  int fd;
+  unsigned readers;       /* uses that want IN */
+  unsigned writers;       /* uses that want OUT */
+  unsigned conns;         /* uses by connections (the shutdown handle) */
+  unsigned char reported; /* action the application was told; 0: none */
+  void *socketp;          /* from xfer_multi_assign() */
+  struct xfer__list users;
+  struct xfer__list node; /* in xfer__mev.entries */
+};
+
+bool xfer__pollset_add(struct xfer__pollset *ps, int fd, unsigned want) {
+  want &= XFER_POLL_INOUT;
+  if (!want)
+    return true;
+  for (unsigned i = 0; i < ps->count; i++) {
+    if (ps->fd[i] == fd) {
+      ps->want[i] |= (unsigned char)want;
+      return true;
+    }
+  }
+  if (ps->count == XFER__POLLSET_MAX)
+    return false;
+  ps->fd[ps->count] = fd;
+  ps->want[ps->count] = (unsigned char)want;
+  ps->count++;
+  return true;
+}
+
+void xfer__mev_init(struct xfer__mev *ev) {
+  memset(ev, 0, sizeof(*ev));
+  xfer__list_init(&ev->entries);
+}
+
+void xfer__mev_tracker_init(struct xfer__mev_tracker *t,
+                            enum xfer__mev_kind kind,
+                            xfer__mev_conn_event_fn on_event) {
+  t->kind = kind;
+  t->count = 0;
+  t->capacity = XFER__MEV_INLINE_USES;
+  t->uses = t->inline_uses;
+  t->on_event = on_event;
+  t->dispatch_mark = 0;
+}
+
+/* --- the socket table ---------------------------------------------------- */
+
+static struct xfer__mev_entry *entry_find(const struct xfer__mev *ev, int fd) {
+  if (fd < 0 || (size_t)fd >= ev->by_fd_len)
+    return NULL;
+  return ev->by_fd[fd];
+}
+
+static struct xfer__mev_entry *entry_get(struct xfer__mev *ev, int fd) {
+  struct xfer__mev_entry *e = entry_find(ev, fd);
+
+  if (e)
+    return e;
+  if ((size_t)fd >= ev->by_fd_len) {
+    size_t len = ev->by_fd_len ? ev->by_fd_len : 64;
+    struct xfer__mev_entry **by_fd;
+    while (len <= (size_t)fd)
+      len *= 2;
+    by_fd = xfer__realloc(ev->by_fd, len * sizeof(*by_fd));
+    if (!by_fd)
+      return NULL;
+    memset(by_fd + ev->by_fd_len, 0, (len - ev->by_fd_len) * sizeof(*by_fd));
+    ev->by_fd = by_fd;
+    ev->by_fd_len = len;
+  }
+  e = xfer__calloc(1, sizeof(*e));
+  if (!e)
+    return NULL;
+  e->fd = fd;
+  xfer__list_init(&e->users);
+  xfer__list_insert_tail(&ev->entries, &e->node);
+  ev->by_fd[fd] = e;
+  ev->count++;
+  return e;
+}
+
+static unsigned char entry_want(const struct xfer__mev_entry *e) {
+  return (unsigned char)((e->readers ? XFER_POLL_IN : 0) |
+                         (e->writers ? XFER_POLL_OUT : 0));
+}
+
+static int report(xfer_multi *m, struct xfer__mev_entry *e, int what) {
+  int rc;
+
+  m->stats.socket_cb_calls++;
+  m->in_callback++;
+  rc = m->socket_cb(m, e->fd, what, m->socket_userp, e->socketp);
+  m->in_callback--;
+  return rc;
+}
+
+static void entry_free(struct xfer__mev *ev, struct xfer__mev_entry *e) {
+  xfer__list_remove(&e->node);
+  ev->by_fd[e->fd] = NULL;
+  ev->count--;
+  xfer__free(e);
+}
+
+/*
+ * Brings the application up to date with the entry: REMOVE and free it
+ * when it has no users left, report a changed action otherwise. Returns the
+ * socket callback's answer (0 when it was not called).
+ */
+static int entry_update(xfer_multi *m, struct xfer__mev_entry *e) {
+  unsigned char want = entry_want(e);
+  int rc = 0;
+
+  if (xfer__list_empty(&e->users)) {
+    assert(!want && !e->conns);
+    if (e->reported && m->socket_cb)
+      rc = report(m, e, XFER_POLL_REMOVE);
+    entry_free(&m->ev, e);
+    return rc;
+  }
+  if (want != e->reported && m->socket_cb) {
+    e->reported = want;
+    rc = report(m, e, want);
+  }
+  return rc;
+}
+
+static void entry_count(struct xfer__mev_entry *e, const struct xfer__mev_use *u,
+                        int sign) {
+  if (u->want & XFER_POLL_IN)
+    e->readers += (unsigned)sign;
+  if (u->want & XFER_POLL_OUT)
+    e->writers += (unsigned)sign;
+  if (u->tracker->kind == XFER__MEV_CONN)
+    e->conns += (unsigned)sign;
+}
+
+/* --- trackers (last pollsets) -------------------------------------------- */
+
+static int tracker_find(const struct xfer__mev_tracker *t, int fd) {
+  for (unsigned i = 0; i < t->count; i++)
+    if (t->uses[i].fd == fd)
+      return (int)i;
+  return -1;
+}
+
+static struct xfer__mev_use *tracker_append(struct xfer__mev_tracker *t) {
+  if (t->count == t->capacity) {
+    unsigned capacity = t->capacity * 2;
+    struct xfer__mev_use *uses;
+    if (t->uses == t->inline_uses) {
+      uses = xfer__malloc(capacity * sizeof(*uses));
+      if (uses)
+        memcpy(uses, t->inline_uses, t->count * sizeof(*uses));
+    } else {
+      uses = xfer__realloc(t->uses, capacity * sizeof(*uses));
+    }
+    if (!uses)
+      return NULL;
+    /* The list nodes moved: their neighbours point at the old copies. */
+    for (unsigned i = 0; i < t->count; i++)
+      xfer__list_relink(&uses[i].entry_node);
+    t->uses = uses;
+    t->capacity = capacity;
+  }
+  return &t->uses[t->count++];
+}
+
+/* Takes use i out of its entry's counts and list and out of the tracker
+ * (the last use moves into its slot). Returns the entry, which the caller
+ * brings up to date. */
+static struct xfer__mev_entry *use_drop(struct xfer__mev_tracker *t,
+                                        unsigned i) {
+  struct xfer__mev_use *u = &t->uses[i];
+  struct xfer__mev_entry *e = u->entry;
+
+  entry_count(e, u, -1);
+  xfer__list_remove(&u->entry_node);
+  if (i != t->count - 1) {
+    *u = t->uses[t->count - 1];
+    xfer__list_relink(&u->entry_node);
+  }
+  t->count--;
+  return e;
+}
+
+static void tracker_release(struct xfer__mev_tracker *t) {
+  assert(t->count == 0);
+  if (t->uses != t->inline_uses)
+    xfer__free(t->uses);
+  t->uses = t->inline_uses;
+  t->capacity = XFER__MEV_INLINE_USES;
+}
+
+static int pollset_find(const struct xfer__pollset *ps, int fd) {
+  for (unsigned i = 0; i < ps->count; i++)
+    if (ps->fd[i] == fd)
+      return (int)i;
+  return -1;
+}
+
+/*
+ * The diff. Old uses not in the new set are dropped, changed ones are
+ * recounted, new ones are added; each touched entry is brought up to date
+ * at once, so the application sees exactly the changes. Pollsets hold at
+ * most XFER__POLLSET_MAX sockets, so the quadratic matching is cheap.
+ */
+static xfer_code assess(xfer_multi *m, struct xfer__mev_tracker *t,
+                        const struct xfer__pollset *ps) {
+  xfer_code result = XFER_OK;
+
+  for (unsigned i = t->count; i-- > 0;) {
+    struct xfer__mev_use *u = &t->uses[i];
+    int j = pollset_find(ps, u->fd);
+    struct xfer__mev_entry *e;
+
+    if (j < 0) {
+      e = use_drop(t, i); /* moves a use from index > i into i: done ones */
+    } else if (ps->want[j] != u->want) {
+      e = u->entry;
+      entry_count(e, u, -1);
+      u->want = ps->want[j];
+      entry_count(e, u, +1);
+    } else {
+      continue;
+    }
+    if (entry_update(m, e))
+      result = XFER_E_SOCKET_CALLBACK;
+  }
+
+  for (unsigned j = 0; j < ps->count; j++) {
+    struct xfer__mev_entry *e;
+    struct xfer__mev_use *u;
+
+    if (tracker_find(t, ps->fd[j]) >= 0)
+      continue;
+    e = entry_get(&m->ev, ps->fd[j]);
+    u = e ? tracker_append(t) : NULL;
+    if (!u) {
+      if (e && xfer__list_empty(&e->users))
+        entry_free(&m->ev, e);
+      return XFER_E_OUT_OF_MEMORY;
+    }
+    u->entry = e;
+    u->tracker = t;
+    u->fd = ps->fd[j];
+    u->want = ps->want[j];
+    xfer__list_insert_tail(&e->users, &u->entry_node);
+    entry_count(e, u, +1);
+    if (entry_update(m, e))
+      result = XFER_E_SOCKET_CALLBACK;
+  }
+  return result;
+}
+
+xfer_code xfer__mev_assess_xfer(xfer_multi *m, xfer *x) {
+  struct xfer__pollset ps;
+
+  xfer__pollset_reset(&ps);
+  if (x->state == XFER__STATE_RUNNING && x->handler->pollset)
+    x->handler->pollset(x, &ps);
+  return assess(m, &x->ev, &ps);
+}
+
+xfer_code xfer__mev_assess_conn(xfer_multi *m, struct xfer__mev_tracker *conn,
+                                const struct xfer__pollset *ps) {
+  assert(conn->kind == XFER__MEV_CONN);
+  return assess(m, conn, ps);
+}
+
+static void tracker_done(xfer_multi *m, struct xfer__mev_tracker *t) {
+  while (t->count)
+    entry_update(m, use_drop(t, t->count - 1));
+  tracker_release(t);
+}
+
+void xfer__mev_xfer_done(xfer_multi *m, xfer *x) { tracker_done(m, &x->ev); }
+
+void xfer__mev_conn_done(xfer_multi *m, struct xfer__mev_tracker *conn) {
+  tracker_done(m, conn);
+}
+
+void xfer__mev_socket_done(xfer_multi *m, int fd) {
+  struct xfer__mev_entry *e = entry_find(&m->ev, fd);
+  struct xfer__list *pos, *tmp;
+
+  if (!e)
+    return;
+  /* Each tracker has at most one use of fd, so dropping a use only moves
+   * a use of another socket: the walk over this entry's list stays valid. */
+  XFER__LIST_FOREACH_SAFE(pos, tmp, &e->users) {
+    struct xfer__mev_use *u = XFER__CONTAINER_OF(pos, struct xfer__mev_use,
+                                                 entry_node);
+    struct xfer__mev_tracker *t = u->tracker;
+    use_drop(t, (unsigned)(u - t->uses));
+  }
+  entry_update(m, e); /* REMOVE (if reported) and free */
+}
+
+bool xfer__mev_expire_xfers(xfer_multi *m, int fd) {
+  struct xfer__mev_entry *e = entry_find(&m->ev, fd);
+  struct xfer__list *pos;
+
+  if (!e)
+    return false;
+  for (pos = e->users.next; pos != &e->users; pos = pos->next) {
+    struct xfer__mev_use *u = XFER__CONTAINER_OF(pos, struct xfer__mev_use,
+                                                 entry_node);
+    if (u->tracker->kind == XFER__MEV_XFER)
+      xfer__multi_mark_dirty(m, XFER__CONTAINER_OF(u->tracker, xfer, ev));
+  }
+  return e->conns > 0;
+}
+
+/* A handler may change any tracking (even close fd), so after each call
+ * the entry is looked up again; the round mark keeps each connection to
+ * one call. */
+void xfer__mev_dispatch_conns(xfer_multi *m, int fd, int events) {
+  uint64_t round = ++m->ev.dispatch_round;
+
+  for (;;) {
+    struct xfer__mev_entry *e = entry_find(&m->ev, fd);
+    struct xfer__mev_tracker *next = NULL;
+    struct xfer__list *pos;
+
+    if (!e || !e->conns)
+      return;
+    for (pos = e->users.next; pos != &e->users; pos = pos->next) {
+      struct xfer__mev_use *u = XFER__CONTAINER_OF(pos, struct xfer__mev_use,
+                                                   entry_node);
+      if (u->tracker->kind == XFER__MEV_CONN &&
+          u->tracker->dispatch_mark != round) {
+        next = u->tracker;
+        break;
+      }
+    }
+    if (!next)
+      return;
+    next->dispatch_mark = round;
+    if (next->on_event)
+      next->on_event(m, next, fd, events);
+  }
+}
+
+void xfer__mev_callback_changed(xfer_multi *m) {
+  struct xfer__list *pos;
+
+  for (pos = m->ev.entries.next; pos != &m->ev.entries; pos = pos->next)
+    XFER__CONTAINER_OF(pos, struct xfer__mev_entry, node)->reported = 0;
+  m->ev.resync = m->socket_cb != NULL;
+}
+
+static void fail_users(xfer_multi *m, struct xfer__mev_entry *e) {
+  struct xfer__list *pos;
+
+  for (pos = e->users.next; pos != &e->users; pos = pos->next) {
+    struct xfer__mev_use *u = XFER__CONTAINER_OF(pos, struct xfer__mev_use,
+                                                 entry_node);
+    if (u->tracker->kind == XFER__MEV_XFER)
+      xfer__multi_fail_soon(m, XFER__CONTAINER_OF(u->tracker, xfer, ev),
+                            XFER_E_SOCKET_CALLBACK, e->fd);
+  }
+}
+
+void xfer__mev_resync(xfer_multi *m) {
+  struct xfer__list *pos;
+
+  if (!m->ev.resync)
+    return;
+  m->ev.resync = false;
+  for (pos = m->ev.entries.next; pos != &m->ev.entries; pos = pos->next) {
+    struct xfer__mev_entry *e = XFER__CONTAINER_OF(pos, struct xfer__mev_entry,
+                                                   node);
+    unsigned char want = entry_want(e);
+    if (want != e->reported) {
+      e->reported = want;
+      if (report(m, e, want))
+        fail_users(m, e);
+    }
+  }
+}
+
+void xfer__mev_cleanup(xfer_multi *m) {
+  /* Whatever is still tracked goes the way of a closing socket: purged
+   * from its owners' pollsets, REMOVE reported. */
+  while (!xfer__list_empty(&m->ev.entries))
+    xfer__mev_socket_done(
+        m, XFER__CONTAINER_OF(m->ev.entries.next, struct xfer__mev_entry, node)
+               ->fd);
+  xfer__free(m->ev.by_fd);
+  xfer__mev_init(&m->ev);
+}
+
+xfer_mcode xfer__mev_assign(xfer_multi *m, int fd, void *socketp) {
+  struct xfer__mev_entry *e = entry_find(&m->ev, fd);
+
+  if (!e)
+    return XFER_M_BAD_ARGUMENT;
+  e->socketp = socketp;
+  return XFER_M_OK;
+}
+
+bool xfer__mev_socket_info(const xfer_multi *m, int fd,
+                           struct xfer__mev_socket_info *out) {
+  const struct xfer__mev_entry *e = entry_find(&m->ev, fd);
+  const struct xfer__list *pos;
+
+  if (!e)
+    return false;
+  out->readers = e->readers;
+  out->writers = e->writers;
+  out->conns = e->conns;
+  out->users = 0;
+  for (pos = e->users.next; pos != &e->users; pos = pos->next)
+    out->users++;
+  out->want = entry_want(e);
+  out->reported = e->reported;
+  return true;
+}
+
+size_t xfer__mev_pollfds(const xfer_multi *m, struct pollfd *out, size_t max) {
+  const struct xfer__list *pos;
+  size_t n = 0;
+
+  for (pos = m->ev.entries.next; pos != &m->ev.entries && n < max;
+       pos = pos->next) {
+    const struct xfer__mev_entry *e =
+        XFER__CONTAINER_OF(pos, const struct xfer__mev_entry, node);
+    unsigned char want = entry_want(e);
+    out[n].fd = e->fd;
+    out[n].events = (short)(((want & XFER_POLL_IN) ? POLLIN : 0) |
+                            ((want & XFER_POLL_OUT) ? POLLOUT : 0));
+    out[n].revents = 0;
+    n++;
+  }
+  return n;
+}

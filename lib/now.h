@@ -1,0 +1,39 @@
+/*
+ * Time keeping (docs/internals/time.md, seed keeping-time.md).
+ *
+ * xfer__now_read() is the only place in the library that reads the clock.
+ * Every API entry calls it once; everything else is handed a `now`.
+ */
+#ifndef XFER_NOW_H
+#define XFER_NOW_H
+
+#include <stdint.h>
+
+/* Nanoseconds on the monotonic clock (an arbitrary origin). */
+typedef int64_t xfer__time;
+
+#define XFER__NS_PER_MS INT64_C(1000000)
+#define XFER__NS_PER_US INT64_C(1000)
+#define XFER__TIME_NEVER INT64_MAX
+
+/* Reads the clock once and counts the read in *reads (may be NULL).
+ * Debug builds assert that the calling thread holds no pool lock. */
+xfer__time xfer__now_read(uint64_t *reads);
+
+/* A replacement clock, for tests: fn(userp) is returned by every read from
+ * then on. NULL restores CLOCK_MONOTONIC. Set it before any multi runs and
+ * while none does: the pointer is not synchronised. */
+typedef xfer__time (*xfer__clock_fn)(void *userp);
+void xfer__now_set_clock(xfer__clock_fn fn, void *userp);
+
+/*
+ * The calling thread's pool lock depth. Pool locks raise it while held;
+ * xfer__now_read() and the other "never under a pool lock" places assert
+ * it is zero in debug builds. Kept in every build (it costs one TLS
+ * increment) so that a debug test program and a release library agree.
+ */
+extern _Thread_local int xfer__pool_lock_depth;
+
+#define XFER__ASSERT_NO_POOL_LOCK() assert(xfer__pool_lock_depth == 0)
+
+#endif /* XFER_NOW_H */

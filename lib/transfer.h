@@ -1,0 +1,116 @@
+/*
+ * A transfer: its handle, its own `now`, its timeline, its error detail,
+ * and the handler that does its protocol work.
+ *
+ * Protected by: nothing; a transfer belongs to the thread that drives the
+ * multi it is added to (or to whoever holds it when it is not added).
+ */
+#ifndef XFER_TRANSFER_H
+#define XFER_TRANSFER_H
+
+#include "common.h"
+
+#include "multi_ev.h"
+#include "now.h"
+#include "timer.h"
+
+enum xfer__state {
+  XFER__STATE_IDLE,    /* not added to a multi */
+  XFER__STATE_RUNNING, /* added, not done */
+  XFER__STATE_DONE     /* added, finished; its message is queued */
+};
+
+enum xfer__phase {
+  XFER__PHASE_QUEUE,
+  XFER__PHASE_NAMELOOKUP,
+  XFER__PHASE_CONNECT,
+  XFER__PHASE_APPCONNECT,
+  XFER__PHASE_PRETRANSFER,
+  XFER__PHASE_STARTTRANSFER,
+  XFER__PHASE_TOTAL,
+  XFER__PHASE_COUNT
+};
+
+/* What run() returns while the transfer is not done. */
+#define XFER__RUN_AGAIN (-1)
+
+/* The protocol work of a transfer. Every function runs on the multi's
+ * thread, from inside a multi call, with the transfer's `now` current. */
+struct xfer__handler {
+  const char *name;
+  /* Makes progress without blocking. `due` has bit (1u << id) set for
+   * each expiry (enum xfer__expire_id) that fired since the last run.
+   * Returns XFER__RUN_AGAIN while not done, else the xfer_code result. */
+  int (*run)(xfer *x, unsigned due);
+  /* Adds the sockets the transfer waits on now to ps. */
+  void (*pollset)(xfer *x, struct xfer__pollset *ps);
+  /* Releases what run() set up, closing sockets through
+   * xfer__multi_close_socket(). Called once when the transfer finishes or
+   * is removed. May be NULL. */
+  void (*cleanup)(xfer *x);
+};
+
+#define XFER__DETAIL_MAX 256
+
+struct xfer {
+  uint32_t magic;
+  enum xfer__state state;
+  xfer_multi *multi; /* the multi it is added to, or NULL */
+  const struct xfer__handler *handler;
+  void *handler_ctx;
+
+  xfer__time now;      /* this transfer's clock: never goes back */
+  xfer__time added_at; /* timeline origin */
+  xfer__time stamps[XFER__PHASE_COUNT]; /* XFER__TIME_NEVER: not reached */
+
+  unsigned due;             /* expiries fired, handed to the next run */
+  xfer_code pending_error;  /* fail with this at the next run */
+  struct xfer__expiry expiry;
+  struct xfer__mev_tracker ev; /* last pollset */
+
+  struct xfer__list multi_node; /* in multi->xfers */
+  struct xfer__list dirty_node; /* in multi->dirty: run it in this call */
+  struct xfer__list msg_node;   /* in multi->msgs while its message waits */
+  xfer_msg msg;
+
+  void *app_private;
+  char detail[XFER__DETAIL_MAX];
+};
+
+/* Is x a live transfer handle? */
+bool xfer__valid(const xfer *x);
+
+/* Installs the handler that does the transfer's work (tests install their
+ * own). Refused while the transfer is added. */
+xfer_code xfer__set_handler(xfer *x, const struct xfer__handler *h, void *ctx);
+
+/* Prepares x for a new run in a multi, at `now`. */
+void xfer__start(xfer *x, xfer__time now);
+
+/* Advances the transfer's clock to at least t; it never goes back. */
+static inline void xfer__now_at_least(xfer *x, xfer__time t) {
+  if (t > x->now)
+    x->now = t;
+}
+
+/* Transfer `from` acts for x (dispatching data to it): x's clock is
+ * advanced to at least from's, and x is marked dirty so the loop runs it
+ * in this call. Both must be in the same multi. */
+void xfer__now_update(xfer *x, const xfer *from);
+
+/* Reads the clock for x after something that may have blocked. */
+void xfer__now_refresh(xfer *x);
+
+/* Records the end of phase p at the transfer's `now`. Earlier phases not
+ * reached take the previous phase's value, so the timeline stays ordered. */
+void xfer__stamp(xfer *x, enum xfer__phase p);
+
+/* Sets expiry `id` to fire `delay_ns` after the transfer's `now`. */
+void xfer__expire_in(xfer *x, enum xfer__expire_id id, xfer__time delay_ns);
+void xfer__expire_clear(xfer *x, enum xfer__expire_id id);
+
+/* Records the detail text of an error (printf format). */
+void xfer__set_detail(xfer *x, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#endif /* XFER_TRANSFER_H */

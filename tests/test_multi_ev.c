@@ -1,0 +1,530 @@
+/*
+ * lib/multi_ev.c: every scenario of the seed multi-ev.md, with the exact
+ * sequence of socket callback calls the application sees.
+ */
+#include <criterion/criterion.h>
+#include <unistd.h>
+
+#include "testhelp.h"
+
+static xfer_multi *m;
+static struct th_sockrec rec;
+
+static void setup(void) {
+  th_sockrec_init(&rec);
+  m = xfer_multi_new();
+  cr_assert_not_null(m);
+  cr_assert_eq(xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec), XFER_M_OK);
+}
+
+static void teardown(void) {
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  tt_free_all();
+}
+
+TestSuite(multi_ev, .init = setup, .fini = teardown);
+
+static struct tt *added(int id) {
+  struct tt *t = tt_new(id);
+  cr_assert_eq(xfer_multi_add(m, t->x), XFER_M_OK);
+  return t;
+}
+
+static void assess(struct tt *t) {
+  cr_assert_eq(xfer__mev_assess_xfer(m, t->x), XFER_OK);
+}
+
+static struct xfer__mev_socket_info info(int fd) {
+  struct xfer__mev_socket_info i;
+  cr_assert(xfer__mev_socket_info(m, fd, &i), "fd %d is not tracked", fd);
+  return i;
+}
+
+static bool tracked(int fd) {
+  struct xfer__mev_socket_info i;
+  return xfer__mev_socket_info(m, fd, &i);
+}
+
+/* Fake fd numbers: the table never touches the descriptors themselves. */
+enum { S = 40, T = 41, U = 42 };
+
+Test(multi_ev, only_changes_are_reported) {
+  struct tt *a = added(1);
+
+  tt_want(a, S, XFER_POLL_IN);
+  assess(a);
+  assess(a); /* same pollset: nothing to say */
+  tt_want(a, S, XFER_POLL_INOUT);
+  assess(a);
+  assess(a);
+  tt_want(a, S, XFER_POLL_OUT);
+  assess(a);
+  tt_want(a, S, 0);
+  assess(a);
+  assess(a);
+  th_expect_calls(&rec, 0,
+                  (int[]){S, XFER_POLL_IN, S, XFER_POLL_INOUT, S, XFER_POLL_OUT,
+                          S, XFER_POLL_REMOVE},
+                  4);
+  cr_assert(!tracked(S));
+}
+
+Test(multi_ev, shared_socket_counts_readers_and_writers) {
+  struct tt *a = added(1), *b = added(2);
+
+  tt_want(a, S, XFER_POLL_IN);
+  tt_want(b, S, XFER_POLL_IN);
+  assess(a);
+  assess(b); /* a second reader changes nothing the application sees */
+  cr_assert_eq(info(S).readers, 2);
+  cr_assert_eq(info(S).writers, 0);
+  cr_assert_eq(info(S).users, 2);
+  tt_want(b, S, XFER_POLL_OUT);
+  assess(b);
+  cr_assert_eq(info(S).readers, 1);
+  cr_assert_eq(info(S).writers, 1);
+  tt_want(a, S, XFER_POLL_INOUT);
+  assess(a);
+  cr_assert_eq(info(S).readers, 1);
+  cr_assert_eq(info(S).writers, 2);
+  xfer__mev_xfer_done(m, a->x); /* b still writes */
+  cr_assert_eq(info(S).readers, 0);
+  cr_assert_eq(info(S).writers, 1);
+  xfer__mev_xfer_done(m, b->x);
+  th_expect_calls(&rec, 0,
+                  (int[]){S, XFER_POLL_IN, S, XFER_POLL_INOUT, S, XFER_POLL_OUT,
+                          S, XFER_POLL_REMOVE},
+                  4);
+}
+
+Test(multi_ev, xfer_done_then_socket_done) {
+  struct tt *a = added(1);
+
+  tt_want(a, S, XFER_POLL_IN);
+  tt_want(a, T, XFER_POLL_OUT);
+  assess(a);
+  xfer__mev_xfer_done(m, a->x);
+  xfer__mev_socket_done(m, S); /* already forgotten: nothing */
+  xfer__mev_socket_done(m, T);
+  th_expect_calls(&rec, 0,
+                  (int[]){S, XFER_POLL_IN, T, XFER_POLL_OUT, T,
+                          XFER_POLL_REMOVE, S, XFER_POLL_REMOVE},
+                  4);
+  cr_assert_eq(a->x->ev.count, 0);
+}
+
+Test(multi_ev, socket_done_then_xfer_done) {
+  struct tt *a = added(1), *b = added(2);
+
+  tt_want(a, S, XFER_POLL_IN);
+  tt_want(a, T, XFER_POLL_IN);
+  tt_want(b, S, XFER_POLL_OUT);
+  assess(a);
+  assess(b);
+  xfer__mev_socket_done(m, S); /* purged from a's and b's last pollsets */
+  cr_assert_eq(a->x->ev.count, 1);
+  cr_assert_eq(b->x->ev.count, 0);
+  xfer__mev_xfer_done(m, b->x); /* nothing left of b */
+  xfer__mev_xfer_done(m, a->x);
+  th_expect_calls(&rec, 0,
+                  (int[]){S, XFER_POLL_IN, T, XFER_POLL_IN, S, XFER_POLL_INOUT,
+                          S, XFER_POLL_REMOVE, T, XFER_POLL_REMOVE},
+                  5);
+}
+
+Test(multi_ev, conn_done_then_socket_done) {
+  struct xfer__mev_tracker conn;
+  struct xfer__pollset ps;
+  struct tt *a = added(1);
+
+  xfer__mev_tracker_init(&conn, XFER__MEV_CONN, NULL);
+  xfer__pollset_reset(&ps);
+  xfer__pollset_add(&ps, S, XFER_POLL_IN);
+  cr_assert_eq(xfer__mev_assess_conn(m, &conn, &ps), XFER_OK);
+  tt_want(a, S, XFER_POLL_OUT);
+  assess(a);
+  cr_assert_eq(info(S).conns, 1);
+  xfer__mev_conn_done(m, &conn);
+  cr_assert_eq(info(S).conns, 0);
+  xfer__mev_socket_done(m, S);
+  xfer__mev_xfer_done(m, a->x);
+  th_expect_calls(&rec, 0,
+                  (int[]){S, XFER_POLL_IN, S, XFER_POLL_INOUT, S, XFER_POLL_OUT,
+                          S, XFER_POLL_REMOVE},
+                  4);
+}
+
+Test(multi_ev, socket_done_then_conn_done) {
+  struct xfer__mev_tracker conn;
+  struct xfer__pollset ps;
+
+  xfer__mev_tracker_init(&conn, XFER__MEV_CONN, NULL);
+  xfer__pollset_reset(&ps);
+  xfer__pollset_add(&ps, S, XFER_POLL_INOUT);
+  xfer__pollset_add(&ps, T, XFER_POLL_IN);
+  cr_assert_eq(xfer__mev_assess_conn(m, &conn, &ps), XFER_OK);
+  xfer__mev_socket_done(m, S);
+  cr_assert_eq(conn.count, 1);
+  xfer__mev_conn_done(m, &conn);
+  cr_assert_eq(conn.count, 0);
+  th_expect_calls(&rec, 0,
+                  (int[]){S, XFER_POLL_INOUT, T, XFER_POLL_IN, S,
+                          XFER_POLL_REMOVE, T, XFER_POLL_REMOVE},
+                  4);
+}
+
+/*
+ * The kernel hands out a closed socket's number at once. A transfer closes
+ * its socket through socket_done and opens another that gets the same
+ * number: the application must see REMOVE, then a fresh ADD, and no stale
+ * entry (a second transfer had the old socket in its last pollset too).
+ */
+static int reuse_run(struct tt *t, unsigned due) {
+  int sv[2];
+
+  if (t->state++ == 0) { /* first run: open a socket, read from it */
+    th_socketpair(sv);
+    t->close_fds[0] = sv[0];
+    t->close_fds[1] = sv[1];
+    t->nclose = 2;
+    tt_want(t, sv[0], XFER_POLL_IN);
+    return XFER__RUN_AGAIN;
+  }
+  if (t->state == 2) { /* second run: replace the socket */
+    int old = t->close_fds[0];
+    tt_want(t, old, 0);
+    xfer__multi_close_socket(t->x->multi, old);
+    close(t->close_fds[1]);
+    th_socketpair(sv);
+    cr_assert_eq(sv[0], old, "the kernel did not reuse fd %d", old);
+    t->close_fds[0] = sv[0];
+    t->close_fds[1] = sv[1];
+    tt_want(t, sv[0], XFER_POLL_IN);
+    return XFER__RUN_AGAIN;
+  }
+  return XFER_OK;
+}
+
+Test(multi_ev, closed_fd_number_reused_at_once) {
+  struct tt *a = tt_new(1), *b = added(2);
+  int fd;
+
+  a->on_run = reuse_run;
+  cr_assert_eq(xfer_multi_add(m, a->x), XFER_M_OK);
+  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK);
+  fd = a->close_fds[0];
+  tt_want(b, fd, XFER_POLL_IN); /* b shares the old socket */
+  assess(b);
+  cr_assert_eq(info(fd).readers, 2);
+  cr_assert_eq(xfer_multi_socket_action(m, fd, XFER_CSELECT_IN, NULL),
+               XFER_M_OK);
+  /* a ran first and replaced the socket. The old one was purged from b's
+   * pollset too: when b ran next, it remembered nothing of the number, and
+   * its interest joined the new socket, which was already watched. */
+  cr_assert_eq(b->uses_at_run, 0);
+  cr_assert_eq(info(fd).readers, 2);
+  th_expect_calls(&rec, 0,
+                  (int[]){fd, XFER_POLL_IN, fd, XFER_POLL_REMOVE, fd,
+                          XFER_POLL_IN},
+                  3);
+  /* a finishes: its cleanup closes the socket through socket_done, while
+   * b (done with the socket) no longer asks for it. */
+  tt_want(b, fd, 0);
+  cr_assert_eq(xfer_multi_socket_action(m, fd, XFER_CSELECT_IN, NULL),
+               XFER_M_OK);
+  th_expect_calls(&rec, 3, (int[]){fd, XFER_POLL_REMOVE}, 1);
+  cr_assert_eq(b->x->ev.count, 0);
+  cr_assert(!tracked(fd));
+}
+
+struct conn_events {
+  int calls;
+  int fd;
+  int events;
+};
+
+static struct conn_events conn_seen;
+
+static void conn_on_event(xfer_multi *mm, struct xfer__mev_tracker *conn,
+                          int fd, int events) {
+  conn_seen.calls++;
+  conn_seen.fd = fd;
+  conn_seen.events = events;
+}
+
+Test(multi_ev, connection_interest_is_reported_and_dispatched) {
+  struct xfer__mev_tracker conn;
+  struct xfer__pollset ps;
+  struct tt *a = added(1);
+  int runs;
+
+  xfer__mev_tracker_init(&conn, XFER__MEV_CONN, conn_on_event);
+  xfer__pollset_reset(&ps);
+  xfer__pollset_add(&ps, S, XFER_POLL_IN);
+  cr_assert_eq(xfer__mev_assess_conn(m, &conn, &ps), XFER_OK);
+  cr_assert(xfer__mev_expire_xfers(m, S), "the connection is interested");
+  cr_assert(!xfer__mev_expire_xfers(m, T), "an untracked fd interests no one");
+
+  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK); /* a runs */
+  runs = a->runs;
+  cr_assert_eq(xfer_multi_socket_action(m, S, XFER_CSELECT_IN, NULL),
+               XFER_M_OK);
+  cr_assert_eq(conn_seen.calls, 1);
+  cr_assert_eq(conn_seen.fd, S);
+  cr_assert_eq(conn_seen.events, XFER_CSELECT_IN);
+  cr_assert_eq(a->runs, runs, "a does not use S");
+
+  /* Shared with a transfer: both hear of it. */
+  tt_want(a, S, XFER_POLL_OUT);
+  assess(a);
+  cr_assert_eq(xfer_multi_socket_action(m, S, XFER_CSELECT_OUT, NULL),
+               XFER_M_OK);
+  cr_assert_eq(conn_seen.calls, 2);
+  cr_assert_eq(a->runs, runs + 1);
+  xfer__mev_conn_done(m, &conn);
+  cr_assert(!xfer__mev_expire_xfers(m, S));
+  th_expect_calls(&rec, 0,
+                  (int[]){S, XFER_POLL_IN, S, XFER_POLL_INOUT, S,
+                          XFER_POLL_OUT},
+                  3);
+}
+
+/* A connection handler may close the very socket it is told about. */
+static void conn_close_on_event(xfer_multi *mm, struct xfer__mev_tracker *conn,
+                                int fd, int events) {
+  conn_seen.calls++;
+  xfer__mev_socket_done(mm, fd);
+}
+
+Test(multi_ev, connection_handler_may_close_its_socket) {
+  struct xfer__mev_tracker c1, c2;
+  struct xfer__pollset ps;
+
+  xfer__mev_tracker_init(&c1, XFER__MEV_CONN, conn_close_on_event);
+  xfer__mev_tracker_init(&c2, XFER__MEV_CONN, conn_close_on_event);
+  xfer__pollset_reset(&ps);
+  xfer__pollset_add(&ps, S, XFER_POLL_IN);
+  xfer__mev_assess_conn(m, &c1, &ps);
+  xfer__mev_assess_conn(m, &c2, &ps);
+  cr_assert_eq(info(S).conns, 2);
+  cr_assert_eq(xfer_multi_socket_action(m, S, XFER_CSELECT_IN, NULL),
+               XFER_M_OK);
+  cr_assert_eq(conn_seen.calls, 1, "the second connection lost the socket");
+  cr_assert(!tracked(S));
+  cr_assert_eq(c1.count + c2.count, 0);
+  th_expect_calls(&rec, 0, (int[]){S, XFER_POLL_IN, S, XFER_POLL_REMOVE}, 2);
+}
+
+Test(multi_ev, socket_event_runs_exactly_its_users) {
+  struct tt *a = added(1), *b = added(2), *c = added(3);
+
+  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK);
+  cr_assert_eq(a->runs + b->runs + c->runs, 3);
+  tt_want(a, S, XFER_POLL_IN);
+  tt_want(b, S, XFER_POLL_OUT);
+  tt_want(c, T, XFER_POLL_IN);
+  assess(a);
+  assess(b);
+  assess(c);
+  cr_assert_eq(xfer_multi_socket_action(m, S, XFER_CSELECT_IN, NULL),
+               XFER_M_OK);
+  cr_assert_eq(a->runs, 2);
+  cr_assert_eq(b->runs, 2);
+  cr_assert_eq(c->runs, 1);
+  cr_assert_eq(xfer_multi_socket_action(m, T, XFER_CSELECT_IN, NULL),
+               XFER_M_OK);
+  cr_assert_eq(a->runs, 2);
+  cr_assert_eq(c->runs, 2);
+  /* An event racing a REMOVE names an fd nobody uses: ignored. */
+  cr_assert_eq(xfer_multi_socket_action(m, U, XFER_CSELECT_IN, NULL),
+               XFER_M_OK);
+  cr_assert_eq(a->runs + b->runs + c->runs, 6);
+}
+
+/*
+ * An application starts without events (perform), then sets a socket
+ * callback in the middle of its transfers: the next call reports every
+ * socket in use as new, and from then on only changes.
+ */
+static int switch_run(struct tt *t, unsigned due) {
+  return ++t->state >= 6 ? XFER_OK : XFER__RUN_AGAIN;
+}
+
+Test(multi_ev, late_switch_to_events_reports_every_socket_as_new) {
+  struct tt *a = tt_new(1), *b = tt_new(2);
+  int running;
+
+  cr_assert_eq(xfer_multi_set_socket_cb(m, NULL, NULL), XFER_M_OK);
+  a->on_run = switch_run;
+  b->on_run = switch_run;
+  tt_want(a, S, XFER_POLL_IN);
+  tt_want(b, T, XFER_POLL_OUT);
+  tt_want(b, S, XFER_POLL_IN);
+  xfer_multi_add(m, a->x);
+  xfer_multi_add(m, b->x);
+  cr_assert_eq(xfer_multi_perform(m, &running), XFER_M_OK);
+  cr_assert_eq(xfer_multi_perform(m, &running), XFER_M_OK);
+  cr_assert_eq(running, 2);
+  cr_assert_eq(info(S).readers, 2, "tracked without a callback too");
+  cr_assert_eq(info(S).reported, 0);
+
+  cr_assert_eq(xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec), XFER_M_OK);
+  cr_assert_eq(rec.count, 0, "nothing is reported from the setter");
+  cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
+  th_expect_calls(&rec, 0, (int[]){S, XFER_POLL_IN, T, XFER_POLL_OUT}, 2);
+  cr_assert_eq(info(S).reported, XFER_POLL_IN);
+
+  tt_want(a, S, XFER_POLL_INOUT);
+  cr_assert_eq(xfer_multi_socket_action(m, S, XFER_CSELECT_IN, &running),
+               XFER_M_OK);
+  th_expect_calls(&rec, 2, (int[]){S, XFER_POLL_INOUT}, 1);
+  /* Back to perform until both are done. */
+  for (int i = 0; i < 10 && running; i++)
+    cr_assert_eq(xfer_multi_perform(m, &running), XFER_M_OK);
+  cr_assert_eq(running, 0);
+  /* a finishes first (S keeps b as reader), then b. */
+  th_expect_calls(&rec, 3,
+                  (int[]){S, XFER_POLL_IN, S, XFER_POLL_REMOVE, T,
+                          XFER_POLL_REMOVE},
+                  3);
+}
+
+Test(multi_ev, replaced_callback_hears_everything_anew) {
+  struct th_sockrec rec2;
+  struct tt *a = added(1);
+
+  th_sockrec_init(&rec2);
+  tt_want(a, S, XFER_POLL_IN);
+  assess(a);
+  cr_assert_eq(xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec2), XFER_M_OK);
+  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK);
+  th_expect_calls(&rec, 0, (int[]){S, XFER_POLL_IN}, 1);
+  th_expect_calls(&rec2, 0, (int[]){S, XFER_POLL_IN}, 1);
+}
+
+Test(multi_ev, refused_socket_fails_only_its_transfer) {
+  struct tt *a = tt_new(1), *b = tt_new(2);
+  const xfer_msg *msg;
+  int running;
+
+  rec.refuse_fd = T;
+  tt_want(a, S, XFER_POLL_IN);
+  tt_want(b, T, XFER_POLL_IN);
+  xfer_multi_add(m, a->x);
+  xfer_multi_add(m, b->x);
+  cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
+  cr_assert_eq(running, 1);
+  msg = xfer_multi_info_read(m, NULL);
+  cr_assert_not_null(msg);
+  cr_assert_eq(msg->x, b->x);
+  cr_assert_eq(msg->result, XFER_E_SOCKET_CALLBACK);
+  cr_assert_str_eq(xfer_get_error_detail(b->x),
+                   "the socket callback refused a socket");
+  cr_assert_null(xfer_multi_info_read(m, NULL));
+  th_expect_calls(&rec, 0,
+                  (int[]){S, XFER_POLL_IN, T, XFER_POLL_IN, T,
+                          XFER_POLL_REMOVE},
+                  3);
+  cr_assert_eq(info(S).readers, 1, "a keeps its socket");
+}
+
+Test(multi_ev, refused_socket_at_late_switch_fails_its_users) {
+  struct tt *a = added(1), *b = added(2);
+  int running;
+
+  cr_assert_eq(xfer_multi_set_socket_cb(m, NULL, NULL), XFER_M_OK);
+  tt_want(a, S, XFER_POLL_IN);
+  tt_want(b, T, XFER_POLL_IN);
+  cr_assert_eq(xfer_multi_perform(m, &running), XFER_M_OK);
+  rec.refuse_fd = T;
+  cr_assert_eq(xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec), XFER_M_OK);
+  cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
+  cr_assert_eq(running, 1);
+  cr_assert_eq(xfer_multi_info_read(m, NULL)->x, b->x);
+  cr_assert_str_eq(xfer_get_error_detail(b->x),
+                   "the socket callback refused fd 41");
+}
+
+Test(multi_ev, assigned_pointer_comes_back_with_later_events) {
+  struct tt *a = added(1);
+
+  rec.assign = true;
+  tt_want(a, S, XFER_POLL_IN);
+  assess(a);
+  tt_want(a, S, XFER_POLL_OUT);
+  assess(a);
+  tt_want(a, S, 0);
+  assess(a);
+  cr_assert_eq(rec.count, 3);
+  cr_assert_null(rec.calls[0].socketp);
+  cr_assert_not_null(rec.calls[1].socketp);
+  cr_assert_eq(rec.calls[2].socketp, rec.calls[1].socketp);
+  cr_assert_eq(xfer_multi_assign(m, S, NULL), XFER_M_BAD_ARGUMENT,
+               "S is not tracked any more");
+  cr_assert_eq(xfer_multi_assign(NULL, S, NULL), XFER_M_BAD_HANDLE);
+}
+
+Test(multi_ev, many_sockets_per_transfer) {
+  struct tt *a = added(1), *b = added(2);
+  enum { N = 10, BASE = 100 };
+
+  for (int i = 0; i < N; i++)
+    tt_want(a, BASE + i, XFER_POLL_IN);
+  assess(a);
+  cr_assert_eq(rec.count, N);
+  cr_assert_gt(a->x->ev.capacity, XFER__MEV_INLINE_USES);
+  for (int i = 0; i < 3; i++)
+    tt_want(b, BASE + i, XFER_POLL_IN);
+  assess(b);
+  cr_assert_eq(rec.count, N, "shared sockets are watched already");
+  for (int i = 0; i < N; i += 2)
+    tt_want(a, BASE + i, XFER_POLL_INOUT);
+  assess(a);
+  cr_assert_eq(rec.count, N + 5);
+  for (int i = 0; i < N; i++)
+    cr_assert_eq(info(BASE + i).readers, i < 3 ? 2 : 1);
+  xfer__mev_xfer_done(m, a->x);
+  /* 0..2: b still reads (0 and 2 lose their writer); 3..9: removed. */
+  cr_assert_eq(rec.count, N + 5 + 2 + 7);
+  for (int i = 0; i < N; i++)
+    cr_assert_eq(tracked(BASE + i), i < 3, "fd %d", BASE + i);
+  cr_assert_eq(a->x->ev.capacity, XFER__MEV_INLINE_USES);
+}
+
+Test(multi_ev, pollset_merges_and_bounds) {
+  struct xfer__pollset ps;
+
+  xfer__pollset_reset(&ps);
+  cr_assert(xfer__pollset_add(&ps, 3, XFER_POLL_IN));
+  cr_assert(xfer__pollset_add(&ps, 3, XFER_POLL_OUT));
+  cr_assert(xfer__pollset_add(&ps, 4, 0));
+  cr_assert_eq(ps.count, 1);
+  cr_assert_eq(ps.want[0], XFER_POLL_INOUT);
+  for (int i = 1; i < XFER__POLLSET_MAX; i++)
+    cr_assert(xfer__pollset_add(&ps, 10 + i, XFER_POLL_IN));
+  cr_assert(!xfer__pollset_add(&ps, 99, XFER_POLL_IN));
+  cr_assert_eq(ps.count, XFER__POLLSET_MAX);
+}
+
+/* An event costs one table lookup and runs only the socket's users, with
+ * thousands of sockets tracked. */
+Test(multi_ev, one_event_touches_one_socket_among_thousands) {
+  enum { N = 5000, BASE = 1000 };
+  static struct tt *t[N];
+  xfer_multi_stats before, after;
+
+  for (int i = 0; i < N; i++) {
+    t[i] = added(i);
+    tt_want(t[i], BASE + i, XFER_POLL_IN);
+  }
+  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK);
+  cr_assert_eq(rec.count, N);
+  xfer_multi_get_stats(m, &before);
+  cr_assert_eq(before.sockets_tracked, N);
+  cr_assert_eq(xfer_multi_socket_action(m, BASE + 4321, XFER_CSELECT_IN, NULL),
+               XFER_M_OK);
+  xfer_multi_get_stats(m, &after);
+  cr_assert_eq(after.xfers_run - before.xfers_run, 1);
+  cr_assert_eq(t[4321]->runs, 2);
+  cr_assert_eq(after.socket_cb_calls, before.socket_cb_calls);
+}

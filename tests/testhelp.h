@@ -1,0 +1,101 @@
+/*
+ * Helpers for the unit suites: a controllable clock, recorders for the
+ * socket and timer callbacks, and scripted test transfers ("tt") whose
+ * pollset and behaviour a test sets directly.
+ */
+#ifndef XFER_TESTHELP_H
+#define XFER_TESTHELP_H
+
+#include "common.h"
+
+#include "multi.h"
+#include "multi_ev.h"
+#include "now.h"
+#include "transfer.h"
+
+#define MS(n) ((xfer__time)(n)*XFER__NS_PER_MS)
+
+/* --- controllable clock ---------------------------------------------------- */
+
+/* Installs a fake clock at `start`; each read then advances it by `step`
+ * (0: it stands still until th_clock_advance()). */
+void th_clock_install(xfer__time start, xfer__time step);
+void th_clock_advance(xfer__time by);
+xfer__time th_clock_peek(void);
+void th_clock_uninstall(void);
+
+/* --- socket callback recorder --------------------------------------------- */
+
+#define TH_MAX_CALLS 16384
+
+struct th_sockcall {
+  int fd;
+  int what;
+  void *socketp;
+};
+
+struct th_sockrec {
+  struct th_sockcall calls[TH_MAX_CALLS];
+  int count;
+  int refuse_fd;           /* answer -1 for this fd (-1: never) */
+  bool assign;             /* xfer_multi_assign() a marker on new sockets */
+  xfer__time advance_by;   /* advance the fake clock inside the callback */
+  xfer_mcode reentry_rc;   /* result of a re-entrant call, if tried */
+  bool try_reentry;        /* call xfer_multi_socket_action() from inside */
+};
+
+void th_sockrec_init(struct th_sockrec *r);
+int th_sockrec_cb(xfer_multi *m, int fd, int what, void *userp, void *socketp);
+/* Asserts that calls [from, from + n) are exactly (fd, what) pairs. */
+void th_expect_calls(const struct th_sockrec *r, int from, const int *pairs,
+                     int n);
+
+/* --- timer callback recorder ---------------------------------------------- */
+
+struct th_timerrec {
+  long timeouts[TH_MAX_CALLS];
+  int count;
+  int answer;
+};
+void th_timerrec_init(struct th_timerrec *r);
+int th_timerrec_cb(xfer_multi *m, long timeout_ms, void *userp);
+
+/* --- scripted test transfers ---------------------------------------------- */
+
+#define TT_MAX_RUNS 256
+
+struct tt {
+  xfer *x;
+  int id;
+  struct xfer__pollset ps;                      /* what pollset() reports */
+  int (*on_run)(struct tt *t, unsigned due);     /* NULL: stay running */
+  int close_fds[4];                             /* closed at cleanup */
+  int nclose;
+  int runs;
+  unsigned last_due;
+  unsigned uses_at_run; /* sockets in its last pollset when run() began */
+  xfer__time run_now[TT_MAX_RUNS]; /* the transfer's now at each run */
+  int cleanups;
+  void *user;
+  int state; /* free for on_run */
+  struct tt *next_alive; /* every tt not freed yet, for tt_free_all() */
+};
+
+extern const struct xfer__handler tt_handler;
+
+struct tt *tt_new(int id);
+void tt_free(struct tt *t);
+/* Frees every tt still alive; call after destroying the multi. */
+void tt_free_all(void);
+/* Replaces the socket fd's interest in the reported pollset (0: drop). */
+void tt_want(struct tt *t, int fd, unsigned want);
+/* True when every run saw a `now` no smaller than the previous run's. */
+bool tt_now_monotonic(const struct tt *t);
+
+/* A connected AF_UNIX stream pair, non-blocking; asserts on failure. */
+void th_socketpair(int sv[2]);
+
+/* Asserts the timeline is complete and ordered. */
+void th_expect_timeline_ordered(const xfer *x);
+
+#endif /* XFER_TESTHELP_H */
