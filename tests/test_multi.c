@@ -1,2 +1,680 @@
+/*
+ * lib/multi.c: the API guards, re-entrancy, messages, timers, time keeping
+ * (brief rule 2) and two real drivers: an epoll loop that uses only the
+ * callbacks, and the perform/poll loop.
+ */
 #include <criterion/criterion.h>
-Test(placeholder, x) { cr_assert(1); }
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "testhelp.h"
+
+static void teardown(void) {
+  th_clock_uninstall();
+  tt_free_all();
+}
+
+TestSuite(multi, .fini = teardown);
+
+/* --- handles and API misuse ------------------------------------------------ */
+
+Test(multi, null_and_wrong_handles_are_refused) {
+  xfer_multi *m = xfer_multi_new();
+  xfer *x = xfer_new();
+  xfer_multi_stats st;
+  int left = 7;
+
+  cr_assert_eq(xfer_multi_add(NULL, x), XFER_M_BAD_HANDLE);
+  cr_assert_eq(xfer_multi_add(m, NULL), XFER_M_BAD_XFER_HANDLE);
+  cr_assert_eq(xfer_multi_add((xfer_multi *)x, x), XFER_M_BAD_HANDLE);
+  cr_assert_eq(xfer_multi_add(m, (xfer *)m), XFER_M_BAD_XFER_HANDLE);
+  cr_assert_eq(xfer_multi_remove(NULL, x), XFER_M_BAD_HANDLE);
+  cr_assert_eq(xfer_multi_remove(m, (xfer *)m), XFER_M_BAD_XFER_HANDLE);
+  cr_assert_eq(xfer_multi_socket_action(NULL, 3, 0, NULL), XFER_M_BAD_HANDLE);
+  cr_assert_eq(xfer_multi_socket_action((xfer_multi *)x, 3, 0, NULL),
+               XFER_M_BAD_HANDLE);
+  cr_assert_eq(xfer_multi_socket_timeout(NULL, NULL), XFER_M_BAD_HANDLE);
+  cr_assert_eq(xfer_multi_perform(NULL, NULL), XFER_M_BAD_HANDLE);
+  cr_assert_eq(xfer_multi_poll(NULL, 0, NULL), XFER_M_BAD_HANDLE);
+  cr_assert_eq(xfer_multi_poll(m, -1, NULL), XFER_M_BAD_ARGUMENT);
+  cr_assert_eq(xfer_multi_set_socket_cb(NULL, NULL, NULL), XFER_M_BAD_HANDLE);
+  cr_assert_eq(xfer_multi_set_timer_cb((xfer_multi *)x, NULL, NULL),
+               XFER_M_BAD_HANDLE);
+  cr_assert_eq(xfer_multi_get_stats(NULL, &st), XFER_M_BAD_HANDLE);
+  cr_assert_eq(xfer_multi_get_stats(m, NULL), XFER_M_BAD_ARGUMENT);
+  cr_assert_null(xfer_multi_info_read(NULL, &left));
+  cr_assert_eq(left, 0);
+  cr_assert_eq(xfer_multi_destroy((xfer_multi *)x), XFER_M_BAD_HANDLE);
+  cr_assert_eq(xfer_multi_destroy(NULL), XFER_M_OK);
+  cr_assert_eq(xfer_free(x), XFER_OK);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+}
+
+Test(multi, add_and_remove_are_checked) {
+  xfer_multi *m1 = xfer_multi_new(), *m2 = xfer_multi_new();
+  struct tt *t = tt_new(1);
+
+  cr_assert_eq(xfer_multi_remove(m1, t->x), XFER_M_NOT_ADDED);
+  cr_assert_eq(xfer_multi_add(m1, t->x), XFER_M_OK);
+  cr_assert_eq(xfer_multi_add(m1, t->x), XFER_M_ADDED_ALREADY);
+  cr_assert_eq(xfer_multi_add(m2, t->x), XFER_M_ADDED_ALREADY);
+  cr_assert_eq(xfer_multi_remove(m2, t->x), XFER_M_NOT_ADDED);
+  cr_assert_eq(xfer_multi_remove(m1, t->x), XFER_M_OK);
+  cr_assert_eq(xfer_multi_add(m2, t->x), XFER_M_OK, "free to move now");
+  cr_assert_eq(xfer_multi_destroy(m1), XFER_M_OK);
+  cr_assert_eq(xfer_multi_destroy(m2), XFER_M_OK);
+}
+
+/* --- re-entrancy ---------------------------------------------------------- */
+
+struct reentry {
+  xfer *other;
+  xfer_mcode add, remove, perform, action, destroy, set_cb, poll;
+  int calls;
+};
+
+static int reentering_timer_cb(xfer_multi *m, long timeout_ms, void *userp) {
+  struct reentry *r = userp;
+
+  if (r->calls++)
+    return 0;
+  r->add = xfer_multi_add(m, r->other);
+  r->remove = xfer_multi_remove(m, r->other);
+  r->perform = xfer_multi_perform(m, NULL);
+  r->action = xfer_multi_socket_timeout(m, NULL);
+  r->poll = xfer_multi_poll(m, 0, NULL);
+  r->set_cb = xfer_multi_set_socket_cb(m, NULL, NULL);
+  r->destroy = xfer_multi_destroy(m);
+  return 0;
+}
+
+Test(multi, calls_from_inside_a_callback_are_refused) {
+  xfer_multi *m = xfer_multi_new();
+  struct tt *a = tt_new(1);
+  struct reentry r = {.other = xfer_new()};
+  struct th_sockrec rec;
+  int running;
+
+  cr_assert_eq(xfer_multi_set_timer_cb(m, reentering_timer_cb, &r), XFER_M_OK);
+  cr_assert_eq(xfer_multi_add(m, a->x), XFER_M_OK); /* timer cb: 0 */
+  cr_assert_eq(r.calls, 1);
+  cr_assert_eq(r.add, XFER_M_RECURSIVE_API_CALL);
+  cr_assert_eq(r.remove, XFER_M_RECURSIVE_API_CALL);
+  cr_assert_eq(r.perform, XFER_M_RECURSIVE_API_CALL);
+  cr_assert_eq(r.action, XFER_M_RECURSIVE_API_CALL);
+  cr_assert_eq(r.poll, XFER_M_RECURSIVE_API_CALL);
+  cr_assert_eq(r.set_cb, XFER_M_RECURSIVE_API_CALL);
+  cr_assert_eq(r.destroy, XFER_M_RECURSIVE_API_CALL);
+
+  th_sockrec_init(&rec);
+  rec.try_reentry = true;
+  cr_assert_eq(xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec), XFER_M_OK);
+  tt_want(a, 9, XFER_POLL_IN);
+  cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
+  cr_assert_eq(rec.count, 1);
+  cr_assert_eq(rec.reentry_rc, XFER_M_RECURSIVE_API_CALL);
+  cr_assert_eq(running, 1, "the refused call changed nothing");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_free(r.other), XFER_OK);
+}
+
+/* --- messages --------------------------------------------------------------- */
+
+static int finish_at_once(struct tt *t, unsigned due) {
+  return t->id == 2 ? XFER_E_TIMEOUT : XFER_OK;
+}
+
+Test(multi, finished_transfers_are_reported_once_in_order) {
+  xfer_multi *m = xfer_multi_new();
+  struct tt *t[3];
+  const xfer_msg *msg;
+  int left, running;
+
+  for (int i = 0; i < 3; i++) {
+    t[i] = tt_new(i);
+    t[i]->on_run = finish_at_once;
+    xfer_multi_add(m, t[i]->x);
+  }
+  cr_assert_null(xfer_multi_info_read(m, &left));
+  cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
+  cr_assert_eq(running, 0);
+  for (int i = 0; i < 3; i++) {
+    msg = xfer_multi_info_read(m, &left);
+    cr_assert_not_null(msg);
+    cr_assert_eq(msg->msg, XFER_MSG_DONE);
+    cr_assert_eq(msg->x, t[i]->x);
+    cr_assert_eq(msg->result, i == 2 ? XFER_E_TIMEOUT : XFER_OK);
+    cr_assert_eq(left, 2 - i);
+    cr_assert_eq(t[i]->cleanups, 1);
+    th_expect_timeline_ordered(t[i]->x);
+  }
+  cr_assert_null(xfer_multi_info_read(m, &left));
+
+  /* Done transfers run again once re-added; a removed one's unread
+   * message goes with it. */
+  cr_assert_eq(xfer_multi_remove(m, t[0]->x), XFER_M_OK);
+  cr_assert_eq(xfer_multi_add(m, t[0]->x), XFER_M_OK);
+  cr_assert_eq(xfer_multi_perform(m, &running), XFER_M_OK);
+  cr_assert_eq(t[0]->runs, 2);
+  cr_assert_eq(xfer_multi_remove(m, t[0]->x), XFER_M_OK);
+  cr_assert_null(xfer_multi_info_read(m, &left));
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+}
+
+Test(multi, destroy_removes_running_transfers_and_their_sockets) {
+  xfer_multi *m = xfer_multi_new();
+  struct th_sockrec rec;
+  struct tt *a = tt_new(1);
+  int sv[2];
+
+  th_sockrec_init(&rec);
+  xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
+  th_socketpair(sv);
+  a->close_fds[0] = sv[0];
+  a->close_fds[1] = sv[1];
+  a->nclose = 2;
+  tt_want(a, sv[0], XFER_POLL_IN);
+  tt_want(a, sv[1], XFER_POLL_OUT);
+  xfer_multi_add(m, a->x);
+  xfer_multi_socket_timeout(m, NULL);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  th_expect_calls(&rec, 0,
+                  (int[]){sv[0], XFER_POLL_IN, sv[1], XFER_POLL_OUT, sv[0],
+                          XFER_POLL_REMOVE, sv[1], XFER_POLL_REMOVE},
+                  4);
+  cr_assert_eq(a->cleanups, 1);
+  cr_assert_eq(fcntl(sv[0], F_GETFD), -1, "closed by the cleanup");
+  cr_assert_eq(xfer_multi_info_read(NULL, NULL), NULL);
+  /* tt_free_all() frees a->x: it is no longer added anywhere. */
+}
+
+/* --- timers ------------------------------------------------------------------ */
+
+static int expire_by_id(struct tt *t, unsigned due) {
+  if (t->state++ == 0) {
+    xfer__expire_in(t->x, XFER__EXPIRE_TOTAL, MS(10) * t->id);
+    return XFER__RUN_AGAIN;
+  }
+  return XFER_OK;
+}
+
+Test(multi, timer_callback_hears_only_changes) {
+  xfer_multi *m = xfer_multi_new();
+  struct th_timerrec tr;
+  struct tt *t[3];
+  int running;
+
+  th_clock_install(MS(1000), 0);
+  th_timerrec_init(&tr);
+  xfer_multi_set_timer_cb(m, th_timerrec_cb, &tr);
+  for (int i = 0; i < 3; i++) {
+    t[i] = tt_new(i + 1);
+    t[i]->on_run = expire_by_id;
+    cr_assert_eq(xfer_multi_add(m, t[i]->x), XFER_M_OK);
+  }
+  /* The first add wants to run now; the others change nothing. */
+  cr_assert_eq(tr.count, 1);
+  cr_assert_eq(tr.timeouts[0], 0);
+  cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
+  cr_assert_eq(tr.count, 2);
+  cr_assert_eq(tr.timeouts[1], 10);
+  /* An event that changes no deadline says nothing. */
+  cr_assert_eq(xfer_multi_socket_action(m, 77, XFER_CSELECT_IN, &running),
+               XFER_M_OK);
+  cr_assert_eq(tr.count, 2);
+
+  /* A timeout exactly at +20 ms runs exactly the two transfers due. */
+  th_clock_advance(MS(20));
+  cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
+  cr_assert_eq(t[0]->runs, 2);
+  cr_assert_eq(t[1]->runs, 2);
+  cr_assert_eq(t[2]->runs, 1);
+  cr_assert_eq(t[0]->last_due, 1u << XFER__EXPIRE_TOTAL);
+  cr_assert_eq(running, 1);
+  cr_assert_eq(tr.count, 3);
+  cr_assert_eq(tr.timeouts[2], 10);
+
+  /* A timer that fired early runs nothing and is armed again. */
+  th_clock_advance(MS(4));
+  cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
+  cr_assert_eq(t[2]->runs, 1);
+  cr_assert_eq(tr.count, 4);
+  cr_assert_eq(tr.timeouts[3], 6);
+
+  /* The last deadline goes away: -1. */
+  cr_assert_eq(xfer_multi_remove(m, t[2]->x), XFER_M_OK);
+  cr_assert_eq(tr.count, 5);
+  cr_assert_eq(tr.timeouts[4], -1);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(tr.count, 5, "no timer was armed any more");
+}
+
+Test(multi, timeout_is_rounded_up_to_whole_milliseconds) {
+  xfer_multi *m = xfer_multi_new();
+  struct th_timerrec tr;
+  struct tt *a = tt_new(1);
+
+  th_clock_install(MS(1000), 0);
+  th_timerrec_init(&tr);
+  xfer_multi_set_timer_cb(m, th_timerrec_cb, &tr);
+  a->on_run = expire_by_id;
+  xfer_multi_add(m, a->x);
+  th_clock_advance(MS(1) / 2); /* the deadline is 9.5 ms away */
+  xfer_multi_socket_timeout(m, NULL);
+  cr_assert_eq(tr.timeouts[tr.count - 1], 10, "never fire early");
+  xfer_multi_destroy(m);
+}
+
+Test(multi, refusing_timer_callback_is_an_error) {
+  xfer_multi *m = xfer_multi_new();
+  struct th_timerrec tr;
+  struct tt *a = tt_new(1);
+
+  th_timerrec_init(&tr);
+  tr.answer = -1;
+  xfer_multi_set_timer_cb(m, th_timerrec_cb, &tr);
+  cr_assert_eq(xfer_multi_add(m, a->x), XFER_M_TIMER_CALLBACK);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+}
+
+/* --- time keeping (brief rule 2) ------------------------------------------ */
+
+static int stamp_and_continue(struct tt *t, unsigned due) {
+  if (t->state < XFER__PHASE_TOTAL)
+    xfer__stamp(t->x, (enum xfer__phase)t->state++);
+  xfer__expire_in(t->x, XFER__EXPIRE_RUN_NOW, 0);
+  return t->state >= 4 ? XFER_OK : XFER__RUN_AGAIN;
+}
+
+Test(multi, every_transfer_run_has_at_least_the_entry_reading) {
+  enum { N = 40 };
+  xfer_multi *m = xfer_multi_new();
+  struct tt *t[N];
+  int running = 1;
+
+  th_clock_install(MS(1000), MS(1)); /* every read 1 ms later */
+  for (int i = 0; i < N; i++) {
+    t[i] = tt_new(i);
+    t[i]->on_run = stamp_and_continue;
+    xfer_multi_add(m, t[i]->x);
+  }
+  for (int call = 0; call < 10 && running; call++) {
+    xfer__time entry = th_clock_peek(); /* what this call reads first */
+    int before[N];
+    for (int i = 0; i < N; i++)
+      before[i] = t[i]->runs;
+    cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
+    for (int i = 0; i < N; i++)
+      if (t[i]->runs > before[i])
+        cr_assert_geq(t[i]->run_now[t[i]->runs - 1], entry,
+                      "transfer %d ran with a stale now", i);
+  }
+  cr_assert_eq(running, 0);
+  for (int i = 0; i < N; i++) {
+    cr_assert(tt_now_monotonic(t[i]), "transfer %d went back in time", i);
+    th_expect_timeline_ordered(t[i]->x);
+  }
+  xfer_multi_destroy(m);
+}
+
+static void expect_reads_per_call(int n) {
+  xfer_multi *m = xfer_multi_new();
+  xfer_multi_stats before, after;
+
+  for (int i = 0; i < n; i++)
+    xfer_multi_add(m, tt_new(i)->x);
+  xfer_multi_get_stats(m, &before);
+  cr_assert_eq(before.clock_reads, (uint64_t)n, "one read per add");
+  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK);
+  xfer_multi_get_stats(m, &after);
+  cr_assert_eq(after.xfers_run - before.xfers_run, (uint64_t)n);
+  cr_assert_eq(after.clock_reads - before.clock_reads,
+               (uint64_t)(1 + n / XFER__CLOCK_REFRESH_EVERY),
+               "%d transfers: %llu reads", n,
+               (unsigned long long)(after.clock_reads - before.clock_reads));
+  before = after;
+  cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
+  xfer_multi_get_stats(m, &after);
+  cr_assert_eq(after.clock_reads - before.clock_reads,
+               (uint64_t)(1 + n / XFER__CLOCK_REFRESH_EVERY));
+  xfer_multi_destroy(m);
+}
+
+Test(multi, a_call_reads_the_clock_once_plus_once_per_16_transfers) {
+  cr_assert_eq(XFER__CLOCK_REFRESH_EVERY, 16);
+  expect_reads_per_call(100); /* 1 + 6 */
+  expect_reads_per_call(16);  /* 1 + 1 */
+  expect_reads_per_call(15);  /* 1 */
+  expect_reads_per_call(1);
+}
+
+Test(multi, slow_application_callback_keeps_timelines_ordered) {
+  enum { N = 40 };
+  xfer_multi *m = xfer_multi_new();
+  struct th_sockrec rec;
+  struct tt *t[N];
+  int running = 1;
+  xfer__time after_slow;
+
+  th_clock_install(MS(1000), 0);
+  th_sockrec_init(&rec);
+  rec.advance_by = MS(50); /* every socket callback takes 50 ms */
+  xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
+  for (int i = 0; i < N; i++) {
+    t[i] = tt_new(i);
+    t[i]->on_run = stamp_and_continue;
+    tt_want(t[i], 100 + i, XFER_POLL_IN);
+    xfer_multi_add(m, t[i]->x);
+  }
+  cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
+  after_slow = th_clock_peek();
+  /* No read after a callback: the loop carried its `now` over the first 16
+   * transfers, then read the clock again and saw the 16 slow callbacks. */
+  {
+    int stale = 0;
+    for (int i = 0; i < N; i++) {
+      if (t[i]->run_now[0] == MS(1000))
+        stale++;
+      else
+        cr_assert_geq(t[i]->run_now[0], MS(1000) + 16 * MS(50));
+      cr_assert_lt(t[i]->run_now[0], after_slow);
+    }
+    cr_assert_eq(stale, XFER__CLOCK_REFRESH_EVERY);
+  }
+  for (int i = 0; i < 10 && running; i++)
+    cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
+  cr_assert_eq(running, 0);
+  for (int i = 0; i < N; i++) {
+    cr_assert(tt_now_monotonic(t[i]));
+    th_expect_timeline_ordered(t[i]->x);
+  }
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+}
+
+/* a acts for b (as HTTP/2 will dispatch data to another stream): b's clock
+ * follows a's, and b runs in the same call. */
+static int act_for_other(struct tt *t, unsigned due) {
+  struct tt *other = t->user;
+
+  if (other && t->state++ == 1) {
+    t->x->now += MS(7); /* a recorded an event later than the loop's now */
+    xfer__now_update(other->x, t->x);
+  }
+  return XFER__RUN_AGAIN;
+}
+
+Test(multi, transfer_acting_for_another_moves_its_clock) {
+  xfer_multi *m = xfer_multi_new();
+  struct tt *a = tt_new(1), *b = tt_new(2);
+  int runs;
+
+  th_clock_install(MS(1000), 0);
+  a->on_run = act_for_other;
+  a->user = b;
+  xfer_multi_add(m, a->x);
+  xfer_multi_add(m, b->x);
+  xfer_multi_socket_timeout(m, NULL);
+  runs = b->runs;
+  tt_want(a, 5, XFER_POLL_IN);
+  xfer__mev_assess_xfer(m, a->x);
+  xfer_multi_socket_action(m, 5, XFER_CSELECT_IN, NULL);
+  cr_assert_eq(b->runs, runs + 1, "b was marked dirty and ran");
+  cr_assert_eq(b->run_now[b->runs - 1], MS(1007));
+  cr_assert(tt_now_monotonic(b));
+  xfer_multi_destroy(m);
+}
+
+/* --- real drivers ---------------------------------------------------------- */
+
+/* A client writes "ping" when its socket is writable and waits for "pong";
+ * a server reads "ping", answers 5 ms later (a timer), and is done. */
+static int client_run(struct tt *t, unsigned due) {
+  int fd = t->close_fds[0];
+  char buf[8];
+  ssize_t n;
+
+  switch (t->state) {
+  case 0:
+    tt_want(t, fd, XFER_POLL_OUT);
+    t->state = 1;
+    return XFER__RUN_AGAIN;
+  case 1:
+    n = write(fd, "ping", 4);
+    if (n < 0 && errno == EAGAIN)
+      return XFER__RUN_AGAIN;
+    cr_assert_eq(n, 4);
+    xfer__stamp(t->x, XFER__PHASE_CONNECT);
+    tt_want(t, fd, XFER_POLL_IN);
+    t->state = 2;
+    return XFER__RUN_AGAIN;
+  default:
+    n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EAGAIN)
+      return XFER__RUN_AGAIN;
+    cr_assert_eq(n, 4);
+    cr_assert_eq(memcmp(buf, "pong", 4), 0);
+    xfer__stamp(t->x, XFER__PHASE_STARTTRANSFER);
+    return XFER_OK;
+  }
+}
+
+static int server_run(struct tt *t, unsigned due) {
+  int fd = t->close_fds[0];
+  char buf[8];
+  ssize_t n;
+
+  switch (t->state) {
+  case 0:
+    tt_want(t, fd, XFER_POLL_IN);
+    t->state = 1;
+    return XFER__RUN_AGAIN;
+  case 1:
+    n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EAGAIN)
+      return XFER__RUN_AGAIN;
+    cr_assert_eq(n, 4);
+    tt_want(t, fd, 0);
+    xfer__expire_in(t->x, XFER__EXPIRE_RETRY_AFTER, MS(5));
+    t->state = 2;
+    return XFER__RUN_AGAIN;
+  default:
+    if (!(due & (1u << XFER__EXPIRE_RETRY_AFTER)))
+      return XFER__RUN_AGAIN;
+    cr_assert_eq(write(fd, "pong", 4), 4);
+    return XFER_OK;
+  }
+}
+
+enum { PAIRS = 20 };
+
+static void add_pairs(xfer_multi *m, struct tt *cl[], struct tt *sv[]) {
+  for (int i = 0; i < PAIRS; i++) {
+    int fds[2];
+    th_socketpair(fds);
+    cl[i] = tt_new(i);
+    sv[i] = tt_new(100 + i);
+    cl[i]->on_run = client_run;
+    sv[i]->on_run = server_run;
+    cl[i]->close_fds[0] = fds[0];
+    cl[i]->nclose = 1;
+    sv[i]->close_fds[0] = fds[1];
+    sv[i]->nclose = 1;
+    cr_assert_eq(xfer_multi_add(m, cl[i]->x), XFER_M_OK);
+    cr_assert_eq(xfer_multi_add(m, sv[i]->x), XFER_M_OK);
+  }
+}
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void expect_all_done(xfer_multi *m, int expected) {
+  const xfer_msg *msg;
+  int done = 0;
+
+  while ((msg = xfer_multi_info_read(m, NULL))) {
+    cr_assert_eq(msg->result, XFER_OK, "%s", xfer_get_error_detail(msg->x));
+    th_expect_timeline_ordered(msg->x);
+    done++;
+  }
+  cr_assert_eq(done, expected);
+}
+
+/* An application's loop: epoll for sockets, its own deadline for the
+ * timer, and nothing else. epoll_ctl fails on an ADD of a watched fd or a
+ * MOD/DEL of an unwatched one, so it checks our reports too. */
+struct app {
+  int ep;
+  int64_t deadline_ms; /* -1: no timer */
+  int adds, mods, dels;
+};
+
+static int watched;
+
+static int app_socket_cb(xfer_multi *m, int fd, int what, void *userp,
+                         void *socketp) {
+  struct app *app = userp;
+  struct epoll_event ev = {.data.fd = fd};
+
+  if (what == XFER_POLL_REMOVE) {
+    cr_assert_not_null(socketp);
+    cr_assert_eq(epoll_ctl(app->ep, EPOLL_CTL_DEL, fd, NULL), 0, "DEL %d: %s",
+                 fd, strerror(errno));
+    app->dels++;
+    return 0;
+  }
+  ev.events = ((what & XFER_POLL_IN) ? EPOLLIN : 0) |
+              ((what & XFER_POLL_OUT) ? EPOLLOUT : 0);
+  if (!socketp) {
+    cr_assert_eq(epoll_ctl(app->ep, EPOLL_CTL_ADD, fd, &ev), 0, "ADD %d: %s",
+                 fd, strerror(errno));
+    xfer_multi_assign(m, fd, &watched);
+    app->adds++;
+  } else {
+    cr_assert_eq(epoll_ctl(app->ep, EPOLL_CTL_MOD, fd, &ev), 0, "MOD %d: %s",
+                 fd, strerror(errno));
+    app->mods++;
+  }
+  return 0;
+}
+
+static int app_timer_cb(xfer_multi *m, long timeout_ms, void *userp) {
+  struct app *app = userp;
+  app->deadline_ms = timeout_ms < 0 ? -1 : mono_ms() + timeout_ms;
+  return 0;
+}
+
+Test(multi, epoll_loop_drives_the_multi_through_its_callbacks) {
+  xfer_multi *m = xfer_multi_new();
+  struct tt *cl[PAIRS], *sv[PAIRS];
+  struct app app = {.ep = epoll_create1(EPOLL_CLOEXEC), .deadline_ms = -1};
+  int64_t give_up = mono_ms() + 5000;
+  int running = 1, iterations = 0;
+  xfer_multi_stats st;
+
+  cr_assert_geq(app.ep, 0);
+  xfer_multi_set_socket_cb(m, app_socket_cb, &app);
+  xfer_multi_set_timer_cb(m, app_timer_cb, &app);
+  add_pairs(m, cl, sv);
+  while (running && iterations++ < 10000 && mono_ms() < give_up) {
+    struct epoll_event evs[16];
+    int wait_ms = -1, n;
+    if (app.deadline_ms >= 0) {
+      int64_t left = app.deadline_ms - mono_ms();
+      wait_ms = left < 0 ? 0 : (int)left;
+    }
+    n = epoll_wait(app.ep, evs, 16, wait_ms > 1000 ? 1000 : wait_ms);
+    cr_assert_geq(n, 0);
+    if (n == 0 && app.deadline_ms >= 0 && mono_ms() >= app.deadline_ms) {
+      app.deadline_ms = -1; /* one-shot, as libuv's and everyone's */
+      cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
+    }
+    for (int i = 0; i < n; i++) {
+      int ev = ((evs[i].events & EPOLLIN) ? XFER_CSELECT_IN : 0) |
+               ((evs[i].events & EPOLLOUT) ? XFER_CSELECT_OUT : 0) |
+               ((evs[i].events & (EPOLLERR | EPOLLHUP)) ? XFER_CSELECT_ERR : 0);
+      cr_assert_eq(xfer_multi_socket_action(m, evs[i].data.fd, ev, &running),
+                   XFER_M_OK);
+    }
+  }
+  cr_assert_eq(running, 0, "stuck after %d iterations", iterations);
+  expect_all_done(m, 2 * PAIRS);
+  cr_assert_eq(app.adds, 2 * PAIRS);
+  cr_assert_eq(app.dels, 2 * PAIRS);
+  cr_assert_eq(app.mods, PAIRS, "each client went OUT -> IN once");
+  xfer_multi_get_stats(m, &st);
+  cr_assert_eq(st.sockets_tracked, 0);
+  cr_assert_eq(st.socket_cb_calls, (uint64_t)(app.adds + app.mods + app.dels));
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  close(app.ep);
+}
+
+Test(multi, perform_and_poll_without_an_event_loop) {
+  xfer_multi *m = xfer_multi_new();
+  struct tt *cl[PAIRS], *sv[PAIRS];
+  int64_t give_up = mono_ms() + 5000;
+  int running = 1, iterations = 0, numfds, ready_seen = 0;
+
+  add_pairs(m, cl, sv);
+  while (running && iterations++ < 10000 && mono_ms() < give_up) {
+    cr_assert_eq(xfer_multi_perform(m, &running), XFER_M_OK);
+    if (!running)
+      break;
+    cr_assert_eq(xfer_multi_poll(m, 1000, &numfds), XFER_M_OK);
+    ready_seen += numfds;
+  }
+  cr_assert_eq(running, 0);
+  cr_assert_gt(ready_seen, 0, "poll saw the sockets become ready");
+  expect_all_done(m, 2 * PAIRS);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+}
+
+Test(multi, poll_waits_no_longer_than_the_earliest_deadline) {
+  xfer_multi *m = xfer_multi_new();
+  struct tt *a = tt_new(1);
+  int64_t start;
+  int numfds = -1;
+
+  a->on_run = expire_by_id; /* a deadline 10 ms after its first run */
+  xfer_multi_add(m, a->x);
+  xfer_multi_perform(m, NULL);
+  start = mono_ms();
+  cr_assert_eq(xfer_multi_poll(m, 5000, &numfds), XFER_M_OK);
+  cr_assert_lt(mono_ms() - start, 1000, "poll ignored the deadline");
+  cr_assert_eq(numfds, 0);
+  xfer_multi_destroy(m);
+}
+
+Test(multi, stats_count_what_happened) {
+  xfer_multi *m = xfer_multi_new();
+  struct th_sockrec rec;
+  struct th_timerrec tr;
+  struct tt *a = tt_new(1);
+  xfer_multi_stats st;
+
+  th_sockrec_init(&rec);
+  th_timerrec_init(&tr);
+  xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
+  xfer_multi_set_timer_cb(m, th_timerrec_cb, &tr);
+  a->on_run = finish_at_once;
+  tt_want(a, 12, XFER_POLL_IN);
+  xfer_multi_add(m, a->x);
+  xfer_multi_socket_action(m, 12, XFER_CSELECT_IN, NULL);
+  xfer_multi_socket_timeout(m, NULL);
+  xfer_multi_get_stats(m, &st);
+  cr_assert_eq(st.clock_reads, 3);
+  cr_assert_eq(st.wakeups, 2);
+  cr_assert_eq(st.xfers_added, 1);
+  cr_assert_eq(st.xfers_run, 1);
+  cr_assert_eq(st.xfers_done, 1);
+  cr_assert_eq(st.running, 0);
+  cr_assert_eq(st.timer_cb_calls, (uint64_t)tr.count);
+  cr_assert_eq(st.socket_cb_calls, (uint64_t)rec.count);
+  xfer_multi_destroy(m);
+}
