@@ -2,9 +2,13 @@
 #include <criterion/criterion.h>
 #include <string.h>
 
-#include "xfer/xfer.h"
+#include "testhelp.h"
 
-Test(errors, codes_keep_their_numbers) {
+
+static void errors_end(void) {}
+
+
+TH_TEST(errors, codes_keep_their_numbers) {
   /* Never renumbered: applications store and compare these values. */
   cr_assert_eq(XFER_OK, 0);
   cr_assert_eq(XFER_E_BAD_HANDLE, 1);
@@ -17,7 +21,7 @@ Test(errors, codes_keep_their_numbers) {
   cr_assert_eq(XFER_M_POLL_FAILED, 9);
 }
 
-Test(errors, every_code_has_its_own_text) {
+TH_TEST(errors, every_code_has_its_own_text) {
   for (int i = 0; i < XFER_CODE_LAST_; i++) {
     const char *t = xfer_strerror((xfer_code)i);
     cr_assert(t && *t, "code %d has no text", i);
@@ -35,14 +39,14 @@ Test(errors, every_code_has_its_own_text) {
   }
 }
 
-Test(errors, texts_match_the_table) {
+TH_TEST(errors, texts_match_the_table) {
   cr_assert_str_eq(xfer_strerror(XFER_OK), "no error");
   cr_assert_str_eq(xfer_strerror(XFER_E_NO_URL), "no URL set on the transfer");
   cr_assert_str_eq(xfer_multi_strerror(XFER_M_RECURSIVE_API_CALL),
                    "multi call made from inside a callback");
 }
 
-Test(errors, unknown_values_are_named_unknown) {
+TH_TEST(errors, unknown_values_are_named_unknown) {
   cr_assert_str_eq(xfer_strerror((xfer_code)-1), "unknown error code");
   cr_assert_str_eq(xfer_strerror(XFER_CODE_LAST_), "unknown error code");
   cr_assert_str_eq(xfer_strerror((xfer_code)100000), "unknown error code");

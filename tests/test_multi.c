@@ -13,16 +13,14 @@
 
 #include "testhelp.h"
 
-static void teardown(void) {
+static void multi_end(void) {
   th_clock_uninstall();
   tt_free_all();
 }
 
-TestSuite(multi, .fini = teardown);
-
 /* --- handles and API misuse ------------------------------------------------ */
 
-Test(multi, null_and_wrong_handles_are_refused) {
+TH_TEST(multi, null_and_wrong_handles_are_refused) {
   xfer_multi *m = xfer_multi_new();
   xfer *x = xfer_new();
   xfer_multi_stats st;
@@ -54,7 +52,7 @@ Test(multi, null_and_wrong_handles_are_refused) {
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
 }
 
-Test(multi, add_and_remove_are_checked) {
+TH_TEST(multi, add_and_remove_are_checked) {
   xfer_multi *m1 = xfer_multi_new(), *m2 = xfer_multi_new();
   struct tt *t = tt_new(1);
 
@@ -92,7 +90,7 @@ static int reentering_timer_cb(xfer_multi *m, long timeout_ms, void *userp) {
   return 0;
 }
 
-Test(multi, calls_from_inside_a_callback_are_refused) {
+TH_TEST(multi, calls_from_inside_a_callback_are_refused) {
   xfer_multi *m = xfer_multi_new();
   struct tt *a = tt_new(1);
   struct reentry r = {.other = xfer_new()};
@@ -128,7 +126,7 @@ static int finish_at_once(struct tt *t, unsigned due) {
   return t->id == 2 ? XFER_E_TIMEOUT : XFER_OK;
 }
 
-Test(multi, finished_transfers_are_reported_once_in_order) {
+TH_TEST(multi, finished_transfers_are_reported_once_in_order) {
   xfer_multi *m = xfer_multi_new();
   struct tt *t[3];
   const xfer_msg *msg;
@@ -165,7 +163,7 @@ Test(multi, finished_transfers_are_reported_once_in_order) {
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
 }
 
-Test(multi, destroy_removes_running_transfers_and_their_sockets) {
+TH_TEST(multi, destroy_removes_running_transfers_and_their_sockets) {
   xfer_multi *m = xfer_multi_new();
   struct th_sockrec rec;
   struct tt *a = tt_new(1);
@@ -202,7 +200,7 @@ static int expire_by_id(struct tt *t, unsigned due) {
   return XFER_OK;
 }
 
-Test(multi, timer_callback_hears_only_changes) {
+TH_TEST(multi, timer_callback_hears_only_changes) {
   xfer_multi *m = xfer_multi_new();
   struct th_timerrec tr;
   struct tt *t[3];
@@ -253,7 +251,7 @@ Test(multi, timer_callback_hears_only_changes) {
   cr_assert_eq(tr.count, 5, "no timer was armed any more");
 }
 
-Test(multi, timeout_is_rounded_up_to_whole_milliseconds) {
+TH_TEST(multi, timeout_is_rounded_up_to_whole_milliseconds) {
   xfer_multi *m = xfer_multi_new();
   struct th_timerrec tr;
   struct tt *a = tt_new(1);
@@ -269,7 +267,7 @@ Test(multi, timeout_is_rounded_up_to_whole_milliseconds) {
   xfer_multi_destroy(m);
 }
 
-Test(multi, refusing_timer_callback_is_an_error) {
+TH_TEST(multi, refusing_timer_callback_is_an_error) {
   xfer_multi *m = xfer_multi_new();
   struct th_timerrec tr;
   struct tt *a = tt_new(1);
@@ -290,7 +288,7 @@ static int stamp_and_continue(struct tt *t, unsigned due) {
   return t->state >= 4 ? XFER_OK : XFER__RUN_AGAIN;
 }
 
-Test(multi, every_transfer_run_has_at_least_the_entry_reading) {
+TH_TEST(multi, every_transfer_run_has_at_least_the_entry_reading) {
   enum { N = 40 };
   xfer_multi *m = xfer_multi_new();
   struct tt *t[N];
@@ -344,7 +342,7 @@ static void expect_reads_per_call(int n) {
   xfer_multi_destroy(m);
 }
 
-Test(multi, a_call_reads_the_clock_once_plus_once_per_16_transfers) {
+TH_TEST(multi, a_call_reads_the_clock_once_plus_once_per_16_transfers) {
   cr_assert_eq(XFER__CLOCK_REFRESH_EVERY, 16);
   expect_reads_per_call(100); /* 1 + 6 */
   expect_reads_per_call(16);  /* 1 + 1 */
@@ -352,7 +350,7 @@ Test(multi, a_call_reads_the_clock_once_plus_once_per_16_transfers) {
   expect_reads_per_call(1);
 }
 
-Test(multi, slow_application_callback_keeps_timelines_ordered) {
+TH_TEST(multi, slow_application_callback_keeps_timelines_ordered) {
   enum { N = 40 };
   xfer_multi *m = xfer_multi_new();
   struct th_sockrec rec;
@@ -407,7 +405,7 @@ static int act_for_other(struct tt *t, unsigned due) {
   return XFER__RUN_AGAIN;
 }
 
-Test(multi, transfer_acting_for_another_moves_its_clock) {
+TH_TEST(multi, transfer_acting_for_another_moves_its_clock) {
   xfer_multi *m = xfer_multi_new();
   struct tt *a = tt_new(1), *b = tt_new(2);
   int runs;
@@ -570,7 +568,7 @@ static int app_timer_cb(xfer_multi *m, long timeout_ms, void *userp) {
   return 0;
 }
 
-Test(multi, epoll_loop_drives_the_multi_through_its_callbacks) {
+TH_TEST(multi, epoll_loop_drives_the_multi_through_its_callbacks) {
   xfer_multi *m = xfer_multi_new();
   struct tt *cl[PAIRS], *sv[PAIRS];
   struct app app = {.ep = epoll_create1(EPOLL_CLOEXEC), .deadline_ms = -1};
@@ -615,7 +613,7 @@ Test(multi, epoll_loop_drives_the_multi_through_its_callbacks) {
   close(app.ep);
 }
 
-Test(multi, perform_and_poll_without_an_event_loop) {
+TH_TEST(multi, perform_and_poll_without_an_event_loop) {
   xfer_multi *m = xfer_multi_new();
   struct tt *cl[PAIRS], *sv[PAIRS];
   int64_t give_up = mono_ms() + 5000;
@@ -635,7 +633,7 @@ Test(multi, perform_and_poll_without_an_event_loop) {
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
 }
 
-Test(multi, poll_waits_no_longer_than_the_earliest_deadline) {
+TH_TEST(multi, poll_waits_no_longer_than_the_earliest_deadline) {
   xfer_multi *m = xfer_multi_new();
   struct tt *a = tt_new(1);
   int64_t start;
@@ -651,7 +649,7 @@ Test(multi, poll_waits_no_longer_than_the_earliest_deadline) {
   xfer_multi_destroy(m);
 }
 
-Test(multi, stats_count_what_happened) {
+TH_TEST(multi, stats_count_what_happened) {
   xfer_multi *m = xfer_multi_new();
   struct th_sockrec rec;
   struct th_timerrec tr;

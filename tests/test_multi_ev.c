@@ -17,12 +17,12 @@ static void setup(void) {
   cr_assert_eq(xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec), XFER_M_OK);
 }
 
-static void teardown(void) {
+static void multi_ev_end(void) {
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   tt_free_all();
 }
 
-TestSuite(multi_ev, .init = setup, .fini = teardown);
+TestSuite(multi_ev, .init = setup);
 
 static struct tt *added(int id) {
   struct tt *t = tt_new(id);
@@ -48,7 +48,7 @@ static bool tracked(int fd) {
 /* Fake fd numbers: the table never touches the descriptors themselves. */
 enum { S = 40, T = 41, U = 42 };
 
-Test(multi_ev, only_changes_are_reported) {
+TH_TEST(multi_ev, only_changes_are_reported) {
   struct tt *a = added(1);
 
   tt_want(a, S, XFER_POLL_IN);
@@ -69,7 +69,7 @@ Test(multi_ev, only_changes_are_reported) {
   cr_assert(!tracked(S));
 }
 
-Test(multi_ev, shared_socket_counts_readers_and_writers) {
+TH_TEST(multi_ev, shared_socket_counts_readers_and_writers) {
   struct tt *a = added(1), *b = added(2);
 
   tt_want(a, S, XFER_POLL_IN);
@@ -97,7 +97,7 @@ Test(multi_ev, shared_socket_counts_readers_and_writers) {
                   4);
 }
 
-Test(multi_ev, xfer_done_then_socket_done) {
+TH_TEST(multi_ev, xfer_done_then_socket_done) {
   struct tt *a = added(1);
 
   tt_want(a, S, XFER_POLL_IN);
@@ -113,7 +113,7 @@ Test(multi_ev, xfer_done_then_socket_done) {
   cr_assert_eq(a->x->ev.count, 0);
 }
 
-Test(multi_ev, socket_done_then_xfer_done) {
+TH_TEST(multi_ev, socket_done_then_xfer_done) {
   struct tt *a = added(1), *b = added(2);
 
   tt_want(a, S, XFER_POLL_IN);
@@ -132,7 +132,7 @@ Test(multi_ev, socket_done_then_xfer_done) {
                   5);
 }
 
-Test(multi_ev, conn_done_then_socket_done) {
+TH_TEST(multi_ev, conn_done_then_socket_done) {
   struct xfer__mev_tracker conn;
   struct xfer__pollset ps;
   struct tt *a = added(1);
@@ -154,7 +154,7 @@ Test(multi_ev, conn_done_then_socket_done) {
                   4);
 }
 
-Test(multi_ev, socket_done_then_conn_done) {
+TH_TEST(multi_ev, socket_done_then_conn_done) {
   struct xfer__mev_tracker conn;
   struct xfer__pollset ps;
 
@@ -205,7 +205,7 @@ static int reuse_run(struct tt *t, unsigned due) {
   return XFER_OK;
 }
 
-Test(multi_ev, closed_fd_number_reused_at_once) {
+TH_TEST(multi_ev, closed_fd_number_reused_at_once) {
   struct tt *a = tt_new(1), *b = added(2);
   int fd;
 
@@ -252,7 +252,7 @@ static void conn_on_event(xfer_multi *mm, struct xfer__mev_tracker *conn,
   conn_seen.events = events;
 }
 
-Test(multi_ev, connection_interest_is_reported_and_dispatched) {
+TH_TEST(multi_ev, connection_interest_is_reported_and_dispatched) {
   struct xfer__mev_tracker conn;
   struct xfer__pollset ps;
   struct tt *a = added(1);
@@ -296,7 +296,7 @@ static void conn_close_on_event(xfer_multi *mm, struct xfer__mev_tracker *conn,
   xfer__mev_socket_done(mm, fd);
 }
 
-Test(multi_ev, connection_handler_may_close_its_socket) {
+TH_TEST(multi_ev, connection_handler_may_close_its_socket) {
   struct xfer__mev_tracker c1, c2;
   struct xfer__pollset ps;
 
@@ -315,7 +315,7 @@ Test(multi_ev, connection_handler_may_close_its_socket) {
   th_expect_calls(&rec, 0, (int[]){S, XFER_POLL_IN, S, XFER_POLL_REMOVE}, 2);
 }
 
-Test(multi_ev, socket_event_runs_exactly_its_users) {
+TH_TEST(multi_ev, socket_event_runs_exactly_its_users) {
   struct tt *a = added(1), *b = added(2), *c = added(3);
 
   cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK);
@@ -350,7 +350,7 @@ static int switch_run(struct tt *t, unsigned due) {
   return ++t->state >= 6 ? XFER_OK : XFER__RUN_AGAIN;
 }
 
-Test(multi_ev, late_switch_to_events_reports_every_socket_as_new) {
+TH_TEST(multi_ev, late_switch_to_events_reports_every_socket_as_new) {
   struct tt *a = tt_new(1), *b = tt_new(2);
   int running;
 
@@ -389,8 +389,8 @@ Test(multi_ev, late_switch_to_events_reports_every_socket_as_new) {
                   3);
 }
 
-Test(multi_ev, replaced_callback_hears_everything_anew) {
-  struct th_sockrec rec2;
+TH_TEST(multi_ev, replaced_callback_hears_everything_anew) {
+  static struct th_sockrec rec2; /* outlives the body: teardown reports to it */
   struct tt *a = added(1);
 
   th_sockrec_init(&rec2);
@@ -402,7 +402,7 @@ Test(multi_ev, replaced_callback_hears_everything_anew) {
   th_expect_calls(&rec2, 0, (int[]){S, XFER_POLL_IN}, 1);
 }
 
-Test(multi_ev, refused_socket_fails_only_its_transfer) {
+TH_TEST(multi_ev, refused_socket_fails_only_its_transfer) {
   struct tt *a = tt_new(1), *b = tt_new(2);
   const xfer_msg *msg;
   int running;
@@ -428,7 +428,7 @@ Test(multi_ev, refused_socket_fails_only_its_transfer) {
   cr_assert_eq(info(S).readers, 1, "a keeps its socket");
 }
 
-Test(multi_ev, refused_socket_at_late_switch_fails_its_users) {
+TH_TEST(multi_ev, refused_socket_at_late_switch_fails_its_users) {
   struct tt *a = added(1), *b = added(2);
   int running;
 
@@ -445,7 +445,7 @@ Test(multi_ev, refused_socket_at_late_switch_fails_its_users) {
                    "the socket callback refused fd 41");
 }
 
-Test(multi_ev, assigned_pointer_comes_back_with_later_events) {
+TH_TEST(multi_ev, assigned_pointer_comes_back_with_later_events) {
   struct tt *a = added(1);
 
   rec.assign = true;
@@ -464,7 +464,7 @@ Test(multi_ev, assigned_pointer_comes_back_with_later_events) {
   cr_assert_eq(xfer_multi_assign(NULL, S, NULL), XFER_M_BAD_HANDLE);
 }
 
-Test(multi_ev, many_sockets_per_transfer) {
+TH_TEST(multi_ev, many_sockets_per_transfer) {
   struct tt *a = added(1), *b = added(2);
   enum { N = 10, BASE = 100 };
 
@@ -491,7 +491,7 @@ Test(multi_ev, many_sockets_per_transfer) {
   cr_assert_eq(a->x->ev.capacity, XFER__MEV_INLINE_USES);
 }
 
-Test(multi_ev, pollset_merges_and_bounds) {
+TH_TEST(multi_ev, pollset_merges_and_bounds) {
   struct xfer__pollset ps;
 
   xfer__pollset_reset(&ps);
@@ -508,7 +508,7 @@ Test(multi_ev, pollset_merges_and_bounds) {
 
 /* An event costs one table lookup and runs only the socket's users, with
  * thousands of sockets tracked. */
-Test(multi_ev, one_event_touches_one_socket_among_thousands) {
+TH_TEST(multi_ev, one_event_touches_one_socket_among_thousands) {
   enum { N = 5000, BASE = 1000 };
   static struct tt *t[N];
   xfer_multi_stats before, after;

@@ -5,7 +5,11 @@
 
 #include "testhelp.h"
 
-Test(now, monotonic_and_counted) {
+
+static void now_end(void) {}
+
+
+TH_TEST(now, monotonic_and_counted) {
   uint64_t reads = 0;
   xfer__time a = xfer__now_read(&reads);
   xfer__time b = xfer__now_read(&reads);
@@ -17,7 +21,7 @@ Test(now, monotonic_and_counted) {
   cr_assert_eq(reads, 2);
 }
 
-Test(now, test_clock_replaces_and_restores) {
+TH_TEST(now, test_clock_replaces_and_restores) {
   uint64_t reads = 0;
 
   th_clock_install(MS(5000), MS(1));
@@ -31,7 +35,7 @@ Test(now, test_clock_replaces_and_restores) {
   cr_assert_neq(xfer__now_read(NULL), MS(5103));
 }
 
-Test(now, read_without_pool_lock_is_fine) {
+TH_TEST(now, read_without_pool_lock_is_fine) {
   cr_assert_eq(xfer__pool_lock_depth, 0);
   (void)xfer__now_read(NULL);
 }
@@ -39,7 +43,7 @@ Test(now, read_without_pool_lock_is_fine) {
 #ifdef XFER_DEBUG
 /* Brief rule 3: a clock read while this thread holds a pool lock is a bug
  * that debug builds stop at once. */
-Test(now, read_under_pool_lock_aborts_in_debug, .signal = SIGABRT) {
+TH_TEST(now, read_under_pool_lock_aborts_in_debug, .signal = SIGABRT) {
   xfer__pool_lock_depth++;
   (void)xfer__now_read(NULL);
 }

@@ -12,7 +12,11 @@ static void expect_heap_valid(const struct xfer__timer_heap *h) {
   }
 }
 
-Test(timer, heap_returns_earliest_first) {
+
+static void timer_end(void) {}
+
+
+TH_TEST(timer, heap_returns_earliest_first) {
   enum { N = 500 };
   static struct xfer__expiry e[N];
   struct xfer__timer_heap h;
@@ -40,7 +44,7 @@ Test(timer, heap_returns_earliest_first) {
   xfer__timer_heap_free(&h);
 }
 
-Test(timer, node_is_keyed_by_earliest_expiry) {
+TH_TEST(timer, node_is_keyed_by_earliest_expiry) {
   struct xfer__timer_heap h;
   struct xfer__expiry a, b;
 
@@ -65,7 +69,7 @@ Test(timer, node_is_keyed_by_earliest_expiry) {
   xfer__timer_heap_free(&h);
 }
 
-Test(timer, take_due_takes_only_what_is_due) {
+TH_TEST(timer, take_due_takes_only_what_is_due) {
   struct xfer__timer_heap h;
   struct xfer__expiry e;
 
@@ -85,7 +89,7 @@ Test(timer, take_due_takes_only_what_is_due) {
   xfer__timer_heap_free(&h);
 }
 
-Test(timer, moving_and_removing_middle_nodes_keeps_the_heap) {
+TH_TEST(timer, moving_and_removing_middle_nodes_keeps_the_heap) {
   enum { N = 64 };
   static struct xfer__expiry e[N];
   struct xfer__timer_heap h;

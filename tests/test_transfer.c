@@ -3,7 +3,11 @@
 
 #include "testhelp.h"
 
-Test(transfer, new_transfer_has_no_timeline_yet) {
+
+static void transfer_end(void) {}
+
+
+TH_TEST(transfer, new_transfer_has_no_timeline_yet) {
   xfer *x = xfer_new();
   xfer_timeline tl;
   int v = 42;
@@ -21,7 +25,7 @@ Test(transfer, new_transfer_has_no_timeline_yet) {
   cr_assert_eq(xfer_free(NULL), XFER_OK);
 }
 
-Test(transfer, bad_handles_are_refused) {
+TH_TEST(transfer, bad_handles_are_refused) {
   xfer_multi *m = xfer_multi_new();
   xfer_timeline tl;
 
@@ -35,7 +39,7 @@ Test(transfer, bad_handles_are_refused) {
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
 }
 
-Test(transfer, clock_never_goes_back) {
+TH_TEST(transfer, clock_never_goes_back) {
   xfer *x = xfer_new();
 
   xfer__now_at_least(x, MS(10));
@@ -47,7 +51,7 @@ Test(transfer, clock_never_goes_back) {
   xfer_free(x);
 }
 
-Test(transfer, phases_not_reached_take_the_previous_value) {
+TH_TEST(transfer, phases_not_reached_take_the_previous_value) {
   xfer *x = xfer_new();
   xfer_timeline tl;
 
@@ -73,7 +77,7 @@ Test(transfer, phases_not_reached_take_the_previous_value) {
   xfer_free(x);
 }
 
-Test(transfer, without_work_it_fails_with_a_clear_error) {
+TH_TEST(transfer, without_work_it_fails_with_a_clear_error) {
   xfer_multi *m = xfer_multi_new();
   xfer *x = xfer_new();
   const xfer_msg *msg;

@@ -1,12 +1,19 @@
 /* Helpers for the unit suites (see testhelp.h). */
 #include "testhelp.h"
 
+#include "mem.h"
+
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/lsan_interface.h>
+#define TH_HAVE_LSAN 1
+#endif
 
 /* --- controllable clock ---------------------------------------------------- */
 
@@ -197,4 +204,13 @@ void th_expect_timeline_ordered(const xfer *x) {
       cr_assert_geq(v[i], v[i - 1], "phase %d (%lld) before phase %d (%lld)",
                     i, (long long)v[i], i - 1, (long long)v[i - 1]);
   }
+}
+
+void th_expect_no_leaks(void) {
+  cr_assert_eq(xfer__mem_live(), 0, "libxfer left %ld blocks allocated",
+               xfer__mem_live());
+#ifdef TH_HAVE_LSAN
+  cr_assert_eq(__lsan_do_recoverable_leak_check(), 0,
+               "LeakSanitizer found leaks (report above)");
+#endif
 }

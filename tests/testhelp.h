@@ -95,6 +95,25 @@ bool tt_now_monotonic(const struct tt *t);
 /* A connected AF_UNIX stream pair, non-blocking; asserts on failure. */
 void th_socketpair(int sv[2]);
 
+/* Fails the current test if libxfer still holds allocations (counted in
+ * lib/mem.c), and in ASan builds if LeakSanitizer sees a leak. */
+void th_expect_no_leaks(void);
+
+/*
+ * A Criterion test that ends with its suite's teardown, `<suite>_end()`
+ * (each test file defines one), and th_expect_no_leaks(), inside the test
+ * body: Criterion ignores failures in .fini (assertions, abort, exit codes
+ * alike), and a leak must fail the test that made it.
+ */
+#define TH_TEST(suite, name, ...)                                             \
+  static void th_body_##suite##_##name(void);                                 \
+  Test(suite, name, ##__VA_ARGS__) {                                          \
+    th_body_##suite##_##name();                                               \
+    suite##_end();                                                            \
+    th_expect_no_leaks();                                                     \
+  }                                                                           \
+  static void th_body_##suite##_##name(void)
+
 /* Asserts the timeline is complete and ordered. */
 void th_expect_timeline_ordered(const xfer *x);
 
