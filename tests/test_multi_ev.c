@@ -3,6 +3,7 @@
  * sequence of socket callback calls the application sees.
  */
 #include <criterion/criterion.h>
+#include <poll.h>
 #include <unistd.h>
 
 #include "testhelp.h"
@@ -95,6 +96,49 @@ TH_TEST(multi_ev, shared_socket_counts_readers_and_writers) {
                   (int[]){S, XFER_POLL_IN, S, XFER_POLL_INOUT, S, XFER_POLL_OUT,
                           S, XFER_POLL_REMOVE},
                   4);
+}
+
+/* The same over a real socket: data on it runs every transfer using it,
+ * and each sees it. */
+static int read_one(struct tt *t, unsigned due) {
+  char c;
+  if (read(t->ps.fd[0], &c, 1) == 1)
+    t->state++;
+  return XFER__RUN_AGAIN;
+}
+
+TH_TEST(multi_ev, shared_real_socket_wakes_every_user) {
+  struct tt *a = tt_new(1), *b = tt_new(2), *c = tt_new(3);
+  struct pollfd pfd;
+  int sv[2];
+
+  th_socketpair(sv);
+  a->on_run = b->on_run = read_one;
+  tt_want(a, sv[0], XFER_POLL_IN);
+  tt_want(b, sv[0], XFER_POLL_IN);
+  tt_want(c, sv[1], XFER_POLL_IN);
+  a->close_fds[0] = sv[0];
+  a->nclose = 1;
+  c->close_fds[0] = sv[1];
+  c->nclose = 1;
+  xfer_multi_add(m, a->x);
+  xfer_multi_add(m, b->x);
+  xfer_multi_add(m, c->x);
+  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK);
+  cr_assert_eq(info(sv[0]).readers, 2);
+  th_expect_calls(&rec, 0, (int[]){sv[0], XFER_POLL_IN, sv[1], XFER_POLL_IN},
+                  2);
+  cr_assert_eq(write(sv[1], "xy", 2), 2);
+  pfd.fd = sv[0];
+  pfd.events = POLLIN;
+  cr_assert_eq(poll(&pfd, 1, 1000), 1);
+  cr_assert_eq(xfer_multi_socket_action(m, sv[0], XFER_CSELECT_IN, NULL),
+               XFER_M_OK);
+  cr_assert_eq(a->runs, 2);
+  cr_assert_eq(b->runs, 2);
+  cr_assert_eq(c->runs, 1, "c waits on the other end");
+  cr_assert_eq(a->state + b->state, 2, "each read one byte");
+  cr_assert_eq(rec.count, 2, "nothing changed for the application");
 }
 
 TH_TEST(multi_ev, xfer_done_then_socket_done) {
