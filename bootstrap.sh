@@ -16,10 +16,20 @@ make
 gcc
 libc6-dev
 libcriterion-dev
+liburcu-dev
+libc-ares-dev
+liburiparser-dev
+node-llhttp
+nginx
 "
 # autoconf, automake, libtool, pkg-config: the build system
 # make, gcc, libc6-dev: the compiler and C library headers
 # libcriterion-dev: the unit test framework (tests/)
+# liburcu-dev: RCU and the lock-free hash table of the connection pool
+# libc-ares-dev: the asynchronous DNS resolver
+# liburiparser-dev: URL parsing
+# node-llhttp: llhttp's C sources (/usr/share/llhttp), built into the library
+# nginx: the real peer of the interop tests
 
 cd "$(dirname "$0")"
 

@@ -54,7 +54,26 @@ typedef struct xfer_multi xfer_multi;
   XX(E_IN_USE, 4, "the transfer is added to a multi handle")                  \
   XX(E_NO_URL, 5, "no URL set on the transfer")                               \
   XX(E_SOCKET_CALLBACK, 6, "the socket callback refused a socket")            \
-  XX(E_TIMEOUT, 7, "operation timed out")
+  XX(E_TIMEOUT, 7, "operation timed out")                                     \
+  XX(E_BAD_URL, 8, "malformed URL")                                           \
+  XX(E_UNSUPPORTED_SCHEME, 9, "URL scheme not supported")                     \
+  XX(E_RESOLVE, 10, "could not resolve host name")                            \
+  XX(E_CONNECT, 11, "could not connect")                                      \
+  XX(E_CONNECT_TIMEOUT, 12, "connection timed out")                           \
+  XX(E_TOO_SLOW, 13, "transfer slower than the low-speed limit")              \
+  XX(E_PEER_CLOSED, 14, "the server closed the connection early")             \
+  XX(E_SEND, 15, "failed sending the request")                                \
+  XX(E_RECV, 16, "failed receiving the response")                             \
+  XX(E_BAD_STATUS_LINE, 17, "malformed response status line")                 \
+  XX(E_BAD_HEADER, 18, "malformed response header")                           \
+  XX(E_HEADERS_TOO_LARGE, 19, "response headers too large")                   \
+  XX(E_BAD_CHUNK, 20, "malformed chunked encoding")                           \
+  XX(E_BODY_TOO_LONG, 21, "response body longer than announced")              \
+  XX(E_BAD_RESPONSE, 22, "malformed response")                                \
+  XX(E_TOO_MANY_REDIRECTS, 23, "too many redirects")                          \
+  XX(E_WRITE_CALLBACK, 24, "the write callback aborted the transfer")         \
+  XX(E_READ_CALLBACK, 25, "the read callback aborted the transfer")           \
+  XX(E_RESOLVE_TIMEOUT, 26, "name resolution timed out")
 
 #define XFER_MCODE_MAP(XX)                                                    \
   XX(OK, 0, "no error")                                                       \

@@ -1,0 +1,416 @@
+/* HTTP/1.1 request heads and the llhttp response parser (see http1.h). */
+#include "common.h"
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "http1.h"
+#include "mem.h"
+
+/* --- buffers --------------------------------------------------------------- */
+
+void xfer__buf_free(struct xfer__buf *b) {
+  xfer__free(b->data);
+  memset(b, 0, sizeof(*b));
+}
+
+bool xfer__buf_append(struct xfer__buf *b, const void *data, size_t len) {
+  if (b->len + len + 1 > b->cap) {
+    size_t cap = b->cap ? b->cap : 256;
+    char *grown;
+    while (cap < b->len + len + 1)
+      cap *= 2;
+    grown = xfer__realloc(b->data, cap);
+    if (!grown)
+      return false;
+    b->data = grown;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, data, len);
+  b->len += len;
+  b->data[b->len] = '\0'; /* always a C string too */
+  return true;
+}
+
+static bool buf_puts(struct xfer__buf *b, const char *s) {
+  return xfer__buf_append(b, s, strlen(s));
+}
+
+/* --- request head ----------------------------------------------------------- */
+
+bool xfer__http1_has_header(const struct xfer__buf *headers, const char *name) {
+  size_t n = strlen(name);
+  const char *line = headers->data;
+  const char *end = headers->data + headers->len;
+
+  while (line && line < end) {
+    const char *next = strstr(line, "\r\n");
+    if (strncasecmp(line, name, n) == 0 && line[n] == ':')
+      return true;
+    line = next ? next + 2 : NULL;
+  }
+  return false;
+}
+
+bool xfer__http1_build_head(struct xfer__buf *out,
+                            const struct xfer__http1_req *req) {
+  char number[32];
+  bool ok;
+
+  out->len = 0;
+  ok = buf_puts(out, req->method) && buf_puts(out, " ") &&
+       buf_puts(out, req->target) && buf_puts(out, " HTTP/1.1\r\n");
+  if (ok && !xfer__http1_has_header(req->headers, "Host"))
+    ok = buf_puts(out, "Host: ") && buf_puts(out, req->authority) &&
+         buf_puts(out, "\r\n");
+  if (ok && req->headers->len)
+    ok = xfer__buf_append(out, req->headers->data, req->headers->len);
+  if (ok && req->body_len >= 0 &&
+      !xfer__http1_has_header(req->headers, "Content-Length")) {
+    snprintf(number, sizeof(number), "%lld", (long long)req->body_len);
+    ok = buf_puts(out, "Content-Length: ") && buf_puts(out, number) &&
+         buf_puts(out, "\r\n");
+  }
+  if (ok && req->body_len == -2 &&
+      !xfer__http1_has_header(req->headers, "Transfer-Encoding"))
+    ok = buf_puts(out, "Transfer-Encoding: chunked\r\n");
+  return ok && buf_puts(out, "\r\n");
+}
+
+/* --- response parser -------------------------------------------------------- */
+
+static struct xfer__http1_resp *resp_of(llhttp_t *p) { return p->data; }
+
+/* Records our own error and stops llhttp (HPE_USER). */
+__attribute__((format(printf, 3, 4))) static int
+fail(struct xfer__http1_resp *r, xfer_code code, const char *fmt, ...) {
+  va_list ap;
+
+  r->error = code;
+  va_start(ap, fmt);
+  vsnprintf(r->detail, sizeof(r->detail), fmt, ap);
+  va_end(ap);
+  llhttp_set_error_reason(&r->parser, r->detail);
+  return HPE_USER;
+}
+
+/* Counts header bytes against the limit; -1 (HPE_USER) past it. */
+static int count_header_bytes(struct xfer__http1_resp *r, size_t len) {
+  r->header_bytes += len;
+  if (r->header_bytes <= r->max_header_bytes)
+    return 0;
+  return fail(r, XFER_E_HEADERS_TOO_LARGE,
+              "the response headers exceed the limit of %zu bytes",
+              r->max_header_bytes);
+}
+
+static int on_status(llhttp_t *p, const char *at, size_t len) {
+  return count_header_bytes(resp_of(p), len + 16);
+}
+
+static int on_status_complete(llhttp_t *p) {
+  resp_of(p)->status_seen = true;
+  return 0;
+}
+
+/* Closes the header being stored: "name\0value\0". A header whose value
+ * was empty got no value callback, so its name is closed here too. */
+static bool close_header(struct xfer__http1_resp *r) {
+  struct xfer__header *h;
+
+  if (!r->header_open)
+    return true;
+  h = &r->headers[r->header_count - 1];
+  r->header_open = false;
+  if (!r->in_value) {
+    if (!xfer__buf_append(&r->header_text, "", 1))
+      return false;
+    h->value_off = (uint32_t)r->header_text.len;
+  }
+  return xfer__buf_append(&r->header_text, "", 1);
+}
+
+static int open_header(struct xfer__http1_resp *r) {
+  struct xfer__header *h;
+
+  if (!close_header(r))
+    return fail(r, XFER_E_OUT_OF_MEMORY, "out of memory");
+  if (r->header_count == r->max_headers) {
+    return fail(r, XFER_E_HEADERS_TOO_LARGE,
+                "the response has more than %u header lines", r->max_headers);
+  }
+  if (r->header_count == r->header_cap) {
+    unsigned cap = r->header_cap ? 2 * r->header_cap : 16;
+    struct xfer__header *grown =
+        xfer__realloc(r->headers, cap * sizeof(*grown));
+    if (!grown)
+      return fail(r, XFER_E_OUT_OF_MEMORY, "out of memory");
+    r->headers = grown;
+    r->header_cap = cap;
+  }
+  h = &r->headers[r->header_count++];
+  h->name_off = (uint32_t)r->header_text.len;
+  h->name_len = 0;
+  h->value_off = h->name_off;
+  h->value_len = 0;
+  r->in_value = false;
+  r->header_open = true;
+  return 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+  struct xfer__http1_resp *r = resp_of(p);
+  int rc = count_header_bytes(r, len);
+
+  if (rc)
+    return rc;
+  /* A field after a value (or the first one) starts a new header; llhttp
+   * may hand one name over in several pieces. */
+  if (!r->header_open || r->in_value) {
+    if ((rc = open_header(r)))
+      return rc;
+  }
+  if (!xfer__buf_append(&r->header_text, at, len))
+    return fail(r, XFER_E_OUT_OF_MEMORY, "out of memory");
+  r->headers[r->header_count - 1].name_len += (uint32_t)len;
+  return 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len) {
+  struct xfer__http1_resp *r = resp_of(p);
+  struct xfer__header *h = &r->headers[r->header_count - 1];
+  int rc = count_header_bytes(r, len + 4);
+
+  if (rc)
+    return rc;
+  if (!r->in_value) { /* the name is complete: terminate it */
+    if (!xfer__buf_append(&r->header_text, "", 1))
+      return fail(r, XFER_E_OUT_OF_MEMORY, "out of memory");
+    h->value_off = (uint32_t)r->header_text.len;
+    r->in_value = true;
+  }
+  if (!xfer__buf_append(&r->header_text, at, len))
+    return fail(r, XFER_E_OUT_OF_MEMORY, "out of memory");
+  h->value_len += (uint32_t)len;
+  return 0;
+}
+
+static void reset_headers(struct xfer__http1_resp *r) {
+  r->header_text.len = 0;
+  r->header_count = 0;
+  r->header_bytes = 0;
+  r->in_value = false;
+  r->header_open = false;
+  r->status_seen = false;
+}
+
+static int on_headers_complete(llhttp_t *p) {
+  struct xfer__http1_resp *r = resp_of(p);
+
+  r->status = p->status_code;
+  if (r->status < 200)
+    return 0; /* 1xx: llhttp ends that message without a body */
+  if (!close_header(r))
+    return fail(r, XFER_E_OUT_OF_MEMORY, "out of memory");
+  r->headers_done = true;
+  if (r->events && r->events->on_header) {
+    for (unsigned i = 0; i < r->header_count; i++) {
+      const struct xfer__header *h = &r->headers[i];
+      if (r->events->on_header(r->owner, r->header_text.data + h->name_off,
+                               h->name_len, r->header_text.data + h->value_off,
+                               h->value_len))
+        return fail(r, XFER_E_WRITE_CALLBACK,
+                    "the header callback aborted the transfer");
+    }
+  }
+  /* 1: no body follows. RFC 9110: a response to HEAD, a 204 and a 304
+   * have none, whatever Content-Length says (llhttp would wait for it). */
+  return r->head_request || r->status == 204 || r->status == 304 ? 1 : 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len) {
+  struct xfer__http1_resp *r = resp_of(p);
+
+  r->body_bytes += len;
+  if (r->events && r->events->on_body && r->events->on_body(r->owner, at, len))
+    return fail(r, XFER_E_WRITE_CALLBACK,
+                "the write callback aborted the transfer");
+  return 0;
+}
+
+static int on_message_complete(llhttp_t *p) {
+  struct xfer__http1_resp *r = resp_of(p);
+
+  if (!r->headers_done) { /* an interim 1xx response: skip it */
+    reset_headers(r);
+    return 0;
+  }
+  r->complete = true;
+  r->keep_alive = llhttp_should_keep_alive(p) != 0;
+  return HPE_PAUSED; /* anything after this is not ours */
+}
+
+static llhttp_settings_t settings;
+static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
+
+static void settings_init(void) {
+  llhttp_settings_init(&settings);
+  settings.on_status = on_status;
+  settings.on_status_complete = on_status_complete;
+  settings.on_header_field = on_header_field;
+  settings.on_header_value = on_header_value;
+  settings.on_headers_complete = on_headers_complete;
+  settings.on_body = on_body;
+  settings.on_message_complete = on_message_complete;
+}
+
+/* The callbacks are the same for every parser in the process. */
+static const llhttp_settings_t *parser_settings(void) {
+  pthread_once(&settings_once, settings_init);
+  return &settings;
+}
+
+void xfer__http1_resp_init(struct xfer__http1_resp *r,
+                           const struct xfer__http1_events *events,
+                           void *owner, bool head_request,
+                           size_t max_header_bytes) {
+  llhttp_init(&r->parser, HTTP_RESPONSE, parser_settings());
+  r->parser.data = r;
+  r->events = events;
+  r->owner = owner;
+  r->max_header_bytes =
+      max_header_bytes ? max_header_bytes : XFER__HTTP1_DEFAULT_MAX_HEADER_BYTES;
+  r->max_headers = XFER__HTTP1_DEFAULT_MAX_HEADERS;
+  r->head_request = head_request;
+  r->status = 0;
+  r->headers_done = false;
+  r->complete = false;
+  r->keep_alive = false;
+  r->body_bytes = 0;
+  reset_headers(r);
+  r->error = XFER_OK;
+  r->detail[0] = '\0';
+}
+
+void xfer__http1_resp_free(struct xfer__http1_resp *r) {
+  xfer__buf_free(&r->header_text);
+  xfer__free(r->headers);
+  r->headers = NULL;
+  r->header_cap = 0;
+  r->header_count = 0;
+}
+
+/* Maps an llhttp error to ours: where in the response it happened decides. */
+static xfer_code map_error(struct xfer__http1_resp *r, llhttp_errno_t err) {
+  if (r->error)
+    return r->error; /* one of our own limits or callbacks */
+  switch (err) {
+  case HPE_INVALID_CHUNK_SIZE:
+    return XFER_E_BAD_CHUNK;
+  case HPE_INVALID_CONTENT_LENGTH:
+  case HPE_UNEXPECTED_CONTENT_LENGTH:
+  case HPE_INVALID_TRANSFER_ENCODING:
+  case HPE_INVALID_HEADER_TOKEN:
+    return XFER_E_BAD_HEADER;
+  default:
+    break;
+  }
+  if (!r->status_seen)
+    return XFER_E_BAD_STATUS_LINE;
+  if (!r->headers_done)
+    return XFER_E_BAD_HEADER;
+  return r->parser.flags & F_CHUNKED ? XFER_E_BAD_CHUNK : XFER_E_BAD_RESPONSE;
+}
+
+static xfer_code parse_error(struct xfer__http1_resp *r, llhttp_errno_t err) {
+  xfer_code code = map_error(r, err);
+
+  if (!r->error) {
+    r->error = code;
+    snprintf(r->detail, sizeof(r->detail), "%s: %s", llhttp_errno_name(err),
+             llhttp_get_error_reason(&r->parser));
+  }
+  return code;
+}
+
+xfer_code xfer__http1_resp_feed(struct xfer__http1_resp *r, const char *data,
+                                size_t len) {
+  llhttp_errno_t err;
+  size_t used;
+
+  if (r->error)
+    return r->error;
+  if (r->complete && len == 0)
+    return XFER_OK;
+  if (r->complete)
+    goto extra_bytes;
+  err = llhttp_execute(&r->parser, data, len);
+  if (err == HPE_OK)
+    return XFER_OK;
+  if (err != HPE_PAUSED || !r->complete)
+    return parse_error(r, err);
+  used = (size_t)(llhttp_get_error_pos(&r->parser) - data);
+  if (used >= len)
+    return XFER_OK;
+  data += used;
+  len -= used;
+extra_bytes:
+  r->keep_alive = false;
+  if (r->parser.flags & F_CONTENT_LENGTH) {
+    r->error = XFER_E_BODY_TOO_LONG;
+    snprintf(r->detail, sizeof(r->detail),
+             "%zu bytes beyond the Content-Length of %llu", len,
+             (unsigned long long)r->body_bytes);
+  } else {
+    r->error = XFER_E_BAD_RESPONSE;
+    snprintf(r->detail, sizeof(r->detail),
+             "%zu unexpected bytes after the end of the response", len);
+  }
+  return r->error;
+}
+
+xfer_code xfer__http1_resp_eof(struct xfer__http1_resp *r) {
+  llhttp_errno_t err;
+
+  if (r->error || r->complete)
+    return r->error;
+  if (r->headers_done && llhttp_message_needs_eof(&r->parser)) {
+    err = llhttp_finish(&r->parser);
+    if ((err == HPE_OK || err == HPE_PAUSED) && r->complete) {
+      r->keep_alive = false;
+      return XFER_OK;
+    }
+  }
+  r->error = XFER_E_PEER_CLOSED;
+  if (!r->status_seen)
+    snprintf(r->detail, sizeof(r->detail),
+             "the server closed the connection before any response");
+  else if (!r->headers_done)
+    snprintf(r->detail, sizeof(r->detail),
+             "the server closed the connection in the response headers");
+  else
+    snprintf(r->detail, sizeof(r->detail),
+             "the server closed the connection after %llu body bytes%s",
+             (unsigned long long)r->body_bytes,
+             r->parser.flags & F_CHUNKED ? " (chunked body incomplete)"
+                                         : " (fewer than announced)");
+  return r->error;
+}
+
+const char *xfer__http1_resp_header(const struct xfer__http1_resp *r,
+                                    const char *name) {
+  size_t n = strlen(name);
+
+  if (!r->headers_done)
+    return NULL;
+  for (unsigned i = 0; i < r->header_count; i++) {
+    const struct xfer__header *h = &r->headers[i];
+    if (h->name_len == n &&
+        strncasecmp(r->header_text.data + h->name_off, name, n) == 0)
+      return r->header_text.data + h->value_off;
+  }
+  return NULL;
+}

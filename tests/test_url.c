@@ -1,0 +1,99 @@
+/* lib/url.c: parsing, the request target, redirect resolution, errors. */
+#include <criterion/criterion.h>
+
+#include "testhelp.h"
+#include "url.h"
+
+static struct xfer__url u;
+static char detail[256];
+
+static void url_end(void) { xfer__url_free(&u); }
+
+static void expect_url(const char *text, const char *host,
+                       const char *authority, unsigned port,
+                       const char *target) {
+  xfer__url_free(&u);
+  cr_assert_eq(xfer__url_parse(&u, text, detail, sizeof(detail)), XFER_OK,
+               "%s: %s", text, detail);
+  cr_assert_str_eq(u.host, host, "%s", text);
+  cr_assert_str_eq(u.authority, authority, "%s", text);
+  cr_assert_eq(u.port, port, "%s", text);
+  cr_assert_str_eq(u.target, target, "%s", text);
+}
+
+static void expect_error(const char *text, xfer_code code, const char *words) {
+  xfer__url_free(&u);
+  cr_assert_eq(xfer__url_parse(&u, text, detail, sizeof(detail)), code,
+               "%s", text ? text : "(null)");
+  cr_assert(strstr(detail, words), "%s: detail '%s' lacks '%s'",
+            text ? text : "(null)", detail, words);
+  cr_assert_null(u.block);
+}
+
+TH_TEST(url, parts_of_good_urls) {
+  expect_url("http://example.com", "example.com", "example.com", 80, "/");
+  expect_url("http://example.com/", "example.com", "example.com", 80, "/");
+  expect_url("HTTP://Example.COM:8080/a/b?x=1&y=2#frag", "Example.COM",
+             "Example.COM:8080", 8080, "/a/b?x=1&y=2");
+  expect_url("http://127.0.0.1:3000/path", "127.0.0.1", "127.0.0.1:3000",
+             3000, "/path");
+  expect_url("http://[::1]:8080/v6", "::1", "[::1]:8080", 8080, "/v6");
+  expect_url("http://[::1]/", "::1", "[::1]", 80, "/");
+  expect_url("http://h/a%20b/%7Euser?q=%2F", "h", "h", 80,
+             "/a%20b/%7Euser?q=%2F"); /* percent-encoding kept */
+  expect_url("http://h?only=query", "h", "h", 80, "/?only=query");
+  expect_url("http://h:80/x", "h", "h", 80, "/x");
+  cr_assert(u.host_is_ipv6 == false);
+  expect_url("http://[2001:db8::7]:1/", "2001:db8::7", "[2001:db8::7]:1", 1,
+             "/");
+  cr_assert(u.host_is_ipv6);
+}
+
+TH_TEST(url, bad_urls_get_clear_errors) {
+  expect_error(NULL, XFER_E_BAD_URL, "empty");
+  expect_error("", XFER_E_BAD_URL, "empty");
+  expect_error("https://example.com/", XFER_E_UNSUPPORTED_SCHEME,
+               "https is not supported yet");
+  expect_error("ftp://example.com/", XFER_E_UNSUPPORTED_SCHEME, "'ftp'");
+  expect_error("http://user:pw@example.com/", XFER_E_BAD_URL, "credentials");
+  expect_error("http://example.com:99999/", XFER_E_BAD_URL, "bad port");
+  expect_error("http://example.com:0/", XFER_E_BAD_URL, "bad port");
+  expect_error("http:///path", XFER_E_BAD_URL, "no host");
+  expect_error("/just/a/path", XFER_E_BAD_URL, "no scheme");
+  expect_error("http://exa mple.com/", XFER_E_BAD_URL, "malformed URL");
+  expect_error("http://[::1/", XFER_E_BAD_URL, "malformed URL");
+}
+
+static void expect_resolved(const char *base, const char *ref,
+                            const char *authority, const char *target) {
+  struct xfer__url b, out;
+  cr_assert_eq(xfer__url_parse(&b, base, detail, sizeof(detail)), XFER_OK);
+  cr_assert_eq(xfer__url_resolve(&out, &b, ref, detail, sizeof(detail)),
+               XFER_OK, "%s + %s: %s", base, ref, detail);
+  cr_assert_str_eq(out.authority, authority, "%s + %s", base, ref);
+  cr_assert_str_eq(out.target, target, "%s + %s", base, ref);
+  xfer__url_free(&b);
+  xfer__url_free(&out);
+}
+
+TH_TEST(url, redirect_locations_resolve_against_the_base) {
+  expect_resolved("http://h:81/a/b?q", "/x?y", "h:81", "/x?y");
+  expect_resolved("http://h:81/a/b?q", "c", "h:81", "/a/c");
+  expect_resolved("http://h:81/a/b", "../up", "h:81", "/up");
+  expect_resolved("http://h/a", "http://other:9/z", "other:9", "/z");
+  expect_resolved("http://h/a", "//else/p", "else", "/p");
+}
+
+TH_TEST(url, bad_redirect_location_is_an_error) {
+  struct xfer__url b, out;
+
+  cr_assert_eq(xfer__url_parse(&b, "http://h/", detail, sizeof(detail)),
+               XFER_OK);
+  cr_assert_eq(xfer__url_resolve(&out, &b, "ftp://x/", detail, sizeof(detail)),
+               XFER_E_UNSUPPORTED_SCHEME);
+  cr_assert_eq(xfer__url_resolve(&out, &b, "http://[bad", detail,
+                                 sizeof(detail)),
+               XFER_E_BAD_URL);
+  cr_assert(strstr(detail, "redirect location"));
+  xfer__url_free(&b);
+}
