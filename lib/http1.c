@@ -17,19 +17,27 @@ void xfer__buf_free(struct xfer__buf *b) {
   memset(b, 0, sizeof(*b));
 }
 
+bool xfer__buf_reserve(struct xfer__buf *b, size_t want) {
+  size_t cap = b->cap ? b->cap : 256;
+  char *grown;
+
+  if (want + 1 <= b->cap)
+    return true;
+  while (cap < want + 1)
+    cap *= 2;
+  grown = xfer__realloc(b->data, cap);
+  if (!grown)
+    return false;
+  b->data = grown;
+  b->cap = cap;
+  return true;
+}
+
 bool xfer__buf_append(struct xfer__buf *b, const void *data, size_t len) {
-  if (b->len + len + 1 > b->cap) {
-    size_t cap = b->cap ? b->cap : 256;
-    char *grown;
-    while (cap < b->len + len + 1)
-      cap *= 2;
-    grown = xfer__realloc(b->data, cap);
-    if (!grown)
-      return false;
-    b->data = grown;
-    b->cap = cap;
-  }
-  memcpy(b->data + b->len, data, len);
+  if (!xfer__buf_reserve(b, b->len + len))
+    return false;
+  if (len)
+    memcpy(b->data + b->len, data, len);
   b->len += len;
   b->data[b->len] = '\0'; /* always a C string too */
   return true;

@@ -19,6 +19,8 @@ struct xfer__buf {
 
 void xfer__buf_free(struct xfer__buf *b);
 bool xfer__buf_append(struct xfer__buf *b, const void *data, size_t len);
+/* Makes room for `cap` bytes (plus a terminating NUL). */
+bool xfer__buf_reserve(struct xfer__buf *b, size_t cap);
 
 /* The request, as the transfer's options describe it. */
 struct xfer__http1_req {

@@ -13,6 +13,8 @@
 
 #include "mem.h"
 #include "multi.h"
+#include "pool.h"
+#include "resolve.h"
 #include "transfer.h"
 
 static bool multi_valid(const xfer_multi *m) {
@@ -29,6 +31,9 @@ static xfer_mcode api_enter(const xfer_multi *m) {
   return XFER_M_OK;
 }
 
+/* An API entry: "once per call" work (the resolver's I/O) keys on this. */
+static void call_begin(xfer_multi *m) { m->call_seq++; }
+
 xfer__time xfer__multi_now(xfer_multi *m) {
   xfer__time now = xfer__now_read(&m->stats.clock_reads);
 
@@ -37,11 +42,25 @@ xfer__time xfer__multi_now(xfer_multi *m) {
   return m->last_now;
 }
 
-xfer_multi *xfer_multi_new(void) {
-  xfer_multi *m = xfer__calloc(1, sizeof(*m));
+xfer_multi *xfer_multi_new(xfer_pool *pool) {
+  xfer_multi *m;
 
+  if (pool && !xfer__pool_valid(pool))
+    return NULL;
+  m = xfer__calloc(1, sizeof(*m));
   if (!m)
     return NULL;
+  if (!pool) {
+    pool = m->private_pool = xfer_pool_new(NULL);
+    if (!pool) {
+      xfer__free(m);
+      return NULL;
+    }
+  }
+  m->pool = pool;
+  xfer__pool_attach(pool);
+  m->dns_timeout_ms = 2000;
+  m->dns_tries = 3;
   m->magic = XFER__MAGIC_MULTI;
   m->timer_armed = XFER__TIME_NEVER;
   xfer__mev_init(&m->ev);
@@ -196,6 +215,7 @@ xfer_mcode xfer_multi_socket_action(xfer_multi *m, int fd, int events,
 
   if (rc)
     return rc;
+  call_begin(m);
   now = xfer__multi_now(m);
   m->stats.wakeups++;
   if (fd == XFER_SOCKET_TIMEOUT)
@@ -216,6 +236,7 @@ xfer_mcode xfer_multi_perform(xfer_multi *m, int *running) {
 
   if (rc)
     return rc;
+  call_begin(m);
   now = xfer__multi_now(m);
   m->stats.wakeups++;
   for (pos = m->xfers.next; pos != &m->xfers; pos = pos->next)
@@ -261,6 +282,7 @@ xfer_mcode xfer_multi_poll(xfer_multi *m, int timeout_ms, int *numfds) {
     return XFER_M_POLL_FAILED;
   if (ready < 0)
     ready = 0;
+  call_begin(m);
   xfer__multi_now(m); /* the return of poll is an API entry */
   m->stats.wakeups++;
   for (size_t i = 0; i < count && ready > 0; i++) {
@@ -289,6 +311,7 @@ xfer_mcode xfer_multi_add(xfer_multi *m, xfer *x) {
   /* Room in the heap now means no timer operation can fail later. */
   if (!xfer__timer_heap_reserve(&m->timers, m->num_xfers + 1))
     return XFER_M_OUT_OF_MEMORY;
+  call_begin(m);
   now = xfer__multi_now(m);
   x->multi = m;
   xfer__start(x, now);
@@ -327,6 +350,7 @@ xfer_mcode xfer_multi_remove(xfer_multi *m, xfer *x) {
     return XFER_M_BAD_XFER_HANDLE;
   if (x->multi != m)
     return XFER_M_NOT_ADDED;
+  call_begin(m);
   now = xfer__multi_now(m);
   xfer__now_at_least(x, now);
   xfer_detach(m, x);
@@ -344,6 +368,7 @@ xfer_mcode xfer_multi_destroy(xfer_multi *m) {
     return rc;
   while (!xfer__list_empty(&m->xfers))
     xfer_detach(m, XFER__CONTAINER_OF(m->xfers.next, xfer, multi_node));
+  xfer__resolver_free(m); /* c-ares closes its sockets through socket_done */
   xfer__mev_cleanup(m);
   if (m->timer_cb && m->timer_armed != XFER__TIME_NEVER) {
     m->stats.timer_cb_calls++;
@@ -353,6 +378,11 @@ xfer_mcode xfer_multi_destroy(xfer_multi *m) {
   }
   xfer__timer_heap_free(&m->timers);
   xfer__free(m->pollfds);
+  xfer__free(m->recv_buf);
+  xfer__free(m->dns_servers);
+  xfer__pool_detach(m->pool);
+  if (m->private_pool)
+    xfer_pool_destroy(m->private_pool);
   m->magic = XFER__MAGIC_DEAD;
   xfer__free(m);
   return XFER_M_OK;
@@ -411,5 +441,37 @@ xfer_mcode xfer_multi_get_stats(xfer_multi *m, xfer_multi_stats *out) {
   *out = m->stats;
   out->sockets_tracked = m->ev.count;
   out->running = m->running;
+  return XFER_M_OK;
+}
+
+xfer_mcode xfer_multi_set_dns_servers(xfer_multi *m, const char *servers) {
+  xfer_mcode rc = api_enter(m);
+  char *copy = NULL;
+
+  if (rc)
+    return rc;
+  if (m->resolver)
+    return XFER_M_BAD_ARGUMENT; /* c-ares has its servers already */
+  if (servers) {
+    size_t n = strlen(servers) + 1;
+    if (!(copy = xfer__malloc(n)))
+      return XFER_M_OUT_OF_MEMORY;
+    memcpy(copy, servers, n);
+  }
+  xfer__free(m->dns_servers);
+  m->dns_servers = copy;
+  return XFER_M_OK;
+}
+
+xfer_mcode xfer_multi_set_dns_timeout(xfer_multi *m, long timeout_ms,
+                                      int tries) {
+  xfer_mcode rc = api_enter(m);
+
+  if (rc)
+    return rc;
+  if (m->resolver || timeout_ms <= 0 || timeout_ms > 600000 || tries <= 0)
+    return XFER_M_BAD_ARGUMENT;
+  m->dns_timeout_ms = (int)timeout_ms;
+  m->dns_tries = tries;
   return XFER_M_OK;
 }

@@ -18,6 +18,9 @@
 #define XFER__CLOCK_REFRESH_EVERY 16
 
 struct pollfd;
+struct xfer__resolver;
+
+#define XFER__RECV_BUF_SIZE (64 * 1024)
 
 struct xfer_multi {
   uint32_t magic;
@@ -45,7 +48,17 @@ struct xfer_multi {
   size_t pollfds_len;
 
   xfer__time last_now; /* the last clock reading of this multi */
+  uint64_t call_seq;   /* counts API entries: "once per call" work */
   xfer_multi_stats stats;
+
+  xfer_pool *pool;      /* shared, or private_pool */
+  xfer_pool *private_pool;
+  char *recv_buf;       /* XFER__RECV_BUF_SIZE, shared by its transfers */
+
+  struct xfer__resolver *resolver; /* created at the first lookup */
+  char *dns_servers;
+  int dns_timeout_ms;
+  int dns_tries;
 };
 
 /* Queues x to be run before the current multi call returns. */

@@ -4,26 +4,18 @@
  */
 #include "common.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #include "mem.h"
+#include "conn.h"
 #include "multi.h"
+#include "pool.h"
 #include "transfer.h"
-
-/* A transfer that was given nothing to do (no URL yet) fails at once with
- * a clear error instead of hanging. */
-static int no_url_run(xfer *x, unsigned due) {
-  (void)due;
-  xfer__set_detail(x, "the transfer has no URL to fetch");
-  return XFER_E_NO_URL;
-}
-
-static const struct xfer__handler no_url_handler = {
-    .name = "none",
-    .run = no_url_run,
-};
 
 bool xfer__valid(const xfer *x) { return x && x->magic == XFER__MAGIC_XFER; }
 
@@ -34,7 +26,7 @@ xfer *xfer_new(void) {
     return NULL;
   x->magic = XFER__MAGIC_XFER;
   x->state = XFER__STATE_IDLE;
-  x->handler = &no_url_handler;
+  x->handler = &xfer__http_handler;
   x->now = 0;
   for (size_t i = 0; i < XFER__PHASE_COUNT; i++)
     x->stamps[i] = XFER__TIME_NEVER;
@@ -43,6 +35,8 @@ xfer *xfer_new(void) {
   xfer__list_init(&x->multi_node);
   xfer__list_init(&x->dirty_node);
   xfer__list_init(&x->msg_node);
+  x->opts.read_size = -1;
+  xfer__list_init(&x->http.resolve.waiter_node);
   return x;
 }
 
@@ -53,6 +47,10 @@ xfer_code xfer_free(xfer *x) {
     return XFER_E_BAD_HANDLE;
   if (x->multi)
     return XFER_E_IN_USE;
+  xfer__http_free(x);
+  xfer__url_free(&x->opts.url);
+  xfer__buf_free(&x->opts.headers);
+  xfer__free(x->opts.body);
   x->magic = XFER__MAGIC_DEAD;
   xfer__free(x);
   return XFER_OK;
@@ -100,7 +98,7 @@ xfer_code xfer__set_handler(xfer *x, const struct xfer__handler *h,
     return XFER_E_BAD_HANDLE;
   if (x->multi)
     return XFER_E_IN_USE;
-  x->handler = h ? h : &no_url_handler;
+  x->handler = h ? h : &xfer__http_handler;
   x->handler_ctx = ctx;
   return XFER_OK;
 }
@@ -115,6 +113,18 @@ void xfer__start(xfer *x, xfer__time now) {
   x->pending_error = XFER_OK;
   x->detail[0] = '\0';
   memset(&x->msg, 0, sizeof(x->msg));
+  x->http.state = XFER__HTTP_INIT;
+  x->http.started = false;
+  x->http.got_byte = false;
+  x->http.url = &x->opts.url;
+  x->http.conn_id = 0;
+  x->http.reused = false;
+  x->http.redirects = 0;
+  x->http.bytes_sent = 0;
+  x->http.bytes_received = 0;
+  x->http.result = XFER_OK;
+  x->http.resp.headers_done = false;
+  x->http.resp.status = 0;
 }
 
 void xfer__now_update(xfer *x, const xfer *from) {
@@ -156,4 +166,516 @@ void xfer__set_detail(xfer *x, const char *fmt, ...) {
   va_start(ap, fmt);
   vsnprintf(x->detail, sizeof(x->detail), fmt, ap);
   va_end(ap);
+}
+
+/* ------------------------------------------------------------------------
+ * The HTTP/1.1 state machine: init -> resolve -> connect -> send -> recv,
+ * and back to init for a redirect hop. Every step is non-blocking; a state
+ * change stamps the timeline with the transfer's own `now` (rule 2).
+ */
+
+/* What a step returns besides a final xfer_code. */
+#define STEP_AGAIN XFER__RUN_AGAIN /* wait for the pollset or a timer */
+#define STEP_NEXT (-2)             /* the state changed: go on at once */
+
+__attribute__((format(printf, 3, 4))) static int
+http_fail(xfer *x, xfer_code code, const char *fmt, ...) {
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(x->detail, sizeof(x->detail), fmt, ap);
+  va_end(ap);
+  return (int)code;
+}
+
+/* Drops the connection: closed (it broke or may not be reused). */
+static void conn_drop(xfer *x) {
+  struct xfer__http *h = &x->http;
+
+  if (!h->conn)
+    return;
+  /* socket_done is a no-op for a socket this multi never tracked. */
+  xfer__conn_close(h->conn, x->multi);
+  h->conn = NULL;
+}
+
+/* Hands a connection whose response completed to the pool, after its
+ * socket left this multi's tracking (REMOVE first: rule 4), or closes it
+ * when the server does not keep it alive. */
+static void conn_release(xfer *x, bool keep_alive) {
+  struct xfer__http *h = &x->http;
+
+  if (!h->conn)
+    return;
+  if (!keep_alive) {
+    conn_drop(x);
+    return;
+  }
+  xfer__mev_socket_done(x->multi, h->conn->fd);
+  h->conn->requests++;
+  xfer__pool_return(x->multi->pool, h->conn, x->now);
+  h->conn = NULL;
+}
+
+static int enter_send(xfer *x);
+
+static const char *method_of(const xfer *x) {
+  return x->opts.method[0] ? x->opts.method : "GET";
+}
+
+static int step_init(xfer *x) {
+  struct xfer__http *h = &x->http;
+  const struct xfer__url *u = h->url;
+  xfer_code rc;
+
+  if (!u->block)
+    return http_fail(x, XFER_E_NO_URL, "the transfer has no URL to fetch");
+  if (h->redirects == 0) {
+    snprintf(h->method, sizeof(h->method), "%s", method_of(x));
+    h->send_body = x->opts.has_body || x->opts.read_cb;
+  }
+  h->key_len = xfer__conn_key(h->key, sizeof(h->key), "http", u->host,
+                              u->port, x->opts.ip_version, x->opts.local_text);
+  if (h->key_len >= sizeof(h->key))
+    return http_fail(x, XFER_E_BAD_URL, "the host name is too long");
+  h->key_hash = xfer__conn_key_hash(h->key, h->key_len);
+
+  h->conn = xfer__pool_checkout(x->multi->pool, h->key, h->key_len,
+                                h->key_hash);
+  if (h->conn) {
+    h->reused = true;
+    h->conn_id = h->conn->id;
+    return enter_send(x);
+  }
+  h->reused = false;
+  xfer__expire_in(x, XFER__EXPIRE_CONNECT,
+                  (x->opts.connect_timeout_ms
+                       ? x->opts.connect_timeout_ms
+                       : XFER__DEFAULT_CONNECT_TIMEOUT_MS) *
+                      XFER__NS_PER_MS);
+  rc = xfer__resolve_start(x->multi, &h->resolve, x, u->host, u->port,
+                           x->opts.ip_version, x->now);
+  if (rc)
+    return http_fail(x, rc, "%s", h->resolve.detail);
+  h->state = XFER__HTTP_RESOLVE;
+  return STEP_NEXT;
+}
+
+static int step_resolve(xfer *x) {
+  struct xfer__http *h = &x->http;
+
+  if (!h->resolve.done) {
+    xfer__resolve_step(x->multi, x->now);
+    if (!h->resolve.done) {
+      xfer__time at = xfer__resolve_next_at(x->multi, x->now);
+      if (at != XFER__TIME_NEVER)
+        xfer__expiry_set(&x->multi->timers, &x->expiry, XFER__EXPIRE_RESOLVE,
+                         at);
+      return STEP_AGAIN;
+    }
+  }
+  xfer__expire_clear(x, XFER__EXPIRE_RESOLVE);
+  if (h->resolve.result)
+    return http_fail(x, h->resolve.result, "%s", h->resolve.detail);
+  xfer__stamp(x, XFER__PHASE_NAMELOOKUP);
+  xfer__cf_socket_init(&h->cf, h->resolve.addrs, h->resolve.naddrs,
+                       x->opts.local_text[0] ? &x->opts.local : NULL);
+  h->state = XFER__HTTP_CONNECT;
+  return STEP_NEXT;
+}
+
+static int step_connect(xfer *x) {
+  struct xfer__http *h = &x->http;
+  xfer__time next;
+  int fd = -1;
+  int rc = xfer__cf_socket_step(&h->cf, x->multi, x->now, &fd);
+
+  if (rc == 0) {
+    next = xfer__cf_socket_next_at(&h->cf);
+    if (next != XFER__TIME_NEVER)
+      xfer__expiry_set(&x->multi->timers, &x->expiry,
+                       XFER__EXPIRE_HAPPY_EYEBALLS, next);
+    return STEP_AGAIN;
+  }
+  xfer__expire_clear(x, XFER__EXPIRE_HAPPY_EYEBALLS);
+  if (rc < 0)
+    return http_fail(x, XFER_E_CONNECT, "failed to connect to %s: %s",
+                     h->cf.last_addr, strerror(h->cf.last_errno));
+  h->conn = xfer__conn_new(fd, h->key, h->key_len, x->now);
+  if (!h->conn) {
+    xfer__multi_close_socket(x->multi, fd);
+    return http_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
+  }
+  h->conn_id = h->conn->id;
+  xfer__pool_count_open(x->multi->pool);
+  xfer__expire_clear(x, XFER__EXPIRE_CONNECT);
+  xfer__stamp(x, XFER__PHASE_CONNECT);
+  return enter_send(x);
+}
+
+static bool build_request(xfer *x) {
+  struct xfer__http *h = &x->http;
+  struct xfer__http1_req req;
+
+  req.method = h->method;
+  req.authority = h->url->authority;
+  req.target = h->url->target;
+  req.headers = &x->opts.headers;
+  if (!h->send_body)
+    req.body_len = -1;
+  else if (x->opts.has_body)
+    req.body_len = (int64_t)x->opts.body_len;
+  else
+    req.body_len = x->opts.read_size >= 0 ? x->opts.read_size : -2;
+  h->out_sent = 0;
+  h->body_sent = 0;
+  h->body_done = !h->send_body || x->opts.has_body;
+  return xfer__http1_build_head(&h->out, &req);
+}
+
+/* Refills h->out from the read callback: raw bytes for a known size,
+ * chunked framing ("<hex>\r\n" data "\r\n", the last "0\r\n\r\n")
+ * otherwise. The data is read straight into place after room for the
+ * frame header. */
+#define BODY_CHUNK 16384
+#define FRAME_ROOM 20
+
+static int refill_from_callback(xfer *x) {
+  struct xfer__http *h = &x->http;
+  bool chunked = x->opts.read_size < 0;
+  size_t at = chunked ? FRAME_ROOM : 0;
+  char frame[FRAME_ROOM];
+  long n;
+  int hl;
+
+  if (!xfer__buf_reserve(&h->out, FRAME_ROOM + BODY_CHUNK + 2))
+    return http_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
+  x->multi->in_callback++;
+  n = x->opts.read_cb(h->out.data + at, BODY_CHUNK, x->opts.read_userp);
+  x->multi->in_callback--;
+  if (n < 0 || n > BODY_CHUNK)
+    return http_fail(x, XFER_E_READ_CALLBACK,
+                     "the read callback aborted the transfer");
+  if (n == 0)
+    h->body_done = true;
+  h->out_sent = at;
+  h->out.len = at + (size_t)n;
+  if (chunked) {
+    hl = snprintf(frame, sizeof(frame), "%lx\r\n", n);
+    h->out_sent = at - (size_t)hl;
+    memcpy(h->out.data + h->out_sent, frame, (size_t)hl);
+    memcpy(h->out.data + h->out.len, "\r\n", 2);
+    h->out.len += 2;
+  }
+  return STEP_NEXT;
+}
+
+/* The connection is ready: the request is built and about to go. */
+static int enter_send(xfer *x) {
+  if (!build_request(x))
+    return http_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
+  xfer__stamp(x, XFER__PHASE_PRETRANSFER);
+  x->http.state = XFER__HTTP_SEND;
+  return STEP_NEXT;
+}
+
+static int step_send(xfer *x) {
+  struct xfer__http *h = &x->http;
+  struct iovec iov[2];
+  int iovcnt = 0;
+  ssize_t n;
+
+  for (;;) {
+    iovcnt = 0;
+    if (h->out_sent < h->out.len) {
+      iov[iovcnt].iov_base = h->out.data + h->out_sent;
+      iov[iovcnt++].iov_len = h->out.len - h->out_sent;
+    }
+    /* The body buffer goes out in the same writev as the head. */
+    if (h->send_body && x->opts.has_body && h->body_sent < x->opts.body_len) {
+      iov[iovcnt].iov_base = x->opts.body + h->body_sent;
+      iov[iovcnt++].iov_len = x->opts.body_len - h->body_sent;
+    }
+    if (iovcnt == 0) {
+      if (!h->body_done) {
+        int rc = refill_from_callback(x);
+        if (rc != STEP_NEXT)
+          return rc;
+        continue;
+      }
+      break;
+    }
+    n = writev(h->conn->fd, iov, iovcnt);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      return STEP_AGAIN;
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0)
+      return http_fail(x, XFER_E_SEND, "sending the request failed: %s",
+                       strerror(errno));
+    h->bytes_sent += (uint64_t)n;
+    if (h->out_sent < h->out.len) {
+      size_t head_left = h->out.len - h->out_sent;
+      size_t used = (size_t)n < head_left ? (size_t)n : head_left;
+      h->out_sent += used;
+      n -= (ssize_t)used;
+    }
+    h->body_sent += (size_t)n;
+  }
+  xfer__http1_resp_init(&h->resp, NULL, x, strcmp(h->method, "HEAD") == 0,
+                        x->opts.max_header_bytes);
+  h->state = XFER__HTTP_RECV;
+  h->low_speed_mark = h->bytes_received;
+  if (x->opts.low_speed_bytes > 0)
+    xfer__expire_in(x, XFER__EXPIRE_LOW_SPEED,
+                    x->opts.low_speed_period_ms * XFER__NS_PER_MS);
+  return STEP_NEXT;
+}
+
+static int resp_on_header(void *owner, const char *name, size_t name_len,
+                          const char *value, size_t value_len) {
+  xfer *x = owner;
+  int rc;
+
+  if (!x->opts.header_cb)
+    return 0;
+  x->multi->in_callback++;
+  rc = x->opts.header_cb(name, name_len, value, value_len,
+                         x->opts.header_userp);
+  x->multi->in_callback--;
+  return rc;
+}
+
+static int resp_on_body(void *owner, const char *data, size_t len) {
+  xfer *x = owner;
+  size_t taken;
+
+  if (!x->opts.write_cb)
+    return 0;
+  x->multi->in_callback++;
+  taken = x->opts.write_cb(data, len, x->opts.write_userp);
+  x->multi->in_callback--;
+  return taken != len;
+}
+
+static const struct xfer__http1_events resp_events = {resp_on_header,
+                                                      resp_on_body};
+
+static bool is_redirect(int status) {
+  return status == 301 || status == 302 || status == 303 || status == 307 ||
+         status == 308;
+}
+
+/* The response is complete: done, or on to a redirect hop. */
+static int finish_response(xfer *x) {
+  struct xfer__http *h = &x->http;
+  const char *location;
+  struct xfer__url next;
+  xfer_code rc;
+  int status = h->resp.status;
+
+  xfer__expire_clear(x, XFER__EXPIRE_LOW_SPEED);
+  location = xfer__http1_resp_header(&h->resp, "Location");
+  if (x->opts.max_redirects <= 0 || !is_redirect(status) || !location) {
+    conn_release(x, h->resp.keep_alive);
+    return XFER_OK;
+  }
+  if (h->redirects >= x->opts.max_redirects) {
+    conn_release(x, h->resp.keep_alive);
+    return http_fail(x, XFER_E_TOO_MANY_REDIRECTS,
+                     "stopped after %d redirects (the limit)", h->redirects);
+  }
+  rc = xfer__url_resolve(&next, h->url, location, x->detail, sizeof(x->detail));
+  if (rc) {
+    conn_release(x, h->resp.keep_alive);
+    return (int)rc;
+  }
+  conn_release(x, h->resp.keep_alive);
+  xfer__url_free(&h->hop);
+  h->hop = next;
+  h->url = &h->hop;
+  h->redirects++;
+  /* 301/302/303 turn a POST into a GET (what browsers and curl do), 303
+   * anything but HEAD; 307/308 keep the method and body. */
+  if ((status == 303 && strcmp(h->method, "HEAD") != 0) ||
+      ((status == 301 || status == 302) && strcmp(h->method, "POST") == 0)) {
+    snprintf(h->method, sizeof(h->method), "GET");
+    h->send_body = false;
+  }
+  if (h->send_body && x->opts.read_cb)
+    return http_fail(x, XFER_E_READ_CALLBACK,
+                     "cannot follow a %d redirect: the streamed body cannot "
+                     "be sent again",
+                     status);
+  h->state = XFER__HTTP_INIT;
+  h->got_byte = false;
+  return STEP_NEXT;
+}
+
+static int recv_failed(xfer *x, xfer_code rc) {
+  conn_drop(x);
+  snprintf(x->detail, sizeof(x->detail), "%s", x->http.resp.detail);
+  return (int)rc;
+}
+
+static int step_recv(xfer *x) {
+  struct xfer__http *h = &x->http;
+  xfer_multi *m = x->multi;
+  xfer_code rc;
+  ssize_t n;
+
+  h->resp.events = &resp_events;
+  /* A few reads per run, so one busy transfer cannot starve the others. */
+  for (int reads = 0; reads < 16; reads++) {
+    n = recv(h->conn->fd, m->recv_buf, XFER__RECV_BUF_SIZE, 0);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+      return STEP_AGAIN;
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0) {
+      conn_drop(x);
+      return http_fail(x, XFER_E_RECV, "receiving the response failed: %s",
+                       strerror(errno));
+    }
+    if (n == 0) {
+      rc = xfer__http1_resp_eof(&h->resp);
+      if (rc)
+        return recv_failed(x, rc);
+      return finish_response(x);
+    }
+    if (!h->got_byte) {
+      h->got_byte = true;
+      xfer__stamp(x, XFER__PHASE_STARTTRANSFER);
+    }
+    h->bytes_received += (uint64_t)n;
+    rc = xfer__http1_resp_feed(&h->resp, m->recv_buf, (size_t)n);
+    if (rc)
+      return recv_failed(x, rc);
+    if (h->resp.complete)
+      return finish_response(x);
+  }
+  xfer__multi_mark_dirty(m, x); /* more may be waiting: run again soon */
+  return STEP_AGAIN;
+}
+
+static int check_timers(xfer *x, unsigned due) {
+  struct xfer__http *h = &x->http;
+
+  if (due & (1u << XFER__EXPIRE_TOTAL))
+    return http_fail(x, XFER_E_TIMEOUT,
+                     "the transfer took longer than %ld ms", x->opts.timeout_ms);
+  if ((due & (1u << XFER__EXPIRE_CONNECT)) &&
+      (h->state == XFER__HTTP_RESOLVE || h->state == XFER__HTTP_CONNECT)) {
+    long ms = x->opts.connect_timeout_ms ? x->opts.connect_timeout_ms
+                                         : XFER__DEFAULT_CONNECT_TIMEOUT_MS;
+    if (h->state == XFER__HTTP_RESOLVE)
+      return http_fail(x, XFER_E_RESOLVE_TIMEOUT,
+                       "resolving '%s' took longer than %ld ms", h->url->host,
+                       ms);
+    return http_fail(x, XFER_E_CONNECT_TIMEOUT,
+                     "connecting to %s port %u took longer than %ld ms",
+                     h->url->host, (unsigned)h->url->port, ms);
+  }
+  if ((due & (1u << XFER__EXPIRE_LOW_SPEED)) && h->state == XFER__HTTP_RECV) {
+    uint64_t got = h->bytes_received - h->low_speed_mark;
+    if (got < (uint64_t)x->opts.low_speed_bytes) {
+      conn_drop(x);
+      return http_fail(x, XFER_E_TOO_SLOW,
+                       "%llu bytes in %ld ms, below the limit of %ld",
+                       (unsigned long long)got, x->opts.low_speed_period_ms,
+                       x->opts.low_speed_bytes);
+    }
+    h->low_speed_mark = h->bytes_received;
+    xfer__expire_in(x, XFER__EXPIRE_LOW_SPEED,
+                    x->opts.low_speed_period_ms * XFER__NS_PER_MS);
+  }
+  return STEP_NEXT;
+}
+
+static int http_run(xfer *x, unsigned due) {
+  struct xfer__http *h = &x->http;
+  int rc;
+
+  if (!h->started) { /* the first run: the total timeout counts from add */
+    h->started = true;
+    if (x->opts.timeout_ms > 0)
+      xfer__expiry_set(&x->multi->timers, &x->expiry, XFER__EXPIRE_TOTAL,
+                       x->added_at + x->opts.timeout_ms * XFER__NS_PER_MS);
+  }
+  if (!x->multi->recv_buf &&
+      !(x->multi->recv_buf = xfer__malloc(XFER__RECV_BUF_SIZE)))
+    return http_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
+  rc = check_timers(x, due);
+  while (rc == STEP_NEXT) {
+    switch (h->state) {
+    case XFER__HTTP_INIT:
+      rc = step_init(x);
+      break;
+    case XFER__HTTP_RESOLVE:
+      rc = step_resolve(x);
+      break;
+    case XFER__HTTP_CONNECT:
+      rc = step_connect(x);
+      break;
+    case XFER__HTTP_SEND:
+      rc = step_send(x);
+      break;
+    case XFER__HTTP_RECV:
+      rc = step_recv(x);
+      break;
+    }
+  }
+  if (rc >= 0)
+    h->result = (xfer_code)rc;
+  return rc;
+}
+
+static void http_pollset(xfer *x, struct xfer__pollset *ps) {
+  struct xfer__http *h = &x->http;
+
+  switch (h->state) {
+  case XFER__HTTP_RESOLVE:
+    xfer__resolve_pollset(x->multi, ps);
+    break;
+  case XFER__HTTP_CONNECT:
+    xfer__cf_socket_pollset(&h->cf, ps);
+    break;
+  case XFER__HTTP_SEND:
+    xfer__pollset_add(ps, h->conn->fd, XFER_POLL_OUT);
+    break;
+  case XFER__HTTP_RECV:
+    xfer__pollset_add(ps, h->conn->fd, XFER_POLL_IN);
+    break;
+  default:
+    break;
+  }
+}
+
+/* Whatever the run still holds goes: a connection in use was interrupted,
+ * so it is closed, never pooled. */
+static void http_cleanup(xfer *x) {
+  struct xfer__http *h = &x->http;
+
+  xfer__resolve_cancel(&h->resolve);
+  if (h->state == XFER__HTTP_CONNECT)
+    xfer__cf_socket_close(&h->cf, x->multi);
+  conn_drop(x);
+}
+
+const struct xfer__handler xfer__http_handler = {
+    .name = "http/1.1",
+    .run = http_run,
+    .pollset = http_pollset,
+    .cleanup = http_cleanup,
+};
+
+void xfer__http_free(xfer *x) {
+  struct xfer__http *h = &x->http;
+
+  if (h->conn) /* not added to a multi: no tracking to tell */
+    xfer__conn_close(h->conn, NULL);
+  h->conn = NULL;
+  xfer__url_free(&h->hop);
+  xfer__buf_free(&h->out);
+  xfer__http1_resp_free(&h->resp);
 }

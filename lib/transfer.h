@@ -10,9 +10,13 @@
 
 #include "common.h"
 
+#include "cf_socket.h"
+#include "http1.h"
 #include "multi_ev.h"
 #include "now.h"
+#include "resolve.h"
 #include "timer.h"
+#include "url.h"
 
 enum xfer__state {
   XFER__STATE_IDLE,    /* not added to a multi */
@@ -51,6 +55,73 @@ struct xfer__handler {
 };
 
 #define XFER__DETAIL_MAX 256
+#define XFER__METHOD_MAX 32
+#define XFER__DEFAULT_CONNECT_TIMEOUT_MS 300000L
+
+/* What the application set: survives runs, changed only while not added. */
+struct xfer__opts {
+  struct xfer__url url;          /* parsed by xfer_set_url() */
+  char method[XFER__METHOD_MAX]; /* "" means GET */
+  struct xfer__buf headers;      /* "Name: value\r\n" lines */
+  char *body;                    /* copy of the body buffer */
+  size_t body_len;
+  bool has_body;
+  xfer_read_cb read_cb;
+  void *read_userp;
+  int64_t read_size;             /* -1: unknown, chunked */
+  xfer_write_cb write_cb;
+  void *write_userp;
+  xfer_header_cb header_cb;
+  void *header_userp;
+  int ip_version;                /* 0, 4, 6 */
+  char local_text[48];           /* "" when not bound */
+  struct xfer__addr local;
+  long connect_timeout_ms;
+  long timeout_ms;
+  long low_speed_bytes;
+  long low_speed_period_ms;
+  size_t max_header_bytes;
+  int max_redirects;
+};
+
+enum xfer__http_state {
+  XFER__HTTP_INIT,    /* pick a pooled connection or resolve */
+  XFER__HTTP_RESOLVE,
+  XFER__HTTP_CONNECT,
+  XFER__HTTP_SEND,
+  XFER__HTTP_RECV
+};
+
+struct xfer__conn;
+
+/* One run of the HTTP/1.1 state machine (and its redirect hops). */
+struct xfer__http {
+  enum xfer__http_state state;
+  struct xfer__url hop;          /* the URL of a redirect hop */
+  const struct xfer__url *url;   /* &opts.url, or &hop */
+  char method[XFER__METHOD_MAX]; /* for this hop (303 turns POST into GET) */
+  bool send_body;                /* for this hop */
+  char key[600];                 /* pool key of this hop */
+  size_t key_len;
+  uint64_t key_hash;
+  struct xfer__resolve_req resolve;
+  struct xfer__cf_socket cf;
+  struct xfer__conn *conn;
+  bool reused;
+  bool started;                  /* the first run happened */
+  struct xfer__buf out;          /* head, then streamed body frames */
+  size_t out_sent;
+  size_t body_sent;              /* of opts.body */
+  bool body_done;                /* the read callback said end */
+  bool got_byte;                 /* a response byte arrived */
+  struct xfer__http1_resp resp;
+  uint64_t bytes_sent;
+  uint64_t bytes_received;
+  uint64_t low_speed_mark;       /* bytes_received at the period start */
+  uint64_t conn_id;
+  int redirects;
+  xfer_code result;
+};
 
 struct xfer {
   uint32_t magic;
@@ -75,10 +146,16 @@ struct xfer {
 
   void *app_private;
   char detail[XFER__DETAIL_MAX];
+
+  struct xfer__opts opts;
+  struct xfer__http http;
 };
 
 /* Is x a live transfer handle? */
 bool xfer__valid(const xfer *x);
+
+/* Frees what a run left (connection, buffers), for xfer_free(). */
+void xfer__http_free(xfer *x);
 
 /* Installs the handler that does the transfer's work (tests install their
  * own). Refused while the transfer is added. */
@@ -108,6 +185,10 @@ void xfer__stamp(xfer *x, enum xfer__phase p);
 /* Sets expiry `id` to fire `delay_ns` after the transfer's `now`. */
 void xfer__expire_in(xfer *x, enum xfer__expire_id id, xfer__time delay_ns);
 void xfer__expire_clear(xfer *x, enum xfer__expire_id id);
+
+/* The HTTP/1.1 handler: what every transfer does unless a test installs
+ * its own (lib/transfer.c). */
+extern const struct xfer__handler xfer__http_handler;
 
 /* Records the detail text of an error (printf format). */
 void xfer__set_detail(xfer *x, const char *fmt, ...)

@@ -36,7 +36,7 @@ TH_TEST(mem, calloc_zeroes) {
 
 TH_TEST(mem, handles_are_all_given_back) {
   long base = xfer__mem_live();
-  xfer_multi *m = xfer_multi_new();
+  xfer_multi *m = xfer_multi_new(NULL);
   xfer *x = xfer_new();
 
   cr_assert_gt(xfer__mem_live(), base);

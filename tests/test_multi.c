@@ -21,7 +21,7 @@ static void multi_end(void) {
 /* --- handles and API misuse ------------------------------------------------ */
 
 TH_TEST(multi, null_and_wrong_handles_are_refused) {
-  xfer_multi *m = xfer_multi_new();
+  xfer_multi *m = xfer_multi_new(NULL);
   xfer *x = xfer_new();
   xfer_multi_stats st;
   int left = 7;
@@ -53,7 +53,7 @@ TH_TEST(multi, null_and_wrong_handles_are_refused) {
 }
 
 TH_TEST(multi, add_and_remove_are_checked) {
-  xfer_multi *m1 = xfer_multi_new(), *m2 = xfer_multi_new();
+  xfer_multi *m1 = xfer_multi_new(NULL), *m2 = xfer_multi_new(NULL);
   struct tt *t = tt_new(1);
 
   cr_assert_eq(xfer_multi_remove(m1, t->x), XFER_M_NOT_ADDED);
@@ -91,7 +91,7 @@ static int reentering_timer_cb(xfer_multi *m, long timeout_ms, void *userp) {
 }
 
 TH_TEST(multi, calls_from_inside_a_callback_are_refused) {
-  xfer_multi *m = xfer_multi_new();
+  xfer_multi *m = xfer_multi_new(NULL);
   struct tt *a = tt_new(1);
   struct reentry r = {.other = xfer_new()};
   struct th_sockrec rec;
@@ -127,7 +127,7 @@ static int finish_at_once(struct tt *t, unsigned due) {
 }
 
 TH_TEST(multi, finished_transfers_are_reported_once_in_order) {
-  xfer_multi *m = xfer_multi_new();
+  xfer_multi *m = xfer_multi_new(NULL);
   struct tt *t[3];
   const xfer_msg *msg;
   int left, running;
@@ -164,7 +164,7 @@ TH_TEST(multi, finished_transfers_are_reported_once_in_order) {
 }
 
 TH_TEST(multi, destroy_removes_running_transfers_and_their_sockets) {
-  xfer_multi *m = xfer_multi_new();
+  xfer_multi *m = xfer_multi_new(NULL);
   struct th_sockrec rec;
   struct tt *a = tt_new(1);
   int sv[2];
@@ -201,7 +201,7 @@ static int expire_by_id(struct tt *t, unsigned due) {
 }
 
 TH_TEST(multi, timer_callback_hears_only_changes) {
-  xfer_multi *m = xfer_multi_new();
+  xfer_multi *m = xfer_multi_new(NULL);
   struct th_timerrec tr;
   struct tt *t[3];
   int running;
@@ -252,7 +252,7 @@ TH_TEST(multi, timer_callback_hears_only_changes) {
 }
 
 TH_TEST(multi, timeout_is_rounded_up_to_whole_milliseconds) {
-  xfer_multi *m = xfer_multi_new();
+  xfer_multi *m = xfer_multi_new(NULL);
   struct th_timerrec tr;
   struct tt *a = tt_new(1);
 
@@ -268,7 +268,7 @@ TH_TEST(multi, timeout_is_rounded_up_to_whole_milliseconds) {
 }
 
 TH_TEST(multi, refusing_timer_callback_is_an_error) {
-  xfer_multi *m = xfer_multi_new();
+  xfer_multi *m = xfer_multi_new(NULL);
   struct th_timerrec tr;
   struct tt *a = tt_new(1);
 
@@ -290,7 +290,7 @@ static int stamp_and_continue(struct tt *t, unsigned due) {
 
 TH_TEST(multi, every_transfer_run_has_at_least_the_entry_reading) {
   enum { N = 40 };
-  xfer_multi *m = xfer_multi_new();
+  xfer_multi *m = xfer_multi_new(NULL);
   struct tt *t[N];
   int running = 1;
 
@@ -320,7 +320,7 @@ TH_TEST(multi, every_transfer_run_has_at_least_the_entry_reading) {
 }
 
 static void expect_reads_per_call(int n) {
-  xfer_multi *m = xfer_multi_new();
+  xfer_multi *m = xfer_multi_new(NULL);
   xfer_multi_stats before, after;
 
   for (int i = 0; i < n; i++)
@@ -352,7 +352,7 @@ TH_TEST(multi, a_call_reads_the_clock_once_plus_once_per_16_transfers) {
 
 TH_TEST(multi, slow_application_callback_keeps_timelines_ordered) {
   enum { N = 40 };
-  xfer_multi *m = xfer_multi_new();
+  xfer_multi *m = xfer_multi_new(NULL);
   struct th_sockrec rec;
   struct tt *t[N];
   int running = 1;
@@ -406,7 +406,7 @@ static int act_for_other(struct tt *t, unsigned due) {
 }
 
 TH_TEST(multi, transfer_acting_for_another_moves_its_clock) {
-  xfer_multi *m = xfer_multi_new();
+  xfer_multi *m = xfer_multi_new(NULL);
   struct tt *a = tt_new(1), *b = tt_new(2);
   int runs;
 
@@ -569,7 +569,7 @@ static int app_timer_cb(xfer_multi *m, long timeout_ms, void *userp) {
 }
 
 TH_TEST(multi, epoll_loop_drives_the_multi_through_its_callbacks) {
-  xfer_multi *m = xfer_multi_new();
+  xfer_multi *m = xfer_multi_new(NULL);
   struct tt *cl[PAIRS], *sv[PAIRS];
   struct app app = {.ep = epoll_create1(EPOLL_CLOEXEC), .deadline_ms = -1};
   int64_t give_up = mono_ms() + 5000;
@@ -614,7 +614,7 @@ TH_TEST(multi, epoll_loop_drives_the_multi_through_its_callbacks) {
 }
 
 TH_TEST(multi, perform_and_poll_without_an_event_loop) {
-  xfer_multi *m = xfer_multi_new();
+  xfer_multi *m = xfer_multi_new(NULL);
   struct tt *cl[PAIRS], *sv[PAIRS];
   int64_t give_up = mono_ms() + 5000;
   int running = 1, iterations = 0, numfds, ready_seen = 0;
@@ -634,7 +634,7 @@ TH_TEST(multi, perform_and_poll_without_an_event_loop) {
 }
 
 TH_TEST(multi, poll_waits_no_longer_than_the_earliest_deadline) {
-  xfer_multi *m = xfer_multi_new();
+  xfer_multi *m = xfer_multi_new(NULL);
   struct tt *a = tt_new(1);
   int64_t start;
   int numfds = -1;
@@ -650,7 +650,7 @@ TH_TEST(multi, poll_waits_no_longer_than_the_earliest_deadline) {
 }
 
 TH_TEST(multi, stats_count_what_happened) {
-  xfer_multi *m = xfer_multi_new();
+  xfer_multi *m = xfer_multi_new(NULL);
   struct th_sockrec rec;
   struct th_timerrec tr;
   struct tt *a = tt_new(1);

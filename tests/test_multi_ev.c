@@ -13,7 +13,7 @@ static struct th_sockrec rec;
 
 static void setup(void) {
   th_sockrec_init(&rec);
-  m = xfer_multi_new();
+  m = xfer_multi_new(NULL);
   cr_assert_not_null(m);
   cr_assert_eq(xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec), XFER_M_OK);
 }

@@ -26,7 +26,7 @@ TH_TEST(transfer, new_transfer_has_no_timeline_yet) {
 }
 
 TH_TEST(transfer, bad_handles_are_refused) {
-  xfer_multi *m = xfer_multi_new();
+  xfer_multi *m = xfer_multi_new(NULL);
   xfer_timeline tl;
 
   cr_assert_eq(xfer_get_timeline(NULL, &tl), XFER_E_BAD_HANDLE);
@@ -78,7 +78,7 @@ TH_TEST(transfer, phases_not_reached_take_the_previous_value) {
 }
 
 TH_TEST(transfer, without_work_it_fails_with_a_clear_error) {
-  xfer_multi *m = xfer_multi_new();
+  xfer_multi *m = xfer_multi_new(NULL);
   xfer *x = xfer_new();
   const xfer_msg *msg;
   int running = -1;

@@ -40,6 +40,8 @@ extern "C" {
 typedef struct xfer xfer;
 /* A set of transfers driven by one thread's event loop. */
 typedef struct xfer_multi xfer_multi;
+/* The connection pool shared by the multis of a process. */
+typedef struct xfer_pool xfer_pool;
 
 /*
  * Errors. One enum per interface; 0 is success; values are never
@@ -152,6 +154,113 @@ XFER_EXTERN xfer_code xfer_get_timeline(const xfer *x, xfer_timeline *out);
  * until the transfer is added again, reset or freed. */
 XFER_EXTERN const char *xfer_get_error_detail(const xfer *x);
 
+/* --- what to fetch, and how (all refused with XFER_E_IN_USE while the
+ * transfer is added to a multi; strings are copied) --- */
+
+/* The URL: http://host[:port]/path?query. Checked at once: a bad URL gives
+ * XFER_E_BAD_URL (https: XFER_E_UNSUPPORTED_SCHEME until TLS lands) and
+ * the reason in xfer_get_error_detail(). */
+XFER_EXTERN xfer_code xfer_set_url(xfer *x, const char *url);
+/* Any method token (GET when not set). */
+XFER_EXTERN xfer_code xfer_set_method(xfer *x, const char *method);
+/* Adds a request header. Name and value must not hold CR or LF. A Host,
+ * Content-Length or Transfer-Encoding given here replaces ours. */
+XFER_EXTERN xfer_code xfer_add_header(xfer *x, const char *name,
+                                      const char *value);
+XFER_EXTERN xfer_code xfer_clear_headers(xfer *x);
+/* A request body from a buffer (copied), sent with Content-Length. */
+XFER_EXTERN xfer_code xfer_set_body(xfer *x, const void *data, size_t len);
+
+/* Fills buf with up to len bytes of the request body; returns how many, 0
+ * at the end, or -1 to abort the transfer (XFER_E_READ_CALLBACK). */
+typedef long (*xfer_read_cb)(char *buf, size_t len, void *userp);
+/* A streamed request body: `size` bytes (sent with Content-Length), or -1
+ * for unknown (sent chunked). A streamed body cannot be sent twice, so such
+ * a request is never retried. */
+XFER_EXTERN xfer_code xfer_set_body_cb(xfer *x, xfer_read_cb cb, void *userp,
+                                       int64_t size);
+
+/* Receives response body bytes; return len to go on, anything else aborts
+ * the transfer (XFER_E_WRITE_CALLBACK). Without one, the body is dropped. */
+typedef size_t (*xfer_write_cb)(const char *data, size_t len, void *userp);
+XFER_EXTERN xfer_code xfer_set_write_cb(xfer *x, xfer_write_cb cb, void *userp);
+/* Receives each final response header (name and value are not
+ * NUL-terminated); return 0, anything else aborts. */
+typedef int (*xfer_header_cb)(const char *name, size_t name_len,
+                              const char *value, size_t value_len, void *userp);
+XFER_EXTERN xfer_code xfer_set_header_cb(xfer *x, xfer_header_cb cb,
+                                         void *userp);
+
+#define XFER_IPRESOLVE_ANY 0
+#define XFER_IPRESOLVE_V4 4
+#define XFER_IPRESOLVE_V6 6
+XFER_EXTERN xfer_code xfer_set_ip_version(xfer *x, int version);
+/* Binds the connection to a local IP address (numeric). NULL: any. */
+XFER_EXTERN xfer_code xfer_set_local_address(xfer *x, const char *ip);
+/* Name lookup and connect together (default 300000); 0: the default. */
+XFER_EXTERN xfer_code xfer_set_connect_timeout_ms(xfer *x, long ms);
+/* The whole transfer (default 0: none). */
+XFER_EXTERN xfer_code xfer_set_timeout_ms(xfer *x, long ms);
+/* Fails with XFER_E_TOO_SLOW when fewer than `bytes` arrive in any
+ * `period_ms` while waiting for the response. 0 bytes: off. */
+XFER_EXTERN xfer_code xfer_set_low_speed(xfer *x, long bytes, long period_ms);
+/* The status line and headers together (default 102400 bytes). */
+XFER_EXTERN xfer_code xfer_set_max_header_size(xfer *x, size_t bytes);
+/* Follows up to `max` redirects (0: off, the default). 301, 302 and 303
+ * turn a POST into a GET as browsers and curl do; 307 and 308 keep the
+ * method and body. */
+XFER_EXTERN xfer_code xfer_set_follow_redirects(xfer *x, int max);
+
+/* --- what happened (valid after the transfer finished; the strings belong
+ * to the transfer until it is added again or freed) --- */
+
+/* The final response's status code, or 0. */
+XFER_EXTERN int xfer_get_status(const xfer *x);
+/* The value of the first response header `name` (case-insensitive), or
+ * NULL. */
+XFER_EXTERN const char *xfer_get_header(const xfer *x, const char *name);
+XFER_EXTERN size_t xfer_get_header_count(const xfer *x);
+XFER_EXTERN xfer_code xfer_get_header_at(const xfer *x, size_t i,
+                                         const char **name,
+                                         const char **value);
+/* Bytes sent (request head and body) and received (whole responses). */
+XFER_EXTERN xfer_code xfer_get_bytes(const xfer *x, uint64_t *sent,
+                                     uint64_t *received);
+/* The id of the connection the (last) request used, 0 if none. */
+XFER_EXTERN uint64_t xfer_get_conn_id(const xfer *x);
+/* 1 when that connection was reused from the pool, else 0. */
+XFER_EXTERN int xfer_get_reused(const xfer *x);
+/* Redirects followed. */
+XFER_EXTERN int xfer_get_redirects(const xfer *x);
+/* The result of the last run (XFER_OK while running or never run). */
+XFER_EXTERN xfer_code xfer_get_result(const xfer *x);
+
+/* ------------------------------------------------------------------------
+ * Connection pools
+ */
+
+typedef struct xfer_pool_opts {
+  unsigned max_idle_per_destination; /* 0: the default, 64 */
+} xfer_pool_opts;
+
+/* A pool that any number of multis may share (one per process is usual).
+ * opts may be NULL. NULL when out of memory. Any thread. */
+XFER_EXTERN xfer_pool *xfer_pool_new(const xfer_pool_opts *opts);
+/* Closes the idle connections and frees the pool. XFER_E_IN_USE while a
+ * multi still uses it (destroy the multis first). */
+XFER_EXTERN xfer_code xfer_pool_destroy(xfer_pool *pool);
+
+typedef struct xfer_pool_stats {
+  uint64_t idle;         /* idle connections now */
+  uint64_t opened_total; /* connections opened */
+  uint64_t reused_total; /* checkouts of an idle connection */
+  uint64_t closed_total; /* idle connections closed by the pool */
+} xfer_pool_stats;
+
+/* Any thread, any time. */
+XFER_EXTERN xfer_code xfer_pool_get_stats(xfer_pool *pool,
+                                          xfer_pool_stats *out);
+
 /* ------------------------------------------------------------------------
  * Multi handles
  */
@@ -195,10 +304,20 @@ typedef int (*xfer_socket_cb)(xfer_multi *multi, int fd, int what,
  */
 typedef int (*xfer_timer_cb)(xfer_multi *multi, long timeout_ms, void *userp);
 
-/* A new multi handle, or NULL when out of memory. The caller owns it and
- * destroys it with xfer_multi_destroy(). Any thread; from then on it is
+/* A new multi handle using `pool` (NULL: a private pool of its own), or
+ * NULL when out of memory. The caller owns it and destroys it with
+ * xfer_multi_destroy(), before the pool. Any thread; from then on it is
  * driven by one thread at a time. */
-XFER_EXTERN xfer_multi *xfer_multi_new(void);
+XFER_EXTERN xfer_multi *xfer_multi_new(xfer_pool *pool);
+
+/* The DNS servers of the multi's resolver, "ip[:port],..." (c-ares'
+ * format; [ipv6]:port). Default: the system's. Before the first lookup. */
+XFER_EXTERN xfer_mcode xfer_multi_set_dns_servers(xfer_multi *multi,
+                                                  const char *servers);
+/* Time per try and number of tries of a DNS query (defaults 2000 ms, 3).
+ * Before the first lookup. */
+XFER_EXTERN xfer_mcode xfer_multi_set_dns_timeout(xfer_multi *multi,
+                                                  long timeout_ms, int tries);
 
 /*
  * Destroys the multi. Transfers still added are removed (their sockets

@@ -1,0 +1,274 @@
+/*
+ * The connection pool (see pool.h and docs/internals/pool.md): an RCU hash
+ * table of destination bundles, each with a short-held lock over its idle
+ * list.
+ */
+#include "common.h"
+
+#ifndef XFER_TSAN
+/* Inline RCU read-side fast paths; TSan builds call into liburcu-bp.so
+ * instead, where the suppressions file can name it (notes/tsan-liburcu). */
+#define _LGPL_SOURCE
+#endif
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <urcu-bp.h>
+#include <urcu/rculfhash.h>
+
+#include "mem.h"
+#include "pool.h"
+
+#ifdef XFER_TSAN
+#include <sanitizer/tsan_interface.h>
+/* RCU's publish and grace-period guarantees, told to TSan (see
+ * notes/tsan-liburcu.md). */
+#define TSAN_PUBLISH(node) __tsan_release(node)
+#define TSAN_READ_BEGIN(node) __tsan_acquire(node)
+#define TSAN_READ_END(rcu) __tsan_release(rcu)
+#else
+#define TSAN_PUBLISH(node) ((void)0)
+#define TSAN_READ_BEGIN(node) ((void)0)
+#define TSAN_READ_END(rcu) ((void)0)
+#endif
+
+#define XFER__MAGIC_POOL 0x706f6f6cu /* "pool" */
+
+struct xfer__bundle {
+  struct cds_lfht_node node;
+  struct rcu_head rcu;
+  pthread_mutex_t lock;   /* guards idle and idle_count */
+  struct xfer__list idle; /* oldest first */
+  unsigned idle_count;
+  uint64_t hash;
+  size_t key_len;
+  char key[];
+};
+
+struct xfer_pool {
+  uint32_t magic;
+  struct cds_lfht *bundles;
+  unsigned max_idle_per_destination;
+  atomic_int multis;
+  atomic_long idle;
+  atomic_long opened;
+  atomic_long reused;
+  atomic_long closed;
+};
+
+struct bundle_key {
+  const char *key;
+  size_t len;
+};
+
+bool xfer__pool_valid(const xfer_pool *pool) {
+  return pool && pool->magic == XFER__MAGIC_POOL;
+}
+
+xfer_pool *xfer_pool_new(const xfer_pool_opts *opts) {
+  xfer_pool *pool = xfer__calloc(1, sizeof(*pool));
+
+  if (!pool)
+    return NULL;
+  pool->bundles = cds_lfht_new(64, 64, 0, CDS_LFHT_AUTO_RESIZE, NULL);
+  if (!pool->bundles) {
+    xfer__free(pool);
+    return NULL;
+  }
+  pool->magic = XFER__MAGIC_POOL;
+  pool->max_idle_per_destination =
+      opts && opts->max_idle_per_destination ? opts->max_idle_per_destination
+                                             : 64;
+  return pool;
+}
+
+xfer_code xfer_pool_destroy(xfer_pool *pool) {
+  struct cds_lfht_iter iter;
+  struct cds_lfht_node *node;
+
+  if (!pool)
+    return XFER_OK;
+  if (!xfer__pool_valid(pool))
+    return XFER_E_BAD_HANDLE;
+  if (atomic_load(&pool->multis) > 0)
+    return XFER_E_IN_USE;
+  /* No multi uses the pool any more, so no reader can hold a bundle. */
+  rcu_read_lock();
+  cds_lfht_for_each(pool->bundles, &iter, node) {
+    struct xfer__bundle *b = caa_container_of(node, struct xfer__bundle, node);
+    cds_lfht_del(pool->bundles, node);
+    while (!xfer__list_empty(&b->idle)) {
+      struct xfer__conn *c =
+          XFER__CONTAINER_OF(b->idle.next, struct xfer__conn, idle_node);
+      xfer__list_remove(&c->idle_node);
+      xfer__conn_close(c, NULL);
+    }
+    pthread_mutex_destroy(&b->lock);
+    xfer__free(b);
+  }
+  rcu_read_unlock();
+  cds_lfht_destroy(pool->bundles, NULL);
+  pool->magic = XFER__MAGIC_DEAD;
+  xfer__free(pool);
+  return XFER_OK;
+}
+
+xfer_code xfer_pool_get_stats(xfer_pool *pool, xfer_pool_stats *out) {
+  if (!xfer__pool_valid(pool))
+    return XFER_E_BAD_HANDLE;
+  if (!out)
+    return XFER_E_BAD_ARGUMENT;
+  memset(out, 0, sizeof(*out));
+  out->idle = (uint64_t)atomic_load_explicit(&pool->idle, memory_order_relaxed);
+  out->opened_total =
+      (uint64_t)atomic_load_explicit(&pool->opened, memory_order_relaxed);
+  out->reused_total =
+      (uint64_t)atomic_load_explicit(&pool->reused, memory_order_relaxed);
+  out->closed_total =
+      (uint64_t)atomic_load_explicit(&pool->closed, memory_order_relaxed);
+  return XFER_OK;
+}
+
+void xfer__pool_attach(xfer_pool *pool) { atomic_fetch_add(&pool->multis, 1); }
+
+void xfer__pool_detach(xfer_pool *pool) { atomic_fetch_sub(&pool->multis, 1); }
+
+void xfer__pool_count_open(xfer_pool *pool) {
+  atomic_fetch_add_explicit(&pool->opened, 1, memory_order_relaxed);
+}
+
+static int bundle_match(struct cds_lfht_node *node, const void *arg) {
+  const struct xfer__bundle *b =
+      caa_container_of(node, struct xfer__bundle, node);
+  const struct bundle_key *k = arg;
+
+  TSAN_READ_BEGIN(b);
+  return b->key_len == k->len && memcmp(b->key, k->key, k->len) == 0;
+}
+
+/* Under rcu_read_lock(). */
+static struct xfer__bundle *bundle_find(xfer_pool *pool, const char *key,
+                                        size_t len, uint64_t hash) {
+  struct bundle_key k = {key, len};
+  struct cds_lfht_iter iter;
+  struct cds_lfht_node *node;
+
+  cds_lfht_lookup(pool->bundles, (unsigned long)hash, bundle_match, &k, &iter);
+  node = cds_lfht_iter_get_node(&iter);
+  return node ? caa_container_of(node, struct xfer__bundle, node) : NULL;
+}
+
+/* The lock of a bundle: a few pointer moves between these two, nothing
+ * else (rule 3). The depth counter lets debug builds catch a clock read. */
+static void bundle_lock(struct xfer__bundle *b) {
+  pthread_mutex_lock(&b->lock);
+  xfer__pool_lock_depth++;
+}
+
+static void bundle_unlock(struct xfer__bundle *b) {
+  xfer__pool_lock_depth--;
+  pthread_mutex_unlock(&b->lock);
+}
+
+static struct xfer__conn *take_newest(xfer_pool *pool, const char *key,
+                                      size_t len, uint64_t hash) {
+  struct xfer__conn *c = NULL;
+  struct xfer__bundle *b;
+
+  rcu_read_lock();
+  b = bundle_find(pool, key, len, hash);
+  if (b) {
+    bundle_lock(b);
+    if (!xfer__list_empty(&b->idle)) {
+      c = XFER__CONTAINER_OF(b->idle.prev, struct xfer__conn, idle_node);
+      xfer__list_remove(&c->idle_node);
+      b->idle_count--;
+    }
+    bundle_unlock(b);
+    TSAN_READ_END(&b->rcu);
+  }
+  rcu_read_unlock();
+  if (c)
+    atomic_fetch_sub_explicit(&pool->idle, 1, memory_order_relaxed);
+  return c;
+}
+
+struct xfer__conn *xfer__pool_checkout(xfer_pool *pool, const char *key,
+                                       size_t key_len, uint64_t hash) {
+  struct xfer__conn *c;
+
+  /* The liveness check is a syscall: made after the lock is released. */
+  while ((c = take_newest(pool, key, key_len, hash))) {
+    if (xfer__conn_alive(c)) {
+      atomic_fetch_add_explicit(&pool->reused, 1, memory_order_relaxed);
+      return c;
+    }
+    xfer__conn_close(c, NULL); /* tracked by no multi while idle */
+    atomic_fetch_add_explicit(&pool->closed, 1, memory_order_relaxed);
+  }
+  return NULL;
+}
+
+static struct xfer__bundle *bundle_new(const struct xfer__conn *c) {
+  struct xfer__bundle *b = xfer__calloc(1, sizeof(*b) + c->key_len);
+
+  if (!b)
+    return NULL;
+  cds_lfht_node_init(&b->node);
+  pthread_mutex_init(&b->lock, NULL);
+  xfer__list_init(&b->idle);
+  b->hash = c->key_hash;
+  b->key_len = c->key_len;
+  memcpy(b->key, c->key, c->key_len);
+  return b;
+}
+
+/* The bundle for c's key, created (allocated outside any lock) when
+ * missing. Under rcu_read_lock(). */
+static struct xfer__bundle *bundle_get(xfer_pool *pool,
+                                       const struct xfer__conn *c) {
+  struct xfer__bundle *b = bundle_find(pool, c->key, c->key_len, c->key_hash);
+  struct bundle_key k = {c->key, c->key_len};
+  struct cds_lfht_node *added;
+  struct xfer__bundle *fresh;
+
+  if (b)
+    return b;
+  fresh = bundle_new(c);
+  if (!fresh)
+    return NULL;
+  TSAN_PUBLISH(fresh);
+  added = cds_lfht_add_unique(pool->bundles, (unsigned long)c->key_hash,
+                              bundle_match, &k, &fresh->node);
+  if (added != &fresh->node) { /* another thread was first: use its */
+    pthread_mutex_destroy(&fresh->lock);
+    xfer__free(fresh); /* never published */
+  }
+  return caa_container_of(added, struct xfer__bundle, node);
+}
+
+void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now) {
+  struct xfer__bundle *b;
+  bool kept = false;
+
+  c->last_used = now;
+  rcu_read_lock();
+  b = bundle_get(pool, c);
+  if (b) {
+    bundle_lock(b);
+    if (b->idle_count < pool->max_idle_per_destination) {
+      xfer__list_insert_tail(&b->idle, &c->idle_node);
+      b->idle_count++;
+      kept = true;
+    }
+    bundle_unlock(b);
+    TSAN_READ_END(&b->rcu);
+  }
+  rcu_read_unlock();
+  if (kept) {
+    atomic_fetch_add_explicit(&pool->idle, 1, memory_order_relaxed);
+    return;
+  }
+  xfer__conn_close(c, NULL);
+  atomic_fetch_add_explicit(&pool->closed, 1, memory_order_relaxed);
+}

@@ -1,0 +1,44 @@
+/*
+ * The connection pool: process wide, shared by every multi attached to it,
+ * thread-safe. See docs/internals/pool.md.
+ *
+ * Protection:
+ *   pool->bundles        cds_lfht (liburcu): lookups under rcu_read_lock()
+ *                        (urcu-bp flavour: no thread registration); bundles
+ *                        are added with add_unique and live as long as the
+ *                        pool (issue 5 adds removal with call_rcu)
+ *   bundle->idle, idle_count   bundle->lock, held for a few pointer moves
+ *                        only: no clock read, syscall, allocation or
+ *                        callback while held (debug builds assert it)
+ *   pool counters        atomics (relaxed: statistics)
+ */
+#ifndef XFER_POOL_H
+#define XFER_POOL_H
+
+#include "common.h"
+
+#include "conn.h"
+#include "now.h"
+
+/* Takes the most recently idled connection for `key` that is still alive,
+ * or returns NULL. Dead ones found on the way are closed. Thread-safe. */
+struct xfer__conn *xfer__pool_checkout(xfer_pool *pool, const char *key,
+                                       size_t key_len, uint64_t hash);
+
+/* Hands an idle connection to the pool (its socket must no longer be
+ * tracked by any multi). Closed instead when the destination already has
+ * its maximum of idle connections, or when out of memory. `now` is the
+ * caller transfer's: the pool never reads the clock. Thread-safe. */
+void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now);
+
+/* Counts a connection opened for the pool's users. */
+void xfer__pool_count_open(xfer_pool *pool);
+
+/* A multi attaches to the pool for its life; the pool cannot be destroyed
+ * while multis are attached. */
+void xfer__pool_attach(xfer_pool *pool);
+void xfer__pool_detach(xfer_pool *pool);
+
+bool xfer__pool_valid(const xfer_pool *pool);
+
+#endif /* XFER_POOL_H */

@@ -1,0 +1,371 @@
+/* Name resolution on c-ares (see resolve.h). */
+#include "common.h"
+
+#include <ares.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "mem.h"
+#include "multi.h"
+#include "resolve.h"
+#include "transfer.h"
+
+#define CACHE_MAX 256
+
+struct cache_entry {
+  char host[256];
+  int ip_version;
+  xfer__time expires;
+  struct xfer__addr addrs[XFER__HE_MAX_ADDRS]; /* port 0 */
+  unsigned naddrs;
+};
+
+struct xfer__lookup {
+  struct xfer__resolver *resolver;
+  struct xfer__list node;    /* in resolver->lookups */
+  struct xfer__list waiters; /* xfer__resolve_req.waiter_node */
+  int ip_version;
+  char host[];
+};
+
+struct xfer__resolver {
+  xfer_multi *multi;
+  ares_channel channel;
+  uint64_t processed_seq; /* the multi call whose I/O was processed */
+  struct xfer__list lookups;
+  struct cache_entry *cache;
+  unsigned cache_len;
+};
+
+static pthread_once_t ares_once = PTHREAD_ONCE_INIT;
+static int ares_init_status;
+
+static void ares_global_init(void) {
+  ares_init_status = ares_library_init(ARES_LIB_INIT_ALL);
+}
+
+/* c-ares tells us about its sockets; (0, 0) means it is about to close
+ * one, which is exactly when socket_done must run (rule 1). */
+static void sock_state(void *data, ares_socket_t fd, int readable,
+                       int writable) {
+  struct xfer__resolver *r = data;
+  if (!readable && !writable)
+    xfer__mev_socket_done(r->multi, fd);
+}
+
+static struct xfer__resolver *resolver_get(xfer_multi *m, char *detail,
+                                           size_t len) {
+  struct xfer__resolver *r = m->resolver;
+  struct ares_options opts;
+  int rc;
+
+  if (r)
+    return r;
+  pthread_once(&ares_once, ares_global_init);
+  if (ares_init_status != ARES_SUCCESS) {
+    snprintf(detail, len, "c-ares: %s", ares_strerror(ares_init_status));
+    return NULL;
+  }
+  r = xfer__calloc(1, sizeof(*r));
+  if (!r) {
+    snprintf(detail, len, "out of memory");
+    return NULL;
+  }
+  r->multi = m;
+  xfer__list_init(&r->lookups);
+  memset(&opts, 0, sizeof(opts));
+  opts.sock_state_cb = sock_state;
+  opts.sock_state_cb_data = r;
+  opts.timeout = m->dns_timeout_ms;
+  opts.tries = m->dns_tries;
+  rc = ares_init_options(&r->channel, &opts,
+                         ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS |
+                             ARES_OPT_TRIES);
+  if (rc == ARES_SUCCESS && m->dns_servers)
+    rc = ares_set_servers_ports_csv(r->channel, m->dns_servers);
+  if (rc != ARES_SUCCESS) {
+    snprintf(detail, len, "c-ares channel: %s", ares_strerror(rc));
+    if (r->channel)
+      ares_destroy(r->channel);
+    xfer__free(r);
+    return NULL;
+  }
+  m->resolver = r;
+  return r;
+}
+
+static bool numeric(const char *host, uint16_t port, int ip_version,
+                    struct xfer__resolve_req *req) {
+  struct sockaddr_in *s4 = (void *)&req->addrs[0].sa;
+  struct sockaddr_in6 *s6 = (void *)&req->addrs[0].sa;
+
+  memset(&req->addrs[0], 0, sizeof(req->addrs[0]));
+  if (ip_version != 6 && inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons(port);
+    req->addrs[0].len = sizeof(*s4);
+  } else if (ip_version != 4 && inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons(port);
+    req->addrs[0].len = sizeof(*s6);
+  } else {
+    return false;
+  }
+  req->naddrs = 1;
+  return true;
+}
+
+static void set_port(struct xfer__addr *a, uint16_t port) {
+  if (a->sa.ss_family == AF_INET6)
+    ((struct sockaddr_in6 *)(void *)&a->sa)->sin6_port = htons(port);
+  else
+    ((struct sockaddr_in *)(void *)&a->sa)->sin_port = htons(port);
+}
+
+static void answer(struct xfer__resolve_req *req, xfer_code result,
+                   const struct xfer__addr *addrs, unsigned naddrs,
+                   uint16_t port) {
+  req->done = true;
+  req->result = result;
+  req->naddrs = naddrs;
+  for (unsigned i = 0; i < naddrs; i++) {
+    req->addrs[i] = addrs[i];
+    set_port(&req->addrs[i], port);
+  }
+}
+
+static struct cache_entry *cache_find(struct xfer__resolver *r,
+                                      const char *host, int ip_version,
+                                      xfer__time now) {
+  for (unsigned i = 0; i < r->cache_len; i++) {
+    struct cache_entry *e = &r->cache[i];
+    if (e->ip_version == ip_version && now < e->expires &&
+        strcasecmp(e->host, host) == 0)
+      return e;
+  }
+  return NULL;
+}
+
+/* Stores an answer for its TTL, replacing an expired or the soonest
+ * expiring entry when full. */
+static void cache_store(struct xfer__resolver *r, const struct xfer__lookup *l,
+                        const struct xfer__addr *addrs, unsigned naddrs,
+                        xfer__time expires) {
+  struct cache_entry *slot = NULL;
+
+  if (strlen(l->host) >= sizeof(slot->host))
+    return;
+  if (!r->cache && !(r->cache = xfer__calloc(CACHE_MAX, sizeof(*r->cache))))
+    return;
+  if (r->cache_len < CACHE_MAX) {
+    slot = &r->cache[r->cache_len++];
+  } else {
+    slot = &r->cache[0];
+    for (unsigned i = 1; i < CACHE_MAX; i++)
+      if (r->cache[i].expires < slot->expires)
+        slot = &r->cache[i];
+  }
+  strcpy(slot->host, l->host);
+  slot->ip_version = l->ip_version;
+  slot->expires = expires;
+  slot->naddrs = naddrs;
+  memcpy(slot->addrs, addrs, naddrs * sizeof(*addrs));
+}
+
+static void lookup_done(void *arg, int status, int timeouts,
+                        struct ares_addrinfo *res) {
+  struct xfer__lookup *l = arg;
+  struct xfer__resolver *r = l->resolver;
+  struct xfer__addr addrs[XFER__HE_MAX_ADDRS];
+  unsigned naddrs = 0;
+  int ttl = INT32_MAX;
+  xfer_code result = XFER_OK;
+  char detail[128] = "";
+  struct xfer__list *pos, *tmp;
+
+  if (status == ARES_SUCCESS && res) {
+    for (struct ares_addrinfo_node *n = res->nodes;
+         n && naddrs < XFER__HE_MAX_ADDRS; n = n->ai_next) {
+      if (n->ai_family != AF_INET && n->ai_family != AF_INET6)
+        continue;
+      memset(&addrs[naddrs], 0, sizeof(addrs[naddrs]));
+      memcpy(&addrs[naddrs].sa, n->ai_addr, (size_t)n->ai_addrlen);
+      addrs[naddrs].len = (socklen_t)n->ai_addrlen;
+      naddrs++;
+      if (n->ai_ttl < ttl)
+        ttl = n->ai_ttl;
+    }
+  }
+  if (naddrs == 0) {
+    result = status == ARES_ETIMEOUT ? XFER_E_RESOLVE_TIMEOUT : XFER_E_RESOLVE;
+    snprintf(detail, sizeof(detail), "could not resolve '%s': %s", l->host,
+             status == ARES_SUCCESS ? "no address of the wanted family"
+                                    : ares_strerror(status));
+  } else if (ttl > 0 && status != ARES_EDESTRUCTION) {
+    xfer__time now = r->multi->last_now;
+    cache_store(r, l, addrs, naddrs, now + (xfer__time)ttl * 1000000000);
+  }
+  if (res)
+    ares_freeaddrinfo(res);
+
+  XFER__LIST_FOREACH_SAFE(pos, tmp, &l->waiters) {
+    struct xfer__resolve_req *req =
+        XFER__CONTAINER_OF(pos, struct xfer__resolve_req, waiter_node);
+    uint16_t port = req->port;
+    xfer__list_remove(&req->waiter_node);
+    req->lookup = NULL;
+    answer(req, result, addrs, naddrs, port);
+    snprintf(req->detail, sizeof(req->detail), "%s", detail);
+    if (status != ARES_EDESTRUCTION)
+      xfer__multi_mark_dirty(r->multi, req->x);
+  }
+  xfer__list_remove(&l->node);
+  xfer__free(l);
+}
+
+xfer_code xfer__resolve_start(xfer_multi *m, struct xfer__resolve_req *req,
+                              xfer *x, const char *host, uint16_t port,
+                              int ip_version, xfer__time now) {
+  struct xfer__resolver *r;
+  struct cache_entry *hit;
+  struct xfer__lookup *l = NULL;
+  struct xfer__list *pos;
+  struct ares_addrinfo_hints hints;
+  size_t host_len = strlen(host);
+
+  memset(req, 0, sizeof(*req));
+  xfer__list_init(&req->waiter_node);
+  req->x = x;
+  if (numeric(host, port, ip_version, req)) {
+    req->done = true;
+    return XFER_OK;
+  }
+  r = resolver_get(m, req->detail, sizeof(req->detail));
+  if (!r)
+    return XFER_E_RESOLVE;
+  if ((hit = cache_find(r, host, ip_version, now))) {
+    answer(req, XFER_OK, hit->addrs, hit->naddrs, port);
+    return XFER_OK;
+  }
+  for (pos = r->lookups.next; pos != &r->lookups; pos = pos->next) {
+    struct xfer__lookup *p = XFER__CONTAINER_OF(pos, struct xfer__lookup, node);
+    if (p->ip_version == ip_version && strcasecmp(p->host, host) == 0) {
+      l = p; /* the same question is on its way: share it */
+      break;
+    }
+  }
+  req->port = port;
+  if (l) {
+    req->lookup = l;
+    xfer__list_insert_tail(&l->waiters, &req->waiter_node);
+    return XFER_OK;
+  }
+  l = xfer__malloc(sizeof(*l) + host_len + 1);
+  if (!l) {
+    snprintf(req->detail, sizeof(req->detail), "out of memory");
+    return XFER_E_OUT_OF_MEMORY;
+  }
+  l->resolver = r;
+  l->ip_version = ip_version;
+  memcpy(l->host, host, host_len + 1);
+  xfer__list_init(&l->waiters);
+  xfer__list_insert_tail(&r->lookups, &l->node);
+  req->lookup = l;
+  xfer__list_insert_tail(&l->waiters, &req->waiter_node);
+  memset(&hints, 0, sizeof(hints));
+  hints.ai_family = ip_version == 4 ? AF_INET
+                    : ip_version == 6 ? AF_INET6
+                                      : AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  /* May answer at once (hosts file, or an error): lookup_done runs here. */
+  ares_getaddrinfo(r->channel, l->host, NULL, &hints, lookup_done, l);
+  return XFER_OK;
+}
+
+void xfer__resolve_cancel(struct xfer__resolve_req *req) {
+  if (req->lookup) {
+    xfer__list_remove(&req->waiter_node);
+    req->lookup = NULL;
+  }
+}
+
+void xfer__resolve_step(xfer_multi *m, xfer__time now) {
+  struct xfer__resolver *r = m->resolver;
+  ares_socket_t socks[ARES_GETSOCK_MAXNUM];
+  struct pollfd pfd[ARES_GETSOCK_MAXNUM];
+  int bits, n = 0;
+
+  if (!r || r->processed_seq == m->call_seq)
+    return;
+  r->processed_seq = m->call_seq;
+  bits = ares_getsock(r->channel, socks, ARES_GETSOCK_MAXNUM);
+  for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
+    if (!ARES_GETSOCK_READABLE(bits, i) && !ARES_GETSOCK_WRITABLE(bits, i))
+      continue;
+    pfd[n].fd = socks[i];
+    pfd[n].events = (short)((ARES_GETSOCK_READABLE(bits, i) ? POLLIN : 0) |
+                            (ARES_GETSOCK_WRITABLE(bits, i) ? POLLOUT : 0));
+    pfd[n].revents = 0;
+    n++;
+  }
+  /* Which of the channel's sockets are ready: one poll() with no wait,
+   * once per multi call however many transfers are resolving. */
+  if (n > 0 && poll(pfd, (nfds_t)n, 0) > 0) {
+    for (int i = 0; i < n; i++) {
+      short re = pfd[i].revents;
+      if (!re)
+        continue;
+      ares_process_fd(r->channel,
+                      re & (POLLIN | POLLERR | POLLHUP) ? pfd[i].fd
+                                                        : ARES_SOCKET_BAD,
+                      re & POLLOUT ? pfd[i].fd : ARES_SOCKET_BAD);
+    }
+  }
+  ares_process_fd(r->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD); /* timeouts */
+  (void)now;
+}
+
+void xfer__resolve_pollset(xfer_multi *m, struct xfer__pollset *ps) {
+  struct xfer__resolver *r = m->resolver;
+  ares_socket_t socks[ARES_GETSOCK_MAXNUM];
+  int bits;
+
+  if (!r)
+    return;
+  bits = ares_getsock(r->channel, socks, ARES_GETSOCK_MAXNUM);
+  for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
+    unsigned want = (ARES_GETSOCK_READABLE(bits, i) ? XFER_POLL_IN : 0) |
+                    (ARES_GETSOCK_WRITABLE(bits, i) ? XFER_POLL_OUT : 0);
+    if (want)
+      xfer__pollset_add(ps, socks[i], want);
+  }
+}
+
+xfer__time xfer__resolve_next_at(xfer_multi *m, xfer__time now) {
+  struct xfer__resolver *r = m->resolver;
+  struct timeval tv, *next;
+
+  if (!r || xfer__list_empty(&r->lookups))
+    return XFER__TIME_NEVER;
+  next = ares_timeout(r->channel, NULL, &tv);
+  if (!next)
+    return XFER__TIME_NEVER;
+  return now + (xfer__time)next->tv_sec * 1000000000 +
+         (xfer__time)next->tv_usec * 1000;
+}
+
+void xfer__resolver_free(xfer_multi *m) {
+  struct xfer__resolver *r = m->resolver;
+
+  if (!r)
+    return;
+  ares_destroy(r->channel); /* ends every lookup with ARES_EDESTRUCTION */
+  xfer__free(r->cache);
+  xfer__free(r);
+  m->resolver = NULL;
+}

@@ -1,0 +1,53 @@
+/*
+ * Name resolution with c-ares: one channel per multi. The channel's
+ * sockets join the pollset of every transfer resolving at that moment (a
+ * socket shared by many transfers, with real reader counts); c-ares'
+ * timeouts become those transfers' RESOLVE expiry. Transfers asking for
+ * the same name at once share one lookup; answers are cached per multi for
+ * their TTL. Numeric addresses never reach c-ares.
+ *
+ * Protected by: nothing; it belongs to the multi's thread.
+ */
+#ifndef XFER_RESOLVE_H
+#define XFER_RESOLVE_H
+
+#include "common.h"
+
+#include "cf_socket.h"
+#include "multi_ev.h"
+#include "now.h"
+
+struct xfer__lookup;
+struct xfer__resolver;
+
+/* One transfer's question and, once done, its answer. */
+struct xfer__resolve_req {
+  struct xfer__lookup *lookup;  /* while waiting */
+  struct xfer__list waiter_node;
+  xfer *x;
+  uint16_t port;
+  bool done;
+  xfer_code result;
+  char detail[128];
+  struct xfer__addr addrs[XFER__HE_MAX_ADDRS];
+  unsigned naddrs;
+};
+
+/* ip_version: 0 any, 4, 6. Starts or answers at once (req->done). */
+xfer_code xfer__resolve_start(xfer_multi *m, struct xfer__resolve_req *req,
+                              xfer *x, const char *host, uint16_t port,
+                              int ip_version, xfer__time now);
+/* Forgets a request still waiting (the transfer is going away). */
+void xfer__resolve_cancel(struct xfer__resolve_req *req);
+
+/* Processes the channel's sockets and timeouts, once per multi call;
+ * finished lookups mark their transfers dirty. */
+void xfer__resolve_step(xfer_multi *m, xfer__time now);
+/* The channel's sockets, for a resolving transfer's pollset. */
+void xfer__resolve_pollset(xfer_multi *m, struct xfer__pollset *ps);
+/* When c-ares wants to be run again (retries), or XFER__TIME_NEVER. */
+xfer__time xfer__resolve_next_at(xfer_multi *m, xfer__time now);
+
+void xfer__resolver_free(xfer_multi *m);
+
+#endif /* XFER_RESOLVE_H */
