@@ -17,6 +17,12 @@
 
 #define CACHE_MAX 256
 
+/* c-ares 1.18's ARES_GETSOCK_WRITABLE shifts a signed 1 into the sign bit
+ * for the 16th socket (undefined behaviour); these shift unsigned. */
+#define SOCK_READABLE(bits, i) (((unsigned)(bits) >> (i)) & 1u)
+#define SOCK_WRITABLE(bits, i)                                                \
+  (((unsigned)(bits) >> ((i) + ARES_GETSOCK_MAXNUM)) & 1u)
+
 struct cache_entry {
   char host[256];
   int ip_version;
@@ -83,9 +89,12 @@ static struct xfer__resolver *resolver_get(xfer_multi *m, char *detail,
   opts.sock_state_cb_data = r;
   opts.timeout = m->dns_timeout_ms;
   opts.tries = m->dns_tries;
+  /* Many lookups at once: room for their answers on the one UDP socket
+   * (the kernel caps it at net.core.rmem_max). */
+  opts.socket_receive_buffer_size = 1 << 20;
   rc = ares_init_options(&r->channel, &opts,
                          ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS |
-                             ARES_OPT_TRIES);
+                             ARES_OPT_TRIES | ARES_OPT_SOCK_RCVBUF);
   if (rc == ARES_SUCCESS && m->dns_servers)
     rc = ares_set_servers_ports_csv(r->channel, m->dns_servers);
   if (rc != ARES_SUCCESS) {
@@ -282,6 +291,9 @@ xfer_code xfer__resolve_start(xfer_multi *m, struct xfer__resolve_req *req,
                     : ip_version == 6 ? AF_INET6
                                       : AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
+  /* Happy eyeballs orders the addresses; c-ares' RFC 6724 sort would
+   * open a probe socket per address on every lookup. */
+  hints.ai_flags = ARES_AI_NOSORT;
   /* May answer at once (hosts file, or an error): lookup_done runs here. */
   ares_getaddrinfo(r->channel, l->host, NULL, &hints, lookup_done, l);
   return XFER_OK;
@@ -305,11 +317,11 @@ void xfer__resolve_step(xfer_multi *m, xfer__time now) {
   r->processed_seq = m->call_seq;
   bits = ares_getsock(r->channel, socks, ARES_GETSOCK_MAXNUM);
   for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
-    if (!ARES_GETSOCK_READABLE(bits, i) && !ARES_GETSOCK_WRITABLE(bits, i))
+    if (!SOCK_READABLE(bits, i) && !SOCK_WRITABLE(bits, i))
       continue;
     pfd[n].fd = socks[i];
-    pfd[n].events = (short)((ARES_GETSOCK_READABLE(bits, i) ? POLLIN : 0) |
-                            (ARES_GETSOCK_WRITABLE(bits, i) ? POLLOUT : 0));
+    pfd[n].events = (short)((SOCK_READABLE(bits, i) ? POLLIN : 0) |
+                            (SOCK_WRITABLE(bits, i) ? POLLOUT : 0));
     pfd[n].revents = 0;
     n++;
   }
@@ -339,8 +351,8 @@ void xfer__resolve_pollset(xfer_multi *m, struct xfer__pollset *ps) {
     return;
   bits = ares_getsock(r->channel, socks, ARES_GETSOCK_MAXNUM);
   for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
-    unsigned want = (ARES_GETSOCK_READABLE(bits, i) ? XFER_POLL_IN : 0) |
-                    (ARES_GETSOCK_WRITABLE(bits, i) ? XFER_POLL_OUT : 0);
+    unsigned want = (SOCK_READABLE(bits, i) ? XFER_POLL_IN : 0) |
+                    (SOCK_WRITABLE(bits, i) ? XFER_POLL_OUT : 0);
     if (want)
       xfer__pollset_add(ps, socks[i], want);
   }

@@ -5,6 +5,10 @@
 
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <sys/resource.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -213,4 +217,115 @@ void th_expect_no_leaks(void) {
   cr_assert_eq(__lsan_do_recoverable_leak_check(), 0,
                "LeakSanitizer found leaks (report above)");
 #endif
+}
+
+/* --- HTTP transfers ------------------------------------------------------- */
+
+size_t th_sink_cb(const char *data, size_t len, void *userp) {
+  struct th_sink *s = userp;
+
+  if (s->len + len > s->cap) {
+    size_t cap = s->cap ? s->cap : 1024;
+    while (cap < s->len + len)
+      cap *= 2;
+    s->data = realloc(s->data, cap);
+    cr_assert_not_null(s->data);
+    s->cap = cap;
+  }
+  memcpy(s->data + s->len, data, len);
+  s->len += len;
+  return len;
+}
+
+void th_sink_free(struct th_sink *s) {
+  free(s->data);
+  memset(s, 0, sizeof(*s));
+}
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#define TH_MAX_RESULTS 8192
+static struct {
+  xfer *x;
+  xfer_code result;
+} results[TH_MAX_RESULTS];
+static int nresults;
+
+static void collect(xfer_multi *m) {
+  const xfer_msg *msg;
+
+  while ((msg = xfer_multi_info_read(m, NULL))) {
+    cr_assert_lt(nresults, TH_MAX_RESULTS);
+    results[nresults].x = msg->x;
+    results[nresults].result = msg->result;
+    nresults++;
+  }
+}
+
+void th_run(xfer_multi *m, long max_ms) {
+  int64_t give_up = mono_ms() + max_ms;
+  int running = 1;
+
+  while (running && mono_ms() < give_up) {
+    cr_assert_eq(xfer_multi_perform(m, &running), XFER_M_OK);
+    collect(m);
+    if (running)
+      cr_assert_eq(xfer_multi_poll(m, 100, NULL), XFER_M_OK);
+  }
+  collect(m);
+  cr_assert_eq(running, 0, "transfers still running after %ld ms", max_ms);
+}
+
+xfer_code th_result(xfer_multi *m, xfer *x) {
+  collect(m);
+  for (int i = nresults - 1; i >= 0; i--)
+    if (results[i].x == x)
+      return results[i].result;
+  cr_assert_fail("no result for the transfer");
+  return XFER_E_BAD_HANDLE;
+}
+
+xfer *th_get(xfer_multi *m, const char *url, struct th_sink *sink) {
+  xfer *x = xfer_new();
+
+  cr_assert_not_null(x);
+  cr_assert_eq(xfer_set_url(x, url), XFER_OK, "%s: %s", url,
+               xfer_get_error_detail(x));
+  if (sink)
+    cr_assert_eq(xfer_set_write_cb(x, th_sink_cb, sink), XFER_OK);
+  cr_assert_eq(xfer_multi_add(m, x), XFER_M_OK);
+  return x;
+}
+
+void th_expect_pattern(const char *body, size_t len, size_t n) {
+  static const char alphabet[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+
+  cr_assert_eq(len, n, "body of %zu bytes, expected %zu", len, n);
+  for (size_t i = 0; i < n; i++)
+    cr_assert_eq(body[i], alphabet[i % 36], "body byte %zu", i);
+}
+
+const char *th_url(int port, const char *path) {
+  static char slots[8][512];
+  static unsigned next;
+  char *u = slots[next++ % 8];
+
+  snprintf(u, sizeof(slots[0]), "http://127.0.0.1:%d%s", port, path);
+  return u;
+}
+
+void th_raise_nofile(long n) {
+  struct rlimit rl;
+
+  cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+  if ((long)rl.rlim_cur >= n)
+    return;
+  cr_assert_geq((long)rl.rlim_max, n, "RLIMIT_NOFILE hard limit %ld < %ld",
+                (long)rl.rlim_max, n);
+  rl.rlim_cur = (rlim_t)n;
+  cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
 }

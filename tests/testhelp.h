@@ -114,6 +114,38 @@ void th_expect_no_leaks(void);
   }                                                                           \
   static void th_body_##suite##_##name(void)
 
+/* --- HTTP transfers ------------------------------------------------------- */
+
+/* A response body collected by th_sink_cb (set as the write callback). */
+struct th_sink {
+  char *data;
+  size_t len;
+  size_t cap;
+};
+size_t th_sink_cb(const char *data, size_t len, void *userp);
+void th_sink_free(struct th_sink *s);
+
+/* Runs the multi with perform/poll until nothing runs, at most max_ms;
+ * asserts it finished. Returns the number of messages it collected into
+ * results (in the order of the transfers given). */
+void th_run(xfer_multi *m, long max_ms);
+
+/* A GET of url with a sink; the transfer is added to m. */
+xfer *th_get(xfer_multi *m, const char *url, struct th_sink *sink);
+
+/* The result of x from the multi's messages (reads them all once and
+ * stores each transfer's result for lookup). */
+xfer_code th_result(xfer_multi *m, xfer *x);
+
+/* Asserts body == the test server's pattern of n bytes from offset 0. */
+void th_expect_pattern(const char *body, size_t len, size_t n);
+
+/* http://127.0.0.1:port + path, in a static buffer per call site slot. */
+const char *th_url(int port, const char *path);
+
+/* Raises the soft RLIMIT_NOFILE to at least n (asserts it could). */
+void th_raise_nofile(long n);
+
 /* Asserts the timeline is complete and ordered. */
 void th_expect_timeline_ordered(const xfer *x);
 

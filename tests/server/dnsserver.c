@@ -916,10 +916,11 @@ static int open_pair(struct ds_server *s) {
  * port is taken, try another. */
 static int open_sockets(struct ds_server *s) {
   for (int attempt = 0; attempt < 32; attempt++) {
+    int err;
+
     if (open_pair(s) == 0)
       return 0;
-    int err = errno;
-
+    err = errno;
     close_fd(&s->udp_fd);
     close_fd(&s->tcp_fd);
     if (err != EADDRINUSE)
