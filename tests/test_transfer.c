@@ -1,5 +1,6 @@
 /* lib/transfer.c: the handle, its clock and its timeline. */
 #include <criterion/criterion.h>
+#include <fcntl.h>
 
 #include "testhelp.h"
 
@@ -97,4 +98,368 @@ TH_TEST(transfer, without_work_it_fails_with_a_clear_error) {
   cr_assert_eq(xfer_multi_remove(m, x), XFER_M_OK);
   cr_assert_eq(xfer_free(x), XFER_OK);
   xfer_multi_destroy(m);
+}
+
+/* --- HTTP/1.1 over real sockets, against the scripted server ------------- */
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "testserver.h"
+
+static struct ts_server *srv;
+static int port;
+static xfer_multi *hm;
+static struct th_sink sinks[8];
+static xfer *hx[8];
+
+static void http_setup(void) {
+  srv = ts_start(NULL);
+  cr_assert_not_null(srv);
+  port = ts_port(srv);
+  hm = xfer_multi_new(NULL);
+  cr_assert_not_null(hm);
+}
+
+static void http_end(void) {
+  cr_assert_eq(xfer_multi_destroy(hm), XFER_M_OK);
+  for (size_t i = 0; i < XFER__ARRAY_SIZE(hx); i++) {
+    cr_assert_eq(xfer_free(hx[i]), XFER_OK);
+    th_sink_free(&sinks[i]);
+  }
+  ts_stop(srv);
+}
+
+TestSuite(http, .init = http_setup);
+
+/* A transfer in slot i, GET of path unless changed before running. */
+static xfer *get(int i, const char *path) {
+  hx[i] = th_get(hm, th_url(port, path), &sinks[i]);
+  return hx[i];
+}
+
+/* The same, not added yet, for tests that set more options. */
+static xfer *prepare(int i, const char *path) {
+  hx[i] = xfer_new();
+  cr_assert_eq(xfer_set_url(hx[i], th_url(port, path)), XFER_OK);
+  cr_assert_eq(xfer_set_write_cb(hx[i], th_sink_cb, &sinks[i]), XFER_OK);
+  return hx[i];
+}
+
+static void add(int i) { cr_assert_eq(xfer_multi_add(hm, hx[i]), XFER_M_OK); }
+
+TH_TEST(http, get_with_content_length) {
+  xfer_pool_stats ps;
+  uint64_t sent, received;
+
+  get(0, "/bytes/100");
+  th_run(hm, 5000);
+  cr_assert_eq(th_result(hm, hx[0]), XFER_OK, "%s",
+               xfer_get_error_detail(hx[0]));
+  cr_assert_eq(xfer_get_status(hx[0]), 200);
+  th_expect_pattern(sinks[0].data, sinks[0].len, 100);
+  cr_assert_str_eq(xfer_get_header(hx[0], "content-length"), "100");
+  cr_assert_geq(xfer_get_header_count(hx[0]), 1);
+  th_expect_timeline_ordered(hx[0]);
+  xfer_get_bytes(hx[0], &sent, &received);
+  cr_assert_gt(sent, 30);
+  cr_assert_gt(received, 100);
+  cr_assert_neq(xfer_get_conn_id(hx[0]), 0);
+  cr_assert_eq(xfer_get_reused(hx[0]), 0);
+  xfer_pool_get_stats(hm->pool, &ps);
+  cr_assert_eq(ps.opened_total, 1);
+  cr_assert_eq(ps.idle, 1, "the keep-alive connection went to the pool");
+}
+
+TH_TEST(http, keep_alive_connection_is_reused) {
+  struct ts_stats st;
+  struct th_sockrec rec;
+  int fd;
+
+  th_sockrec_init(&rec);
+  xfer_multi_set_socket_cb(hm, th_sockrec_cb, &rec);
+  /* Delayed, so that the transfer waits on its socket (on loopback a whole
+   * exchange can otherwise finish in one run, with nothing to report). */
+  get(0, "/delay/50/bytes/10");
+  th_run(hm, 5000);
+  cr_assert_eq(th_result(hm, hx[0]), XFER_OK);
+  /* Before the connection went to the pool, the application heard
+   * REMOVE: no event loop watches an idle pooled socket (rule 4). */
+  cr_assert_gt(rec.count, 0);
+  fd = rec.calls[rec.count - 1].fd;
+  cr_assert_eq(rec.calls[rec.count - 1].what, XFER_POLL_REMOVE);
+  cr_assert_neq(fcntl(fd, F_GETFD), -1, "the pooled socket is open");
+  get(1, "/bytes/20");
+  th_run(hm, 5000);
+  cr_assert_eq(th_result(hm, hx[1]), XFER_OK);
+  th_expect_pattern(sinks[1].data, sinks[1].len, 20);
+  cr_assert_eq(xfer_get_reused(hx[1]), 1);
+  cr_assert_eq(xfer_get_conn_id(hx[1]), xfer_get_conn_id(hx[0]));
+  th_expect_timeline_ordered(hx[1]);
+  ts_get_stats(srv, &st);
+  cr_assert_eq(st.accepted, 1);
+  cr_assert_eq(st.requests, 2);
+}
+
+TH_TEST(http, body_framings) {
+  xfer_pool_stats ps;
+
+  get(0, "/chunked/1000/7");
+  get(1, "/close-delimited/500");
+  get(2, "/status/204");
+  get(3, "/status/304");
+  get(4, "/1xx/50");
+  prepare(5, "/bytes/300");
+  cr_assert_eq(xfer_set_method(hx[5], "HEAD"), XFER_OK);
+  add(5);
+  th_run(hm, 5000);
+  for (int i = 0; i < 6; i++)
+    cr_assert_eq(th_result(hm, hx[i]), XFER_OK, "%d: %s", i,
+                 xfer_get_error_detail(hx[i]));
+  th_expect_pattern(sinks[0].data, sinks[0].len, 1000);
+  th_expect_pattern(sinks[1].data, sinks[1].len, 500);
+  cr_assert_eq(xfer_get_status(hx[2]), 204);
+  cr_assert_eq(sinks[2].len, 0);
+  cr_assert_eq(xfer_get_status(hx[3]), 304);
+  cr_assert_eq(xfer_get_status(hx[4]), 200, "1xx skipped");
+  th_expect_pattern(sinks[4].data, sinks[4].len, 50);
+  cr_assert_str_eq(xfer_get_header(hx[5], "Content-Length"), "300");
+  cr_assert_eq(sinks[5].len, 0, "HEAD has no body");
+  xfer_pool_get_stats(hm->pool, &ps);
+  cr_assert_eq(ps.idle, 5, "all but the close-delimited one are pooled");
+}
+
+TH_TEST(http, post_with_body_and_headers) {
+  prepare(0, "/echo");
+  cr_assert_eq(xfer_set_method(hx[0], "POST"), XFER_OK);
+  cr_assert_eq(xfer_set_body(hx[0], "hello", 5), XFER_OK);
+  cr_assert_eq(xfer_add_header(hx[0], "X-Test", "one"), XFER_OK);
+  add(0);
+  th_run(hm, 5000);
+  cr_assert_eq(th_result(hm, hx[0]), XFER_OK, "%s",
+               xfer_get_error_detail(hx[0]));
+  cr_assert(strstr(sinks[0].data, "POST /echo\n"), "%.*s", (int)sinks[0].len,
+            sinks[0].data);
+  cr_assert(strstr(sinks[0].data, "X-Test: one\n"));
+  cr_assert(strstr(sinks[0].data, "Content-Length: 5\n"));
+  cr_assert(strstr(sinks[0].data, "Host: 127.0.0.1:"));
+  cr_assert_eq(memcmp(sinks[0].data + sinks[0].len - 5, "hello", 5), 0);
+}
+
+struct upload {
+  const char *data;
+  size_t len, at, step;
+};
+
+static long upload_read(char *buf, size_t len, void *userp) {
+  struct upload *u = userp;
+  size_t n = u->len - u->at;
+
+  if (n > u->step)
+    n = u->step;
+  if (n > len)
+    n = len;
+  memcpy(buf, u->data + u->at, n);
+  u->at += n;
+  return (long)n;
+}
+
+TH_TEST(http, streamed_uploads) {
+  static char big[100000];
+  struct upload chunked = {big, sizeof(big), 0, 7000};
+  struct upload sized = {"0123456789", 10, 0, 3};
+
+  for (size_t i = 0; i < sizeof(big); i++)
+    big[i] = (char)('a' + i % 26);
+  prepare(0, "/echo");
+  xfer_set_method(hx[0], "PUT");
+  cr_assert_eq(xfer_set_body_cb(hx[0], upload_read, &chunked, -1), XFER_OK);
+  add(0);
+  prepare(1, "/echo");
+  xfer_set_method(hx[1], "POST");
+  cr_assert_eq(xfer_set_body_cb(hx[1], upload_read, &sized, 10), XFER_OK);
+  add(1);
+  th_run(hm, 5000);
+  cr_assert_eq(th_result(hm, hx[0]), XFER_OK, "%s",
+               xfer_get_error_detail(hx[0]));
+  cr_assert_eq(th_result(hm, hx[1]), XFER_OK, "%s",
+               xfer_get_error_detail(hx[1]));
+  cr_assert(strstr(sinks[0].data, "Transfer-Encoding: chunked\n"));
+  cr_assert_geq(sinks[0].len, sizeof(big));
+  cr_assert_eq(memcmp(sinks[0].data + sinks[0].len - sizeof(big), big,
+                      sizeof(big)),
+               0);
+  cr_assert(strstr(sinks[1].data, "Content-Length: 10\n"));
+  cr_assert_eq(memcmp(sinks[1].data + sinks[1].len - 10, "0123456789", 10), 0);
+}
+
+TH_TEST(http, redirects) {
+  char loop[160];
+
+  prepare(0, "/redirect/302?to=/echo");
+  xfer_set_method(hx[0], "POST");
+  xfer_set_body(hx[0], "data", 4);
+  xfer_set_follow_redirects(hx[0], 5);
+  add(0);
+  prepare(1, "/redirect/307?to=/echo");
+  xfer_set_method(hx[1], "POST");
+  xfer_set_body(hx[1], "kept", 4);
+  xfer_set_follow_redirects(hx[1], 5);
+  add(1);
+  /* Five hops deep, against a limit of three. */
+  snprintf(loop, sizeof(loop), "%s",
+           "/redirect/301?to=/redirect/301?to=/redirect/301?to="
+           "/redirect/301?to=/redirect/301?to=/bytes/1");
+  prepare(2, loop);
+  xfer_set_follow_redirects(hx[2], 3);
+  add(2);
+  get(3, "/redirect/302?to=/bytes/1"); /* not followed by default */
+  prepare(4, "/redirect/308?to=bytes/3"); /* relative to /redirect/ */
+  xfer_set_follow_redirects(hx[4], 1);
+  add(4);
+  th_run(hm, 5000);
+  cr_assert_eq(th_result(hm, hx[0]), XFER_OK, "%s",
+               xfer_get_error_detail(hx[0]));
+  cr_assert(strstr(sinks[0].data, "GET /echo\n"), "302 turns POST into GET");
+  cr_assert_eq(xfer_get_redirects(hx[0]), 1);
+  cr_assert_eq(th_result(hm, hx[1]), XFER_OK);
+  cr_assert(strstr(sinks[1].data, "POST /echo\n"), "307 keeps the method");
+  cr_assert_eq(memcmp(sinks[1].data + sinks[1].len - 4, "kept", 4), 0);
+  cr_assert_eq(th_result(hm, hx[2]), XFER_E_TOO_MANY_REDIRECTS);
+  cr_assert(strstr(xfer_get_error_detail(hx[2]), "3 redirects"));
+  cr_assert_eq(th_result(hm, hx[3]), XFER_OK);
+  cr_assert_eq(xfer_get_status(hx[3]), 302);
+  cr_assert_str_eq(xfer_get_header(hx[3], "Location"), "/bytes/1");
+  cr_assert_eq(th_result(hm, hx[4]), XFER_OK);
+  cr_assert_eq(xfer_get_status(hx[4]), 404, "/redirect/bytes/3 is unknown");
+}
+
+/* A port nothing listens on: bound, then closed. */
+static int closed_port(void) {
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  socklen_t len = sizeof(a);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+/* Each error, produced on loopback, beside a good transfer that must not
+ * notice; a broken connection is never pooled. */
+static void expect_failure(const char *path, xfer_code code, const char *words,
+                           void (*tune)(xfer *)) {
+  xfer_pool_stats before, after;
+  int slot;
+
+  for (slot = 0; slot < 8 && hx[slot]; slot++)
+    ;
+  cr_assert_lt(slot, 7);
+  xfer_pool_get_stats(hm->pool, &before);
+  prepare(slot, path);
+  if (tune)
+    tune(hx[slot]);
+  add(slot);
+  get(slot + 1, "/bytes/5000");
+  th_run(hm, 10000);
+  cr_assert_eq(th_result(hm, hx[slot]), code, "%s: got %d: %s", path,
+               th_result(hm, hx[slot]), xfer_get_error_detail(hx[slot]));
+  cr_assert(strstr(xfer_get_error_detail(hx[slot]), words),
+            "%s: detail '%s' lacks '%s'", path,
+            xfer_get_error_detail(hx[slot]), words);
+  cr_assert_eq(th_result(hm, hx[slot + 1]), XFER_OK);
+  th_expect_pattern(sinks[slot + 1].data, sinks[slot + 1].len, 5000);
+  th_expect_timeline_ordered(hx[slot]);
+  xfer_pool_get_stats(hm->pool, &after);
+  cr_assert_leq(after.idle, before.idle + 1, "%s: a broken one was pooled",
+                path);
+}
+
+TH_TEST(http, malformed_responses) {
+  expect_failure("/malformed/status", XFER_E_BAD_STATUS_LINE, "HPE_", NULL);
+  expect_failure("/malformed/header", XFER_E_BAD_HEADER, "HPE_", NULL);
+  expect_failure("/chunk-overflow", XFER_E_BAD_CHUNK, "CHUNK", NULL);
+  expect_failure("/too-long/10/20", XFER_E_BODY_TOO_LONG, "beyond", NULL);
+}
+
+static void small_headers(xfer *x) { xfer_set_max_header_size(x, 4096); }
+
+TH_TEST(http, oversized_headers) {
+  expect_failure("/big-headers/200000", XFER_E_HEADERS_TOO_LARGE,
+                 "102400 bytes", NULL);
+  expect_failure("/big-headers/5000", XFER_E_HEADERS_TOO_LARGE, "4096 bytes",
+                 small_headers);
+  expect_failure("/many-headers/5000", XFER_E_HEADERS_TOO_LARGE,
+                 "more than 500 header lines", NULL);
+}
+
+TH_TEST(http, peer_closes_early_or_resets) {
+  expect_failure("/partial/100/10", XFER_E_PEER_CLOSED, "after 10 body bytes",
+                 NULL);
+  expect_failure("/close-now", XFER_E_PEER_CLOSED, "before any response",
+                 NULL);
+  expect_failure("/rst/1000", XFER_E_RECV, "reset", NULL);
+}
+
+static void timeout_300(xfer *x) { xfer_set_timeout_ms(x, 300); }
+static void low_speed(xfer *x) { xfer_set_low_speed(x, 100, 300); }
+
+TH_TEST(http, timeouts_and_slow_peers) {
+  expect_failure("/never", XFER_E_TIMEOUT, "longer than 300 ms", timeout_300);
+  expect_failure("/drip/1000/100", XFER_E_TOO_SLOW, "below the limit of 100",
+                 low_speed);
+}
+
+static int refused_port;
+static void to_refused(xfer *x) {
+  char url[64];
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/", refused_port);
+  cr_assert_eq(xfer_set_url(x, url), XFER_OK);
+}
+
+TH_TEST(http, refused) {
+  refused_port = closed_port();
+  expect_failure("/", XFER_E_CONNECT, "Connection refused", to_refused);
+  cr_assert(strstr(xfer_get_error_detail(hx[0]), "127.0.0.1 port"));
+}
+
+static size_t refuse_body(const char *d, size_t len, void *u) { return 0; }
+static void aborting(xfer *x) { xfer_set_write_cb(x, refuse_body, NULL); }
+
+TH_TEST(http, write_callback_aborts) {
+  expect_failure("/bytes/10", XFER_E_WRITE_CALLBACK, "write callback",
+                 aborting);
+}
+
+TH_TEST(http, thousand_transfers_in_flight_at_once) {
+  enum { N = 1000 };
+  static xfer *x[N];
+  static struct th_sink s[N];
+  xfer_multi_stats st;
+  struct ts_stats ss;
+
+  th_raise_nofile(4 * N);
+  for (int i = 0; i < N; i++)
+    x[i] = th_get(hm, th_url(port, i % 2 ? "/bytes/1000" : "/chunked/1000/100"),
+                  &s[i]);
+  th_run(hm, 30000);
+  for (int i = 0; i < N; i++) {
+    cr_assert_eq(th_result(hm, x[i]), XFER_OK, "%d: %s", i,
+                 xfer_get_error_detail(x[i]));
+    th_expect_pattern(s[i].data, s[i].len, 1000);
+    th_expect_timeline_ordered(x[i]);
+  }
+  xfer_multi_get_stats(hm, &st);
+  ts_get_stats(srv, &ss);
+  cr_assert_eq(ss.requests, N);
+  cr_assert_eq(st.xfers_done, N);
+  for (int i = 0; i < N; i++) {
+    cr_assert_eq(xfer_multi_remove(hm, x[i]), XFER_M_OK);
+    xfer_free(x[i]);
+    th_sink_free(&s[i]);
+  }
 }
