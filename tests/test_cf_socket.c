@@ -1,0 +1,169 @@
+/* lib/cf_socket.c: attempt order, happy eyeballs against an IPv6 address
+ * that does not answer, connect timeout against a full backlog. */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "dnsserver.h"
+#include "testhelp.h"
+#include "testserver.h"
+
+static void cf_socket_end(void) {}
+
+static struct xfer__addr addr(const char *ip, int port) {
+  struct xfer__addr a;
+  memset(&a, 0, sizeof(a));
+  if (strchr(ip, ':')) {
+    struct sockaddr_in6 *s6 = (void *)&a.sa;
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons((uint16_t)port);
+    inet_pton(AF_INET6, ip, &s6->sin6_addr);
+    a.len = sizeof(*s6);
+  } else {
+    struct sockaddr_in *s4 = (void *)&a.sa;
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
+    inet_pton(AF_INET, ip, &s4->sin_addr);
+    a.len = sizeof(*s4);
+  }
+  return a;
+}
+
+TH_TEST(cf_socket, families_interleave_ipv6_first) {
+  struct xfer__addr in[5] = {addr("10.0.0.1", 1), addr("10.0.0.2", 1),
+                             addr("10.0.0.3", 1), addr("fd00::1", 1),
+                             addr("fd00::2", 1)};
+  struct xfer__cf_socket cf;
+  const char *order[] = {"fd00::1", "10.0.0.1", "fd00::2", "10.0.0.2",
+                         "10.0.0.3"};
+  char text[64];
+
+  xfer__cf_socket_init(&cf, in, 5, NULL);
+  cr_assert_eq(cf.naddrs, 5);
+  for (int i = 0; i < 5; i++) {
+    xfer__addr_text(&cf.addrs[i], text, sizeof(text));
+    cr_assert(strncmp(text, order[i], strlen(order[i])) == 0, "%d: %s", i,
+              text);
+  }
+}
+
+/* A listener whose accept queue is full: SYNs to it go unanswered, so a
+ * connect to it hangs (the kernel drops them). Returns the listener; the
+ * clients that filled it are in fill[]. */
+static int full_listener(int family, const char *ip, int port, int fill[4]) {
+  struct xfer__addr a = addr(ip, port);
+  int one = 1, lfd = socket(family, SOCK_STREAM, 0);
+  struct sockaddr_storage got;
+  socklen_t len = sizeof(got);
+
+  cr_assert_geq(lfd, 0);
+  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  if (family == AF_INET6)
+    setsockopt(lfd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+  cr_assert_eq(bind(lfd, (struct sockaddr *)&a.sa, a.len), 0, "bind %s: %s",
+               ip, strerror(errno));
+  cr_assert_eq(listen(lfd, 0), 0);
+  getsockname(lfd, (struct sockaddr *)&got, &len);
+  a.sa = got;
+  for (int i = 0; i < 4; i++) {
+    struct pollfd p;
+    fill[i] = socket(family, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    connect(fill[i], (struct sockaddr *)&a.sa, a.len);
+    p.fd = fill[i];
+    p.events = POLLOUT;
+    if (poll(&p, 1, 100) == 0) /* this one hangs: the queue is full */
+      return lfd;
+  }
+  cr_assert_fail("could not fill the accept queue of %s", ip);
+  return -1;
+}
+
+static int port_of(int fd) {
+  struct sockaddr_storage a;
+  socklen_t len = sizeof(a);
+  getsockname(fd, (struct sockaddr *)&a, &len);
+  return a.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&a)->sin6_port)
+                                 : ntohs(((struct sockaddr_in *)&a)->sin_port);
+}
+
+TH_TEST(cf_socket, ipv6_that_does_not_answer_falls_back_to_ipv4) {
+  struct ts_server *web = ts_start(NULL);
+  struct ds_server *dns = ds_start(NULL);
+  int fill[4], v6 = full_listener(AF_INET6, "::1", ts_port(web), fill);
+  xfer_multi *m = xfer_multi_new(NULL);
+  struct th_sockrec rec;
+  struct th_sink sink = {0};
+  char servers[64], url[128];
+  xfer_timeline tl;
+  xfer *x;
+  int v6_attempt_removed = 0;
+
+  ds_add_aaaa(dns, "dual.test", "::1", 60);
+  ds_add_a(dns, "dual.test", "127.0.0.1", 60);
+  snprintf(servers, sizeof(servers), "127.0.0.1:%d", ds_port(dns));
+  xfer_multi_set_dns_servers(m, servers);
+  th_sockrec_init(&rec);
+  xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
+  snprintf(url, sizeof(url), "http://dual.test:%d/bytes/10", ts_port(web));
+  x = th_get(m, url, &sink);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  th_expect_pattern(sink.data, sink.len, 10);
+  xfer_get_timeline(x, &tl);
+  /* The IPv6 attempt went first and hung; IPv4 started 200 ms later. */
+  cr_assert_geq(tl.connect_us - tl.namelookup_us, 190000, "%lld us",
+                (long long)(tl.connect_us - tl.namelookup_us));
+  cr_assert_lt(tl.connect_us - tl.namelookup_us, 2000000);
+  /* The losing attempt's socket left through socket_done: an OUT watch
+   * that ended in REMOVE while the transfer went on. */
+  for (int i = 0; i + 1 < rec.count; i++)
+    if (rec.calls[i].what == XFER_POLL_OUT)
+      for (int j = i + 1; j < rec.count; j++)
+        if (rec.calls[j].fd == rec.calls[i].fd &&
+            rec.calls[j].what == XFER_POLL_REMOVE) {
+          v6_attempt_removed++;
+          break;
+        }
+  cr_assert_geq(v6_attempt_removed, 1);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  xfer_free(x);
+  th_sink_free(&sink);
+  for (int i = 0; i < 4; i++)
+    close(fill[i]);
+  close(v6);
+  ds_stop(dns);
+  ts_stop(web);
+}
+
+TH_TEST(cf_socket, full_backlog_times_out) {
+  int fill[4], lfd = full_listener(AF_INET, "127.0.0.1", 0, fill);
+  xfer_multi *m = xfer_multi_new(NULL);
+  xfer *x = xfer_new(), *other;
+  struct ts_server *web = ts_start(NULL);
+  char url[64];
+
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/", port_of(lfd));
+  xfer_set_url(x, url);
+  xfer_set_connect_timeout_ms(x, 300);
+  xfer_multi_add(m, x);
+  other = th_get(m, th_url(ts_port(web), "/delay/100/bytes/3"), NULL);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_E_CONNECT_TIMEOUT, "%s",
+               xfer_get_error_detail(x));
+  cr_assert(strstr(xfer_get_error_detail(x), "took longer than 300 ms"));
+  cr_assert_eq(th_result(m, other), XFER_OK);
+  th_expect_timeline_ordered(x);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  xfer_free(x);
+  xfer_free(other);
+  for (int i = 0; i < 4; i++)
+    close(fill[i]);
+  close(lfd);
+  ts_stop(web);
+}

@@ -1,0 +1,142 @@
+/* lib/pool.c: what may share a connection and what never does, liveness
+ * on checkout, limits, sharing between multis, life cycle. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "dnsserver.h"
+#include "pool.h"
+#include "testhelp.h"
+#include "testserver.h"
+
+static struct ts_server *web;
+static xfer *xs[16];
+static int nxs;
+
+static void setup(void) {
+  web = ts_start(NULL);
+  cr_assert_not_null(web);
+}
+
+static void pool_end(void) {
+  for (int i = 0; i < nxs; i++)
+    cr_assert_eq(xfer_free(xs[i]), XFER_OK);
+  ts_stop(web);
+  cr_assert_eq(xfer__pool_lock_depth, 0);
+}
+
+TestSuite(pool, .init = setup);
+
+static xfer *fetch(xfer_multi *m, const char *url, const char *bind,
+                   int ipv) {
+  xfer *x = xfer_new();
+
+  cr_assert_eq(xfer_set_url(x, url), XFER_OK);
+  if (bind)
+    cr_assert_eq(xfer_set_local_address(x, bind), XFER_OK);
+  xfer_set_ip_version(x, ipv);
+  cr_assert_eq(xfer_multi_add(m, x), XFER_M_OK);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK, "%s: %s", url,
+               xfer_get_error_detail(x));
+  xs[nxs++] = x;
+  return x;
+}
+
+/* Rule 5: host as given, port, IP version and local bind are part of the
+ * key; connections never cross them. */
+TH_TEST(pool, differing_keys_never_share) {
+  struct ds_server *dns = ds_start(NULL);
+  xfer_multi *m = xfer_multi_new(NULL);
+  char ip_url[64], name_url[64], servers[32];
+  struct ts_stats st;
+
+  snprintf(servers, sizeof(servers), "127.0.0.1:%d", ds_port(dns));
+  xfer_multi_set_dns_servers(m, servers);
+  snprintf(ip_url, sizeof(ip_url), "http://127.0.0.1:%d/bytes/1",
+           ts_port(web));
+  snprintf(name_url, sizeof(name_url), "http://localhost:%d/bytes/1",
+           ts_port(web));
+  fetch(m, ip_url, NULL, 0);
+  cr_assert_eq(xfer_get_reused(fetch(m, ip_url, NULL, 0)), 1, "same key");
+  cr_assert_eq(xfer_get_reused(fetch(m, name_url, NULL, 0)), 0,
+               "localhost is not 127.0.0.1");
+  cr_assert_eq(xfer_get_reused(fetch(m, ip_url, "127.0.0.2", 0)), 0,
+               "another local bind");
+  cr_assert_eq(xfer_get_reused(fetch(m, ip_url, "127.0.0.1", 0)), 0,
+               "a bind is not no bind");
+  cr_assert_eq(xfer_get_reused(fetch(m, ip_url, NULL, 4)), 0,
+               "IPv4-only is not any");
+  cr_assert_eq(xfer_get_reused(fetch(m, ip_url, "127.0.0.2", 0)), 1,
+               "same bind again");
+  ts_get_stats(web, &st);
+  cr_assert_eq(st.accepted, 5);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  ds_stop(dns);
+}
+
+/* The server closes idle connections: the dead one is found on checkout
+ * and the request goes out on a new connection. */
+TH_TEST(pool, dead_connection_is_dropped_on_checkout) {
+  struct ts_server *closing = ts_start(&(struct ts_config){.idle_close_ms = 50});
+  xfer_multi *m = xfer_multi_new(NULL);
+  struct timespec pause = {0, 200000000};
+  xfer_pool_stats ps;
+  const char *url = th_url(ts_port(closing), "/bytes/3");
+
+  fetch(m, url, NULL, 0);
+  nanosleep(&pause, NULL);
+  cr_assert_eq(xfer_get_reused(fetch(m, url, NULL, 0)), 0);
+  xfer_pool_get_stats(m->pool, &ps);
+  cr_assert_eq(ps.closed_total, 1, "the dead one was closed");
+  cr_assert_eq(ps.opened_total, 2);
+  cr_assert_eq(ps.reused_total, 0);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  ts_stop(closing);
+}
+
+TH_TEST(pool, idle_connections_per_destination_are_limited) {
+  xfer_pool *pool = xfer_pool_new(&(xfer_pool_opts){.max_idle_per_destination
+                                                    = 2});
+  xfer_multi *m = xfer_multi_new(pool);
+  xfer_pool_stats ps;
+
+  for (int i = 0; i < 4; i++)
+    xs[nxs++] = th_get(m, th_url(ts_port(web), "/delay/50/bytes/1"), NULL);
+  th_run(m, 5000);
+  xfer_pool_get_stats(pool, &ps);
+  cr_assert_eq(ps.opened_total, 4);
+  cr_assert_eq(ps.idle, 2);
+  cr_assert_eq(ps.closed_total, 2);
+  cr_assert_eq(xfer_pool_destroy(pool), XFER_E_IN_USE, "a multi uses it");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
+}
+
+/* The foundation of the shared pool: a connection one multi opened is
+ * reused by another. */
+TH_TEST(pool, multis_share_one_pool) {
+  xfer_pool *pool = xfer_pool_new(NULL);
+  xfer_multi *a = xfer_multi_new(pool), *b = xfer_multi_new(pool);
+  const char *url = th_url(ts_port(web), "/bytes/2");
+  xfer *first = fetch(a, url, NULL, 0);
+  xfer *second = fetch(b, url, NULL, 0);
+
+  cr_assert_eq(xfer_get_reused(second), 1);
+  cr_assert_eq(xfer_get_conn_id(second), xfer_get_conn_id(first));
+  cr_assert_eq(xfer_multi_destroy(a), XFER_M_OK);
+  cr_assert_eq(xfer_multi_destroy(b), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
+}
+
+TH_TEST(pool, bad_handles) {
+  xfer_pool_stats ps;
+  xfer *x = xfer_new();
+
+  cr_assert_eq(xfer_pool_destroy(NULL), XFER_OK);
+  cr_assert_eq(xfer_pool_destroy((xfer_pool *)x), XFER_E_BAD_HANDLE);
+  cr_assert_eq(xfer_pool_get_stats(NULL, &ps), XFER_E_BAD_HANDLE);
+  cr_assert_null(xfer_multi_new((xfer_pool *)x), "not a pool");
+  xfer_free(x);
+}

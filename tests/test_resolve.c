@@ -1,0 +1,166 @@
+/* lib/resolve.c: c-ares against a local DNS responder on 127.0.0.1 (never
+ * the system resolver). */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "dnsserver.h"
+#include "testhelp.h"
+#include "testserver.h"
+
+static struct ds_server *dns;
+static struct ts_server *web;
+static xfer_multi *m;
+static struct th_sockrec rec;
+static xfer *xs[64];
+static int nxs;
+
+static void setup(void) {
+  char servers[64];
+
+  dns = ds_start(NULL);
+  web = ts_start(NULL);
+  cr_assert(dns && web);
+  ds_add_a(dns, "web.test", "127.0.0.1", 60);
+  ds_add_a(dns, "slow.test", "127.0.0.1", 60);
+  ds_set_delay(dns, "slow.test", 200);
+  ds_add_a(dns, "short.test", "127.0.0.1", 1);
+  ds_add_silent(dns, "silent.test");
+  m = xfer_multi_new(NULL);
+  snprintf(servers, sizeof(servers), "127.0.0.1:%d", ds_port(dns));
+  cr_assert_eq(xfer_multi_set_dns_servers(m, servers), XFER_M_OK);
+  cr_assert_eq(xfer_multi_set_dns_timeout(m, 300, 1), XFER_M_OK);
+  th_sockrec_init(&rec);
+  xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
+}
+
+static void resolve_end(void) {
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  for (int i = 0; i < nxs; i++)
+    xfer_free(xs[i]);
+  ds_stop(dns);
+  ts_stop(web);
+}
+
+TestSuite(resolve, .init = setup);
+
+static xfer *prepare_name(const char *host, const char *path) {
+  char url[256];
+  xfer *x = xfer_new();
+
+  snprintf(url, sizeof(url), "http://%s:%d%s", host, ts_port(web), path);
+  cr_assert_lt(nxs, 64);
+  cr_assert_eq(xfer_set_url(x, url), XFER_OK);
+  return xs[nxs++] = x;
+}
+
+static xfer *get_name(const char *host, const char *path) {
+  xfer *x = prepare_name(host, path);
+  cr_assert_eq(xfer_multi_add(m, x), XFER_M_OK);
+  return x;
+}
+
+/* Not pooled afterwards, so the next request to the name must resolve. */
+static xfer *get_name_once(const char *host, const char *path) {
+  xfer *x = prepare_name(host, path);
+  cr_assert_eq(xfer_add_header(x, "Connection", "close"), XFER_OK);
+  cr_assert_eq(xfer_multi_add(m, x), XFER_M_OK);
+  return x;
+}
+
+TH_TEST(resolve, name_resolves_through_the_local_server) {
+  xfer *x = get_name("web.test", "/bytes/10");
+  xfer_timeline tl;
+
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  cr_assert_eq(xfer_get_status(x), 200);
+  cr_assert_geq(ds_queries(dns, "web.test"), 1);
+  xfer_get_timeline(x, &tl);
+  th_expect_timeline_ordered(x);
+  cr_assert_geq(tl.namelookup_us, tl.queue_us);
+}
+
+TH_TEST(resolve, unknown_name_is_nxdomain) {
+  xfer *x = get_name("nope.test", "/");
+
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_E_RESOLVE);
+  cr_assert(strstr(xfer_get_error_detail(x), "could not resolve 'nope.test'"),
+            "%s", xfer_get_error_detail(x));
+  cr_assert(strstr(xfer_get_error_detail(x), "not found"), "%s",
+            xfer_get_error_detail(x));
+  th_expect_timeline_ordered(x);
+}
+
+TH_TEST(resolve, silent_server_times_out) {
+  xfer *x = get_name("silent.test", "/");
+  xfer *ok = get_name("web.test", "/bytes/1");
+
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_E_RESOLVE_TIMEOUT, "%s",
+               xfer_get_error_detail(x));
+  cr_assert(strstr(xfer_get_error_detail(x), "silent.test"));
+  cr_assert_eq(th_result(m, ok), XFER_OK, "the other lookup is undisturbed");
+}
+
+/* Twenty transfers ask for one name at once: one lookup (an A and an AAAA
+ * query), through one channel socket that all twenty read. */
+TH_TEST(resolve, one_lookup_and_one_socket_for_many_transfers) {
+  enum { N = 20 };
+  int channel_fd = -1;
+  struct xfer__mev_socket_info info;
+
+  for (int i = 0; i < N; i++)
+    get_name("slow.test", "/bytes/10");
+  cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
+  for (int i = 0; i < rec.count; i++)
+    if (rec.calls[i].what == XFER_POLL_IN)
+      channel_fd = rec.calls[i].fd;
+  cr_assert_neq(channel_fd, -1, "the channel's socket was reported");
+  cr_assert_eq(rec.count, 1, "one socket, reported once");
+  cr_assert(xfer__mev_socket_info(m, channel_fd, &info));
+  cr_assert_eq(info.readers, N, "every resolving transfer reads it");
+  th_run(m, 5000);
+  for (int i = 0; i < N; i++)
+    cr_assert_eq(th_result(m, xs[i]), XFER_OK, "%s",
+                 xfer_get_error_detail(xs[i]));
+  cr_assert_eq(ds_queries(dns, "slow.test"), 2, "A and AAAA, once");
+}
+
+TH_TEST(resolve, answers_are_cached_for_their_ttl) {
+  struct timespec pause = {1, 200000000};
+  long before;
+
+  xfer_pool_stats ps;
+
+  get_name_once("web.test", "/bytes/1");
+  th_run(m, 5000);
+  before = ds_queries(dns, "web.test");
+  get_name_once("web.test", "/bytes/1");
+  th_run(m, 5000);
+  cr_assert_eq(ds_queries(dns, "web.test"), before, "served from the cache");
+
+  get_name_once("short.test", "/bytes/1"); /* TTL 1 s */
+  th_run(m, 5000);
+  before = ds_queries(dns, "short.test");
+  nanosleep(&pause, NULL);
+  get_name_once("short.test", "/bytes/1");
+  th_run(m, 5000);
+  cr_assert_gt(ds_queries(dns, "short.test"), before, "expired: asked again");
+  for (int i = 0; i < nxs; i++) {
+    cr_assert_eq(th_result(m, xs[i]), XFER_OK);
+    cr_assert_eq(xfer_get_reused(xs[i]), 0, "each one resolved and connected");
+  }
+  xfer_pool_get_stats(m->pool, &ps);
+  cr_assert_eq(ps.idle, 0);
+}
+
+TH_TEST(resolve, servers_are_set_before_the_first_lookup) {
+  get_name("web.test", "/bytes/1");
+  th_run(m, 5000);
+  cr_assert_eq(xfer_multi_set_dns_servers(m, "127.0.0.1:1"),
+               XFER_M_BAD_ARGUMENT);
+  cr_assert_eq(xfer_multi_set_dns_timeout(m, 100, 1), XFER_M_BAD_ARGUMENT);
+}
