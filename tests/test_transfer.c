@@ -227,8 +227,13 @@ TH_TEST(http, body_framings) {
   th_expect_pattern(sinks[4].data, sinks[4].len, 50);
   cr_assert_str_eq(xfer_get_header(hx[5], "Content-Length"), "300");
   cr_assert_eq(sinks[5].len, 0, "HEAD has no body");
+  /* A transfer can finish in its first run on loopback and hand its
+   * connection to the next, so count connections, not transfers. */
   xfer_pool_get_stats(hm->pool, &ps);
-  cr_assert_eq(ps.idle, 5, "all but the close-delimited one are pooled");
+  cr_assert_eq(ps.idle, ps.opened_total - 1,
+               "all but the close-delimited one are pooled (%llu of %llu)",
+               (unsigned long long)ps.idle,
+               (unsigned long long)ps.opened_total);
 }
 
 TH_TEST(http, post_with_body_and_headers) {
