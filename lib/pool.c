@@ -5,9 +5,12 @@
  */
 #include "common.h"
 
-#ifndef XFER_TSAN
-/* Inline RCU read-side fast paths; TSan builds call into liburcu-bp.so
- * instead, where the suppressions file can name it (notes/tsan-liburcu). */
+#ifndef XFER_SANITIZE
+/* Inline RCU read-side fast paths. Sanitizer builds call into
+ * liburcu-bp.so instead: TSan so that its suppressions can name the
+ * library (notes/tsan-liburcu.md), UBSan because liburcu 0.13's inline
+ * reader touches its 128-byte aligned reader struct at addresses its own
+ * allocator does not align (a report in third-party code). */
 #define _LGPL_SOURCE
 #endif
 #include <pthread.h>

@@ -81,10 +81,10 @@ TH_TEST(options, nothing_changes_while_added_and_bad_handles) {
   cr_assert_eq(xfer_add_header(x, "A", "b"), XFER_E_IN_USE);
   cr_assert_eq(xfer_set_timeout_ms(x, 1), XFER_E_IN_USE);
   cr_assert_eq(xfer_multi_remove(m, x), XFER_M_OK);
+  cr_assert_eq(xfer_set_write_cb((xfer *)m, NULL, NULL), XFER_E_BAD_HANDLE);
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   cr_assert_eq(xfer_set_url(NULL, "http://h/"), XFER_E_BAD_HANDLE);
   cr_assert_eq(xfer_set_timeout_ms(NULL, 1), XFER_E_BAD_HANDLE);
-  cr_assert_eq(xfer_set_write_cb((xfer *)m, NULL, NULL), XFER_E_BAD_HANDLE);
   cr_assert_eq(xfer_get_status(NULL), 0);
   cr_assert_null(xfer_get_header(NULL, "a"));
   cr_assert_eq(xfer_get_result(NULL), XFER_E_BAD_HANDLE);
