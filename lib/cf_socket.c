@@ -13,6 +13,27 @@
 #include "cf_socket.h"
 #include "multi.h"
 
+bool xfer__addr_parse(struct xfer__addr *a, const char *ip, uint16_t port,
+                      int ip_version) {
+  struct sockaddr_in *s4 = (void *)&a->sa;
+  struct sockaddr_in6 *s6 = (void *)&a->sa;
+
+  memset(a, 0, sizeof(*a));
+  if (ip_version != 6 && inet_pton(AF_INET, ip, &s4->sin_addr) == 1) {
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons(port);
+    a->len = sizeof(*s4);
+    return true;
+  }
+  if (ip_version != 4 && inet_pton(AF_INET6, ip, &s6->sin6_addr) == 1) {
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons(port);
+    a->len = sizeof(*s6);
+    return true;
+  }
+  return false;
+}
+
 void xfer__addr_text(const struct xfer__addr *a, char *out, size_t len) {
   char ip[INET6_ADDRSTRLEN] = "?";
   unsigned port = 0;

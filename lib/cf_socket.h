@@ -61,6 +61,11 @@ xfer__time xfer__cf_socket_next_at(const struct xfer__cf_socket *cf);
 /* Closes every attempt in flight (through socket_done). */
 void xfer__cf_socket_close(struct xfer__cf_socket *cf, xfer_multi *m);
 
+/* Parses a numeric IPv4 or IPv6 address (ip_version 4 or 6 allows only
+ * that family; 0 either) with `port`. false when it is not one. */
+bool xfer__addr_parse(struct xfer__addr *a, const char *ip, uint16_t port,
+                      int ip_version);
+
 /* "127.0.0.1 port 80" / "::1 port 80" */
 void xfer__addr_text(const struct xfer__addr *a, char *out, size_t len);
 

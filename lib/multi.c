@@ -79,8 +79,8 @@ void xfer__multi_mark_dirty(xfer_multi *m, xfer *x) {
 
 void xfer__multi_fail_soon(xfer_multi *m, xfer *x, xfer_code code, int fd) {
   if (x->pending_error == XFER_OK) {
-    x->pending_error = code;
-    xfer__set_detail(x, "the socket callback refused fd %d", fd);
+    x->pending_error = xfer__fail(x, code, "the socket callback refused fd %d",
+                                  fd);
   }
   xfer__multi_mark_dirty(m, x);
 }
@@ -126,11 +126,9 @@ static void xfer_run(xfer_multi *m, xfer *x) {
     xfer_code assessed = xfer__mev_assess_xfer(m, x);
     if (assessed == XFER_OK)
       return;
-    if (assessed == XFER_E_SOCKET_CALLBACK)
-      xfer__set_detail(x, "the socket callback refused a socket");
-    else
-      xfer__set_detail(x, "out of memory while tracking sockets");
-    rc = (int)assessed;
+    rc = assessed == XFER_E_SOCKET_CALLBACK
+             ? xfer__fail(x, assessed, "the socket callback refused a socket")
+             : xfer__fail(x, assessed, "out of memory while tracking sockets");
   }
   xfer_finish(m, x, (xfer_code)rc);
 }

@@ -4,9 +4,6 @@
  */
 #include "common.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -21,16 +18,6 @@ static xfer_code settable(xfer *x) {
   if (x->multi)
     return XFER_E_IN_USE;
   return XFER_OK;
-}
-
-__attribute__((format(printf, 3, 4))) static xfer_code
-refuse(xfer *x, xfer_code code, const char *fmt, ...) {
-  va_list ap;
-
-  va_start(ap, fmt);
-  vsnprintf(x->detail, sizeof(x->detail), fmt, ap);
-  va_end(ap);
-  return code;
 }
 
 xfer_code xfer_set_url(xfer *x, const char *url) {
@@ -61,15 +48,15 @@ xfer_code xfer_set_method(xfer *x, const char *method) {
   if (rc)
     return rc;
   if (!method || !*method)
-    return refuse(x, XFER_E_BAD_ARGUMENT, "empty method");
+    return xfer__fail(x, XFER_E_BAD_ARGUMENT, "empty method");
   n = strlen(method);
   if (n >= sizeof(x->opts.method))
-    return refuse(x, XFER_E_BAD_ARGUMENT, "method longer than %zu bytes",
-                  sizeof(x->opts.method) - 1);
+    return xfer__fail(x, XFER_E_BAD_ARGUMENT, "method longer than %zu bytes",
+                      sizeof(x->opts.method) - 1);
   for (size_t i = 0; i < n; i++)
     if (!is_tchar(method[i]))
-      return refuse(x, XFER_E_BAD_ARGUMENT,
-                    "method '%s' is not an HTTP token", method);
+      return xfer__fail(x, XFER_E_BAD_ARGUMENT,
+                        "method '%s' is not an HTTP token", method);
   memcpy(x->opts.method, method, n + 1);
   return XFER_OK;
 }
@@ -82,15 +69,15 @@ xfer_code xfer_add_header(xfer *x, const char *name, const char *value) {
   if (rc)
     return rc;
   if (!name || !*name || !value)
-    return refuse(x, XFER_E_BAD_ARGUMENT, "header name and value required");
+    return xfer__fail(x, XFER_E_BAD_ARGUMENT, "header name and value required");
   for (const char *p = name; *p; p++)
     if (!is_tchar(*p))
-      return refuse(x, XFER_E_BAD_ARGUMENT,
-                    "header name '%.40s' is not an HTTP token", name);
+      return xfer__fail(x, XFER_E_BAD_ARGUMENT,
+                        "header name '%.40s' is not an HTTP token", name);
   /* A CR or LF would let the value inject headers or a second request. */
   if (strpbrk(value, "\r\n"))
-    return refuse(x, XFER_E_BAD_ARGUMENT,
-                  "header '%.40s' value holds CR or LF", name);
+    return xfer__fail(x, XFER_E_BAD_ARGUMENT,
+                      "header '%.40s' value holds CR or LF", name);
   if (!xfer__buf_append(b, name, strlen(name)) ||
       !xfer__buf_append(b, ": ", 2) ||
       !xfer__buf_append(b, value, strlen(value)) ||
@@ -117,7 +104,7 @@ xfer_code xfer_set_body(xfer *x, const void *data, size_t len) {
   if (rc)
     return rc;
   if (len && !data)
-    return refuse(x, XFER_E_BAD_ARGUMENT, "NULL body of %zu bytes", len);
+    return xfer__fail(x, XFER_E_BAD_ARGUMENT, "NULL body of %zu bytes", len);
   if (len && !(copy = xfer__malloc(len)))
     return XFER_E_OUT_OF_MEMORY;
   if (len)
@@ -137,7 +124,8 @@ xfer_code xfer_set_body_cb(xfer *x, xfer_read_cb cb, void *userp,
   if (rc)
     return rc;
   if (size < -1)
-    return refuse(x, XFER_E_BAD_ARGUMENT, "body size %lld", (long long)size);
+    return xfer__fail(x, XFER_E_BAD_ARGUMENT, "body size %lld",
+                      (long long)size);
   xfer__free(x->opts.body);
   x->opts.body = NULL;
   x->opts.body_len = 0;
@@ -175,8 +163,8 @@ xfer_code xfer_set_ip_version(xfer *x, int version) {
     return rc;
   if (version != XFER_IPRESOLVE_ANY && version != XFER_IPRESOLVE_V4 &&
       version != XFER_IPRESOLVE_V6)
-    return refuse(x, XFER_E_BAD_ARGUMENT, "IP version %d (0, 4 or 6)",
-                  version);
+    return xfer__fail(x, XFER_E_BAD_ARGUMENT, "IP version %d (0, 4 or 6)",
+                      version);
   x->opts.ip_version = version;
   return XFER_OK;
 }
@@ -184,8 +172,6 @@ xfer_code xfer_set_ip_version(xfer *x, int version) {
 xfer_code xfer_set_local_address(xfer *x, const char *ip) {
   xfer_code rc = settable(x);
   struct xfer__addr a;
-  struct sockaddr_in *s4 = (void *)&a.sa;
-  struct sockaddr_in6 *s6 = (void *)&a.sa;
 
   if (rc)
     return rc;
@@ -193,17 +179,9 @@ xfer_code xfer_set_local_address(xfer *x, const char *ip) {
     x->opts.local_text[0] = '\0';
     return XFER_OK;
   }
-  memset(&a, 0, sizeof(a));
-  if (inet_pton(AF_INET, ip, &s4->sin_addr) == 1) {
-    s4->sin_family = AF_INET;
-    a.len = sizeof(*s4);
-  } else if (inet_pton(AF_INET6, ip, &s6->sin6_addr) == 1) {
-    s6->sin6_family = AF_INET6;
-    a.len = sizeof(*s6);
-  } else {
-    return refuse(x, XFER_E_BAD_ARGUMENT,
-                  "local address '%.60s' is not a numeric IP address", ip);
-  }
+  if (!xfer__addr_parse(&a, ip, 0, 0))
+    return xfer__fail(x, XFER_E_BAD_ARGUMENT,
+                      "local address '%.60s' is not a numeric IP address", ip);
   x->opts.local = a;
   snprintf(x->opts.local_text, sizeof(x->opts.local_text), "%s", ip);
   return XFER_OK;
@@ -215,7 +193,7 @@ static xfer_code set_ms(xfer *x, long *field, long ms, const char *what) {
   if (rc)
     return rc;
   if (ms < 0)
-    return refuse(x, XFER_E_BAD_ARGUMENT, "negative %s: %ld ms", what, ms);
+    return xfer__fail(x, XFER_E_BAD_ARGUMENT, "negative %s: %ld ms", what, ms);
   *field = ms;
   return XFER_OK;
 }
@@ -226,8 +204,7 @@ xfer_code xfer_set_connect_timeout_ms(xfer *x, long ms) {
 }
 
 xfer_code xfer_set_timeout_ms(xfer *x, long ms) {
-  return set_ms(x, xfer__valid(x) ? &x->opts.timeout_ms : NULL, ms,
-                "timeout");
+  return set_ms(x, xfer__valid(x) ? &x->opts.timeout_ms : NULL, ms, "timeout");
 }
 
 xfer_code xfer_set_low_speed(xfer *x, long bytes, long period_ms) {
@@ -236,8 +213,8 @@ xfer_code xfer_set_low_speed(xfer *x, long bytes, long period_ms) {
   if (rc)
     return rc;
   if (bytes < 0 || (bytes > 0 && period_ms <= 0))
-    return refuse(x, XFER_E_BAD_ARGUMENT,
-                  "low speed %ld bytes per %ld ms", bytes, period_ms);
+    return xfer__fail(x, XFER_E_BAD_ARGUMENT, "low speed %ld bytes per %ld ms",
+                      bytes, period_ms);
   x->opts.low_speed_bytes = bytes;
   x->opts.low_speed_period_ms = period_ms;
   return XFER_OK;
@@ -249,8 +226,8 @@ xfer_code xfer_set_max_header_size(xfer *x, size_t bytes) {
   if (rc)
     return rc;
   if (bytes < 64)
-    return refuse(x, XFER_E_BAD_ARGUMENT, "header size limit %zu < 64",
-                  bytes);
+    return xfer__fail(x, XFER_E_BAD_ARGUMENT, "header size limit %zu < 64",
+                      bytes);
   x->opts.max_header_bytes = bytes;
   return XFER_OK;
 }
@@ -261,12 +238,12 @@ xfer_code xfer_set_follow_redirects(xfer *x, int max) {
   if (rc)
     return rc;
   if (max < 0)
-    return refuse(x, XFER_E_BAD_ARGUMENT, "redirect limit %d", max);
+    return xfer__fail(x, XFER_E_BAD_ARGUMENT, "redirect limit %d", max);
   x->opts.max_redirects = max;
   return XFER_OK;
 }
 
-/* --- getters ---------------------------------------------------------------- */
+/* --- getters ------------------------------------------------------------ */
 
 int xfer_get_status(const xfer *x) {
   return xfer__valid(x) && x->http.resp.headers_done ? x->http.resp.status : 0;
@@ -279,9 +256,8 @@ const char *xfer_get_header(const xfer *x, const char *name) {
 }
 
 size_t xfer_get_header_count(const xfer *x) {
-  return xfer__valid(x) && x->http.resp.headers_done
-             ? x->http.resp.header_count
-             : 0;
+  return xfer__valid(x) && x->http.resp.headers_done ? x->http.resp.header_count
+                                                     : 0;
 }
 
 xfer_code xfer_get_header_at(const xfer *x, size_t i, const char **name,
@@ -312,9 +288,7 @@ uint64_t xfer_get_conn_id(const xfer *x) {
   return xfer__valid(x) ? x->http.conn_id : 0;
 }
 
-int xfer_get_reused(const xfer *x) {
-  return xfer__valid(x) && x->http.reused;
-}
+int xfer_get_reused(const xfer *x) { return xfer__valid(x) && x->http.reused; }
 
 int xfer_get_redirects(const xfer *x) {
   return xfer__valid(x) ? x->http.redirects : 0;

@@ -108,27 +108,6 @@ static struct xfer__resolver *resolver_get(xfer_multi *m, char *detail,
   return r;
 }
 
-static bool numeric(const char *host, uint16_t port, int ip_version,
-                    struct xfer__resolve_req *req) {
-  struct sockaddr_in *s4 = (void *)&req->addrs[0].sa;
-  struct sockaddr_in6 *s6 = (void *)&req->addrs[0].sa;
-
-  memset(&req->addrs[0], 0, sizeof(req->addrs[0]));
-  if (ip_version != 6 && inet_pton(AF_INET, host, &s4->sin_addr) == 1) {
-    s4->sin_family = AF_INET;
-    s4->sin_port = htons(port);
-    req->addrs[0].len = sizeof(*s4);
-  } else if (ip_version != 4 && inet_pton(AF_INET6, host, &s6->sin6_addr) == 1) {
-    s6->sin6_family = AF_INET6;
-    s6->sin6_port = htons(port);
-    req->addrs[0].len = sizeof(*s6);
-  } else {
-    return false;
-  }
-  req->naddrs = 1;
-  return true;
-}
-
 static void set_port(struct xfer__addr *a, uint16_t port) {
   if (a->sa.ss_family == AF_INET6)
     ((struct sockaddr_in6 *)(void *)&a->sa)->sin6_port = htons(port);
@@ -250,7 +229,8 @@ xfer_code xfer__resolve_start(xfer_multi *m, struct xfer__resolve_req *req,
   memset(req, 0, sizeof(*req));
   xfer__list_init(&req->waiter_node);
   req->x = x;
-  if (numeric(host, port, ip_version, req)) {
+  if (xfer__addr_parse(&req->addrs[0], host, port, ip_version)) {
+    req->naddrs = 1;
     req->done = true;
     return XFER_OK;
   }

@@ -160,12 +160,13 @@ void xfer__expire_clear(xfer *x, enum xfer__expire_id id) {
   xfer__expiry_clear(&x->multi->timers, &x->expiry, id);
 }
 
-void xfer__set_detail(xfer *x, const char *fmt, ...) {
+xfer_code xfer__fail(xfer *x, xfer_code code, const char *fmt, ...) {
   va_list ap;
 
   va_start(ap, fmt);
   vsnprintf(x->detail, sizeof(x->detail), fmt, ap);
   va_end(ap);
+  return code;
 }
 
 /* ------------------------------------------------------------------------
@@ -178,15 +179,9 @@ void xfer__set_detail(xfer *x, const char *fmt, ...) {
 #define STEP_AGAIN XFER__RUN_AGAIN /* wait for the pollset or a timer */
 #define STEP_NEXT (-2)             /* the state changed: go on at once */
 
-__attribute__((format(printf, 3, 4))) static int
-http_fail(xfer *x, xfer_code code, const char *fmt, ...) {
-  va_list ap;
-
-  va_start(ap, fmt);
-  vsnprintf(x->detail, sizeof(x->detail), fmt, ap);
-  va_end(ap);
-  return (int)code;
-}
+/* A step's failure: the detail recorded, the code returned as a step
+ * result. */
+#define http_fail(x, ...) ((int)xfer__fail((x), __VA_ARGS__))
 
 /* Drops the connection: closed (it broke or may not be reused). */
 static void conn_drop(xfer *x) {

@@ -190,8 +190,9 @@ void xfer__expire_clear(xfer *x, enum xfer__expire_id id);
  * its own (lib/transfer.c). */
 extern const struct xfer__handler xfer__http_handler;
 
-/* Records the detail text of an error (printf format). */
-void xfer__set_detail(xfer *x, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+/* Records the detail text of an error (printf format) and returns `code`,
+ * so that a failure is one statement: return xfer__fail(x, code, ...). */
+xfer_code xfer__fail(xfer *x, xfer_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 
 #endif /* XFER_TRANSFER_H */
