@@ -549,7 +549,9 @@ static int step_recv(xfer *x) {
     if (h->resp.complete)
       return finish_response(x);
   }
-  xfer__multi_mark_dirty(m, x); /* more may be waiting: run again soon */
+  /* More may be waiting. Come back through the timer (0 ms) rather than
+   * the dirty list, so a fast download cannot keep one call running. */
+  xfer__expire_in(x, XFER__EXPIRE_RUN_NOW, 0);
   return STEP_AGAIN;
 }
 

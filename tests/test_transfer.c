@@ -236,6 +236,21 @@ TH_TEST(http, body_framings) {
                (unsigned long long)ps.opened_total);
 }
 
+/* More than 16 reads of 64 KiB: the transfer yields and comes back
+ * through its run-now timer, and the body arrives whole and in order. */
+TH_TEST(http, large_body_over_many_runs) {
+  xfer_multi_stats st;
+
+  get(0, "/bytes/4000000");
+  th_run(hm, 10000);
+  cr_assert_eq(th_result(hm, hx[0]), XFER_OK, "%s",
+               xfer_get_error_detail(hx[0]));
+  th_expect_pattern(sinks[0].data, sinks[0].len, 4000000);
+  xfer_multi_get_stats(hm, &st);
+  cr_assert_geq(st.xfers_run, 4, "ran %llu times",
+                (unsigned long long)st.xfers_run);
+}
+
 TH_TEST(http, post_with_body_and_headers) {
   prepare(0, "/echo");
   cr_assert_eq(xfer_set_method(hx[0], "POST"), XFER_OK);
