@@ -29,10 +29,12 @@
 #define TSAN_PUBLISH(node) __tsan_release(node)
 #define TSAN_READ_BEGIN(node) __tsan_acquire(node)
 #define TSAN_READ_END(rcu) __tsan_release(rcu)
+#define TSAN_BEFORE_FREE(rcu) __tsan_acquire(rcu)
 #else
 #define TSAN_PUBLISH(node) ((void)0)
 #define TSAN_READ_BEGIN(node) ((void)0)
 #define TSAN_READ_END(rcu) ((void)0)
+#define TSAN_BEFORE_FREE(rcu) ((void)0)
 #endif
 
 #define XFER__MAGIC_POOL 0x706f6f6cu /* "pool" */
@@ -107,6 +109,7 @@ xfer_code xfer_pool_destroy(xfer_pool *pool) {
       xfer__conn_close(c, NULL);
     }
     pthread_mutex_destroy(&b->lock);
+    TSAN_BEFORE_FREE(&b->rcu);
     xfer__free(b);
   }
   rcu_read_unlock();

@@ -203,6 +203,33 @@ TH_TEST(http, keep_alive_connection_is_reused) {
   cr_assert_eq(st.requests, 2);
 }
 
+/* Rule 4, deterministic: when the application hears REMOVE for the
+ * connection's socket, the connection is not in the pool yet, so no other
+ * thread can have taken it while this loop still watched the fd. */
+static uint64_t idle_at_remove = 99;
+
+static int remove_order_cb(xfer_multi *m, int fd, int what, void *userp,
+                           void *socketp) {
+  xfer_pool_stats ps;
+  if (what == XFER_POLL_REMOVE) {
+    xfer_pool_get_stats(m->pool, &ps);
+    idle_at_remove = ps.idle;
+  }
+  return 0;
+}
+
+TH_TEST(http, remove_is_reported_before_the_pool_gets_the_connection) {
+  xfer_pool_stats ps;
+
+  xfer_multi_set_socket_cb(hm, remove_order_cb, NULL);
+  get(0, "/delay/50/bytes/10");
+  th_run(hm, 5000);
+  cr_assert_eq(th_result(hm, hx[0]), XFER_OK);
+  xfer_pool_get_stats(hm->pool, &ps);
+  cr_assert_eq(ps.idle, 1, "pooled afterwards");
+  cr_assert_eq(idle_at_remove, 0, "REMOVE came after the pool had it");
+}
+
 TH_TEST(http, body_framings) {
   xfer_pool_stats ps;
 
