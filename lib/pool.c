@@ -54,11 +54,15 @@ struct xfer_pool {
   uint32_t magic;
   struct cds_lfht *bundles;
   unsigned max_idle_per_destination;
+  xfer__time recheck;
   atomic_int multis;
   atomic_long idle;
   atomic_long opened;
   atomic_long reused;
   atomic_long closed;
+  atomic_long reopened;
+  atomic_long dead_on_checkout;
+  atomic_long retries;
 };
 
 struct bundle_key {
@@ -84,6 +88,9 @@ xfer_pool *xfer_pool_new(const xfer_pool_opts *opts) {
   pool->max_idle_per_destination =
       opts && opts->max_idle_per_destination ? opts->max_idle_per_destination
                                              : 64;
+  pool->recheck = (xfer__time)(opts && opts->recheck_ms ? opts->recheck_ms
+                                                        : 1000) *
+                  XFER__NS_PER_MS;
   return pool;
 }
 
@@ -132,6 +139,12 @@ xfer_code xfer_pool_get_stats(xfer_pool *pool, xfer_pool_stats *out) {
       (uint64_t)atomic_load_explicit(&pool->reused, memory_order_relaxed);
   out->closed_total =
       (uint64_t)atomic_load_explicit(&pool->closed, memory_order_relaxed);
+  out->reopened_total =
+      (uint64_t)atomic_load_explicit(&pool->reopened, memory_order_relaxed);
+  out->dead_on_checkout = (uint64_t)atomic_load_explicit(
+      &pool->dead_on_checkout, memory_order_relaxed);
+  out->retries_total =
+      (uint64_t)atomic_load_explicit(&pool->retries, memory_order_relaxed);
   return XFER_OK;
 }
 
@@ -139,8 +152,14 @@ void xfer__pool_attach(xfer_pool *pool) { atomic_fetch_add(&pool->multis, 1); }
 
 void xfer__pool_detach(xfer_pool *pool) { atomic_fetch_sub(&pool->multis, 1); }
 
-void xfer__pool_count_open(xfer_pool *pool) {
+void xfer__pool_count_open(xfer_pool *pool, bool reopen) {
   atomic_fetch_add_explicit(&pool->opened, 1, memory_order_relaxed);
+  if (reopen)
+    atomic_fetch_add_explicit(&pool->reopened, 1, memory_order_relaxed);
+}
+
+void xfer__pool_count_retry(xfer_pool *pool) {
+  atomic_fetch_add_explicit(&pool->retries, 1, memory_order_relaxed);
 }
 
 static int bundle_match(struct cds_lfht_node *node, const void *arg) {
@@ -200,17 +219,23 @@ static struct xfer__conn *take_newest(xfer_pool *pool, const char *key,
 }
 
 struct xfer__conn *xfer__pool_checkout(xfer_pool *pool, const char *key,
-                                       size_t key_len, uint64_t hash) {
+                                       size_t key_len, uint64_t hash,
+                                       xfer__time now, bool *saw_dead) {
   struct xfer__conn *c;
 
-  /* The liveness check is a syscall: made after the lock is released. */
+  /* The liveness check is a syscall: made after the lock is released, and
+   * only for connections idle past the recheck interval (a fresh one that
+   * died anyway is caught by the retry of idempotent requests). */
   while ((c = take_newest(pool, key, key_len, hash))) {
-    if (xfer__conn_alive(c)) {
+    if (now - c->last_used < pool->recheck || xfer__conn_alive(c)) {
       atomic_fetch_add_explicit(&pool->reused, 1, memory_order_relaxed);
       return c;
     }
+    *saw_dead = true;
     xfer__conn_close(c, NULL); /* tracked by no multi while idle */
     atomic_fetch_add_explicit(&pool->closed, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pool->dead_on_checkout, 1,
+                              memory_order_relaxed);
   }
   return NULL;
 }

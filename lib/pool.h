@@ -20,10 +20,13 @@
 #include "conn.h"
 #include "now.h"
 
-/* Takes the most recently idled connection for `key` that is still alive,
- * or returns NULL. Dead ones found on the way are closed. Thread-safe. */
+/* Takes the most recently idled connection for `key`, or returns NULL.
+ * One idle for longer than the recheck interval (at the caller's `now`)
+ * is checked for liveness first; dead ones are closed and *saw_dead set.
+ * Thread-safe; never reads the clock. */
 struct xfer__conn *xfer__pool_checkout(xfer_pool *pool, const char *key,
-                                       size_t key_len, uint64_t hash);
+                                       size_t key_len, uint64_t hash,
+                                       xfer__time now, bool *saw_dead);
 
 /* Hands an idle connection to the pool (its socket must no longer be
  * tracked by any multi). Closed instead when the destination already has
@@ -31,8 +34,11 @@ struct xfer__conn *xfer__pool_checkout(xfer_pool *pool, const char *key,
  * caller transfer's: the pool never reads the clock. Thread-safe. */
 void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now);
 
-/* Counts a connection opened for the pool's users. */
-void xfer__pool_count_open(xfer_pool *pool);
+/* Counts a connection opened for the pool's users; `reopen`: because a
+ * reused one was dead. */
+void xfer__pool_count_open(xfer_pool *pool, bool reopen);
+/* Counts a request retried on a fresh connection. */
+void xfer__pool_count_retry(xfer_pool *pool);
 
 /* A multi attaches to the pool for its life; the pool cannot be destroyed
  * while multis are attached. */

@@ -115,6 +115,9 @@ void xfer__start(xfer *x, xfer__time now) {
   memset(&x->msg, 0, sizeof(x->msg));
   x->http.state = XFER__HTTP_INIT;
   x->http.started = false;
+  x->http.fresh_only = false;
+  x->http.saw_dead = false;
+  x->http.retries = 0;
   x->http.got_byte = false;
   x->http.url = &x->opts.url;
   x->http.conn_id = 0;
@@ -148,6 +151,8 @@ void xfer__stamp(xfer *x, enum xfer__phase p) {
     previous = x->stamps[i];
   }
   x->stamps[p] = x->now;
+  for (size_t i = (size_t)p + 1; i < XFER__PHASE_COUNT; i++)
+    x->stamps[i] = XFER__TIME_NEVER;
 }
 
 void xfer__expire_in(xfer *x, enum xfer__expire_id id, xfer__time delay_ns) {
@@ -235,8 +240,10 @@ static int step_init(xfer *x) {
     return http_fail(x, XFER_E_BAD_URL, "the host name is too long");
   h->key_hash = xfer__conn_key_hash(h->key, h->key_len);
 
-  h->conn = xfer__pool_checkout(x->multi->pool, h->key, h->key_len,
-                                h->key_hash);
+  h->conn = h->fresh_only ? NULL
+                          : xfer__pool_checkout(x->multi->pool, h->key,
+                                                h->key_len, h->key_hash,
+                                                x->now, &h->saw_dead);
   if (h->conn) {
     h->reused = true;
     h->conn_id = h->conn->id;
@@ -302,7 +309,7 @@ static int step_connect(xfer *x) {
     return http_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
   }
   h->conn_id = h->conn->id;
-  xfer__pool_count_open(x->multi->pool);
+  xfer__pool_count_open(x->multi->pool, h->saw_dead || h->retries > 0);
   xfer__expire_clear(x, XFER__EXPIRE_CONNECT);
   xfer__stamp(x, XFER__PHASE_CONNECT);
   return enter_send(x);
@@ -365,6 +372,46 @@ static int refill_from_callback(xfer *x) {
   return STEP_NEXT;
 }
 
+/* Rule 6: a request that failed on a reused connection before any
+ * response byte is sent again on a fresh one, when sending it twice is
+ * harmless (an idempotent method) and possible (no body, or a buffer). */
+#define XFER__MAX_RETRIES 2
+
+static bool idempotent(const char *method) {
+  static const char *const safe[] = {"GET", "HEAD", "PUT", "DELETE",
+                                     "OPTIONS"};
+  for (size_t i = 0; i < XFER__ARRAY_SIZE(safe); i++)
+    if (strcmp(method, safe[i]) == 0)
+      return true;
+  return false;
+}
+
+/* The connection failed (err: an errno, 0 for EOF). Retries, fails with a
+ * clear error, or returns -1 when it was not a reused connection that
+ * died unanswered (the caller reports its own error). */
+static int reused_conn_failed(xfer *x, int err) {
+  struct xfer__http *h = &x->http;
+  bool streamed = h->send_body && x->opts.read_cb;
+
+  if (!h->reused || h->got_byte)
+    return -1;
+  conn_drop(x);
+  if (!streamed && idempotent(h->method) && h->retries < XFER__MAX_RETRIES) {
+    h->retries++;
+    xfer__pool_count_retry(x->multi->pool);
+    h->fresh_only = true;
+    h->state = XFER__HTTP_INIT;
+    return STEP_NEXT;
+  }
+  return http_fail(x, XFER_E_PEER_CLOSED,
+                   "the server closed a reused connection before answering "
+                   "(%s); a %s request is not retried: %s",
+                   err ? strerror(err) : "end of file", h->method,
+                   streamed ? "its streamed body cannot be sent again"
+                   : h->retries ? "the retries are used up"
+                                : "the server may have processed it");
+}
+
 /* The connection is ready: the request is built and about to go. */
 static int enter_send(xfer *x) {
   if (!build_request(x))
@@ -400,14 +447,23 @@ static int step_send(xfer *x) {
       }
       break;
     }
-    n = writev(h->conn->fd, iov, iovcnt);
+    /* One call for head and body, like writev, but without SIGPIPE when
+     * the peer is gone. */
+    n = sendmsg(h->conn->fd,
+                &(struct msghdr){.msg_iov = iov, .msg_iovlen = (size_t)iovcnt},
+                MSG_NOSIGNAL);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
       return STEP_AGAIN;
     if (n < 0 && errno == EINTR)
       continue;
-    if (n < 0)
+    if (n < 0) {
+      int err = errno, rc = reused_conn_failed(x, err);
+      if (rc != -1)
+        return rc;
+      conn_drop(x);
       return http_fail(x, XFER_E_SEND, "sending the request failed: %s",
-                       strerror(errno));
+                       strerror(err));
+    }
     h->bytes_sent += (uint64_t)n;
     if (h->out_sent < h->out.len) {
       size_t head_left = h->out.len - h->out_sent;
@@ -528,11 +584,17 @@ static int step_recv(xfer *x) {
     if (n < 0 && errno == EINTR)
       continue;
     if (n < 0) {
+      int err = errno, retry = reused_conn_failed(x, err);
+      if (retry != -1)
+        return retry;
       conn_drop(x);
       return http_fail(x, XFER_E_RECV, "receiving the response failed: %s",
-                       strerror(errno));
+                       strerror(err));
     }
     if (n == 0) {
+      int retry = reused_conn_failed(x, 0);
+      if (retry != -1)
+        return retry;
       rc = xfer__http1_resp_eof(&h->resp);
       if (rc)
         return recv_failed(x, rc);

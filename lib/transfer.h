@@ -109,6 +109,9 @@ struct xfer__http {
   struct xfer__conn *conn;
   bool reused;
   bool started;                  /* the first run happened */
+  bool fresh_only;               /* a retry: do not take from the pool */
+  bool saw_dead;                 /* the pool had a dead one for us */
+  int retries;
   struct xfer__buf out;          /* head, then streamed body frames */
   size_t out_sent;
   size_t body_sent;              /* of opts.body */
@@ -179,7 +182,9 @@ void xfer__now_update(xfer *x, const xfer *from);
 void xfer__now_refresh(xfer *x);
 
 /* Records the end of phase p at the transfer's `now`. Earlier phases not
- * reached take the previous phase's value, so the timeline stays ordered. */
+ * reached take the previous phase's value; later ones recorded by an
+ * earlier attempt (a retry, a redirect hop) are cleared, to be recorded
+ * again: the timeline stays ordered. */
 void xfer__stamp(xfer *x, enum xfer__phase p);
 
 /* Sets expiry `id` to fire `delay_ns` after the transfer's `now`. */

@@ -11,7 +11,7 @@
 #include "testserver.h"
 
 static struct ts_server *web;
-static xfer *xs[16];
+static xfer *xs[32];
 static int nxs;
 
 static void setup(void) {
@@ -80,7 +80,8 @@ TH_TEST(pool, differing_keys_never_share) {
  * and the request goes out on a new connection. */
 TH_TEST(pool, dead_connection_is_dropped_on_checkout) {
   struct ts_server *closing = ts_start(&(struct ts_config){.idle_close_ms = 50});
-  xfer_multi *m = xfer_multi_new(NULL);
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.recheck_ms = 100});
+  xfer_multi *m = xfer_multi_new(p);
   struct timespec pause = {0, 200000000};
   xfer_pool_stats ps;
   const char *url = th_url(ts_port(closing), "/bytes/3");
@@ -88,11 +89,14 @@ TH_TEST(pool, dead_connection_is_dropped_on_checkout) {
   fetch(m, url, NULL, 0);
   nanosleep(&pause, NULL);
   cr_assert_eq(xfer_get_reused(fetch(m, url, NULL, 0)), 0);
-  xfer_pool_get_stats(m->pool, &ps);
+  xfer_pool_get_stats(p, &ps);
   cr_assert_eq(ps.closed_total, 1, "the dead one was closed");
+  cr_assert_eq(ps.dead_on_checkout, 1);
   cr_assert_eq(ps.opened_total, 2);
+  cr_assert_eq(ps.reopened_total, 1, "counted apart from first opens");
   cr_assert_eq(ps.reused_total, 0);
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
   ts_stop(closing);
 }
 
@@ -139,4 +143,80 @@ TH_TEST(pool, bad_handles) {
   cr_assert_eq(xfer_pool_get_stats(NULL, &ps), XFER_E_BAD_HANDLE);
   cr_assert_null(xfer_multi_new((xfer_pool *)x), "not a pool");
   xfer_free(x);
+}
+
+/* Rule 6: the server closes idle keep-alive connections. GETs reusing a
+ * connection it closed within the recheck interval (not checked) are
+ * retried on a fresh one: zero fail. */
+TH_TEST(pool, stale_connections_never_fail_idempotent_requests) {
+  struct ts_server *closing = ts_start(&(struct ts_config){.idle_close_ms = 30});
+  xfer_multi *m = xfer_multi_new(NULL);
+  struct timespec pause = {0, 100000000};
+  const char *url = th_url(ts_port(closing), "/bytes/64");
+  xfer_pool_stats ps;
+
+  for (int round = 0; round < 4; round++) {
+    for (int i = 0; i < 3; i++)
+      xs[nxs++] = th_get(m, url, NULL);
+    th_run(m, 5000);
+    nanosleep(&pause, NULL); /* the server closes them; under 1 s recheck */
+  }
+  for (int i = 0; i < nxs; i++) {
+    cr_assert_eq(th_result(m, xs[i]), XFER_OK, "%d: %s", i,
+                 xfer_get_error_detail(xs[i]));
+    cr_assert_eq(xfer_get_status(xs[i]), 200);
+    th_expect_timeline_ordered(xs[i]);
+  }
+  xfer_pool_get_stats(m->pool, &ps);
+  cr_assert_geq(ps.retries_total, 3, "%llu retries",
+                (unsigned long long)ps.retries_total);
+  cr_assert_eq(ps.reopened_total, ps.retries_total,
+               "reopens are counted apart from first opens");
+  cr_assert_eq(ps.dead_on_checkout, 0, "younger than the recheck interval");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  ts_stop(closing);
+}
+
+static xfer *post(xfer_multi *m, const char *url) {
+  xfer *x = xfer_new();
+
+  xfer_set_url(x, url);
+  xfer_set_method(x, "POST");
+  xfer_set_body(x, "payload", 7);
+  cr_assert_eq(xfer_multi_add(m, x), XFER_M_OK);
+  th_run(m, 5000);
+  xs[nxs++] = x;
+  return x;
+}
+
+/* A POST is not idempotent: on a reused connection the server closed
+ * within the recheck interval it fails with a clear error; past the
+ * interval the liveness check finds the dead one and it succeeds. */
+TH_TEST(pool, post_on_a_stale_connection) {
+  struct ts_server *closing = ts_start(&(struct ts_config){.idle_close_ms = 30});
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.recheck_ms = 300});
+  xfer_multi *m = xfer_multi_new(p);
+  struct timespec short_pause = {0, 100000000}, long_pause = {0, 400000000};
+  const char *url = th_url(ts_port(closing), "/echo");
+  xfer *x;
+  xfer_pool_stats ps;
+
+  cr_assert_eq(th_result(m, post(m, url)), XFER_OK);
+  nanosleep(&short_pause, NULL); /* closed by the server, not rechecked */
+  x = post(m, url);
+  cr_assert_eq(th_result(m, x), XFER_E_PEER_CLOSED);
+  cr_assert(strstr(xfer_get_error_detail(x), "a POST request is not retried"),
+            "%s", xfer_get_error_detail(x));
+
+  cr_assert_eq(th_result(m, post(m, url)), XFER_OK);
+  nanosleep(&long_pause, NULL); /* past the recheck interval */
+  x = post(m, url);
+  cr_assert_eq(th_result(m, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  cr_assert_eq(xfer_get_reused(x), 0);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.dead_on_checkout, 1);
+  cr_assert_eq(ps.retries_total, 0);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+  ts_stop(closing);
 }

@@ -241,6 +241,11 @@ XFER_EXTERN xfer_code xfer_get_result(const xfer *x);
 
 typedef struct xfer_pool_opts {
   unsigned max_idle_per_destination; /* 0: the default, 64 */
+  /* An idle connection older than this is checked for liveness when it
+   * is taken (a non-blocking peek); younger ones are trusted, and a
+   * request they fail before any response byte is retried when it is
+   * idempotent. 0: the default, 1000 ms. */
+  unsigned recheck_ms;
 } xfer_pool_opts;
 
 /* A pool that any number of multis may share (one per process is usual).
@@ -255,6 +260,10 @@ typedef struct xfer_pool_stats {
   uint64_t opened_total; /* connections opened */
   uint64_t reused_total; /* checkouts of an idle connection */
   uint64_t closed_total; /* idle connections closed by the pool */
+  uint64_t reopened_total;     /* of opened_total: opened because a
+                                  reused one was dead (not first opens) */
+  uint64_t dead_on_checkout;   /* idle connections found dead when taken */
+  uint64_t retries_total;      /* requests retried on a fresh connection */
 } xfer_pool_stats;
 
 /* Any thread, any time. */
