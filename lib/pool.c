@@ -55,6 +55,10 @@ struct xfer_pool {
   struct cds_lfht *bundles;
   unsigned max_idle_per_destination;
   xfer__time recheck;
+  xfer__time idle_timeout;
+  xfer__time max_lifetime;
+  xfer__time sweep_every;
+  _Atomic xfer__time next_sweep; /* CAS: one thread sweeps at a time */
   atomic_int multis;
   atomic_long idle;
   atomic_long opened;
@@ -63,6 +67,8 @@ struct xfer_pool {
   atomic_long reopened;
   atomic_long dead_on_checkout;
   atomic_long retries;
+  atomic_long closed_idle_timeout;
+  atomic_long closed_lifetime;
 };
 
 struct bundle_key {
@@ -91,6 +97,17 @@ xfer_pool *xfer_pool_new(const xfer_pool_opts *opts) {
   pool->recheck = (xfer__time)(opts && opts->recheck_ms ? opts->recheck_ms
                                                         : 1000) *
                   XFER__NS_PER_MS;
+  pool->idle_timeout =
+      (xfer__time)(opts && opts->idle_timeout_ms ? opts->idle_timeout_ms
+                                                 : 118000) *
+      XFER__NS_PER_MS;
+  pool->max_lifetime =
+      (xfer__time)(opts && opts->max_lifetime_ms ? opts->max_lifetime_ms
+                                                 : 24u * 3600 * 1000) *
+      XFER__NS_PER_MS;
+  /* Sweeping a quarter of the idle timeout late at most. */
+  pool->sweep_every = pool->idle_timeout / 4;
+  atomic_init(&pool->next_sweep, 0);
   return pool;
 }
 
@@ -145,6 +162,10 @@ xfer_code xfer_pool_get_stats(xfer_pool *pool, xfer_pool_stats *out) {
       &pool->dead_on_checkout, memory_order_relaxed);
   out->retries_total =
       (uint64_t)atomic_load_explicit(&pool->retries, memory_order_relaxed);
+  out->closed_idle_timeout = (uint64_t)atomic_load_explicit(
+      &pool->closed_idle_timeout, memory_order_relaxed);
+  out->closed_lifetime = (uint64_t)atomic_load_explicit(
+      &pool->closed_lifetime, memory_order_relaxed);
   return XFER_OK;
 }
 
@@ -195,6 +216,72 @@ static void bundle_unlock(struct xfer__bundle *b) {
   pthread_mutex_unlock(&b->lock);
 }
 
+enum expiry { FRESH, IDLE_TOO_LONG, TOO_OLD };
+
+static enum expiry expired(const xfer_pool *pool, const struct xfer__conn *c,
+                           xfer__time now) {
+  if (now - c->created >= pool->max_lifetime)
+    return TOO_OLD;
+  if (now - c->last_used >= pool->idle_timeout)
+    return IDLE_TOO_LONG;
+  return FRESH;
+}
+
+/* Closes a connection the pool drops (tracked by no multi while idle). */
+static void close_expired(xfer_pool *pool, struct xfer__conn *c,
+                          enum expiry why) {
+  xfer__conn_close(c, NULL);
+  atomic_fetch_add_explicit(&pool->closed, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(why == TOO_OLD ? &pool->closed_lifetime
+                                           : &pool->closed_idle_timeout,
+                            1, memory_order_relaxed);
+}
+
+/*
+ * Idle and lifetime expiry, run by whichever thread first passes the next
+ * sweep time (one compare-and-swap decides), with that thread's `now`: the
+ * pool never reads the clock. Under each bundle lock only the unlinking;
+ * the closes come after.
+ */
+static void maybe_sweep(xfer_pool *pool, xfer__time now) {
+  xfer__time due = atomic_load_explicit(&pool->next_sweep,
+                                        memory_order_relaxed);
+  struct xfer__list doomed;
+  struct cds_lfht_iter iter;
+  struct cds_lfht_node *node;
+
+  if (now < due || !atomic_compare_exchange_strong(&pool->next_sweep, &due,
+                                                   now + pool->sweep_every))
+    return;
+  xfer__list_init(&doomed);
+  rcu_read_lock();
+  cds_lfht_for_each(pool->bundles, &iter, node) {
+    struct xfer__bundle *b = caa_container_of(node, struct xfer__bundle, node);
+    struct xfer__list *pos, *tmp;
+    TSAN_READ_BEGIN(b);
+    bundle_lock(b);
+    XFER__LIST_FOREACH_SAFE(pos, tmp, &b->idle) {
+      struct xfer__conn *c =
+          XFER__CONTAINER_OF(pos, struct xfer__conn, idle_node);
+      if (expired(pool, c, now) != FRESH) {
+        xfer__list_remove(&c->idle_node);
+        xfer__list_insert_tail(&doomed, &c->idle_node);
+        b->idle_count--;
+      }
+    }
+    bundle_unlock(b);
+    TSAN_READ_END(&b->rcu);
+  }
+  rcu_read_unlock();
+  while (!xfer__list_empty(&doomed)) {
+    struct xfer__conn *c =
+        XFER__CONTAINER_OF(doomed.next, struct xfer__conn, idle_node);
+    xfer__list_remove(&c->idle_node);
+    atomic_fetch_sub_explicit(&pool->idle, 1, memory_order_relaxed);
+    close_expired(pool, c, expired(pool, c, now));
+  }
+}
+
 static struct xfer__conn *take_newest(xfer_pool *pool, const char *key,
                                       size_t len, uint64_t hash) {
   struct xfer__conn *c = NULL;
@@ -226,7 +313,13 @@ struct xfer__conn *xfer__pool_checkout(xfer_pool *pool, const char *key,
   /* The liveness check is a syscall: made after the lock is released, and
    * only for connections idle past the recheck interval (a fresh one that
    * died anyway is caught by the retry of idempotent requests). */
+  maybe_sweep(pool, now);
   while ((c = take_newest(pool, key, key_len, hash))) {
+    enum expiry why = expired(pool, c, now);
+    if (why != FRESH) {
+      close_expired(pool, c, why);
+      continue;
+    }
     if (now - c->last_used < pool->recheck || xfer__conn_alive(c)) {
       atomic_fetch_add_explicit(&pool->reused, 1, memory_order_relaxed);
       return c;
@@ -282,6 +375,11 @@ void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now) {
   struct xfer__bundle *b;
   bool kept = false;
 
+  maybe_sweep(pool, now);
+  if (expired(pool, c, now) == TOO_OLD) { /* not worth keeping */
+    close_expired(pool, c, TOO_OLD);
+    return;
+  }
   c->last_used = now;
   rcu_read_lock();
   b = bundle_get(pool, c);

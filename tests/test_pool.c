@@ -220,3 +220,53 @@ TH_TEST(pool, post_on_a_stale_connection) {
   cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
   ts_stop(closing);
 }
+
+/* Expiry, driven by the test clock: the pool sweeps with the caller's
+ * `now` and never reads the clock itself. */
+TH_TEST(pool, idle_connections_expire_in_every_destination) {
+  struct ts_server *other = ts_start(NULL);
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.idle_timeout_ms = 10000});
+  xfer_multi *m = xfer_multi_new(p);
+  const char *a = th_url(ts_port(web), "/bytes/1");
+  const char *b = th_url(ts_port(other), "/bytes/1");
+  xfer_pool_stats ps;
+
+  th_clock_install(MS(1000000), 0);
+  fetch(m, a, NULL, 0);
+  fetch(m, b, NULL, 0);
+  th_clock_advance(MS(5000));
+  cr_assert_eq(xfer_get_reused(fetch(m, a, NULL, 0)), 1, "5 s idle: kept");
+  th_clock_advance(MS(11000));
+  /* Using a sweeps b's connection too, which nobody asked for. */
+  cr_assert_eq(xfer_get_reused(fetch(m, a, NULL, 0)), 0, "11 s idle: gone");
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.closed_idle_timeout, 2);
+  cr_assert_eq(ps.idle, 1, "only the new connection to a");
+  cr_assert_eq(ps.dead_on_checkout, 0, "expired, not found dead");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+  ts_stop(other);
+  th_clock_uninstall();
+}
+
+TH_TEST(pool, connections_are_not_reused_past_their_lifetime) {
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.max_lifetime_ms = 5000});
+  xfer_multi *m = xfer_multi_new(p);
+  const char *url = th_url(ts_port(web), "/bytes/1");
+  xfer *first;
+  xfer_pool_stats ps;
+
+  th_clock_install(MS(1000000), 0);
+  first = fetch(m, url, NULL, 0);
+  th_clock_advance(MS(3000));
+  cr_assert_eq(xfer_get_conn_id(fetch(m, url, NULL, 0)),
+               xfer_get_conn_id(first), "3 s old: reused");
+  th_clock_advance(MS(3000));
+  cr_assert_eq(xfer_get_reused(fetch(m, url, NULL, 0)), 0, "6 s old: not");
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.closed_lifetime, 1);
+  cr_assert_eq(ps.closed_idle_timeout, 0);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+  th_clock_uninstall();
+}

@@ -11,6 +11,8 @@
  *   2. Threads taking turns: the second reuses what the first opened.
  *   3. Keys under concurrency: localhost, 127.0.0.1 and a local bind
  *      never share a connection.
+ *   4. Expiry racing the traffic: a 1 ms idle timeout, so sweeps run in
+ *      every thread while the others check out and return.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -421,10 +423,30 @@ int main(void) {
   tap_result("no connection crosses keys (host as given, local bind)",
              keys_kept && sum(w, THREADS, offsetof(struct worker, errors)) == 0);
 
-  tap_result("no fd was ever watched by two event loops",
-             atomic_load(&watch_violations) == 0);
   tap_result("the pool is destroyed once no multi uses it",
              xfer_pool_destroy(pool) == XFER_OK);
+
+  /* 4. expiry sweeps racing checkouts and returns */
+  pool = xfer_pool_new(&(xfer_pool_opts){.idle_timeout_ms = 1});
+  memset(w, 0, sizeof(w));
+  for (int i = 0; i < THREADS; i++) {
+    w[i].id = i;
+    w[i].target = 500;
+  }
+  run_threads(w, THREADS, bursts);
+  xfer_pool_get_stats(pool, &after);
+  printf("# expiry phase: %llu closed for idle time\n",
+         (unsigned long long)after.closed_idle_timeout);
+  tap_result("sweeps in every thread: all done, no errors",
+             sum(w, THREADS, offsetof(struct worker, done)) == 4 * 500 &&
+                 sum(w, THREADS, offsetof(struct worker, errors)) == 0 &&
+                 sum(w, THREADS, offsetof(struct worker, bad_bodies)) == 0);
+  tap_result("idle connections expired meanwhile",
+             after.closed_idle_timeout > 0);
+  xfer_pool_destroy(pool);
+
+  tap_result("no fd was ever watched by two event loops",
+             atomic_load(&watch_violations) == 0);
   ds_stop(dns);
   ts_stop(web);
   return tap_done();

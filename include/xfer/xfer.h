@@ -246,6 +246,10 @@ typedef struct xfer_pool_opts {
    * request they fail before any response byte is retried when it is
    * idempotent. 0: the default, 1000 ms. */
   unsigned recheck_ms;
+  /* Idle connections older than this are closed (0: 118000 ms, as curl). */
+  unsigned idle_timeout_ms;
+  /* Connections older than this are not reused (0: 24 h). */
+  unsigned max_lifetime_ms;
 } xfer_pool_opts;
 
 /* A pool that any number of multis may share (one per process is usual).
@@ -264,6 +268,8 @@ typedef struct xfer_pool_stats {
                                   reused one was dead (not first opens) */
   uint64_t dead_on_checkout;   /* idle connections found dead when taken */
   uint64_t retries_total;      /* requests retried on a fresh connection */
+  uint64_t closed_idle_timeout; /* of closed_total: idle too long */
+  uint64_t closed_lifetime;     /* of closed_total: too old */
 } xfer_pool_stats;
 
 /* Any thread, any time. */
