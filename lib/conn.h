@@ -8,6 +8,7 @@
 
 #include "common.h"
 
+#include "multi_ev.h"
 #include "now.h"
 
 struct xfer__bundle;
@@ -21,7 +22,11 @@ struct xfer__conn {
   xfer__time created;
   xfer__time last_used; /* when it last went idle */
   unsigned requests;    /* requests sent on it */
-  struct xfer__list idle_node; /* in its bundle's idle list */
+  struct xfer__list idle_node; /* in its bundle's idle list, or in the
+                                  shutdown handle's list, or an eviction
+                                  list on its way there */
+  struct xfer__mev_tracker ev; /* while shutting down: its last pollset */
+  xfer__time shutdown_deadline;
 };
 
 /*

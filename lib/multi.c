@@ -68,6 +68,15 @@ xfer_multi *xfer_multi_new(xfer_pool *pool) {
   xfer__list_init(&m->xfers);
   xfer__list_init(&m->dirty);
   xfer__list_init(&m->msgs);
+  if (!xfer__shutdown_init(m)) {
+    m->magic = XFER__MAGIC_DEAD;
+    xfer__timer_heap_free(&m->timers);
+    xfer__pool_detach(pool);
+    if (m->private_pool)
+      xfer_pool_destroy(m->private_pool);
+    xfer__free(m);
+    return NULL;
+  }
   return m;
 }
 
@@ -306,8 +315,9 @@ xfer_mcode xfer_multi_add(xfer_multi *m, xfer *x) {
     return XFER_M_BAD_XFER_HANDLE;
   if (x->multi)
     return XFER_M_ADDED_ALREADY;
-  /* Room in the heap now means no timer operation can fail later. */
-  if (!xfer__timer_heap_reserve(&m->timers, m->num_xfers + 1))
+  /* Room in the heap now means no timer operation can fail later (one
+   * node per transfer and one for the shutdown handle). */
+  if (!xfer__timer_heap_reserve(&m->timers, m->num_xfers + 2))
     return XFER_M_OUT_OF_MEMORY;
   call_begin(m);
   now = xfer__multi_now(m);
@@ -367,6 +377,7 @@ xfer_mcode xfer_multi_destroy(xfer_multi *m) {
   while (!xfer__list_empty(&m->xfers))
     xfer_detach(m, XFER__CONTAINER_OF(m->xfers.next, xfer, multi_node));
   xfer__resolver_free(m); /* c-ares closes its sockets through socket_done */
+  xfer__shutdown_drain_and_free(m); /* bounded by the shutdown timeout */
   xfer__mev_cleanup(m);
   if (m->timer_cb && m->timer_armed != XFER__TIME_NEVER) {
     m->stats.timer_cb_calls++;
@@ -437,6 +448,8 @@ xfer_mcode xfer_multi_get_stats(xfer_multi *m, xfer_multi_stats *out) {
   if (!out)
     return XFER_M_BAD_ARGUMENT;
   *out = m->stats;
+  out->shutdowns = m->shutdown.total;
+  out->shutting_down = m->shutdown.count;
   out->sockets_tracked = m->ev.count;
   out->running = m->running;
   return XFER_M_OK;

@@ -11,6 +11,7 @@
 
 #include "multi_ev.h"
 #include "now.h"
+#include "shutdown.h"
 #include "timer.h"
 
 /* The processing loop reads the clock again after this many transfers, so
@@ -55,6 +56,7 @@ struct xfer_multi {
   xfer_pool *private_pool;
   char *recv_buf;       /* XFER__RECV_BUF_SIZE, shared by its transfers */
 
+  struct xfer__shutdown shutdown; /* graceful closes (shutdown.h) */
   struct xfer__resolver *resolver; /* created at the first lookup */
   char *dns_servers;
   int dns_timeout_ms;

@@ -227,11 +227,16 @@ static enum expiry expired(const xfer_pool *pool, const struct xfer__conn *c,
   return FRESH;
 }
 
-/* Closes a connection the pool drops (tracked by no multi while idle). */
-static void close_expired(xfer_pool *pool, struct xfer__conn *c,
-                          enum expiry why) {
-  xfer__conn_close(c, NULL);
+/* Evicts a connection: the caller's multi shuts it down gracefully. */
+static void evict(xfer_pool *pool, struct xfer__conn *c,
+                  struct xfer__list *evicted) {
+  xfer__list_insert_tail(evicted, &c->idle_node);
   atomic_fetch_add_explicit(&pool->closed, 1, memory_order_relaxed);
+}
+
+static void evict_expired(xfer_pool *pool, struct xfer__conn *c,
+                          enum expiry why, struct xfer__list *evicted) {
+  evict(pool, c, evicted);
   atomic_fetch_add_explicit(why == TOO_OLD ? &pool->closed_lifetime
                                            : &pool->closed_idle_timeout,
                             1, memory_order_relaxed);
@@ -243,7 +248,8 @@ static void close_expired(xfer_pool *pool, struct xfer__conn *c,
  * pool never reads the clock. Under each bundle lock only the unlinking;
  * the closes come after.
  */
-static void maybe_sweep(xfer_pool *pool, xfer__time now) {
+static void maybe_sweep(xfer_pool *pool, xfer__time now,
+                        struct xfer__list *evicted) {
   xfer__time due = atomic_load_explicit(&pool->next_sweep,
                                         memory_order_relaxed);
   struct xfer__list doomed;
@@ -278,7 +284,7 @@ static void maybe_sweep(xfer_pool *pool, xfer__time now) {
         XFER__CONTAINER_OF(doomed.next, struct xfer__conn, idle_node);
     xfer__list_remove(&c->idle_node);
     atomic_fetch_sub_explicit(&pool->idle, 1, memory_order_relaxed);
-    close_expired(pool, c, expired(pool, c, now));
+    evict_expired(pool, c, expired(pool, c, now), evicted);
   }
 }
 
@@ -307,17 +313,18 @@ static struct xfer__conn *take_newest(xfer_pool *pool, const char *key,
 
 struct xfer__conn *xfer__pool_checkout(xfer_pool *pool, const char *key,
                                        size_t key_len, uint64_t hash,
-                                       xfer__time now, bool *saw_dead) {
+                                       xfer__time now, bool *saw_dead,
+                                       struct xfer__list *evicted) {
   struct xfer__conn *c;
 
   /* The liveness check is a syscall: made after the lock is released, and
    * only for connections idle past the recheck interval (a fresh one that
    * died anyway is caught by the retry of idempotent requests). */
-  maybe_sweep(pool, now);
+  maybe_sweep(pool, now, evicted);
   while ((c = take_newest(pool, key, key_len, hash))) {
     enum expiry why = expired(pool, c, now);
     if (why != FRESH) {
-      close_expired(pool, c, why);
+      evict_expired(pool, c, why, evicted);
       continue;
     }
     if (now - c->last_used < pool->recheck || xfer__conn_alive(c)) {
@@ -371,13 +378,14 @@ static struct xfer__bundle *bundle_get(xfer_pool *pool,
   return caa_container_of(added, struct xfer__bundle, node);
 }
 
-void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now) {
+void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now,
+                       struct xfer__list *evicted) {
   struct xfer__bundle *b;
   bool kept = false;
 
-  maybe_sweep(pool, now);
+  maybe_sweep(pool, now, evicted);
   if (expired(pool, c, now) == TOO_OLD) { /* not worth keeping */
-    close_expired(pool, c, TOO_OLD);
+    evict_expired(pool, c, TOO_OLD, evicted);
     return;
   }
   c->last_used = now;
@@ -394,10 +402,8 @@ void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now) {
     TSAN_READ_END(&b->rcu);
   }
   rcu_read_unlock();
-  if (kept) {
+  if (kept)
     atomic_fetch_add_explicit(&pool->idle, 1, memory_order_relaxed);
-    return;
-  }
-  xfer__conn_close(c, NULL);
-  atomic_fetch_add_explicit(&pool->closed, 1, memory_order_relaxed);
+  else
+    evict(pool, c, evicted); /* over the idle limit */
 }

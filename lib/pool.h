@@ -23,16 +23,21 @@
 /* Takes the most recently idled connection for `key`, or returns NULL.
  * One idle for longer than the recheck interval (at the caller's `now`)
  * is checked for liveness first; dead ones are closed and *saw_dead set.
- * Thread-safe; never reads the clock. */
+ * Connections the pool evicts on the way (expired) are put on `evicted`
+ * for the caller's multi to shut down gracefully. Thread-safe; never reads
+ * the clock. */
 struct xfer__conn *xfer__pool_checkout(xfer_pool *pool, const char *key,
                                        size_t key_len, uint64_t hash,
-                                       xfer__time now, bool *saw_dead);
+                                       xfer__time now, bool *saw_dead,
+                                       struct xfer__list *evicted);
 
 /* Hands an idle connection to the pool (its socket must no longer be
- * tracked by any multi). Closed instead when the destination already has
- * its maximum of idle connections, or when out of memory. `now` is the
- * caller transfer's: the pool never reads the clock. Thread-safe. */
-void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now);
+ * tracked by any multi). It goes on `evicted` instead when the destination
+ * already has its maximum of idle connections, it is too old, or out of
+ * memory; expired ones found by a sweep join it. `now` is the caller
+ * transfer's: the pool never reads the clock. Thread-safe. */
+void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now,
+                       struct xfer__list *evicted);
 
 /* Counts a connection opened for the pool's users; `reopen`: because a
  * reused one was dead. */

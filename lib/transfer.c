@@ -15,6 +15,7 @@
 #include "conn.h"
 #include "multi.h"
 #include "pool.h"
+#include "shutdown.h"
 #include "transfer.h"
 
 bool xfer__valid(const xfer *x) { return x && x->magic == XFER__MAGIC_XFER; }
@@ -188,6 +189,17 @@ xfer_code xfer__fail(xfer *x, xfer_code code, const char *fmt, ...) {
  * result. */
 #define http_fail(x, ...) ((int)xfer__fail((x), __VA_ARGS__))
 
+/* Connections the pool evicted while serving this transfer are closed
+ * gracefully by this transfer's multi. */
+static void shut_down_evicted(xfer *x, struct xfer__list *evicted) {
+  while (!xfer__list_empty(evicted)) {
+    struct xfer__conn *c =
+        XFER__CONTAINER_OF(evicted->next, struct xfer__conn, idle_node);
+    xfer__list_remove(&c->idle_node);
+    xfer__shutdown_adopt(x->multi, c, x->now);
+  }
+}
+
 /* Drops the connection: closed (it broke or may not be reused). */
 static void conn_drop(xfer *x) {
   struct xfer__http *h = &x->http;
@@ -204,6 +216,7 @@ static void conn_drop(xfer *x) {
  * when the server does not keep it alive. */
 static void conn_release(xfer *x, bool keep_alive) {
   struct xfer__http *h = &x->http;
+  struct xfer__list evicted;
 
   if (!h->conn)
     return;
@@ -211,10 +224,12 @@ static void conn_release(xfer *x, bool keep_alive) {
     conn_drop(x);
     return;
   }
+  xfer__list_init(&evicted);
   xfer__mev_socket_done(x->multi, h->conn->fd);
   h->conn->requests++;
-  xfer__pool_return(x->multi->pool, h->conn, x->now);
+  xfer__pool_return(x->multi->pool, h->conn, x->now, &evicted);
   h->conn = NULL;
+  shut_down_evicted(x, &evicted);
 }
 
 static int enter_send(xfer *x);
@@ -226,6 +241,7 @@ static const char *method_of(const xfer *x) {
 static int step_init(xfer *x) {
   struct xfer__http *h = &x->http;
   const struct xfer__url *u = h->url;
+  struct xfer__list evicted;
   xfer_code rc;
 
   if (!u->block)
@@ -240,10 +256,13 @@ static int step_init(xfer *x) {
     return http_fail(x, XFER_E_BAD_URL, "the host name is too long");
   h->key_hash = xfer__conn_key_hash(h->key, h->key_len);
 
+  xfer__list_init(&evicted);
   h->conn = h->fresh_only ? NULL
                           : xfer__pool_checkout(x->multi->pool, h->key,
                                                 h->key_len, h->key_hash,
-                                                x->now, &h->saw_dead);
+                                                x->now, &h->saw_dead,
+                                                &evicted);
+  shut_down_evicted(x, &evicted);
   if (h->conn) {
     h->reused = true;
     h->conn_id = h->conn->id;

@@ -427,6 +427,8 @@ typedef struct xfer_multi_stats {
   uint64_t xfers_done;      /* transfers that finished (ok or not) */
   uint64_t sockets_tracked; /* sockets the multi tracks now */
   uint64_t running;         /* transfers added and not done now */
+  uint64_t shutdowns;       /* connections handed to the graceful close */
+  uint64_t shutting_down;   /* of those, still closing now */
 } xfer_multi_stats;
 
 /* Copies the multi's counters into *out. Reads no clock. */

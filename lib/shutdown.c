@@ -1,0 +1,153 @@
+/* The shutdown handle (see shutdown.h). */
+#include "common.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+#include "conn.h"
+#include "mem.h"
+#include "multi.h"
+#include "shutdown.h"
+#include "transfer.h"
+
+static struct xfer__conn *conn_of(struct xfer__mev_tracker *t) {
+  return XFER__CONTAINER_OF(t, struct xfer__conn, ev);
+}
+
+static void finish(xfer_multi *m, struct xfer__conn *c) {
+  xfer__list_remove(&c->idle_node);
+  m->shutdown.count--;
+  xfer__mev_conn_done(m, &c->ev);
+  xfer__conn_close(c, m); /* socket_done, then close */
+}
+
+/* Reads and drops what the peer still sends. true at EOF or an error:
+ * the connection is finished. */
+static bool drain(struct xfer__conn *c) {
+  char sink[4096];
+
+  for (int i = 0; i < 16; i++) {
+    ssize_t n = recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT);
+    if (n > 0)
+      continue;
+    return n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+  }
+  return false; /* a chatty peer: the rest at the next event */
+}
+
+static void on_event(xfer_multi *m, struct xfer__mev_tracker *t, int fd,
+                     int events) {
+  struct xfer__conn *c = conn_of(t);
+
+  (void)fd;
+  (void)events;
+  if (drain(c))
+    finish(m, c);
+}
+
+/* The internal handle's timer: hard close what is past its deadline. */
+static int handle_run(xfer *x, unsigned due) {
+  xfer_multi *m = x->multi;
+  struct xfer__list *pos, *tmp;
+  xfer__time next = XFER__TIME_NEVER;
+
+  (void)due;
+  XFER__LIST_FOREACH_SAFE(pos, tmp, &m->shutdown.conns) {
+    struct xfer__conn *c = XFER__CONTAINER_OF(pos, struct xfer__conn,
+                                              idle_node);
+    if (c->shutdown_deadline <= x->now)
+      finish(m, c);
+    else if (c->shutdown_deadline < next)
+      next = c->shutdown_deadline;
+  }
+  xfer__expiry_set(&m->timers, &x->expiry, XFER__EXPIRE_SHUTDOWN, next);
+  return XFER__RUN_AGAIN;
+}
+
+static const struct xfer__handler shutdown_handler = {
+    .name = "shutdown",
+    .run = handle_run,
+};
+
+bool xfer__shutdown_init(xfer_multi *m) {
+  xfer *h = xfer_new();
+
+  if (!h || !xfer__timer_heap_reserve(&m->timers, 1)) {
+    xfer_free(h);
+    return false;
+  }
+  xfer__set_handler(h, &shutdown_handler, NULL);
+  h->multi = m;
+  xfer__start(h, 0);
+  xfer__list_init(&m->shutdown.conns);
+  m->shutdown.handle = h;
+  m->shutdown.timeout = XFER__SHUTDOWN_TIMEOUT;
+  return true;
+}
+
+void xfer__shutdown_adopt(xfer_multi *m, struct xfer__conn *c,
+                          xfer__time now) {
+  struct xfer__pollset ps;
+  xfer *h = m->shutdown.handle;
+
+  /* Our FIN tells the peer we are done; its EOF tells us it is. */
+  shutdown(c->fd, SHUT_WR);
+  c->shutdown_deadline = now + m->shutdown.timeout;
+  xfer__mev_tracker_init(&c->ev, XFER__MEV_CONN, on_event);
+  xfer__list_insert_tail(&m->shutdown.conns, &c->idle_node);
+  m->shutdown.count++;
+  m->shutdown.total++;
+  xfer__pollset_reset(&ps);
+  xfer__pollset_add(&ps, c->fd, XFER_POLL_IN);
+  if (drain(c) || xfer__mev_assess_conn(m, &c->ev, &ps) != XFER_OK) {
+    finish(m, c);
+    return;
+  }
+  xfer__now_at_least(h, now);
+  if (h->expiry.at[XFER__EXPIRE_SHUTDOWN] > c->shutdown_deadline)
+    xfer__expiry_set(&m->timers, &h->expiry, XFER__EXPIRE_SHUTDOWN,
+                     c->shutdown_deadline);
+}
+
+void xfer__shutdown_drain_and_free(xfer_multi *m) {
+  struct xfer__shutdown *s = &m->shutdown;
+
+  while (s->count) {
+    struct pollfd pfd[64];
+    nfds_t n = 0;
+    struct xfer__list *pos, *tmp;
+    xfer__time now = xfer__multi_now(m), first = XFER__TIME_NEVER;
+
+    XFER__LIST_FOREACH_SAFE(pos, tmp, &s->conns) {
+      struct xfer__conn *c = XFER__CONTAINER_OF(pos, struct xfer__conn,
+                                                idle_node);
+      if (c->shutdown_deadline <= now) {
+        finish(m, c);
+        continue;
+      }
+      if (c->shutdown_deadline < first)
+        first = c->shutdown_deadline;
+      if (n < 64) {
+        pfd[n].fd = c->fd;
+        pfd[n].events = POLLIN;
+        pfd[n++].revents = 0;
+      }
+    }
+    if (!s->count)
+      break;
+    poll(pfd, n, (int)((first - now + XFER__NS_PER_MS - 1) / XFER__NS_PER_MS));
+    XFER__LIST_FOREACH_SAFE(pos, tmp, &s->conns) {
+      struct xfer__conn *c = XFER__CONTAINER_OF(pos, struct xfer__conn,
+                                                idle_node);
+      if (drain(c))
+        finish(m, c);
+    }
+  }
+  if (s->handle) {
+    xfer__expiry_clear_all(&m->timers, &s->handle->expiry);
+    s->handle->multi = NULL;
+    xfer_free(s->handle);
+    s->handle = NULL;
+  }
+}

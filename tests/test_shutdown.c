@@ -1,0 +1,225 @@
+/* lib/shutdown.c: the multi's shutdown handle closes connections
+ * gracefully, tracked with assess_conn, without ever spinning. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "shutdown.h"
+#include "testhelp.h"
+#include "testserver.h"
+
+static void shutdown_end(void) {}
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* An application loop: epoll for the sockets, the timer callback's
+ * deadline, nothing else; so every wakeup of the multi is one it asked
+ * for. */
+struct loop {
+  int ep;
+  int64_t deadline; /* -1: none */
+  int removes;
+};
+
+static int loop_socket(xfer_multi *m, int fd, int what, void *u, void *sp) {
+  struct loop *l = u;
+  struct epoll_event ev = {.data.fd = fd};
+
+  if (what == XFER_POLL_REMOVE) {
+    l->removes++;
+    return epoll_ctl(l->ep, EPOLL_CTL_DEL, fd, NULL);
+  }
+  ev.events = ((what & XFER_POLL_IN) ? EPOLLIN : 0) |
+              ((what & XFER_POLL_OUT) ? EPOLLOUT : 0);
+  if (!sp) {
+    xfer_multi_assign(m, fd, l);
+    return epoll_ctl(l->ep, EPOLL_CTL_ADD, fd, &ev);
+  }
+  return epoll_ctl(l->ep, EPOLL_CTL_MOD, fd, &ev);
+}
+
+static int loop_timer(xfer_multi *m, long ms, void *u) {
+  struct loop *l = u;
+  l->deadline = ms < 0 ? -1 : mono_ms() + ms;
+  return 0;
+}
+
+static xfer_multi *loop_multi(struct loop *l, xfer_pool *pool) {
+  xfer_multi *m = xfer_multi_new(pool);
+  l->ep = epoll_create1(EPOLL_CLOEXEC);
+  l->deadline = -1;
+  l->removes = 0;
+  xfer_multi_set_socket_cb(m, loop_socket, l);
+  xfer_multi_set_timer_cb(m, loop_timer, l);
+  return m;
+}
+
+/* Runs until `done(m)` or max_ms. */
+static void loop_run(struct loop *l, xfer_multi *m,
+                     bool (*done)(xfer_multi *), int max_ms) {
+  int64_t give_up = mono_ms() + max_ms;
+
+  while (!done(m) && mono_ms() < give_up) {
+    struct epoll_event evs[8];
+    int wait = -1, n;
+    if (l->deadline >= 0) {
+      int64_t left = l->deadline - mono_ms();
+      wait = left < 0 ? 0 : (int)left;
+    }
+    n = epoll_wait(l->ep, evs, 8, wait < 0 || wait > 500 ? 500 : wait);
+    if (n == 0 && l->deadline >= 0 && mono_ms() >= l->deadline) {
+      l->deadline = -1;
+      xfer_multi_socket_timeout(m, NULL);
+    }
+    for (int i = 0; i < n; i++)
+      xfer_multi_socket_action(m, evs[i].data.fd, XFER_CSELECT_IN, NULL);
+  }
+}
+
+static bool nothing_closing(xfer_multi *m) { return m->shutdown.count == 0; }
+
+/* Hands one end of a socketpair to the shutdown handle; returns the
+ * peer's end. */
+static int adopt_pair(xfer_multi *m) {
+  int sv[2];
+  struct xfer__conn *c;
+
+  th_socketpair(sv);
+  c = xfer__conn_new(sv[0], "test", 4, xfer__multi_now(m));
+  cr_assert_not_null(c);
+  /* Through a timeout action, as the API entry that starts its timer. */
+  xfer__shutdown_adopt(m, c, m->last_now);
+  xfer_multi_socket_timeout(m, NULL);
+  return sv[1];
+}
+
+TH_TEST(shutdown, silent_peer_is_closed_at_the_timeout_without_spinning) {
+  struct loop l;
+  xfer_multi *m = loop_multi(&l, NULL);
+  xfer_multi_stats before, after;
+  int peer = adopt_pair(m);
+  int64_t start = mono_ms();
+  char byte;
+
+  xfer_multi_get_stats(m, &before);
+  cr_assert_eq(before.shutting_down, 1);
+  loop_run(&l, m, nothing_closing, 5000);
+  xfer_multi_get_stats(m, &after);
+  cr_assert_eq(after.shutting_down, 0);
+  cr_assert_geq(mono_ms() - start, 1900, "closed before the 2 s timeout");
+  cr_assert_lt(mono_ms() - start, 3000);
+  cr_assert_leq(after.wakeups - before.wakeups, 10, "%llu wakeups in 2 s",
+                (unsigned long long)(after.wakeups - before.wakeups));
+  cr_assert_eq(l.removes, 1, "REMOVE before the close");
+  cr_assert_eq(read(peer, &byte, 1), 0, "the peer saw our FIN, then EOF");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  close(peer);
+  close(l.ep);
+}
+
+TH_TEST(shutdown, peer_that_closes_ends_it_at_once) {
+  struct loop l;
+  xfer_multi *m = loop_multi(&l, NULL);
+  int peer = adopt_pair(m);
+  int64_t start = mono_ms();
+  char buf[16];
+
+  cr_assert_eq(read(peer, buf, sizeof(buf)), 0, "our FIN arrived");
+  close(peer);
+  loop_run(&l, m, nothing_closing, 5000);
+  cr_assert_lt(mono_ms() - start, 500);
+  cr_assert_eq(m->shutdown.count, 0);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  close(l.ep);
+}
+
+TH_TEST(shutdown, what_the_peer_still_sends_is_drained) {
+  struct loop l;
+  xfer_multi *m = loop_multi(&l, NULL);
+  int peer = adopt_pair(m);
+  static char junk[200000];
+  size_t sent = 0;
+
+  fcntl(peer, F_SETFL, 0); /* blocking: the drain makes room */
+  while (sent < sizeof(junk)) {
+    ssize_t n = write(peer, junk + sent, sizeof(junk) - sent);
+    if (n <= 0)
+      break;
+    sent += (size_t)n;
+    loop_run(&l, m, nothing_closing, 50); /* let the handle drain */
+  }
+  cr_assert_eq(sent, sizeof(junk));
+  close(peer);
+  loop_run(&l, m, nothing_closing, 2000);
+  cr_assert_eq(m->shutdown.count, 0);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  close(l.ep);
+}
+
+TH_TEST(shutdown, destroy_drains_within_the_timeout) {
+  xfer_multi *m = xfer_multi_new(NULL);
+  int silent, closing;
+  int64_t start;
+  char buf[4];
+
+  m->shutdown.timeout = 300 * XFER__NS_PER_MS;
+  silent = adopt_pair(m);
+  closing = adopt_pair(m);
+  cr_assert_eq(read(closing, buf, sizeof(buf)), 0);
+  close(closing);
+  start = mono_ms();
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_geq(mono_ms() - start, 250, "waited for the silent peer");
+  cr_assert_lt(mono_ms() - start, 1500, "but not beyond the timeout");
+  cr_assert_eq(read(silent, buf, sizeof(buf)), 0, "closed gracefully");
+  close(silent);
+}
+
+static int fetches_done;
+static bool two_done_nothing_closing(xfer_multi *m) {
+  const xfer_msg *msg;
+  while ((msg = xfer_multi_info_read(m, NULL))) {
+    cr_assert_eq(msg->result, XFER_OK, "%s", xfer_get_error_detail(msg->x));
+    fetches_done++;
+  }
+  return fetches_done == 2 && m->shutdown.count == 0;
+}
+
+/* The pool keeps one idle connection per destination here: the second
+ * comes back over the limit and this thread's multi closes it gracefully. */
+TH_TEST(shutdown, connections_the_pool_evicts_are_shut_down_gracefully) {
+  struct ts_server *web = ts_start(NULL);
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.max_idle_per_destination
+                                                 = 1});
+  struct loop l;
+  xfer_multi *m = loop_multi(&l, p);
+  xfer *a = th_get(m, th_url(ts_port(web), "/delay/50/bytes/1"), NULL);
+  xfer *b = th_get(m, th_url(ts_port(web), "/delay/50/bytes/1"), NULL);
+  xfer_multi_stats st;
+  struct ts_stats ss;
+
+  xfer_multi_socket_timeout(m, NULL);
+  loop_run(&l, m, two_done_nothing_closing, 5000);
+  cr_assert_eq(fetches_done, 2);
+  xfer_multi_get_stats(m, &st);
+  cr_assert_eq(st.shutdowns, 1);
+  cr_assert_eq(st.shutting_down, 0, "the server answered our FIN");
+  ts_get_stats(web, &ss);
+  cr_assert_eq(ss.open_conns, 1, "one kept idle, one closed");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+  xfer_free(a);
+  xfer_free(b);
+  ts_stop(web);
+  close(l.ep);
+}
