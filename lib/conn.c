@@ -11,6 +11,7 @@
 #include "conn.h"
 #include "mem.h"
 #include "multi.h"
+#include "now.h"
 
 /* Protected by: atomic (ids only need to be unique). */
 static atomic_uint_fast64_t next_conn_id = 1;
@@ -53,6 +54,7 @@ struct xfer__conn *xfer__conn_new(int fd, const char *key, size_t key_len,
 }
 
 void xfer__conn_close(struct xfer__conn *c, xfer_multi *m) {
+  XFER__ASSERT_NO_POOL_LOCK(); /* rule 3: no close under a pool lock */
   if (m)
     xfer__multi_close_socket(m, c->fd);
   else
@@ -62,6 +64,7 @@ void xfer__conn_close(struct xfer__conn *c, xfer_multi *m) {
 
 bool xfer__conn_alive(const struct xfer__conn *c) {
   char byte;
+XFER__ASSERT_NO_POOL_LOCK();
   ssize_t n = recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
 
   /* EOF, bytes we did not ask for, or an error: not reusable. */

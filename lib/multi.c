@@ -95,6 +95,7 @@ void xfer__multi_fail_soon(xfer_multi *m, xfer *x, xfer_code code, int fd) {
 }
 
 void xfer__multi_close_socket(xfer_multi *m, int fd) {
+  XFER__ASSERT_NO_POOL_LOCK();
   xfer__mev_socket_done(m, fd); /* before close(): the number comes back */
   close(fd);
 }
@@ -199,6 +200,7 @@ static xfer_mcode update_timer(xfer_multi *m, xfer__time now) {
     timeout_ms = (long)((deadline - now + XFER__NS_PER_MS - 1) /
                         XFER__NS_PER_MS);
   m->stats.timer_cb_calls++;
+  XFER__ASSERT_NO_POOL_LOCK(); /* rule 3: no callback under a pool lock */
   m->in_callback++;
   rc = m->timer_cb(m, timeout_ms, m->timer_userp);
   m->in_callback--;

@@ -11,6 +11,7 @@
 #include "mem.h"
 #include "multi.h"
 #include "multi_ev.h"
+#include "now.h"
 #include "transfer.h"
 
 struct xfer__mev_entry {
@@ -103,6 +104,7 @@ static int report(xfer_multi *m, struct xfer__mev_entry *e, int what) {
   int rc;
 
   m->stats.socket_cb_calls++;
+  XFER__ASSERT_NO_POOL_LOCK(); /* rule 3: no callback under a pool lock */
   m->in_callback++;
   rc = m->socket_cb(m, e->fd, what, m->socket_userp, e->socketp);
   m->in_callback--;

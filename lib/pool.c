@@ -69,6 +69,10 @@ struct xfer_pool {
   atomic_long retries;
   atomic_long closed_idle_timeout;
   atomic_long closed_lifetime;
+  atomic_long open;     /* opened and not closed yet */
+  atomic_long closing;  /* evicted, in a shutdown handle */
+  atomic_long misses;
+  atomic_long contention;
 };
 
 struct bundle_key {
@@ -166,6 +170,18 @@ xfer_code xfer_pool_get_stats(xfer_pool *pool, xfer_pool_stats *out) {
       &pool->closed_idle_timeout, memory_order_relaxed);
   out->closed_lifetime = (uint64_t)atomic_load_explicit(
       &pool->closed_lifetime, memory_order_relaxed);
+  {
+    long open = atomic_load_explicit(&pool->open, memory_order_relaxed);
+    long busy = open - (long)out->idle -
+                atomic_load_explicit(&pool->closing, memory_order_relaxed);
+    out->open = (uint64_t)(open > 0 ? open : 0);
+    out->busy = (uint64_t)(busy > 0 ? busy : 0); /* counters move apart */
+  }
+  out->checkout_hits = out->reused_total;
+  out->checkout_misses =
+      (uint64_t)atomic_load_explicit(&pool->misses, memory_order_relaxed);
+  out->lock_contention =
+      (uint64_t)atomic_load_explicit(&pool->contention, memory_order_relaxed);
   return XFER_OK;
 }
 
@@ -175,8 +191,15 @@ void xfer__pool_detach(xfer_pool *pool) { atomic_fetch_sub(&pool->multis, 1); }
 
 void xfer__pool_count_open(xfer_pool *pool, bool reopen) {
   atomic_fetch_add_explicit(&pool->opened, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&pool->open, 1, memory_order_relaxed);
   if (reopen)
     atomic_fetch_add_explicit(&pool->reopened, 1, memory_order_relaxed);
+}
+
+void xfer__pool_count_close(xfer_pool *pool, bool was_evicted) {
+  atomic_fetch_sub_explicit(&pool->open, 1, memory_order_relaxed);
+  if (was_evicted)
+    atomic_fetch_sub_explicit(&pool->closing, 1, memory_order_relaxed);
 }
 
 void xfer__pool_count_retry(xfer_pool *pool) {
@@ -206,8 +229,11 @@ static struct xfer__bundle *bundle_find(xfer_pool *pool, const char *key,
 
 /* The lock of a bundle: a few pointer moves between these two, nothing
  * else (rule 3). The depth counter lets debug builds catch a clock read. */
-static void bundle_lock(struct xfer__bundle *b) {
-  pthread_mutex_lock(&b->lock);
+static void bundle_lock(xfer_pool *pool, struct xfer__bundle *b) {
+  if (pthread_mutex_trylock(&b->lock) != 0) { /* contended: count, wait */
+    atomic_fetch_add_explicit(&pool->contention, 1, memory_order_relaxed);
+    pthread_mutex_lock(&b->lock);
+  }
   xfer__pool_lock_depth++;
 }
 
@@ -232,6 +258,7 @@ static void evict(xfer_pool *pool, struct xfer__conn *c,
                   struct xfer__list *evicted) {
   xfer__list_insert_tail(evicted, &c->idle_node);
   atomic_fetch_add_explicit(&pool->closed, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&pool->closing, 1, memory_order_relaxed);
 }
 
 static void evict_expired(xfer_pool *pool, struct xfer__conn *c,
@@ -265,7 +292,7 @@ static void maybe_sweep(xfer_pool *pool, xfer__time now,
     struct xfer__bundle *b = caa_container_of(node, struct xfer__bundle, node);
     struct xfer__list *pos, *tmp;
     TSAN_READ_BEGIN(b);
-    bundle_lock(b);
+    bundle_lock(pool, b);
     XFER__LIST_FOREACH_SAFE(pos, tmp, &b->idle) {
       struct xfer__conn *c =
           XFER__CONTAINER_OF(pos, struct xfer__conn, idle_node);
@@ -296,7 +323,7 @@ static struct xfer__conn *take_newest(xfer_pool *pool, const char *key,
   rcu_read_lock();
   b = bundle_find(pool, key, len, hash);
   if (b) {
-    bundle_lock(b);
+    bundle_lock(pool, b);
     if (!xfer__list_empty(&b->idle)) {
       c = XFER__CONTAINER_OF(b->idle.prev, struct xfer__conn, idle_node);
       xfer__list_remove(&c->idle_node);
@@ -333,10 +360,12 @@ struct xfer__conn *xfer__pool_checkout(xfer_pool *pool, const char *key,
     }
     *saw_dead = true;
     xfer__conn_close(c, NULL); /* tracked by no multi while idle */
+    atomic_fetch_sub_explicit(&pool->open, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&pool->closed, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&pool->dead_on_checkout, 1,
                               memory_order_relaxed);
   }
+  atomic_fetch_add_explicit(&pool->misses, 1, memory_order_relaxed);
   return NULL;
 }
 
@@ -392,7 +421,7 @@ void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now,
   rcu_read_lock();
   b = bundle_get(pool, c);
   if (b) {
-    bundle_lock(b);
+    bundle_lock(pool, b);
     if (b->idle_count < pool->max_idle_per_destination) {
       xfer__list_insert_tail(&b->idle, &c->idle_node);
       b->idle_count++;

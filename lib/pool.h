@@ -42,6 +42,9 @@ void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now,
 /* Counts a connection opened for the pool's users; `reopen`: because a
  * reused one was dead. */
 void xfer__pool_count_open(xfer_pool *pool, bool reopen);
+/* Counts a connection closed by its user; `was_evicted`: one the pool
+ * handed to a shutdown handle. */
+void xfer__pool_count_close(xfer_pool *pool, bool was_evicted);
 /* Counts a request retried on a fresh connection. */
 void xfer__pool_count_retry(xfer_pool *pool);
 

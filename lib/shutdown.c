@@ -8,6 +8,7 @@
 #include "conn.h"
 #include "mem.h"
 #include "multi.h"
+#include "pool.h"
 #include "shutdown.h"
 #include "transfer.h"
 
@@ -20,6 +21,7 @@ static void finish(xfer_multi *m, struct xfer__conn *c) {
   m->shutdown.count--;
   xfer__mev_conn_done(m, &c->ev);
   xfer__conn_close(c, m); /* socket_done, then close */
+  xfer__pool_count_close(m->pool, true);
 }
 
 /* Reads and drops what the peer still sends. true at EOF or an error:

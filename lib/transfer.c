@@ -208,6 +208,7 @@ static void conn_drop(xfer *x) {
     return;
   /* socket_done is a no-op for a socket this multi never tracked. */
   xfer__conn_close(h->conn, x->multi);
+  xfer__pool_count_close(x->multi->pool, false);
   h->conn = NULL;
 }
 
@@ -371,6 +372,7 @@ static int refill_from_callback(xfer *x) {
 
   if (!xfer__buf_reserve(&h->out, FRAME_ROOM + BODY_CHUNK + 2))
     return http_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
+  XFER__ASSERT_NO_POOL_LOCK();
   x->multi->in_callback++;
   n = x->opts.read_cb(h->out.data + at, BODY_CHUNK, x->opts.read_userp);
   x->multi->in_callback--;
@@ -468,6 +470,7 @@ static int step_send(xfer *x) {
     }
     /* One call for head and body, like writev, but without SIGPIPE when
      * the peer is gone. */
+    XFER__ASSERT_NO_POOL_LOCK();
     n = sendmsg(h->conn->fd,
                 &(struct msghdr){.msg_iov = iov, .msg_iovlen = (size_t)iovcnt},
                 MSG_NOSIGNAL);
@@ -509,6 +512,7 @@ static int resp_on_header(void *owner, const char *name, size_t name_len,
 
   if (!x->opts.header_cb)
     return 0;
+  XFER__ASSERT_NO_POOL_LOCK();
   x->multi->in_callback++;
   rc = x->opts.header_cb(name, name_len, value, value_len,
                          x->opts.header_userp);
@@ -522,6 +526,7 @@ static int resp_on_body(void *owner, const char *data, size_t len) {
 
   if (!x->opts.write_cb)
     return 0;
+  XFER__ASSERT_NO_POOL_LOCK();
   x->multi->in_callback++;
   taken = x->opts.write_cb(data, len, x->opts.write_userp);
   x->multi->in_callback--;
@@ -597,6 +602,7 @@ static int step_recv(xfer *x) {
   h->resp.events = &resp_events;
   /* A few reads per run, so one busy transfer cannot starve the others. */
   for (int reads = 0; reads < 16; reads++) {
+    XFER__ASSERT_NO_POOL_LOCK();
     n = recv(h->conn->fd, m->recv_buf, XFER__RECV_BUF_SIZE, 0);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
       return STEP_AGAIN;

@@ -572,3 +572,17 @@ TH_TEST(multi_ev, one_event_touches_one_socket_among_thousands) {
   cr_assert_eq(t[4321]->runs, 2);
   cr_assert_eq(after.socket_cb_calls, before.socket_cb_calls);
 }
+
+#ifdef XFER_DEBUG
+#include <signal.h>
+/* Rule 3: no application callback while this thread holds a pool lock;
+ * debug builds stop at once. */
+TH_TEST(multi_ev, socket_callback_under_pool_lock_aborts_in_debug,
+        .signal = SIGABRT) {
+  struct tt *a = added(1);
+
+  tt_want(a, S, XFER_POLL_IN);
+  xfer__pool_lock_depth++;
+  assess(a);
+}
+#endif

@@ -270,3 +270,39 @@ TH_TEST(pool, connections_are_not_reused_past_their_lifetime) {
   cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
   th_clock_uninstall();
 }
+
+static xfer_pool_stats seen_in_flight;
+static size_t note_stats(const char *d, size_t len, void *userp) {
+  xfer_pool_get_stats(userp, &seen_in_flight);
+  return len;
+}
+
+TH_TEST(pool, statistics_follow_the_connections) {
+  xfer_pool *p = xfer_pool_new(NULL);
+  xfer_multi *m = xfer_multi_new(p);
+  const char *url = th_url(ts_port(web), "/bytes/10");
+  xfer_pool_stats ps;
+  xfer *x;
+
+  for (int i = 0; i < 2; i++) {
+    x = xfer_new();
+    xfer_set_url(x, url);
+    xfer_set_write_cb(x, note_stats, p);
+    xfer_multi_add(m, x);
+    th_run(m, 5000);
+    cr_assert_eq(th_result(m, x), XFER_OK);
+    xs[nxs++] = x;
+    cr_assert_eq(seen_in_flight.busy, 1, "in use while its body arrives");
+    cr_assert_eq(seen_in_flight.idle, 0);
+    cr_assert_eq(seen_in_flight.open, 1);
+  }
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.open, 1);
+  cr_assert_eq(ps.busy, 0);
+  cr_assert_eq(ps.idle, 1);
+  cr_assert_eq(ps.checkout_misses, 1);
+  cr_assert_eq(ps.checkout_hits, 1);
+  cr_assert_eq(ps.lock_contention, 0, "one thread: nobody waits");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+}

@@ -370,10 +370,12 @@ int main(void) {
   errors = sum(w, THREADS, offsetof(struct worker, errors));
   xfer_pool_get_stats(pool, &after);
   printf("# %ld done, %ld errors, peak in flight %d, %llu opened, "
-         "%llu reused\n",
+         "%llu reused, %llu of %llu checkouts waited for a bundle lock\n",
          done, errors, atomic_load(&in_flight_peak),
          (unsigned long long)after.opened_total,
-         (unsigned long long)after.reused_total);
+         (unsigned long long)after.reused_total,
+         (unsigned long long)after.lock_contention,
+         (unsigned long long)(after.checkout_hits + after.checkout_misses));
   for (int i = 0; i < THREADS; i++)
     if (w[i].errors)
       printf("# thread %d: first error: %s\n", i, w[i].first_error);
@@ -386,6 +388,8 @@ int main(void) {
   tap_result("connections opened <= peak in flight",
              after.opened_total <= (uint64_t)atomic_load(&in_flight_peak));
   tap_result("connections were reused", after.reused_total > TOTAL / 2);
+  tap_result("nothing open is counted busy once all is done",
+             after.busy == 0 && after.open == after.idle);
 
   /* 2. taking turns: the second thread reuses the first one's */
   memset(w, 0, sizeof(w));

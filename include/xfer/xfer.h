@@ -270,6 +270,11 @@ typedef struct xfer_pool_stats {
   uint64_t retries_total;      /* requests retried on a fresh connection */
   uint64_t closed_idle_timeout; /* of closed_total: idle too long */
   uint64_t closed_lifetime;     /* of closed_total: too old */
+  uint64_t open;                /* connections open now, in any state */
+  uint64_t busy;                /* of those, in use by a transfer */
+  uint64_t checkout_hits;       /* checkouts that found an idle one */
+  uint64_t checkout_misses;     /* checkouts that found none */
+  uint64_t lock_contention;     /* bundle lock attempts that had to wait */
 } xfer_pool_stats;
 
 /* Any thread, any time. */
