@@ -25,6 +25,8 @@ struct xfer__conn {
   struct xfer__list idle_node; /* in its bundle's idle list, or in the
                                   shutdown handle's list, or an eviction
                                   list on its way there */
+  struct xfer__bundle *bundle; /* the pool destination whose slot it holds
+                                  (NULL: none) */
   struct xfer__mev_tracker ev; /* while shutting down: its last pollset */
   xfer__time shutdown_deadline;
 };

@@ -68,6 +68,7 @@ xfer_multi *xfer_multi_new(xfer_pool *pool) {
   xfer__list_init(&m->xfers);
   xfer__list_init(&m->dirty);
   xfer__list_init(&m->msgs);
+  xfer__list_init(&m->waiting);
   if (!xfer__shutdown_init(m)) {
     m->magic = XFER__MAGIC_DEAD;
     xfer__timer_heap_free(&m->timers);
@@ -92,6 +93,40 @@ void xfer__multi_fail_soon(xfer_multi *m, xfer *x, xfer_code code, int fd) {
                                   fd);
   }
   xfer__multi_mark_dirty(m, x);
+}
+
+/* Another thread granted one of our waiting transfers a connection or a
+ * slot: run those that were granted. */
+static void wake_event(xfer_multi *m, struct xfer__mev_tracker *t, int fd,
+                       int events) {
+  struct xfer__list *pos;
+  uint64_t count;
+
+  (void)t;
+  (void)events;
+  if (read(fd, &count, sizeof(count)) < 0) {
+    /* EAGAIN: already read; the flags below are what counts */
+  }
+  for (pos = m->waiting.next; pos != &m->waiting; pos = pos->next) {
+    xfer *x = XFER__CONTAINER_OF(pos, xfer, http.wait_node);
+    if (atomic_load_explicit(&x->http.wait.granted, memory_order_acquire))
+      xfer__multi_mark_dirty(m, x);
+  }
+}
+
+bool xfer__multi_wake_ready(xfer_multi *m) {
+  struct xfer__pollset ps;
+
+  if (m->wake)
+    return true;
+  m->wake = xfer__wake_new();
+  if (!m->wake)
+    return false;
+  xfer__mev_tracker_init(&m->wake_ev, XFER__MEV_CONN, wake_event);
+  xfer__pollset_reset(&ps);
+  xfer__pollset_add(&ps, m->wake->fd, XFER_POLL_IN);
+  xfer__mev_assess_conn(m, &m->wake_ev, &ps);
+  return true;
 }
 
 void xfer__multi_close_socket(xfer_multi *m, int fd) {
@@ -380,6 +415,11 @@ xfer_mcode xfer_multi_destroy(xfer_multi *m) {
     xfer_detach(m, XFER__CONTAINER_OF(m->xfers.next, xfer, multi_node));
   xfer__resolver_free(m); /* c-ares closes its sockets through socket_done */
   xfer__shutdown_drain_and_free(m); /* bounded by the shutdown timeout */
+  if (m->wake) { /* REMOVE first; the last reference closes the fd */
+    xfer__mev_conn_done(m, &m->wake_ev);
+    xfer__mev_socket_done(m, m->wake->fd);
+    xfer__wake_unref(m->wake);
+  }
   xfer__mev_cleanup(m);
   if (m->timer_cb && m->timer_armed != XFER__TIME_NEVER) {
     m->stats.timer_cb_calls++;

@@ -11,6 +11,7 @@
 
 #include "multi_ev.h"
 #include "now.h"
+#include "pool.h"
 #include "shutdown.h"
 #include "timer.h"
 
@@ -57,6 +58,9 @@ struct xfer_multi {
   char *recv_buf;       /* XFER__RECV_BUF_SIZE, shared by its transfers */
 
   struct xfer__shutdown shutdown; /* graceful closes (shutdown.h) */
+  struct xfer__wake *wake;        /* other threads wake our waiters */
+  struct xfer__mev_tracker wake_ev;
+  struct xfer__list waiting;      /* transfers in a pool FIFO */
   struct xfer__resolver *resolver; /* created at the first lookup */
   char *dns_servers;
   int dns_timeout_ms;
@@ -69,6 +73,10 @@ void xfer__multi_mark_dirty(xfer_multi *m, xfer *x);
 void xfer__multi_fail_soon(xfer_multi *m, xfer *x, xfer_code code, int fd);
 /* Tells the event tracking that fd is about to close, then closes it. */
 void xfer__multi_close_socket(xfer_multi *m, int fd);
+/* Makes sure the multi can be woken by other threads (an eventfd in its
+ * event tracking). false when out of resources. */
+bool xfer__multi_wake_ready(xfer_multi *m);
+
 /* Reads the clock on behalf of the multi (counted in its stats). */
 xfer__time xfer__multi_now(xfer_multi *m);
 

@@ -16,6 +16,8 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <urcu-bp.h>
 #include <urcu/rculfhash.h>
 
@@ -42,9 +44,11 @@
 struct xfer__bundle {
   struct cds_lfht_node node;
   struct rcu_head rcu;
-  pthread_mutex_t lock;   /* guards idle and idle_count */
+  pthread_mutex_t lock;   /* guards the fields below */
   struct xfer__list idle; /* oldest first */
   unsigned idle_count;
+  unsigned conns;         /* open or being opened: slots in use */
+  struct xfer__list waiters; /* xfer__waiter.node, oldest first */
   uint64_t hash;
   size_t key_len;
   char key[];
@@ -54,6 +58,7 @@ struct xfer_pool {
   uint32_t magic;
   struct cds_lfht *bundles;
   unsigned max_idle_per_destination;
+  unsigned max_per_destination; /* 0: no limit */
   xfer__time recheck;
   xfer__time idle_timeout;
   xfer__time max_lifetime;
@@ -73,6 +78,8 @@ struct xfer_pool {
   atomic_long closing;  /* evicted, in a shutdown handle */
   atomic_long misses;
   atomic_long contention;
+  atomic_long waiting;
+  atomic_long waited;
 };
 
 struct bundle_key {
@@ -82,6 +89,10 @@ struct bundle_key {
 
 bool xfer__pool_valid(const xfer_pool *pool) {
   return pool && pool->magic == XFER__MAGIC_POOL;
+}
+
+bool xfer__pool_limited(const xfer_pool *pool) {
+  return pool->max_per_destination > 0;
 }
 
 xfer_pool *xfer_pool_new(const xfer_pool_opts *opts) {
@@ -98,6 +109,7 @@ xfer_pool *xfer_pool_new(const xfer_pool_opts *opts) {
   pool->max_idle_per_destination =
       opts && opts->max_idle_per_destination ? opts->max_idle_per_destination
                                              : 64;
+  pool->max_per_destination = opts ? opts->max_per_destination : 0;
   pool->recheck = (xfer__time)(opts && opts->recheck_ms ? opts->recheck_ms
                                                         : 1000) *
                   XFER__NS_PER_MS;
@@ -182,25 +194,16 @@ xfer_code xfer_pool_get_stats(xfer_pool *pool, xfer_pool_stats *out) {
       (uint64_t)atomic_load_explicit(&pool->misses, memory_order_relaxed);
   out->lock_contention =
       (uint64_t)atomic_load_explicit(&pool->contention, memory_order_relaxed);
+  out->waiting =
+      (uint64_t)atomic_load_explicit(&pool->waiting, memory_order_relaxed);
+  out->waited_total =
+      (uint64_t)atomic_load_explicit(&pool->waited, memory_order_relaxed);
   return XFER_OK;
 }
 
 void xfer__pool_attach(xfer_pool *pool) { atomic_fetch_add(&pool->multis, 1); }
 
 void xfer__pool_detach(xfer_pool *pool) { atomic_fetch_sub(&pool->multis, 1); }
-
-void xfer__pool_count_open(xfer_pool *pool, bool reopen) {
-  atomic_fetch_add_explicit(&pool->opened, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&pool->open, 1, memory_order_relaxed);
-  if (reopen)
-    atomic_fetch_add_explicit(&pool->reopened, 1, memory_order_relaxed);
-}
-
-void xfer__pool_count_close(xfer_pool *pool, bool was_evicted) {
-  atomic_fetch_sub_explicit(&pool->open, 1, memory_order_relaxed);
-  if (was_evicted)
-    atomic_fetch_sub_explicit(&pool->closing, 1, memory_order_relaxed);
-}
 
 void xfer__pool_count_retry(xfer_pool *pool) {
   atomic_fetch_add_explicit(&pool->retries, 1, memory_order_relaxed);
@@ -315,90 +318,76 @@ static void maybe_sweep(xfer_pool *pool, xfer__time now,
   }
 }
 
-static struct xfer__conn *take_newest(xfer_pool *pool, const char *key,
-                                      size_t len, uint64_t hash) {
-  struct xfer__conn *c = NULL;
-  struct xfer__bundle *b;
+/* --- wake-ups ------------------------------------------------------------- */
 
-  rcu_read_lock();
-  b = bundle_find(pool, key, len, hash);
-  if (b) {
-    bundle_lock(pool, b);
-    if (!xfer__list_empty(&b->idle)) {
-      c = XFER__CONTAINER_OF(b->idle.prev, struct xfer__conn, idle_node);
-      xfer__list_remove(&c->idle_node);
-      b->idle_count--;
-    }
-    bundle_unlock(b);
-    TSAN_READ_END(&b->rcu);
+struct xfer__wake *xfer__wake_new(void) {
+  struct xfer__wake *w = xfer__malloc(sizeof(*w));
+
+  if (!w)
+    return NULL;
+  w->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (w->fd < 0) {
+    xfer__free(w);
+    return NULL;
   }
-  rcu_read_unlock();
-  if (c)
-    atomic_fetch_sub_explicit(&pool->idle, 1, memory_order_relaxed);
-  return c;
+  atomic_init(&w->refs, 1);
+  return w;
 }
 
-struct xfer__conn *xfer__pool_checkout(xfer_pool *pool, const char *key,
-                                       size_t key_len, uint64_t hash,
-                                       xfer__time now, bool *saw_dead,
-                                       struct xfer__list *evicted) {
-  struct xfer__conn *c;
-
-  /* The liveness check is a syscall: made after the lock is released, and
-   * only for connections idle past the recheck interval (a fresh one that
-   * died anyway is caught by the retry of idempotent requests). */
-  maybe_sweep(pool, now, evicted);
-  while ((c = take_newest(pool, key, key_len, hash))) {
-    enum expiry why = expired(pool, c, now);
-    if (why != FRESH) {
-      evict_expired(pool, c, why, evicted);
-      continue;
-    }
-    if (now - c->last_used < pool->recheck || xfer__conn_alive(c)) {
-      atomic_fetch_add_explicit(&pool->reused, 1, memory_order_relaxed);
-      return c;
-    }
-    *saw_dead = true;
-    xfer__conn_close(c, NULL); /* tracked by no multi while idle */
-    atomic_fetch_sub_explicit(&pool->open, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&pool->closed, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&pool->dead_on_checkout, 1,
-                              memory_order_relaxed);
+void xfer__wake_unref(struct xfer__wake *w) {
+  if (w && atomic_fetch_sub(&w->refs, 1) == 1) {
+    close(w->fd);
+    xfer__free(w);
   }
-  atomic_fetch_add_explicit(&pool->misses, 1, memory_order_relaxed);
-  return NULL;
 }
 
-static struct xfer__bundle *bundle_new(const struct xfer__conn *c) {
-  struct xfer__bundle *b = xfer__calloc(1, sizeof(*b) + c->key_len);
+/* After the bundle lock: the write is a syscall. */
+static void wake_and_unref(struct xfer__wake *w) {
+  uint64_t one = 1;
+
+  if (!w)
+    return;
+  XFER__ASSERT_NO_POOL_LOCK();
+  if (write(w->fd, &one, sizeof(one)) < 0) {
+    /* EAGAIN: the counter is full of wake-ups already; nothing lost. */
+  }
+  xfer__wake_unref(w);
+}
+
+/* --- bundles --------------------------------------------------------------- */
+
+static struct xfer__bundle *bundle_new(const char *key, size_t len,
+                                       uint64_t hash) {
+  struct xfer__bundle *b = xfer__calloc(1, sizeof(*b) + len);
 
   if (!b)
     return NULL;
   cds_lfht_node_init(&b->node);
   pthread_mutex_init(&b->lock, NULL);
   xfer__list_init(&b->idle);
-  b->hash = c->key_hash;
-  b->key_len = c->key_len;
-  memcpy(b->key, c->key, c->key_len);
+  xfer__list_init(&b->waiters);
+  b->hash = hash;
+  b->key_len = len;
+  memcpy(b->key, key, len);
   return b;
 }
 
-/* The bundle for c's key, created (allocated outside any lock) when
+/* The bundle for a key, created (allocated outside any lock) when
  * missing. Under rcu_read_lock(). */
-static struct xfer__bundle *bundle_get(xfer_pool *pool,
-                                       const struct xfer__conn *c) {
-  struct xfer__bundle *b = bundle_find(pool, c->key, c->key_len, c->key_hash);
-  struct bundle_key k = {c->key, c->key_len};
+static struct xfer__bundle *bundle_get(xfer_pool *pool, const char *key,
+                                       size_t len, uint64_t hash) {
+  struct xfer__bundle *b = bundle_find(pool, key, len, hash);
+  struct bundle_key k = {key, len};
   struct cds_lfht_node *added;
   struct xfer__bundle *fresh;
 
   if (b)
     return b;
-  fresh = bundle_new(c);
+  fresh = bundle_new(key, len, hash);
   if (!fresh)
     return NULL;
   TSAN_PUBLISH(fresh);
-  added = cds_lfht_add_unique(pool->bundles, (unsigned long)c->key_hash,
+  added = cds_lfht_add_unique(pool->bundles, (unsigned long)hash,
                               bundle_match, &k, &fresh->node);
   if (added != &fresh->node) { /* another thread was first: use its */
     pthread_mutex_destroy(&fresh->lock);
@@ -407,10 +396,194 @@ static struct xfer__bundle *bundle_get(xfer_pool *pool,
   return caa_container_of(added, struct xfer__bundle, node);
 }
 
+/* Under b's lock: the oldest waiter, unlinked and marked granted (the
+ * caller fills in what), with a reference on its wake-up; or NULL. */
+static struct xfer__waiter *grant_oldest(xfer_pool *pool,
+                                         struct xfer__bundle *b) {
+  struct xfer__waiter *w;
+
+  if (xfer__list_empty(&b->waiters))
+    return NULL;
+  w = XFER__CONTAINER_OF(b->waiters.next, struct xfer__waiter, node);
+  xfer__list_remove(&w->node);
+  atomic_fetch_add_explicit(&w->wake->refs, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&pool->waiting, 1, memory_order_relaxed);
+  return w;
+}
+
+/* A slot of b is free: it passes to the oldest waiter, or is given back. */
+static void release_slot(xfer_pool *pool, struct xfer__bundle *b) {
+  struct xfer__waiter *w;
+  struct xfer__wake *wake = NULL;
+
+  bundle_lock(pool, b);
+  w = grant_oldest(pool, b);
+  if (w) {
+    w->granted_slot = true; /* conns stays: the slot changes hands */
+    wake = w->wake;
+    atomic_store_explicit(&w->granted, true, memory_order_release);
+  } else {
+    b->conns--;
+  }
+  bundle_unlock(b);
+  wake_and_unref(wake);
+}
+
+void xfer__pool_opened(xfer_pool *pool, struct xfer__waiter *w,
+                       struct xfer__conn *c, bool reopen) {
+  atomic_fetch_add_explicit(&pool->opened, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&pool->open, 1, memory_order_relaxed);
+  if (reopen)
+    atomic_fetch_add_explicit(&pool->reopened, 1, memory_order_relaxed);
+  c->bundle = w->bundle; /* the slot moves into the connection */
+  w->holds_slot = false;
+  w->bundle = NULL;
+}
+
+void xfer__pool_closing(xfer_pool *pool, struct xfer__conn *c,
+                        bool was_evicted) {
+  atomic_fetch_sub_explicit(&pool->open, 1, memory_order_relaxed);
+  if (was_evicted)
+    atomic_fetch_sub_explicit(&pool->closing, 1, memory_order_relaxed);
+  if (c->bundle)
+    release_slot(pool, c->bundle);
+  c->bundle = NULL;
+}
+
+/* --- acquire ---------------------------------------------------------------- */
+
+enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
+                                      size_t key_len, uint64_t hash,
+                                      xfer__time now, bool fresh_only,
+                                      struct xfer__waiter *w,
+                                      struct xfer__conn **conn,
+                                      bool *saw_dead,
+                                      struct xfer__list *evicted) {
+  maybe_sweep(pool, now, evicted);
+  for (;;) {
+    enum xfer__acquire got = XFER__ACQUIRE_WAIT;
+    struct xfer__conn *c = NULL;
+    struct xfer__bundle *b;
+    enum expiry why;
+
+    rcu_read_lock();
+    b = bundle_get(pool, key, key_len, hash);
+    if (!b) {
+      rcu_read_unlock();
+      return XFER__ACQUIRE_NOMEM;
+    }
+    bundle_lock(pool, b);
+    if (!fresh_only && !xfer__list_empty(&b->idle)) {
+      c = XFER__CONTAINER_OF(b->idle.prev, struct xfer__conn, idle_node);
+      xfer__list_remove(&c->idle_node);
+      b->idle_count--;
+      got = XFER__ACQUIRE_CONN;
+    } else if (!pool->max_per_destination ||
+               b->conns < pool->max_per_destination) {
+      b->conns++; /* the reservation and the check, in one place */
+      got = XFER__ACQUIRE_OPEN;
+    } else {
+      xfer__list_insert_tail(&b->waiters, &w->node);
+    }
+    bundle_unlock(b);
+    TSAN_READ_END(&b->rcu);
+    rcu_read_unlock();
+    w->bundle = b;
+
+    if (got == XFER__ACQUIRE_OPEN) {
+      w->holds_slot = true;
+      atomic_fetch_add_explicit(&pool->misses, 1, memory_order_relaxed);
+      return got;
+    }
+    if (got == XFER__ACQUIRE_WAIT) {
+      atomic_fetch_add_explicit(&pool->waiting, 1, memory_order_relaxed);
+      atomic_fetch_add_explicit(&pool->waited, 1, memory_order_relaxed);
+      return got;
+    }
+    /* An idle one: expiry and liveness after the lock (syscalls). */
+    atomic_fetch_sub_explicit(&pool->idle, 1, memory_order_relaxed);
+    why = expired(pool, c, now);
+    if (why != FRESH) {
+      evict_expired(pool, c, why, evicted);
+      continue;
+    }
+    if (now - c->last_used < pool->recheck || xfer__conn_alive(c)) {
+      atomic_fetch_add_explicit(&pool->reused, 1, memory_order_relaxed);
+      *conn = c;
+      return got;
+    }
+    *saw_dead = true;
+    atomic_fetch_add_explicit(&pool->closed, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pool->dead_on_checkout, 1,
+                              memory_order_relaxed);
+    xfer__pool_closing(pool, c, false);
+    xfer__conn_close(c, NULL); /* tracked by no multi while idle */
+  }
+}
+
+/* Hands c to the oldest waiter of its destination, or keeps it idle.
+ * false when it may not be kept (over the idle limit). */
+static bool give_or_keep(xfer_pool *pool, struct xfer__conn *c) {
+  struct xfer__bundle *b = c->bundle;
+  struct xfer__waiter *w;
+  struct xfer__wake *wake = NULL;
+  bool kept = true;
+
+  bundle_lock(pool, b);
+  w = grant_oldest(pool, b);
+  if (w) {
+    w->granted_conn = c;
+    wake = w->wake;
+    atomic_store_explicit(&w->granted, true, memory_order_release);
+  } else if (b->idle_count < pool->max_idle_per_destination) {
+    xfer__list_insert_tail(&b->idle, &c->idle_node);
+    b->idle_count++;
+    atomic_fetch_add_explicit(&pool->idle, 1, memory_order_relaxed);
+  } else {
+    kept = false;
+  }
+  bundle_unlock(b);
+  wake_and_unref(wake);
+  return kept;
+}
+
+void xfer__pool_cancel(xfer_pool *pool, struct xfer__waiter *w,
+                       xfer__time now, struct xfer__list *evicted) {
+  struct xfer__bundle *b = w->bundle;
+  bool was_waiting = false;
+
+  if (!b)
+    return;
+  if (!w->holds_slot) {
+    bundle_lock(pool, b);
+    if (xfer__list_linked(&w->node)) {
+      xfer__list_remove(&w->node);
+      was_waiting = true;
+    }
+    bundle_unlock(b);
+  }
+  if (was_waiting) {
+    atomic_fetch_sub_explicit(&pool->waiting, 1, memory_order_relaxed);
+  } else if (w->holds_slot) {
+    release_slot(pool, b);
+  } else if (atomic_load_explicit(&w->granted, memory_order_acquire)) {
+    /* Granted meanwhile: pass it on. */
+    if (w->granted_conn)
+      xfer__pool_return(pool, w->granted_conn, now, evicted);
+    else if (w->granted_slot)
+      release_slot(pool, b);
+  }
+  w->granted_conn = NULL;
+  w->granted_slot = false;
+  w->holds_slot = false;
+  atomic_store_explicit(&w->granted, false, memory_order_relaxed);
+  w->bundle = NULL;
+}
+
 void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now,
                        struct xfer__list *evicted) {
   struct xfer__bundle *b;
-  bool kept = false;
+  bool kept;
 
   maybe_sweep(pool, now, evicted);
   if (expired(pool, c, now) == TOO_OLD) { /* not worth keeping */
@@ -418,21 +591,19 @@ void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now,
     return;
   }
   c->last_used = now;
-  rcu_read_lock();
-  b = bundle_get(pool, c);
-  if (b) {
-    bundle_lock(pool, b);
-    if (b->idle_count < pool->max_idle_per_destination) {
-      xfer__list_insert_tail(&b->idle, &c->idle_node);
-      b->idle_count++;
-      kept = true;
+  if (!c->bundle) { /* opened outside any slot: find its destination */
+    rcu_read_lock();
+    b = bundle_get(pool, c->key, c->key_len, c->key_hash);
+    if (b) {
+      bundle_lock(pool, b);
+      b->conns++;
+      bundle_unlock(b);
+      TSAN_READ_END(&b->rcu);
     }
-    bundle_unlock(b);
-    TSAN_READ_END(&b->rcu);
+    rcu_read_unlock();
+    c->bundle = b;
   }
-  rcu_read_unlock();
-  if (kept)
-    atomic_fetch_add_explicit(&pool->idle, 1, memory_order_relaxed);
-  else
+  kept = c->bundle && give_or_keep(pool, c);
+  if (!kept)
     evict(pool, c, evicted); /* over the idle limit */
 }

@@ -17,19 +17,64 @@
 
 #include "common.h"
 
+#include <stdatomic.h>
+
 #include "conn.h"
 #include "now.h"
 
-/* Takes the most recently idled connection for `key`, or returns NULL.
- * One idle for longer than the recheck interval (at the caller's `now`)
- * is checked for liveness first; dead ones are closed and *saw_dead set.
- * Connections the pool evicts on the way (expired) are put on `evicted`
- * for the caller's multi to shut down gracefully. Thread-safe; never reads
- * the clock. */
-struct xfer__conn *xfer__pool_checkout(xfer_pool *pool, const char *key,
-                                       size_t key_len, uint64_t hash,
-                                       xfer__time now, bool *saw_dead,
-                                       struct xfer__list *evicted);
+struct xfer__bundle;
+
+/* A multi's wake-up: an eventfd other threads write to after granting one
+ * of its waiting transfers a connection. Reference counted, so a writer
+ * never writes to a descriptor that was closed and reused. */
+struct xfer__wake {
+  atomic_int refs;
+  int fd;
+};
+
+struct xfer__wake *xfer__wake_new(void);
+void xfer__wake_unref(struct xfer__wake *w);
+
+/* A transfer's place in a destination's FIFO of waiters, and what it was
+ * granted. Fields other than `granted` are under the bundle's lock. */
+struct xfer__waiter {
+  struct xfer__list node;          /* in the bundle's waiters */
+  struct xfer__bundle *bundle;     /* waited on, or whose slot it holds */
+  struct xfer__wake *wake;         /* the waiting multi's */
+  struct xfer__conn *granted_conn; /* an idle connection handed over */
+  bool granted_slot;               /* a connection slot handed over */
+  bool holds_slot;                 /* a slot to open a connection with */
+  atomic_bool granted;             /* the owner reads it without the lock */
+};
+
+enum xfer__acquire {
+  XFER__ACQUIRE_CONN, /* *conn is an idle connection to use */
+  XFER__ACQUIRE_OPEN, /* a slot is reserved: open a new connection */
+  XFER__ACQUIRE_WAIT, /* the destination is at its limit: queued */
+  XFER__ACQUIRE_NOMEM
+};
+
+/*
+ * Finds a connection for `key`: the most recently idled one (unless
+ * fresh_only), checked for liveness when idle past the recheck interval
+ * (dead ones are closed, *saw_dead set); else a slot for a new one while
+ * the destination is under its limit; else w joins the destination's FIFO
+ * (its multi is woken through w->wake when it is granted a connection or a
+ * slot). Expired connections met on the way go on `evicted`, for the
+ * caller's multi to shut down. Thread-safe; never reads the clock.
+ */
+enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
+                                      size_t key_len, uint64_t hash,
+                                      xfer__time now, bool fresh_only,
+                                      struct xfer__waiter *w,
+                                      struct xfer__conn **conn,
+                                      bool *saw_dead,
+                                      struct xfer__list *evicted);
+
+/* The owner gives up waiting or its slot (timeout, removal, failure):
+ * anything granted meanwhile is passed on, so nothing is lost. */
+void xfer__pool_cancel(xfer_pool *pool, struct xfer__waiter *w,
+                       xfer__time now, struct xfer__list *evicted);
 
 /* Hands an idle connection to the pool (its socket must no longer be
  * tracked by any multi). It goes on `evicted` instead when the destination
@@ -39,12 +84,15 @@ struct xfer__conn *xfer__pool_checkout(xfer_pool *pool, const char *key,
 void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now,
                        struct xfer__list *evicted);
 
-/* Counts a connection opened for the pool's users; `reopen`: because a
- * reused one was dead. */
-void xfer__pool_count_open(xfer_pool *pool, bool reopen);
-/* Counts a connection closed by its user; `was_evicted`: one the pool
- * handed to a shutdown handle. */
-void xfer__pool_count_close(xfer_pool *pool, bool was_evicted);
+/* A connection was opened with w's slot (which moves into it); `reopen`:
+ * because a reused one was dead. */
+void xfer__pool_opened(xfer_pool *pool, struct xfer__waiter *w,
+                       struct xfer__conn *c, bool reopen);
+/* A connection is about to be closed by its user (before its memory
+ * goes): its slot passes to the oldest waiter of its destination, if
+ * any. `was_evicted`: one the pool handed to a shutdown handle. */
+void xfer__pool_closing(xfer_pool *pool, struct xfer__conn *c,
+                        bool was_evicted);
 /* Counts a request retried on a fresh connection. */
 void xfer__pool_count_retry(xfer_pool *pool);
 
@@ -54,5 +102,7 @@ void xfer__pool_attach(xfer_pool *pool);
 void xfer__pool_detach(xfer_pool *pool);
 
 bool xfer__pool_valid(const xfer_pool *pool);
+/* Does the pool limit connections (so transfers may have to wait)? */
+bool xfer__pool_limited(const xfer_pool *pool);
 
 #endif /* XFER_POOL_H */

@@ -20,8 +20,8 @@ static void finish(xfer_multi *m, struct xfer__conn *c) {
   xfer__list_remove(&c->idle_node);
   m->shutdown.count--;
   xfer__mev_conn_done(m, &c->ev);
-  xfer__conn_close(c, m); /* socket_done, then close */
-  xfer__pool_count_close(m->pool, true);
+  xfer__pool_closing(m->pool, c, true); /* its slot may wake a waiter */
+  xfer__conn_close(c, m);               /* socket_done, then close */
 }
 
 /* Reads and drops what the peer still sends. true at EOF or an error:

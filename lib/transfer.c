@@ -38,6 +38,9 @@ xfer *xfer_new(void) {
   xfer__list_init(&x->msg_node);
   x->opts.read_size = -1;
   xfer__list_init(&x->http.resolve.waiter_node);
+  xfer__list_init(&x->http.wait_node);
+  xfer__list_init(&x->http.wait.node);
+  atomic_init(&x->http.wait.granted, false);
   return x;
 }
 
@@ -206,9 +209,9 @@ static void conn_drop(xfer *x) {
 
   if (!h->conn)
     return;
+  xfer__pool_closing(x->multi->pool, h->conn, false); /* wakes a waiter */
   /* socket_done is a no-op for a socket this multi never tracked. */
   xfer__conn_close(h->conn, x->multi);
-  xfer__pool_count_close(x->multi->pool, false);
   h->conn = NULL;
 }
 
@@ -239,36 +242,22 @@ static const char *method_of(const xfer *x) {
   return x->opts.method[0] ? x->opts.method : "GET";
 }
 
-static int step_init(xfer *x) {
+/* A reused (or handed over) connection: the request goes out on it. */
+static int use_conn(xfer *x, struct xfer__conn *c) {
+  struct xfer__http *h = &x->http;
+
+  h->conn = c;
+  h->reused = true;
+  h->conn_id = c->id;
+  return enter_send(x);
+}
+
+/* A slot is ours: resolve and connect a new connection. */
+static int open_new(xfer *x) {
   struct xfer__http *h = &x->http;
   const struct xfer__url *u = h->url;
-  struct xfer__list evicted;
   xfer_code rc;
 
-  if (!u->block)
-    return http_fail(x, XFER_E_NO_URL, "the transfer has no URL to fetch");
-  if (h->redirects == 0) {
-    snprintf(h->method, sizeof(h->method), "%s", method_of(x));
-    h->send_body = x->opts.has_body || x->opts.read_cb;
-  }
-  h->key_len = xfer__conn_key(h->key, sizeof(h->key), "http", u->host,
-                              u->port, x->opts.ip_version, x->opts.local_text);
-  if (h->key_len >= sizeof(h->key))
-    return http_fail(x, XFER_E_BAD_URL, "the host name is too long");
-  h->key_hash = xfer__conn_key_hash(h->key, h->key_len);
-
-  xfer__list_init(&evicted);
-  h->conn = h->fresh_only ? NULL
-                          : xfer__pool_checkout(x->multi->pool, h->key,
-                                                h->key_len, h->key_hash,
-                                                x->now, &h->saw_dead,
-                                                &evicted);
-  shut_down_evicted(x, &evicted);
-  if (h->conn) {
-    h->reused = true;
-    h->conn_id = h->conn->id;
-    return enter_send(x);
-  }
   h->reused = false;
   xfer__expire_in(x, XFER__EXPIRE_CONNECT,
                   (x->opts.connect_timeout_ms
@@ -281,6 +270,71 @@ static int step_init(xfer *x) {
     return http_fail(x, rc, "%s", h->resolve.detail);
   h->state = XFER__HTTP_RESOLVE;
   return STEP_NEXT;
+}
+
+static int step_init(xfer *x) {
+  struct xfer__http *h = &x->http;
+  const struct xfer__url *u = h->url;
+  xfer_multi *m = x->multi;
+  struct xfer__list evicted;
+  struct xfer__conn *c = NULL;
+  enum xfer__acquire got;
+
+  if (!u->block)
+    return http_fail(x, XFER_E_NO_URL, "the transfer has no URL to fetch");
+  if (h->redirects == 0) {
+    snprintf(h->method, sizeof(h->method), "%s", method_of(x));
+    h->send_body = x->opts.has_body || x->opts.read_cb;
+  }
+  h->key_len = xfer__conn_key(h->key, sizeof(h->key), "http", u->host,
+                              u->port, x->opts.ip_version, x->opts.local_text);
+  if (h->key_len >= sizeof(h->key))
+    return http_fail(x, XFER_E_BAD_URL, "the host name is too long");
+  h->key_hash = xfer__conn_key_hash(h->key, h->key_len);
+  /* A waiter must be wakeable before it can be queued. */
+  if (xfer__pool_limited(m->pool) && !xfer__multi_wake_ready(m))
+    return http_fail(x, XFER_E_OUT_OF_MEMORY, "cannot create a wake-up fd");
+  h->wait.wake = m->wake;
+
+  xfer__list_init(&evicted);
+  got = xfer__pool_acquire(m->pool, h->key, h->key_len, h->key_hash, x->now,
+                           h->fresh_only, &h->wait, &c, &h->saw_dead,
+                           &evicted);
+  shut_down_evicted(x, &evicted);
+  switch (got) {
+  case XFER__ACQUIRE_CONN:
+    return use_conn(x, c);
+  case XFER__ACQUIRE_OPEN:
+    return open_new(x);
+  case XFER__ACQUIRE_WAIT:
+    xfer__list_insert_tail(&m->waiting, &h->wait_node);
+    h->state = XFER__HTTP_WAIT;
+    return STEP_AGAIN;
+  default:
+    return http_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
+  }
+}
+
+/* Queued at a destination's limit: go on when another thread (or this
+ * one) handed us a connection or a slot. */
+static int step_wait(xfer *x) {
+  struct xfer__http *h = &x->http;
+  struct xfer__waiter *w = &h->wait;
+  struct xfer__conn *c;
+
+  if (!atomic_load_explicit(&w->granted, memory_order_acquire))
+    return STEP_AGAIN;
+  xfer__list_remove(&h->wait_node);
+  atomic_store_explicit(&w->granted, false, memory_order_relaxed);
+  if (w->granted_conn) {
+    c = w->granted_conn;
+    w->granted_conn = NULL;
+    w->bundle = NULL;
+    return use_conn(x, c);
+  }
+  w->granted_slot = false;
+  w->holds_slot = true;
+  return open_new(x);
 }
 
 static int step_resolve(xfer *x) {
@@ -329,7 +383,8 @@ static int step_connect(xfer *x) {
     return http_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
   }
   h->conn_id = h->conn->id;
-  xfer__pool_count_open(x->multi->pool, h->saw_dead || h->retries > 0);
+  xfer__pool_opened(x->multi->pool, &h->wait, h->conn,
+                    h->saw_dead || h->retries > 0);
   xfer__expire_clear(x, XFER__EXPIRE_CONNECT);
   xfer__stamp(x, XFER__PHASE_CONNECT);
   return enter_send(x);
@@ -695,6 +750,9 @@ static int http_run(xfer *x, unsigned due) {
     case XFER__HTTP_INIT:
       rc = step_init(x);
       break;
+    case XFER__HTTP_WAIT:
+      rc = step_wait(x);
+      break;
     case XFER__HTTP_RESOLVE:
       rc = step_resolve(x);
       break;
@@ -739,7 +797,15 @@ static void http_pollset(xfer *x, struct xfer__pollset *ps) {
  * so it is closed, never pooled. */
 static void http_cleanup(xfer *x) {
   struct xfer__http *h = &x->http;
+  struct xfer__list evicted;
 
+  if (xfer__list_linked(&h->wait_node))
+    xfer__list_remove(&h->wait_node);
+  /* A place in a FIFO, a slot, or a grant not taken yet is passed on, so
+   * a transfer timing out while it waits leaves nothing stuck. */
+  xfer__list_init(&evicted);
+  xfer__pool_cancel(x->multi->pool, &h->wait, x->now, &evicted);
+  shut_down_evicted(x, &evicted);
   xfer__resolve_cancel(&h->resolve);
   if (h->state == XFER__HTTP_CONNECT)
     xfer__cf_socket_close(&h->cf, x->multi);

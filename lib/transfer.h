@@ -14,6 +14,7 @@
 #include "http1.h"
 #include "multi_ev.h"
 #include "now.h"
+#include "pool.h"
 #include "resolve.h"
 #include "timer.h"
 #include "url.h"
@@ -86,6 +87,7 @@ struct xfer__opts {
 
 enum xfer__http_state {
   XFER__HTTP_INIT,    /* pick a pooled connection or resolve */
+  XFER__HTTP_WAIT,    /* the destination is at its limit: queued */
   XFER__HTTP_RESOLVE,
   XFER__HTTP_CONNECT,
   XFER__HTTP_SEND,
@@ -104,6 +106,8 @@ struct xfer__http {
   char key[600];                 /* pool key of this hop */
   size_t key_len;
   uint64_t key_hash;
+  struct xfer__waiter wait;      /* place in the pool's FIFO, or slot */
+  struct xfer__list wait_node;   /* in multi->waiting while waiting */
   struct xfer__resolve_req resolve;
   struct xfer__cf_socket cf;
   struct xfer__conn *conn;

@@ -306,3 +306,97 @@ TH_TEST(pool, statistics_follow_the_connections) {
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
 }
+
+/* --- limits and waiting ------------------------------------------------- */
+
+TH_TEST(pool, per_destination_limit_queues_in_order) {
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.max_per_destination = 2});
+  xfer_multi *m = xfer_multi_new(p);
+  xfer_pool_stats ps;
+  struct ts_stats ss;
+  uint64_t first = 0, second = 0;
+
+  for (int i = 0; i < 6; i++)
+    xs[nxs++] = th_get(m, th_url(ts_port(web), "/delay/60/bytes/10"), NULL);
+  cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.waiting, 4, "two open, four queued");
+  th_run(m, 5000);
+  for (int i = 0; i < 6; i++) {
+    uint64_t id = xfer_get_conn_id(xs[i]);
+    cr_assert_eq(th_result(m, xs[i]), XFER_OK, "%s",
+                 xfer_get_error_detail(xs[i]));
+    if (!first || id == first)
+      first = id;
+    else if (!second || id == second)
+      second = id;
+    else
+      cr_assert_fail("a third connection: the limit did not hold");
+    cr_assert_eq(xfer_get_reused(xs[i]), i >= 2, "waiters were handed one");
+  }
+  xfer_pool_get_stats(p, &ps);
+  ts_get_stats(web, &ss);
+  cr_assert_eq(ps.opened_total, 2);
+  cr_assert_eq(ss.accepted, 2);
+  cr_assert_eq(ps.waited_total, 4);
+  cr_assert_eq(ps.waiting, 0);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+}
+
+/* A waiter that times out leaves nothing stuck: the connection it might
+ * have been handed goes on to the next one (compare golang/go#32336). */
+TH_TEST(pool, waiter_timeout_does_not_deadlock) {
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.max_per_destination = 1});
+  xfer_multi *m = xfer_multi_new(p);
+  xfer *slow, *impatient, *later;
+  xfer_pool_stats ps;
+
+  slow = th_get(m, th_url(ts_port(web), "/delay/300/bytes/1"), NULL);
+  impatient = xfer_new();
+  xfer_set_url(impatient, th_url(ts_port(web), "/bytes/1"));
+  xfer_set_timeout_ms(impatient, 100);
+  xfer_multi_add(m, impatient);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, slow), XFER_OK);
+  cr_assert_eq(th_result(m, impatient), XFER_E_TIMEOUT);
+  cr_assert(strstr(xfer_get_error_detail(impatient), "longer than 100 ms"));
+  later = th_get(m, th_url(ts_port(web), "/bytes/1"), NULL);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, later), XFER_OK, "%s",
+               xfer_get_error_detail(later));
+  cr_assert_eq(xfer_get_conn_id(later), xfer_get_conn_id(slow));
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.waiting, 0);
+  cr_assert_eq(ps.opened_total, 1);
+  xs[nxs++] = slow;
+  xs[nxs++] = impatient;
+  xs[nxs++] = later;
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+}
+
+TH_TEST(pool, removing_a_waiter_leaves_its_place_to_others) {
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.max_per_destination = 1});
+  xfer_multi *m = xfer_multi_new(p);
+  xfer *busy = th_get(m, th_url(ts_port(web), "/delay/100/bytes/1"), NULL);
+  xfer *gone = th_get(m, th_url(ts_port(web), "/bytes/1"), NULL);
+  xfer *next = th_get(m, th_url(ts_port(web), "/bytes/1"), NULL);
+  xfer_pool_stats ps;
+
+  cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.waiting, 2);
+  cr_assert_eq(xfer_multi_remove(m, gone), XFER_M_OK);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.waiting, 1);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, busy), XFER_OK);
+  cr_assert_eq(th_result(m, next), XFER_OK);
+  cr_assert_eq(xfer_get_conn_id(next), xfer_get_conn_id(busy));
+  xs[nxs++] = busy;
+  xs[nxs++] = gone;
+  xs[nxs++] = next;
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+}

@@ -13,6 +13,9 @@
  *      never share a connection.
  *   4. Expiry racing the traffic: a 1 ms idle timeout, so sweeps run in
  *      every thread while the others check out and return.
+ *   5. Limits across threads: a transfer waiting in one thread is handed
+ *      the connection another thread returns (woken through its multi's
+ *      wake-up fd); 4 threads against a limit of 4 never open a fifth.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -89,6 +92,8 @@ struct worker {
   long target;     /* phase 1: transfers to run */
   int turn_burst;  /* phase 2: one burst of this size */
   int keys;        /* phase 3: rounds over the three keys */
+  const char *path; /* phase 5: one GET of this path ... */
+  int delay_ms;     /* ... after this long */
 };
 
 static int on_socket(xfer_multi *m, int fd, int what, void *userp,
@@ -321,6 +326,29 @@ static void *keys(void *arg) {
   return NULL;
 }
 
+/* Phase 5: one GET, after a delay. */
+static void *one_get(void *arg) {
+  struct worker *w = arg;
+  struct request r;
+  char url[96];
+
+  worker_open(w);
+  usleep((useconds_t)w->delay_ms * 1000);
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", ts_port(web), w->path);
+  memset(&r, 0, sizeof(r));
+  r.x = xfer_new();
+  r.expect = 1;
+  r.label = "ip";
+  xfer_set_url(r.x, url);
+  xfer_set_write_cb(r.x, on_body, &r);
+  xfer_set_private(r.x, &r);
+  xfer_multi_add(w->m, r.x);
+  w->running = 1;
+  drain(w);
+  worker_close(w);
+  return NULL;
+}
+
 static void run_threads(struct worker *w, int n, void *(*fn)(void *)) {
   pthread_t t[THREADS];
 
@@ -447,6 +475,41 @@ int main(void) {
                  sum(w, THREADS, offsetof(struct worker, bad_bodies)) == 0);
   tap_result("idle connections expired meanwhile",
              after.closed_idle_timeout > 0);
+  xfer_pool_destroy(pool);
+
+  /* 5. limits across threads */
+  pool = xfer_pool_new(&(xfer_pool_opts){.max_per_destination = 1});
+  memset(w, 0, sizeof(w));
+  w[0].id = 0;
+  w[0].path = "/delay/300/bytes/1";
+  w[1].id = 1;
+  w[1].path = "/bytes/1";
+  w[1].delay_ms = 50;
+  run_threads(w, 2, one_get);
+  xfer_pool_get_stats(pool, &after);
+  tap_result("a waiter in one thread gets the connection another returns",
+             w[0].done == 1 && w[1].done == 1 && w[0].errors == 0 &&
+                 w[1].errors == 0 && w[1].reused == 1 &&
+                 w[1].conn_ids[0] == w[0].conn_ids[0] &&
+                 after.opened_total == 1 && after.waited_total == 1);
+  xfer_pool_destroy(pool);
+
+  pool = xfer_pool_new(&(xfer_pool_opts){.max_per_destination = 4});
+  memset(w, 0, sizeof(w));
+  for (int i = 0; i < THREADS; i++) {
+    w[i].id = i;
+    w[i].target = 300;
+  }
+  run_threads(w, THREADS, bursts);
+  xfer_pool_get_stats(pool, &after);
+  printf("# limit 4: %llu opened, %llu waited\n",
+         (unsigned long long)after.opened_total,
+         (unsigned long long)after.waited_total);
+  tap_result("4 threads never open more than the limit of 4",
+             sum(w, THREADS, offsetof(struct worker, done)) == 4 * 300 &&
+                 sum(w, THREADS, offsetof(struct worker, errors)) == 0 &&
+                 after.opened_total <= 4 && after.waiting == 0 &&
+                 after.waited_total > 0);
   xfer_pool_destroy(pool);
 
   tap_result("no fd was ever watched by two event loops",

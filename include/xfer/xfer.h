@@ -250,6 +250,10 @@ typedef struct xfer_pool_opts {
   unsigned idle_timeout_ms;
   /* Connections older than this are not reused (0: 24 h). */
   unsigned max_lifetime_ms;
+  /* Connections per destination (open, idle or being opened). A transfer
+   * over it waits in the destination's FIFO, across threads, until one is
+   * returned or closed. 0: no limit. */
+  unsigned max_per_destination;
 } xfer_pool_opts;
 
 /* A pool that any number of multis may share (one per process is usual).
@@ -275,6 +279,8 @@ typedef struct xfer_pool_stats {
   uint64_t checkout_hits;       /* checkouts that found an idle one */
   uint64_t checkout_misses;     /* checkouts that found none */
   uint64_t lock_contention;     /* bundle lock attempts that had to wait */
+  uint64_t waiting;             /* transfers waiting for a connection now */
+  uint64_t waited_total;        /* transfers that had to wait */
 } xfer_pool_stats;
 
 /* Any thread, any time. */
