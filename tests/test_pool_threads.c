@@ -172,16 +172,14 @@ static bool body_ok(const struct request *r) {
   return true;
 }
 
+/* GET http://host:port/path, expecting `size` pattern bytes. */
 static void start(struct worker *w, struct request *r, const char *host,
-                  const char *bind, size_t size, const char *label) {
+                  const char *bind, const char *path, size_t size,
+                  const char *label) {
   char url[128];
 
-  snprintf(url, sizeof(url), "http://%s:%d/%s%zu", host, ts_port(web),
-           size % 3 ? "bytes/" : "chunked/", size);
-  if (size % 3 == 0) /* chunked/N/K */
-    snprintf(url + strlen(url), sizeof(url) - strlen(url), "/%zu",
-             size / 3 + 1);
-  memset(r, 0, sizeof(*r));
+  snprintf(url, sizeof(url), "http://%s:%d%s", host, ts_port(web), path);
+  memset(r, 0, sizeof(r[0]));
   r->x = xfer_new();
   r->expect = size;
   r->label = label;
@@ -195,6 +193,18 @@ static void start(struct worker *w, struct request *r, const char *host,
     w->errors++;
     note_in_flight(-1);
   }
+}
+
+/* A body of `size` bytes, sent with Content-Length or chunked. */
+static void start_sized(struct worker *w, struct request *r, const char *host,
+                        const char *bind, size_t size, const char *label) {
+  char path[64];
+
+  if (size % 3)
+    snprintf(path, sizeof(path), "/bytes/%zu", size);
+  else
+    snprintf(path, sizeof(path), "/chunked/%zu/%zu", size, size / 3 + 1);
+  start(w, r, host, bind, path, size, label);
 }
 
 static void finish(struct worker *w, const xfer_msg *msg) {
@@ -280,7 +290,8 @@ static void *bursts(void *arg) {
     if (burst > w->target - w->done)
       burst = (int)(w->target - w->done);
     for (int i = 0; i < burst; i++)
-      start(w, &reqs[i], "127.0.0.1", NULL, 1 + rand_r(&seed) % 3000, "ip");
+      start_sized(w, &reqs[i], "127.0.0.1", NULL, 1 + rand_r(&seed) % 3000,
+                  "ip");
     w->running = 1;
     drain(w);
     if (w->running)
@@ -299,7 +310,7 @@ static void *one_burst(void *arg) {
 
   worker_open(w);
   for (int i = 0; i < w->turn_burst; i++)
-    start(w, &reqs[i], "127.0.0.1", NULL, 200, "ip");
+    start_sized(w, &reqs[i], "127.0.0.1", NULL, 200, "ip");
   w->running = 1;
   drain(w);
   worker_close(w);
@@ -318,7 +329,7 @@ static void *keys(void *arg) {
   for (int round = 0; round < w->keys; round++) {
     int k = (round + w->id) % 3;
     for (int i = 0; i < 2; i++)
-      start(w, &reqs[i], hosts[k], binds[k], 50, labels[k]);
+      start_sized(w, &reqs[i], hosts[k], binds[k], 50, labels[k]);
     w->running = 1;
     drain(w);
   }
@@ -330,19 +341,10 @@ static void *keys(void *arg) {
 static void *one_get(void *arg) {
   struct worker *w = arg;
   struct request r;
-  char url[96];
 
   worker_open(w);
   usleep((useconds_t)w->delay_ms * 1000);
-  snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", ts_port(web), w->path);
-  memset(&r, 0, sizeof(r));
-  r.x = xfer_new();
-  r.expect = 1;
-  r.label = "ip";
-  xfer_set_url(r.x, url);
-  xfer_set_write_cb(r.x, on_body, &r);
-  xfer_set_private(r.x, &r);
-  xfer_multi_add(w->m, r.x);
+  start(w, &r, "127.0.0.1", NULL, w->path, 1, "ip");
   w->running = 1;
   drain(w);
   worker_close(w);
