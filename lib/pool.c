@@ -482,13 +482,14 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
                b->conns < pool->max_per_destination) {
       b->conns++; /* the reservation and the check, in one place */
       got = XFER__ACQUIRE_OPEN;
+      w->bundle = b;
     } else {
+      w->bundle = b;
       xfer__list_insert_tail(&b->waiters, &w->node);
     }
     bundle_unlock(b);
     TSAN_READ_END(&b->rcu);
     rcu_read_unlock();
-    w->bundle = b;
 
     if (got == XFER__ACQUIRE_OPEN) {
       w->holds_slot = true;
