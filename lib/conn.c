@@ -50,6 +50,8 @@ struct xfer__conn *xfer__conn_new(int fd, const char *key, size_t key_len,
   c->created = now;
   c->last_used = now;
   xfer__list_init(&c->idle_node);
+  xfer__list_init(&c->owner_node);
+  atomic_init(&c->release_requested, false);
   return c;
 }
 
@@ -64,8 +66,10 @@ void xfer__conn_close(struct xfer__conn *c, xfer_multi *m) {
 
 bool xfer__conn_alive(const struct xfer__conn *c) {
   char byte;
-XFER__ASSERT_NO_POOL_LOCK();
-  ssize_t n = recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  ssize_t n;
+
+  XFER__ASSERT_NO_POOL_LOCK();
+  n = recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
 
   /* EOF, bytes we did not ask for, or an error: not reusable. */
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);

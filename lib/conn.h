@@ -8,10 +8,13 @@
 
 #include "common.h"
 
+#include <stdatomic.h>
+
 #include "multi_ev.h"
 #include "now.h"
 
 struct xfer__bundle;
+struct xfer__wake;
 
 struct xfer__conn {
   uint64_t id;          /* unique in the process */
@@ -27,8 +30,21 @@ struct xfer__conn {
                                   list on its way there */
   struct xfer__bundle *bundle; /* the pool destination whose slot it holds
                                   (NULL: none) */
-  struct xfer__mev_tracker ev; /* while shutting down: its last pollset */
+  /* Its own last pollset, while no transfer uses it in a multi: attached
+   * (attached.h) or shutting down (shutdown.h). ev_live: ev has uses. */
+  struct xfer__mev_tracker ev;
+  bool ev_live;
   xfer__time shutdown_deadline;
+  /* Attached (brief rule 4 fast path): kept by the multi that last used
+   * it. owner_node and attached_at belong to that multi's thread;
+   * owner_wake is set before the connection joins its bundle's attached
+   * list and read by waiters under the bundle lock; release_requested is
+   * set by a waiter under the bundle lock and read by the owner without
+   * it. */
+  struct xfer__list owner_node;
+  xfer__time attached_at;
+  struct xfer__wake *owner_wake;
+  atomic_bool release_requested;
 };
 
 /*

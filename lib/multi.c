@@ -69,7 +69,8 @@ xfer_multi *xfer_multi_new(xfer_pool *pool) {
   xfer__list_init(&m->dirty);
   xfer__list_init(&m->msgs);
   xfer__list_init(&m->waiting);
-  if (!xfer__shutdown_init(m)) {
+  if (!xfer__shutdown_init(m) || !xfer__attached_init(m)) {
+    xfer__shutdown_drain_and_free(m); /* nothing to drain yet */
     m->magic = XFER__MAGIC_DEAD;
     xfer__timer_heap_free(&m->timers);
     xfer__pool_detach(pool);
@@ -112,6 +113,8 @@ static void wake_event(xfer_multi *m, struct xfer__mev_tracker *t, int fd,
     if (atomic_load_explicit(&x->http.wait.granted, memory_order_acquire))
       xfer__multi_mark_dirty(m, x);
   }
+  /* Or a transfer of another thread asked for one we hold attached. */
+  xfer__attached_release_requested(m, m->last_now);
 }
 
 bool xfer__multi_wake_ready(xfer_multi *m) {
@@ -353,8 +356,9 @@ xfer_mcode xfer_multi_add(xfer_multi *m, xfer *x) {
   if (x->multi)
     return XFER_M_ADDED_ALREADY;
   /* Room in the heap now means no timer operation can fail later (one
-   * node per transfer and one for the shutdown handle). */
-  if (!xfer__timer_heap_reserve(&m->timers, m->num_xfers + 2))
+   * node per transfer and one per internal handle). */
+  if (!xfer__timer_heap_reserve(&m->timers,
+                                m->num_xfers + 1 + XFER__INTERNAL_HANDLES))
     return XFER_M_OUT_OF_MEMORY;
   call_begin(m);
   now = xfer__multi_now(m);
@@ -414,6 +418,7 @@ xfer_mcode xfer_multi_destroy(xfer_multi *m) {
   while (!xfer__list_empty(&m->xfers))
     xfer_detach(m, XFER__CONTAINER_OF(m->xfers.next, xfer, multi_node));
   xfer__resolver_free(m); /* c-ares closes its sockets through socket_done */
+  xfer__attached_release_all_and_free(m, xfer__multi_now(m));
   xfer__shutdown_drain_and_free(m); /* bounded by the shutdown timeout */
   if (m->wake) { /* REMOVE first; the last reference closes the fd */
     xfer__mev_conn_done(m, &m->wake_ev);

@@ -9,6 +9,7 @@
 
 #include "common.h"
 
+#include "attached.h"
 #include "multi_ev.h"
 #include "now.h"
 #include "pool.h"
@@ -18,6 +19,10 @@
 /* The processing loop reads the clock again after this many transfers, so
  * that one call never carries a stale `now` far (brief rule 2). */
 #define XFER__CLOCK_REFRESH_EVERY 16
+
+/* Internal transfers of every multi, each with a timer node: the shutdown
+ * and attached handles. */
+#define XFER__INTERNAL_HANDLES 2
 
 struct pollfd;
 struct xfer__resolver;
@@ -58,6 +63,8 @@ struct xfer_multi {
   char *recv_buf;       /* XFER__RECV_BUF_SIZE, shared by its transfers */
 
   struct xfer__shutdown shutdown; /* graceful closes (shutdown.h) */
+  struct xfer__attached attached; /* kept for our next transfer
+                                     (attached.h) */
   struct xfer__wake *wake;        /* other threads wake our waiters */
   struct xfer__mev_tracker wake_ev;
   struct xfer__list waiting;      /* transfers in a pool FIFO */

@@ -49,6 +49,9 @@ struct xfer__bundle {
   unsigned idle_count;
   unsigned conns;         /* open or being opened: slots in use */
   struct xfer__list waiters; /* xfer__waiter.node, oldest first */
+  struct xfer__list attached; /* attached to their owner multis (rule 4
+                                 fast path), oldest first */
+  unsigned attached_count;
   uint64_t hash;
   size_t key_len;
   char key[];
@@ -59,6 +62,8 @@ struct xfer_pool {
   struct cds_lfht *bundles;
   unsigned max_idle_per_destination;
   unsigned max_per_destination; /* 0: no limit */
+  unsigned max_total;           /* 0: no limit */
+  xfer__time attach_hold;       /* 0: attaching is off */
   xfer__time recheck;
   xfer__time idle_timeout;
   xfer__time max_lifetime;
@@ -80,6 +85,19 @@ struct xfer_pool {
   atomic_long contention;
   atomic_long waiting;
   atomic_long waited;
+  atomic_long attached;
+  atomic_long released_on_demand;
+  atomic_long closed_peer;
+  atomic_long closed_error;
+  atomic_long closed_limit;
+  /* The pool-wide limit: connections holding a total slot (open or being
+   * opened, not evicted). Raised with an atomic outside any lock (then
+   * checked); lowered only under total_lock, which also guards
+   * total_waiters, so a freed slot always reaches a waiter. */
+  atomic_long total;
+  pthread_mutex_t total_lock;
+  struct xfer__list total_waiters; /* xfer__waiter.node, oldest first */
+  atomic_long total_waiting;
 };
 
 struct bundle_key {
@@ -92,7 +110,11 @@ bool xfer__pool_valid(const xfer_pool *pool) {
 }
 
 bool xfer__pool_limited(const xfer_pool *pool) {
-  return pool->max_per_destination > 0;
+  return pool->max_per_destination > 0 || pool->max_total > 0;
+}
+
+xfer__time xfer__pool_attach_hold(const xfer_pool *pool) {
+  return pool->attach_hold;
 }
 
 xfer_pool *xfer_pool_new(const xfer_pool_opts *opts) {
@@ -110,6 +132,16 @@ xfer_pool *xfer_pool_new(const xfer_pool_opts *opts) {
       opts && opts->max_idle_per_destination ? opts->max_idle_per_destination
                                              : 64;
   pool->max_per_destination = opts ? opts->max_per_destination : 0;
+  pool->max_total = opts ? opts->max_total : 0;
+  if (opts && opts->attach_hold_ms < 0)
+    pool->attach_hold = 0;
+  else
+    pool->attach_hold =
+        (xfer__time)(opts && opts->attach_hold_ms ? opts->attach_hold_ms
+                                                  : 100) *
+        XFER__NS_PER_MS;
+  pthread_mutex_init(&pool->total_lock, NULL);
+  xfer__list_init(&pool->total_waiters);
   pool->recheck = (xfer__time)(opts && opts->recheck_ms ? opts->recheck_ms
                                                         : 1000) *
                   XFER__NS_PER_MS;
@@ -154,52 +186,54 @@ xfer_code xfer_pool_destroy(xfer_pool *pool) {
   }
   rcu_read_unlock();
   cds_lfht_destroy(pool->bundles, NULL);
+  pthread_mutex_destroy(&pool->total_lock);
   pool->magic = XFER__MAGIC_DEAD;
   xfer__free(pool);
   return XFER_OK;
 }
 
+/* Statistics are relaxed atomics: each exact, the set only roughly a
+ * snapshot (they move apart while read). */
+#define LOAD(field)                                                            \
+  ((uint64_t)atomic_load_explicit(&pool->field, memory_order_relaxed))
+
 xfer_code xfer_pool_get_stats(xfer_pool *pool, xfer_pool_stats *out) {
+  long open, idle, busy;
+
   if (!xfer__pool_valid(pool))
     return XFER_E_BAD_HANDLE;
   if (!out)
     return XFER_E_BAD_ARGUMENT;
   memset(out, 0, sizeof(*out));
-  out->idle = (uint64_t)atomic_load_explicit(&pool->idle, memory_order_relaxed);
-  out->opened_total =
-      (uint64_t)atomic_load_explicit(&pool->opened, memory_order_relaxed);
-  out->reused_total =
-      (uint64_t)atomic_load_explicit(&pool->reused, memory_order_relaxed);
-  out->closed_total =
-      (uint64_t)atomic_load_explicit(&pool->closed, memory_order_relaxed);
-  out->reopened_total =
-      (uint64_t)atomic_load_explicit(&pool->reopened, memory_order_relaxed);
-  out->dead_on_checkout = (uint64_t)atomic_load_explicit(
-      &pool->dead_on_checkout, memory_order_relaxed);
-  out->retries_total =
-      (uint64_t)atomic_load_explicit(&pool->retries, memory_order_relaxed);
-  out->closed_idle_timeout = (uint64_t)atomic_load_explicit(
-      &pool->closed_idle_timeout, memory_order_relaxed);
-  out->closed_lifetime = (uint64_t)atomic_load_explicit(
-      &pool->closed_lifetime, memory_order_relaxed);
-  {
-    long open = atomic_load_explicit(&pool->open, memory_order_relaxed);
-    long busy = open - (long)out->idle -
-                atomic_load_explicit(&pool->closing, memory_order_relaxed);
-    out->open = (uint64_t)(open > 0 ? open : 0);
-    out->busy = (uint64_t)(busy > 0 ? busy : 0); /* counters move apart */
-  }
+  out->attached = LOAD(attached);
+  out->idle = LOAD(idle) + out->attached; /* attached ones are idle too */
+  out->opened_total = LOAD(opened);
+  out->reopened_total = LOAD(reopened);
+  out->reused_total = LOAD(reused);
+  out->closed_total = LOAD(closed);
+  out->closed_idle_timeout = LOAD(closed_idle_timeout);
+  out->closed_lifetime = LOAD(closed_lifetime);
+  out->dead_on_checkout = LOAD(dead_on_checkout);
+  out->closed_peer = LOAD(closed_peer);
+  out->closed_error = LOAD(closed_error);
+  out->closed_limit = LOAD(closed_limit);
+  out->retries_total = LOAD(retries);
+  open = atomic_load_explicit(&pool->open, memory_order_relaxed);
+  idle = (long)out->idle;
+  busy = open - idle - atomic_load_explicit(&pool->closing,
+                                            memory_order_relaxed);
+  out->open = (uint64_t)(open > 0 ? open : 0);
+  out->busy = (uint64_t)(busy > 0 ? busy : 0);
   out->checkout_hits = out->reused_total;
-  out->checkout_misses =
-      (uint64_t)atomic_load_explicit(&pool->misses, memory_order_relaxed);
-  out->lock_contention =
-      (uint64_t)atomic_load_explicit(&pool->contention, memory_order_relaxed);
-  out->waiting =
-      (uint64_t)atomic_load_explicit(&pool->waiting, memory_order_relaxed);
-  out->waited_total =
-      (uint64_t)atomic_load_explicit(&pool->waited, memory_order_relaxed);
+  out->checkout_misses = LOAD(misses);
+  out->lock_contention = LOAD(contention);
+  out->waiting = LOAD(waiting) + LOAD(total_waiting);
+  out->waited_total = LOAD(waited);
+  out->released_on_demand = LOAD(released_on_demand);
   return XFER_OK;
 }
+
+#undef LOAD
 
 void xfer__pool_attach(xfer_pool *pool) { atomic_fetch_add(&pool->multis, 1); }
 
@@ -256,20 +290,26 @@ static enum expiry expired(const xfer_pool *pool, const struct xfer__conn *c,
   return FRESH;
 }
 
-/* Evicts a connection: the caller's multi shuts it down gracefully. */
-static void evict(xfer_pool *pool, struct xfer__conn *c,
+bool xfer__pool_too_old(const xfer_pool *pool, const struct xfer__conn *c,
+                        xfer__time now) {
+  return expired(pool, c, now) == TOO_OLD;
+}
+
+/* Evicts a connection, counted under `reason`: the caller's multi shuts
+ * it down gracefully. It keeps its slots until it is closed. */
+static void evict(xfer_pool *pool, struct xfer__conn *c, atomic_long *reason,
                   struct xfer__list *evicted) {
   xfer__list_insert_tail(evicted, &c->idle_node);
   atomic_fetch_add_explicit(&pool->closed, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(reason, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&pool->closing, 1, memory_order_relaxed);
 }
 
 static void evict_expired(xfer_pool *pool, struct xfer__conn *c,
                           enum expiry why, struct xfer__list *evicted) {
-  evict(pool, c, evicted);
-  atomic_fetch_add_explicit(why == TOO_OLD ? &pool->closed_lifetime
-                                           : &pool->closed_idle_timeout,
-                            1, memory_order_relaxed);
+  evict(pool, c,
+        why == TOO_OLD ? &pool->closed_lifetime : &pool->closed_idle_timeout,
+        evicted);
 }
 
 /*
@@ -366,6 +406,7 @@ static struct xfer__bundle *bundle_new(const char *key, size_t len,
   pthread_mutex_init(&b->lock, NULL);
   xfer__list_init(&b->idle);
   xfer__list_init(&b->waiters);
+  xfer__list_init(&b->attached);
   b->hash = hash;
   b->key_len = len;
   memcpy(b->key, key, len);
@@ -396,37 +437,142 @@ static struct xfer__bundle *bundle_get(xfer_pool *pool, const char *key,
   return caa_container_of(added, struct xfer__bundle, node);
 }
 
-/* Under b's lock: the oldest waiter, unlinked and marked granted (the
- * caller fills in what), with a reference on its wake-up; or NULL. */
-static struct xfer__waiter *grant_oldest(xfer_pool *pool,
-                                         struct xfer__bundle *b) {
+/* Under the lock that guards `list`: its oldest waiter, unlinked and
+ * marked granted (the caller fills in what first), with a reference on its
+ * wake-up; or NULL. */
+static struct xfer__waiter *grant_oldest(struct xfer__list *list,
+                                         atomic_long *waiting) {
   struct xfer__waiter *w;
 
-  if (xfer__list_empty(&b->waiters))
+  if (xfer__list_empty(list))
     return NULL;
-  w = XFER__CONTAINER_OF(b->waiters.next, struct xfer__waiter, node);
+  w = XFER__CONTAINER_OF(list->next, struct xfer__waiter, node);
   xfer__list_remove(&w->node);
   atomic_fetch_add_explicit(&w->wake->refs, 1, memory_order_relaxed);
-  atomic_fetch_sub_explicit(&pool->waiting, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(waiting, 1, memory_order_relaxed);
   return w;
 }
 
-/* A slot of b is free: it passes to the oldest waiter, or is given back. */
+/* Under a lock: w was granted a slot. Its wake-up, to write to after the
+ * lock. */
+static struct xfer__wake *grant_slot(struct xfer__waiter *w) {
+  w->granted_slot = true;
+  atomic_store_explicit(&w->granted, true, memory_order_release);
+  return w->wake;
+}
+
+/* --- the total limit ------------------------------------------------------- */
+
+/* Reserves a total slot without a lock: raise, then check. */
+static bool total_reserve(xfer_pool *pool) {
+  if (!pool->max_total)
+    return true;
+  return atomic_fetch_add(&pool->total, 1) < (long)pool->max_total;
+}
+
+/* A total slot is free (a connection closed or was evicted, or a
+ * reservation failed): given back, and if that leaves room, the oldest
+ * pool-wide waiter takes it. Under total_lock, where waiters queue, so no
+ * waiter misses a slot; the count may stand over the limit for a moment
+ * (a failed reservation), which only ever delays a grant to the release
+ * that ends it. */
+static void total_release(xfer_pool *pool) {
+  struct xfer__waiter *w = NULL;
+  struct xfer__wake *wake = NULL;
+
+  if (!pool->max_total)
+    return;
+  pthread_mutex_lock(&pool->total_lock);
+  xfer__pool_lock_depth++;
+  if (atomic_fetch_sub(&pool->total, 1) - 1 < (long)pool->max_total &&
+      (w = grant_oldest(&pool->total_waiters, &pool->total_waiting))) {
+    atomic_fetch_add(&pool->total, 1);
+    wake = grant_slot(w); /* w holds its destination slot already */
+  }
+  xfer__pool_lock_depth--;
+  pthread_mutex_unlock(&pool->total_lock);
+  wake_and_unref(wake);
+}
+
+/* At the total limit with no idle connection to close: w (holding its
+ * destination's slot) waits for a total slot, unless one came free. */
+static bool total_wait(xfer_pool *pool, struct xfer__waiter *w) {
+  bool queued = false;
+
+  pthread_mutex_lock(&pool->total_lock);
+  xfer__pool_lock_depth++;
+  if (atomic_load(&pool->total) < (long)pool->max_total) {
+    atomic_fetch_add(&pool->total, 1);
+  } else {
+    w->total_wait = true;
+    xfer__list_insert_tail(&pool->total_waiters, &w->node);
+    atomic_fetch_add_explicit(&pool->total_waiting, 1, memory_order_relaxed);
+    queued = true;
+  }
+  xfer__pool_lock_depth--;
+  pthread_mutex_unlock(&pool->total_lock);
+  return queued;
+}
+
+/* A destination slot of b is free: it passes to b's oldest waiter (with
+ * its total slot), or both are given back. */
 static void release_slot(xfer_pool *pool, struct xfer__bundle *b) {
   struct xfer__waiter *w;
   struct xfer__wake *wake = NULL;
 
   bundle_lock(pool, b);
-  w = grant_oldest(pool, b);
-  if (w) {
-    w->granted_slot = true; /* conns stays: the slot changes hands */
-    wake = w->wake;
-    atomic_store_explicit(&w->granted, true, memory_order_release);
-  } else {
+  w = grant_oldest(&b->waiters, &pool->waiting);
+  if (w)
+    wake = grant_slot(w); /* conns stays: the slot changes hands */
+  else
     b->conns--;
-  }
   bundle_unlock(b);
-  wake_and_unref(wake);
+  if (w)
+    wake_and_unref(wake);
+  else
+    total_release(pool);
+}
+
+/* Takes the oldest idle connection of any destination, to close it and
+ * make room under the total limit; NULL when none is idle. */
+static struct xfer__conn *take_any_idle(xfer_pool *pool) {
+  struct xfer__conn *c = NULL;
+  struct cds_lfht_iter iter;
+  struct cds_lfht_node *node;
+
+  rcu_read_lock();
+  cds_lfht_for_each(pool->bundles, &iter, node) {
+    struct xfer__bundle *b = caa_container_of(node, struct xfer__bundle, node);
+    TSAN_READ_BEGIN(b);
+    if (b->idle_count) { /* a racy hint; checked again under the lock */
+      bundle_lock(pool, b);
+      if (!xfer__list_empty(&b->idle)) {
+        c = XFER__CONTAINER_OF(b->idle.next, struct xfer__conn, idle_node);
+        xfer__list_remove(&c->idle_node);
+        b->idle_count--;
+      }
+      bundle_unlock(b);
+    }
+    TSAN_READ_END(&b->rcu);
+    if (c)
+      break;
+  }
+  rcu_read_unlock();
+  if (c)
+    atomic_fetch_sub_explicit(&pool->idle, 1, memory_order_relaxed);
+  return c;
+}
+
+/* Evicts c and frees its slots at once (not when its graceful close
+ * ends), because a transfer is waiting for room under the total limit. */
+static void evict_for_room(xfer_pool *pool, struct xfer__conn *c,
+                           struct xfer__list *evicted) {
+  struct xfer__bundle *b = c->bundle;
+
+  c->bundle = NULL;
+  evict(pool, c, &pool->closed_limit, evicted);
+  if (b)
+    release_slot(pool, b);
 }
 
 void xfer__pool_opened(xfer_pool *pool, struct xfer__waiter *w,
@@ -435,22 +581,71 @@ void xfer__pool_opened(xfer_pool *pool, struct xfer__waiter *w,
   atomic_fetch_add_explicit(&pool->open, 1, memory_order_relaxed);
   if (reopen)
     atomic_fetch_add_explicit(&pool->reopened, 1, memory_order_relaxed);
-  c->bundle = w->bundle; /* the slot moves into the connection */
+  c->bundle = w->bundle; /* the slots move into the connection */
   w->holds_slot = false;
+  w->total_wait = false;
   w->bundle = NULL;
 }
 
 void xfer__pool_closing(xfer_pool *pool, struct xfer__conn *c,
-                        bool was_evicted) {
+                        enum xfer__close_reason why) {
   atomic_fetch_sub_explicit(&pool->open, 1, memory_order_relaxed);
-  if (was_evicted)
+  switch (why) {
+  case XFER__CLOSE_EVICTED: /* counted when it was evicted */
     atomic_fetch_sub_explicit(&pool->closing, 1, memory_order_relaxed);
+    break;
+  case XFER__CLOSE_DEAD: /* counted when it was found dead */
+    break;
+  case XFER__CLOSE_PEER:
+    atomic_fetch_add_explicit(&pool->closed, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pool->closed_peer, 1, memory_order_relaxed);
+    break;
+  case XFER__CLOSE_ERROR:
+    atomic_fetch_add_explicit(&pool->closed, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pool->closed_error, 1, memory_order_relaxed);
+    break;
+  }
   if (c->bundle)
     release_slot(pool, c->bundle);
   c->bundle = NULL;
 }
 
 /* --- acquire ---------------------------------------------------------------- */
+
+/* Under b's lock: an attached connection no waiter has asked for yet,
+ * now asked for; NULL when there is none. */
+static struct xfer__conn *request_attached(struct xfer__bundle *b) {
+  struct xfer__list *pos;
+
+  for (pos = b->attached.next; pos != &b->attached; pos = pos->next) {
+    struct xfer__conn *c = XFER__CONTAINER_OF(pos, struct xfer__conn,
+                                              idle_node);
+    if (!atomic_load_explicit(&c->release_requested, memory_order_relaxed)) {
+      atomic_store_explicit(&c->release_requested, true,
+                            memory_order_relaxed);
+      return c;
+    }
+  }
+  return NULL;
+}
+
+/* A slot of b is reserved for w: now the total one. OPEN, or WAIT when w
+ * joined the pool-wide FIFO. Idle connections of other destinations are
+ * closed to make room first. */
+static enum xfer__acquire reserve_total(xfer_pool *pool,
+                                        struct xfer__waiter *w,
+                                        struct xfer__list *evicted) {
+  struct xfer__conn *idle;
+
+  while (!total_reserve(pool)) {
+    total_release(pool); /* the failed reservation, under the lock */
+    idle = take_any_idle(pool);
+    if (!idle)
+      return total_wait(pool, w) ? XFER__ACQUIRE_WAIT : XFER__ACQUIRE_OPEN;
+    evict_for_room(pool, idle, evicted);
+  }
+  return XFER__ACQUIRE_OPEN;
+}
 
 enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
                                       size_t key_len, uint64_t hash,
@@ -463,6 +658,7 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
   for (;;) {
     enum xfer__acquire got = XFER__ACQUIRE_WAIT;
     struct xfer__conn *c = NULL;
+    struct xfer__wake *owner = NULL;
     struct xfer__bundle *b;
     enum expiry why;
 
@@ -478,6 +674,14 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
       xfer__list_remove(&c->idle_node);
       b->idle_count--;
       got = XFER__ACQUIRE_CONN;
+    } else if (!fresh_only && w->wake && (c = request_attached(b))) {
+      /* Idle, but attached to another multi: its owner releases it to
+       * us (REMOVE first) when the wake-up reaches it. Sharing must not
+       * cost a connection (rule 4). */
+      owner = c->owner_wake;
+      atomic_fetch_add_explicit(&owner->refs, 1, memory_order_relaxed);
+      w->bundle = b;
+      xfer__list_insert_tail(&b->waiters, &w->node);
     } else if (!pool->max_per_destination ||
                b->conns < pool->max_per_destination) {
       b->conns++; /* the reservation and the check, in one place */
@@ -494,11 +698,15 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
     if (got == XFER__ACQUIRE_OPEN) {
       w->holds_slot = true;
       atomic_fetch_add_explicit(&pool->misses, 1, memory_order_relaxed);
+      got = reserve_total(pool, w, evicted);
+      if (got == XFER__ACQUIRE_WAIT)
+        atomic_fetch_add_explicit(&pool->waited, 1, memory_order_relaxed);
       return got;
     }
     if (got == XFER__ACQUIRE_WAIT) {
       atomic_fetch_add_explicit(&pool->waiting, 1, memory_order_relaxed);
       atomic_fetch_add_explicit(&pool->waited, 1, memory_order_relaxed);
+      wake_and_unref(owner);
       return got;
     }
     /* An idle one: expiry and liveness after the lock (syscalls). */
@@ -517,32 +725,46 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
     atomic_fetch_add_explicit(&pool->closed, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&pool->dead_on_checkout, 1,
                               memory_order_relaxed);
-    xfer__pool_closing(pool, c, false);
+    xfer__pool_closing(pool, c, XFER__CLOSE_DEAD);
     xfer__conn_close(c, NULL); /* tracked by no multi while idle */
   }
 }
 
-/* Hands c to the oldest waiter of its destination, or keeps it idle.
- * false when it may not be kept (over the idle limit). */
-static bool give_or_keep(xfer_pool *pool, struct xfer__conn *c) {
-  struct xfer__bundle *b = c->bundle;
-  struct xfer__waiter *w;
-  struct xfer__wake *wake = NULL;
-  bool kept = true;
+/* Under b's lock: c goes to the oldest waiter of its destination (whose
+ * wake-up, to write to after the lock, is put in *wake), or stays idle.
+ * false when it may not be kept: over the idle limit, or the pool is at
+ * its total limit with transfers of other destinations waiting. */
+static bool give_or_keep_locked(xfer_pool *pool, struct xfer__bundle *b,
+                                struct xfer__conn *c, bool room_wanted,
+                                struct xfer__wake **wake) {
+  struct xfer__waiter *w = grant_oldest(&b->waiters, &pool->waiting);
 
-  bundle_lock(pool, b);
-  w = grant_oldest(pool, b);
   if (w) {
     w->granted_conn = c;
-    wake = w->wake;
+    *wake = w->wake;
     atomic_store_explicit(&w->granted, true, memory_order_release);
-  } else if (b->idle_count < pool->max_idle_per_destination) {
-    xfer__list_insert_tail(&b->idle, &c->idle_node);
-    b->idle_count++;
-    atomic_fetch_add_explicit(&pool->idle, 1, memory_order_relaxed);
-  } else {
-    kept = false;
+    return true;
   }
+  if (room_wanted ||
+      b->idle_count + b->attached_count >= pool->max_idle_per_destination)
+    return false;
+  xfer__list_insert_tail(&b->idle, &c->idle_node);
+  b->idle_count++;
+  atomic_fetch_add_explicit(&pool->idle, 1, memory_order_relaxed);
+  return true;
+}
+
+static bool room_wanted(xfer_pool *pool) {
+  return atomic_load_explicit(&pool->total_waiting, memory_order_relaxed) > 0;
+}
+
+static bool give_or_keep(xfer_pool *pool, struct xfer__conn *c) {
+  struct xfer__bundle *b = c->bundle;
+  struct xfer__wake *wake = NULL;
+  bool want_room = room_wanted(pool), kept;
+
+  bundle_lock(pool, b);
+  kept = give_or_keep_locked(pool, b, c, want_room, &wake);
   bundle_unlock(b);
   wake_and_unref(wake);
   return kept;
@@ -551,10 +773,31 @@ static bool give_or_keep(xfer_pool *pool, struct xfer__conn *c) {
 void xfer__pool_cancel(xfer_pool *pool, struct xfer__waiter *w,
                        xfer__time now, struct xfer__list *evicted) {
   struct xfer__bundle *b = w->bundle;
-  bool was_waiting = false;
+  bool was_waiting = false, holds_total = false;
 
   if (!b)
     return;
+  if (w->total_wait) { /* holds b's slot, waits for a total one */
+    pthread_mutex_lock(&pool->total_lock);
+    xfer__pool_lock_depth++;
+    if (xfer__list_linked(&w->node)) {
+      xfer__list_remove(&w->node);
+      atomic_fetch_sub_explicit(&pool->total_waiting, 1,
+                                memory_order_relaxed);
+    } else {
+      holds_total = true; /* granted meanwhile */
+    }
+    xfer__pool_lock_depth--;
+    pthread_mutex_unlock(&pool->total_lock);
+    if (holds_total) {
+      release_slot(pool, b); /* both slots, to a waiter or back */
+    } else {
+      bundle_lock(pool, b);
+      b->conns--; /* the destination slot only */
+      bundle_unlock(b);
+    }
+    goto done;
+  }
   if (!w->holds_slot) {
     bundle_lock(pool, b);
     if (xfer__list_linked(&w->node)) {
@@ -574,9 +817,11 @@ void xfer__pool_cancel(xfer_pool *pool, struct xfer__waiter *w,
     else if (w->granted_slot)
       release_slot(pool, b);
   }
+done:
   w->granted_conn = NULL;
   w->granted_slot = false;
   w->holds_slot = false;
+  w->total_wait = false;
   atomic_store_explicit(&w->granted, false, memory_order_relaxed);
   w->bundle = NULL;
 }
@@ -584,7 +829,6 @@ void xfer__pool_cancel(xfer_pool *pool, struct xfer__waiter *w,
 void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now,
                        struct xfer__list *evicted) {
   struct xfer__bundle *b;
-  bool kept;
 
   maybe_sweep(pool, now, evicted);
   if (expired(pool, c, now) == TOO_OLD) { /* not worth keeping */
@@ -604,7 +848,91 @@ void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now,
     rcu_read_unlock();
     c->bundle = b;
   }
-  kept = c->bundle && give_or_keep(pool, c);
-  if (!kept)
-    evict(pool, c, evicted); /* over the idle limit */
+  if (!c->bundle)
+    evict(pool, c, &pool->closed_limit, evicted);
+  else if (!give_or_keep(pool, c))
+    evict_for_room(pool, c, evicted); /* over a limit: its slots go now */
+}
+
+/* --- attached connections (rule 4 fast path) -------------------------------- */
+
+bool xfer__pool_keep_attached(xfer_pool *pool, struct xfer__conn *c,
+                              struct xfer__wake *owner, xfer__time now) {
+  struct xfer__bundle *b = c->bundle;
+  bool kept = false;
+
+  if (!b || !pool->attach_hold || expired(pool, c, now) == TOO_OLD)
+    return false;
+  c->last_used = now;
+  c->owner_wake = owner;
+  atomic_store_explicit(&c->release_requested, false, memory_order_relaxed);
+  bundle_lock(pool, b);
+  /* Someone waits for this destination: it goes to them instead. A
+   * pool at its total limit wants room even more. Attached ones count
+   * against the idle limit like the shared ones. */
+  if (xfer__list_empty(&b->waiters) &&
+      !atomic_load_explicit(&pool->total_waiting, memory_order_relaxed) &&
+      b->idle_count + b->attached_count < pool->max_idle_per_destination) {
+    xfer__list_insert_tail(&b->attached, &c->idle_node);
+    b->attached_count++;
+    kept = true;
+  }
+  bundle_unlock(b);
+  if (kept)
+    atomic_fetch_add_explicit(&pool->attached, 1, memory_order_relaxed);
+  return kept;
+}
+
+bool xfer__pool_take_attached(xfer_pool *pool, struct xfer__conn *c,
+                              enum xfer__take why) {
+  struct xfer__bundle *b = c->bundle;
+  bool promised;
+
+  bundle_lock(pool, b);
+  /* Checked under the lock, where waiters ask: a connection promised to
+   * a waiter is not taken back for reuse, or the waiter could wait as
+   * long as the owner's transfer lasts. */
+  promised = why == XFER__TAKE_REUSE &&
+             atomic_load_explicit(&c->release_requested, memory_order_relaxed);
+  if (!promised) {
+    xfer__list_remove(&c->idle_node);
+    b->attached_count--;
+  }
+  bundle_unlock(b);
+  if (promised)
+    return false;
+  atomic_fetch_sub_explicit(&pool->attached, 1, memory_order_relaxed);
+  if (why == XFER__TAKE_REUSE)
+    atomic_fetch_add_explicit(&pool->reused, 1, memory_order_relaxed);
+  return true;
+}
+
+void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
+                                 bool on_demand, xfer__time now,
+                                 struct xfer__list *evicted) {
+  struct xfer__bundle *b = c->bundle;
+  struct xfer__wake *wake = NULL;
+  bool too_old = expired(pool, c, now) == TOO_OLD;
+  bool want_room = room_wanted(pool), kept = false;
+
+  maybe_sweep(pool, now, evicted);
+  /* Off the attached list and onto the shared side in one hold of the
+   * lock: no moment in which a waiter would find neither and open a
+   * connection it does not need (sharing must not cost connections). */
+  bundle_lock(pool, b);
+  xfer__list_remove(&c->idle_node);
+  b->attached_count--;
+  if (!too_old)
+    kept = give_or_keep_locked(pool, b, c, want_room, &wake);
+  bundle_unlock(b);
+  atomic_fetch_sub_explicit(&pool->attached, 1, memory_order_relaxed);
+  if (on_demand)
+    atomic_fetch_add_explicit(&pool->released_on_demand, 1,
+                              memory_order_relaxed);
+  atomic_store_explicit(&c->release_requested, false, memory_order_relaxed);
+  wake_and_unref(wake);
+  if (too_old)
+    evict_expired(pool, c, TOO_OLD, evicted);
+  else if (!kept)
+    evict_for_room(pool, c, evicted);
 }

@@ -7,7 +7,8 @@
  *                        (urcu-bp flavour: no thread registration); bundles
  *                        are added with add_unique and live as long as the
  *                        pool (issue 5 adds removal with call_rcu)
- *   bundle->idle, idle_count   bundle->lock, held for a few pointer moves
+ *   bundle->idle, idle_count, attached, attached_count, conns, waiters
+ *                        bundle->lock, held for a few pointer moves
  *                        only: no clock read, syscall, allocation or
  *                        callback while held (debug builds assert it)
  *   pool counters        atomics (relaxed: statistics)
@@ -44,6 +45,8 @@ struct xfer__waiter {
   struct xfer__conn *granted_conn; /* an idle connection handed over */
   bool granted_slot;               /* a connection slot handed over */
   bool holds_slot;                 /* a slot to open a connection with */
+  bool total_wait;                 /* holds a destination slot and waits
+                                      in the pool-wide FIFO (total_lock) */
   atomic_bool granted;             /* the owner reads it without the lock */
 };
 
@@ -84,15 +87,56 @@ void xfer__pool_cancel(xfer_pool *pool, struct xfer__waiter *w,
 void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now,
                        struct xfer__list *evicted);
 
+/* Why a connection closes, for the statistics. */
+enum xfer__close_reason {
+  XFER__CLOSE_EVICTED, /* the pool evicted it (counted then, by reason) */
+  XFER__CLOSE_DEAD,    /* found dead on checkout (counted then) */
+  XFER__CLOSE_PEER,    /* the server closed it or said it would */
+  XFER__CLOSE_ERROR    /* a transfer failed or was stopped on it */
+};
+
 /* A connection was opened with w's slot (which moves into it); `reopen`:
  * because a reused one was dead. */
 void xfer__pool_opened(xfer_pool *pool, struct xfer__waiter *w,
                        struct xfer__conn *c, bool reopen);
 /* A connection is about to be closed by its user (before its memory
  * goes): its slot passes to the oldest waiter of its destination, if
- * any. `was_evicted`: one the pool handed to a shutdown handle. */
+ * any. */
 void xfer__pool_closing(xfer_pool *pool, struct xfer__conn *c,
-                        bool was_evicted);
+                        enum xfer__close_reason why);
+
+/*
+ * The attached fast path (brief rule 4). A multi that just finished with
+ * c (its socket still tracked there) keeps it attached: it counts as idle,
+ * and a waiter of another thread that finds no shared idle connection
+ * asks for it (c->release_requested, then the owner's wake-up) instead of
+ * opening one. false: not kept (attaching is off, c is too old, or
+ * someone already waits for the destination): return it the usual way.
+ */
+bool xfer__pool_keep_attached(xfer_pool *pool, struct xfer__conn *c,
+                              struct xfer__wake *owner, xfer__time now);
+
+enum xfer__take {
+  XFER__TAKE_REUSE, /* the owner's next transfer uses it */
+  XFER__TAKE_CLOSE  /* it closes: the peer closed it while attached, or the
+                       owner could not keep watching it */
+};
+/* The owner takes c off its destination's attached list. false (for
+ * XFER__TAKE_REUSE only): a waiter has asked for it; release it. */
+bool xfer__pool_take_attached(xfer_pool *pool, struct xfer__conn *c,
+                              enum xfer__take why);
+/* The owner releases c to the shared side (its socket no longer tracked
+ * by the owner): to the oldest waiter of its destination, or idle, or
+ * evicted (too old, over a limit) onto `evicted`. `on_demand`: a waiter
+ * asked for it. */
+void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
+                                 bool on_demand, xfer__time now,
+                                 struct xfer__list *evicted);
+/* Is c past the pool's maximum lifetime at `now`? */
+bool xfer__pool_too_old(const xfer_pool *pool, const struct xfer__conn *c,
+                        xfer__time now);
+/* The hold time of attached connections; 0: attaching is off. */
+xfer__time xfer__pool_attach_hold(const xfer_pool *pool);
 /* Counts a request retried on a fresh connection. */
 void xfer__pool_count_retry(xfer_pool *pool);
 

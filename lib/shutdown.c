@@ -20,7 +20,7 @@ static void finish(xfer_multi *m, struct xfer__conn *c) {
   xfer__list_remove(&c->idle_node);
   m->shutdown.count--;
   xfer__mev_conn_done(m, &c->ev);
-  xfer__pool_closing(m->pool, c, true); /* its slot may wake a waiter */
+  xfer__pool_closing(m->pool, c, XFER__CLOSE_EVICTED); /* may wake a waiter */
   xfer__conn_close(c, m);               /* socket_done, then close */
 }
 
@@ -97,6 +97,7 @@ void xfer__shutdown_adopt(xfer_multi *m, struct xfer__conn *c,
   shutdown(c->fd, SHUT_WR);
   c->shutdown_deadline = now + m->shutdown.timeout;
   xfer__mev_tracker_init(&c->ev, XFER__MEV_CONN, on_event);
+  c->ev_live = true;
   xfer__list_insert_tail(&m->shutdown.conns, &c->idle_node);
   m->shutdown.count++;
   m->shutdown.total++;
@@ -110,6 +111,16 @@ void xfer__shutdown_adopt(xfer_multi *m, struct xfer__conn *c,
   if (h->expiry.at[XFER__EXPIRE_SHUTDOWN] > c->shutdown_deadline)
     xfer__expiry_set(&m->timers, &h->expiry, XFER__EXPIRE_SHUTDOWN,
                      c->shutdown_deadline);
+}
+
+void xfer__shutdown_adopt_list(xfer_multi *m, struct xfer__list *evicted,
+                               xfer__time now) {
+  while (!xfer__list_empty(evicted)) {
+    struct xfer__conn *c =
+        XFER__CONTAINER_OF(evicted->next, struct xfer__conn, idle_node);
+    xfer__list_remove(&c->idle_node);
+    xfer__shutdown_adopt(m, c, now);
+  }
 }
 
 void xfer__shutdown_drain_and_free(xfer_multi *m) {

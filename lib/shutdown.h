@@ -32,6 +32,9 @@ struct xfer__shutdown {
 bool xfer__shutdown_init(xfer_multi *m);
 /* Takes over c (tracked by no multi) and starts its graceful close. */
 void xfer__shutdown_adopt(xfer_multi *m, struct xfer__conn *c, xfer__time now);
+/* Adopts every connection on `evicted` (linked by idle_node). */
+void xfer__shutdown_adopt_list(xfer_multi *m, struct xfer__list *evicted,
+                               xfer__time now);
 /* Blocks until every connection closed or its deadline passed (for
  * xfer_multi_destroy()), then closes the rest and frees the handle. */
 void xfer__shutdown_drain_and_free(xfer_multi *m);

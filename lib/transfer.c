@@ -12,6 +12,7 @@
 #include <sys/uio.h>
 
 #include "mem.h"
+#include "attached.h"
 #include "conn.h"
 #include "multi.h"
 #include "pool.h"
@@ -195,29 +196,27 @@ xfer_code xfer__fail(xfer *x, xfer_code code, const char *fmt, ...) {
 /* Connections the pool evicted while serving this transfer are closed
  * gracefully by this transfer's multi. */
 static void shut_down_evicted(xfer *x, struct xfer__list *evicted) {
-  while (!xfer__list_empty(evicted)) {
-    struct xfer__conn *c =
-        XFER__CONTAINER_OF(evicted->next, struct xfer__conn, idle_node);
-    xfer__list_remove(&c->idle_node);
-    xfer__shutdown_adopt(x->multi, c, x->now);
-  }
+  xfer__shutdown_adopt_list(x->multi, evicted, x->now);
 }
 
-/* Drops the connection: closed (it broke or may not be reused). */
-static void conn_drop(xfer *x) {
+/* Drops the connection: closed (it broke or may not be reused), `why`
+ * for the pool's statistics. */
+static void conn_drop(xfer *x, enum xfer__close_reason why) {
   struct xfer__http *h = &x->http;
 
   if (!h->conn)
     return;
-  xfer__pool_closing(x->multi->pool, h->conn, false); /* wakes a waiter */
+  xfer__attached_untrack(x->multi, h->conn);
+  xfer__pool_closing(x->multi->pool, h->conn, why); /* wakes a waiter */
   /* socket_done is a no-op for a socket this multi never tracked. */
   xfer__conn_close(h->conn, x->multi);
   h->conn = NULL;
 }
 
-/* Hands a connection whose response completed to the pool, after its
- * socket left this multi's tracking (REMOVE first: rule 4), or closes it
- * when the server does not keep it alive. */
+/* A connection whose response completed stays attached to this multi for
+ * its next transfer, or goes to the pool after its socket left this
+ * multi's tracking (REMOVE first: rule 4), or is closed when the server
+ * does not keep it alive. */
 static void conn_release(xfer *x, bool keep_alive) {
   struct xfer__http *h = &x->http;
   struct xfer__list evicted;
@@ -225,12 +224,17 @@ static void conn_release(xfer *x, bool keep_alive) {
   if (!h->conn)
     return;
   if (!keep_alive) {
-    conn_drop(x);
+    conn_drop(x, XFER__CLOSE_PEER);
     return;
   }
-  xfer__list_init(&evicted);
-  xfer__mev_socket_done(x->multi, h->conn->fd);
   h->conn->requests++;
+  if (xfer__attached_keep(x->multi, h->conn, x->now)) {
+    h->conn = NULL;
+    return;
+  }
+  xfer__attached_untrack(x->multi, h->conn);
+  xfer__mev_socket_done(x->multi, h->conn->fd);
+  xfer__list_init(&evicted);
   xfer__pool_return(x->multi->pool, h->conn, x->now, &evicted);
   h->conn = NULL;
   shut_down_evicted(x, &evicted);
@@ -291,11 +295,17 @@ static int step_init(xfer *x) {
   if (h->key_len >= sizeof(h->key))
     return http_fail(x, XFER_E_BAD_URL, "the host name is too long");
   h->key_hash = xfer__conn_key_hash(h->key, h->key_len);
-  /* A waiter must be wakeable before it can be queued. */
-  if (xfer__pool_limited(m->pool) && !xfer__multi_wake_ready(m))
+  /* A waiter must be wakeable before it can be queued: at a limit, or for
+   * a connection another multi holds attached. */
+  if ((xfer__pool_limited(m->pool) || xfer__pool_attach_hold(m->pool)) &&
+      !xfer__multi_wake_ready(m))
     return http_fail(x, XFER_E_OUT_OF_MEMORY, "cannot create a wake-up fd");
   h->wait.wake = m->wake;
 
+  /* Our own attached connection first: no lookup, no lock, no syscall. */
+  if (!h->fresh_only &&
+      (c = xfer__attached_take(m, h->key, h->key_len, h->key_hash, x->now)))
+    return use_conn(x, c);
   xfer__list_init(&evicted);
   got = xfer__pool_acquire(m->pool, h->key, h->key_len, h->key_hash, x->now,
                            h->fresh_only, &h->wait, &c, &h->saw_dead,
@@ -333,6 +343,7 @@ static int step_wait(xfer *x) {
     return use_conn(x, c);
   }
   w->granted_slot = false;
+  w->total_wait = false; /* a total grant: both slots are ours now */
   w->holds_slot = true;
   return open_new(x);
 }
@@ -471,7 +482,7 @@ static int reused_conn_failed(xfer *x, int err) {
 
   if (!h->reused || h->got_byte)
     return -1;
-  conn_drop(x);
+  conn_drop(x, XFER__CLOSE_PEER);
   if (!streamed && idempotent(h->method) && h->retries < XFER__MAX_RETRIES) {
     h->retries++;
     xfer__pool_count_retry(x->multi->pool);
@@ -537,7 +548,7 @@ static int step_send(xfer *x) {
       int err = errno, rc = reused_conn_failed(x, err);
       if (rc != -1)
         return rc;
-      conn_drop(x);
+      conn_drop(x, XFER__CLOSE_ERROR);
       return http_fail(x, XFER_E_SEND, "sending the request failed: %s",
                        strerror(err));
     }
@@ -643,7 +654,7 @@ static int finish_response(xfer *x) {
 }
 
 static int recv_failed(xfer *x, xfer_code rc) {
-  conn_drop(x);
+  conn_drop(x, XFER__CLOSE_ERROR);
   snprintf(x->detail, sizeof(x->detail), "%s", x->http.resp.detail);
   return (int)rc;
 }
@@ -667,7 +678,7 @@ static int step_recv(xfer *x) {
       int err = errno, retry = reused_conn_failed(x, err);
       if (retry != -1)
         return retry;
-      conn_drop(x);
+      conn_drop(x, XFER__CLOSE_ERROR);
       return http_fail(x, XFER_E_RECV, "receiving the response failed: %s",
                        strerror(err));
     }
@@ -718,7 +729,7 @@ static int check_timers(xfer *x, unsigned due) {
   if ((due & (1u << XFER__EXPIRE_LOW_SPEED)) && h->state == XFER__HTTP_RECV) {
     uint64_t got = h->bytes_received - h->low_speed_mark;
     if (got < (uint64_t)x->opts.low_speed_bytes) {
-      conn_drop(x);
+      conn_drop(x, XFER__CLOSE_ERROR);
       return http_fail(x, XFER_E_TOO_SLOW,
                        "%llu bytes in %ld ms, below the limit of %ld",
                        (unsigned long long)got, x->opts.low_speed_period_ms,
@@ -767,6 +778,12 @@ static int http_run(xfer *x, unsigned due) {
       break;
     }
   }
+  /* A connection taken attached: its socket passes from the
+   * connection's tracking to ours, with no change the application would
+   * hear of when both want IN. */
+  if (rc == STEP_AGAIN && h->conn && h->conn->ev_live &&
+      xfer__mev_assess_xfer(x->multi, x) == XFER_OK)
+    xfer__attached_untrack(x->multi, h->conn);
   if (rc >= 0)
     h->result = (xfer_code)rc;
   return rc;
@@ -809,7 +826,7 @@ static void http_cleanup(xfer *x) {
   xfer__resolve_cancel(&h->resolve);
   if (h->state == XFER__HTTP_CONNECT)
     xfer__cf_socket_close(&h->cf, x->multi);
-  conn_drop(x);
+  conn_drop(x, XFER__CLOSE_ERROR);
 }
 
 const struct xfer__handler xfer__http_handler = {

@@ -80,7 +80,8 @@ TH_TEST(pool, differing_keys_never_share) {
  * and the request goes out on a new connection. */
 TH_TEST(pool, dead_connection_is_dropped_on_checkout) {
   struct ts_server *closing = ts_start(&(struct ts_config){.idle_close_ms = 50});
-  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.recheck_ms = 100});
+  xfer_pool *p = xfer_pool_new(
+      &(xfer_pool_opts){.recheck_ms = 100, .attach_hold_ms = TH_NO_ATTACH});
   xfer_multi *m = xfer_multi_new(p);
   struct timespec pause = {0, 200000000};
   xfer_pool_stats ps;
@@ -121,7 +122,8 @@ TH_TEST(pool, idle_connections_per_destination_are_limited) {
 /* The foundation of the shared pool: a connection one multi opened is
  * reused by another. */
 TH_TEST(pool, multis_share_one_pool) {
-  xfer_pool *pool = xfer_pool_new(NULL);
+  xfer_pool *pool =
+      xfer_pool_new(&(xfer_pool_opts){.attach_hold_ms = TH_NO_ATTACH});
   xfer_multi *a = xfer_multi_new(pool), *b = xfer_multi_new(pool);
   const char *url = th_url(ts_port(web), "/bytes/2");
   xfer *first = fetch(a, url, NULL, 0);
@@ -194,7 +196,8 @@ static xfer *post(xfer_multi *m, const char *url) {
  * interval the liveness check finds the dead one and it succeeds. */
 TH_TEST(pool, post_on_a_stale_connection) {
   struct ts_server *closing = ts_start(&(struct ts_config){.idle_close_ms = 30});
-  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.recheck_ms = 300});
+  xfer_pool *p = xfer_pool_new(
+      &(xfer_pool_opts){.recheck_ms = 300, .attach_hold_ms = TH_NO_ATTACH});
   xfer_multi *m = xfer_multi_new(p);
   struct timespec short_pause = {0, 100000000}, long_pause = {0, 400000000};
   const char *url = th_url(ts_port(closing), "/echo");
@@ -225,7 +228,8 @@ TH_TEST(pool, post_on_a_stale_connection) {
  * `now` and never reads the clock itself. */
 TH_TEST(pool, idle_connections_expire_in_every_destination) {
   struct ts_server *other = ts_start(NULL);
-  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.idle_timeout_ms = 10000});
+  xfer_pool *p = xfer_pool_new(
+      &(xfer_pool_opts){.idle_timeout_ms = 10000, .attach_hold_ms = TH_NO_ATTACH});
   xfer_multi *m = xfer_multi_new(p);
   const char *a = th_url(ts_port(web), "/bytes/1");
   const char *b = th_url(ts_port(other), "/bytes/1");
@@ -397,6 +401,124 @@ TH_TEST(pool, removing_a_waiter_leaves_its_place_to_others) {
   xs[nxs++] = busy;
   xs[nxs++] = gone;
   xs[nxs++] = next;
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+}
+
+/* --- the total limit ------------------------------------------------------ */
+
+/* Two connections for the whole pool: a third destination waits in the
+ * pool-wide FIFO until one is freed, and the connection freed for it is
+ * closed (room is what it needs, not a connection to another host). */
+TH_TEST(pool, total_limit_holds_across_destinations) {
+  struct ts_server *b = ts_start(NULL), *c = ts_start(NULL);
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.max_total = 2});
+  xfer_multi *m = xfer_multi_new(p);
+  xfer_pool_stats ps;
+
+  for (int i = 0; i < 3; i++) {
+    struct ts_server *s = i == 0 ? web : i == 1 ? b : c;
+    xs[nxs] = xfer_new();
+    xfer_set_url(xs[nxs], th_url(ts_port(s), "/delay/60/bytes/10"));
+    xfer_set_write_cb(xs[nxs], note_stats, p);
+    xfer_multi_add(m, xs[nxs++]);
+  }
+  cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.waiting, 1, "two open, the third waits");
+  cr_assert_eq(ps.open, 2);
+  th_run(m, 5000);
+  for (int i = 0; i < 3; i++)
+    cr_assert_eq(th_result(m, xs[i]), XFER_OK, "%d: %s", i,
+                 xfer_get_error_detail(xs[i]));
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.opened_total, 3);
+  cr_assert_eq(ps.waited_total, 1);
+  cr_assert_eq(ps.waiting, 0);
+  cr_assert_eq(ps.closed_limit, 1, "one closed to make room");
+  cr_assert_leq(ps.open, 2);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+  ts_stop(b);
+  ts_stop(c);
+}
+
+/* At the total limit an idle connection of another destination is closed
+ * at once to make room: nobody waits for it. */
+TH_TEST(pool, total_limit_closes_an_idle_connection_for_room) {
+  struct ts_server *b = ts_start(NULL);
+  xfer_pool *p = xfer_pool_new(
+      &(xfer_pool_opts){.max_total = 1, .attach_hold_ms = TH_NO_ATTACH});
+  xfer_multi *m = xfer_multi_new(p);
+  xfer_pool_stats ps;
+
+  cr_assert_eq(xfer_get_reused(fetch(m, th_url(ts_port(web), "/bytes/1"),
+                                     NULL, 0)),
+               0);
+  xs[nxs] = th_get(m, th_url(ts_port(b), "/bytes/5"), NULL);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, xs[nxs]), XFER_OK, "%s",
+               xfer_get_error_detail(xs[nxs]));
+  nxs++;
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.waited_total, 0, "room was made at once");
+  cr_assert_eq(ps.closed_limit, 1);
+  cr_assert_eq(ps.opened_total, 2);
+  cr_assert_eq(ps.idle, 1, "only b's");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+  ts_stop(b);
+}
+
+/* A transfer that times out in the pool-wide FIFO gives its destination
+ * slot back and leaves the limit intact for the next one. */
+TH_TEST(pool, total_limit_waiter_timeout_does_not_deadlock) {
+  struct ts_server *b = ts_start(NULL);
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.max_total = 1});
+  xfer_multi *m = xfer_multi_new(p);
+  xfer *slow, *impatient, *later;
+  xfer_pool_stats ps;
+
+  slow = th_get(m, th_url(ts_port(web), "/delay/300/bytes/1"), NULL);
+  impatient = xfer_new();
+  xfer_set_url(impatient, th_url(ts_port(b), "/bytes/1"));
+  xfer_set_timeout_ms(impatient, 100);
+  xfer_multi_add(m, impatient);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, slow), XFER_OK);
+  cr_assert_eq(th_result(m, impatient), XFER_E_TIMEOUT);
+  later = th_get(m, th_url(ts_port(b), "/bytes/1"), NULL);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, later), XFER_OK, "%s",
+               xfer_get_error_detail(later));
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.waiting, 0);
+  cr_assert_eq(ps.opened_total, 2);
+  cr_assert_leq(ps.open, 1, "the limit held");
+  xs[nxs++] = slow;
+  xs[nxs++] = impatient;
+  xs[nxs++] = later;
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+  ts_stop(b);
+}
+
+/* Every close is counted under one reason. */
+TH_TEST(pool, closes_are_counted_by_reason) {
+  xfer_pool *p = xfer_pool_new(NULL);
+  xfer_multi *m = xfer_multi_new(p);
+  xfer_pool_stats ps;
+
+  xs[nxs++] = th_get(m, th_url(ts_port(web), "/close-delimited/10"), NULL);
+  xs[nxs++] = th_get(m, th_url(ts_port(web), "/malformed/header"), NULL);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, xs[0]), XFER_OK);
+  cr_assert_eq(th_result(m, xs[1]), XFER_E_BAD_HEADER);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.closed_peer, 1, "the server closed the first");
+  cr_assert_eq(ps.closed_error, 1, "a bad response closed the second");
+  cr_assert_eq(ps.closed_total, 2);
+  cr_assert_eq(ps.open, 0);
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
 }

@@ -233,35 +233,41 @@ static void finish(struct worker *w, const xfer_msg *msg) {
   r->body = NULL;
 }
 
+/* One turn of the worker's event loop: at most 100 ms of waiting. */
+static void loop_once(struct worker *w) {
+  const xfer_msg *msg;
+  struct epoll_event evs[64];
+  int wait = -1, n;
+
+  if (w->deadline_ms >= 0) {
+    int64_t left = w->deadline_ms - mono_ms();
+    wait = left < 0 ? 0 : (int)left;
+  }
+  n = epoll_wait(w->ep, evs, 64, wait < 0 || wait > 100 ? 100 : wait);
+  if (n == 0 && w->deadline_ms >= 0 && mono_ms() >= w->deadline_ms) {
+    w->deadline_ms = -1;
+    xfer_multi_socket_action(w->m, XFER_SOCKET_TIMEOUT, 0, &w->running);
+  }
+  for (int i = 0; i < n; i++) {
+    int e = evs[i].events;
+    xfer_multi_socket_action(
+        w->m, evs[i].data.fd,
+        ((e & EPOLLIN) ? XFER_CSELECT_IN : 0) |
+            ((e & EPOLLOUT) ? XFER_CSELECT_OUT : 0) |
+            ((e & (EPOLLERR | EPOLLHUP)) ? XFER_CSELECT_ERR : 0),
+        &w->running);
+  }
+  while ((msg = xfer_multi_info_read(w->m, NULL)))
+    finish(w, msg);
+}
+
 /* Runs the loop until the multi has nothing running (bounded). */
 static void drain(struct worker *w) {
-  const xfer_msg *msg;
   int64_t give_up = mono_ms() + 30000;
 
-  do {
-    struct epoll_event evs[64];
-    int wait = -1, n;
-    if (w->deadline_ms >= 0) {
-      int64_t left = w->deadline_ms - mono_ms();
-      wait = left < 0 ? 0 : (int)left;
-    }
-    n = epoll_wait(w->ep, evs, 64, wait < 0 || wait > 100 ? 100 : wait);
-    if (n == 0 && w->deadline_ms >= 0 && mono_ms() >= w->deadline_ms) {
-      w->deadline_ms = -1;
-      xfer_multi_socket_action(w->m, XFER_SOCKET_TIMEOUT, 0, &w->running);
-    }
-    for (int i = 0; i < n; i++) {
-      int e = evs[i].events;
-      xfer_multi_socket_action(
-          w->m, evs[i].data.fd,
-          ((e & EPOLLIN) ? XFER_CSELECT_IN : 0) |
-              ((e & EPOLLOUT) ? XFER_CSELECT_OUT : 0) |
-              ((e & (EPOLLERR | EPOLLHUP)) ? XFER_CSELECT_ERR : 0),
-          &w->running);
-    }
-    while ((msg = xfer_multi_info_read(w->m, NULL)))
-      finish(w, msg);
-  } while (w->running && mono_ms() < give_up);
+  do
+    loop_once(w);
+  while (w->running && mono_ms() < give_up);
 }
 
 static void worker_open(struct worker *w) {
@@ -338,6 +344,8 @@ static void *keys(void *arg) {
 }
 
 /* Phase 5: one GET, after a delay. */
+static atomic_bool taker_done;
+
 static void *one_get(void *arg) {
   struct worker *w = arg;
   struct request r;
@@ -347,6 +355,25 @@ static void *one_get(void *arg) {
   start(w, &r, "127.0.0.1", NULL, w->path, 1, "ip");
   w->running = 1;
   drain(w);
+  atomic_store(&taker_done, true);
+  worker_close(w);
+  return NULL;
+}
+
+/* Phase 6: one GET, then the loop keeps running, its connection attached,
+ * until the other thread's GET is done (bounded). */
+static void *get_then_hold(void *arg) {
+  struct worker *w = arg;
+  struct request r;
+  int64_t give_up;
+
+  worker_open(w);
+  start(w, &r, "127.0.0.1", NULL, w->path, 1, "ip");
+  w->running = 1;
+  drain(w);
+  give_up = mono_ms() + 5000;
+  while (!atomic_load(&taker_done) && mono_ms() < give_up)
+    loop_once(w);
   worker_close(w);
   return NULL;
 }
@@ -512,6 +539,33 @@ int main(void) {
                  sum(w, THREADS, offsetof(struct worker, errors)) == 0 &&
                  after.opened_total <= 4 && after.waiting == 0 &&
                  after.waited_total > 0);
+  xfer_pool_destroy(pool);
+
+  /* 6. the attached fast path across threads: the owner holds its
+   * connection attached (a hold far longer than the test), another
+   * thread asks for it and gets it, REMOVE first, without a connect */
+  pool = xfer_pool_new(&(xfer_pool_opts){.attach_hold_ms = 60000});
+  memset(w, 0, sizeof(w));
+  atomic_store(&taker_done, false);
+  w[0].id = 0;
+  w[0].path = "/bytes/1";
+  w[1].id = 1;
+  w[1].path = "/bytes/1";
+  w[1].delay_ms = 100;
+  {
+    pthread_t owner, taker;
+    pthread_create(&owner, NULL, get_then_hold, &w[0]);
+    pthread_create(&taker, NULL, one_get, &w[1]);
+    pthread_join(owner, NULL);
+    pthread_join(taker, NULL);
+  }
+  xfer_pool_get_stats(pool, &after);
+  tap_result("another thread gets an attached connection on demand, "
+             "without a new connect",
+             w[0].done == 1 && w[1].done == 1 && w[0].errors == 0 &&
+                 w[1].errors == 0 && w[1].reused == 1 &&
+                 w[1].conn_ids[0] == w[0].conn_ids[0] &&
+                 after.opened_total == 1 && after.released_on_demand == 1);
   xfer_pool_destroy(pool);
 
   tap_result("no fd was ever watched by two event loops",

@@ -280,6 +280,18 @@ void th_run(xfer_multi *m, long max_ms) {
   cr_assert_eq(running, 0, "transfers still running after %ld ms", max_ms);
 }
 
+void th_run_for(xfer_multi *m, long ms) {
+  int64_t until = mono_ms() + ms, left;
+
+  while ((left = until - mono_ms()) > 0) {
+    cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
+    collect(m);
+    cr_assert_eq(xfer_multi_poll(m, left < 20 ? (int)left : 20, NULL),
+                 XFER_M_OK);
+  }
+  collect(m);
+}
+
 xfer_code th_result(xfer_multi *m, xfer *x) {
   collect(m);
   for (int i = nresults - 1; i >= 0; i--)

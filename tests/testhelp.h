@@ -15,6 +15,10 @@
 
 #define MS(n) ((xfer__time)(n)*XFER__NS_PER_MS)
 
+/* xfer_pool_opts.attach_hold_ms for tests of the shared side: every
+ * connection goes back to the pool at once, never attached. */
+#define TH_NO_ATTACH (-1)
+
 /* --- controllable clock ---------------------------------------------------- */
 
 /* Installs a fake clock at `start`; each read then advances it by `step`
@@ -129,6 +133,10 @@ void th_sink_free(struct th_sink *s);
  * asserts it finished. Returns the number of messages it collected into
  * results (in the order of the transfers given). */
 void th_run(xfer_multi *m, long max_ms);
+
+/* Runs the multi with perform/poll for ms of wall time, whatever runs
+ * (for hold times and other timers of the multi itself). */
+void th_run_for(xfer_multi *m, long ms);
 
 /* A GET of url with a sink; the transfer is added to m. */
 xfer *th_get(xfer_multi *m, const char *url, struct th_sink *sink);

@@ -254,6 +254,18 @@ typedef struct xfer_pool_opts {
    * over it waits in the destination's FIFO, across threads, until one is
    * returned or closed. 0: no limit. */
   unsigned max_per_destination;
+  /* Connections in the whole pool (open or being opened; ones closing
+   * gracefully no longer count). At the limit an idle connection of
+   * another destination is closed to make room; when there is none, the
+   * transfer waits in a pool-wide FIFO. 0: no limit. */
+  unsigned max_total;
+  /* How long a multi keeps a connection it has just finished with
+   * attached (still watched by its event loop, for its own next transfer
+   * to the same destination) before it goes to the shared side, unless
+   * another thread asks for it first. 0: the default, 100 ms; negative:
+   * never attach (every connection goes back to the shared side at
+   * once). */
+  int attach_hold_ms;
 } xfer_pool_opts;
 
 /* A pool that any number of multis may share (one per process is usual).
@@ -267,13 +279,20 @@ typedef struct xfer_pool_stats {
   uint64_t idle;         /* idle connections now */
   uint64_t opened_total; /* connections opened */
   uint64_t reused_total; /* checkouts of an idle connection */
-  uint64_t closed_total; /* idle connections closed by the pool */
+  uint64_t closed_total; /* connections closed, for any of the reasons
+                            below */
   uint64_t reopened_total;     /* of opened_total: opened because a
                                   reused one was dead (not first opens) */
   uint64_t dead_on_checkout;   /* idle connections found dead when taken */
   uint64_t retries_total;      /* requests retried on a fresh connection */
   uint64_t closed_idle_timeout; /* of closed_total: idle too long */
   uint64_t closed_lifetime;     /* of closed_total: too old */
+  uint64_t closed_peer;         /* of closed_total: the server closed it
+                                   (or said it would) */
+  uint64_t closed_error;        /* of closed_total: a transfer failed or
+                                   was stopped while using it */
+  uint64_t closed_limit;        /* of closed_total: over an idle or total
+                                   limit */
   uint64_t open;                /* connections open now, in any state */
   uint64_t busy;                /* of those, in use by a transfer */
   uint64_t checkout_hits;       /* checkouts that found an idle one */
@@ -281,6 +300,10 @@ typedef struct xfer_pool_stats {
   uint64_t lock_contention;     /* bundle lock attempts that had to wait */
   uint64_t waiting;             /* transfers waiting for a connection now */
   uint64_t waited_total;        /* transfers that had to wait */
+  uint64_t attached;            /* of idle: attached to the multi that
+                                   last used them */
+  uint64_t released_on_demand;  /* attached ones released early because
+                                   another thread waited for them */
 } xfer_pool_stats;
 
 /* Any thread, any time. */

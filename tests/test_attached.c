@@ -1,0 +1,251 @@
+/* lib/attached.c: a multi keeps the connection it has just finished with
+ * for its own next transfer (brief rule 4's fast path), still watched,
+ * and lets it go to the shared side when the hold passes, when another
+ * multi asks, and when it is destroyed. */
+#include <criterion/criterion.h>
+#include <string.h>
+
+#include "multi.h"
+#include "testhelp.h"
+#include "testserver.h"
+
+static struct ts_server *web;
+static xfer *xs[8];
+static int nxs;
+static struct th_sink sinks[8];
+
+static void setup(void) { web = ts_start(NULL); }
+
+static void attached_end(void) {
+  for (int i = 0; i < nxs; i++)
+    xfer_free(xs[i]);
+  for (size_t i = 0; i < XFER__ARRAY_SIZE(sinks); i++)
+    th_sink_free(&sinks[i]);
+  nxs = 0;
+  ts_stop(web);
+}
+
+TestSuite(attached, .init = setup);
+
+static xfer *get(xfer_multi *m, const char *path) {
+  xfer *x = th_get(m, th_url(ts_port(web), path), &sinks[nxs]);
+
+  xs[nxs++] = x;
+  return x;
+}
+
+static xfer *fetch(xfer_multi *m, const char *path) {
+  xfer *x = get(m, path);
+
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  return x;
+}
+
+/* The whole point: the multi's next transfer to the destination takes the
+ * connection without a single socket callback (no REMOVE, no ADD) and
+ * without a lookup in the shared pool. */
+TH_TEST(attached, own_reuse_needs_no_socket_callback) {
+  static struct th_sockrec rec; /* hears the REMOVEs of destroy too */
+  xfer_multi *m = xfer_multi_new(NULL);
+  xfer_pool_stats ps;
+  struct ts_stats st;
+  xfer *first, *second;
+  int calls;
+
+  th_sockrec_init(&rec);
+  xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
+  /* Delayed, so that both wait on the socket (on loopback a whole
+   * exchange can otherwise finish in one run, with nothing to report). */
+  first = fetch(m, "/delay/50/bytes/10");
+  cr_assert_gt(rec.count, 0);
+  cr_assert_neq(rec.calls[rec.count - 1].what, XFER_POLL_REMOVE,
+                "attached: still watched");
+  xfer_pool_get_stats(m->pool, &ps);
+  cr_assert_eq(ps.attached, 1);
+  cr_assert_eq(ps.idle, 1, "an attached connection counts as idle");
+  cr_assert_eq(ps.busy, 0);
+  calls = rec.count;
+  second = fetch(m, "/delay/50/bytes/20");
+  cr_assert_eq(rec.count, calls, "zero socket callback calls on reuse");
+  th_expect_pattern(sinks[1].data, sinks[1].len, 20);
+  cr_assert_eq(xfer_get_reused(second), 1);
+  cr_assert_eq(xfer_get_conn_id(second), xfer_get_conn_id(first));
+  th_expect_timeline_ordered(second);
+  xfer_pool_get_stats(m->pool, &ps);
+  cr_assert_eq(ps.reused_total, 1);
+  cr_assert_eq(ps.checkout_hits, 1);
+  cr_assert_eq(ps.opened_total, 1);
+  ts_get_stats(web, &st);
+  cr_assert_eq(st.accepted, 1);
+  cr_assert_eq(st.requests, 2);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+}
+
+/* Past the hold time, with no transfer of its own taking it, the
+ * connection goes to the shared side: REMOVE, then the pool. */
+TH_TEST(attached, hold_time_releases_to_the_shared_side) {
+  static struct th_sockrec rec;
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.attach_hold_ms = 50});
+  xfer_multi *m = xfer_multi_new(p);
+  xfer_pool_stats ps;
+  int fd;
+
+  th_sockrec_init(&rec);
+  xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
+  fetch(m, "/delay/20/bytes/1");
+  fd = rec.calls[rec.count - 1].fd;
+  th_run_for(m, 20);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.attached, 1, "still within the hold");
+  th_run_for(m, 120);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.attached, 0);
+  cr_assert_eq(ps.idle, 1, "on the shared side");
+  cr_assert_eq(rec.calls[rec.count - 1].fd, fd);
+  cr_assert_eq(rec.calls[rec.count - 1].what, XFER_POLL_REMOVE);
+  cr_assert_eq(xfer_get_reused(fetch(m, "/bytes/1")), 1,
+               "and reused from there");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+}
+
+/* A server that closes the idle connection makes its socket readable:
+ * the attached connection is closed at once, and the next request opens
+ * a new one without a failed attempt. */
+TH_TEST(attached, peer_close_while_attached_closes_it) {
+  struct ts_server *closing = ts_start(&(struct ts_config){.idle_close_ms = 20});
+  xfer_multi *m = xfer_multi_new(NULL);
+  xfer_pool_stats ps;
+  xfer *x;
+
+  xs[nxs++] = x = th_get(m, th_url(ts_port(closing), "/bytes/3"), NULL);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK);
+  th_run_for(m, 60); /* within the 100 ms hold */
+  xfer_pool_get_stats(m->pool, &ps);
+  cr_assert_eq(ps.attached, 0);
+  cr_assert_eq(ps.open, 0);
+  cr_assert_eq(ps.closed_peer, 1);
+  xs[nxs++] = x = th_get(m, th_url(ts_port(closing), "/bytes/3"), NULL);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK);
+  cr_assert_eq(xfer_get_reused(x), 0);
+  xfer_pool_get_stats(m->pool, &ps);
+  cr_assert_eq(ps.retries_total, 0, "no request met the dead connection");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  ts_stop(closing);
+}
+
+/* Another multi that finds no shared idle connection asks the owner for
+ * its attached one (through the owner's wake-up) instead of opening a
+ * connection: sharing must not cost connections. Both multis run in this
+ * thread here, taking turns; test_pool_threads does it across threads. */
+TH_TEST(attached, another_multi_gets_it_on_demand) {
+  xfer_pool *p = xfer_pool_new(NULL);
+  xfer_multi *owner = xfer_multi_new(p), *other = xfer_multi_new(p);
+  xfer_pool_stats ps;
+  xfer *first, *second;
+
+  first = fetch(owner, "/bytes/1");
+  cr_assert_eq(xfer_multi_perform(other, NULL), XFER_M_OK);
+  second = get(other, "/bytes/7");
+  cr_assert_eq(xfer_multi_perform(other, NULL), XFER_M_OK);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.waiting, 1, "the other multi waits for the owner");
+  th_run_for(owner, 30); /* the owner hears the wake-up: REMOVE, release */
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.released_on_demand, 1);
+  cr_assert_eq(ps.attached, 0);
+  th_run(other, 5000);
+  cr_assert_eq(th_result(other, second), XFER_OK, "%s",
+               xfer_get_error_detail(second));
+  th_expect_pattern(sinks[1].data, sinks[1].len, 7);
+  cr_assert_eq(xfer_get_reused(second), 1);
+  cr_assert_eq(xfer_get_conn_id(second), xfer_get_conn_id(first));
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.opened_total, 1, "no new connect");
+  cr_assert_eq(xfer_multi_destroy(owner), XFER_M_OK);
+  cr_assert_eq(xfer_multi_destroy(other), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+}
+
+/* Once another multi asked for the connection, the owner's own next
+ * transfer does not take it back: the waiter would wait as long as that
+ * transfer lasts. */
+TH_TEST(attached, a_promised_connection_is_not_taken_back) {
+  xfer_pool *p = xfer_pool_new(NULL);
+  xfer_multi *owner = xfer_multi_new(p), *other = xfer_multi_new(p);
+  xfer_pool_stats ps;
+  xfer *first, *mine, *theirs;
+
+  first = fetch(owner, "/bytes/1");
+  theirs = get(other, "/bytes/2");
+  cr_assert_eq(xfer_multi_perform(other, NULL), XFER_M_OK);
+  mine = fetch(owner, "/bytes/3"); /* before the owner heard the wake-up */
+  cr_assert_eq(xfer_get_reused(mine), 0, "not the promised one");
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.released_on_demand, 1);
+  th_run(other, 5000);
+  cr_assert_eq(th_result(other, theirs), XFER_OK);
+  cr_assert_eq(xfer_get_conn_id(theirs), xfer_get_conn_id(first));
+  cr_assert_eq(xfer_multi_destroy(owner), XFER_M_OK);
+  cr_assert_eq(xfer_multi_destroy(other), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+}
+
+/* xfer_multi_destroy() lets every attached connection go to the shared
+ * side, where another multi finds it. */
+TH_TEST(attached, destroy_releases_them) {
+  xfer_pool *p = xfer_pool_new(NULL);
+  xfer_multi *m = xfer_multi_new(p);
+  xfer_pool_stats ps;
+  xfer *first, *second;
+
+  first = fetch(m, "/bytes/1");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.attached, 0);
+  cr_assert_eq(ps.idle, 1);
+  m = xfer_multi_new(p);
+  second = fetch(m, "/bytes/1");
+  cr_assert_eq(xfer_get_reused(second), 1);
+  cr_assert_eq(xfer_get_conn_id(second), xfer_get_conn_id(first));
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+}
+
+/* The lifetime limit holds for attached connections too (test clock). */
+TH_TEST(attached, too_old_is_not_reused) {
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.max_lifetime_ms = 5000,
+                                                 .attach_hold_ms = 60000});
+  xfer_multi *m = xfer_multi_new(p);
+  xfer_pool_stats ps;
+
+  th_clock_install(MS(1000000), 0);
+  fetch(m, "/bytes/1");
+  th_clock_advance(MS(6000));
+  cr_assert_eq(xfer_get_reused(fetch(m, "/bytes/1")), 0);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.closed_lifetime, 1);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+  th_clock_uninstall();
+}
+
+/* Attaching off: the connection goes to the shared side as its transfer
+ * ends. */
+TH_TEST(attached, can_be_turned_off) {
+  xfer_pool *p =
+      xfer_pool_new(&(xfer_pool_opts){.attach_hold_ms = TH_NO_ATTACH});
+  xfer_multi *m = xfer_multi_new(p);
+  xfer_pool_stats ps;
+
+  fetch(m, "/bytes/1");
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.attached, 0);
+  cr_assert_eq(ps.idle, 1);
+  cr_assert_null(m->wake, "no wake-up fd needed");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+}
