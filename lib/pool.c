@@ -52,6 +52,7 @@ struct xfer__bundle {
   struct xfer__list attached; /* attached to their owner multis (rule 4
                                  fast path), oldest first */
   unsigned attached_count;
+  bool dead; /* removed from the table by a sweep: look it up again */
   uint64_t hash;
   size_t key_len;
   char key[];
@@ -98,6 +99,7 @@ struct xfer_pool {
   pthread_mutex_t total_lock;
   struct xfer__list total_waiters; /* xfer__waiter.node, oldest first */
   atomic_long total_waiting;
+  atomic_long destinations; /* bundles in the table */
 };
 
 struct bundle_key {
@@ -169,6 +171,7 @@ xfer_code xfer_pool_destroy(xfer_pool *pool) {
     return XFER_E_BAD_HANDLE;
   if (atomic_load(&pool->multis) > 0)
     return XFER_E_IN_USE;
+  rcu_barrier(); /* bundles a sweep removed are freed first */
   /* No multi uses the pool any more, so no reader can hold a bundle. */
   rcu_read_lock();
   cds_lfht_for_each(pool->bundles, &iter, node) {
@@ -230,6 +233,7 @@ xfer_code xfer_pool_get_stats(xfer_pool *pool, xfer_pool_stats *out) {
   out->waiting = LOAD(waiting) + LOAD(total_waiting);
   out->waited_total = LOAD(waited);
   out->released_on_demand = LOAD(released_on_demand);
+  out->destinations = LOAD(destinations);
   return XFER_OK;
 }
 
@@ -312,6 +316,16 @@ static void evict_expired(xfer_pool *pool, struct xfer__conn *c,
         evicted);
 }
 
+/* Frees a bundle the sweep removed, once no reader can hold it (a
+ * call_rcu callback, on liburcu's thread). */
+static void bundle_free_rcu(struct rcu_head *head) {
+  struct xfer__bundle *b = caa_container_of(head, struct xfer__bundle, rcu);
+
+  TSAN_BEFORE_FREE(&b->rcu);
+  pthread_mutex_destroy(&b->lock);
+  xfer__free(b);
+}
+
 /*
  * Idle and lifetime expiry, run by whichever thread first passes the next
  * sweep time (one compare-and-swap decides), with that thread's `now`: the
@@ -334,6 +348,7 @@ static void maybe_sweep(xfer_pool *pool, xfer__time now,
   cds_lfht_for_each(pool->bundles, &iter, node) {
     struct xfer__bundle *b = caa_container_of(node, struct xfer__bundle, node);
     struct xfer__list *pos, *tmp;
+    bool unused;
     TSAN_READ_BEGIN(b);
     bundle_lock(pool, b);
     XFER__LIST_FOREACH_SAFE(pos, tmp, &b->idle) {
@@ -345,8 +360,19 @@ static void maybe_sweep(xfer_pool *pool, xfer__time now,
         b->idle_count--;
       }
     }
+    /* A destination nobody uses any more (no connection, no waiter)
+     * leaves the table, so a crawler's pool does not grow with every
+     * host it ever met. Readers that found it see `dead` under the lock
+     * and look again; RCU frees it after they are gone. */
+    unused = !b->conns && xfer__list_empty(&b->waiters);
+    if (unused)
+      b->dead = true;
     bundle_unlock(b);
     TSAN_READ_END(&b->rcu);
+    if (unused && cds_lfht_del(pool->bundles, node) == 0) {
+      atomic_fetch_sub_explicit(&pool->destinations, 1, memory_order_relaxed);
+      call_rcu(&b->rcu, bundle_free_rcu);
+    }
   }
   rcu_read_unlock();
   while (!xfer__list_empty(&doomed)) {
@@ -433,8 +459,29 @@ static struct xfer__bundle *bundle_get(xfer_pool *pool, const char *key,
   if (added != &fresh->node) { /* another thread was first: use its */
     pthread_mutex_destroy(&fresh->lock);
     xfer__free(fresh); /* never published */
+  } else {
+    atomic_fetch_add_explicit(&pool->destinations, 1, memory_order_relaxed);
   }
   return caa_container_of(added, struct xfer__bundle, node);
+}
+
+/* The live bundle for a key (created when missing), locked; NULL when
+ * out of memory. Under rcu_read_lock(). One a sweep removed meanwhile is
+ * dead: it is about to leave the table, so look again. */
+static struct xfer__bundle *bundle_get_locked(xfer_pool *pool,
+                                              const char *key, size_t len,
+                                              uint64_t hash) {
+  for (;;) {
+    struct xfer__bundle *b = bundle_get(pool, key, len, hash);
+
+    if (!b)
+      return NULL;
+    bundle_lock(pool, b);
+    if (!b->dead)
+      return b;
+    bundle_unlock(b);
+    TSAN_READ_END(&b->rcu);
+  }
 }
 
 /* Under the lock that guards `list`: its oldest waiter, unlinked and
@@ -663,12 +710,11 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
     enum expiry why;
 
     rcu_read_lock();
-    b = bundle_get(pool, key, key_len, hash);
+    b = bundle_get_locked(pool, key, key_len, hash);
     if (!b) {
       rcu_read_unlock();
       return XFER__ACQUIRE_NOMEM;
     }
-    bundle_lock(pool, b);
     if (!fresh_only && !xfer__list_empty(&b->idle)) {
       c = XFER__CONTAINER_OF(b->idle.prev, struct xfer__conn, idle_node);
       xfer__list_remove(&c->idle_node);
@@ -838,9 +884,8 @@ void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now,
   c->last_used = now;
   if (!c->bundle) { /* opened outside any slot: find its destination */
     rcu_read_lock();
-    b = bundle_get(pool, c->key, c->key_len, c->key_hash);
+    b = bundle_get_locked(pool, c->key, c->key_len, c->key_hash);
     if (b) {
-      bundle_lock(pool, b);
       b->conns++;
       bundle_unlock(b);
       TSAN_READ_END(&b->rcu);
@@ -922,6 +967,9 @@ void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
   bundle_lock(pool, b);
   xfer__list_remove(&c->idle_node);
   b->attached_count--;
+  /* Before it is published: once given or idle, another thread may take
+   * it, and even close and free it. */
+  atomic_store_explicit(&c->release_requested, false, memory_order_relaxed);
   if (!too_old)
     kept = give_or_keep_locked(pool, b, c, want_room, &wake);
   bundle_unlock(b);
@@ -929,7 +977,6 @@ void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
   if (on_demand)
     atomic_fetch_add_explicit(&pool->released_on_demand, 1,
                               memory_order_relaxed);
-  atomic_store_explicit(&c->release_requested, false, memory_order_relaxed);
   wake_and_unref(wake);
   if (too_old)
     evict_expired(pool, c, TOO_OLD, evicted);

@@ -5,12 +5,15 @@
  * Protection:
  *   pool->bundles        cds_lfht (liburcu): lookups under rcu_read_lock()
  *                        (urcu-bp flavour: no thread registration); bundles
- *                        are added with add_unique and live as long as the
- *                        pool (issue 5 adds removal with call_rcu)
+ *                        are added with add_unique, removed by the idle
+ *                        sweep once unused (marked dead under their lock)
+ *                        and freed with call_rcu; rcu_barrier in destroy
  *   bundle->idle, idle_count, attached, attached_count, conns, waiters
  *                        bundle->lock, held for a few pointer moves
  *                        only: no clock read, syscall, allocation or
  *                        callback while held (debug builds assert it)
+ *   pool->total, total_waiters   total_lock (the total is raised with an
+ *                        atomic outside it, lowered only under it)
  *   pool counters        atomics (relaxed: statistics)
  */
 #ifndef XFER_POOL_H

@@ -522,3 +522,41 @@ TH_TEST(pool, closes_are_counted_by_reason) {
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
 }
+
+/* Destinations nobody uses any more leave the table at the next sweep
+ * (freed with call_rcu), so the pool does not grow with every host it
+ * ever met; using one again simply creates it anew. */
+TH_TEST(pool, unused_destinations_are_forgotten) {
+  struct ts_server *other = ts_start(NULL), *third = ts_start(NULL);
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){
+      .idle_timeout_ms = 10000, .attach_hold_ms = TH_NO_ATTACH});
+  xfer_multi *m = xfer_multi_new(p);
+  xfer_pool_stats ps;
+
+  th_clock_install(MS(1000000), 0);
+  fetch(m, th_url(ts_port(web), "/bytes/1"), NULL, 0);
+  fetch(m, th_url(ts_port(other), "/bytes/1"), NULL, 0);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.destinations, 2);
+  th_clock_advance(MS(11000));
+  fetch(m, th_url(ts_port(third), "/bytes/1"), NULL, 0); /* sweeps */
+  th_run_for(m, 50); /* the two evicted ones finish their shutdown */
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.closed_idle_timeout, 2);
+  cr_assert_eq(ps.open, 1);
+  cr_assert_eq(ps.destinations, 3, "still there until the next sweep");
+  th_clock_advance(MS(3000)); /* a quarter of the idle timeout */
+  fetch(m, th_url(ts_port(third), "/bytes/1"), NULL, 0);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.destinations, 1, "only the one in use");
+  cr_assert_eq(xfer_get_reused(fetch(m, th_url(ts_port(web), "/bytes/1"),
+                                     NULL, 0)),
+               0);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.destinations, 2, "created anew");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+  ts_stop(other);
+  ts_stop(third);
+  th_clock_uninstall();
+}

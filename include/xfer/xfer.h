@@ -304,6 +304,8 @@ typedef struct xfer_pool_stats {
                                    last used them */
   uint64_t released_on_demand;  /* attached ones released early because
                                    another thread waited for them */
+  uint64_t destinations;        /* destinations known now (unused ones
+                                   are forgotten by the idle sweep) */
 } xfer_pool_stats;
 
 /* Any thread, any time. */
