@@ -49,6 +49,8 @@ struct xfer__bundle {
   unsigned idle_count;
   unsigned conns;         /* open or being opened: slots in use */
   struct xfer__list waiters; /* xfer__waiter.node, oldest first */
+  unsigned nwaiters;
+  unsigned requested; /* attached ones a waiter asked for, not gone yet */
   struct xfer__list attached; /* attached to their owner multis (rule 4
                                  fast path), oldest first */
   unsigned attached_count;
@@ -488,6 +490,7 @@ static struct xfer__bundle *bundle_get_locked(xfer_pool *pool,
  * marked granted (the caller fills in what first), with a reference on its
  * wake-up; or NULL. */
 static struct xfer__waiter *grant_oldest(struct xfer__list *list,
+                                         unsigned *count,
                                          atomic_long *waiting) {
   struct xfer__waiter *w;
 
@@ -495,6 +498,8 @@ static struct xfer__waiter *grant_oldest(struct xfer__list *list,
     return NULL;
   w = XFER__CONTAINER_OF(list->next, struct xfer__waiter, node);
   xfer__list_remove(&w->node);
+  if (count)
+    (*count)--;
   atomic_fetch_add_explicit(&w->wake->refs, 1, memory_order_relaxed);
   atomic_fetch_sub_explicit(waiting, 1, memory_order_relaxed);
   return w;
@@ -532,7 +537,8 @@ static void total_release(xfer_pool *pool) {
   pthread_mutex_lock(&pool->total_lock);
   xfer__pool_lock_depth++;
   if (atomic_fetch_sub(&pool->total, 1) - 1 < (long)pool->max_total &&
-      (w = grant_oldest(&pool->total_waiters, &pool->total_waiting))) {
+      (w = grant_oldest(&pool->total_waiters, NULL,
+                        &pool->total_waiting))) {
     atomic_fetch_add(&pool->total, 1);
     wake = grant_slot(w); /* w holds its destination slot already */
   }
@@ -568,7 +574,7 @@ static void release_slot(xfer_pool *pool, struct xfer__bundle *b) {
   struct xfer__wake *wake = NULL;
 
   bundle_lock(pool, b);
-  w = grant_oldest(&b->waiters, &pool->waiting);
+  w = grant_oldest(&b->waiters, &b->nwaiters, &pool->waiting);
   if (w)
     wake = grant_slot(w); /* conns stays: the slot changes hands */
   else
@@ -720,14 +726,22 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
       xfer__list_remove(&c->idle_node);
       b->idle_count--;
       got = XFER__ACQUIRE_CONN;
+    } else if (!fresh_only && w->wake && b->requested > b->nwaiters) {
+      /* A release asked for earlier has no waiter left to serve (its
+       * waiter got another connection): it will serve us. */
+      w->bundle = b;
+      xfer__list_insert_tail(&b->waiters, &w->node);
+      b->nwaiters++;
     } else if (!fresh_only && w->wake && (c = request_attached(b))) {
       /* Idle, but attached to another multi: its owner releases it to
-       * us (REMOVE first) when the wake-up reaches it. Sharing must not
-       * cost a connection (rule 4). */
+       * the oldest waiter (REMOVE first) when the wake-up reaches it.
+       * Sharing must not cost a connection (rule 4). */
+      b->requested++;
       owner = c->owner_wake;
       atomic_fetch_add_explicit(&owner->refs, 1, memory_order_relaxed);
       w->bundle = b;
       xfer__list_insert_tail(&b->waiters, &w->node);
+      b->nwaiters++;
     } else if (!pool->max_per_destination ||
                b->conns < pool->max_per_destination) {
       b->conns++; /* the reservation and the check, in one place */
@@ -736,6 +750,7 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
     } else {
       w->bundle = b;
       xfer__list_insert_tail(&b->waiters, &w->node);
+      b->nwaiters++;
     }
     bundle_unlock(b);
     TSAN_READ_END(&b->rcu);
@@ -783,7 +798,8 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
 static bool give_or_keep_locked(xfer_pool *pool, struct xfer__bundle *b,
                                 struct xfer__conn *c, bool room_wanted,
                                 struct xfer__wake **wake) {
-  struct xfer__waiter *w = grant_oldest(&b->waiters, &pool->waiting);
+  struct xfer__waiter *w = grant_oldest(&b->waiters, &b->nwaiters,
+                                        &pool->waiting);
 
   if (w) {
     w->granted_conn = c;
@@ -848,6 +864,7 @@ void xfer__pool_cancel(xfer_pool *pool, struct xfer__waiter *w,
     bundle_lock(pool, b);
     if (xfer__list_linked(&w->node)) {
       xfer__list_remove(&w->node);
+      b->nwaiters--;
       was_waiting = true;
     }
     bundle_unlock(b);
@@ -942,6 +959,8 @@ bool xfer__pool_take_attached(xfer_pool *pool, struct xfer__conn *c,
   if (!promised) {
     xfer__list_remove(&c->idle_node);
     b->attached_count--;
+    if (atomic_load_explicit(&c->release_requested, memory_order_relaxed))
+      b->requested--; /* closing: its waiter gets the freed slot */
   }
   bundle_unlock(b);
   if (promised)
@@ -969,6 +988,8 @@ void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
   b->attached_count--;
   /* Before it is published: once given or idle, another thread may take
    * it, and even close and free it. */
+  if (atomic_load_explicit(&c->release_requested, memory_order_relaxed))
+    b->requested--;
   atomic_store_explicit(&c->release_requested, false, memory_order_relaxed);
   if (!too_old)
     kept = give_or_keep_locked(pool, b, c, want_room, &wake);

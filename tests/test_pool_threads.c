@@ -426,10 +426,14 @@ int main(void) {
   done = sum(w, THREADS, offsetof(struct worker, done));
   errors = sum(w, THREADS, offsetof(struct worker, errors));
   xfer_pool_get_stats(pool, &after);
-  printf("# %ld done, %ld errors, peak in flight %d, %llu opened, "
+  printf("# %ld done, %ld errors, peak in flight %d, %llu opened "
+         "(%llu reopened, %llu closed, %llu released on demand), "
          "%llu reused, %llu of %llu checkouts waited for a bundle lock\n",
          done, errors, atomic_load(&in_flight_peak),
          (unsigned long long)after.opened_total,
+         (unsigned long long)after.reopened_total,
+         (unsigned long long)after.closed_total,
+         (unsigned long long)after.released_on_demand,
          (unsigned long long)after.reused_total,
          (unsigned long long)after.lock_contention,
          (unsigned long long)(after.checkout_hits + after.checkout_misses));
