@@ -683,19 +683,38 @@ static struct xfer__conn *request_attached(struct xfer__bundle *b) {
 }
 
 /* A slot of b is reserved for w: now the total one. OPEN, or WAIT when w
- * joined the pool-wide FIFO. Idle connections of other destinations are
- * closed to make room first. */
+ * was queued. Idle connections of other destinations are closed to make
+ * room first; with none to close, w waits for one of its own
+ * destination's connections when it has any (so a busy destination does
+ * not close and reopen its own), else in the pool-wide FIFO. */
 static enum xfer__acquire reserve_total(xfer_pool *pool,
                                         struct xfer__waiter *w,
                                         struct xfer__list *evicted) {
+  struct xfer__bundle *b = w->bundle;
   struct xfer__conn *idle;
+  bool queued = false;
 
   while (!total_reserve(pool)) {
     total_release(pool); /* the failed reservation, under the lock */
     idle = take_any_idle(pool);
-    if (!idle)
-      return total_wait(pool, w) ? XFER__ACQUIRE_WAIT : XFER__ACQUIRE_OPEN;
-    evict_for_room(pool, idle, evicted);
+    if (idle) {
+      evict_for_room(pool, idle, evicted);
+      continue;
+    }
+    bundle_lock(pool, b);
+    if (b->conns > 1) { /* ours is one: give it back and queue */
+      b->conns--;
+      xfer__list_insert_tail(&b->waiters, &w->node);
+      b->nwaiters++;
+      queued = true;
+    }
+    bundle_unlock(b);
+    if (queued) {
+      w->holds_slot = false;
+      atomic_fetch_add_explicit(&pool->waiting, 1, memory_order_relaxed);
+      return XFER__ACQUIRE_WAIT;
+    }
+    return total_wait(pool, w) ? XFER__ACQUIRE_WAIT : XFER__ACQUIRE_OPEN;
   }
   return XFER__ACQUIRE_OPEN;
 }

@@ -565,3 +565,24 @@ TH_TEST(pool, unused_destinations_are_forgotten) {
   ts_stop(third);
   th_clock_uninstall();
 }
+
+/* At the total limit, transfers to a destination whose connections are
+ * all busy wait for those connections: none is closed and reopened. */
+TH_TEST(pool, total_limit_with_one_destination_reuses) {
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.max_total = 2});
+  xfer_multi *m = xfer_multi_new(p);
+  xfer_pool_stats ps;
+
+  for (int i = 0; i < 6; i++)
+    xs[nxs++] = th_get(m, th_url(ts_port(web), "/delay/30/bytes/4"), NULL);
+  th_run(m, 5000);
+  for (int i = 0; i < 6; i++)
+    cr_assert_eq(th_result(m, xs[i]), XFER_OK, "%d: %s", i,
+                 xfer_get_error_detail(xs[i]));
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.opened_total, 2);
+  cr_assert_eq(ps.closed_total, 0);
+  cr_assert_eq(ps.waited_total, 4);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+}

@@ -94,6 +94,7 @@ struct worker {
   int keys;        /* phase 3: rounds over the three keys */
   const char *path; /* phase 5: one GET of this path ... */
   int delay_ms;     /* ... after this long */
+  bool two_hosts;   /* phase 5: bursts to two destinations */
 };
 
 static int on_socket(xfer_multi *m, int fd, int what, void *userp,
@@ -129,8 +130,24 @@ static int on_timer(xfer_multi *m, long ms, void *userp) {
   return 0;
 }
 
+/* Phase 5: the most connections counted against the total limit (open
+ * and not closing: busy + idle), sampled as bodies arrive. */
+static atomic_bool sample_total;
+static atomic_long total_seen_max;
+
 static size_t on_body(const char *data, size_t len, void *userp) {
   struct request *r = userp;
+
+  if (atomic_load_explicit(&sample_total, memory_order_relaxed)) {
+    xfer_pool_stats ps;
+    long now, seen;
+    xfer_pool_get_stats(pool, &ps);
+    now = (long)(ps.busy + ps.idle);
+    seen = atomic_load(&total_seen_max);
+    while (now > seen &&
+           !atomic_compare_exchange_weak(&total_seen_max, &seen, now))
+      ;
+  }
   if (r->len + len > r->cap) {
     r->cap = (r->len + len) * 2;
     r->body = realloc(r->body, r->cap);
@@ -296,7 +313,9 @@ static void *bursts(void *arg) {
     if (burst > w->target - w->done)
       burst = (int)(w->target - w->done);
     for (int i = 0; i < burst; i++)
-      start_sized(w, &reqs[i], "127.0.0.1", NULL, 1 + rand_r(&seed) % 3000,
+      start_sized(w, &reqs[i],
+                  w->two_hosts && i % 2 ? "localhost" : "127.0.0.1", NULL,
+                  1 + rand_r(&seed) % 3000,
                   "ip");
     w->running = 1;
     drain(w);
@@ -538,11 +557,38 @@ int main(void) {
   printf("# limit 4: %llu opened, %llu waited\n",
          (unsigned long long)after.opened_total,
          (unsigned long long)after.waited_total);
-  tap_result("4 threads never open more than the limit of 4",
+  tap_result("4 threads never open more than the limit of 4 per "
+             "destination",
              sum(w, THREADS, offsetof(struct worker, done)) == 4 * 300 &&
                  sum(w, THREADS, offsetof(struct worker, errors)) == 0 &&
                  after.opened_total <= 4 && after.waiting == 0 &&
                  after.waited_total > 0);
+  xfer_pool_destroy(pool);
+
+  /* the total limit, two destinations, four threads */
+  pool = xfer_pool_new(&(xfer_pool_opts){.max_total = 4});
+  memset(w, 0, sizeof(w));
+  for (int i = 0; i < THREADS; i++) {
+    w[i].id = i;
+    w[i].target = 300;
+    w[i].two_hosts = true;
+  }
+  atomic_store(&sample_total, true);
+  run_threads(w, THREADS, bursts);
+  atomic_store(&sample_total, false);
+  xfer_pool_get_stats(pool, &after);
+  printf("# total limit 4: %llu opened, %llu closed for room, %llu waited, "
+         "at most %ld counted at once\n",
+         (unsigned long long)after.opened_total,
+         (unsigned long long)after.closed_limit,
+         (unsigned long long)after.waited_total, atomic_load(&total_seen_max));
+  tap_result("4 threads, 2 destinations never hold more than the total "
+             "limit of 4",
+             sum(w, THREADS, offsetof(struct worker, done)) == 4 * 300 &&
+                 sum(w, THREADS, offsetof(struct worker, errors)) == 0 &&
+                 sum(w, THREADS, offsetof(struct worker, bad_bodies)) == 0 &&
+                 atomic_load(&total_seen_max) <= 4 &&
+                 atomic_load(&total_seen_max) > 0 && after.waiting == 0);
   xfer_pool_destroy(pool);
 
   /* 6. the attached fast path across threads: the owner holds its
