@@ -21,6 +21,11 @@ libc-ares-dev
 liburiparser-dev
 node-llhttp
 nginx
+libcurl4-openssl-dev
+wrk
+valgrind
+python3
+linux-perf
 "
 # autoconf, automake, libtool, pkg-config: the build system
 # make, gcc, libc6-dev: the compiler and C library headers
@@ -29,7 +34,12 @@ nginx
 # libc-ares-dev: the asynchronous DNS resolver
 # liburiparser-dev: URL parsing
 # node-llhttp: llhttp's C sources (/usr/share/llhttp), built into the library
-# nginx: the real peer of the interop tests
+# nginx: the real peer of the interop tests and the benchmarks
+# libcurl4-openssl-dev: what the benchmarks compare with (make bench)
+# wrk: the lean load generator the benchmarks compare with
+# valgrind: instructions per request (callgrind) in the benchmarks
+# python3: runs the benchmarks and writes their report
+# linux-perf: profiling (perf record/report) while optimising
 
 cd "$(dirname "$0")"
 

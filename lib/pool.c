@@ -270,6 +270,31 @@ static struct xfer__bundle *bundle_find(xfer_pool *pool, const char *key,
   return node ? caa_container_of(node, struct xfer__bundle, node) : NULL;
 }
 
+#ifdef XFER_LOCK_STATS
+/* Benchmark builds only (tests/bench/bench_pool): a histogram of bundle
+ * lock hold times in TSC ticks, log2 buckets. The time stamp counter is
+ * read under the lock here, which rule 3 forbids for the library itself:
+ * no build that ships has it. */
+#include <x86intrin.h>
+/* Buckets: 16 ticks wide below 4096 ticks, then one per power of two. */
+#define XFER__LOCK_HIST_BUCKETS 320
+atomic_ulong xfer__lock_hold_hist[XFER__LOCK_HIST_BUCKETS];
+atomic_ulong xfer__lock_acquisitions;
+static _Thread_local uint64_t lock_taken_at;
+static void lock_stats_released(void) {
+  uint64_t ticks = __rdtsc() - lock_taken_at;
+  unsigned i = ticks < 4096 ? (unsigned)(ticks / 16)
+                            : 256u + (unsigned)(63 - __builtin_clzll(ticks));
+  atomic_fetch_add_explicit(&xfer__lock_hold_hist[i], 1,
+                            memory_order_relaxed);
+}
+#define LOCK_STATS_TAKEN() (lock_taken_at = __rdtsc())
+#define LOCK_STATS_RELEASED() lock_stats_released()
+#else
+#define LOCK_STATS_TAKEN() ((void)0)
+#define LOCK_STATS_RELEASED() ((void)0)
+#endif
+
 /* The lock of a bundle: a few pointer moves between these two, nothing
  * else (rule 3). The depth counter lets debug builds catch a clock read. */
 static void bundle_lock(xfer_pool *pool, struct xfer__bundle *b) {
@@ -277,11 +302,16 @@ static void bundle_lock(xfer_pool *pool, struct xfer__bundle *b) {
     atomic_fetch_add_explicit(&pool->contention, 1, memory_order_relaxed);
     pthread_mutex_lock(&b->lock);
   }
+#ifdef XFER_LOCK_STATS
+  atomic_fetch_add_explicit(&xfer__lock_acquisitions, 1, memory_order_relaxed);
+#endif
+  LOCK_STATS_TAKEN();
   xfer__pool_lock_depth++;
 }
 
 static void bundle_unlock(struct xfer__bundle *b) {
   xfer__pool_lock_depth--;
+  LOCK_STATS_RELEASED();
   pthread_mutex_unlock(&b->lock);
 }
 

@@ -667,6 +667,9 @@ TH_TEST(multi, stats_count_what_happened) {
   xfer_multi_socket_timeout(m, NULL);
   xfer_multi_get_stats(m, &st);
   cr_assert_eq(st.clock_reads, 3);
+  cr_assert_eq(xfer_multi_remove(m, a->x), XFER_M_OK);
+  xfer_multi_get_stats(m, &st);
+  cr_assert_eq(st.clock_reads, 3, "removing a finished transfer reads none");
   cr_assert_eq(st.wakeups, 2);
   cr_assert_eq(st.xfers_added, 1);
   cr_assert_eq(st.xfers_run, 1);

@@ -1,0 +1,479 @@
+/*
+ * One benchmark client run: T threads, each with its own epoll loop and its
+ * own multi handle (libxfer or libcurl, driven the same way: socket
+ * callback, timer callback, socket_action), C transfers in flight per
+ * thread, N keep-alive GETs in total, each finished handle re-added at
+ * once. Prints one JSON object with what it measured.
+ *
+ *   bench_client --client xfer-shared|xfer-per-multi|curl|curl-share
+ *                -t T -c C -n N URL
+ *
+ * The loop never reads the clock itself (a timer callback's timeout is
+ * used as the epoll timeout as given), so the clock reads counted by
+ * clockcount.so (LD_PRELOAD) during the run are the library's. CPU comes
+ * from getrusage() around the run, after start-up.
+ */
+#define _GNU_SOURCE
+#include <curl/curl.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+#include <xfer/xfer.h>
+
+enum client { XFER_SHARED, XFER_PER_MULTI, CURL_PLAIN, CURL_SHARE };
+
+static enum client client;
+static int threads = 1, per_thread = 16;
+static long total = 10000;
+static const char *url;
+
+static atomic_long issued;   /* requests handed out so far (<= total) */
+static atomic_long in_flight, in_flight_peak;
+static xfer_pool *shared_pool;
+static CURLSH *curl_share;
+static pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
+
+struct worker {
+  int id;
+  int ep;
+  long timeout_ms; /* from the timer callback; -1: none */
+  int running;
+  long outstanding; /* added and not reaped yet */
+  xfer_multi *xm;
+  xfer_pool *own_pool; /* xfer-per-multi */
+  CURLM *cm;
+  long done, errors, bad_timelines, bytes;
+  long connects; /* libcurl: CURLINFO_NUM_CONNECTS summed */
+  uint64_t clock_reads; /* libxfer: xfer_multi_stats */
+  char first_error[200];
+  pthread_t thread;
+};
+
+static void note_in_flight(long delta) {
+  long now = atomic_fetch_add(&in_flight, delta) + delta;
+  long peak = atomic_load(&in_flight_peak);
+  while (now > peak &&
+         !atomic_compare_exchange_weak(&in_flight_peak, &peak, now))
+    ;
+}
+
+/* Hands out the next request, if any are left. */
+static bool take_request(void) {
+  if (atomic_fetch_add(&issued, 1) >= total) {
+    atomic_fetch_sub(&issued, 1);
+    return false;
+  }
+  note_in_flight(+1);
+  return true;
+}
+
+static size_t sink(const char *data, size_t len, void *userp) {
+  struct worker *w = userp;
+  (void)data;
+  w->bytes += (long)len;
+  return len;
+}
+
+static size_t curl_sink(char *data, size_t size, size_t n, void *userp) {
+  return sink(data, size * n, userp);
+}
+
+static void note_error(struct worker *w, const char *what, const char *detail) {
+  if (!w->errors++)
+    snprintf(w->first_error, sizeof(w->first_error), "%s: %s", what, detail);
+}
+
+/* --- the event loop: the same for both libraries ------------------------- */
+
+static int watch(struct worker *w, int fd, bool in, bool out, bool remove,
+                 bool known) {
+  struct epoll_event ev = {.data.fd = fd};
+
+  if (remove)
+    return epoll_ctl(w->ep, EPOLL_CTL_DEL, fd, NULL);
+  ev.events = (in ? EPOLLIN : 0) | (out ? EPOLLOUT : 0);
+  return epoll_ctl(w->ep, known ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev);
+}
+
+static int xfer_socket(xfer_multi *m, int fd, int what, void *userp,
+                       void *socketp) {
+  struct worker *w = userp;
+  int rc = watch(w, fd, what & XFER_POLL_IN, what & XFER_POLL_OUT,
+                 what == XFER_POLL_REMOVE, socketp != NULL);
+  if (!socketp && what != XFER_POLL_REMOVE)
+    xfer_multi_assign(m, fd, w);
+  return rc ? -1 : 0;
+}
+
+static int curl_socket(CURL *e, curl_socket_t fd, int what, void *userp,
+                       void *socketp) {
+  struct worker *w = userp;
+  int rc = watch(w, fd, what & CURL_POLL_IN, what & CURL_POLL_OUT,
+                 what == CURL_POLL_REMOVE, socketp != NULL);
+  (void)e;
+  if (!socketp && what != CURL_POLL_REMOVE)
+    curl_multi_assign(w->cm, fd, w);
+  return rc ? -1 : 0;
+}
+
+static int xfer_timer(xfer_multi *m, long ms, void *userp) {
+  (void)m;
+  ((struct worker *)userp)->timeout_ms = ms;
+  return 0;
+}
+
+static int curl_timer(CURLM *m, long ms, void *userp) {
+  (void)m;
+  ((struct worker *)userp)->timeout_ms = ms;
+  return 0;
+}
+
+static void action(struct worker *w, int fd, int events) {
+  if (w->xm) {
+    xfer_multi_socket_action(w->xm, fd, events, &w->running);
+  } else {
+    int cev = ((events & XFER_CSELECT_IN) ? CURL_CSELECT_IN : 0) |
+              ((events & XFER_CSELECT_OUT) ? CURL_CSELECT_OUT : 0) |
+              ((events & XFER_CSELECT_ERR) ? CURL_CSELECT_ERR : 0);
+    curl_multi_socket_action(w->cm,
+                             fd == XFER_SOCKET_TIMEOUT ? CURL_SOCKET_TIMEOUT
+                                                       : fd,
+                             cev, &w->running);
+  }
+}
+
+/* --- finished transfers --------------------------------------------------- */
+
+static bool xfer_timeline_ok(const xfer *x) {
+  xfer_timeline t;
+  int64_t v[7];
+
+  if (xfer_get_timeline(x, &t))
+    return false;
+  v[0] = t.queue_us, v[1] = t.namelookup_us, v[2] = t.connect_us;
+  v[3] = t.appconnect_us, v[4] = t.pretransfer_us;
+  v[5] = t.starttransfer_us, v[6] = t.total_us;
+  for (int i = 1; i < 7; i++)
+    if (v[i] < v[i - 1])
+      return false;
+  return true;
+}
+
+static bool curl_timeline_ok(CURL *e) {
+  static const CURLINFO order[] = {
+      CURLINFO_NAMELOOKUP_TIME_T,   CURLINFO_CONNECT_TIME_T,
+      CURLINFO_APPCONNECT_TIME_T,   CURLINFO_PRETRANSFER_TIME_T,
+      CURLINFO_STARTTRANSFER_TIME_T, CURLINFO_TOTAL_TIME_T};
+  curl_off_t prev = 0, v;
+
+  for (size_t i = 0; i < sizeof(order) / sizeof(order[0]); i++) {
+    if (curl_easy_getinfo(e, order[i], &v) != CURLE_OK)
+      return false;
+    if (v == 0)
+      v = prev; /* a phase that did not happen (reuse, no TLS): 0 */
+    if (v < prev)
+      return false;
+    prev = v;
+  }
+  return true;
+}
+
+static void xfer_reap(struct worker *w) {
+  const xfer_msg *msg;
+
+  while ((msg = xfer_multi_info_read(w->xm, NULL))) {
+    xfer *x = msg->x;
+    note_in_flight(-1);
+    w->done++;
+    if (msg->result != XFER_OK)
+      note_error(w, xfer_strerror(msg->result), xfer_get_error_detail(x));
+    else if (xfer_get_status(x) != 200)
+      note_error(w, "status", "not 200");
+    if (!xfer_timeline_ok(x))
+      w->bad_timelines++;
+    xfer_multi_remove(w->xm, x);
+    w->outstanding--;
+    if (take_request()) {
+      xfer_multi_add(w->xm, x);
+      w->outstanding++;
+    } else {
+      xfer_free(x);
+    }
+  }
+}
+
+static void curl_reap(struct worker *w) {
+  CURLMsg *msg;
+  int left;
+
+  while ((msg = curl_multi_info_read(w->cm, &left))) {
+    CURL *e = msg->easy_handle;
+    long code = 0, connects = 0;
+    if (msg->msg != CURLMSG_DONE)
+      continue;
+    note_in_flight(-1);
+    w->done++;
+    if (msg->data.result != CURLE_OK)
+      note_error(w, "curl", curl_easy_strerror(msg->data.result));
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+    if (msg->data.result == CURLE_OK && code != 200)
+      note_error(w, "status", "not 200");
+    curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &connects);
+    w->connects += connects;
+    if (!curl_timeline_ok(e))
+      w->bad_timelines++;
+    curl_multi_remove_handle(w->cm, e);
+    w->outstanding--;
+    if (take_request()) {
+      curl_multi_add_handle(w->cm, e);
+      w->outstanding++;
+    } else {
+      curl_easy_cleanup(e);
+    }
+  }
+}
+
+/* --- set-up ----------------------------------------------------------------- */
+
+static void share_lock(CURL *e, curl_lock_data data, curl_lock_access a,
+                       void *u) {
+  (void)e, (void)a, (void)u;
+  pthread_mutex_lock(&share_locks[data]);
+}
+
+static void share_unlock(CURL *e, curl_lock_data data, void *u) {
+  (void)e, (void)u;
+  pthread_mutex_unlock(&share_locks[data]);
+}
+
+static void start_one(struct worker *w) {
+  w->outstanding++;
+  if (w->xm) {
+    xfer *x = xfer_new();
+    xfer_set_url(x, url);
+    xfer_set_write_cb(x, sink, w);
+    xfer_multi_add(w->xm, x);
+  } else {
+    CURL *e = curl_easy_init();
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, curl_sink);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, w);
+    if (curl_share)
+      curl_easy_setopt(e, CURLOPT_SHARE, curl_share);
+    curl_multi_add_handle(w->cm, e);
+  }
+}
+
+static void worker_open(struct worker *w) {
+  w->ep = epoll_create1(EPOLL_CLOEXEC);
+  w->timeout_ms = -1;
+  if (client == XFER_SHARED || client == XFER_PER_MULTI) {
+    if (client == XFER_PER_MULTI)
+      w->own_pool = xfer_pool_new(NULL);
+    w->xm = xfer_multi_new(client == XFER_SHARED ? shared_pool : w->own_pool);
+    xfer_multi_set_socket_cb(w->xm, xfer_socket, w);
+    xfer_multi_set_timer_cb(w->xm, xfer_timer, w);
+  } else {
+    w->cm = curl_multi_init();
+    curl_multi_setopt(w->cm, CURLMOPT_SOCKETFUNCTION, curl_socket);
+    curl_multi_setopt(w->cm, CURLMOPT_SOCKETDATA, w);
+    curl_multi_setopt(w->cm, CURLMOPT_TIMERFUNCTION, curl_timer);
+    curl_multi_setopt(w->cm, CURLMOPT_TIMERDATA, w);
+  }
+}
+
+static void *worker_run(void *arg) {
+  struct worker *w = arg;
+  struct epoll_event evs[256];
+
+  for (int i = 0; i < per_thread && take_request(); i++)
+    start_one(w);
+  action(w, XFER_SOCKET_TIMEOUT, 0); /* kick off */
+  for (;;) {
+    if (w->xm) /* first: a transfer may end in the very first call */
+      xfer_reap(w);
+    else
+      curl_reap(w);
+    if (!w->outstanding)
+      break;
+    int n = epoll_wait(w->ep, evs, 256, (int)w->timeout_ms);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n <= 0) {
+      w->timeout_ms = -1; /* fired: a new one comes through the callback */
+      action(w, XFER_SOCKET_TIMEOUT, 0);
+    }
+    for (int i = 0; i < n; i++) {
+      uint32_t e = evs[i].events;
+      action(w, evs[i].data.fd,
+             ((e & EPOLLIN) ? XFER_CSELECT_IN : 0) |
+                 ((e & EPOLLOUT) ? XFER_CSELECT_OUT : 0) |
+                 ((e & (EPOLLERR | EPOLLHUP)) ? XFER_CSELECT_ERR : 0));
+    }
+  }
+  if (w->xm) {
+    xfer_multi_stats st;
+    xfer_multi_get_stats(w->xm, &st);
+    w->clock_reads = st.clock_reads;
+  }
+  return NULL;
+}
+
+static void worker_close(struct worker *w) {
+  if (w->xm)
+    xfer_multi_destroy(w->xm);
+  if (w->cm)
+    curl_multi_cleanup(w->cm);
+  close(w->ep);
+}
+
+static double cpu_seconds(void) {
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+         (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+static double wall_seconds(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* clockcount.so's counter, when it is preloaded. */
+static unsigned long clock_count(void) {
+  static unsigned long (*get)(void);
+  static bool looked;
+  if (!looked) {
+    get = (unsigned long (*)(void))dlsym(RTLD_DEFAULT, "clockcount_get");
+    looked = true;
+  }
+  return get ? get() : 0;
+}
+
+static void usage(void) {
+  fprintf(stderr, "usage: bench_client --client xfer-shared|xfer-per-multi|"
+                  "curl|curl-share -t T -c C -n N URL\n");
+  exit(2);
+}
+
+int main(int argc, char **argv) {
+  struct worker *ws;
+  double cpu0, wall0, cpu, wall;
+  unsigned long clocks0, clocks;
+  long done = 0, errors = 0, bad = 0, connects = 0;
+  uint64_t lib_clock_reads = 0;
+  const char *first_error = "";
+  const char *name = NULL;
+
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "--client") && i + 1 < argc)
+      name = argv[++i];
+    else if (!strcmp(argv[i], "-t") && i + 1 < argc)
+      threads = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "-c") && i + 1 < argc)
+      per_thread = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "-n") && i + 1 < argc)
+      total = atol(argv[++i]);
+    else if (argv[i][0] != '-')
+      url = argv[i];
+    else
+      usage();
+  }
+  if (!name || !url || threads < 1 || per_thread < 1 || total < 1)
+    usage();
+  if (!strcmp(name, "xfer-shared"))
+    client = XFER_SHARED;
+  else if (!strcmp(name, "xfer-per-multi"))
+    client = XFER_PER_MULTI;
+  else if (!strcmp(name, "curl"))
+    client = CURL_PLAIN;
+  else if (!strcmp(name, "curl-share"))
+    client = CURL_SHARE;
+  else
+    usage();
+
+  curl_global_init(CURL_GLOBAL_DEFAULT);
+  if (client == XFER_SHARED)
+    shared_pool = xfer_pool_new(NULL);
+  if (client == CURL_SHARE) {
+    for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
+      pthread_mutex_init(&share_locks[i], NULL);
+    curl_share = curl_share_init();
+    curl_share_setopt(curl_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+    curl_share_setopt(curl_share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+    curl_share_setopt(curl_share, CURLSHOPT_LOCKFUNC, share_lock);
+    curl_share_setopt(curl_share, CURLSHOPT_UNLOCKFUNC, share_unlock);
+  }
+  ws = calloc((size_t)threads, sizeof(*ws));
+  for (int i = 0; i < threads; i++) {
+    ws[i].id = i;
+    worker_open(&ws[i]);
+  }
+
+  clocks0 = clock_count();
+  wall0 = wall_seconds();
+  cpu0 = cpu_seconds();
+  for (int i = 0; i < threads; i++)
+    pthread_create(&ws[i].thread, NULL, worker_run, &ws[i]);
+  for (int i = 0; i < threads; i++)
+    pthread_join(ws[i].thread, NULL);
+  cpu = cpu_seconds() - cpu0;
+  wall = wall_seconds() - wall0;
+  clocks = clock_count() - clocks0;
+  if (clocks >= 2)
+    clocks -= 2; /* our own two reads of the wall clock */
+
+  for (int i = 0; i < threads; i++) {
+    done += ws[i].done;
+    errors += ws[i].errors;
+    bad += ws[i].bad_timelines;
+    connects += ws[i].connects;
+    lib_clock_reads += ws[i].clock_reads;
+    if (ws[i].errors && !*first_error)
+      first_error = ws[i].first_error;
+  }
+  if (client == XFER_SHARED || client == XFER_PER_MULTI) {
+    connects = 0;
+    for (int i = 0; i < threads; i++) {
+      xfer_pool_stats ps;
+      xfer_pool *p = client == XFER_SHARED ? shared_pool : ws[i].own_pool;
+      xfer_pool_get_stats(p, &ps);
+      connects += (long)ps.opened_total;
+      if (client == XFER_SHARED)
+        break;
+    }
+  }
+  for (int i = 0; i < threads; i++) {
+    worker_close(&ws[i]);
+    xfer_pool_destroy(ws[i].own_pool);
+  }
+  printf("{\"client\":\"%s\",\"threads\":%d,\"per_thread\":%d,"
+         "\"requests\":%ld,\"errors\":%ld,\"timeline_violations\":%ld,"
+         "\"wall_s\":%.6f,\"cpu_s\":%.6f,\"rps\":%.1f,"
+         "\"cpu_us_per_req\":%.3f,\"clock_reads\":%lu,"
+         "\"clock_reads_per_req\":%.4f,\"lib_clock_reads\":%llu,"
+         "\"connections\":%ld,\"peak_in_flight\":%ld,"
+         "\"first_error\":\"%s\"}\n",
+         name, threads, per_thread, done, errors, bad, wall, cpu,
+         done / wall, cpu * 1e6 / (double)done, clocks,
+         (double)clocks / (double)done, (unsigned long long)lib_clock_reads,
+         connects, atomic_load(&in_flight_peak), first_error);
+  if (shared_pool)
+    xfer_pool_destroy(shared_pool);
+  if (curl_share)
+    curl_share_cleanup(curl_share);
+  curl_global_cleanup();
+  free(ws);
+  return errors ? 1 : 0;
+}

@@ -1,0 +1,488 @@
+#!/usr/bin/env python3
+"""make bench: libxfer against libcurl and wrk, on a local nginx.
+
+Runs the grid of tests/bench/README.md with every client interleaved (so a
+noisy machine slows all of them alike), takes medians, and writes the table
+to stdout, RESULTS.md and results.json. See `--help`.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+GRID = [  # (threads, in flight per thread, body)
+    (1, 16, "100"),
+    (2, 16, "100"),
+    (4, 16, "100"),
+    (2, 64, "100"),
+    (2, 16, "16k"),
+]
+BODIES = {"100": 100, "16k": 16384}
+CLIENTS = ["xfer-shared", "xfer-per-multi", "curl", "curl-share", "wrk"]
+
+
+def log(*a):
+    print(*a, file=sys.stderr, flush=True)
+
+
+class Nginx:
+    """nginx from tests/bench/nginx.conf on a probed port, its own prefix."""
+
+    def __init__(self, srcdir):
+        self.prefix = tempfile.mkdtemp(prefix="xfer-bench-nginx-")
+        os.makedirs(os.path.join(self.prefix, "tmp"))
+        root = os.path.join(self.prefix, "root")
+        os.makedirs(root)
+        for name, size in BODIES.items():
+            with open(os.path.join(root, name), "wb") as f:
+                f.write(bytes((ord("a") + i % 26) for i in range(size)))
+        with open(os.path.join(srcdir, "tests/bench/nginx.conf")) as f:
+            self.template = f.read()
+        self.proc = None
+        for _ in range(20):  # nginx cannot listen on port 0: probe, retry
+            self.port = free_port()
+            conf = os.path.join(self.prefix, "nginx.conf")
+            with open(conf, "w") as f:
+                f.write(self.template.replace("@PREFIX@", self.prefix)
+                        .replace("@PORT@", str(self.port)))
+            self.proc = subprocess.Popen(
+                ["nginx", "-p", self.prefix, "-c", conf, "-e",
+                 os.path.join(self.prefix, "error.log")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if wait_listening(self.port, self.proc):
+                return
+            self.proc.wait()
+        raise SystemExit("bench: nginx did not start (see %s/error.log)"
+                         % self.prefix)
+
+    def url(self, body):
+        return "http://127.0.0.1:%d/%s" % (self.port, body)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait()
+        shutil.rmtree(self.prefix, ignore_errors=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(port, proc):
+    for _ in range(100):
+        if proc.poll() is not None:
+            return False
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def run_client(args, name, t, c, n, url):
+    """One bench_client run in a process of its own; a dict of figures."""
+    env = dict(os.environ, LD_PRELOAD=args.clockcount)
+    cmd = [args.bench_client, "--client", name, "-t", str(t), "-c", str(c),
+           "-n", str(n), url]
+    try:
+        p = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                           timeout=300)
+    except subprocess.TimeoutExpired:
+        return {"client": name, "failed": "timed out after 300 s"}
+    if p.returncode < 0:
+        return {"client": name, "failed": "crashed: %s" %
+                signal.Signals(-p.returncode).name}
+    try:
+        r = json.loads(p.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"client": name, "failed": "exit %d: %s" % (
+            p.returncode, (p.stderr or p.stdout).strip()[-200:])}
+    return r
+
+
+def run_wrk(args, t, c, url):
+    """wrk with matching threads and connections, for a fixed duration."""
+    out = tempfile.NamedTemporaryFile(prefix="xfer-bench-clock-",
+                                      delete=False)
+    out.close()
+    env = dict(os.environ, LD_PRELOAD=args.clockcount,
+               CLOCKCOUNT_OUT=out.name)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.run(["wrk", "-t", str(t), "-c", str(t * c), "-d",
+                        "%ds" % args.wrk_seconds, url], env=env,
+                       capture_output=True, text=True, timeout=120)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime -
+                                                before.ru_stime)
+    with open(out.name) as f:
+        clocks = int(f.read().strip() or 0)
+    os.unlink(out.name)
+    m = re.search(r"(\d+) requests in ([\d.]+)(m?s)", p.stdout)
+    if p.returncode or not m:
+        return {"client": "wrk", "failed": "exit %d: %s" % (
+            p.returncode, p.stderr.strip()[-200:])}
+    reqs = int(m.group(1))
+    secs = float(m.group(2)) / (1000 if m.group(3) == "ms" else 1)
+    errors = 0
+    for pat in (r"Non-2xx or 3xx responses: (\d+)",
+                r"Socket errors: connect (\d+), read (\d+), write (\d+), "
+                r"timeout (\d+)"):
+        e = re.search(pat, p.stdout)
+        if e:
+            errors += sum(int(g) for g in e.groups())
+    return {"client": "wrk", "threads": t, "per_thread": c,
+            "requests": reqs, "errors": errors, "timeline_violations": 0,
+            "wall_s": secs, "cpu_s": cpu, "rps": reqs / secs,
+            "cpu_us_per_req": cpu * 1e6 / reqs, "clock_reads": clocks,
+            "clock_reads_per_req": clocks / reqs,
+            "connections": t * c, "peak_in_flight": t * c}
+
+
+def median_of(runs, key):
+    vals = [r[key] for r in runs if key in r and "failed" not in r]
+    return statistics.median(vals) if vals else None
+
+
+def callgrind_instructions(args, name, url):
+    """Instructions per request: the difference of two runs cancels
+    start-up and teardown."""
+    counts = []
+    for n in (args.callgrind_n, 3 * args.callgrind_n):
+        p = subprocess.run(
+            ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
+             args.bench_client, "--client", name, "-t", "1", "-c", "16",
+             "-n", str(n), url], capture_output=True, text=True, timeout=900)
+        m = re.search(r"Collected : (\d+)", p.stderr)
+        if not m:
+            return None
+        counts.append(int(m.group(1)))
+    return (counts[1] - counts[0]) / (2 * args.callgrind_n)
+
+
+def scaling(args, url):
+    out = {}
+    for held in (10, 10000):
+        runs = []
+        for _ in range(args.runs):
+            p = subprocess.run([args.bench_scaling, "-k", str(held), "-n",
+                                str(args.scaling_n), url],
+                               capture_output=True, text=True, timeout=600)
+            try:
+                runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
+            except (ValueError, IndexError):
+                return {"failed": (p.stderr or p.stdout).strip()[-200:]}
+        out[held] = {"cpu_us_per_fast_req":
+                     median_of(runs, "cpu_us_per_fast_req"),
+                     "errors": sum(r.get("errors", 0) for r in runs)}
+    out["ratio"] = (out[10000]["cpu_us_per_fast_req"] /
+                    out[10]["cpu_us_per_fast_req"])
+    return out
+
+
+def pool_contention(args):
+    p = subprocess.run([args.bench_pool, "-t", "4", "-n",
+                        str(args.pool_rounds)], capture_output=True,
+                       text=True, timeout=600)
+    try:
+        return json.loads(p.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"failed": (p.stderr or p.stdout).strip()[-200:]}
+
+
+def versions():
+    def first_line(cmd):
+        try:
+            p = subprocess.run(cmd, capture_output=True, text=True)
+            return (p.stdout + p.stderr).strip().splitlines()[0]
+        except (OSError, IndexError):
+            return "not found"
+    return {
+        "nginx": first_line(["nginx", "-v"]),
+        "wrk": first_line(["wrk", "--version"]),
+        "libcurl": first_line(["curl-config", "--version"]),
+        "valgrind": first_line(["valgrind", "--version"]),
+        "cc": first_line(["cc", "--version"]),
+    }
+
+
+def machine():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release()}
+
+
+def ratio(a, b):
+    return a / b if a is not None and b else None
+
+
+def fmt(v, digits=2):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return "%.*f" % (digits, v)
+    return str(v)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--srcdir", required=True)
+    ap.add_argument("--builddir", required=True)
+    ap.add_argument("--out-md")
+    ap.add_argument("--out-json")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("-n", type=int, default=20000,
+                    help="requests per client run")
+    ap.add_argument("--wrk-seconds", type=int, default=2)
+    ap.add_argument("--callgrind-n", type=int, default=2000)
+    ap.add_argument("--scaling-n", type=int, default=20000)
+    ap.add_argument("--pool-rounds", type=int, default=500000)
+    args = ap.parse_args()
+    b = os.path.join(args.builddir, "tests/bench")
+    args.bench_client = os.path.join(b, "bench_client")
+    args.bench_scaling = os.path.join(b, "bench_scaling")
+    args.bench_pool = os.path.join(b, "bench_pool")
+    args.clockcount = os.path.join(b, ".libs/clockcount.so")
+    for tool in ("nginx", "wrk", "valgrind"):
+        if not shutil.which(tool):
+            raise SystemExit("bench: %s is missing (./bootstrap.sh installs "
+                             "it)" % tool)
+    started = time.time()
+    nginx = Nginx(args.srcdir)
+    try:
+        results = {}
+        for run in range(args.runs):
+            for (t, c, body) in GRID:
+                url = nginx.url(body)
+                for name in CLIENTS:
+                    if name == "curl-share" and t > 1 and run > 0:
+                        continue  # once is enough to see what happens
+                    if name == "wrk":
+                        r = run_wrk(args, t, c, url)
+                    else:
+                        r = run_client(args, name, t, c, args.n, url)
+                    results.setdefault((t, c, body, name), []).append(r)
+                    log("run %d T=%d C=%d %s %-14s %s" % (
+                        run + 1, t, c, body, name,
+                        r.get("failed") or "%.0f req/s, %.1f us CPU/req" % (
+                            r["rps"], r["cpu_us_per_req"])))
+        log("callgrind (T=1, C=16) ...")
+        instr = {name: callgrind_instructions(args, name, nginx.url("100"))
+                 for name in ("xfer-shared", "curl")}
+        log("socket scaling ...")
+        scale = scaling(args, nginx.url("100"))
+        log("pool contention ...")
+        pool = pool_contention(args)
+    finally:
+        nginx.stop()
+    report(args, results, instr, scale, pool, time.time() - started)
+
+
+def report(args, results, instr, scale, pool, seconds):
+    cells = []
+    for (t, c, body) in GRID:
+        cell = {"threads": t, "per_thread": c, "body": body, "clients": {}}
+        for name in CLIENTS:
+            runs = results.get((t, c, body, name), [])
+            failed = [r["failed"] for r in runs if "failed" in r]
+            fig = {k: median_of(runs, k) for k in
+                   ("rps", "cpu_us_per_req", "clock_reads_per_req",
+                    "connections", "peak_in_flight")}
+            fig["lib_clock_reads_per_req"] = None
+            good = [r for r in runs if "failed" not in r]
+            if good and "lib_clock_reads" in good[0]:
+                fig["lib_clock_reads_per_req"] = statistics.median(
+                    r["lib_clock_reads"] / r["requests"] for r in good)
+            fig["errors"] = sum(r.get("errors", 0) for r in good)
+            fig["timeline_violations"] = sum(
+                r.get("timeline_violations", 0) for r in good)
+            fig["runs"] = len(good)
+            fig["failed"] = failed
+            cell["clients"][name] = fig
+        x = cell["clients"]["xfer-shared"]
+        cell["ratios"] = {
+            "cpu_vs_curl": ratio(x["cpu_us_per_req"],
+                                 cell["clients"]["curl"]["cpu_us_per_req"]),
+            "cpu_vs_wrk": ratio(x["cpu_us_per_req"],
+                                cell["clients"]["wrk"]["cpu_us_per_req"]),
+            "clock_reads_vs_curl": ratio(
+                x["clock_reads_per_req"],
+                cell["clients"]["curl"]["clock_reads_per_req"]),
+        }
+        cells.append(cell)
+    out = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"),
+        "machine": machine(), "versions": versions(),
+        "requests_per_run": args.n, "runs": args.runs,
+        "seconds": round(seconds, 1), "cells": cells,
+        "instructions_per_req": {**instr, "ratio_vs_curl": ratio(
+            instr.get("xfer-shared"), instr.get("curl"))},
+        "socket_scaling": scale, "pool_contention": pool,
+    }
+    out["targets"] = targets(out)
+    md = markdown(out)
+    print(md)
+    if args.out_md:
+        with open(args.out_md, "w") as f:
+            f.write(md)
+    if args.out_json:
+        with open(args.out_json, "w") as f:
+            json.dump(out, f, indent=1)
+            f.write("\n")
+
+
+def targets(out):
+    """Each target of the benchmark issue, met or not, with the figure."""
+    t = []
+    for cell in out["cells"]:
+        label = "T=%d C=%d %s" % (cell["threads"], cell["per_thread"],
+                                  cell["body"])
+        r = cell["ratios"]
+        x = cell["clients"]["xfer-shared"]
+        t.append(("CPU/req <= 0.5x libcurl, " + label, r["cpu_vs_curl"],
+                  r["cpu_vs_curl"] is not None and r["cpu_vs_curl"] <= 0.5))
+        t.append(("CPU/req <= 1.3x wrk, " + label, r["cpu_vs_wrk"],
+                  r["cpu_vs_wrk"] is not None and r["cpu_vs_wrk"] <= 1.3))
+        cr = x["clock_reads_per_req"]
+        t.append(("clock reads/req <= 3 and <= 1/10 libcurl, " + label, cr,
+                  cr is not None and cr <= 3 and
+                  r["clock_reads_vs_curl"] is not None and
+                  r["clock_reads_vs_curl"] <= 0.1))
+        t.append(("opens <= peak in flight (shared pool), " + label,
+                  x["connections"], x["connections"] is not None and
+                  x["peak_in_flight"] is not None and
+                  x["connections"] <= x["peak_in_flight"]))
+        errs = sum(cell["clients"][n]["errors"] +
+                   cell["clients"][n]["timeline_violations"]
+                   for n in ("xfer-shared", "xfer-per-multi"))
+        t.append(("libxfer: 0 errors, 0 timeline violations, " + label, errs,
+                  errs == 0))
+    i = out["instructions_per_req"]["ratio_vs_curl"]
+    t.append(("instructions/req <= 0.4x libcurl (T=1 C=16)", i,
+              i is not None and i <= 0.4))
+    s = out["socket_scaling"].get("ratio")
+    t.append(("CPU/fast req with 10,000 held <= 1.2x with 10", s,
+              s is not None and s <= 1.2))
+    p = out["pool_contention"]
+    t.append(("pool lock hold p99 < 1 us (4 threads)", p.get("hold_ns_p99"),
+              p.get("hold_ns_p99") is not None and p["hold_ns_p99"] < 1000))
+    t.append(("trylock failures < 1% (4 threads)",
+              p.get("trylock_failure_rate"),
+              p.get("trylock_failure_rate") is not None and
+              p["trylock_failure_rate"] < 0.01))
+    return [{"target": a, "value": v, "met": m} for (a, v, m) in t]
+
+
+def markdown(out):
+    L = []
+    L.append("# libxfer benchmark results")
+    L.append("")
+    L.append("Regenerated by `make bench` (tests/bench/run_bench.py); do not "
+             "edit by hand.")
+    L.append("")
+    L.append("- date: %s, %.0f s in all" % (out["date"], out["seconds"]))
+    m = out["machine"]
+    L.append("- machine: %s, %s cores, Linux %s" % (m["cpu"], m["cores"],
+                                                     m["kernel"]))
+    for k, v in out["versions"].items():
+        L.append("- %s: %s" % (k, v))
+    L.append("- %d requests per client run, medians of %d runs, clients "
+             "interleaved; nginx on 127.0.0.1, one worker" % (
+                 out["requests_per_run"], out["runs"]))
+    L.append("")
+    L.append("## Per cell")
+    L.append("")
+    L.append("CPU is the client's (user + system) per request; clock reads "
+             "are clock_gettime + gettimeofday calls counted by the same "
+             "LD_PRELOAD counter for every client (libxfer's own count "
+             "from xfer_multi_stats in brackets).")
+    L.append("")
+    L.append("| cell | client | req/s | CPU us/req | clock reads/req | "
+             "connections | peak in flight | errors | timeline violations |")
+    L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for cell in out["cells"]:
+        label = "T=%d C=%d %s B" % (cell["threads"], cell["per_thread"],
+                                    cell["body"])
+        for name, f in cell["clients"].items():
+            if f["runs"] == 0:
+                L.append("| %s | %s | %s |  |  |  |  |  |  |" % (
+                    label, name, "; ".join(sorted(set(f["failed"]))) or "-"))
+                continue
+            reads = fmt(f["clock_reads_per_req"])
+            if f["lib_clock_reads_per_req"] is not None:
+                reads += " (%s)" % fmt(f["lib_clock_reads_per_req"])
+            note = ""
+            if f["failed"]:
+                note = " (failed: %s)" % "; ".join(sorted(set(f["failed"])))
+            L.append("| %s | %s%s | %s | %s | %s | %s | %s | %d | %d |" % (
+                label, name, note, fmt(f["rps"], 0), fmt(f["cpu_us_per_req"]),
+                reads, fmt(f["connections"], 0), fmt(f["peak_in_flight"], 0),
+                f["errors"], f["timeline_violations"]))
+        r = cell["ratios"]
+        L.append("| %s | **libxfer (shared) / libcurl, / wrk** | | "
+                 "**%s, %s** | **%s** | | | | |" % (
+                     label, fmt(r["cpu_vs_curl"]), fmt(r["cpu_vs_wrk"]),
+                     fmt(r["clock_reads_vs_curl"], 3)))
+    L.append("")
+    L.append("## Instructions, socket scaling, pool contention")
+    L.append("")
+    i = out["instructions_per_req"]
+    L.append("- instructions per request (callgrind, T=1 C=16, difference of "
+             "two runs): libxfer %s, libcurl %s, ratio %s" % (
+                 fmt(i.get("xfer-shared"), 0), fmt(i.get("curl"), 0),
+                 fmt(i.get("ratio_vs_curl"))))
+    s = out["socket_scaling"]
+    if "failed" in s:
+        L.append("- socket scaling: failed: %s" % s["failed"])
+    else:
+        L.append("- CPU per fast request with 10 held transfers %s us, with "
+                 "10,000 held %s us: ratio %s" % (
+                     fmt(s[10]["cpu_us_per_fast_req"]),
+                     fmt(s[10000]["cpu_us_per_fast_req"]), fmt(s["ratio"])))
+    p = out["pool_contention"]
+    if "failed" in p:
+        L.append("- pool contention: failed: %s" % p["failed"])
+    else:
+        L.append("- pool contention, 4 threads on one destination: lock hold "
+                 "p50 %s ns, p99 %s ns, max %s ns (bucket tops); trylock "
+                 "failures %s of %s acquisitions (%s%%)" % (
+                     fmt(p["hold_ns_p50"], 0), fmt(p["hold_ns_p99"], 0),
+                     fmt(p["hold_ns_max"], 0), p["trylock_failures"],
+                     p["lock_acquisitions"],
+                     fmt(100 * p["trylock_failure_rate"], 3)))
+    L.append("")
+    L.append("## Targets")
+    L.append("")
+    L.append("| target | value | met |")
+    L.append("| --- | ---: | :---: |")
+    for t in out["targets"]:
+        L.append("| %s | %s | %s |" % (t["target"], fmt(t["value"], 3),
+                                       "yes" if t["met"] else "**no**"))
+    L.append("")
+    return "\n".join(L)
+
+
+if __name__ == "__main__":
+    main()
