@@ -21,6 +21,7 @@ libc-ares-dev
 liburiparser-dev
 node-llhttp
 nginx
+libuv1-dev
 libcurl4-openssl-dev
 wrk
 valgrind
@@ -35,6 +36,7 @@ linux-perf
 # liburiparser-dev: URL parsing
 # node-llhttp: llhttp's C sources (/usr/share/llhttp), built into the library
 # nginx: the real peer of the interop tests and the benchmarks
+# libuv1-dev: the libuv example (examples/uv) and its test
 # libcurl4-openssl-dev: what the benchmarks compare with (make bench)
 # wrk: the lean load generator the benchmarks compare with
 # valgrind: instructions per request (callgrind) in the benchmarks

@@ -2,14 +2,12 @@
  * its own), against the embedded server, our test server and our DNS
  * responder; bad input gives one clear line and a non-zero exit. */
 #include <criterion/criterion.h>
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "dnsserver.h"
@@ -20,56 +18,16 @@ static char out[65536], err[8192];
 
 static void xfer_load_end(void) {}
 
-/* Reads a whole fd into buf (NUL-terminated). */
-static void slurp(int fd, char *buf, size_t cap) {
-  size_t len = 0;
-  ssize_t n;
-
-  while (len + 1 < cap && (n = read(fd, buf + len, cap - 1 - len)) > 0)
-    len += (size_t)n;
-  buf[len] = '\0';
-}
-
 /* Runs xfer-load with args; its stdout and stderr land in out and err.
  * Returns the exit status. */
 static int run(const char *const *args) {
-  char outpath[] = "/tmp/xfer-load-out-XXXXXX";
-  char errpath[] = "/tmp/xfer-load-err-XXXXXX";
-  int ofd = mkstemp(outpath), efd = mkstemp(errpath), status = -1;
   const char *argv[32] = {XFER_LOAD_BIN};
-  pid_t pid;
   int n = 1;
 
-  cr_assert(ofd >= 0 && efd >= 0);
   for (; args[n - 1] && n < 31; n++)
     argv[n] = args[n - 1];
   argv[n] = NULL;
-  pid = fork();
-  cr_assert_neq(pid, -1);
-  if (pid == 0) {
-    dup2(ofd, 1);
-    dup2(efd, 2);
-    execv(XFER_LOAD_BIN, (char *const *)argv);
-    _exit(127);
-  }
-  cr_assert_eq(waitpid(pid, &status, 0), pid);
-  lseek(ofd, 0, SEEK_SET);
-  lseek(efd, 0, SEEK_SET);
-  slurp(ofd, out, sizeof(out));
-  slurp(efd, err, sizeof(err));
-  close(ofd);
-  close(efd);
-  unlink(outpath);
-  unlink(errpath);
-  cr_assert(WIFEXITED(status), "xfer-load died: %s", err);
-  return WEXITSTATUS(status);
-}
-
-static int lines(const char *s) {
-  int n = 0;
-  for (; *s; s++)
-    n += *s == '\n';
-  return n;
+  return th_spawn(argv, out, sizeof(out), err, sizeof(err));
 }
 
 /* What make demo runs, smaller: the embedded server, the whole report. */
@@ -94,7 +52,7 @@ TH_TEST(xfer_load, json_report) {
                                 "--pool", "per-thread", NULL});
 
   cr_assert_eq(rc, 0, "%s%s", out, err);
-  cr_assert_eq(lines(out), 1, "one JSON object: %s", out);
+  cr_assert_eq(th_lines(out), 1, "one JSON object: %s", out);
   cr_assert(strstr(out, "\"requests\":50,"), "%s", out);
   cr_assert(strstr(out, "\"errors\":0,"), "%s", out);
   cr_assert(strstr(out, "\"pool\":\"per-thread\""), "%s", out);
@@ -113,7 +71,7 @@ TH_TEST(xfer_load, a_bad_url_is_one_line) {
   int rc = run((const char *[]){"htp://example", NULL});
 
   cr_assert_eq(rc, 2);
-  cr_assert_eq(lines(err), 1, "%s", err);
+  cr_assert_eq(th_lines(err), 1, "%s", err);
   cr_assert(strstr(err, "bad URL 'htp://example'"), "%s", err);
   cr_assert_eq(out[0], '\0');
 }
@@ -122,7 +80,7 @@ TH_TEST(xfer_load, an_unknown_option_is_one_line) {
   int rc = run((const char *[]){"--frobnicate", NULL});
 
   cr_assert_eq(rc, 2);
-  cr_assert_eq(lines(err), 1, "%s", err);
+  cr_assert_eq(th_lines(err), 1, "%s", err);
   cr_assert(strstr(err, "unknown option '--frobnicate'"), "%s", err);
 }
 
@@ -140,7 +98,7 @@ TH_TEST(xfer_load, a_refused_port_is_one_line) {
   snprintf(url, sizeof(url), "http://127.0.0.1:%d/", ntohs(a.sin_port));
   rc = run((const char *[]){"-n", "3", "-c", "1", url, NULL});
   cr_assert_eq(rc, 1);
-  cr_assert_eq(lines(err), 1, "%s", err);
+  cr_assert_eq(th_lines(err), 1, "%s", err);
   cr_assert(strstr(err, "all 3 requests failed"), "%s", err);
   cr_assert(strstr(err, "refused"), "%s", err);
 }
@@ -155,7 +113,7 @@ TH_TEST(xfer_load, an_unknown_host_is_one_line) {
                             "http://nosuch.test/", NULL});
   ds_stop(dns);
   cr_assert_eq(rc, 1);
-  cr_assert_eq(lines(err), 1, "%s", err);
+  cr_assert_eq(th_lines(err), 1, "%s", err);
   cr_assert(strstr(err, "all 2 requests failed"), "%s", err);
   cr_assert(strstr(err, "nosuch.test"), "%s", err);
 }

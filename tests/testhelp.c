@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #if defined(__SANITIZE_ADDRESS__)
@@ -340,4 +341,51 @@ void th_raise_nofile(long n) {
                 (long)rl.rlim_max, n);
   rl.rlim_cur = (rlim_t)n;
   cr_assert_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+}
+
+/* Reads a whole fd into buf (NUL-terminated). */
+static void slurp(int fd, char *buf, size_t cap) {
+  size_t len = 0;
+  ssize_t n;
+
+  while (len + 1 < cap && (n = read(fd, buf + len, cap - 1 - len)) > 0)
+    len += (size_t)n;
+  buf[len] = '\0';
+}
+
+int th_spawn(const char *const *argv, char *out, size_t out_cap, char *err,
+             size_t err_cap) {
+  char outpath[] = "/tmp/xfer-spawn-out-XXXXXX";
+  char errpath[] = "/tmp/xfer-spawn-err-XXXXXX";
+  int ofd = mkstemp(outpath), efd = mkstemp(errpath), status = -1;
+  pid_t pid;
+
+  cr_assert(ofd >= 0 && efd >= 0);
+  pid = fork();
+  cr_assert_neq(pid, -1);
+  if (pid == 0) {
+    dup2(ofd, 1);
+    dup2(efd, 2);
+    execv(argv[0], (char *const *)argv);
+    _exit(127);
+  }
+  cr_assert_eq(waitpid(pid, &status, 0), pid);
+  lseek(ofd, 0, SEEK_SET);
+  lseek(efd, 0, SEEK_SET);
+  slurp(ofd, out, out_cap);
+  slurp(efd, err, err_cap);
+  close(ofd);
+  close(efd);
+  unlink(outpath);
+  unlink(errpath);
+  cr_assert(WIFEXITED(status), "%s died: %s", argv[0], err);
+  return WEXITSTATUS(status);
+}
+
+int th_lines(const char *s) {
+  int n = 0;
+
+  for (; *s; s++)
+    n += *s == '\n';
+  return n;
 }

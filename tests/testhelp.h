@@ -154,6 +154,14 @@ const char *th_url(int port, const char *path);
 /* Raises the soft RLIMIT_NOFILE to at least n (asserts it could). */
 void th_raise_nofile(long n);
 
+/* Runs a program (argv[0] is its path) in a process of its own; its
+ * stdout and stderr land, NUL-terminated, in out and err. Returns its exit
+ * status (asserts it exited rather than died). */
+int th_spawn(const char *const *argv, char *out, size_t out_cap, char *err,
+             size_t err_cap);
+/* The number of lines in s. */
+int th_lines(const char *s);
+
 /* Asserts the timeline is complete and ordered. */
 void th_expect_timeline_ordered(const xfer *x);
 
