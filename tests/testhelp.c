@@ -11,7 +11,12 @@
 #include <time.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -388,4 +393,117 @@ int th_lines(const char *s) {
   for (; *s; s++)
     n += *s == '\n';
   return n;
+}
+
+int th_free_port(void) {
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  socklen_t len = sizeof(a);
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  getsockname(fd, (struct sockaddr *)&a, &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+bool th_port_answers(int port) {
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)port)};
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  bool ok;
+
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+  close(fd);
+  return ok;
+}
+
+#define NGINX_BIN "/usr/sbin/nginx"
+
+void th_nginx_prepare(struct th_nginx *n) {
+  char path[192];
+
+  n->pid = -1;
+  snprintf(n->prefix, sizeof(n->prefix), "/tmp/xfer-nginx-XXXXXX");
+  cr_assert_not_null(mkdtemp(n->prefix));
+  snprintf(path, sizeof(path), "%s/root", n->prefix);
+  cr_assert_eq(mkdir(path, 0755), 0);
+  snprintf(path, sizeof(path), "%s/tmp", n->prefix);
+  cr_assert_eq(mkdir(path, 0755), 0);
+}
+
+static void nginx_config(const struct th_nginx *n) {
+  char path[192], line[512];
+  FILE *in = fopen(TESTS_SRCDIR "/nginx/nginx.conf", "r"), *out;
+
+  cr_assert_not_null(in, "%s/nginx/nginx.conf: %s", TESTS_SRCDIR,
+                     strerror(errno));
+  snprintf(path, sizeof(path), "%s/nginx.conf", n->prefix);
+  out = fopen(path, "w");
+  cr_assert_not_null(out);
+  while (fgets(line, sizeof(line), in)) {
+    for (char *p = line; *p;) {
+      if (strncmp(p, "@PREFIX@", 8) == 0) {
+        fputs(n->prefix, out);
+        p += 8;
+      } else if (strncmp(p, "@PORT@", 6) == 0) {
+        fprintf(out, "%d", n->port);
+        p += 6;
+      } else {
+        fputc(*p++, out);
+      }
+    }
+  }
+  fclose(in);
+  fclose(out);
+}
+
+void th_nginx_start(struct th_nginx *n) {
+  char conf[192], errlog[192];
+
+  cr_assert_eq(access(NGINX_BIN, X_OK), 0,
+               NGINX_BIN " is missing: install Debian's nginx (./bootstrap.sh)");
+  for (int attempt = 0; attempt < 5; attempt++) {
+    int status;
+    n->port = th_free_port();
+    nginx_config(n);
+    snprintf(conf, sizeof(conf), "%s/nginx.conf", n->prefix);
+    snprintf(errlog, sizeof(errlog), "%s/error.log", n->prefix);
+    n->pid = fork();
+    cr_assert_geq(n->pid, 0);
+    if (n->pid == 0) {
+      execl(NGINX_BIN, "nginx", "-p", n->prefix, "-e", errlog, "-c", conf,
+            (char *)NULL);
+      _exit(127);
+    }
+    for (int i = 0; i < 100; i++) { /* up to 5 s */
+      struct timespec pause = {0, 50000000};
+      if (th_port_answers(n->port))
+        return;
+      if (waitpid(n->pid, &status, WNOHANG) == n->pid)
+        break; /* exited: most likely the port was taken meanwhile */
+      nanosleep(&pause, NULL);
+    }
+    kill(n->pid, SIGKILL);
+    waitpid(n->pid, &status, 0);
+    n->pid = -1;
+  }
+  cr_assert_fail("nginx did not start; see %s/error.log", n->prefix);
+}
+
+void th_nginx_stop(struct th_nginx *n) {
+  int status;
+
+  if (n->pid > 0) {
+    kill(n->pid, SIGTERM);
+    waitpid(n->pid, &status, 0);
+    n->pid = -1;
+  }
+  if (n->prefix[0]) {
+    char cmd[160];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", n->prefix);
+    cr_assert_eq(system(cmd), 0);
+    n->prefix[0] = '\0';
+  }
 }

@@ -162,6 +162,25 @@ int th_spawn(const char *const *argv, char *out, size_t out_cap, char *err,
 /* The number of lines in s. */
 int th_lines(const char *s);
 
+/* A port on 127.0.0.1 that was free a moment ago (for servers that
+ * cannot listen on port 0), and whether something answers on one. */
+int th_free_port(void);
+bool th_port_answers(int port);
+
+/* Debian's nginx from tests/nginx/nginx.conf: one process (master_process
+ * off), its own prefix (root/ holds the files it serves), its own error
+ * log, a probed port (retried when another process took it first). */
+struct th_nginx {
+  char prefix[128];
+  int pid;
+  int port;
+};
+/* Creates the prefix with root/ and tmp/, for files to be put in root/. */
+void th_nginx_prepare(struct th_nginx *n);
+void th_nginx_start(struct th_nginx *n);
+/* Stops it and removes the prefix. */
+void th_nginx_stop(struct th_nginx *n);
+
 /* Asserts the timeline is complete and ordered. */
 void th_expect_timeline_ordered(const xfer *x);
 

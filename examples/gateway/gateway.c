@@ -1,0 +1,618 @@
+/*
+ * gateway: a small HTTP/1.1 reverse proxy, the model of a threaded server
+ * embedding libxfer.
+ *
+ * W worker threads; each has its own epoll loop, its own listening socket
+ * on the same port (SO_REUSEPORT: the kernel spreads clients over them)
+ * and its own multi; all multis share one connection pool to the
+ * upstream. A client request (parsed with llhttp) becomes a transfer to
+ * UPSTREAM + path with the same method, headers and body; the response
+ * streams back as it arrives (chunked). SIGINT/SIGTERM stop it gracefully:
+ * no new clients, in-flight requests finish, the multis drain their
+ * shutdowns.
+ *
+ *   gateway -l PORT -u http://UPSTREAM-HOST:PORT [-w WORKERS]
+ *
+ * Build: cc gateway.c /usr/share/llhttp/{api,http,llhttp}.c \
+ *          -I/usr/share/include/llhttp $(pkg-config --cflags --libs libxfer)
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <llhttp.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#include <xfer/xfer.h>
+
+#define MAX_HEADERS 64
+
+static const char *upstream; /* "http://host:port", no trailing slash */
+static int listen_port;
+static xfer_pool *pool;
+static int stop_fd; /* eventfd: written once by the signal thread */
+
+struct buf {
+  char *data;
+  size_t len, cap;
+};
+
+static bool buf_add(struct buf *b, const void *data, size_t len) {
+  if (b->len + len > b->cap) {
+    size_t cap = b->cap ? b->cap * 2 : 4096;
+    char *p;
+    while (cap < b->len + len)
+      cap *= 2;
+    if (!(p = realloc(b->data, cap)))
+      return false;
+    b->data = p;
+    b->cap = cap;
+  }
+  memcpy(b->data + b->len, data, len);
+  b->len += len;
+  return true;
+}
+
+struct worker;
+
+/* What an epoll entry is: every epoll data pointer points at one. */
+enum kind { KIND_LISTEN, KIND_STOP, KIND_CLIENT, KIND_UPSTREAM };
+struct handle {
+  enum kind kind;
+  int fd;
+};
+
+/* A client connection: one request at a time (pipelined bytes wait). */
+struct client {
+  struct handle h; /* first: epoll's pointer */
+  struct worker *w;
+  int fd;
+  llhttp_t parser;
+  struct buf in;          /* received, not parsed yet */
+  struct buf out;         /* to send */
+  size_t out_sent;
+  struct buf url, field, value, body;
+  char *names[MAX_HEADERS], *values[MAX_HEADERS];
+  int nheaders;
+  bool in_value, keep_alive, busy, head_sent, closing;
+  xfer *x;
+};
+
+struct worker {
+  pthread_t thread;
+  int ep;
+  struct handle listener, stop;
+  long timeout_ms;
+  xfer_multi *m;
+  int clients, in_flight;
+  bool stopping;
+};
+
+static void client_close(struct client *c);
+
+static void want_out(struct client *c, bool on) {
+  struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0),
+                           .data.ptr = c};
+  epoll_ctl(c->w->ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+/* Sends what is queued; false when the client is gone. */
+static bool flush_out(struct client *c) {
+  while (c->out_sent < c->out.len) {
+    ssize_t n = send(c->fd, c->out.data + c->out_sent,
+                     c->out.len - c->out_sent, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      want_out(c, true);
+      return true;
+    }
+    if (n <= 0)
+      return false;
+    c->out_sent += (size_t)n;
+  }
+  c->out.len = c->out_sent = 0;
+  want_out(c, false);
+  return true;
+}
+
+static void send_error(struct client *c, int status, const char *why) {
+  char head[256];
+  int n = snprintf(head, sizeof(head),
+                   "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
+                   "Content-Length: %zu\r\n\r\n",
+                   status, status == 502 ? "Bad Gateway" : "Bad Request",
+                   strlen(why) + 1);
+  buf_add(&c->out, head, (size_t)n);
+  buf_add(&c->out, why, strlen(why));
+  buf_add(&c->out, "\n", 1);
+}
+
+/* Hop-by-hop headers are the gateway's own business, not forwarded. */
+static bool hop_by_hop(const char *name) {
+  static const char *const hop[] = {"connection", "keep-alive",
+                                    "proxy-connection", "transfer-encoding",
+                                    "te", "trailer", "upgrade", "host",
+                                    "content-length"};
+  for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
+    if (!strcasecmp(name, hop[i]))
+      return true;
+  return false;
+}
+
+/* The upstream response's head, once: status and headers, chunked. */
+static void send_head(struct client *c) {
+  char line[512];
+  int status = xfer_get_status(c->x);
+  size_t count = xfer_get_header_count(c->x);
+
+  c->head_sent = true;
+  buf_add(&c->out, line,
+          (size_t)snprintf(line, sizeof(line), "HTTP/1.1 %d Upstream\r\n",
+                           status ? status : 502));
+  for (size_t i = 0; i < count; i++) {
+    const char *name, *value;
+    if (xfer_get_header_at(c->x, i, &name, &value) != XFER_OK ||
+        hop_by_hop(name))
+      continue;
+    buf_add(&c->out, line,
+            (size_t)snprintf(line, sizeof(line), "%s: %s\r\n", name, value));
+  }
+  buf_add(&c->out, "Transfer-Encoding: chunked\r\n", 28);
+  if (!c->keep_alive)
+    buf_add(&c->out, "Connection: close\r\n", 19);
+  buf_add(&c->out, "\r\n", 2);
+}
+
+/* The response body streams back as it arrives. */
+static size_t on_upstream_body(const char *data, size_t len, void *userp) {
+  struct client *c = userp;
+  char size[32];
+
+  if (!c->head_sent)
+    send_head(c);
+  buf_add(&c->out, size, (size_t)snprintf(size, sizeof(size), "%zx\r\n", len));
+  buf_add(&c->out, data, len);
+  buf_add(&c->out, "\r\n", 2);
+  return flush_out(c) ? len : 0; /* a client gone aborts the transfer */
+}
+
+static void reset_request(struct client *c) {
+  for (int i = 0; i < c->nheaders; i++) {
+    free(c->names[i]);
+    free(c->values[i]);
+  }
+  c->nheaders = 0;
+  c->url.len = c->field.len = c->value.len = c->body.len = 0;
+  c->in_value = false;
+}
+
+static void feed(struct client *c);
+
+/* The upstream transfer ended (from the worker's loop). */
+static void request_done(struct client *c, const xfer_msg *msg) {
+  struct worker *w = c->w;
+
+  w->in_flight--;
+  xfer_multi_remove(w->m, c->x);
+  if (msg->result != XFER_OK && !c->head_sent) {
+    send_error(c, 502, xfer_get_error_detail(c->x));
+  } else if (msg->result != XFER_OK) {
+    c->keep_alive = false; /* cut short: the client sees no last chunk */
+  } else {
+    if (!c->head_sent)
+      send_head(c);
+    buf_add(&c->out, "0\r\n\r\n", 5);
+  }
+  xfer_free(c->x);
+  c->x = NULL;
+  c->busy = false;
+  reset_request(c);
+  if (!flush_out(c) || !c->keep_alive) {
+    c->closing = true;
+    if (c->out.len == 0)
+      client_close(c);
+    return;
+  }
+  llhttp_resume(&c->parser);
+  feed(c); /* a pipelined request may be waiting */
+}
+
+/* --- the request parser ------------------------------------------------------ */
+
+static struct client *of(llhttp_t *p) { return p->data; }
+
+static int on_url(llhttp_t *p, const char *at, size_t len) {
+  return buf_add(&of(p)->url, at, len) ? 0 : -1;
+}
+
+static int end_header(struct client *c) {
+  if (!c->in_value)
+    return 0;
+  if (c->nheaders == MAX_HEADERS)
+    return -1;
+  c->names[c->nheaders] = strndup(c->field.data, c->field.len);
+  c->values[c->nheaders++] = strndup(c->value.data, c->value.len);
+  c->field.len = c->value.len = 0;
+  c->in_value = false;
+  return 0;
+}
+
+static int on_field(llhttp_t *p, const char *at, size_t len) {
+  struct client *c = of(p);
+  if (end_header(c))
+    return -1;
+  return buf_add(&c->field, at, len) ? 0 : -1;
+}
+
+static int on_value(llhttp_t *p, const char *at, size_t len) {
+  struct client *c = of(p);
+  c->in_value = true;
+  return buf_add(&c->value, at, len) ? 0 : -1;
+}
+
+static int on_headers_complete(llhttp_t *p) { return end_header(of(p)); }
+
+static int on_body(llhttp_t *p, const char *at, size_t len) {
+  return buf_add(&of(p)->body, at, len) ? 0 : -1;
+}
+
+/* A whole request: it becomes a transfer to the upstream. */
+static int on_message_complete(llhttp_t *p) {
+  struct client *c = of(p);
+  struct worker *w = c->w;
+  char *url;
+
+  c->keep_alive = llhttp_should_keep_alive(p) && !w->stopping;
+  buf_add(&c->url, "", 1);
+  if (asprintf(&url, "%s%s", upstream, c->url.data) < 0)
+    return -1;
+  c->x = xfer_new();
+  c->head_sent = false;
+  if (!c->x || xfer_set_url(c->x, url) != XFER_OK) {
+    send_error(c, 400, c->x ? xfer_get_error_detail(c->x) : "no memory");
+    xfer_free(c->x);
+    c->x = NULL;
+    free(url);
+    reset_request(c);
+    return 0; /* answered: go on with the next */
+  }
+  free(url);
+  xfer_set_method(c->x, llhttp_method_name((llhttp_method_t)p->method));
+  for (int i = 0; i < c->nheaders; i++)
+    if (!hop_by_hop(c->names[i]))
+      xfer_add_header(c->x, c->names[i], c->values[i]);
+  if (c->body.len)
+    xfer_set_body(c->x, c->body.data, c->body.len);
+  xfer_set_write_cb(c->x, on_upstream_body, c);
+  xfer_set_private(c->x, c);
+  xfer_set_timeout_ms(c->x, 30000);
+  c->busy = true;
+  w->in_flight++;
+  xfer_multi_add(w->m, c->x);
+  return HPE_PAUSED; /* one request at a time: resumed when it is done */
+}
+
+static const llhttp_settings_t *settings(void) {
+  static llhttp_settings_t s;
+  static bool ready;
+  if (!ready) {
+    llhttp_settings_init(&s);
+    s.on_url = on_url;
+    s.on_header_field = on_field;
+    s.on_header_value = on_value;
+    s.on_headers_complete = on_headers_complete;
+    s.on_body = on_body;
+    s.on_message_complete = on_message_complete;
+    ready = true;
+  }
+  return &s;
+}
+
+/* Parses what the client sent, up to the next whole request. */
+static void feed(struct client *c) {
+  llhttp_errno_t rc;
+  size_t used;
+
+  if (c->busy || c->closing || !c->in.len)
+    return;
+  rc = llhttp_execute(&c->parser, c->in.data, c->in.len);
+  if (rc == HPE_OK) {
+    c->in.len = 0;
+    return;
+  }
+  if (rc == HPE_PAUSED) { /* keep the bytes after the request */
+    used = (size_t)(llhttp_get_error_pos(&c->parser) - c->in.data);
+    memmove(c->in.data, c->in.data + used, c->in.len - used);
+    c->in.len -= used;
+    return;
+  }
+  send_error(c, 400, llhttp_get_error_reason(&c->parser));
+  c->keep_alive = false;
+  c->closing = true;
+  if (flush_out(c) && c->out.len)
+    return; /* closed once it is sent */
+  client_close(c);
+}
+
+/* --- clients ------------------------------------------------------------------ */
+
+static void client_close(struct client *c) {
+  if (c->x) { /* the upstream transfer goes with it */
+    xfer_multi_remove(c->w->m, c->x);
+    xfer_free(c->x);
+    c->w->in_flight--;
+  }
+  epoll_ctl(c->w->ep, EPOLL_CTL_DEL, c->fd, NULL);
+  close(c->fd);
+  c->w->clients--;
+  reset_request(c);
+  free(c->in.data);
+  free(c->out.data);
+  free(c->url.data);
+  free(c->field.data);
+  free(c->value.data);
+  free(c->body.data);
+  free(c);
+}
+
+static void client_event(struct client *c, uint32_t events) {
+  char buf[16384];
+  ssize_t n;
+
+  if (events & EPOLLOUT) {
+    if (!flush_out(c)) {
+      client_close(c);
+      return;
+    }
+    if (c->closing && !c->out.len) {
+      client_close(c);
+      return;
+    }
+  }
+  if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
+    return;
+  n = recv(c->fd, buf, sizeof(buf), 0);
+  if (n < 0 && (errno == EAGAIN || errno == EINTR))
+    return;
+  if (n <= 0) { /* the client went away (in-flight work goes too) */
+    client_close(c);
+    return;
+  }
+  if (!buf_add(&c->in, buf, (size_t)n)) {
+    client_close(c);
+    return;
+  }
+  feed(c);
+}
+
+static void accept_clients(struct worker *w) {
+  for (;;) {
+    int fd = accept4(w->listener.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    struct client *c;
+    struct epoll_event ev = {.events = EPOLLIN};
+    if (fd < 0)
+      return;
+    c = calloc(1, sizeof(*c));
+    if (!c) {
+      close(fd);
+      continue;
+    }
+    /* Responses go out in pieces as they stream: no Nagle delay. */
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
+    c->h.kind = KIND_CLIENT;
+    c->h.fd = fd;
+    c->w = w;
+    c->fd = fd;
+    llhttp_init(&c->parser, HTTP_REQUEST, settings());
+    c->parser.data = c;
+    ev.data.ptr = c;
+    epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev);
+    w->clients++;
+  }
+}
+
+/* --- the multi in the worker's loop ------------------------------------------ */
+
+static int on_socket(xfer_multi *m, int fd, int what, void *userp,
+                     void *socketp) {
+  struct worker *w = userp;
+  struct handle *u = socketp;
+  struct epoll_event ev;
+
+  if (what == XFER_POLL_REMOVE) {
+    epoll_ctl(w->ep, EPOLL_CTL_DEL, fd, NULL);
+    free(u);
+    return 0;
+  }
+  ev.events = ((what & XFER_POLL_IN) ? EPOLLIN : 0) |
+              ((what & XFER_POLL_OUT) ? EPOLLOUT : 0);
+  if (!u) {
+    if (!(u = malloc(sizeof(*u))))
+      return -1;
+    u->kind = KIND_UPSTREAM;
+    u->fd = fd;
+    xfer_multi_assign(m, fd, u);
+    ev.data.ptr = u;
+    return epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) ? -1 : 0;
+  }
+  ev.data.ptr = u;
+  return epoll_ctl(w->ep, EPOLL_CTL_MOD, fd, &ev) ? -1 : 0;
+}
+
+static int on_timer(xfer_multi *m, long ms, void *userp) {
+  (void)m;
+  ((struct worker *)userp)->timeout_ms = ms;
+  return 0;
+}
+
+static void reap(struct worker *w) {
+  const xfer_msg *msg;
+  while ((msg = xfer_multi_info_read(w->m, NULL)))
+    request_done(xfer_get_private(msg->x), msg);
+}
+
+static void stop_accepting(struct worker *w) {
+  w->stopping = true;
+  epoll_ctl(w->ep, EPOLL_CTL_DEL, w->stop.fd, NULL);
+  epoll_ctl(w->ep, EPOLL_CTL_DEL, w->listener.fd, NULL);
+  close(w->listener.fd);
+}
+
+static void *worker_main(void *arg) {
+  struct worker *w = arg;
+  struct epoll_event evs[256];
+
+  while (!w->stopping || w->in_flight > 0) {
+    int n = epoll_wait(w->ep, evs, 256, (int)w->timeout_ms);
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n == 0) {
+      w->timeout_ms = -1; /* fired: the timer callback arms the next */
+      xfer_multi_socket_action(w->m, XFER_SOCKET_TIMEOUT, 0, NULL);
+    }
+    for (int i = 0; i < n; i++) {
+      struct handle *h = evs[i].data.ptr;
+      uint32_t e = evs[i].events;
+      switch (h->kind) {
+      case KIND_LISTEN:
+        accept_clients(w);
+        break;
+      case KIND_STOP:
+        stop_accepting(w);
+        break;
+      case KIND_CLIENT:
+        client_event((struct client *)h, e);
+        break;
+      case KIND_UPSTREAM:
+        xfer_multi_socket_action(
+            w->m, h->fd,
+            ((e & EPOLLIN) ? XFER_CSELECT_IN : 0) |
+                ((e & EPOLLOUT) ? XFER_CSELECT_OUT : 0) |
+                ((e & (EPOLLERR | EPOLLHUP)) ? XFER_CSELECT_ERR : 0),
+            NULL);
+        break;
+      }
+    }
+    reap(w);
+  }
+  return NULL;
+}
+
+static bool worker_init(struct worker *w) {
+  int one = 1;
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)listen_port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  struct epoll_event ev = {.events = EPOLLIN};
+
+  w->ep = epoll_create1(EPOLL_CLOEXEC);
+  w->timeout_ms = -1;
+  w->listener.kind = KIND_LISTEN;
+  w->listener.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                          0);
+  setsockopt(w->listener.fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  setsockopt(w->listener.fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+  if (w->ep < 0 ||
+      bind(w->listener.fd, (struct sockaddr *)&a, sizeof(a)) ||
+      listen(w->listener.fd, 1024)) {
+    fprintf(stderr, "gateway: cannot listen on 127.0.0.1:%d: %s\n",
+            listen_port, strerror(errno));
+    return false;
+  }
+  ev.data.ptr = &w->listener;
+  epoll_ctl(w->ep, EPOLL_CTL_ADD, w->listener.fd, &ev);
+  w->stop.kind = KIND_STOP;
+  w->stop.fd = stop_fd;
+  ev.data.ptr = &w->stop;
+  epoll_ctl(w->ep, EPOLL_CTL_ADD, stop_fd, &ev);
+  w->m = xfer_multi_new(pool);
+  if (!w->m)
+    return false;
+  xfer_multi_set_socket_cb(w->m, on_socket, w);
+  xfer_multi_set_timer_cb(w->m, on_timer, w);
+  return true;
+}
+
+int main(int argc, char **argv) {
+  int workers = 2;
+  struct worker *ws;
+  sigset_t sigs;
+  int sig;
+  uint64_t one = 1;
+  char detail[256] = "";
+
+  for (int i = 1; i < argc; i++) {
+    if (!strcmp(argv[i], "-w") && i + 1 < argc)
+      workers = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "-l") && i + 1 < argc)
+      listen_port = atoi(argv[++i]);
+    else if (!strcmp(argv[i], "-u") && i + 1 < argc)
+      upstream = argv[++i];
+    else {
+      fprintf(stderr, "usage: gateway -l PORT -u http://HOST:PORT [-w N]\n");
+      return 2;
+    }
+  }
+  if (!upstream || listen_port <= 0 || listen_port > 65535 || workers < 1) {
+    fprintf(stderr, "usage: gateway -l PORT -u http://HOST:PORT [-w N]\n");
+    return 2;
+  }
+  { /* the upstream must be a URL libxfer takes */
+    xfer *probe = xfer_new();
+    if (xfer_set_url(probe, upstream) != XFER_OK) {
+      snprintf(detail, sizeof(detail), "%s", xfer_get_error_detail(probe));
+      xfer_free(probe);
+      fprintf(stderr, "gateway: bad upstream '%s': %s\n", upstream, detail);
+      return 2;
+    }
+    xfer_free(probe);
+  }
+  /* Signals are taken by this thread alone, with sigwait. */
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  signal(SIGPIPE, SIG_IGN);
+  stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  pool = xfer_pool_new(NULL);
+  ws = calloc((size_t)workers, sizeof(*ws));
+  for (int i = 0; i < workers; i++)
+    if (!worker_init(&ws[i]))
+      return 1;
+  for (int i = 0; i < workers; i++)
+    pthread_create(&ws[i].thread, NULL, worker_main, &ws[i]);
+  printf("gateway: 127.0.0.1:%d -> %s, %d workers\n", listen_port, upstream,
+         workers);
+  fflush(stdout);
+  sigwait(&sigs, &sig);
+  /* Graceful: every worker stops accepting and finishes what it has. */
+  if (write(stop_fd, &one, sizeof(one)) < 0)
+    return 1;
+  for (int i = 0; i < workers; i++) {
+    xfer_pool_stats ps;
+    pthread_join(ws[i].thread, NULL);
+    xfer_multi_destroy(ws[i].m); /* drains its shutdowns */
+    close(ws[i].ep);
+    if (i == workers - 1) {
+      xfer_pool_get_stats(pool, &ps);
+      printf("gateway: stopped; upstream connections opened %llu, "
+             "reused %llu\n",
+             (unsigned long long)ps.opened_total,
+             (unsigned long long)ps.reused_total);
+    }
+  }
+  xfer_pool_destroy(pool);
+  free(ws);
+  return 0;
+}
