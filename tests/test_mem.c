@@ -1,8 +1,11 @@
 /* lib/mem.c: the allocator and its count of live blocks. */
 #include <criterion/criterion.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "mem.h"
 #include "testhelp.h"
+#include "testserver.h"
 
 static void mem_end(void) {}
 
@@ -44,4 +47,163 @@ TH_TEST(mem, handles_are_all_given_back) {
   xfer_multi_destroy(m);
   xfer_free(x);
   cr_assert_eq(xfer__mem_live(), base);
+}
+
+/* --- allocator hooks -------------------------------------------------------- */
+
+/* Hooks that count calls and live bytes, and fail the fail_at-th call. */
+static long calls, fail_at;
+static long live_bytes;
+
+struct header {
+  size_t size;
+  max_align_t align;
+};
+
+static void *hook_malloc(size_t size, void *user) {
+  struct header *h;
+
+  (void)user;
+  if (++calls == fail_at)
+    return NULL;
+  h = malloc(sizeof(*h) + size);
+  if (!h)
+    return NULL;
+  h->size = size;
+  live_bytes += (long)size;
+  return h + 1;
+}
+
+static void hook_free(void *ptr, void *user) {
+  struct header *h = (struct header *)ptr - 1;
+
+  (void)user;
+  live_bytes -= (long)h->size;
+  free(h);
+}
+
+static void *hook_calloc(size_t count, size_t size, void *user) {
+  void *p = hook_malloc(count * size, user);
+
+  if (p)
+    memset(p, 0, count * size);
+  return p;
+}
+
+static void *hook_realloc(void *ptr, size_t size, void *user) {
+  struct header *old = (struct header *)ptr - 1;
+  void *p = hook_malloc(size, user);
+
+  if (!p)
+    return NULL; /* the old block stays, as realloc() leaves it */
+  memcpy(p, ptr, old->size < size ? old->size : size);
+  hook_free(ptr, user);
+  return p;
+}
+
+static const xfer_mem hooks = {NULL, hook_malloc, hook_free, hook_calloc,
+                               hook_realloc};
+
+TH_TEST(mem, hooks_get_every_allocation) {
+  xfer_multi *m;
+
+  cr_assert_eq(xfer_mem_set(&hooks), XFER_OK);
+  calls = 0;
+  fail_at = 0;
+  m = xfer_multi_new(NULL);
+  cr_assert_not_null(m);
+  cr_assert_gt(calls, 0);
+  cr_assert_gt(live_bytes, 0);
+  cr_assert_eq(xfer_mem_set(NULL), XFER_E_IN_USE, "blocks are live");
+  xfer_multi_destroy(m);
+  cr_assert_eq(live_bytes, 0, "every byte given back");
+  cr_assert_eq(xfer_mem_set(NULL), XFER_OK);
+  cr_assert_eq(xfer_mem_set(&(xfer_mem){NULL, hook_malloc, NULL, NULL, NULL}),
+               XFER_E_BAD_ARGUMENT);
+}
+
+/* th_run(), except that the driver's own calls may fail for memory too
+ * (xfer_multi_poll() grows its pollfd array): they are simply retried. */
+static void run_tolerant(xfer_multi *m) {
+  int running = 1;
+
+  for (int turns = 0; running && turns < 500; turns++) {
+    xfer_mcode rc = xfer_multi_perform(m, &running);
+    cr_assert(rc == XFER_M_OK || rc == XFER_M_OUT_OF_MEMORY, "%s",
+              xfer_multi_strerror(rc));
+    if (running) {
+      rc = xfer_multi_poll(m, 20, NULL);
+      cr_assert(rc == XFER_M_OK || rc == XFER_M_OUT_OF_MEMORY, "%s",
+                xfer_multi_strerror(rc));
+    }
+  }
+  cr_assert_eq(running, 0, "fail at %ld: still running", fail_at);
+}
+
+/* The main paths, whole: a multi on a pool, a transfer that waits on its
+ * socket, a second one that reuses the connection (checkout and return),
+ * two at once over an idle limit of one (the pool evicts one to the
+ * shutdown handle), everything destroyed. Each step may meet an
+ * out-of-memory error; nothing else may go wrong. */
+static void main_paths(int port) {
+  xfer_pool *pool = xfer_pool_new(&(xfer_pool_opts){.max_idle_per_destination
+                                                    = 1});
+  xfer_multi *m = pool ? xfer_multi_new(pool) : NULL;
+  xfer *xs[3] = {NULL, NULL, NULL};
+  const char *paths[3] = {"/delay/10/bytes/100", "/delay/10/bytes/50",
+                          "/delay/10/chunked/300/7"};
+
+  for (int round = 0; m && round < 2; round++) {
+    int first = round == 0 ? 0 : 1, last = round == 0 ? 0 : 2;
+    for (int i = first; i <= last; i++) {
+      xs[i] = xfer_new();
+      if (!xs[i])
+        continue;
+      if (xfer_set_url(xs[i], th_url(port, paths[i])) != XFER_OK ||
+          xfer_multi_add(m, xs[i]) != XFER_M_OK) {
+        xfer_free(xs[i]);
+        xs[i] = NULL;
+      }
+    }
+    run_tolerant(m);
+    for (int i = first; i <= last; i++) {
+      xfer_code rc;
+      if (!xs[i])
+        continue;
+      rc = th_result(m, xs[i]);
+      cr_assert(rc == XFER_OK || rc == XFER_E_OUT_OF_MEMORY,
+                "fail at %ld: %s: %s", fail_at, xfer_strerror(rc),
+                xfer_get_error_detail(xs[i]));
+      xfer_multi_remove(m, xs[i]);
+      xfer_free(xs[i]);
+      xs[i] = NULL;
+    }
+  }
+  if (m)
+    cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  if (pool)
+    cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
+}
+
+/* Every allocation of the main paths fails once, in turn. */
+TH_TEST(mem, every_failing_allocation_gives_an_error_or_completes) {
+  struct ts_server *web = ts_start(NULL);
+  long total;
+
+  cr_assert_eq(xfer_mem_set(&hooks), XFER_OK);
+  calls = 0;
+  fail_at = 0;
+  main_paths(ts_port(web)); /* counting */
+  total = calls;
+  cr_assert_gt(total, 10);
+  cr_assert_eq(live_bytes, 0);
+  for (fail_at = 1; fail_at <= total; fail_at++) {
+    calls = 0;
+    main_paths(ts_port(web));
+    cr_assert_eq(xfer__mem_live(), 0, "fail at %ld: blocks left", fail_at);
+    cr_assert_eq(live_bytes, 0, "fail at %ld: %ld bytes left", fail_at,
+                 live_bytes);
+  }
+  cr_assert_eq(xfer_mem_set(NULL), XFER_OK);
+  ts_stop(web);
 }

@@ -110,6 +110,29 @@ XFER_EXTERN const char *xfer_strerror(xfer_code code);
 XFER_EXTERN const char *xfer_multi_strerror(xfer_mcode code);
 
 /* ------------------------------------------------------------------------
+ * Allocator hooks
+ */
+
+/* The allocator of libxfer's own memory, as nghttp2's nghttp2_mem: each
+ * function gets `user` last, and all four are required. c-ares, liburcu
+ * and uriparser allocate through the C library's allocator regardless. */
+typedef struct xfer_mem {
+  void *user;
+  void *(*malloc)(size_t size, void *user);
+  void (*free)(void *ptr, void *user);
+  void *(*calloc)(size_t count, size_t size, void *user);
+  void *(*realloc)(void *ptr, size_t size, void *user);
+} xfer_mem;
+
+/* Installs process-wide allocator hooks (copied); NULL restores the C
+ * library's. Only while libxfer holds no memory (before the first handle,
+ * or after the last is freed): XFER_E_IN_USE otherwise, so that no block
+ * is freed by another allocator than the one that made it.
+ * XFER_E_BAD_ARGUMENT when a function is missing. Not to be called while
+ * another thread uses libxfer. */
+XFER_EXTERN xfer_code xfer_mem_set(const xfer_mem *mem);
+
+/* ------------------------------------------------------------------------
  * Transfers
  */
 
