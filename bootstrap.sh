@@ -27,6 +27,8 @@ wrk
 valgrind
 python3
 linux-perf
+clang
+libclang-rt-14-dev
 "
 # autoconf, automake, libtool, pkg-config: the build system
 # make, gcc, libc6-dev: the compiler and C library headers
@@ -42,6 +44,7 @@ linux-perf
 # valgrind: instructions per request (callgrind) in the benchmarks
 # python3: runs the benchmarks and writes their report
 # linux-perf: profiling (perf record/report) while optimising
+# clang, libclang-rt-14-dev: the libFuzzer targets (make fuzz, make fuzz-ci)
 
 cd "$(dirname "$0")"
 

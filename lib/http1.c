@@ -141,9 +141,21 @@ static bool close_header(struct xfer__http1_resp *r) {
   return xfer__buf_append(&r->header_text, "", 1);
 }
 
+/* llhttp 8.1 passes a header line with an empty name (": value") on as an
+ * empty field; RFC 9110 names are one token or more. Found by
+ * tests/fuzz/fuzz_response. */
+static int nameless(struct xfer__http1_resp *r) {
+  if (r->header_open && r->headers[r->header_count - 1].name_len == 0)
+    return fail(r, XFER_E_BAD_HEADER, "a response header line has no name");
+  return 0;
+}
+
 static int open_header(struct xfer__http1_resp *r) {
   struct xfer__header *h;
+  int rc = nameless(r);
 
+  if (rc)
+    return rc;
   if (!close_header(r))
     return fail(r, XFER_E_OUT_OF_MEMORY, "out of memory");
   if (r->header_count == r->max_headers) {
@@ -194,6 +206,10 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len) {
 
   if (rc)
     return rc;
+  if (!r->header_open) /* a value without any name before it */
+    return fail(r, XFER_E_BAD_HEADER, "a response header line has no name");
+  if ((rc = nameless(r)))
+    return rc;
   if (!r->in_value) { /* the name is complete: terminate it */
     if (!xfer__buf_append(&r->header_text, "", 1))
       return fail(r, XFER_E_OUT_OF_MEMORY, "out of memory");
@@ -221,6 +237,8 @@ static int on_headers_complete(llhttp_t *p) {
   r->status = p->status_code;
   if (r->status < 200)
     return 0; /* 1xx: llhttp ends that message without a body */
+  if (nameless(r))
+    return -1;
   if (!close_header(r))
     return fail(r, XFER_E_OUT_OF_MEMORY, "out of memory");
   r->headers_done = true;

@@ -73,11 +73,12 @@ static void stop_gateway(void) {
   kill(gw_pid, SIGTERM);
   cr_assert_eq(waitpid(gw_pid, &status, 0), gw_pid);
   gw_pid = -1;
-  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
   f = fopen(gw_log, "r");
   n = fread(gw_out, 1, sizeof(gw_out) - 1, f);
   gw_out[n] = '\0';
   fclose(f);
+  cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+            "the gateway's exit: %d; its output: %s", status, gw_out);
   cr_assert(strstr(gw_out, "gateway: stopped"), "%s", gw_out);
 }
 

@@ -147,6 +147,11 @@ TH_TEST(http1, malformed_responses_get_clear_errors) {
                "HPE_");
   expect_error("HTTP/1.1 200 OK\r\nContent-Length: 12x\r\n\r\n",
                XFER_E_BAD_HEADER, "HPE_");
+  /* Found by tests/fuzz/fuzz_response: llhttp passes a nameless line. */
+  expect_error("HTTP/1.1 200 OK\r\n: 5\r\nContent-Length: 0\r\n\r\n",
+               XFER_E_BAD_HEADER, "has no name");
+  expect_error("HTTP/1.1 200 OK\r\nA: b\r\n: 5\r\n\r\n",
+               XFER_E_BAD_HEADER, "has no name");
   expect_error("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                "ffffffffffffffffff\r\n",
                XFER_E_BAD_CHUNK, "HPE_INVALID_CHUNK_SIZE");

@@ -86,6 +86,7 @@ struct client {
   int nheaders;
   bool in_value, keep_alive, busy, head_sent, closing;
   xfer *x;
+  struct client *prev, *next; /* in the worker's list */
 };
 
 struct worker {
@@ -94,7 +95,8 @@ struct worker {
   struct handle listener, stop;
   long timeout_ms;
   xfer_multi *m;
-  int clients, in_flight;
+  struct client *clients; /* every open client connection */
+  int in_flight;
   bool stopping;
 };
 
@@ -355,7 +357,12 @@ static void client_close(struct client *c) {
   }
   epoll_ctl(c->w->ep, EPOLL_CTL_DEL, c->fd, NULL);
   close(c->fd);
-  c->w->clients--;
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    c->w->clients = c->next;
+  if (c->next)
+    c->next->prev = c->prev;
   reset_request(c);
   free(c->in.data);
   free(c->out.data);
@@ -418,7 +425,10 @@ static void accept_clients(struct worker *w) {
     c->parser.data = c;
     ev.data.ptr = c;
     epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev);
-    w->clients++;
+    c->next = w->clients;
+    if (w->clients)
+      w->clients->prev = c;
+    w->clients = c;
   }
 }
 
@@ -506,6 +516,8 @@ static void *worker_main(void *arg) {
     }
     reap(w);
   }
+  while (w->clients) /* idle keep-alive clients: nothing left to send */
+    client_close(w->clients);
   return NULL;
 }
 
