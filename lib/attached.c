@@ -103,18 +103,9 @@ static const struct xfer__handler attached_handler = {
 };
 
 bool xfer__attached_init(xfer_multi *m) {
-  xfer *h = xfer_new();
-
-  if (!h || !xfer__timer_heap_reserve(&m->timers, XFER__INTERNAL_HANDLES)) {
-    xfer_free(h);
-    return false;
-  }
-  xfer__set_handler(h, &attached_handler, NULL);
-  h->multi = m;
-  xfer__start(h, 0);
   xfer__list_init(&m->attached.conns);
-  m->attached.handle = h;
-  return true;
+  m->attached.handle = xfer__multi_internal_new(m, &attached_handler);
+  return m->attached.handle != NULL;
 }
 
 bool xfer__attached_keep(xfer_multi *m, struct xfer__conn *c,
@@ -194,10 +185,6 @@ void xfer__attached_release_all_and_free(xfer_multi *m, xfer__time now) {
     release(m,
             XFER__CONTAINER_OF(a->conns.next, struct xfer__conn, owner_node),
             now, false);
-  if (a->handle) {
-    xfer__expiry_clear_all(&m->timers, &a->handle->expiry);
-    a->handle->multi = NULL;
-    xfer_free(a->handle);
-    a->handle = NULL;
-  }
+  xfer__multi_internal_free(m, a->handle);
+  a->handle = NULL;
 }

@@ -82,6 +82,28 @@ xfer_multi *xfer_multi_new(xfer_pool *pool) {
   return m;
 }
 
+xfer *xfer__multi_internal_new(xfer_multi *m,
+                               const struct xfer__handler *handler) {
+  xfer *h = xfer_new();
+
+  if (!h || !xfer__timer_heap_reserve(&m->timers, XFER__INTERNAL_HANDLES)) {
+    xfer_free(h);
+    return NULL;
+  }
+  xfer__set_handler(h, handler, NULL);
+  h->multi = m;
+  xfer__start(h, 0);
+  return h;
+}
+
+void xfer__multi_internal_free(xfer_multi *m, xfer *h) {
+  if (!h)
+    return;
+  xfer__expiry_clear_all(&m->timers, &h->expiry);
+  h->multi = NULL;
+  xfer_free(h);
+}
+
 void xfer__multi_mark_dirty(xfer_multi *m, xfer *x) {
   assert(x->multi == m);
   if (x->state == XFER__STATE_RUNNING && !xfer__list_linked(&x->dirty_node))

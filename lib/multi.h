@@ -84,6 +84,15 @@ void xfer__multi_close_socket(xfer_multi *m, int fd);
  * event tracking). false when out of resources. */
 bool xfer__multi_wake_ready(xfer_multi *m);
 
+/* An internal transfer of m (not in m->xfers, never done) whose expiries
+ * drive `handler` (the shutdown and attached handles); room for its timer
+ * node is reserved. NULL when out of memory. */
+struct xfer__handler;
+xfer *xfer__multi_internal_new(xfer_multi *m,
+                               const struct xfer__handler *handler);
+/* Clears its timers and frees it (NULL: nothing). */
+void xfer__multi_internal_free(xfer_multi *m, xfer *h);
+
 /* Reads the clock on behalf of the multi (counted in its stats). */
 xfer__time xfer__multi_now(xfer_multi *m);
 

@@ -73,19 +73,10 @@ static const struct xfer__handler shutdown_handler = {
 };
 
 bool xfer__shutdown_init(xfer_multi *m) {
-  xfer *h = xfer_new();
-
-  if (!h || !xfer__timer_heap_reserve(&m->timers, 1)) {
-    xfer_free(h);
-    return false;
-  }
-  xfer__set_handler(h, &shutdown_handler, NULL);
-  h->multi = m;
-  xfer__start(h, 0);
   xfer__list_init(&m->shutdown.conns);
-  m->shutdown.handle = h;
   m->shutdown.timeout = XFER__SHUTDOWN_TIMEOUT;
-  return true;
+  m->shutdown.handle = xfer__multi_internal_new(m, &shutdown_handler);
+  return m->shutdown.handle != NULL;
 }
 
 void xfer__shutdown_adopt(xfer_multi *m, struct xfer__conn *c,
@@ -157,10 +148,6 @@ void xfer__shutdown_drain_and_free(xfer_multi *m) {
         finish(m, c);
     }
   }
-  if (s->handle) {
-    xfer__expiry_clear_all(&m->timers, &s->handle->expiry);
-    s->handle->multi = NULL;
-    xfer_free(s->handle);
-    s->handle = NULL;
-  }
+  xfer__multi_internal_free(m, s->handle);
+  s->handle = NULL;
 }
