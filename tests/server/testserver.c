@@ -1435,6 +1435,7 @@ static int open_listener(struct ts_server *s) {
   int one = 1;
   setsockopt(s->listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   struct sockaddr_in addr = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)s->cfg.port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   socklen_t len = sizeof addr;
   if (bind(s->listen_fd, (struct sockaddr *)&addr, sizeof addr) != 0 ||
@@ -1494,7 +1495,8 @@ static void server_free(struct ts_server *s) {
 
 static bool config_valid(const struct ts_config *cfg) {
   return !cfg || (cfg->max_requests_per_conn >= 0 && cfg->idle_close_ms >= 0 &&
-                  cfg->listen_backlog >= 0);
+                  cfg->listen_backlog >= 0 && cfg->port >= 0 &&
+                  cfg->port <= 65535);
 }
 
 struct ts_server *ts_start(const struct ts_config *cfg) {

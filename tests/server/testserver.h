@@ -80,6 +80,9 @@ struct ts_config {
                                 to send and has received nothing for this
                                 long (fresh connections included) */
   int listen_backlog;        /* 0 = default 1024 */
+  int port;                  /* 0 = any free one; else this one (a server
+                                that comes back on the port of one that
+                                was stopped) */
   FILE *log;                 /* NULL = quiet; else a line per event */
 };
 

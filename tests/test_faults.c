@@ -1,0 +1,351 @@
+/*
+ * Fault injection: the table of the reliability milestone, one test per
+ * fault, each with the outcome it must have. Around every fault: a good
+ * transfer in the same multi and one in another thread (its own multi on
+ * the same pool) must not notice; and afterwards open fds, the pool's
+ * open and busy counts, and the bytes libxfer holds (counted through
+ * xfer_mem hooks) are back to what they were before.
+ */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "testhelp.h"
+#include "testserver.h"
+
+/* --- the balance: fds, pool, bytes ---------------------------------------- */
+
+static atomic_long live_bytes;
+
+struct header {
+  size_t size;
+  max_align_t align;
+};
+
+static void *hmalloc(size_t size, void *u) {
+  struct header *h = malloc(sizeof(*h) + size);
+  (void)u;
+  if (!h)
+    return NULL;
+  h->size = size;
+  atomic_fetch_add(&live_bytes, (long)size);
+  return h + 1;
+}
+
+static void hfree(void *p, void *u) {
+  struct header *h = (struct header *)p - 1;
+  (void)u;
+  atomic_fetch_sub(&live_bytes, (long)h->size);
+  free(h);
+}
+
+static void *hcalloc(size_t n, size_t size, void *u) {
+  void *p = hmalloc(n * size, u);
+  if (p)
+    memset(p, 0, n * size);
+  return p;
+}
+
+static void *hrealloc(void *p, size_t size, void *u) {
+  struct header *old = (struct header *)p - 1;
+  void *q = hmalloc(size, u);
+  if (!q)
+    return NULL;
+  memcpy(q, p, old->size < size ? old->size : size);
+  hfree(p, u);
+  return q;
+}
+
+static long open_fds(void) {
+  DIR *d = opendir("/proc/self/fd");
+  long n = 0;
+
+  cr_assert_not_null(d);
+  while (readdir(d))
+    n++;
+  closedir(d);
+  return n;
+}
+
+struct balance {
+  long fds, bytes;
+  uint64_t open, busy;
+};
+
+static struct ts_server *web, *faulty;
+static xfer_pool *pool;
+static xfer_multi *m;
+static struct th_sink sinks[4];
+static xfer *xs[8];
+static int nxs;
+
+static void take(struct balance *b) {
+  xfer_pool_stats ps;
+
+  xfer_pool_get_stats(pool, &ps);
+  b->fds = open_fds();
+  b->bytes = atomic_load(&live_bytes);
+  b->open = ps.open;
+  b->busy = ps.busy;
+}
+
+static void setup(void) {
+  cr_assert_eq(xfer_mem_set(&(xfer_mem){NULL, hmalloc, hfree, hcalloc,
+                                        hrealloc}),
+               XFER_OK);
+  web = ts_start(NULL);
+  /* One request a connection: a fault never meets a pooled connection,
+   * and the warm-up leaves none behind. */
+  faulty = ts_start(&(struct ts_config){.max_requests_per_conn = 1});
+  pool = xfer_pool_new(&(xfer_pool_opts){.attach_hold_ms = TH_NO_ATTACH});
+  m = xfer_multi_new(pool);
+}
+
+static void faults_end(void) {
+  xfer_multi_destroy(m); /* detaches what is still added */
+  for (int i = 0; i < nxs; i++)
+    xfer_free(xs[i]);
+  nxs = 0;
+  for (size_t i = 0; i < XFER__ARRAY_SIZE(sinks); i++)
+    th_sink_free(&sinks[i]);
+  xfer_pool_destroy(pool);
+  ts_stop(web);
+  if (faulty)
+    ts_stop(faulty);
+  cr_assert_eq(atomic_load(&live_bytes), 0);
+  cr_assert_eq(xfer_mem_set(NULL), XFER_OK);
+}
+
+TestSuite(faults, .init = setup);
+
+/* The other thread: a multi of its own on the same pool, one good GET
+ * while the fault happens here. */
+struct bystander {
+  pthread_t thread;
+  xfer_code result;
+  size_t body;
+};
+
+static size_t count(const char *d, size_t n, void *u) {
+  (void)d;
+  ((struct bystander *)u)->body += n;
+  return n;
+}
+
+static void *bystander_main(void *arg) {
+  struct bystander *b = arg;
+  xfer_multi *own = xfer_multi_new(pool);
+  xfer *x = xfer_new();
+  const xfer_msg *msg = NULL;
+  int running = 1;
+
+  xfer_set_url(x, th_url(ts_port(web), "/delay/100/bytes/500"));
+  xfer_set_write_cb(x, count, b);
+  xfer_multi_add(own, x);
+  for (int i = 0; i < 500 && running; i++) {
+    xfer_multi_perform(own, &running);
+    if (running)
+      xfer_multi_poll(own, 20, NULL);
+  }
+  msg = xfer_multi_info_read(own, NULL);
+  b->result = msg ? msg->result : XFER_E_TIMEOUT;
+  xfer_multi_remove(own, x);
+  xfer_free(x);
+  xfer_multi_destroy(own);
+  return NULL;
+}
+
+/* Two GETs at once first, so that the pool holds the two idle
+ * connections to the good server that the two good transfers will use,
+ * before the balance is taken. */
+static void warm_up(void) {
+  xfer *a = th_get(m, th_url(ts_port(web), "/delay/30/bytes/10"), NULL);
+  xfer *b = th_get(m, th_url(ts_port(web), "/delay/30/bytes/10"), NULL);
+  /* The pool remembers a destination (a bundle) until its idle sweep:
+   * the faulty server's too, before the balance is taken. */
+  xfer *c = th_get(m, th_url(ts_port(faulty), "/bytes/1"), NULL);
+
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, a), XFER_OK);
+  cr_assert_eq(th_result(m, b), XFER_OK);
+  cr_assert_eq(th_result(m, c), XFER_OK);
+  xfer_multi_remove(m, a);
+  xfer_multi_remove(m, b);
+  xfer_multi_remove(m, c);
+  xfer_free(a);
+  xfer_free(b);
+  xfer_free(c);
+}
+
+static xfer *fault_get(const char *path);
+
+/*
+ * Runs a GET of `path` on the faulty server (set up further by `prep`)
+ * next to a good transfer in this multi and one in another thread; checks
+ * its result (and detail), that the others are undisturbed, and the
+ * balance afterwards.
+ */
+static void run_fault(const char *path, void (*prep)(xfer *),
+                      xfer_code expect, const char *detail) {
+  struct balance before, after;
+  struct bystander other = {0};
+  xfer *good, *faulty_x;
+
+  warm_up();
+  take(&before);
+  faulty_x = fault_get(path);
+  if (prep)
+    prep(faulty_x);
+  pthread_create(&other.thread, NULL, bystander_main, &other);
+  good = th_get(m, th_url(ts_port(web), "/delay/50/bytes/300"), &sinks[0]);
+  cr_assert_eq(xfer_multi_add(m, faulty_x), XFER_M_OK);
+  th_run(m, 10000);
+  pthread_join(other.thread, NULL);
+
+  cr_assert_eq(th_result(m, faulty_x), expect, "%s: %s",
+               xfer_strerror(th_result(m, faulty_x)),
+               xfer_get_error_detail(faulty_x));
+  if (detail)
+    cr_assert(strstr(xfer_get_error_detail(faulty_x), detail), "%s",
+              xfer_get_error_detail(faulty_x));
+  cr_assert_eq(th_result(m, good), XFER_OK, "the good one in this multi");
+  th_expect_pattern(sinks[0].data, sinks[0].len, 300);
+  cr_assert_eq(other.result, XFER_OK, "the good one in the other thread");
+  cr_assert_eq(other.body, 500);
+
+  /* The handles' own buffers go with them. */
+  xfer_multi_remove(m, good);
+  xfer_multi_remove(m, faulty_x);
+  xfer_free(good);
+  xfer_free(faulty_x);
+  /* Graceful closes of the fault's connection may take a moment. */
+  for (int i = 0; i < 100; i++) {
+    take(&after);
+    if (after.fds == before.fds && after.open == before.open &&
+        after.bytes == before.bytes)
+      break;
+    th_run_for(m, 10);
+  }
+  cr_assert_eq(after.fds, before.fds, "open fds back to their start");
+  cr_assert_eq(after.open, before.open, "pool open back to its start");
+  cr_assert_eq(after.busy, before.busy, "pool busy back to its start");
+  cr_assert_eq(after.bytes, before.bytes,
+               "bytes held by libxfer back to their start (%ld, %ld)",
+               before.bytes, after.bytes);
+}
+
+static xfer *fault_get(const char *path) {
+  xfer *x = xfer_new();
+
+  cr_assert_eq(xfer_set_url(x, th_url(ts_port(faulty), path)), XFER_OK);
+  return x;
+}
+
+/* --- the table --------------------------------------------------------------- */
+
+TH_TEST(faults, reset_mid_response) {
+  run_fault("/rst/1000", NULL, XFER_E_RECV, "reset");
+}
+
+TH_TEST(faults, truncated_body) {
+  run_fault("/partial/100/10", NULL, XFER_E_PEER_CLOSED,
+            "after 10 body bytes");
+}
+
+TH_TEST(faults, garbage_status_line) {
+  run_fault("/malformed/status", NULL, XFER_E_BAD_STATUS_LINE, NULL);
+}
+
+TH_TEST(faults, header_line_over_the_limit) {
+  run_fault("/big-headers/200000", NULL, XFER_E_HEADERS_TOO_LARGE, NULL);
+}
+
+TH_TEST(faults, five_thousand_headers) {
+  run_fault("/many-headers/5000", NULL, XFER_E_HEADERS_TOO_LARGE, NULL);
+}
+
+TH_TEST(faults, chunk_size_that_overflows) {
+  run_fault("/chunk-overflow", NULL, XFER_E_BAD_CHUNK, NULL);
+}
+
+static void low_speed(xfer *x) { xfer_set_low_speed(x, 50, 300); }
+
+TH_TEST(faults, slow_drip_under_a_low_speed_limit) {
+  run_fault("/drip/100/100", low_speed, XFER_E_TOO_SLOW, NULL);
+}
+
+static void short_timeout(xfer *x) { xfer_set_timeout_ms(x, 300); }
+
+TH_TEST(faults, accept_and_never_answer) {
+  run_fault("/never", short_timeout, XFER_E_TIMEOUT, "300 ms");
+}
+
+/* The server dies: a clear refused error while it is gone; back on the
+ * same port, a GET on the connection it left behind is retried on a new
+ * one and succeeds. */
+TH_TEST(faults, server_dies_and_comes_back_on_the_same_port) {
+  int port;
+  xfer *x;
+
+  ts_stop(faulty); /* one that keeps connections alive instead */
+  faulty = ts_start(NULL);
+  port = ts_port(faulty);
+
+  x = fault_get("/bytes/20");
+  xs[nxs++] = x;
+  cr_assert_eq(xfer_multi_add(m, x), XFER_M_OK);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK);
+  ts_stop(faulty);
+  faulty = NULL;
+
+  x = xfer_new();
+  xfer_set_url(x, th_url(port, "/bytes/20"));
+  xs[nxs++] = x;
+  cr_assert_eq(xfer_multi_add(m, x), XFER_M_OK);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_E_CONNECT, "%s",
+               xfer_get_error_detail(x));
+  cr_assert(strstr(xfer_get_error_detail(x), "refused"), "%s",
+            xfer_get_error_detail(x));
+
+  faulty = ts_start(&(struct ts_config){.port = port});
+  cr_assert_not_null(faulty, "port %d taken meanwhile", port);
+  x = xfer_new();
+  xfer_set_url(x, th_url(port, "/bytes/20"));
+  xs[nxs++] = x;
+  cr_assert_eq(xfer_multi_add(m, x), XFER_M_OK);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK, "%s", xfer_get_error_detail(x));
+}
+
+/* The server closes idle keep-alive connections, at once or after a
+ * delay: the GETs that meet them are retried on new ones; none is lost. */
+TH_TEST(faults, server_closes_idle_connections) {
+  static const int close_after_ms[] = {1, 50};
+
+  for (size_t k = 0; k < 2; k++) {
+    struct ts_server *closing =
+        ts_start(&(struct ts_config){.idle_close_ms = close_after_ms[k]});
+    struct timespec pause = {0, 100 * 1000000L};
+    xfer_pool_stats ps0, ps;
+
+    xfer_pool_get_stats(pool, &ps0);
+    for (int round = 0; round < 3; round++) {
+      xfer *x = th_get(m, th_url(ts_port(closing), "/bytes/64"), NULL);
+      xs[nxs++] = x;
+      th_run(m, 5000);
+      cr_assert_eq(th_result(m, x), XFER_OK, "%s",
+                   xfer_get_error_detail(x));
+      nanosleep(&pause, NULL); /* the server closes it meanwhile */
+    }
+    xfer_pool_get_stats(pool, &ps);
+    cr_assert_geq(ps.retries_total - ps0.retries_total, 2,
+                  "stale connections met and retried");
+    ts_stop(closing);
+  }
+}
