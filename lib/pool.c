@@ -627,15 +627,14 @@ static struct xfer__conn *take_any_idle(xfer_pool *pool) {
   cds_lfht_for_each(pool->bundles, &iter, node) {
     struct xfer__bundle *b = caa_container_of(node, struct xfer__bundle, node);
     TSAN_READ_BEGIN(b);
-    if (b->idle_count) { /* a racy hint; checked again under the lock */
-      bundle_lock(pool, b);
-      if (!xfer__list_empty(&b->idle)) {
-        c = XFER__CONTAINER_OF(b->idle.next, struct xfer__conn, idle_node);
-        xfer__list_remove(&c->idle_node);
-        b->idle_count--;
-      }
-      bundle_unlock(b);
+    /* Under the lock even to look: this runs only at the total limit. */
+    bundle_lock(pool, b);
+    if (!xfer__list_empty(&b->idle)) {
+      c = XFER__CONTAINER_OF(b->idle.next, struct xfer__conn, idle_node);
+      xfer__list_remove(&c->idle_node);
+      b->idle_count--;
     }
+    bundle_unlock(b);
     TSAN_READ_END(&b->rcu);
     if (c)
       break;
