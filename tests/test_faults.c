@@ -349,3 +349,60 @@ TH_TEST(faults, server_closes_idle_connections) {
     ts_stop(closing);
   }
 }
+
+/* The server closes a reused connection just as the request arrives, no
+ * response byte sent: a GET is retried on a new connection and succeeds;
+ * a POST gets a clear error. Balance as for the others. */
+TH_TEST(faults, server_closes_as_the_request_is_sent) {
+  struct ts_server *keeps = ts_start(NULL);
+  struct balance before, after;
+  xfer_pool_stats ps0, ps;
+  xfer *get, *post, *first;
+
+  first = th_get(m, th_url(ts_port(keeps), "/bytes/1"), NULL);
+  xs[nxs++] = first;
+  th_run(m, 5000); /* a connection to reuse, and the destination known */
+  cr_assert_eq(th_result(m, first), XFER_OK);
+  take(&before);
+  xfer_pool_get_stats(pool, &ps0);
+
+  get = th_get(m, th_url(ts_port(keeps), "/close-once/1/bytes/10"), NULL);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, get), XFER_OK, "%s", xfer_get_error_detail(get));
+  cr_assert_eq(xfer_get_reused(get), 0, "answered on a new connection");
+  xfer_pool_get_stats(pool, &ps);
+  cr_assert_eq(ps.retries_total - ps0.retries_total, 1);
+
+  post = xfer_new();
+  xfer_set_url(post, th_url(ts_port(keeps), "/close-once/2/echo"));
+  xfer_set_method(post, "POST");
+  xfer_set_body(post, "x", 1);
+  xfer_multi_add(m, post);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, post), XFER_E_PEER_CLOSED);
+  cr_assert(strstr(xfer_get_error_detail(post), "not retried"), "%s",
+            xfer_get_error_detail(post));
+
+  xfer_multi_remove(m, get);
+  xfer_multi_remove(m, post);
+  xfer_free(get);
+  xfer_free(post);
+  /* The POST's connection is gone with it: one more GET brings the pool
+   * back to the one idle connection it had. */
+  get = th_get(m, th_url(ts_port(keeps), "/bytes/1"), NULL);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, get), XFER_OK);
+  xfer_multi_remove(m, get);
+  xfer_free(get);
+  for (int i = 0; i < 100; i++) {
+    take(&after);
+    if (after.fds == before.fds && after.bytes == before.bytes)
+      break;
+    th_run_for(m, 10);
+  }
+  cr_assert_eq(after.fds, before.fds, "open fds back to their start");
+  cr_assert_eq(after.open, before.open);
+  cr_assert_eq(after.busy, before.busy);
+  cr_assert_eq(after.bytes, before.bytes, "bytes back to their start");
+  ts_stop(keeps);
+}

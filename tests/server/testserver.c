@@ -155,6 +155,7 @@ struct ts_server {
   atomic_long requests;
   atomic_long open_conns;
   atomic_long closed_by_server;
+  uint64_t close_once_seen; /* /close-once IDs met (the server thread's) */
 };
 
 static void conn_progress(struct ts_conn *c);
@@ -963,6 +964,26 @@ static bool route_close_now(struct ts_conn *c, const char *a) {
   return true;
 }
 
+static void route(struct ts_conn *c, const char *target);
+
+/* The first request with this ID: closed without a response; later ones
+ * answered as the rest of the target. */
+static bool route_close_once(struct ts_conn *c, const char *a) {
+  unsigned long long id;
+  uint64_t bit;
+
+  if (!take_number(&a, 63, &id) || *a != '/')
+    return false;
+  bit = UINT64_C(1) << id;
+  if (c->srv->close_once_seen & bit) {
+    route(c, a);
+    return true;
+  }
+  c->srv->close_once_seen |= bit;
+  c->resp.after = AFTER_CLOSE;
+  return true;
+}
+
 /* Writes the answer for target into the output buffer and sets up what
  * follows it (producer, timer, close). */
 static void route(struct ts_conn *c, const char *target) {
@@ -989,6 +1010,7 @@ static void route(struct ts_conn *c, const char *target) {
       {"/never", route_never},
       {"/rst/", route_rst},
       {"/close-now", route_close_now},
+      {"/close-once/", route_close_once},
   };
   for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
     const char *args = target;

@@ -48,6 +48,9 @@
  *                          (once the N bytes have left the send queue, or
  *                          after about a second).
  *   /close-now             closes without a response.
+ *   /close-once/ID/REST    ID 0..63: the first request with this ID is
+ *                          closed without a response (as the request
+ *                          arrives); later ones are answered as /REST.
  *   anything else          404, Content-Length: 0 (bad numbers too).
  * HEAD gets the same status line and headers without body bytes; what
  * follows the body (close, reset, keep-alive) is unchanged.
