@@ -31,6 +31,7 @@
 
 #include "dnsserver.h"
 #include "tap.h"
+#include "timeline_check.h"
 #include "testserver.h"
 #include "xfer/xfer.h"
 
@@ -157,21 +158,6 @@ static size_t on_body(const char *data, size_t len, void *userp) {
   memcpy(r->body + r->len, data, len);
   r->len += len;
   return len;
-}
-
-static bool timeline_ordered(const xfer *x) {
-  xfer_timeline t;
-  int64_t v[7];
-
-  if (xfer_get_timeline(x, &t))
-    return false;
-  v[0] = t.queue_us, v[1] = t.namelookup_us, v[2] = t.connect_us;
-  v[3] = t.appconnect_us, v[4] = t.pretransfer_us;
-  v[5] = t.starttransfer_us, v[6] = t.total_us;
-  for (int i = 0; i < 7; i++)
-    if (v[i] < 0 || (i && v[i] < v[i - 1]))
-      return false;
-  return true;
 }
 
 static bool body_ok(const struct request *r) {

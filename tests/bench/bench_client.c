@@ -30,6 +30,8 @@
 #include <unistd.h>
 #include <xfer/xfer.h>
 
+#include "timeline_check.h"
+
 enum client { XFER_SHARED, XFER_PER_MULTI, CURL_PLAIN, CURL_SHARE };
 
 static enum client client;
@@ -154,21 +156,6 @@ static void action(struct worker *w, int fd, int events) {
 
 /* --- finished transfers --------------------------------------------------- */
 
-static bool xfer_timeline_ok(const xfer *x) {
-  xfer_timeline t;
-  int64_t v[7];
-
-  if (xfer_get_timeline(x, &t))
-    return false;
-  v[0] = t.queue_us, v[1] = t.namelookup_us, v[2] = t.connect_us;
-  v[3] = t.appconnect_us, v[4] = t.pretransfer_us;
-  v[5] = t.starttransfer_us, v[6] = t.total_us;
-  for (int i = 1; i < 7; i++)
-    if (v[i] < v[i - 1])
-      return false;
-  return true;
-}
-
 static bool curl_timeline_ok(CURL *e) {
   static const CURLINFO order[] = {
       CURLINFO_NAMELOOKUP_TIME_T,   CURLINFO_CONNECT_TIME_T,
@@ -199,7 +186,7 @@ static void xfer_reap(struct worker *w) {
       note_error(w, xfer_strerror(msg->result), xfer_get_error_detail(x));
     else if (xfer_get_status(x) != 200)
       note_error(w, "status", "not 200");
-    if (!xfer_timeline_ok(x))
+    if (!timeline_ordered(x))
       w->bad_timelines++;
     xfer_multi_remove(w->xm, x);
     w->outstanding--;

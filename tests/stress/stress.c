@@ -29,6 +29,7 @@
 #include <xfer/xfer.h>
 
 #include "testserver.h"
+#include "timeline_check.h"
 
 #define THREADS 4
 #define IN_FLIGHT 16
@@ -140,21 +141,6 @@ static void start(struct worker *w, int i) {
     w->outstanding++;
 }
 
-static bool ordered(const xfer *x) {
-  xfer_timeline t;
-  int64_t v[7];
-
-  if (xfer_get_timeline(x, &t))
-    return false;
-  v[0] = t.queue_us, v[1] = t.namelookup_us, v[2] = t.connect_us;
-  v[3] = t.appconnect_us, v[4] = t.pretransfer_us;
-  v[5] = t.starttransfer_us, v[6] = t.total_us;
-  for (int i = 1; i < 7; i++)
-    if (v[i] < v[i - 1])
-      return false;
-  return true;
-}
-
 static void reap(struct worker *w) {
   const xfer_msg *msg;
 
@@ -173,7 +159,7 @@ static void reap(struct worker *w) {
                  xfer_get_error_detail(msg->x));
         pthread_mutex_unlock(&first_lock);
       }
-    } else if (msg->result == XFER_OK && !ordered(msg->x)) {
+    } else if (msg->result == XFER_OK && !timeline_ordered(msg->x)) {
       atomic_fetch_add(&violations, 1);
     }
     if (done == total / 10) /* the end of the warm-up */
