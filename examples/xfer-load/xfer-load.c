@@ -306,6 +306,9 @@ static bool start(struct slot *s) {
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/%d.body", opt.out_dir, t->line);
     s->out = fopen(path, "w");
+    if (!s->out) /* fetched anyway; the missing file is said */
+      fprintf(stderr, "xfer-load: cannot write %s: %s\n", path,
+              strerror(errno));
   }
   if (xfer_multi_add(w->m, s->x) != XFER_M_OK) {
     w->done++;
