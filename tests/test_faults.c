@@ -4,7 +4,7 @@
  * transfer in the same multi and one in another thread (its own multi on
  * the same pool) must not notice; and afterwards open fds, the pool's
  * open and busy counts, and the bytes libxfer holds (counted through
- * xfer_mem hooks) are back to what they were before.
+ * testhelp's xfer_mem hooks) are back to what they were before.
  */
 #include <criterion/criterion.h>
 #include <dirent.h>
@@ -18,47 +18,6 @@
 #include "testserver.h"
 
 /* --- the balance: fds, pool, bytes ---------------------------------------- */
-
-static atomic_long live_bytes;
-
-struct header {
-  size_t size;
-  max_align_t align;
-};
-
-static void *hmalloc(size_t size, void *u) {
-  struct header *h = malloc(sizeof(*h) + size);
-  (void)u;
-  if (!h)
-    return NULL;
-  h->size = size;
-  atomic_fetch_add(&live_bytes, (long)size);
-  return h + 1;
-}
-
-static void hfree(void *p, void *u) {
-  struct header *h = (struct header *)p - 1;
-  (void)u;
-  atomic_fetch_sub(&live_bytes, (long)h->size);
-  free(h);
-}
-
-static void *hcalloc(size_t n, size_t size, void *u) {
-  void *p = hmalloc(n * size, u);
-  if (p)
-    memset(p, 0, n * size);
-  return p;
-}
-
-static void *hrealloc(void *p, size_t size, void *u) {
-  struct header *old = (struct header *)p - 1;
-  void *q = hmalloc(size, u);
-  if (!q)
-    return NULL;
-  memcpy(q, p, old->size < size ? old->size : size);
-  hfree(p, u);
-  return q;
-}
 
 static long open_fds(void) {
   DIR *d = opendir("/proc/self/fd");
@@ -88,15 +47,14 @@ static void take(struct balance *b) {
 
   xfer_pool_get_stats(pool, &ps);
   b->fds = open_fds();
-  b->bytes = atomic_load(&live_bytes);
+  b->bytes = th_mem_live_bytes();
   b->open = ps.open;
   b->busy = ps.busy;
 }
 
 static void setup(void) {
-  cr_assert_eq(xfer_mem_set(&(xfer_mem){NULL, hmalloc, hfree, hcalloc,
-                                        hrealloc}),
-               XFER_OK);
+  th_mem_fail_at(0);
+  cr_assert_eq(xfer_mem_set(&th_mem), XFER_OK);
   web = ts_start(NULL);
   /* One request a connection: a fault never meets a pooled connection,
    * and the warm-up leaves none behind. */
@@ -116,7 +74,7 @@ static void faults_end(void) {
   ts_stop(web);
   if (faulty)
     ts_stop(faulty);
-  cr_assert_eq(atomic_load(&live_bytes), 0);
+  cr_assert_eq(th_mem_live_bytes(), 0);
   cr_assert_eq(xfer_mem_set(NULL), XFER_OK);
 }
 

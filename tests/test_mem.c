@@ -51,74 +51,24 @@ TH_TEST(mem, handles_are_all_given_back) {
 
 /* --- allocator hooks -------------------------------------------------------- */
 
-/* Hooks that count calls and live bytes, and fail the fail_at-th call. */
-static long calls, fail_at;
-static long live_bytes;
-
-struct header {
-  size_t size;
-  max_align_t align;
-};
-
-static void *hook_malloc(size_t size, void *user) {
-  struct header *h;
-
-  (void)user;
-  if (++calls == fail_at)
-    return NULL;
-  h = malloc(sizeof(*h) + size);
-  if (!h)
-    return NULL;
-  h->size = size;
-  live_bytes += (long)size;
-  return h + 1;
-}
-
-static void hook_free(void *ptr, void *user) {
-  struct header *h = (struct header *)ptr - 1;
-
-  (void)user;
-  live_bytes -= (long)h->size;
-  free(h);
-}
-
-static void *hook_calloc(size_t count, size_t size, void *user) {
-  void *p = hook_malloc(count * size, user);
-
-  if (p)
-    memset(p, 0, count * size);
-  return p;
-}
-
-static void *hook_realloc(void *ptr, size_t size, void *user) {
-  struct header *old = (struct header *)ptr - 1;
-  void *p = hook_malloc(size, user);
-
-  if (!p)
-    return NULL; /* the old block stays, as realloc() leaves it */
-  memcpy(p, ptr, old->size < size ? old->size : size);
-  hook_free(ptr, user);
-  return p;
-}
-
-static const xfer_mem hooks = {NULL, hook_malloc, hook_free, hook_calloc,
-                               hook_realloc};
+/* The hooks are testhelp's th_mem: they count calls and live bytes, and
+ * fail the call th_mem_fail_at() names. */
+static long fail_at;
 
 TH_TEST(mem, hooks_get_every_allocation) {
   xfer_multi *m;
 
-  cr_assert_eq(xfer_mem_set(&hooks), XFER_OK);
-  calls = 0;
-  fail_at = 0;
+  cr_assert_eq(xfer_mem_set(&th_mem), XFER_OK);
+  th_mem_fail_at(0);
   m = xfer_multi_new(NULL);
   cr_assert_not_null(m);
-  cr_assert_gt(calls, 0);
-  cr_assert_gt(live_bytes, 0);
+  cr_assert_gt(th_mem_calls(), 0);
+  cr_assert_gt(th_mem_live_bytes(), 0);
   cr_assert_eq(xfer_mem_set(NULL), XFER_E_IN_USE, "blocks are live");
   xfer_multi_destroy(m);
-  cr_assert_eq(live_bytes, 0, "every byte given back");
+  cr_assert_eq(th_mem_live_bytes(), 0, "every byte given back");
   cr_assert_eq(xfer_mem_set(NULL), XFER_OK);
-  cr_assert_eq(xfer_mem_set(&(xfer_mem){NULL, hook_malloc, NULL, NULL, NULL}),
+  cr_assert_eq(xfer_mem_set(&(xfer_mem){NULL, th_mem.malloc, NULL, NULL, NULL}),
                XFER_E_BAD_ARGUMENT);
 }
 
@@ -190,19 +140,19 @@ TH_TEST(mem, every_failing_allocation_gives_an_error_or_completes) {
   struct ts_server *web = ts_start(NULL);
   long total;
 
-  cr_assert_eq(xfer_mem_set(&hooks), XFER_OK);
-  calls = 0;
+  cr_assert_eq(xfer_mem_set(&th_mem), XFER_OK);
   fail_at = 0;
+  th_mem_fail_at(0);
   main_paths(ts_port(web)); /* counting */
-  total = calls;
+  total = th_mem_calls();
   cr_assert_gt(total, 10);
-  cr_assert_eq(live_bytes, 0);
+  cr_assert_eq(th_mem_live_bytes(), 0);
   for (fail_at = 1; fail_at <= total; fail_at++) {
-    calls = 0;
+    th_mem_fail_at(fail_at);
     main_paths(ts_port(web));
     cr_assert_eq(xfer__mem_live(), 0, "fail at %ld: blocks left", fail_at);
-    cr_assert_eq(live_bytes, 0, "fail at %ld: %ld bytes left", fail_at,
-                 live_bytes);
+    cr_assert_eq(th_mem_live_bytes(), 0, "fail at %ld: %ld bytes left",
+                 fail_at, th_mem_live_bytes());
   }
   cr_assert_eq(xfer_mem_set(NULL), XFER_OK);
   ts_stop(web);

@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -506,4 +507,65 @@ void th_nginx_stop(struct th_nginx *n) {
     cr_assert_eq(system(cmd), 0);
     n->prefix[0] = '\0';
   }
+}
+
+/* --- counting allocator hooks ---------------------------------------------- */
+
+static atomic_long mem_live_bytes, mem_calls, mem_fail_at;
+
+struct mem_header {
+  size_t size;
+  max_align_t align;
+};
+
+static void *mem_malloc(size_t size, void *user) {
+  struct mem_header *h;
+
+  (void)user;
+  if (atomic_fetch_add(&mem_calls, 1) + 1 == atomic_load(&mem_fail_at))
+    return NULL;
+  h = malloc(sizeof(*h) + size);
+  if (!h)
+    return NULL;
+  h->size = size;
+  atomic_fetch_add(&mem_live_bytes, (long)size);
+  return h + 1;
+}
+
+static void mem_free(void *ptr, void *user) {
+  struct mem_header *h = (struct mem_header *)ptr - 1;
+
+  (void)user;
+  atomic_fetch_sub(&mem_live_bytes, (long)h->size);
+  free(h);
+}
+
+static void *mem_calloc(size_t count, size_t size, void *user) {
+  void *p = mem_malloc(count * size, user);
+
+  if (p)
+    memset(p, 0, count * size);
+  return p;
+}
+
+static void *mem_realloc(void *ptr, size_t size, void *user) {
+  struct mem_header *old = (struct mem_header *)ptr - 1;
+  void *p = mem_malloc(size, user);
+
+  if (!p)
+    return NULL; /* the old block stays, as realloc() leaves it */
+  memcpy(p, ptr, old->size < size ? old->size : size);
+  mem_free(ptr, user);
+  return p;
+}
+
+const xfer_mem th_mem = {NULL, mem_malloc, mem_free, mem_calloc, mem_realloc};
+
+long th_mem_live_bytes(void) { return atomic_load(&mem_live_bytes); }
+
+long th_mem_calls(void) { return atomic_load(&mem_calls); }
+
+void th_mem_fail_at(long n) {
+  atomic_store(&mem_calls, 0);
+  atomic_store(&mem_fail_at, n);
 }

@@ -162,6 +162,14 @@ int th_spawn(const char *const *argv, char *out, size_t out_cap, char *err,
 /* The number of lines in s. */
 int th_lines(const char *s);
 
+/* Allocator hooks for xfer_mem_set() that count libxfer's live bytes
+ * and its calls (any thread), and can fail one call: th_mem_fail_at(n)
+ * makes the n-th call from now fail (0: none) and restarts the count. */
+extern const xfer_mem th_mem;
+long th_mem_live_bytes(void);
+long th_mem_calls(void);
+void th_mem_fail_at(long n);
+
 /* A port on 127.0.0.1 that was free a moment ago (for servers that
  * cannot listen on port 0), and whether something answers on one. */
 int th_free_port(void);
