@@ -194,8 +194,11 @@ static void xfer_run(xfer_multi *m, xfer *x) {
   rc = x->pending_error ? (int)x->pending_error : x->handler->run(x, due);
   if (rc == XFER__RUN_AGAIN) {
     xfer_code assessed = xfer__mev_assess_xfer(m, x);
-    if (assessed == XFER_OK)
+    if (assessed == XFER_OK) {
+      if (x->handler->assessed)
+        x->handler->assessed(x);
       return;
+    }
     rc = assessed == XFER_E_SOCKET_CALLBACK
              ? xfer__fail(x, assessed, "the socket callback refused a socket")
              : xfer__fail(x, assessed, "out of memory while tracking sockets");

@@ -778,12 +778,6 @@ static int http_run(xfer *x, unsigned due) {
       break;
     }
   }
-  /* A connection taken attached: its socket passes from the
-   * connection's tracking to ours, with no change the application would
-   * hear of when both want IN. */
-  if (rc == STEP_AGAIN && h->conn && h->conn->ev_live &&
-      xfer__mev_assess_xfer(x->multi, x) == XFER_OK)
-    xfer__attached_untrack(x->multi, h->conn);
   if (rc >= 0)
     h->result = (xfer_code)rc;
   return rc;
@@ -829,11 +823,22 @@ static void http_cleanup(xfer *x) {
   conn_drop(x, XFER__CLOSE_ERROR);
 }
 
+/* A connection taken attached: now that the multi tracks the transfer's
+ * pollset, the connection's own tracking of the socket can go, with no
+ * change the application would hear of when both want IN. */
+static void http_assessed(xfer *x) {
+  struct xfer__http *h = &x->http;
+
+  if (h->conn && h->conn->ev_live)
+    xfer__attached_untrack(x->multi, h->conn);
+}
+
 const struct xfer__handler xfer__http_handler = {
     .name = "http/1.1",
     .run = http_run,
     .pollset = http_pollset,
     .cleanup = http_cleanup,
+    .assessed = http_assessed,
 };
 
 void xfer__http_free(xfer *x) {

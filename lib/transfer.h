@@ -53,6 +53,9 @@ struct xfer__handler {
    * xfer__multi_close_socket(). Called once when the transfer finishes or
    * is removed. May be NULL. */
   void (*cleanup)(xfer *x);
+  /* The multi has just tracked the pollset of a run that is not done.
+   * May be NULL. */
+  void (*assessed)(xfer *x);
 };
 
 #define XFER__DETAIL_MAX 256
