@@ -55,6 +55,8 @@ static void on_event(xfer_multi *m, struct xfer__mev_tracker *t, int fd,
 
   (void)fd;
   (void)events;
+  if (!xfer__list_linked(&c->owner_node))
+    return; /* taken by a transfer of ours: its bytes are the answer */
   if (xfer__conn_alive(c))
     return; /* a spurious wake-up */
   (void)unlink_conn(m, c, XFER__TAKE_CLOSE);

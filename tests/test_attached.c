@@ -66,7 +66,16 @@ TH_TEST(attached, own_reuse_needs_no_socket_callback) {
   cr_assert_eq(ps.idle, 1, "an attached connection counts as idle");
   cr_assert_eq(ps.busy, 0);
   calls = rec.count;
-  second = fetch(m, "/delay/50/bytes/20");
+  second = get(m, "/delay/50/bytes/20");
+  th_run_for(m, 20); /* sent, the answer not there yet */
+  { /* the socket passed from the connection's tracking to the transfer's */
+    struct xfer__mev_socket_info info;
+    cr_assert(xfer__mev_socket_info(m, rec.calls[rec.count - 1].fd, &info));
+    cr_assert_eq(info.conns, 0, "the connection no longer tracks it");
+    cr_assert_eq(info.readers, 1, "the transfer does");
+  }
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, second), XFER_OK);
   cr_assert_eq(rec.count, calls, "zero socket callback calls on reuse");
   th_expect_pattern(sinks[1].data, sinks[1].len, 20);
   cr_assert_eq(xfer_get_reused(second), 1);
