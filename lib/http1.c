@@ -33,16 +33,6 @@ bool xfer__buf_reserve(struct xfer__buf *b, size_t want) {
   return true;
 }
 
-bool xfer__buf_append(struct xfer__buf *b, const void *data, size_t len) {
-  if (!xfer__buf_reserve(b, b->len + len))
-    return false;
-  if (len)
-    memcpy(b->data + b->len, data, len);
-  b->len += len;
-  b->data[b->len] = '\0'; /* always a C string too */
-  return true;
-}
-
 static bool buf_puts(struct xfer__buf *b, const char *s) {
   return xfer__buf_append(b, s, strlen(s));
 }

@@ -287,7 +287,8 @@ static int step_init(xfer *x) {
   if (!u->block)
     return http_fail(x, XFER_E_NO_URL, "the transfer has no URL to fetch");
   if (h->redirects == 0) {
-    snprintf(h->method, sizeof(h->method), "%s", method_of(x));
+    const char *method = method_of(x); /* shorter than the buffer */
+    memcpy(h->method, method, strlen(method) + 1);
     h->send_body = x->opts.has_body || x->opts.read_cb;
   }
   h->key_len = xfer__conn_key(h->key, sizeof(h->key), "http", u->host,
