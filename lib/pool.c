@@ -1,7 +1,8 @@
 /*
  * The connection pool (see pool.h and docs/internals/pool.md): an RCU hash
- * table of destination bundles, each with a short-held lock over its idle
- * list.
+ * table of destination bundles, each with a short-held lock over its
+ * waiters and attached connections, and its idle connections in per-CPU
+ * lanes with a lock each.
  */
 #include "common.h"
 
@@ -14,6 +15,7 @@
 #define _LGPL_SOURCE
 #endif
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/eventfd.h>
@@ -41,20 +43,50 @@
 
 #define XFER__MAGIC_POOL 0x706f6f6cu /* "pool" */
 
+/* Lanes a bundle's idle connections are spread over: one per CPU, up to
+ * this many (CPUs beyond share lanes, modulo). */
+#define XFER__POOL_LANES_MAX 16
+#define CACHE_LINE 64
+
+/*
+ * A destination's idle connections on the shared side live in lanes, one
+ * per CPU. A thread links a connection it returns into the lane of the
+ * CPU it runs on and takes one from there first, so threads that run at
+ * the same moment (on different CPUs) take different locks; one list
+ * under one lock failed 3.3% of its trylocks at 4 threads on 2 CPUs
+ * (tests/bench/bench_pool). See docs/internals/pool.md.
+ */
+struct idle_lane {
+  pthread_mutex_t lock;   /* guards idle */
+  struct xfer__list idle; /* oldest first */
+  atomic_uint count;      /* idle's length: exact under the lock, a hint
+                             without it */
+};
+
+/* One lane a cache line, so two CPUs' lanes share none. */
+union lane_slot {
+  struct idle_lane lane;
+  char line[CACHE_LINE];
+};
+_Static_assert(sizeof(struct idle_lane) <= CACHE_LINE, "a lane a line");
+
 struct xfer__bundle {
   struct cds_lfht_node node;
   struct rcu_head rcu;
-  pthread_mutex_t lock;   /* guards the fields below */
-  struct xfer__list idle; /* oldest first */
-  unsigned idle_count;
+  pthread_mutex_t lock;   /* guards the fields below, up to `dead` */
   unsigned conns;         /* open or being opened: slots in use */
   struct xfer__list waiters; /* xfer__waiter.node, oldest first */
-  unsigned nwaiters;
+  /* Waiters queued or being queued: written under `lock`, read also by
+   * returners under a lane lock (queue_waiter(), give_or_keep()). */
+  atomic_uint nwaiters;
   unsigned requested; /* attached ones a waiter asked for, not gone yet */
   struct xfer__list attached; /* attached to their owner multis (rule 4
                                  fast path), oldest first */
-  unsigned attached_count;
+  atomic_uint attached_count; /* written under `lock` */
   bool dead; /* removed from the table by a sweep: look it up again */
+  atomic_uint idle_count; /* the lanes' counts summed: the idle limit */
+  union lane_slot *lanes; /* nlanes of them, in this allocation */
+  unsigned nlanes;        /* pool->nlanes */
   uint64_t hash;
   size_t key_len;
   char key[];
@@ -66,6 +98,7 @@ struct xfer_pool {
   unsigned max_idle_per_destination;
   unsigned max_per_destination; /* 0: no limit */
   unsigned max_total;           /* 0: no limit */
+  unsigned nlanes;              /* idle lanes a bundle, 1..LANES_MAX */
   xfer__time attach_hold;       /* 0: attaching is off */
   xfer__time recheck;
   xfer__time idle_timeout;
@@ -109,6 +142,8 @@ struct bundle_key {
   size_t len;
 };
 
+static void bundle_free(struct xfer__bundle *b);
+
 bool xfer__pool_valid(const xfer_pool *pool) {
   return pool && pool->magic == XFER__MAGIC_POOL;
 }
@@ -123,6 +158,7 @@ xfer__time xfer__pool_attach_hold(const xfer_pool *pool) {
 
 xfer_pool *xfer_pool_new(const xfer_pool_opts *opts) {
   xfer_pool *pool = xfer__calloc(1, sizeof(*pool));
+  long ncpu;
 
   if (!pool)
     return NULL;
@@ -137,6 +173,10 @@ xfer_pool *xfer_pool_new(const xfer_pool_opts *opts) {
                                              : 64;
   pool->max_per_destination = opts ? opts->max_per_destination : 0;
   pool->max_total = opts ? opts->max_total : 0;
+  ncpu = sysconf(_SC_NPROCESSORS_CONF);
+  pool->nlanes = ncpu < 1                      ? 1
+                 : ncpu > XFER__POOL_LANES_MAX ? XFER__POOL_LANES_MAX
+                                               : (unsigned)ncpu;
   if (opts && opts->attach_hold_ms < 0)
     pool->attach_hold = 0;
   else
@@ -179,15 +219,17 @@ xfer_code xfer_pool_destroy(xfer_pool *pool) {
   cds_lfht_for_each(pool->bundles, &iter, node) {
     struct xfer__bundle *b = caa_container_of(node, struct xfer__bundle, node);
     cds_lfht_del(pool->bundles, node);
-    while (!xfer__list_empty(&b->idle)) {
-      struct xfer__conn *c =
-          XFER__CONTAINER_OF(b->idle.next, struct xfer__conn, idle_node);
-      xfer__list_remove(&c->idle_node);
-      xfer__conn_close(c, NULL);
+    for (unsigned i = 0; i < pool->nlanes; i++) {
+      struct idle_lane *l = &b->lanes[i].lane;
+      while (!xfer__list_empty(&l->idle)) {
+        struct xfer__conn *c =
+            XFER__CONTAINER_OF(l->idle.next, struct xfer__conn, idle_node);
+        xfer__list_remove(&c->idle_node);
+        xfer__conn_close(c, NULL);
+      }
     }
-    pthread_mutex_destroy(&b->lock);
     TSAN_BEFORE_FREE(&b->rcu);
-    xfer__free(b);
+    bundle_free(b);
   }
   rcu_read_unlock();
   cds_lfht_destroy(pool->bundles, NULL);
@@ -280,39 +322,141 @@ static struct xfer__bundle *bundle_find(xfer_pool *pool, const char *key,
 #define XFER__LOCK_HIST_BUCKETS 320
 atomic_ulong xfer__lock_hold_hist[XFER__LOCK_HIST_BUCKETS];
 atomic_ulong xfer__lock_acquisitions;
-static _Thread_local uint64_t lock_taken_at;
-static void lock_stats_released(void) {
-  uint64_t ticks = __rdtsc() - lock_taken_at;
+/* Indexed by lock depth: a lane lock may be taken under a bundle lock. */
+static _Thread_local uint64_t lock_taken_at[4];
+static void lock_stats_released(int depth) {
+  uint64_t ticks = __rdtsc() - lock_taken_at[depth & 3];
   unsigned i = ticks < 4096 ? (unsigned)(ticks / 16)
                             : 256u + (unsigned)(63 - __builtin_clzll(ticks));
   atomic_fetch_add_explicit(&xfer__lock_hold_hist[i], 1,
                             memory_order_relaxed);
 }
-#define LOCK_STATS_TAKEN() (lock_taken_at = __rdtsc())
-#define LOCK_STATS_RELEASED() lock_stats_released()
+#define LOCK_STATS_TAKEN(depth) (lock_taken_at[(depth) & 3] = __rdtsc())
+#define LOCK_STATS_RELEASED(depth) lock_stats_released(depth)
 #else
-#define LOCK_STATS_TAKEN() ((void)0)
-#define LOCK_STATS_RELEASED() ((void)0)
+#define LOCK_STATS_TAKEN(depth) ((void)0)
+#define LOCK_STATS_RELEASED(depth) ((void)0)
 #endif
 
-/* The lock of a bundle: a few pointer moves between these two, nothing
- * else (rule 3). The depth counter lets debug builds catch a clock read. */
-static void bundle_lock(xfer_pool *pool, struct xfer__bundle *b) {
-  if (pthread_mutex_trylock(&b->lock) != 0) { /* contended: count, wait */
+/* A bundle or lane lock: a few pointer moves between these two, nothing
+ * else (rule 3). The depth counter lets debug builds catch a clock read.
+ * Order: a bundle's lock, then one of its lanes' locks; never the other
+ * way round. */
+static void pool_lock(xfer_pool *pool, pthread_mutex_t *m) {
+  if (pthread_mutex_trylock(m) != 0) { /* contended: count, wait */
     atomic_fetch_add_explicit(&pool->contention, 1, memory_order_relaxed);
-    pthread_mutex_lock(&b->lock);
+    pthread_mutex_lock(m);
   }
 #ifdef XFER_LOCK_STATS
   atomic_fetch_add_explicit(&xfer__lock_acquisitions, 1, memory_order_relaxed);
 #endif
-  LOCK_STATS_TAKEN();
+  LOCK_STATS_TAKEN(xfer__pool_lock_depth);
   xfer__pool_lock_depth++;
 }
 
-static void bundle_unlock(struct xfer__bundle *b) {
+static void pool_unlock(pthread_mutex_t *m) {
   xfer__pool_lock_depth--;
-  LOCK_STATS_RELEASED();
-  pthread_mutex_unlock(&b->lock);
+  LOCK_STATS_RELEASED(xfer__pool_lock_depth);
+  pthread_mutex_unlock(m);
+}
+
+static void bundle_lock(xfer_pool *pool, struct xfer__bundle *b) {
+  pool_lock(pool, &b->lock);
+}
+
+static void bundle_unlock(struct xfer__bundle *b) { pool_unlock(&b->lock); }
+
+/* --- idle lanes ------------------------------------------------------------ */
+
+/* The lane of the CPU this thread runs on. sched_getcpu() reads the
+ * kernel's rseq area (or the vDSO): no system call. */
+static unsigned home_lane(const xfer_pool *pool) {
+  int cpu = sched_getcpu();
+
+  return cpu > 0 ? (unsigned)cpu % pool->nlanes : 0;
+}
+
+/*
+ * b->idle_count and the pool's counters are shared by every CPU, so they
+ * are raised and lowered outside the lane locks: an atomic on a cache
+ * line another CPU holds would be a cache miss inside the lock.
+ */
+
+/* Under l's lock. */
+static void lane_link(struct idle_lane *l, struct xfer__conn *c) {
+  xfer__list_insert_tail(&l->idle, &c->idle_node);
+  atomic_store_explicit(&l->count,
+                        atomic_load_explicit(&l->count, memory_order_relaxed) +
+                            1,
+                        memory_order_relaxed);
+}
+
+/* Under l's lock: c leaves the lane; the caller lowers b->idle_count
+ * after the lock. */
+static void lane_remove(struct idle_lane *l, struct xfer__conn *c) {
+  xfer__list_remove(&c->idle_node);
+  atomic_store_explicit(&l->count,
+                        atomic_load_explicit(&l->count, memory_order_relaxed) -
+                            1,
+                        memory_order_relaxed);
+}
+
+/* Under l's lock: its newest connection (or its oldest), unlinked; NULL
+ * when it is empty. */
+static struct xfer__conn *lane_unlink(struct idle_lane *l, bool oldest) {
+  struct xfer__conn *c;
+
+  if (xfer__list_empty(&l->idle))
+    return NULL;
+  c = XFER__CONTAINER_OF(oldest ? l->idle.next : l->idle.prev,
+                         struct xfer__conn, idle_node);
+  lane_remove(l, c);
+  return c;
+}
+
+/* A place under b's idle limit (attached ones count as idle), taken
+ * before the connection is linked: raised first, then checked, so
+ * returners on two lanes cannot both take the last place. */
+static bool idle_reserve(xfer_pool *pool, struct xfer__bundle *b) {
+  unsigned idle = atomic_fetch_add_explicit(&b->idle_count, 1,
+                                            memory_order_relaxed);
+
+  if (idle + atomic_load_explicit(&b->attached_count, memory_order_relaxed) <
+      pool->max_idle_per_destination)
+    return true;
+  atomic_fetch_sub_explicit(&b->idle_count, 1, memory_order_relaxed);
+  return false;
+}
+
+static void idle_gone(struct xfer__bundle *b, unsigned n) {
+  atomic_fetch_sub_explicit(&b->idle_count, n, memory_order_relaxed);
+}
+
+/* An idle connection of b, unlinked: the newest of this CPU's lane, else
+ * of the next lane that has one; NULL when all are empty. With `hint`,
+ * a lane whose count reads 0 is passed without taking its lock, so a
+ * connection being linked at this very moment may be missed, as it would
+ * be a moment earlier (checkout). Without it every lane is looked at
+ * under its lock, which queue_waiter() needs. */
+static struct xfer__conn *lanes_take(xfer_pool *pool, struct xfer__bundle *b,
+                                     bool hint) {
+  unsigned home = home_lane(pool);
+
+  for (unsigned i = 0; i < pool->nlanes; i++) {
+    struct idle_lane *l = &b->lanes[(home + i) % pool->nlanes].lane;
+    struct xfer__conn *c;
+
+    if (hint && !atomic_load_explicit(&l->count, memory_order_relaxed))
+      continue;
+    pool_lock(pool, &l->lock);
+    c = lane_unlink(l, false);
+    pool_unlock(&l->lock);
+    if (c) {
+      idle_gone(b, 1);
+      return c;
+    }
+  }
+  return NULL;
 }
 
 enum expiry { FRESH, IDLE_TOO_LONG, TOO_OLD };
@@ -354,8 +498,7 @@ static void bundle_free_rcu(struct rcu_head *head) {
   struct xfer__bundle *b = caa_container_of(head, struct xfer__bundle, rcu);
 
   TSAN_BEFORE_FREE(&b->rcu);
-  pthread_mutex_destroy(&b->lock);
-  xfer__free(b);
+  bundle_free(b);
 }
 
 /*
@@ -380,18 +523,27 @@ static void maybe_sweep(xfer_pool *pool, xfer__time now,
   cds_lfht_for_each(pool->bundles, &iter, node) {
     struct xfer__bundle *b = caa_container_of(node, struct xfer__bundle, node);
     struct xfer__list *pos, *tmp;
+    unsigned gone = 0;
     bool unused;
     TSAN_READ_BEGIN(b);
-    bundle_lock(pool, b);
-    XFER__LIST_FOREACH_SAFE(pos, tmp, &b->idle) {
-      struct xfer__conn *c =
-          XFER__CONTAINER_OF(pos, struct xfer__conn, idle_node);
-      if (expired(pool, c, now) != FRESH) {
-        xfer__list_remove(&c->idle_node);
-        xfer__list_insert_tail(&doomed, &c->idle_node);
-        b->idle_count--;
+    for (unsigned i = 0; i < pool->nlanes; i++) {
+      struct idle_lane *l = &b->lanes[i].lane;
+      if (!atomic_load_explicit(&l->count, memory_order_relaxed))
+        continue; /* the next sweep sees one linked meanwhile */
+      pool_lock(pool, &l->lock);
+      XFER__LIST_FOREACH_SAFE(pos, tmp, &l->idle) {
+        struct xfer__conn *c =
+            XFER__CONTAINER_OF(pos, struct xfer__conn, idle_node);
+        if (expired(pool, c, now) != FRESH) {
+          lane_remove(l, c);
+          xfer__list_insert_tail(&doomed, &c->idle_node);
+          gone++;
+        }
       }
+      pool_unlock(&l->lock);
     }
+    idle_gone(b, gone);
+    bundle_lock(pool, b);
     /* A destination nobody uses any more (no connection, no waiter)
      * leaves the table, so a crawler's pool does not grow with every
      * host it ever met. Readers that found it see `dead` under the lock
@@ -454,21 +606,40 @@ static void wake_and_unref(struct xfer__wake *w) {
 
 /* --- bundles --------------------------------------------------------------- */
 
-static struct xfer__bundle *bundle_new(const char *key, size_t len,
-                                       uint64_t hash) {
-  struct xfer__bundle *b = xfer__calloc(1, sizeof(*b) + len);
+/* One allocation: the bundle, its key, then its lanes at the next cache
+ * line boundary. */
+static struct xfer__bundle *bundle_new(const xfer_pool *pool, const char *key,
+                                       size_t len, uint64_t hash) {
+  size_t lanes_at = sizeof(struct xfer__bundle) + len;
+  struct xfer__bundle *b = xfer__calloc(
+      1, lanes_at + CACHE_LINE - 1 + pool->nlanes * sizeof(union lane_slot));
+  uintptr_t lanes;
 
   if (!b)
     return NULL;
+  lanes = ((uintptr_t)b + lanes_at + CACHE_LINE - 1) &
+          ~(uintptr_t)(CACHE_LINE - 1);
+  b->lanes = (union lane_slot *)lanes;
+  b->nlanes = pool->nlanes;
+  for (unsigned i = 0; i < b->nlanes; i++) {
+    pthread_mutex_init(&b->lanes[i].lane.lock, NULL);
+    xfer__list_init(&b->lanes[i].lane.idle);
+  }
   cds_lfht_node_init(&b->node);
   pthread_mutex_init(&b->lock, NULL);
-  xfer__list_init(&b->idle);
   xfer__list_init(&b->waiters);
   xfer__list_init(&b->attached);
   b->hash = hash;
   b->key_len = len;
   memcpy(b->key, key, len);
   return b;
+}
+
+static void bundle_free(struct xfer__bundle *b) {
+  for (unsigned i = 0; i < b->nlanes; i++)
+    pthread_mutex_destroy(&b->lanes[i].lane.lock);
+  pthread_mutex_destroy(&b->lock);
+  xfer__free(b);
 }
 
 /* The bundle for a key, created (allocated outside any lock) when
@@ -482,15 +653,14 @@ static struct xfer__bundle *bundle_get(xfer_pool *pool, const char *key,
 
   if (b)
     return b;
-  fresh = bundle_new(key, len, hash);
+  fresh = bundle_new(pool, key, len, hash);
   if (!fresh)
     return NULL;
   TSAN_PUBLISH(fresh);
   added = cds_lfht_add_unique(pool->bundles, (unsigned long)hash,
                               bundle_match, &k, &fresh->node);
   if (added != &fresh->node) { /* another thread was first: use its */
-    pthread_mutex_destroy(&fresh->lock);
-    xfer__free(fresh); /* never published */
+    bundle_free(fresh); /* never published */
   } else {
     atomic_fetch_add_explicit(&pool->destinations, 1, memory_order_relaxed);
   }
@@ -520,7 +690,7 @@ static struct xfer__bundle *bundle_get_locked(xfer_pool *pool,
  * marked granted (the caller fills in what first), with a reference on its
  * wake-up; or NULL. */
 static struct xfer__waiter *grant_oldest(struct xfer__list *list,
-                                         unsigned *count,
+                                         atomic_uint *count,
                                          atomic_long *waiting) {
   struct xfer__waiter *w;
 
@@ -529,7 +699,7 @@ static struct xfer__waiter *grant_oldest(struct xfer__list *list,
   w = XFER__CONTAINER_OF(list->next, struct xfer__waiter, node);
   xfer__list_remove(&w->node);
   if (count)
-    (*count)--;
+    atomic_fetch_sub_explicit(count, 1, memory_order_relaxed);
   atomic_fetch_add_explicit(&w->wake->refs, 1, memory_order_relaxed);
   atomic_fetch_sub_explicit(waiting, 1, memory_order_relaxed);
   return w;
@@ -616,8 +786,9 @@ static void release_slot(xfer_pool *pool, struct xfer__bundle *b) {
     total_release(pool);
 }
 
-/* Takes the oldest idle connection of any destination, to close it and
- * make room under the total limit; NULL when none is idle. */
+/* Takes an idle connection of any destination (the oldest of the first
+ * lane that has one), to close it and make room under the total limit;
+ * NULL when none is idle. */
 static struct xfer__conn *take_any_idle(xfer_pool *pool) {
   struct xfer__conn *c = NULL;
   struct cds_lfht_iter iter;
@@ -627,14 +798,15 @@ static struct xfer__conn *take_any_idle(xfer_pool *pool) {
   cds_lfht_for_each(pool->bundles, &iter, node) {
     struct xfer__bundle *b = caa_container_of(node, struct xfer__bundle, node);
     TSAN_READ_BEGIN(b);
-    /* Under the lock even to look: this runs only at the total limit. */
-    bundle_lock(pool, b);
-    if (!xfer__list_empty(&b->idle)) {
-      c = XFER__CONTAINER_OF(b->idle.next, struct xfer__conn, idle_node);
-      xfer__list_remove(&c->idle_node);
-      b->idle_count--;
+    for (unsigned i = 0; i < pool->nlanes && !c; i++) {
+      struct idle_lane *l = &b->lanes[i].lane;
+      /* Under the lock even to look: this runs only at the total limit. */
+      pool_lock(pool, &l->lock);
+      c = lane_unlink(l, true);
+      pool_unlock(&l->lock);
+      if (c)
+        idle_gone(b, 1);
     }
-    bundle_unlock(b);
     TSAN_READ_END(&b->rcu);
     if (c)
       break;
@@ -694,36 +866,64 @@ void xfer__pool_closing(xfer_pool *pool, struct xfer__conn *c,
 
 /* --- acquire ---------------------------------------------------------------- */
 
-/* Under b's lock: an attached connection no waiter has asked for yet,
- * now asked for; NULL when there is none. */
-static struct xfer__conn *request_attached(struct xfer__bundle *b) {
+/* Under b's lock: an attached connection no waiter has asked for yet;
+ * NULL when there is none. */
+static struct xfer__conn *unrequested_attached(struct xfer__bundle *b) {
   struct xfer__list *pos;
 
   for (pos = b->attached.next; pos != &b->attached; pos = pos->next) {
     struct xfer__conn *c = XFER__CONTAINER_OF(pos, struct xfer__conn,
                                               idle_node);
-    if (!atomic_load_explicit(&c->release_requested, memory_order_relaxed)) {
-      atomic_store_explicit(&c->release_requested, true,
-                            memory_order_relaxed);
+    if (!atomic_load_explicit(&c->release_requested, memory_order_relaxed))
       return c;
-    }
   }
   return NULL;
 }
 
+/*
+ * Under b's lock: queues w at the tail of b's FIFO, unless a connection
+ * was linked into a lane meanwhile; that one is returned instead, and w
+ * is not queued. Returners link into a lane under the lane's lock only,
+ * after reading nwaiters there (give_or_keep()). Here nwaiters is raised
+ * first and every lane looked at under its lock after, so of a returner
+ * and a queuing waiter the second to hold a lane's lock sees the first:
+ * no connection stays idle in a lane while a transfer waits for one. With
+ * `take_idle` false (a transfer that must not reuse) the lanes are not
+ * looked at.
+ */
+static struct xfer__conn *queue_waiter(xfer_pool *pool,
+                                       struct xfer__bundle *b,
+                                       struct xfer__waiter *w,
+                                       bool take_idle) {
+  struct xfer__conn *c;
+
+  atomic_fetch_add_explicit(&b->nwaiters, 1, memory_order_relaxed);
+  if (take_idle && (c = lanes_take(pool, b, false))) {
+    atomic_fetch_sub_explicit(&b->nwaiters, 1, memory_order_relaxed);
+    return c;
+  }
+  w->bundle = b;
+  xfer__list_insert_tail(&b->waiters, &w->node);
+  return NULL;
+}
+
 /* A slot of b is reserved for w: now the total one. OPEN, or WAIT when w
- * was queued. Idle connections of other destinations are closed to make
- * room first; with none to close, w waits for one of its own
- * destination's connections when it has any (so a busy destination does
- * not close and reopen its own), else in the pool-wide FIFO. */
+ * was queued, or CONN (in *conn, w's slot given back) when a connection
+ * of b came back as w was about to be queued. Idle connections of other
+ * destinations are closed to make room first; with none to close, w
+ * waits for one of its own destination's connections when it has any
+ * (so a busy destination does not close and reopen its own), else in the
+ * pool-wide FIFO. */
 static enum xfer__acquire reserve_total(xfer_pool *pool,
                                         struct xfer__waiter *w,
+                                        struct xfer__conn **conn,
                                         struct xfer__list *evicted) {
   struct xfer__bundle *b = w->bundle;
   struct xfer__conn *idle;
-  bool queued = false;
 
   while (!total_reserve(pool)) {
+    enum xfer__acquire got = XFER__ACQUIRE_OPEN;
+
     total_release(pool); /* the failed reservation, under the lock */
     idle = take_any_idle(pool);
     if (idle) {
@@ -733,19 +933,61 @@ static enum xfer__acquire reserve_total(xfer_pool *pool,
     bundle_lock(pool, b);
     if (b->conns > 1) { /* ours is one: give it back and queue */
       b->conns--;
-      xfer__list_insert_tail(&b->waiters, &w->node);
-      b->nwaiters++;
-      queued = true;
+      *conn = queue_waiter(pool, b, w, true);
+      got = *conn ? XFER__ACQUIRE_CONN : XFER__ACQUIRE_WAIT;
     }
     bundle_unlock(b);
-    if (queued) {
+    if (got != XFER__ACQUIRE_OPEN) {
       w->holds_slot = false;
-      atomic_fetch_add_explicit(&pool->waiting, 1, memory_order_relaxed);
-      return XFER__ACQUIRE_WAIT;
+      if (got == XFER__ACQUIRE_WAIT)
+        atomic_fetch_add_explicit(&pool->waiting, 1, memory_order_relaxed);
+      else
+        w->bundle = NULL;
+      return got;
     }
     return total_wait(pool, w) ? XFER__ACQUIRE_WAIT : XFER__ACQUIRE_OPEN;
   }
   return XFER__ACQUIRE_OPEN;
+}
+
+/* The decision under b's lock, in one place: an idle connection (CONN, in
+ * *conn), a reserved slot (OPEN), or w queued (WAIT; *owner is the multi
+ * to ask for an attached connection, if one was asked for). */
+static enum xfer__acquire decide_locked(xfer_pool *pool,
+                                        struct xfer__bundle *b,
+                                        bool fresh_only,
+                                        struct xfer__waiter *w,
+                                        struct xfer__conn **conn,
+                                        struct xfer__wake **owner) {
+  struct xfer__conn *asked = NULL;
+
+  if (!fresh_only && (*conn = lanes_take(pool, b, true)))
+    return XFER__ACQUIRE_CONN;
+  if (!fresh_only && w->wake &&
+      b->requested >
+          atomic_load_explicit(&b->nwaiters, memory_order_relaxed)) {
+    /* A release asked for earlier has no waiter left to serve (its
+     * waiter got another connection): it will serve us. */
+  } else if (!fresh_only && w->wake && (asked = unrequested_attached(b))) {
+    /* Idle, but attached to another multi: its owner releases it to the
+     * oldest waiter (REMOVE first) when the wake-up reaches it. Sharing
+     * must not cost a connection (rule 4). */
+  } else if (!pool->max_per_destination ||
+             b->conns < pool->max_per_destination) {
+    b->conns++; /* the reservation and the check, in one place */
+    w->bundle = b;
+    return XFER__ACQUIRE_OPEN;
+  }
+  if ((*conn = queue_waiter(pool, b, w, !fresh_only)))
+    return XFER__ACQUIRE_CONN;
+  if (asked) {
+    atomic_store_explicit(&asked->release_requested, true,
+                          memory_order_relaxed);
+    b->requested++;
+    *owner = asked->owner_wake;
+    atomic_fetch_add_explicit(&(*owner)->refs, 1, memory_order_relaxed);
+  }
+  return XFER__ACQUIRE_WAIT;
 }
 
 enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
@@ -757,60 +999,42 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
                                       struct xfer__list *evicted) {
   maybe_sweep(pool, now, evicted);
   for (;;) {
-    enum xfer__acquire got = XFER__ACQUIRE_WAIT;
+    enum xfer__acquire got;
     struct xfer__conn *c = NULL;
     struct xfer__wake *owner = NULL;
     struct xfer__bundle *b;
     enum expiry why;
 
     rcu_read_lock();
-    b = bundle_get_locked(pool, key, key_len, hash);
-    if (!b) {
-      rcu_read_unlock();
-      return XFER__ACQUIRE_NOMEM;
-    }
-    if (!fresh_only && !xfer__list_empty(&b->idle)) {
-      c = XFER__CONTAINER_OF(b->idle.prev, struct xfer__conn, idle_node);
-      xfer__list_remove(&c->idle_node);
-      b->idle_count--;
+    /* The usual case first: an idle connection in a lane, without the
+     * bundle's lock. A bundle a sweep marked dead has none: a
+     * connection's slot keeps its bundle alive. */
+    b = fresh_only ? NULL : bundle_find(pool, key, key_len, hash);
+    if (b && (c = lanes_take(pool, b, true))) {
       got = XFER__ACQUIRE_CONN;
-    } else if (!fresh_only && w->wake && b->requested > b->nwaiters) {
-      /* A release asked for earlier has no waiter left to serve (its
-       * waiter got another connection): it will serve us. */
-      w->bundle = b;
-      xfer__list_insert_tail(&b->waiters, &w->node);
-      b->nwaiters++;
-    } else if (!fresh_only && w->wake && (c = request_attached(b))) {
-      /* Idle, but attached to another multi: its owner releases it to
-       * the oldest waiter (REMOVE first) when the wake-up reaches it.
-       * Sharing must not cost a connection (rule 4). */
-      b->requested++;
-      owner = c->owner_wake;
-      atomic_fetch_add_explicit(&owner->refs, 1, memory_order_relaxed);
-      w->bundle = b;
-      xfer__list_insert_tail(&b->waiters, &w->node);
-      b->nwaiters++;
-    } else if (!pool->max_per_destination ||
-               b->conns < pool->max_per_destination) {
-      b->conns++; /* the reservation and the check, in one place */
-      got = XFER__ACQUIRE_OPEN;
-      w->bundle = b;
     } else {
-      w->bundle = b;
-      xfer__list_insert_tail(&b->waiters, &w->node);
-      b->nwaiters++;
+      if (b)
+        TSAN_READ_END(&b->rcu);
+      b = bundle_get_locked(pool, key, key_len, hash);
+      if (!b) {
+        rcu_read_unlock();
+        return XFER__ACQUIRE_NOMEM;
+      }
+      got = decide_locked(pool, b, fresh_only, w, &c, &owner);
+      bundle_unlock(b);
     }
-    bundle_unlock(b);
     TSAN_READ_END(&b->rcu);
     rcu_read_unlock();
 
     if (got == XFER__ACQUIRE_OPEN) {
       w->holds_slot = true;
-      atomic_fetch_add_explicit(&pool->misses, 1, memory_order_relaxed);
-      got = reserve_total(pool, w, evicted);
+      got = reserve_total(pool, w, &c, evicted);
+      if (got != XFER__ACQUIRE_CONN)
+        atomic_fetch_add_explicit(&pool->misses, 1, memory_order_relaxed);
       if (got == XFER__ACQUIRE_WAIT)
         atomic_fetch_add_explicit(&pool->waited, 1, memory_order_relaxed);
-      return got;
+      if (got != XFER__ACQUIRE_CONN)
+        return got;
     }
     if (got == XFER__ACQUIRE_WAIT) {
       atomic_fetch_add_explicit(&pool->waiting, 1, memory_order_relaxed);
@@ -840,14 +1064,16 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
 }
 
 /* Under b's lock: c goes to the oldest waiter of its destination (whose
- * wake-up, to write to after the lock, is put in *wake), or stays idle.
- * false when it may not be kept: over the idle limit, or the pool is at
- * its total limit with transfers of other destinations waiting. */
+ * wake-up, to write to after the lock, is put in *wake), or joins this
+ * CPU's lane. false when it may not be kept: over the idle limit, or the
+ * pool is at its total limit with transfers of other destinations
+ * waiting. */
 static bool give_or_keep_locked(xfer_pool *pool, struct xfer__bundle *b,
                                 struct xfer__conn *c, bool room_wanted,
                                 struct xfer__wake **wake) {
   struct xfer__waiter *w = grant_oldest(&b->waiters, &b->nwaiters,
                                         &pool->waiting);
+  struct idle_lane *l;
 
   if (w) {
     w->granted_conn = c;
@@ -855,11 +1081,12 @@ static bool give_or_keep_locked(xfer_pool *pool, struct xfer__bundle *b,
     atomic_store_explicit(&w->granted, true, memory_order_release);
     return true;
   }
-  if (room_wanted ||
-      b->idle_count + b->attached_count >= pool->max_idle_per_destination)
+  if (room_wanted || !idle_reserve(pool, b))
     return false;
-  xfer__list_insert_tail(&b->idle, &c->idle_node);
-  b->idle_count++;
+  l = &b->lanes[home_lane(pool)].lane;
+  pool_lock(pool, &l->lock);
+  lane_link(l, c);
+  pool_unlock(&l->lock);
   atomic_fetch_add_explicit(&pool->idle, 1, memory_order_relaxed);
   return true;
 }
@@ -868,11 +1095,29 @@ static bool room_wanted(xfer_pool *pool) {
   return atomic_load_explicit(&pool->total_waiting, memory_order_relaxed) > 0;
 }
 
+/* The usual return takes only the lock of this CPU's lane. With a waiter
+ * queued (or being queued: see queue_waiter()) it goes through the
+ * bundle's lock to the oldest waiter instead. */
 static bool give_or_keep(xfer_pool *pool, struct xfer__conn *c) {
   struct xfer__bundle *b = c->bundle;
   struct xfer__wake *wake = NULL;
   bool want_room = room_wanted(pool), kept;
 
+  if (!want_room && idle_reserve(pool, b)) {
+    struct idle_lane *l = &b->lanes[home_lane(pool)].lane;
+    bool waiters;
+
+    pool_lock(pool, &l->lock);
+    waiters = atomic_load_explicit(&b->nwaiters, memory_order_relaxed) > 0;
+    if (!waiters)
+      lane_link(l, c);
+    pool_unlock(&l->lock);
+    if (!waiters) {
+      atomic_fetch_add_explicit(&pool->idle, 1, memory_order_relaxed);
+      return true;
+    }
+    idle_gone(b, 1); /* the place reserved: a waiter takes c instead */
+  }
   bundle_lock(pool, b);
   kept = give_or_keep_locked(pool, b, c, want_room, &wake);
   bundle_unlock(b);
@@ -912,7 +1157,7 @@ void xfer__pool_cancel(xfer_pool *pool, struct xfer__waiter *w,
     bundle_lock(pool, b);
     if (xfer__list_linked(&w->node)) {
       xfer__list_remove(&w->node);
-      b->nwaiters--;
+      atomic_fetch_sub_explicit(&b->nwaiters, 1, memory_order_relaxed);
       was_waiting = true;
     }
     bundle_unlock(b);
@@ -982,9 +1227,11 @@ bool xfer__pool_keep_attached(xfer_pool *pool, struct xfer__conn *c,
    * against the idle limit like the shared ones. */
   if (xfer__list_empty(&b->waiters) &&
       !atomic_load_explicit(&pool->total_waiting, memory_order_relaxed) &&
-      b->idle_count + b->attached_count < pool->max_idle_per_destination) {
+      atomic_load_explicit(&b->idle_count, memory_order_relaxed) +
+              atomic_load_explicit(&b->attached_count, memory_order_relaxed) <
+          pool->max_idle_per_destination) {
     xfer__list_insert_tail(&b->attached, &c->idle_node);
-    b->attached_count++;
+    atomic_fetch_add_explicit(&b->attached_count, 1, memory_order_relaxed);
     kept = true;
   }
   bundle_unlock(b);
@@ -1006,7 +1253,7 @@ bool xfer__pool_take_attached(xfer_pool *pool, struct xfer__conn *c,
              atomic_load_explicit(&c->release_requested, memory_order_relaxed);
   if (!promised) {
     xfer__list_remove(&c->idle_node);
-    b->attached_count--;
+    atomic_fetch_sub_explicit(&b->attached_count, 1, memory_order_relaxed);
     if (atomic_load_explicit(&c->release_requested, memory_order_relaxed))
       b->requested--; /* closing: its waiter gets the freed slot */
   }
@@ -1033,7 +1280,7 @@ void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
    * connection it does not need (sharing must not cost connections). */
   bundle_lock(pool, b);
   xfer__list_remove(&c->idle_node);
-  b->attached_count--;
+  atomic_fetch_sub_explicit(&b->attached_count, 1, memory_order_relaxed);
   /* Before it is published: once given or idle, another thread may take
    * it, and even close and free it. */
   if (atomic_load_explicit(&c->release_requested, memory_order_relaxed))

@@ -1,10 +1,16 @@
 /* lib/pool.c: what may share a connection and what never does, liveness
  * on checkout, limits, sharing between multis, life cycle. */
+#define _GNU_SOURCE /* CPU_SET, pthread_setaffinity_np, sched_getcpu */
 #include <criterion/criterion.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "conn.h"
 #include "dnsserver.h"
 #include "pool.h"
 #include "testhelp.h"
@@ -585,4 +591,82 @@ TH_TEST(pool, total_limit_with_one_destination_reuses) {
   cr_assert_eq(ps.waited_total, 4);
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+}
+
+/* --- idle lanes ------------------------------------------------------------ */
+
+static void pin_to_cpu(int cpu) {
+  cpu_set_t set;
+
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  cr_assert_eq(pthread_setaffinity_np(pthread_self(), sizeof(set), &set), 0);
+  cr_assert_eq(sched_getcpu(), cpu);
+}
+
+static struct xfer__conn *lane_open(xfer_pool *pool, const char *key) {
+  struct xfer__waiter w;
+  struct xfer__conn *c = NULL;
+  struct xfer__list evicted;
+  bool dead = false;
+
+  memset(&w, 0, sizeof(w));
+  xfer__list_init(&w.node);
+  xfer__list_init(&evicted);
+  cr_assert_eq(xfer__pool_acquire(pool, key, strlen(key),
+                                  xfer__conn_key_hash(key, strlen(key)),
+                                  1000, false, &w, &c, &dead, &evicted),
+               XFER__ACQUIRE_OPEN);
+  c = xfer__conn_new(open("/dev/null", O_RDONLY | O_CLOEXEC), key,
+                     strlen(key), 1000);
+  cr_assert_not_null(c);
+  xfer__pool_opened(pool, &w, c, false);
+  return c;
+}
+
+/* Idle connections sit in a lane per CPU. One returned on one CPU is
+ * found by a checkout on another, and the idle limit counts every lane
+ * together. */
+TH_TEST(pool, idle_lanes_share_across_cpus) {
+  const char *key = "http://lanes.test:80|ip=0|bind=";
+  xfer_pool *pool =
+      xfer_pool_new(&(xfer_pool_opts){.max_idle_per_destination = 1});
+  struct xfer__conn *first, *second, *got = NULL;
+  struct xfer__list evicted;
+  struct xfer__waiter w;
+  cpu_set_t all;
+  bool dead = false;
+
+  if (sysconf(_SC_NPROCESSORS_ONLN) < 2) {
+    xfer_pool_destroy(pool);
+    cr_skip_test("one CPU online: one lane");
+  }
+  cr_assert_eq(pthread_getaffinity_np(pthread_self(), sizeof(all), &all), 0);
+  xfer__list_init(&evicted);
+  first = lane_open(pool, key);
+  second = lane_open(pool, key);
+
+  pin_to_cpu(0);
+  xfer__pool_return(pool, first, 2000, &evicted);
+  cr_assert(xfer__list_empty(&evicted), "kept idle in CPU 0's lane");
+  pin_to_cpu(1);
+  xfer__pool_return(pool, second, 2000, &evicted);
+  cr_assert_not(xfer__list_empty(&evicted),
+                "over the idle limit of 1, counted over both lanes");
+  cr_assert_eq(evicted.next, &second->idle_node);
+  xfer__list_remove(&second->idle_node);
+  xfer__pool_closing(pool, second, XFER__CLOSE_EVICTED);
+  xfer__conn_close(second, NULL);
+
+  memset(&w, 0, sizeof(w));
+  xfer__list_init(&w.node);
+  cr_assert_eq(xfer__pool_acquire(pool, key, strlen(key),
+                                  xfer__conn_key_hash(key, strlen(key)),
+                                  3000, false, &w, &got, &dead, &evicted),
+               XFER__ACQUIRE_CONN, "CPU 1 takes what CPU 0 returned");
+  cr_assert_eq(got, first);
+  xfer__pool_return(pool, got, 4000, &evicted);
+  cr_assert(xfer__list_empty(&evicted));
+  cr_assert_eq(pthread_setaffinity_np(pthread_self(), sizeof(all), &all), 0);
+  cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
 }

@@ -16,9 +16,17 @@
  *   5. Limits across threads: a transfer waiting in one thread is handed
  *      the connection another thread returns (woken through its multi's
  *      wake-up fd); 4 threads against a limit of 4 never open a fifth.
+ *   6. The attached fast path across threads.
+ *   7. Idle lanes: a return on one CPU racing a waiter queuing on another
+ *      never leaves the connection idle while the waiter waits (through
+ *      the pool's internal API, threads pinned to different CPUs).
  */
+#define _GNU_SOURCE /* CPU_SET, pthread_setaffinity_np */
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -34,6 +42,9 @@
 #include "timeline_check.h"
 #include "testserver.h"
 #include "xfer/xfer.h"
+
+#include "conn.h"
+#include "pool.h"
 
 #define THREADS 4
 #define TOTAL 20000
@@ -399,9 +410,132 @@ static long sum(const struct worker *w, int n, size_t offset) {
   return total;
 }
 
+/* --- 7. idle lanes: a return racing a waiter -------------------------------- */
+
+#define LANE_ROUNDS 3000
+static const char lane_key[] = "http://lanes.test:80|ip=0|bind=";
+static pthread_barrier_t lane_barrier;
+static struct xfer__conn *lane_conn; /* the one connection: its holder's */
+static atomic_int lane_stranded, lane_opened;
+
+/* The connection, as the taker of a round gets it: at once from a lane,
+ * or as a waiter handed it by the returner. A waiter not woken within
+ * 2 s was stranded: the connection went idle while it waited. */
+static struct xfer__conn *lane_take(struct xfer__wake *wake, xfer__time now) {
+  struct xfer__waiter w;
+  struct xfer__conn *c = NULL;
+  struct xfer__list evicted;
+  bool dead = false;
+  struct pollfd pfd = {.fd = wake->fd, .events = POLLIN};
+  uint64_t count;
+
+  memset(&w, 0, sizeof(w));
+  xfer__list_init(&w.node);
+  atomic_init(&w.granted, false);
+  w.wake = wake;
+  xfer__list_init(&evicted);
+  switch (xfer__pool_acquire(pool, lane_key, sizeof(lane_key) - 1,
+                             xfer__conn_key_hash(lane_key,
+                                                 sizeof(lane_key) - 1),
+                             now, false, &w, &c, &dead, &evicted)) {
+  case XFER__ACQUIRE_CONN:
+    return c;
+  case XFER__ACQUIRE_OPEN:
+    atomic_fetch_add(&lane_opened, 1);
+    c = xfer__conn_new(open("/dev/null", O_RDONLY | O_CLOEXEC), lane_key,
+                       sizeof(lane_key) - 1, now);
+    xfer__pool_opened(pool, &w, c, false);
+    return c;
+  case XFER__ACQUIRE_WAIT:
+    if (poll(&pfd, 1, 2000) != 1 ||
+        !atomic_load_explicit(&w.granted, memory_order_acquire)) {
+      atomic_fetch_add(&lane_stranded, 1);
+      xfer__pool_cancel(pool, &w, now, &evicted);
+      return NULL;
+    }
+    if (read(wake->fd, &count, sizeof(count)) < 0)
+      return NULL;
+    return w.granted_conn;
+  default:
+    return NULL;
+  }
+}
+
+/* Two threads on two CPUs pass one connection (a limit of 1) back and
+ * forth: in each round the holder returns it while the other, at the same
+ * moment, asks for it. */
+static void *lane_racer(void *arg) {
+  int me = (int)(intptr_t)arg;
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  struct xfer__wake *wake = xfer__wake_new();
+  struct xfer__list evicted;
+  unsigned seed = 1 + (unsigned)me;
+  cpu_set_t set;
+
+  CPU_ZERO(&set);
+  CPU_SET(cpus > 1 ? me % cpus : 0, &set);
+  pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
+  xfer__list_init(&evicted);
+  for (int round = 0; round < LANE_ROUNDS; round++) {
+    xfer__time now = (xfer__time)1000000000 + (xfer__time)round * 1000;
+    bool holder = round % 2 == me;
+    struct xfer__conn *c = holder ? lane_conn : NULL;
+
+    unsigned spin = (unsigned)rand_r(&seed) % 20000;
+
+    pthread_barrier_wait(&lane_barrier);
+    /* The two leave the barrier microseconds apart; a delay of 0-10 us
+     * before the return moves it across the taker's checkout, so that
+     * some rounds hit the moment in which it queues. */
+    for (volatile unsigned i = 0; holder && i < spin; i++)
+      ;
+    if (holder)
+      xfer__pool_return(pool, c, now, &evicted);
+    else /* published to the next holder by the barrier; NULL: failed */
+      lane_conn = lane_take(wake, now);
+    pthread_barrier_wait(&lane_barrier);
+    if (!lane_conn)
+      break; /* both see it: the barrier ordered it */
+    pthread_barrier_wait(&lane_barrier);
+  }
+  xfer__wake_unref(wake);
+  return NULL;
+}
+
+static void lane_race(void) {
+  pthread_t t[2];
+  struct xfer__list evicted;
+  struct xfer__wake *wake = xfer__wake_new();
+  xfer_pool_stats st;
+
+  pool = xfer_pool_new(&(xfer_pool_opts){.max_per_destination = 1});
+  xfer__list_init(&evicted);
+  /* Opened here; thread 0, the holder of round 0, starts with it. */
+  lane_conn = lane_take(wake, 1000000000);
+  xfer__wake_unref(wake);
+  pthread_barrier_init(&lane_barrier, NULL, 2);
+  for (int i = 0; i < 2; i++)
+    pthread_create(&t[i], NULL, lane_racer, (void *)(intptr_t)i);
+  for (int i = 0; i < 2; i++)
+    pthread_join(t[i], NULL);
+  pthread_barrier_destroy(&lane_barrier);
+  xfer_pool_get_stats(pool, &st);
+  printf("# lanes: %ld CPUs online, %d rounds, %llu waited, %d stranded\n",
+         sysconf(_SC_NPROCESSORS_ONLN), LANE_ROUNDS,
+         (unsigned long long)st.waited_total, atomic_load(&lane_stranded));
+  tap_result("a return racing a queuing waiter never strands the waiter",
+             atomic_load(&lane_stranded) == 0 && lane_conn &&
+                 atomic_load(&lane_opened) == 1);
+  if (lane_conn)
+    xfer__pool_return(pool, lane_conn, 2000000000, &evicted);
+  xfer_pool_destroy(pool);
+  pool = NULL;
+}
+
 int main(void) {
   struct worker w[THREADS];
   struct ds_server *dns;
+  xfer_pool *shared;
   xfer_pool_stats before, after;
   struct rlimit rl;
   long done, errors;
@@ -457,24 +591,35 @@ int main(void) {
   tap_result("nothing open is counted busy once all is done",
              after.busy == 0 && after.open == after.idle);
 
-  /* 2. taking turns: the second thread reuses the first one's */
+  /* 2. taking turns: the second thread reuses what the first opened, on
+   * a pool of its own, so that the first turn's connections are all the
+   * pool has (which of many idle ones a checkout takes depends on the CPU
+   * it runs on: idle lanes) */
+  shared = pool;
+  pool = xfer_pool_new(NULL);
   memset(w, 0, sizeof(w));
   w[0].id = 0;
   w[0].turn_burst = 8;
   w[1].id = 1;
   w[1].turn_burst = 8;
-  xfer_pool_get_stats(pool, &before);
   run_threads(&w[0], 1, one_burst);
+  xfer_pool_get_stats(pool, &before);
   run_threads(&w[1], 1, one_burst);
   xfer_pool_get_stats(pool, &after);
-  for (int i = 0; i < w[1].nconns; i++)
+  sharing_seen = w[1].nconns > 0;
+  for (int i = 0; i < w[1].nconns; i++) {
+    bool found = false;
     for (int j = 0; j < w[0].nconns; j++)
-      if (w[1].conn_ids[i] == w[0].conn_ids[j])
-        sharing_seen = true;
+      found = found || w[1].conn_ids[i] == w[0].conn_ids[j];
+    sharing_seen = sharing_seen && found;
+  }
   tap_result("a thread reuses connections another thread opened",
-             sharing_seen && w[1].reused == 8 && w[1].errors == 0);
-  tap_result("no connection opened for either turn (the pool had them)",
+             sharing_seen && before.opened_total == 8 && w[1].reused == 8 &&
+                 w[0].errors == 0 && w[1].errors == 0);
+  tap_result("no connection opened for the second turn (the pool had them)",
              after.opened_total == before.opened_total);
+  xfer_pool_destroy(pool);
+  pool = shared;
 
   /* 3. keys under concurrency */
   memset(w, 0, sizeof(w));
@@ -606,6 +751,8 @@ int main(void) {
 
   tap_result("no fd was ever watched by two event loops",
              atomic_load(&watch_violations) == 0);
+
+  lane_race();
   ds_stop(dns);
   ts_stop(web);
   return tap_done();

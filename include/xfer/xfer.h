@@ -320,7 +320,7 @@ typedef struct xfer_pool_stats {
   uint64_t busy;                /* of those, in use by a transfer */
   uint64_t checkout_hits;       /* checkouts that found an idle one */
   uint64_t checkout_misses;     /* checkouts that found none */
-  uint64_t lock_contention;     /* bundle lock attempts that had to wait */
+  uint64_t lock_contention;     /* pool lock attempts that had to wait */
   uint64_t waiting;             /* transfers waiting for a connection now */
   uint64_t waited_total;        /* transfers that had to wait */
   uint64_t attached;            /* of idle: attached to the multi that
