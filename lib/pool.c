@@ -84,7 +84,8 @@ struct xfer__bundle {
                                  fast path), oldest first */
   atomic_uint attached_count; /* written under `lock` */
   bool dead; /* removed from the table by a sweep: look it up again */
-  atomic_uint idle_count; /* the lanes' counts summed: the idle limit */
+  atomic_uint idle_count; /* the lanes' counts summed, for the idle limit
+                             (kept only when the pool has one) */
   union lane_slot *lanes; /* nlanes of them, in this allocation */
   unsigned nlanes;        /* pool->nlanes */
   uint64_t hash;
@@ -95,7 +96,7 @@ struct xfer__bundle {
 struct xfer_pool {
   uint32_t magic;
   struct cds_lfht *bundles;
-  unsigned max_idle_per_destination;
+  unsigned max_idle_per_destination; /* 0: no limit (idle_count unused) */
   unsigned max_per_destination; /* 0: no limit */
   unsigned max_total;           /* 0: no limit */
   unsigned nlanes;              /* idle lanes a bundle, 1..LANES_MAX */
@@ -168,9 +169,7 @@ xfer_pool *xfer_pool_new(const xfer_pool_opts *opts) {
     return NULL;
   }
   pool->magic = XFER__MAGIC_POOL;
-  pool->max_idle_per_destination =
-      opts && opts->max_idle_per_destination ? opts->max_idle_per_destination
-                                             : 64;
+  pool->max_idle_per_destination = opts ? opts->max_idle_per_destination : 0;
   pool->max_per_destination = opts ? opts->max_per_destination : 0;
   pool->max_total = opts ? opts->max_total : 0;
   ncpu = sysconf(_SC_NPROCESSORS_CONF);
@@ -416,10 +415,15 @@ static struct xfer__conn *lane_unlink(struct idle_lane *l, bool oldest) {
 
 /* A place under b's idle limit (attached ones count as idle), taken
  * before the connection is linked: raised first, then checked, so
- * returners on two lanes cannot both take the last place. */
+ * returners on two lanes cannot both take the last place. With no limit
+ * (the default) idle_count is not kept at all: no shared counter on the
+ * way in or out. */
 static bool idle_reserve(xfer_pool *pool, struct xfer__bundle *b) {
-  unsigned idle = atomic_fetch_add_explicit(&b->idle_count, 1,
-                                            memory_order_relaxed);
+  unsigned idle;
+
+  if (!pool->max_idle_per_destination)
+    return true;
+  idle = atomic_fetch_add_explicit(&b->idle_count, 1, memory_order_relaxed);
 
   if (idle + atomic_load_explicit(&b->attached_count, memory_order_relaxed) <
       pool->max_idle_per_destination)
@@ -428,8 +432,10 @@ static bool idle_reserve(xfer_pool *pool, struct xfer__bundle *b) {
   return false;
 }
 
-static void idle_gone(struct xfer__bundle *b, unsigned n) {
-  atomic_fetch_sub_explicit(&b->idle_count, n, memory_order_relaxed);
+static void idle_gone(const xfer_pool *pool, struct xfer__bundle *b,
+                      unsigned n) {
+  if (pool->max_idle_per_destination)
+    atomic_fetch_sub_explicit(&b->idle_count, n, memory_order_relaxed);
 }
 
 /* An idle connection of b, unlinked: the newest of this CPU's lane, else
@@ -452,7 +458,7 @@ static struct xfer__conn *lanes_take(xfer_pool *pool, struct xfer__bundle *b,
     c = lane_unlink(l, false);
     pool_unlock(&l->lock);
     if (c) {
-      idle_gone(b, 1);
+      idle_gone(pool, b, 1);
       return c;
     }
   }
@@ -542,7 +548,7 @@ static void maybe_sweep(xfer_pool *pool, xfer__time now,
       }
       pool_unlock(&l->lock);
     }
-    idle_gone(b, gone);
+    idle_gone(pool, b, gone);
     bundle_lock(pool, b);
     /* A destination nobody uses any more (no connection, no waiter)
      * leaves the table, so a crawler's pool does not grow with every
@@ -805,7 +811,7 @@ static struct xfer__conn *take_any_idle(xfer_pool *pool) {
       c = lane_unlink(l, true);
       pool_unlock(&l->lock);
       if (c)
-        idle_gone(b, 1);
+        idle_gone(pool, b, 1);
     }
     TSAN_READ_END(&b->rcu);
     if (c)
@@ -1116,7 +1122,7 @@ static bool give_or_keep(xfer_pool *pool, struct xfer__conn *c) {
       atomic_fetch_add_explicit(&pool->idle, 1, memory_order_relaxed);
       return true;
     }
-    idle_gone(b, 1); /* the place reserved: a waiter takes c instead */
+    idle_gone(pool, b, 1); /* reserved: a waiter takes c instead */
   }
   bundle_lock(pool, b);
   kept = give_or_keep_locked(pool, b, c, want_room, &wake);
@@ -1227,9 +1233,11 @@ bool xfer__pool_keep_attached(xfer_pool *pool, struct xfer__conn *c,
    * against the idle limit like the shared ones. */
   if (xfer__list_empty(&b->waiters) &&
       !atomic_load_explicit(&pool->total_waiting, memory_order_relaxed) &&
-      atomic_load_explicit(&b->idle_count, memory_order_relaxed) +
-              atomic_load_explicit(&b->attached_count, memory_order_relaxed) <
-          pool->max_idle_per_destination) {
+      (!pool->max_idle_per_destination ||
+       atomic_load_explicit(&b->idle_count, memory_order_relaxed) +
+               atomic_load_explicit(&b->attached_count,
+                                    memory_order_relaxed) <
+           pool->max_idle_per_destination)) {
     xfer__list_insert_tail(&b->attached, &c->idle_node);
     atomic_fetch_add_explicit(&b->attached_count, 1, memory_order_relaxed);
     kept = true;

@@ -670,3 +670,35 @@ TH_TEST(pool, idle_lanes_share_across_cpus) {
   cr_assert_eq(pthread_setaffinity_np(pthread_self(), sizeof(all), &all), 0);
   cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
 }
+
+/* With no idle limit set, a destination keeps every connection it needed
+ * at once, however many: a fixed bound below the concurrency closed and
+ * reopened connections under a steady load (rule 4: sharing never costs
+ * connections). */
+TH_TEST(pool, idle_connections_kept_up_to_the_peak_by_default) {
+  xfer_pool *pool = xfer_pool_new(NULL);
+  xfer_multi *m = xfer_multi_new(pool);
+  const char *url = th_url(ts_port(web), "/delay/50/bytes/1");
+  xfer *many[80];
+  xfer_pool_stats ps;
+
+  for (int round = 0; round < 2; round++) {
+    for (int i = 0; i < 80; i++)
+      many[i] = th_get(m, url, NULL);
+    th_run(m, 5000);
+    for (int i = 0; i < 80; i++) {
+      cr_assert_eq(xfer_get_result(many[i]), XFER_OK);
+      cr_assert_eq(xfer_get_reused(many[i]), round, "round %d", round);
+      cr_assert_eq(xfer_multi_remove(m, many[i]), XFER_M_OK);
+      cr_assert_eq(xfer_free(many[i]), XFER_OK);
+    }
+    xfer_pool_get_stats(pool, &ps);
+    cr_assert_eq(ps.opened_total, 80);
+    cr_assert_eq(ps.idle, 80);
+    cr_assert_eq(ps.closed_total, 0);
+  }
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  xfer_pool_get_stats(pool, &ps);
+  cr_assert_eq(ps.idle, 80, "released to the shared side, all kept");
+  cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
+}

@@ -263,7 +263,7 @@ XFER_EXTERN xfer_code xfer_get_result(const xfer *x);
  */
 
 typedef struct xfer_pool_opts {
-  unsigned max_idle_per_destination; /* 0: the default, 64 */
+  unsigned max_idle_per_destination; /* 0: the default, no limit */
   /* An idle connection older than this is checked for liveness when it
    * is taken (a non-blocking peek); younger ones are trusted, and a
    * request they fail before any response byte is retried when it is
