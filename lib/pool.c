@@ -63,12 +63,13 @@ struct idle_lane {
                              without it */
 };
 
-/* One lane a cache line, so two CPUs' lanes share none. */
+/* Whole cache lines a lane (one on x86_64, two where a mutex is larger),
+ * so two CPUs' lanes share none. */
+#define LANE_LINES ((sizeof(struct idle_lane) + CACHE_LINE - 1) / CACHE_LINE)
 union lane_slot {
   struct idle_lane lane;
-  char line[CACHE_LINE];
+  char lines[LANE_LINES * CACHE_LINE];
 };
-_Static_assert(sizeof(struct idle_lane) <= CACHE_LINE, "a lane a line");
 
 struct xfer__bundle {
   struct cds_lfht_node node;
@@ -368,7 +369,9 @@ static void bundle_unlock(struct xfer__bundle *b) { pool_unlock(&b->lock); }
 /* --- idle lanes ------------------------------------------------------------ */
 
 /* The lane of the CPU this thread runs on. sched_getcpu() reads the
- * kernel's rseq area (or the vDSO): no system call. */
+ * kernel's rseq area on x86_64 (glibc 2.35 and later), or asks the vDSO;
+ * on a platform where it is a system call it would still run outside
+ * every lock: callers take it before they lock. */
 static unsigned home_lane(const xfer_pool *pool) {
   int cpu = sched_getcpu();
 
@@ -414,18 +417,19 @@ static struct xfer__conn *lane_unlink(struct idle_lane *l, bool oldest) {
 }
 
 /* A place under b's idle limit (attached ones count as idle), taken
- * before the connection is linked: raised first, then checked, so
- * returners on two lanes cannot both take the last place. With no limit
- * (the default) idle_count is not kept at all: no shared counter on the
- * way in or out. */
+ * before the connection is linked. Each side raises its own count first
+ * and checks the sum after (sequentially consistent), here and for
+ * attached ones in xfer__pool_keep_attached(), so of two racing for the
+ * last place at least one sees the other: the limit is never exceeded
+ * (both may yield). With no limit (the default) idle_count is not kept
+ * at all: no shared counter on the way in or out. */
 static bool idle_reserve(xfer_pool *pool, struct xfer__bundle *b) {
   unsigned idle;
 
   if (!pool->max_idle_per_destination)
     return true;
-  idle = atomic_fetch_add_explicit(&b->idle_count, 1, memory_order_relaxed);
-
-  if (idle + atomic_load_explicit(&b->attached_count, memory_order_relaxed) <
+  idle = atomic_fetch_add(&b->idle_count, 1);
+  if (idle + atomic_load(&b->attached_count) <
       pool->max_idle_per_destination)
     return true;
   atomic_fetch_sub_explicit(&b->idle_count, 1, memory_order_relaxed);
@@ -438,16 +442,14 @@ static void idle_gone(const xfer_pool *pool, struct xfer__bundle *b,
     atomic_fetch_sub_explicit(&b->idle_count, n, memory_order_relaxed);
 }
 
-/* An idle connection of b, unlinked: the newest of this CPU's lane, else
- * of the next lane that has one; NULL when all are empty. With `hint`,
- * a lane whose count reads 0 is passed without taking its lock, so a
- * connection being linked at this very moment may be missed, as it would
- * be a moment earlier (checkout). Without it every lane is looked at
- * under its lock, which queue_waiter() needs. */
+/* An idle connection of b, unlinked: the newest of lane `home` (this
+ * CPU's), else of the next lane that has one; NULL when all are empty.
+ * With `hint`, a lane whose count reads 0 is passed without taking its
+ * lock, so a connection being linked at this very moment may be missed,
+ * as it would be a moment earlier (checkout). Without it every lane is
+ * looked at under its lock, which queue_waiter() needs. */
 static struct xfer__conn *lanes_take(xfer_pool *pool, struct xfer__bundle *b,
-                                     bool hint) {
-  unsigned home = home_lane(pool);
-
+                                     unsigned home, bool hint) {
   for (unsigned i = 0; i < pool->nlanes; i++) {
     struct idle_lane *l = &b->lanes[(home + i) % pool->nlanes].lane;
     struct xfer__conn *c;
@@ -904,7 +906,7 @@ static struct xfer__conn *queue_waiter(xfer_pool *pool,
   struct xfer__conn *c;
 
   atomic_fetch_add_explicit(&b->nwaiters, 1, memory_order_relaxed);
-  if (take_idle && (c = lanes_take(pool, b, false))) {
+  if (take_idle && (c = lanes_take(pool, b, 0, false))) {
     atomic_fetch_sub_explicit(&b->nwaiters, 1, memory_order_relaxed);
     return c;
   }
@@ -922,6 +924,7 @@ static struct xfer__conn *queue_waiter(xfer_pool *pool,
  * pool-wide FIFO. */
 static enum xfer__acquire reserve_total(xfer_pool *pool,
                                         struct xfer__waiter *w,
+                                        bool fresh_only,
                                         struct xfer__conn **conn,
                                         struct xfer__list *evicted) {
   struct xfer__bundle *b = w->bundle;
@@ -939,7 +942,7 @@ static enum xfer__acquire reserve_total(xfer_pool *pool,
     bundle_lock(pool, b);
     if (b->conns > 1) { /* ours is one: give it back and queue */
       b->conns--;
-      *conn = queue_waiter(pool, b, w, true);
+      *conn = queue_waiter(pool, b, w, !fresh_only);
       got = *conn ? XFER__ACQUIRE_CONN : XFER__ACQUIRE_WAIT;
     }
     bundle_unlock(b);
@@ -961,13 +964,13 @@ static enum xfer__acquire reserve_total(xfer_pool *pool,
  * to ask for an attached connection, if one was asked for). */
 static enum xfer__acquire decide_locked(xfer_pool *pool,
                                         struct xfer__bundle *b,
-                                        bool fresh_only,
+                                        unsigned home, bool fresh_only,
                                         struct xfer__waiter *w,
                                         struct xfer__conn **conn,
                                         struct xfer__wake **owner) {
   struct xfer__conn *asked = NULL;
 
-  if (!fresh_only && (*conn = lanes_take(pool, b, true)))
+  if (!fresh_only && (*conn = lanes_take(pool, b, home, true)))
     return XFER__ACQUIRE_CONN;
   if (!fresh_only && w->wake &&
       b->requested >
@@ -1003,6 +1006,8 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
                                       struct xfer__conn **conn,
                                       bool *saw_dead,
                                       struct xfer__list *evicted) {
+  unsigned home = home_lane(pool);
+
   maybe_sweep(pool, now, evicted);
   for (;;) {
     enum xfer__acquire got;
@@ -1016,7 +1021,7 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
      * bundle's lock. A bundle a sweep marked dead has none: a
      * connection's slot keeps its bundle alive. */
     b = fresh_only ? NULL : bundle_find(pool, key, key_len, hash);
-    if (b && (c = lanes_take(pool, b, true))) {
+    if (b && (c = lanes_take(pool, b, home, true))) {
       got = XFER__ACQUIRE_CONN;
     } else {
       if (b)
@@ -1026,7 +1031,7 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
         rcu_read_unlock();
         return XFER__ACQUIRE_NOMEM;
       }
-      got = decide_locked(pool, b, fresh_only, w, &c, &owner);
+      got = decide_locked(pool, b, home, fresh_only, w, &c, &owner);
       bundle_unlock(b);
     }
     TSAN_READ_END(&b->rcu);
@@ -1034,7 +1039,7 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
 
     if (got == XFER__ACQUIRE_OPEN) {
       w->holds_slot = true;
-      got = reserve_total(pool, w, &c, evicted);
+      got = reserve_total(pool, w, fresh_only, &c, evicted);
       if (got != XFER__ACQUIRE_CONN)
         atomic_fetch_add_explicit(&pool->misses, 1, memory_order_relaxed);
       if (got == XFER__ACQUIRE_WAIT)
@@ -1075,8 +1080,8 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
  * pool is at its total limit with transfers of other destinations
  * waiting. */
 static bool give_or_keep_locked(xfer_pool *pool, struct xfer__bundle *b,
-                                struct xfer__conn *c, bool room_wanted,
-                                struct xfer__wake **wake) {
+                                struct xfer__conn *c, unsigned home,
+                                bool room_wanted, struct xfer__wake **wake) {
   struct xfer__waiter *w = grant_oldest(&b->waiters, &b->nwaiters,
                                         &pool->waiting);
   struct idle_lane *l;
@@ -1089,11 +1094,13 @@ static bool give_or_keep_locked(xfer_pool *pool, struct xfer__bundle *b,
   }
   if (room_wanted || !idle_reserve(pool, b))
     return false;
-  l = &b->lanes[home_lane(pool)].lane;
+  l = &b->lanes[home].lane;
+  /* Counted before it is published, so a taker's decrement never comes
+   * first (the statistic never reads below zero). */
+  atomic_fetch_add_explicit(&pool->idle, 1, memory_order_relaxed);
   pool_lock(pool, &l->lock);
   lane_link(l, c);
   pool_unlock(&l->lock);
-  atomic_fetch_add_explicit(&pool->idle, 1, memory_order_relaxed);
   return true;
 }
 
@@ -1107,25 +1114,27 @@ static bool room_wanted(xfer_pool *pool) {
 static bool give_or_keep(xfer_pool *pool, struct xfer__conn *c) {
   struct xfer__bundle *b = c->bundle;
   struct xfer__wake *wake = NULL;
+  unsigned home = home_lane(pool);
   bool want_room = room_wanted(pool), kept;
 
   if (!want_room && idle_reserve(pool, b)) {
-    struct idle_lane *l = &b->lanes[home_lane(pool)].lane;
+    struct idle_lane *l = &b->lanes[home].lane;
     bool waiters;
 
+    atomic_fetch_add_explicit(&pool->idle, 1, memory_order_relaxed);
     pool_lock(pool, &l->lock);
     waiters = atomic_load_explicit(&b->nwaiters, memory_order_relaxed) > 0;
     if (!waiters)
       lane_link(l, c);
     pool_unlock(&l->lock);
-    if (!waiters) {
-      atomic_fetch_add_explicit(&pool->idle, 1, memory_order_relaxed);
+    if (!waiters)
       return true;
-    }
-    idle_gone(pool, b, 1); /* reserved: a waiter takes c instead */
+    /* A waiter takes c instead: the counts taken back. */
+    atomic_fetch_sub_explicit(&pool->idle, 1, memory_order_relaxed);
+    idle_gone(pool, b, 1);
   }
   bundle_lock(pool, b);
-  kept = give_or_keep_locked(pool, b, c, want_room, &wake);
+  kept = give_or_keep_locked(pool, b, c, home, want_room, &wake);
   bundle_unlock(b);
   wake_and_unref(wake);
   return kept;
@@ -1232,15 +1241,18 @@ bool xfer__pool_keep_attached(xfer_pool *pool, struct xfer__conn *c,
    * pool at its total limit wants room even more. Attached ones count
    * against the idle limit like the shared ones. */
   if (xfer__list_empty(&b->waiters) &&
-      !atomic_load_explicit(&pool->total_waiting, memory_order_relaxed) &&
-      (!pool->max_idle_per_destination ||
-       atomic_load_explicit(&b->idle_count, memory_order_relaxed) +
-               atomic_load_explicit(&b->attached_count,
-                                    memory_order_relaxed) <
-           pool->max_idle_per_destination)) {
-    xfer__list_insert_tail(&b->attached, &c->idle_node);
-    atomic_fetch_add_explicit(&b->attached_count, 1, memory_order_relaxed);
-    kept = true;
+      !atomic_load_explicit(&pool->total_waiting, memory_order_relaxed)) {
+    /* Raise, then check, as idle_reserve() does for the lanes. */
+    unsigned attached = atomic_fetch_add(&b->attached_count, 1);
+
+    if (pool->max_idle_per_destination &&
+        attached + atomic_load(&b->idle_count) >=
+            pool->max_idle_per_destination) {
+      atomic_fetch_sub_explicit(&b->attached_count, 1, memory_order_relaxed);
+    } else {
+      xfer__list_insert_tail(&b->attached, &c->idle_node);
+      kept = true;
+    }
   }
   bundle_unlock(b);
   if (kept)
@@ -1281,6 +1293,7 @@ void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
   struct xfer__wake *wake = NULL;
   bool too_old = expired(pool, c, now) == TOO_OLD;
   bool want_room = room_wanted(pool), kept = false;
+  unsigned home = home_lane(pool);
 
   maybe_sweep(pool, now, evicted);
   /* Off the attached list and onto the shared side in one hold of the
@@ -1295,7 +1308,7 @@ void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
     b->requested--;
   atomic_store_explicit(&c->release_requested, false, memory_order_relaxed);
   if (!too_old)
-    kept = give_or_keep_locked(pool, b, c, want_room, &wake);
+    kept = give_or_keep_locked(pool, b, c, home, want_room, &wake);
   bundle_unlock(b);
   atomic_fetch_sub_explicit(&pool->attached, 1, memory_order_relaxed);
   if (on_demand)

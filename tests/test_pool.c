@@ -10,9 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "conn.h"
 #include "dnsserver.h"
-#include "pool.h"
+#include "pool_probe.h"
 #include "testhelp.h"
 #include "testserver.h"
 
@@ -606,21 +605,14 @@ static void pin_to_cpu(int cpu) {
 
 static struct xfer__conn *lane_open(xfer_pool *pool, const char *key) {
   struct xfer__waiter w;
-  struct xfer__conn *c = NULL;
+  struct xfer__conn *c;
   struct xfer__list evicted;
-  bool dead = false;
 
-  memset(&w, 0, sizeof(w));
-  xfer__list_init(&w.node);
   xfer__list_init(&evicted);
-  cr_assert_eq(xfer__pool_acquire(pool, key, strlen(key),
-                                  xfer__conn_key_hash(key, strlen(key)),
-                                  1000, false, &w, &c, &dead, &evicted),
+  cr_assert_eq(probe_acquire(pool, key, 1000, &w, NULL, &c, &evicted),
                XFER__ACQUIRE_OPEN);
-  c = xfer__conn_new(open("/dev/null", O_RDONLY | O_CLOEXEC), key,
-                     strlen(key), 1000);
+  c = probe_open(pool, &w, key, 1000);
   cr_assert_not_null(c);
-  xfer__pool_opened(pool, &w, c, false);
   return c;
 }
 
@@ -635,7 +627,6 @@ TH_TEST(pool, idle_lanes_share_across_cpus) {
   struct xfer__list evicted;
   struct xfer__waiter w;
   cpu_set_t all;
-  bool dead = false;
 
   if (sysconf(_SC_NPROCESSORS_ONLN) < 2) {
     xfer_pool_destroy(pool);
@@ -658,11 +649,7 @@ TH_TEST(pool, idle_lanes_share_across_cpus) {
   xfer__pool_closing(pool, second, XFER__CLOSE_EVICTED);
   xfer__conn_close(second, NULL);
 
-  memset(&w, 0, sizeof(w));
-  xfer__list_init(&w.node);
-  cr_assert_eq(xfer__pool_acquire(pool, key, strlen(key),
-                                  xfer__conn_key_hash(key, strlen(key)),
-                                  3000, false, &w, &got, &dead, &evicted),
+  cr_assert_eq(probe_acquire(pool, key, 3000, &w, NULL, &got, &evicted),
                XFER__ACQUIRE_CONN, "CPU 1 takes what CPU 0 returned");
   cr_assert_eq(got, first);
   xfer__pool_return(pool, got, 4000, &evicted);

@@ -43,8 +43,7 @@
 #include "testserver.h"
 #include "xfer/xfer.h"
 
-#include "conn.h"
-#include "pool.h"
+#include "pool_probe.h"
 
 #define THREADS 4
 #define TOTAL 20000
@@ -423,29 +422,18 @@ static atomic_int lane_stranded, lane_opened;
  * 2 s was stranded: the connection went idle while it waited. */
 static struct xfer__conn *lane_take(struct xfer__wake *wake, xfer__time now) {
   struct xfer__waiter w;
-  struct xfer__conn *c = NULL;
+  struct xfer__conn *c;
   struct xfer__list evicted;
-  bool dead = false;
   struct pollfd pfd = {.fd = wake->fd, .events = POLLIN};
   uint64_t count;
 
-  memset(&w, 0, sizeof(w));
-  xfer__list_init(&w.node);
-  atomic_init(&w.granted, false);
-  w.wake = wake;
   xfer__list_init(&evicted);
-  switch (xfer__pool_acquire(pool, lane_key, sizeof(lane_key) - 1,
-                             xfer__conn_key_hash(lane_key,
-                                                 sizeof(lane_key) - 1),
-                             now, false, &w, &c, &dead, &evicted)) {
+  switch (probe_acquire(pool, lane_key, now, &w, wake, &c, &evicted)) {
   case XFER__ACQUIRE_CONN:
     return c;
   case XFER__ACQUIRE_OPEN:
     atomic_fetch_add(&lane_opened, 1);
-    c = xfer__conn_new(open("/dev/null", O_RDONLY | O_CLOEXEC), lane_key,
-                       sizeof(lane_key) - 1, now);
-    xfer__pool_opened(pool, &w, c, false);
-    return c;
+    return probe_open(pool, &w, lane_key, now);
   case XFER__ACQUIRE_WAIT:
     if (poll(&pfd, 1, 2000) != 1 ||
         !atomic_load_explicit(&w.granted, memory_order_acquire)) {

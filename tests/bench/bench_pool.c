@@ -20,8 +20,7 @@
 #include <unistd.h>
 #include <x86intrin.h>
 
-#include "conn.h"
-#include "pool.h"
+#include "../pool_probe.h"
 
 #define BUCKETS 320
 extern atomic_ulong xfer__lock_hold_hist[BUCKETS];
@@ -32,40 +31,36 @@ static long rounds = 200000;
 static const char key[] = "http://127.0.0.1:80|ip=0|bind=";
 
 static void *hammer(void *arg) {
-  (void)arg;
-  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
   /* One time base for every thread: a connection another thread used a
    * moment ago must look fresh here too (no liveness check, which would
    * add syscalls and reconnects the pool lock has nothing to do with). */
   xfer__time now = (xfer__time)1000000000;
-  uint64_t hash = xfer__conn_key_hash(key, sizeof(key) - 1);
 
+  (void)arg;
   for (long i = 0; i < rounds; i++) {
     struct xfer__waiter w;
-    struct xfer__conn *c = NULL;
+    struct xfer__conn *c;
     struct xfer__list evicted;
-    bool dead = false;
 
-    memset(&w, 0, sizeof(w));
-    xfer__list_init(&w.node);
-    atomic_init(&w.granted, false);
     xfer__list_init(&evicted);
     now += 1000; /* 1 us a round: rounds * 1 us stays under the 1 s recheck */
-    switch (xfer__pool_acquire(pool, key, sizeof(key) - 1, hash, now, false,
-                               &w, &c, &dead, &evicted)) {
+    switch (probe_acquire(pool, key, now, &w, NULL, &c, &evicted)) {
     case XFER__ACQUIRE_CONN:
       break;
     case XFER__ACQUIRE_OPEN:
-      c = xfer__conn_new(dup(devnull), key, sizeof(key) - 1, now);
-      xfer__pool_opened(pool, &w, c, false);
-      break;
+      if ((c = probe_open(pool, &w, key, now)))
+        break;
+      /* fall through */
     default:
       fprintf(stderr, "bench_pool: unexpected acquire result\n");
       exit(1);
     }
     xfer__pool_return(pool, c, now, &evicted);
+    if (!xfer__list_empty(&evicted)) {
+      fprintf(stderr, "bench_pool: a connection was evicted\n");
+      exit(1);
+    }
   }
-  close(devnull);
   return NULL;
 }
 

@@ -1,0 +1,56 @@
+/*
+ * Driving lib/pool.c directly, without transfers or sockets, for the
+ * tests and the benchmark that check the pool itself: a checkout with a
+ * fresh waiter, and the connection a checkout said to open (on /dev/null:
+ * nothing is ever sent on it). Header only, so that the benchmark, a
+ * Criterion suite and a plain TAP program can all use it.
+ */
+#ifndef XFER_TESTS_POOL_PROBE_H
+#define XFER_TESTS_POOL_PROBE_H
+
+#include <fcntl.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "conn.h"
+#include "pool.h"
+
+/* One checkout of `key` at `now`. w must live as long as a wait does;
+ * `wake` (NULL where nothing can wait) is what the pool writes to when it
+ * hands w a connection. Connections the pool evicts meanwhile are added
+ * to `evicted`, for the caller to close. */
+static inline enum xfer__acquire
+probe_acquire(xfer_pool *pool, const char *key, xfer__time now,
+              struct xfer__waiter *w, struct xfer__wake *wake,
+              struct xfer__conn **conn, struct xfer__list *evicted) {
+  size_t len = strlen(key);
+  bool dead = false;
+
+  memset(w, 0, sizeof(*w));
+  xfer__list_init(&w->node);
+  atomic_init(&w->granted, false);
+  w->wake = wake;
+  *conn = NULL;
+  return xfer__pool_acquire(pool, key, len, xfer__conn_key_hash(key, len),
+                            now, false, w, conn, &dead, evicted);
+}
+
+/* After XFER__ACQUIRE_OPEN: the connection w's slot is for; NULL when out
+ * of descriptors or memory. */
+static inline struct xfer__conn *probe_open(xfer_pool *pool,
+                                            struct xfer__waiter *w,
+                                            const char *key, xfer__time now) {
+  int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  struct xfer__conn *c = fd < 0 ? NULL
+                                : xfer__conn_new(fd, key, strlen(key), now);
+
+  if (!c) {
+    if (fd >= 0)
+      close(fd);
+    return NULL;
+  }
+  xfer__pool_opened(pool, w, c, false);
+  return c;
+}
+
+#endif /* XFER_TESTS_POOL_PROBE_H */
