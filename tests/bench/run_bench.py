@@ -237,6 +237,18 @@ def ratio(a, b):
     return a / b if a is not None and b else None
 
 
+def paired_ratio(results, cell, a, b, field):
+    """The median over runs of a's figure / b's figure. Within a run the
+    clients ran back to back, so each run's ratio is taken in one state of
+    the machine; on a VM whose speed drifts between runs, a ratio of two
+    medians can pair figures from different states."""
+    rs = [x[field] / y[field]
+          for x, y in zip(results.get(cell + (a,), []),
+                          results.get(cell + (b,), []))
+          if "failed" not in x and "failed" not in y and y.get(field)]
+    return statistics.median(rs) if rs else None
+
+
 def fmt(v, digits=2):
     if v is None:
         return "-"
@@ -321,11 +333,17 @@ def report(args, results, instr, scale, pool, seconds):
             fig["failed"] = failed
             cell["clients"][name] = fig
         x = cell["clients"]["xfer-shared"]
+        key = (t, c, body)
         cell["ratios"] = {
-            "cpu_vs_curl": ratio(x["cpu_us_per_req"],
-                                 cell["clients"]["curl"]["cpu_us_per_req"]),
-            "cpu_vs_wrk": ratio(x["cpu_us_per_req"],
-                                cell["clients"]["wrk"]["cpu_us_per_req"]),
+            "cpu_vs_curl": paired_ratio(results, key, "xfer-shared", "curl",
+                                        "cpu_us_per_req"),
+            "cpu_vs_wrk": paired_ratio(results, key, "xfer-shared", "wrk",
+                                       "cpu_us_per_req"),
+            "cpu_vs_curl_of_medians": ratio(
+                x["cpu_us_per_req"],
+                cell["clients"]["curl"]["cpu_us_per_req"]),
+            "cpu_vs_wrk_of_medians": ratio(
+                x["cpu_us_per_req"], cell["clients"]["wrk"]["cpu_us_per_req"]),
             "clock_reads_vs_curl": ratio(
                 x["clock_reads_per_req"],
                 cell["clients"]["curl"]["clock_reads_per_req"]),
@@ -418,7 +436,11 @@ def markdown(out):
     L.append("CPU is the client's (user + system) per request; clock reads "
              "are clock_gettime + gettimeofday calls counted by the same "
              "LD_PRELOAD counter for every client (libxfer's own count "
-             "from xfer_multi_stats in brackets).")
+             "from xfer_multi_stats in brackets). The figures are medians "
+             "over the runs; the CPU ratios are the medians of each run's "
+             "own ratio (the clients of a run ran back to back), so drift "
+             "of the machine between runs cancels. results.json also "
+             "holds the ratios of the medians.")
     L.append("")
     L.append("| cell | client | req/s | CPU us/req | clock reads/req | "
              "connections | peak in flight | errors | timeline violations |")
