@@ -2,7 +2,6 @@
  * on checkout, limits, sharing between multis, life cycle. */
 #define _GNU_SOURCE /* CPU_SET, pthread_setaffinity_np, sched_getcpu */
 #include <criterion/criterion.h>
-#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>

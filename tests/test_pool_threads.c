@@ -23,7 +23,6 @@
  */
 #define _GNU_SOURCE /* CPU_SET, pthread_setaffinity_np */
 #include <errno.h>
-#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
