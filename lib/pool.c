@@ -723,6 +723,20 @@ static struct xfer__wake *grant_slot(struct xfer__waiter *w) {
 
 /* --- the total limit ------------------------------------------------------- */
 
+/*
+ * A transfer at the total limit announces itself in total_waiting before
+ * it looks for an idle connection to close (reserve_total()), and stays
+ * counted there while it waits in the FIFO. A returner reads it under the
+ * lock of the lane it would link into, and closes the connection for room
+ * instead when it is not 0. So of the two, the second to hold that lane's
+ * lock sees the first: no connection stays idle while a transfer waits for
+ * room (the same rule as nwaiters, see queue_waiter()).
+ */
+static bool room_wanted(const xfer_pool *pool) {
+  return pool->max_total &&
+         atomic_load_explicit(&pool->total_waiting, memory_order_relaxed) > 0;
+}
+
 /* Reserves a total slot without a lock: raise, then check. */
 static bool total_reserve(xfer_pool *pool) {
   if (!pool->max_total)
@@ -756,7 +770,8 @@ static void total_release(xfer_pool *pool) {
 }
 
 /* At the total limit with no idle connection to close: w (holding its
- * destination's slot) waits for a total slot, unless one came free. */
+ * destination's slot, announced in total_waiting) waits for a total slot,
+ * unless one came free; then the announcement is taken back. */
 static bool total_wait(xfer_pool *pool, struct xfer__waiter *w) {
   bool queued = false;
 
@@ -764,10 +779,10 @@ static bool total_wait(xfer_pool *pool, struct xfer__waiter *w) {
   xfer__pool_lock_depth++;
   if (atomic_load(&pool->total) < (long)pool->max_total) {
     atomic_fetch_add(&pool->total, 1);
+    atomic_fetch_sub_explicit(&pool->total_waiting, 1, memory_order_relaxed);
   } else {
     w->total_wait = true;
     xfer__list_insert_tail(&pool->total_waiters, &w->node);
-    atomic_fetch_add_explicit(&pool->total_waiting, 1, memory_order_relaxed);
     queued = true;
   }
   xfer__pool_lock_depth--;
@@ -929,6 +944,7 @@ static enum xfer__acquire reserve_total(xfer_pool *pool,
                                         struct xfer__list *evicted) {
   struct xfer__bundle *b = w->bundle;
   struct xfer__conn *idle;
+  bool announced = false;
 
   while (!total_reserve(pool)) {
     enum xfer__acquire got = XFER__ACQUIRE_OPEN;
@@ -936,32 +952,50 @@ static enum xfer__acquire reserve_total(xfer_pool *pool,
     total_release(pool); /* the failed reservation, under the lock */
     idle = take_any_idle(pool);
     if (idle) {
+      if (announced)
+        atomic_fetch_sub_explicit(&pool->total_waiting, 1,
+                                  memory_order_relaxed);
+      announced = false;
       evict_for_room(pool, idle, evicted);
       continue;
     }
-    bundle_lock(pool, b);
-    if (b->conns > 1) { /* ours is one: give it back and queue */
-      b->conns--;
-      *conn = queue_waiter(pool, b, w, !fresh_only);
-      got = *conn ? XFER__ACQUIRE_CONN : XFER__ACQUIRE_WAIT;
-    }
-    bundle_unlock(b);
-    if (got != XFER__ACQUIRE_OPEN) {
-      w->holds_slot = false;
-      if (got == XFER__ACQUIRE_WAIT)
-        atomic_fetch_add_explicit(&pool->waiting, 1, memory_order_relaxed);
-      else
-        w->bundle = NULL;
-      return got;
+    if (!announced) {
+      bundle_lock(pool, b);
+      if (b->conns > 1) { /* ours is one: give it back and queue */
+        b->conns--;
+        *conn = queue_waiter(pool, b, w, !fresh_only);
+        got = *conn ? XFER__ACQUIRE_CONN : XFER__ACQUIRE_WAIT;
+      }
+      bundle_unlock(b);
+      if (got != XFER__ACQUIRE_OPEN) {
+        w->holds_slot = false;
+        if (got == XFER__ACQUIRE_WAIT)
+          atomic_fetch_add_explicit(&pool->waiting, 1, memory_order_relaxed);
+        else
+          w->bundle = NULL;
+        return got;
+      }
+      /* To wait for room: announced, then the lanes looked at once more
+       * (see room_wanted()). Not before the look at b, or returners
+       * would close connections for room that b's own FIFO did not
+       * need. */
+      atomic_fetch_add(&pool->total_waiting, 1);
+      announced = true;
+      continue;
     }
     return total_wait(pool, w) ? XFER__ACQUIRE_WAIT : XFER__ACQUIRE_OPEN;
   }
+  if (announced)
+    atomic_fetch_sub_explicit(&pool->total_waiting, 1, memory_order_relaxed);
   return XFER__ACQUIRE_OPEN;
 }
 
 /* The decision under b's lock, in one place: an idle connection (CONN, in
  * *conn), a reserved slot (OPEN), or w queued (WAIT; *owner is the multi
- * to ask for an attached connection, if one was asked for). */
+ * to ask for an attached connection, if one was asked for). OPEN with
+ * *conn set: a transfer that must have a new connection found b at its
+ * limit with *conn idle; *conn's slots are w's now, and *conn is to be
+ * closed (else the retry would wait for it to expire). */
 static enum xfer__acquire decide_locked(xfer_pool *pool,
                                         struct xfer__bundle *b,
                                         unsigned home, bool fresh_only,
@@ -986,6 +1020,10 @@ static enum xfer__acquire decide_locked(xfer_pool *pool,
     b->conns++; /* the reservation and the check, in one place */
     w->bundle = b;
     return XFER__ACQUIRE_OPEN;
+  } else if (fresh_only && (*conn = lanes_take(pool, b, home, false))) {
+    (*conn)->bundle = NULL; /* conns and total stay: the slots move */
+    w->bundle = b;
+    return XFER__ACQUIRE_OPEN;
   }
   if ((*conn = queue_waiter(pool, b, w, !fresh_only)))
     return XFER__ACQUIRE_CONN;
@@ -1008,6 +1046,7 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
                                       struct xfer__list *evicted) {
   unsigned home = home_lane(pool);
 
+  w->fresh_only = fresh_only;
   maybe_sweep(pool, now, evicted);
   for (;;) {
     enum xfer__acquire got;
@@ -1037,6 +1076,13 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
     TSAN_READ_END(&b->rcu);
     rcu_read_unlock();
 
+    if (got == XFER__ACQUIRE_OPEN && c) { /* c's slots are w's */
+      w->holds_slot = true;
+      atomic_fetch_sub_explicit(&pool->idle, 1, memory_order_relaxed);
+      atomic_fetch_add_explicit(&pool->misses, 1, memory_order_relaxed);
+      evict(pool, c, &pool->closed_limit, evicted);
+      return got;
+    }
     if (got == XFER__ACQUIRE_OPEN) {
       w->holds_slot = true;
       got = reserve_total(pool, w, fresh_only, &c, evicted);
@@ -1074,67 +1120,83 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
   }
 }
 
+enum lane_keep { LANE_LINKED, LANE_FULL, LANE_WAITER, LANE_ROOM };
+
+/*
+ * c joins the lane of this CPU (`home`), unless b is at its idle limit,
+ * or, read under the lane's lock, a transfer of b waits or is being
+ * queued (with `check_waiters`: the caller holds no bundle lock; see
+ * queue_waiter()), or a transfer at the total limit wants room (see
+ * room_wanted()). The counts raised for c are taken back when it is not
+ * linked.
+ */
+static enum lane_keep lane_keep(xfer_pool *pool, struct xfer__bundle *b,
+                                unsigned home, struct xfer__conn *c,
+                                bool check_waiters) {
+  struct idle_lane *l = &b->lanes[home].lane;
+  enum lane_keep out = LANE_LINKED;
+
+  if (!idle_reserve(pool, b))
+    return LANE_FULL;
+  /* Counted before it is published, so a taker's decrement never comes
+   * first (the statistic never reads below zero). */
+  atomic_fetch_add_explicit(&pool->idle, 1, memory_order_relaxed);
+  pool_lock(pool, &l->lock);
+  if (check_waiters &&
+      atomic_load_explicit(&b->nwaiters, memory_order_relaxed) > 0)
+    out = LANE_WAITER;
+  else if (room_wanted(pool))
+    out = LANE_ROOM;
+  else
+    lane_link(l, c);
+  pool_unlock(&l->lock);
+  if (out != LANE_LINKED) {
+    atomic_fetch_sub_explicit(&pool->idle, 1, memory_order_relaxed);
+    idle_gone(pool, b, 1);
+  }
+  return out;
+}
+
 /* Under b's lock: c goes to the oldest waiter of its destination (whose
  * wake-up, to write to after the lock, is put in *wake), or joins this
- * CPU's lane. false when it may not be kept: over the idle limit, or the
- * pool is at its total limit with transfers of other destinations
- * waiting. */
+ * CPU's lane. false when c is to be closed: over the idle limit, or a
+ * transfer at the total limit wants room (c's slots are to be freed), or
+ * the oldest waiter must have a new connection (a retry, rule 6): c's
+ * slots are that waiter's now, and c->bundle is NULL. */
 static bool give_or_keep_locked(xfer_pool *pool, struct xfer__bundle *b,
                                 struct xfer__conn *c, unsigned home,
-                                bool room_wanted, struct xfer__wake **wake) {
+                                struct xfer__wake **wake) {
   struct xfer__waiter *w = grant_oldest(&b->waiters, &b->nwaiters,
                                         &pool->waiting);
-  struct idle_lane *l;
 
+  if (w && w->fresh_only) {
+    c->bundle = NULL;
+    *wake = grant_slot(w); /* conns and total stay: the slots move */
+    return false;
+  }
   if (w) {
     w->granted_conn = c;
     *wake = w->wake;
     atomic_store_explicit(&w->granted, true, memory_order_release);
     return true;
   }
-  if (room_wanted || !idle_reserve(pool, b))
-    return false;
-  l = &b->lanes[home].lane;
-  /* Counted before it is published, so a taker's decrement never comes
-   * first (the statistic never reads below zero). */
-  atomic_fetch_add_explicit(&pool->idle, 1, memory_order_relaxed);
-  pool_lock(pool, &l->lock);
-  lane_link(l, c);
-  pool_unlock(&l->lock);
-  return true;
-}
-
-static bool room_wanted(xfer_pool *pool) {
-  return atomic_load_explicit(&pool->total_waiting, memory_order_relaxed) > 0;
+  return lane_keep(pool, b, home, c, false) == LANE_LINKED;
 }
 
 /* The usual return takes only the lock of this CPU's lane. With a waiter
  * queued (or being queued: see queue_waiter()) it goes through the
- * bundle's lock to the oldest waiter instead. */
+ * bundle's lock to the oldest waiter instead, and so does a connection
+ * that is to be closed. */
 static bool give_or_keep(xfer_pool *pool, struct xfer__conn *c) {
   struct xfer__bundle *b = c->bundle;
   struct xfer__wake *wake = NULL;
   unsigned home = home_lane(pool);
-  bool want_room = room_wanted(pool), kept;
+  bool kept;
 
-  if (!want_room && idle_reserve(pool, b)) {
-    struct idle_lane *l = &b->lanes[home].lane;
-    bool waiters;
-
-    atomic_fetch_add_explicit(&pool->idle, 1, memory_order_relaxed);
-    pool_lock(pool, &l->lock);
-    waiters = atomic_load_explicit(&b->nwaiters, memory_order_relaxed) > 0;
-    if (!waiters)
-      lane_link(l, c);
-    pool_unlock(&l->lock);
-    if (!waiters)
-      return true;
-    /* A waiter takes c instead: the counts taken back. */
-    atomic_fetch_sub_explicit(&pool->idle, 1, memory_order_relaxed);
-    idle_gone(pool, b, 1);
-  }
+  if (lane_keep(pool, b, home, c, true) == LANE_LINKED)
+    return true;
   bundle_lock(pool, b);
-  kept = give_or_keep_locked(pool, b, c, home, want_room, &wake);
+  kept = give_or_keep_locked(pool, b, c, home, &wake);
   bundle_unlock(b);
   wake_and_unref(wake);
   return kept;
@@ -1292,7 +1354,7 @@ void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
   struct xfer__bundle *b = c->bundle;
   struct xfer__wake *wake = NULL;
   bool too_old = expired(pool, c, now) == TOO_OLD;
-  bool want_room = room_wanted(pool), kept = false;
+  bool kept = false;
   unsigned home = home_lane(pool);
 
   maybe_sweep(pool, now, evicted);
@@ -1308,7 +1370,7 @@ void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
     b->requested--;
   atomic_store_explicit(&c->release_requested, false, memory_order_relaxed);
   if (!too_old)
-    kept = give_or_keep_locked(pool, b, c, home, want_room, &wake);
+    kept = give_or_keep_locked(pool, b, c, home, &wake);
   bundle_unlock(b);
   atomic_fetch_sub_explicit(&pool->attached, 1, memory_order_relaxed);
   if (on_demand)

@@ -50,6 +50,9 @@ struct xfer__waiter {
   bool holds_slot;                 /* a slot to open a connection with */
   bool total_wait;                 /* holds a destination slot and waits
                                       in the pool-wide FIFO (total_lock) */
+  bool fresh_only;                 /* must have a new connection (a retry,
+                                      rule 6): granted slots, never an
+                                      idle connection */
   atomic_bool granted;             /* the owner reads it without the lock */
 };
 

@@ -15,14 +15,17 @@
 #include "conn.h"
 #include "pool.h"
 
-/* One checkout of `key` at `now`. w must live as long as a wait does;
- * `wake` (NULL where nothing can wait) is what the pool writes to when it
- * hands w a connection. Connections the pool evicts meanwhile are added
- * to `evicted`, for the caller to close. */
+/* One checkout of `key` at `now`, by a transfer that must have a new
+ * connection when `fresh_only` (a retry). w must live as long as a wait
+ * does; `wake` (NULL where nothing can wait) is what the pool writes to
+ * when it hands w a connection or a slot. Connections the pool evicts
+ * meanwhile are added to `evicted`, for the caller to close
+ * (probe_close_evicted()). */
 static inline enum xfer__acquire
-probe_acquire(xfer_pool *pool, const char *key, xfer__time now,
-              struct xfer__waiter *w, struct xfer__wake *wake,
-              struct xfer__conn **conn, struct xfer__list *evicted) {
+probe_acquire_as(xfer_pool *pool, const char *key, xfer__time now,
+                 bool fresh_only, struct xfer__waiter *w,
+                 struct xfer__wake *wake, struct xfer__conn **conn,
+                 struct xfer__list *evicted) {
   size_t len = strlen(key);
   bool dead = false;
 
@@ -32,11 +35,34 @@ probe_acquire(xfer_pool *pool, const char *key, xfer__time now,
   w->wake = wake;
   *conn = NULL;
   return xfer__pool_acquire(pool, key, len, xfer__conn_key_hash(key, len),
-                            now, false, w, conn, &dead, evicted);
+                            now, fresh_only, w, conn, &dead, evicted);
 }
 
-/* After XFER__ACQUIRE_OPEN: the connection w's slot is for; NULL when out
- * of descriptors or memory. */
+static inline enum xfer__acquire
+probe_acquire(xfer_pool *pool, const char *key, xfer__time now,
+              struct xfer__waiter *w, struct xfer__wake *wake,
+              struct xfer__conn **conn, struct xfer__list *evicted) {
+  return probe_acquire_as(pool, key, now, false, w, wake, conn, evicted);
+}
+
+/* The end of every evicted connection's graceful close; how many. */
+static inline int probe_close_evicted(xfer_pool *pool,
+                                      struct xfer__list *evicted) {
+  int n = 0;
+
+  while (!xfer__list_empty(evicted)) {
+    struct xfer__conn *c = XFER__CONTAINER_OF(evicted->next,
+                                              struct xfer__conn, idle_node);
+    xfer__list_remove(&c->idle_node);
+    xfer__pool_closing(pool, c, XFER__CLOSE_EVICTED);
+    xfer__conn_close(c, NULL);
+    n++;
+  }
+  return n;
+}
+
+/* After XFER__ACQUIRE_OPEN, or a slot granted to a waiter: the connection
+ * w's slot is for; NULL when out of descriptors or memory. */
 static inline struct xfer__conn *probe_open(xfer_pool *pool,
                                             struct xfer__waiter *w,
                                             const char *key, xfer__time now) {

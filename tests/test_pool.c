@@ -657,6 +657,83 @@ TH_TEST(pool, idle_lanes_share_across_cpus) {
   cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
 }
 
+/* A retry must have a new connection (rule 6). At its destination's limit
+ * with a connection idle, it closes that one and takes its slots, rather
+ * than wait until the idle one expires. */
+TH_TEST(pool, a_retry_at_the_limit_closes_an_idle_connection) {
+  const char *key = "http://retry.test:80|ip=0|bind=";
+  xfer_pool *pool = xfer_pool_new(
+      &(xfer_pool_opts){.max_per_destination = 1, .max_total = 1});
+  struct xfer__conn *idle, *fresh, *c;
+  struct xfer__list evicted;
+  struct xfer__waiter w;
+  xfer_pool_stats ps;
+
+  xfer__list_init(&evicted);
+  idle = lane_open(pool, key);
+  xfer__pool_return(pool, idle, 2000, &evicted);
+  cr_assert(xfer__list_empty(&evicted));
+
+  cr_assert_eq(probe_acquire_as(pool, key, 3000, true, &w, NULL, &c, &evicted),
+               XFER__ACQUIRE_OPEN, "the idle one's slots, not a wait");
+  cr_assert_null(c);
+  cr_assert_eq(evicted.next, &idle->idle_node, "the idle one is closed");
+  cr_assert_eq(probe_close_evicted(pool, &evicted), 1);
+  fresh = probe_open(pool, &w, key, 3000);
+  cr_assert_not_null(fresh);
+  xfer_pool_get_stats(pool, &ps);
+  cr_assert_eq(ps.open, 1, "the limits hold");
+  cr_assert_eq(ps.idle, 0);
+  cr_assert_eq(ps.closed_limit, 1);
+
+  xfer__pool_return(pool, fresh, 4000, &evicted);
+  cr_assert_eq(probe_acquire(pool, key, 5000, &w, NULL, &c, &evicted),
+               XFER__ACQUIRE_CONN, "the slots went with the new one");
+  cr_assert_eq(c, fresh);
+  xfer__pool_return(pool, c, 6000, &evicted);
+  cr_assert(xfer__list_empty(&evicted));
+  cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
+}
+
+/* A retry waiting at its destination's limit is handed a slot, never the
+ * used connection that comes back: that one is closed instead. */
+TH_TEST(pool, a_waiting_retry_gets_a_slot_not_a_used_connection) {
+  const char *key = "http://retry.test:80|ip=0|bind=";
+  xfer_pool *pool = xfer_pool_new(
+      &(xfer_pool_opts){.max_per_destination = 1, .max_total = 1});
+  struct xfer__wake *wake = xfer__wake_new();
+  struct xfer__conn *busy, *fresh, *c;
+  struct xfer__list evicted;
+  struct xfer__waiter w;
+  xfer_pool_stats ps;
+  uint64_t count;
+
+  cr_assert_not_null(wake);
+  xfer__list_init(&evicted);
+  busy = lane_open(pool, key);
+  cr_assert_eq(probe_acquire_as(pool, key, 2000, true, &w, wake, &c, &evicted),
+               XFER__ACQUIRE_WAIT);
+  xfer__pool_return(pool, busy, 3000, &evicted);
+
+  cr_assert(atomic_load(&w.granted), "the waiter was served");
+  cr_assert_eq(read(wake->fd, &count, sizeof(count)), sizeof(count),
+               "and woken");
+  cr_assert_null(w.granted_conn, "not with the used connection");
+  cr_assert(w.granted_slot, "with its slots");
+  cr_assert_eq(evicted.next, &busy->idle_node, "which is closed");
+  cr_assert_eq(probe_close_evicted(pool, &evicted), 1);
+  fresh = probe_open(pool, &w, key, 3000);
+  cr_assert_not_null(fresh);
+  xfer_pool_get_stats(pool, &ps);
+  cr_assert_eq(ps.open, 1, "the limits hold");
+  cr_assert_eq(ps.waiting, 0);
+
+  xfer__pool_return(pool, fresh, 4000, &evicted);
+  cr_assert(xfer__list_empty(&evicted));
+  xfer__wake_unref(wake);
+  cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
+}
+
 /* With no idle limit set, a destination keeps every connection it needed
  * at once, however many: a fixed bound below the concurrency closed and
  * reopened connections under a steady load (rule 4: sharing never costs

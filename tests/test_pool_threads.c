@@ -17,8 +17,9 @@
  *      the connection another thread returns (woken through its multi's
  *      wake-up fd); 4 threads against a limit of 4 never open a fifth.
  *   6. The attached fast path across threads.
- *   7. Idle lanes: a return on one CPU racing a waiter queuing on another
- *      never leaves the connection idle while the waiter waits (through
+ *   7. A return on one CPU racing a waiter on another never leaves the
+ *      connection idle while the waiter waits: queuing for its
+ *      destination (idle lanes), or for room at the total limit (through
  *      the pool's internal API, threads pinned to different CPUs).
  */
 #define _GNU_SOURCE /* CPU_SET, pthread_setaffinity_np */
@@ -412,51 +413,83 @@ static long sum(const struct worker *w, int n, size_t offset) {
   return total;
 }
 
-/* --- 7. idle lanes: a return racing a waiter -------------------------------- */
+/* --- 7. a return racing a waiter: idle lanes, and room ---------------------- */
 
-#define LANE_ROUNDS 3000
-static const char lane_key[] = "http://lanes.test:80|ip=0|bind=";
-static pthread_barrier_t lane_barrier;
-static struct xfer__conn *lane_conn; /* the one connection: its holder's */
-static atomic_int lane_stranded, lane_opened;
+/*
+ * Two threads pinned to two CPUs pass one connection back and forth: in
+ * each round the holder returns it while the other, at the same moment,
+ * asks for one. Run twice:
+ * - lanes: one destination with a limit of 1. The taker gets the returned
+ *   connection, at once from a lane or as a waiter it is handed to; a
+ *   returner must see a waiter that is queuing (queue_waiter()).
+ * - room: a total limit of 1, each thread its own destination. The
+ *   returned connection is closed to make room, by the taker (idle) or by
+ *   the returner (a transfer wants room), and the taker opens its own; a
+ *   returner must see a waiter that is looking for room (room_wanted()).
+ * A waiter not woken within 2 s was stranded: a connection stayed idle
+ * while it waited.
+ */
+#define RACE_ROUNDS 3000
 
-/* The connection, as the taker of a round gets it: at once from a lane,
- * or as a waiter handed it by the returner. A waiter not woken within
- * 2 s was stranded: the connection went idle while it waited. */
-static struct xfer__conn *lane_take(struct xfer__wake *wake, xfer__time now) {
+struct race {
+  const char *name;
+  xfer_pool_opts opts;
+  const char *keys[2]; /* what each thread asks for */
+  pthread_barrier_t barrier;
+  struct xfer__conn *conn; /* the one connection: its holder's */
+  atomic_int stranded, opened;
+  atomic_long closed;
+};
+
+/* The connection the taker of a round ends up with: one handed over or
+ * taken idle, or one it opens with a slot (reserved, or granted while it
+ * waited). */
+static struct xfer__conn *race_take(struct race *r, const char *key,
+                                    struct xfer__wake *wake, xfer__time now) {
   struct xfer__waiter w;
   struct xfer__conn *c;
   struct xfer__list evicted;
   struct pollfd pfd = {.fd = wake->fd, .events = POLLIN};
   uint64_t count;
+  enum xfer__acquire got;
 
   xfer__list_init(&evicted);
-  switch (probe_acquire(pool, lane_key, now, &w, wake, &c, &evicted)) {
+  got = probe_acquire(pool, key, now, &w, wake, &c, &evicted);
+  atomic_fetch_add(&r->closed, probe_close_evicted(pool, &evicted));
+  switch (got) {
   case XFER__ACQUIRE_CONN:
     return c;
   case XFER__ACQUIRE_OPEN:
-    atomic_fetch_add(&lane_opened, 1);
-    return probe_open(pool, &w, lane_key, now);
+    atomic_fetch_add(&r->opened, 1);
+    return probe_open(pool, &w, key, now);
   case XFER__ACQUIRE_WAIT:
     if (poll(&pfd, 1, 2000) != 1 ||
         !atomic_load_explicit(&w.granted, memory_order_acquire)) {
-      atomic_fetch_add(&lane_stranded, 1);
+      atomic_fetch_add(&r->stranded, 1);
       xfer__pool_cancel(pool, &w, now, &evicted);
+      atomic_fetch_add(&r->closed, probe_close_evicted(pool, &evicted));
       return NULL;
     }
     if (read(wake->fd, &count, sizeof(count)) < 0)
       return NULL;
-    return w.granted_conn;
+    if (w.granted_conn)
+      return w.granted_conn;
+    atomic_fetch_add(&r->opened, 1);
+    return probe_open(pool, &w, key, now);
   default:
     return NULL;
   }
 }
 
-/* Two threads on two CPUs pass one connection (a limit of 1) back and
- * forth: in each round the holder returns it while the other, at the same
- * moment, asks for it. */
-static void *lane_racer(void *arg) {
-  int me = (int)(intptr_t)arg;
+struct racer {
+  struct race *race;
+  int me;
+};
+
+static void *racer(void *arg) {
+  struct racer *self = arg;
+  struct race *r = self->race;
+  int me = self->me;
   long cpus = sysconf(_SC_NPROCESSORS_ONLN);
   struct xfer__wake *wake = xfer__wake_new();
   struct xfer__list evicted;
@@ -467,60 +500,98 @@ static void *lane_racer(void *arg) {
   CPU_SET(cpus > 1 ? me % cpus : 0, &set);
   pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
   xfer__list_init(&evicted);
-  for (int round = 0; round < LANE_ROUNDS; round++) {
+  for (int round = 0; round < RACE_ROUNDS; round++) {
     xfer__time now = (xfer__time)1000000000 + (xfer__time)round * 1000;
     bool holder = round % 2 == me;
-    struct xfer__conn *c = holder ? lane_conn : NULL;
-
+    struct xfer__conn *c = holder ? r->conn : NULL;
     unsigned spin = (unsigned)rand_r(&seed) % 20000;
 
-    pthread_barrier_wait(&lane_barrier);
+    pthread_barrier_wait(&r->barrier);
     /* The two leave the barrier microseconds apart; a delay of 0-10 us
      * before the return moves it across the taker's checkout, so that
      * some rounds hit the moment in which it queues. */
     for (volatile unsigned i = 0; holder && i < spin; i++)
       ;
-    if (holder)
+    if (holder) {
       xfer__pool_return(pool, c, now, &evicted);
-    else /* published to the next holder by the barrier; NULL: failed */
-      lane_conn = lane_take(wake, now);
-    pthread_barrier_wait(&lane_barrier);
-    if (!lane_conn)
+      atomic_fetch_add(&r->closed, probe_close_evicted(pool, &evicted));
+    } else { /* published to the next holder by the barrier; NULL: failed */
+      r->conn = race_take(r, r->keys[me], wake, now);
+    }
+    pthread_barrier_wait(&r->barrier);
+    if (!r->conn)
       break; /* both see it: the barrier ordered it */
-    pthread_barrier_wait(&lane_barrier);
+    pthread_barrier_wait(&r->barrier);
   }
   xfer__wake_unref(wake);
   return NULL;
 }
 
-static void lane_race(void) {
+/* Returns whether no waiter was stranded; *opened and *closed: how many
+ * connections were opened and closed for room. */
+static bool race(struct race *r, int *opened, long *closed) {
   pthread_t t[2];
+  struct racer who[2] = {{r, 0}, {r, 1}};
   struct xfer__list evicted;
   struct xfer__wake *wake = xfer__wake_new();
   xfer_pool_stats st;
+  bool ok;
 
-  pool = xfer_pool_new(&(xfer_pool_opts){.max_per_destination = 1});
+  pool = xfer_pool_new(&r->opts);
   xfer__list_init(&evicted);
-  /* Opened here; thread 0, the holder of round 0, starts with it. */
-  lane_conn = lane_take(wake, 1000000000);
+  /* Opened here, for thread 0's destination: it holds it in round 0. */
+  r->conn = race_take(r, r->keys[0], wake, 1000000000);
   xfer__wake_unref(wake);
-  pthread_barrier_init(&lane_barrier, NULL, 2);
+  pthread_barrier_init(&r->barrier, NULL, 2);
   for (int i = 0; i < 2; i++)
-    pthread_create(&t[i], NULL, lane_racer, (void *)(intptr_t)i);
+    pthread_create(&t[i], NULL, racer, &who[i]);
   for (int i = 0; i < 2; i++)
     pthread_join(t[i], NULL);
-  pthread_barrier_destroy(&lane_barrier);
+  pthread_barrier_destroy(&r->barrier);
   xfer_pool_get_stats(pool, &st);
-  printf("# lanes: %ld CPUs online, %d rounds, %llu waited, %d stranded\n",
-         sysconf(_SC_NPROCESSORS_ONLN), LANE_ROUNDS,
-         (unsigned long long)st.waited_total, atomic_load(&lane_stranded));
-  tap_result("a return racing a queuing waiter never strands the waiter",
-             atomic_load(&lane_stranded) == 0 && lane_conn &&
-                 atomic_load(&lane_opened) == 1);
-  if (lane_conn)
-    xfer__pool_return(pool, lane_conn, 2000000000, &evicted);
+  printf("# %s: %ld CPUs online, %d rounds, %llu waited, %d stranded, "
+         "%d opened, %ld closed\n",
+         r->name, sysconf(_SC_NPROCESSORS_ONLN), RACE_ROUNDS,
+         (unsigned long long)st.waited_total, atomic_load(&r->stranded),
+         atomic_load(&r->opened), atomic_load(&r->closed));
+  ok = atomic_load(&r->stranded) == 0 && r->conn;
+  *opened = atomic_load(&r->opened);
+  *closed = atomic_load(&r->closed);
+  if (r->conn)
+    xfer__pool_return(pool, r->conn, 2000000000, &evicted);
+  probe_close_evicted(pool, &evicted);
   xfer_pool_destroy(pool);
   pool = NULL;
+  return ok;
+}
+
+static void lane_race(void) {
+  static struct race r = {
+      .name = "lanes",
+      .opts = {.max_per_destination = 1},
+      .keys = {"http://lanes.test:80|ip=0|bind=",
+               "http://lanes.test:80|ip=0|bind="}};
+  int opened;
+  long closed;
+  bool ok = race(&r, &opened, &closed);
+
+  tap_result("a return racing a queuing waiter never strands the waiter",
+             ok && opened == 1 && closed == 0);
+}
+
+static void room_race(void) {
+  static struct race r = {
+      .name = "room",
+      .opts = {.max_total = 1},
+      .keys = {"http://room-a.test:80|ip=0|bind=",
+               "http://room-b.test:80|ip=0|bind="}};
+  int opened;
+  long closed;
+  bool ok = race(&r, &opened, &closed);
+
+  tap_result("at the total limit, a return racing a transfer that wants room "
+             "never strands it",
+             ok && opened == RACE_ROUNDS + 1 && closed == RACE_ROUNDS);
 }
 
 int main(void) {
@@ -753,6 +824,7 @@ int main(void) {
              atomic_load(&watch_violations) == 0);
 
   lane_race();
+  room_race();
   ds_stop(dns);
   ts_stop(web);
   return tap_done();
