@@ -657,6 +657,27 @@ TH_TEST(pool, idle_lanes_share_across_cpus) {
   cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
 }
 
+/* After a retry got `closed`'s slots: that one is closed (the only one
+ * evicted), and the connection the retry opens in its place keeps both
+ * limits of 1. */
+static struct xfer__conn *replace(xfer_pool *pool, struct xfer__waiter *w,
+                                  const char *key, struct xfer__conn *closed,
+                                  struct xfer__list *evicted) {
+  struct xfer__conn *fresh;
+  xfer_pool_stats ps;
+
+  cr_assert_eq(evicted->next, &closed->idle_node, "the used one is closed");
+  cr_assert_eq(probe_close_evicted(pool, evicted), 1);
+  fresh = probe_open(pool, w, key, 3000);
+  cr_assert_not_null(fresh);
+  xfer_pool_get_stats(pool, &ps);
+  cr_assert_eq(ps.open, 1, "the limits hold");
+  cr_assert_eq(ps.idle, 0);
+  cr_assert_eq(ps.waiting, 0);
+  cr_assert_eq(ps.closed_limit, 1);
+  return fresh;
+}
+
 /* A retry must have a new connection (rule 6). At its destination's limit
  * with a connection idle, it closes that one and takes its slots, rather
  * than wait until the idle one expires. */
@@ -667,7 +688,6 @@ TH_TEST(pool, a_retry_at_the_limit_closes_an_idle_connection) {
   struct xfer__conn *idle, *fresh, *c;
   struct xfer__list evicted;
   struct xfer__waiter w;
-  xfer_pool_stats ps;
 
   xfer__list_init(&evicted);
   idle = lane_open(pool, key);
@@ -677,14 +697,7 @@ TH_TEST(pool, a_retry_at_the_limit_closes_an_idle_connection) {
   cr_assert_eq(probe_acquire_as(pool, key, 3000, true, &w, NULL, &c, &evicted),
                XFER__ACQUIRE_OPEN, "the idle one's slots, not a wait");
   cr_assert_null(c);
-  cr_assert_eq(evicted.next, &idle->idle_node, "the idle one is closed");
-  cr_assert_eq(probe_close_evicted(pool, &evicted), 1);
-  fresh = probe_open(pool, &w, key, 3000);
-  cr_assert_not_null(fresh);
-  xfer_pool_get_stats(pool, &ps);
-  cr_assert_eq(ps.open, 1, "the limits hold");
-  cr_assert_eq(ps.idle, 0);
-  cr_assert_eq(ps.closed_limit, 1);
+  fresh = replace(pool, &w, key, idle, &evicted);
 
   xfer__pool_return(pool, fresh, 4000, &evicted);
   cr_assert_eq(probe_acquire(pool, key, 5000, &w, NULL, &c, &evicted),
@@ -705,7 +718,6 @@ TH_TEST(pool, a_waiting_retry_gets_a_slot_not_a_used_connection) {
   struct xfer__conn *busy, *fresh, *c;
   struct xfer__list evicted;
   struct xfer__waiter w;
-  xfer_pool_stats ps;
   uint64_t count;
 
   cr_assert_not_null(wake);
@@ -720,13 +732,7 @@ TH_TEST(pool, a_waiting_retry_gets_a_slot_not_a_used_connection) {
                "and woken");
   cr_assert_null(w.granted_conn, "not with the used connection");
   cr_assert(w.granted_slot, "with its slots");
-  cr_assert_eq(evicted.next, &busy->idle_node, "which is closed");
-  cr_assert_eq(probe_close_evicted(pool, &evicted), 1);
-  fresh = probe_open(pool, &w, key, 3000);
-  cr_assert_not_null(fresh);
-  xfer_pool_get_stats(pool, &ps);
-  cr_assert_eq(ps.open, 1, "the limits hold");
-  cr_assert_eq(ps.waiting, 0);
+  fresh = replace(pool, &w, key, busy, &evicted);
 
   xfer__pool_return(pool, fresh, 4000, &evicted);
   cr_assert(xfer__list_empty(&evicted));

@@ -527,15 +527,14 @@ static void *racer(void *arg) {
   return NULL;
 }
 
-/* Returns whether no waiter was stranded; *opened and *closed: how many
- * connections were opened and closed for room. */
-static bool race(struct race *r, int *opened, long *closed) {
+/* One race; passes when no waiter was stranded and `opened` connections
+ * were opened and `closed` closed for room (the first one included). */
+static void race(struct race *r, const char *what, int opened, long closed) {
   pthread_t t[2];
   struct racer who[2] = {{r, 0}, {r, 1}};
   struct xfer__list evicted;
   struct xfer__wake *wake = xfer__wake_new();
   xfer_pool_stats st;
-  bool ok;
 
   pool = xfer_pool_new(&r->opts);
   xfer__list_init(&evicted);
@@ -554,45 +553,27 @@ static bool race(struct race *r, int *opened, long *closed) {
          r->name, sysconf(_SC_NPROCESSORS_ONLN), RACE_ROUNDS,
          (unsigned long long)st.waited_total, atomic_load(&r->stranded),
          atomic_load(&r->opened), atomic_load(&r->closed));
-  ok = atomic_load(&r->stranded) == 0 && r->conn;
-  *opened = atomic_load(&r->opened);
-  *closed = atomic_load(&r->closed);
+  tap_result(what, atomic_load(&r->stranded) == 0 && r->conn &&
+                       atomic_load(&r->opened) == opened &&
+                       atomic_load(&r->closed) == closed);
   if (r->conn)
     xfer__pool_return(pool, r->conn, 2000000000, &evicted);
   probe_close_evicted(pool, &evicted);
   xfer_pool_destroy(pool);
   pool = NULL;
-  return ok;
 }
 
-static void lane_race(void) {
-  static struct race r = {
-      .name = "lanes",
-      .opts = {.max_per_destination = 1},
-      .keys = {"http://lanes.test:80|ip=0|bind=",
-               "http://lanes.test:80|ip=0|bind="}};
-  int opened;
-  long closed;
-  bool ok = race(&r, &opened, &closed);
+static struct race lanes = {
+    .name = "lanes",
+    .opts = {.max_per_destination = 1},
+    .keys = {"http://lanes.test:80|ip=0|bind=",
+             "http://lanes.test:80|ip=0|bind="}};
 
-  tap_result("a return racing a queuing waiter never strands the waiter",
-             ok && opened == 1 && closed == 0);
-}
-
-static void room_race(void) {
-  static struct race r = {
-      .name = "room",
-      .opts = {.max_total = 1},
-      .keys = {"http://room-a.test:80|ip=0|bind=",
-               "http://room-b.test:80|ip=0|bind="}};
-  int opened;
-  long closed;
-  bool ok = race(&r, &opened, &closed);
-
-  tap_result("at the total limit, a return racing a transfer that wants room "
-             "never strands it",
-             ok && opened == RACE_ROUNDS + 1 && closed == RACE_ROUNDS);
-}
+static struct race room = {
+    .name = "room",
+    .opts = {.max_total = 1},
+    .keys = {"http://room-a.test:80|ip=0|bind=",
+             "http://room-b.test:80|ip=0|bind="}};
 
 int main(void) {
   struct worker w[THREADS];
@@ -823,8 +804,12 @@ int main(void) {
   tap_result("no fd was ever watched by two event loops",
              atomic_load(&watch_violations) == 0);
 
-  lane_race();
-  room_race();
+  race(&lanes, "a return racing a queuing waiter never strands the waiter",
+       1, 0);
+  race(&room,
+       "at the total limit, a return racing a transfer that wants room "
+       "never strands it",
+       RACE_ROUNDS + 1, RACE_ROUNDS);
   ds_stop(dns);
   ts_stop(web);
   return tap_done();
