@@ -910,24 +910,35 @@ static struct xfer__conn *unrequested_attached(struct xfer__bundle *b) {
  * after reading nwaiters there (give_or_keep()). Here nwaiters is raised
  * first and every lane looked at under its lock after, so of a returner
  * and a queuing waiter the second to hold a lane's lock sees the first:
- * no connection stays idle in a lane while a transfer waits for one. With
- * `take_idle` false (a transfer that must not reuse) the lanes are not
- * looked at.
+ * no connection stays idle in a lane while a transfer waits for one. (A
+ * transfer that must have a new connection closes the one found and takes
+ * its slots: replace_idle().)
  */
 static struct xfer__conn *queue_waiter(xfer_pool *pool,
                                        struct xfer__bundle *b,
-                                       struct xfer__waiter *w,
-                                       bool take_idle) {
+                                       struct xfer__waiter *w) {
   struct xfer__conn *c;
 
   atomic_fetch_add_explicit(&b->nwaiters, 1, memory_order_relaxed);
-  if (take_idle && (c = lanes_take(pool, b, 0, false))) {
+  if ((c = lanes_take(pool, b, 0, false))) {
     atomic_fetch_sub_explicit(&b->nwaiters, 1, memory_order_relaxed);
     return c;
   }
   w->bundle = b;
   xfer__list_insert_tail(&b->waiters, &w->node);
   return NULL;
+}
+
+/* After the lock: w, which must have a new connection (a retry, rule 6),
+ * found c idle in w->bundle at the destination's limit. c is closed and
+ * its slots (the destination's and the total one) are w's, so the retry
+ * need not wait for c to expire. */
+static void replace_idle(xfer_pool *pool, struct xfer__waiter *w,
+                         struct xfer__conn *c, struct xfer__list *evicted) {
+  c->bundle = NULL; /* conns and total stay: the slots move */
+  w->holds_slot = true;
+  atomic_fetch_sub_explicit(&pool->idle, 1, memory_order_relaxed);
+  evict(pool, c, &pool->closed_limit, evicted);
 }
 
 /* A slot of b is reserved for w: now the total one. OPEN, or WAIT when w
@@ -963,10 +974,15 @@ static enum xfer__acquire reserve_total(xfer_pool *pool,
       bundle_lock(pool, b);
       if (b->conns > 1) { /* ours is one: give it back and queue */
         b->conns--;
-        *conn = queue_waiter(pool, b, w, !fresh_only);
+        *conn = queue_waiter(pool, b, w);
         got = *conn ? XFER__ACQUIRE_CONN : XFER__ACQUIRE_WAIT;
       }
       bundle_unlock(b);
+      if (got == XFER__ACQUIRE_CONN && fresh_only) { /* its slots, then */
+        replace_idle(pool, w, *conn, evicted);
+        *conn = NULL;
+        return XFER__ACQUIRE_OPEN;
+      }
       if (got != XFER__ACQUIRE_OPEN) {
         w->holds_slot = false;
         if (got == XFER__ACQUIRE_WAIT)
@@ -994,8 +1010,7 @@ static enum xfer__acquire reserve_total(xfer_pool *pool,
  * *conn), a reserved slot (OPEN), or w queued (WAIT; *owner is the multi
  * to ask for an attached connection, if one was asked for). OPEN with
  * *conn set: a transfer that must have a new connection found b at its
- * limit with *conn idle; *conn's slots are w's now, and *conn is to be
- * closed (else the retry would wait for it to expire). */
+ * limit with *conn idle, whose slots it takes (replace_idle()). */
 static enum xfer__acquire decide_locked(xfer_pool *pool,
                                         struct xfer__bundle *b,
                                         unsigned home, bool fresh_only,
@@ -1020,13 +1035,13 @@ static enum xfer__acquire decide_locked(xfer_pool *pool,
     b->conns++; /* the reservation and the check, in one place */
     w->bundle = b;
     return XFER__ACQUIRE_OPEN;
-  } else if (fresh_only && (*conn = lanes_take(pool, b, home, false))) {
-    (*conn)->bundle = NULL; /* conns and total stay: the slots move */
-    w->bundle = b;
+  }
+  if ((*conn = queue_waiter(pool, b, w))) {
+    if (!fresh_only)
+      return XFER__ACQUIRE_CONN;
+    w->bundle = b; /* to take *conn's slots: replace_idle() */
     return XFER__ACQUIRE_OPEN;
   }
-  if ((*conn = queue_waiter(pool, b, w, !fresh_only)))
-    return XFER__ACQUIRE_CONN;
   if (asked) {
     atomic_store_explicit(&asked->release_requested, true,
                           memory_order_relaxed);
@@ -1076,11 +1091,9 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
     TSAN_READ_END(&b->rcu);
     rcu_read_unlock();
 
-    if (got == XFER__ACQUIRE_OPEN && c) { /* c's slots are w's */
-      w->holds_slot = true;
-      atomic_fetch_sub_explicit(&pool->idle, 1, memory_order_relaxed);
+    if (got == XFER__ACQUIRE_OPEN && c) {
+      replace_idle(pool, w, c, evicted);
       atomic_fetch_add_explicit(&pool->misses, 1, memory_order_relaxed);
-      evict(pool, c, &pool->closed_limit, evicted);
       return got;
     }
     if (got == XFER__ACQUIRE_OPEN) {

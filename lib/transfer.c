@@ -397,6 +397,7 @@ static int step_connect(xfer *x) {
   h->conn_id = h->conn->id;
   xfer__pool_opened(x->multi->pool, &h->wait, h->conn,
                     h->saw_dead || h->retries > 0);
+  h->fresh_only = false; /* a retry got its new one; a redirect may reuse */
   xfer__expire_clear(x, XFER__EXPIRE_CONNECT);
   xfer__stamp(x, XFER__PHASE_CONNECT);
   return enter_send(x);

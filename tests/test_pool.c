@@ -195,6 +195,35 @@ static xfer *post(xfer_multi *m, const char *url) {
   return x;
 }
 
+/* A retry opens a new connection; once it has it, the transfer may reuse
+ * again: a redirect it then follows takes the connection the retry opened
+ * (kept attached) instead of opening a third. */
+TH_TEST(pool, after_a_retry_a_redirect_reuses) {
+  struct ts_server *closing = ts_start(&(struct ts_config){.idle_close_ms = 30});
+  xfer_multi *m = xfer_multi_new(NULL);
+  struct timespec pause = {0, 100000000};
+  xfer_pool_stats ps;
+  xfer *x;
+
+  fetch(m, th_url(ts_port(closing), "/bytes/1"), NULL, 0);
+  nanosleep(&pause, NULL); /* the server closes it; under 1 s recheck */
+  x = xfer_new();
+  xs[nxs++] = x;
+  cr_assert_eq(xfer_set_url(x, th_url(ts_port(closing),
+                                      "/redirect/302?to=/bytes/5")),
+               XFER_OK);
+  cr_assert_eq(xfer_set_follow_redirects(x, 1), XFER_OK);
+  cr_assert_eq(xfer_multi_add(m, x), XFER_M_OK);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  xfer_pool_get_stats(m->pool, &ps);
+  cr_assert_eq(ps.retries_total, 1, "the stale one was retried");
+  cr_assert_eq(ps.opened_total, 2, "the first and the retry's, no third");
+  cr_assert_eq(xfer_get_reused(x), 1, "the redirect reused the retry's");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  ts_stop(closing);
+}
+
 /* A POST is not idempotent: on a reused connection the server closed
  * within the recheck interval it fails with a clear error; past the
  * interval the liveness check finds the dead one and it succeeds. */

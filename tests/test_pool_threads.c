@@ -19,8 +19,9 @@
  *   6. The attached fast path across threads.
  *   7. A return on one CPU racing a waiter on another never leaves the
  *      connection idle while the waiter waits: queuing for its
- *      destination (idle lanes), or for room at the total limit (through
- *      the pool's internal API, threads pinned to different CPUs).
+ *      destination (idle lanes), as a retry, or for room at the total
+ *      limit (through the pool's internal API, threads pinned to
+ *      different CPUs).
  */
 #define _GNU_SOURCE /* CPU_SET, pthread_setaffinity_np */
 #include <errno.h>
@@ -426,6 +427,9 @@ static long sum(const struct worker *w, int n, size_t offset) {
  *   returned connection is closed to make room, by the taker (idle) or by
  *   the returner (a transfer wants room), and the taker opens its own; a
  *   returner must see a waiter that is looking for room (room_wanted()).
+ * - retry: as lanes, but the taker must have a new connection (a retry):
+ *   it closes the returned one and takes its slots, whether it finds it
+ *   idle or is queued when it comes back (replace_idle()).
  * A waiter not woken within 2 s was stranded: a connection stayed idle
  * while it waited.
  */
@@ -435,6 +439,7 @@ struct race {
   const char *name;
   xfer_pool_opts opts;
   const char *keys[2]; /* what each thread asks for */
+  bool fresh_only;     /* ... as a retry */
   pthread_barrier_t barrier;
   struct xfer__conn *conn; /* the one connection: its holder's */
   atomic_int stranded, opened;
@@ -454,7 +459,8 @@ static struct xfer__conn *race_take(struct race *r, const char *key,
   enum xfer__acquire got;
 
   xfer__list_init(&evicted);
-  got = probe_acquire(pool, key, now, &w, wake, &c, &evicted);
+  got = probe_acquire_as(pool, key, now, r->fresh_only, &w, wake, &c,
+                         &evicted);
   atomic_fetch_add(&r->closed, probe_close_evicted(pool, &evicted));
   switch (got) {
   case XFER__ACQUIRE_CONN:
@@ -568,6 +574,13 @@ static struct race lanes = {
     .opts = {.max_per_destination = 1},
     .keys = {"http://lanes.test:80|ip=0|bind=",
              "http://lanes.test:80|ip=0|bind="}};
+
+static struct race retry = {
+    .name = "retry",
+    .opts = {.max_per_destination = 1},
+    .keys = {"http://retry.test:80|ip=0|bind=",
+             "http://retry.test:80|ip=0|bind="},
+    .fresh_only = true};
 
 static struct race room = {
     .name = "room",
@@ -809,6 +822,10 @@ int main(void) {
   race(&room,
        "at the total limit, a return racing a transfer that wants room "
        "never strands it",
+       RACE_ROUNDS + 1, RACE_ROUNDS);
+  race(&retry,
+       "a return racing a retry at the limit never strands it, and it gets "
+       "a new connection",
        RACE_ROUNDS + 1, RACE_ROUNDS);
   ds_stop(dns);
   ts_stop(web);
