@@ -570,7 +570,9 @@ static int step_send(xfer *x) {
   if (x->opts.low_speed_bytes > 0)
     xfer__expire_in(x, XFER__EXPIRE_LOW_SPEED,
                     x->opts.low_speed_period_ms * XFER__NS_PER_MS);
-  return STEP_NEXT;
+  /* The answer cannot be there yet: a read now would only say EAGAIN (a
+   * syscall a request). The socket's IN event brings us back. */
+  return STEP_AGAIN;
 }
 
 static int resp_on_header(void *owner, const char *name, size_t name_len,
