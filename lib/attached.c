@@ -52,6 +52,7 @@ static void release(xfer_multi *m, struct xfer__conn *c, xfer__time now,
 static void on_event(xfer_multi *m, struct xfer__mev_tracker *t, int fd,
                      int events) {
   struct xfer__conn *c = conn_of(t);
+  struct xfer__list evicted;
 
   (void)fd;
   (void)events;
@@ -61,8 +62,10 @@ static void on_event(xfer_multi *m, struct xfer__mev_tracker *t, int fd,
     return; /* a spurious wake-up */
   (void)unlink_conn(m, c, XFER__TAKE_CLOSE);
   xfer__attached_untrack(m, c);
-  xfer__pool_closing(m->pool, c, XFER__CLOSE_PEER);
+  xfer__list_init(&evicted);
+  xfer__pool_closing(m->pool, c, XFER__CLOSE_PEER, &evicted);
   xfer__conn_close(c, m);
+  xfer__shutdown_adopt_list(m, &evicted, m->last_now);
 }
 
 /* Arms the internal handle for the oldest connection's hold end (once

@@ -25,11 +25,14 @@ struct xfer__conn {
   xfer__time created;
   xfer__time last_used; /* when it last went idle */
   unsigned requests;    /* requests sent on it */
-  struct xfer__list idle_node; /* in its bundle's idle list, or in the
-                                  shutdown handle's list, or an eviction
-                                  list on its way there */
+  struct xfer__list idle_node; /* in a lane or an attached list of its
+                                  bundle, or in the shutdown handle's
+                                  list, or an eviction list on its way
+                                  there */
   struct xfer__bundle *bundle; /* the pool destination whose slot it holds
                                   (NULL: none) */
+  bool holds_total;            /* and a slot under the pool's total limit
+                                  (open and not closing) */
   /* Its own last pollset, while no transfer uses it in a multi: attached
    * (attached.h) or shutting down (shutdown.h). ev_live: ev has uses. */
   struct xfer__mev_tracker ev;

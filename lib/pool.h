@@ -1,20 +1,22 @@
 /*
  * The connection pool: process wide, shared by every multi attached to it,
- * thread-safe. See docs/internals/pool.md.
+ * thread-safe. See docs/internals/pool.md. Its parts:
  *
- * Protection:
- *   pool->bundles        cds_lfht (liburcu): lookups under rcu_read_lock()
- *                        (urcu-bp flavour: no thread registration); bundles
- *                        are added with add_unique, removed by the idle
- *                        sweep once unused (marked dead under their lock)
- *                        and freed with call_rcu; rcu_barrier in destroy
- *   bundle->idle, idle_count, attached, attached_count, conns, waiters
- *                        bundle->lock, held for a few pointer moves
- *                        only: no clock read, syscall, allocation or
- *                        callback while held (debug builds assert it)
- *   pool->total, total_waiters   total_lock (the total is raised with an
- *                        atomic outside it, lowered only under it)
- *   pool counters        atomics (relaxed: statistics)
+ *   pool.c          the pool object: options, statistics, life cycle of a
+ *                   connection's accounting (opened, evicted, closing)
+ *   pool_table.c    the RCU table of destinations: acquire, return, the
+ *                   idle sweep
+ *   pool_slots.c    slots and waiting: the FIFOs, cancel, and the one
+ *                   function through which every freed slot passes
+ *   pool_lanes.c    idle connections in per-CPU lanes, and the index of
+ *                   destinations with idle ones (making room)
+ *   pool_attached.c connections attached to their last multi (rule 4)
+ *   wake.c          the eventfd that wakes a waiting multi
+ *
+ * Every function here is thread-safe and never reads the clock: the
+ * caller passes its transfer's `now` (rule 3). Connections the pool closes
+ * gracefully are put on an `evicted` list for the caller's multi to shut
+ * down (shutdown.c); the caller passes one to every call that may evict.
  */
 #ifndef XFER_POOL_H
 #define XFER_POOL_H
@@ -25,52 +27,60 @@
 
 #include "conn.h"
 #include "now.h"
+#include "wake.h"
 
 struct xfer__bundle;
 
-/* A multi's wake-up: an eventfd other threads write to after granting one
- * of its waiting transfers a connection. Reference counted, so a writer
- * never writes to a descriptor that was closed and reused. */
-struct xfer__wake {
-  atomic_int refs;
-  int fd;
+/* Where a waiter stands. Written under the lock of the list it leaves or
+ * enters (see pool_slots.c); the owner reads it once `granted` is set, or
+ * under those locks. */
+enum xfer__wait_state {
+  XFER__WAIT_NONE,    /* holds nothing, in no list */
+  XFER__WAIT_QUEUED,  /* in its destination's FIFO; holds nothing */
+  XFER__WAIT_ROOM,    /* holds its destination slot; in the pool's FIFO
+                         for a total slot */
+  XFER__WAIT_GRANTED, /* handed a connection or both slots; `granted` */
+  XFER__WAIT_SLOTS    /* holds both slots: opens a connection with them */
 };
 
-struct xfer__wake *xfer__wake_new(void);
-void xfer__wake_unref(struct xfer__wake *w);
-
-/* A transfer's place in a destination's FIFO of waiters, and what it was
- * granted. Fields other than `granted` are under the bundle's lock. */
+/* A transfer's place in the pool's FIFOs, and what it was granted. */
 struct xfer__waiter {
-  struct xfer__list node;          /* in the bundle's waiters */
-  struct xfer__bundle *bundle;     /* waited on, or whose slot it holds */
-  struct xfer__wake *wake;         /* the waiting multi's */
-  struct xfer__conn *granted_conn; /* an idle connection handed over */
-  bool granted_slot;               /* a connection slot handed over */
-  bool holds_slot;                 /* a slot to open a connection with */
-  bool total_wait;                 /* holds a destination slot and waits
-                                      in the pool-wide FIFO (total_lock) */
-  bool fresh_only;                 /* must have a new connection (a retry,
-                                      rule 6): granted slots, never an
-                                      idle connection */
-  atomic_bool granted;             /* the owner reads it without the lock */
+  struct xfer__list node;      /* in its bundle's FIFO (QUEUED) or its
+                                  bundle's room list (ROOM) */
+  struct xfer__list room_node; /* in the pool's room FIFO (ROOM) */
+  struct xfer__bundle *bundle; /* waited on, or whose slot it holds */
+  struct xfer__wake *wake;     /* the waiting multi's (NULL: none) */
+  struct xfer__conn *granted_conn; /* handed over (GRANTED) */
+  enum xfer__wait_state state;
+  bool fresh_only; /* must have a new connection (a retry, rule 6) */
+  bool replace;    /* granted_conn is to be closed at once; its slots
+                      are the waiter's (fresh_only) */
+  bool waiting;    /* the owner's view: queued, no grant taken yet */
+  atomic_bool granted; /* the owner reads it without a lock */
 };
+
+/* Readies a waiter (once per transfer). */
+void xfer__waiter_init(struct xfer__waiter *w);
 
 enum xfer__acquire {
-  XFER__ACQUIRE_CONN, /* *conn is an idle connection to use */
-  XFER__ACQUIRE_OPEN, /* a slot is reserved: open a new connection */
-  XFER__ACQUIRE_WAIT, /* the destination is at its limit: queued */
+  XFER__ACQUIRE_CONN,    /* *conn is an idle connection to use */
+  XFER__ACQUIRE_OPEN,    /* the waiter holds both slots: open one */
+  XFER__ACQUIRE_REPLACE, /* a retry at its destination's limit: *conn is
+                            an idle connection whose slots are now the
+                            waiter's; close it at once
+                            (xfer__conn_close), then open a new one */
+  XFER__ACQUIRE_WAIT,    /* queued: the multi is woken through w->wake */
   XFER__ACQUIRE_NOMEM
 };
 
 /*
  * Finds a connection for `key`: the most recently idled one (unless
  * fresh_only), checked for liveness when idle past the recheck interval
- * (dead ones are closed, *saw_dead set); else a slot for a new one while
- * the destination is under its limit; else w joins the destination's FIFO
- * (its multi is woken through w->wake when it is granted a connection or a
- * slot). Expired connections met on the way go on `evicted`, for the
- * caller's multi to shut down. Thread-safe; never reads the clock.
+ * (dead ones are closed, *saw_dead set); else both slots for a new one;
+ * else w waits: for its destination (at max_per_destination, or for an
+ * attached connection of another multi, whose owner is asked for it), or
+ * for room (at max_total: an idle connection elsewhere is closed for it
+ * first when there is one).
  */
 enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
                                       size_t key_len, uint64_t hash,
@@ -80,16 +90,27 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
                                       bool *saw_dead,
                                       struct xfer__list *evicted);
 
-/* The owner gives up waiting or its slot (timeout, removal, failure):
- * anything granted meanwhile is passed on, so nothing is lost. */
+/* After w was woken: what it was granted (CONN, OPEN or REPLACE, as
+ * xfer__pool_acquire()), or WAIT when nothing yet. Owner thread only. */
+enum xfer__acquire xfer__pool_take_grant(xfer_pool *pool,
+                                         struct xfer__waiter *w,
+                                         struct xfer__conn **conn);
+
+/* The owner gives up waiting or its slots (timeout, removal, failure):
+ * its place is left, and what it held or was granted meanwhile passes to
+ * the oldest waiter that can use it. A waiter that holds nothing costs a
+ * branch. */
 void xfer__pool_cancel(xfer_pool *pool, struct xfer__waiter *w,
                        xfer__time now, struct xfer__list *evicted);
 
-/* Hands an idle connection to the pool (its socket must no longer be
- * tracked by any multi). It goes on `evicted` instead when the destination
- * already has its maximum of idle connections, it is too old, or out of
- * memory; expired ones found by a sweep join it. `now` is the caller
- * transfer's: the pool never reads the clock. Thread-safe. */
+/* A connection was opened with w's slots (which move into it); `reopen`:
+ * because a reused one was dead. */
+void xfer__pool_opened(xfer_pool *pool, struct xfer__waiter *w,
+                       struct xfer__conn *c, bool reopen);
+
+/* Hands an idle connection back (its socket no longer tracked by any
+ * multi): to the oldest waiter of its destination, or into a lane, or onto
+ * `evicted` (too old, over the idle limit, or closed for room). */
 void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now,
                        struct xfer__list *evicted);
 
@@ -101,15 +122,12 @@ enum xfer__close_reason {
   XFER__CLOSE_ERROR    /* a transfer failed or was stopped on it */
 };
 
-/* A connection was opened with w's slot (which moves into it); `reopen`:
- * because a reused one was dead. */
-void xfer__pool_opened(xfer_pool *pool, struct xfer__waiter *w,
-                       struct xfer__conn *c, bool reopen);
-/* A connection is about to be closed by its user (before its memory
- * goes): its slot passes to the oldest waiter of its destination, if
- * any. */
+/* c is about to be closed by its user (before its memory goes): the slots
+ * it still holds pass to the oldest waiters that can use them (which may
+ * close an idle connection for room onto `evicted`). */
 void xfer__pool_closing(xfer_pool *pool, struct xfer__conn *c,
-                        enum xfer__close_reason why);
+                        enum xfer__close_reason why,
+                        struct xfer__list *evicted);
 
 /*
  * The attached fast path (brief rule 4). A multi that just finished with
@@ -117,7 +135,8 @@ void xfer__pool_closing(xfer_pool *pool, struct xfer__conn *c,
  * and a waiter of another thread that finds no shared idle connection
  * asks for it (c->release_requested, then the owner's wake-up) instead of
  * opening one. false: not kept (attaching is off, c is too old, or
- * someone already waits for the destination): return it the usual way.
+ * someone waits for the destination or for room): return it the usual
+ * way.
  */
 bool xfer__pool_keep_attached(xfer_pool *pool, struct xfer__conn *c,
                               struct xfer__wake *owner, xfer__time now);
@@ -132,9 +151,8 @@ enum xfer__take {
 bool xfer__pool_take_attached(xfer_pool *pool, struct xfer__conn *c,
                               enum xfer__take why);
 /* The owner releases c to the shared side (its socket no longer tracked
- * by the owner): to the oldest waiter of its destination, or idle, or
- * evicted (too old, over a limit) onto `evicted`. `on_demand`: a waiter
- * asked for it. */
+ * by the owner), as xfer__pool_return() does. `on_demand`: a waiter asked
+ * for it. */
 void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
                                  bool on_demand, xfer__time now,
                                  struct xfer__list *evicted);
@@ -154,5 +172,34 @@ void xfer__pool_detach(xfer_pool *pool);
 bool xfer__pool_valid(const xfer_pool *pool);
 /* Does the pool limit connections (so transfers may have to wait)? */
 bool xfer__pool_limited(const xfer_pool *pool);
+
+/*
+ * Test hooks: points inside the pool's race windows and its sweep, where a
+ * test may hold one thread while another runs (tests/test_pool.c,
+ * tests/test_pool_threads.c, tests/fuzz/fuzz_pool.c). NULL (always, in
+ * programs that are not tests) costs one predicted branch. Set it only
+ * while no other thread uses any pool. The hook may run with a pool lock
+ * held (said at each point): it must not call back into that pool except
+ * where a point says so.
+ */
+enum xfer__pool_hook_point {
+  /* A transfer raised its destination's waiter count (or the room
+   * count), under the bundle lock, and is about to look at the lanes
+   * once more before it queues. arg: the waiter. */
+  XFER__HOOK_WAITER_ANNOUNCED,
+  /* A returner read the waiter and room counts under its lane's lock,
+   * and has unlocked it. arg: the connection, linked into the lane or
+   * not. No lock held. */
+  XFER__HOOK_RETURNER_CHECKED,
+  /* The sweep marked a bundle dead and unlocked it; it deletes it from
+   * the table next. arg: the bundle's key (NUL-terminated). No lock held
+   * (an RCU read-side section): the hook may acquire from the pool. */
+  XFER__HOOK_SWEEP_MARKED_DEAD,
+  /* An acquirer met a dead bundle (and helps delete it). arg: the key. */
+  XFER__HOOK_DEAD_BUNDLE_MET
+};
+typedef void (*xfer__pool_hook_fn)(enum xfer__pool_hook_point point,
+                                   const void *arg);
+extern xfer__pool_hook_fn xfer__pool_hook;
 
 #endif /* XFER_POOL_H */

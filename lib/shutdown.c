@@ -17,11 +17,17 @@ static struct xfer__conn *conn_of(struct xfer__mev_tracker *t) {
 }
 
 static void finish(xfer_multi *m, struct xfer__conn *c) {
+  struct xfer__list evicted;
+
   xfer__list_remove(&c->idle_node);
   m->shutdown.count--;
   xfer__mev_conn_done(m, &c->ev);
-  xfer__pool_closing(m->pool, c, XFER__CLOSE_EVICTED); /* may wake a waiter */
-  xfer__conn_close(c, m);               /* socket_done, then close */
+  xfer__list_init(&evicted);
+  /* Its destination slot passes on (to a waiter, which may close an idle
+   * connection for room: this handle takes that one too). */
+  xfer__pool_closing(m->pool, c, XFER__CLOSE_EVICTED, &evicted);
+  xfer__conn_close(c, m); /* socket_done, then close */
+  xfer__shutdown_adopt_list(m, &evicted, m->last_now);
 }
 
 /* Reads and drops what the peer still sends. true at EOF or an error:

@@ -40,8 +40,7 @@ xfer *xfer_new(void) {
   x->opts.read_size = -1;
   xfer__list_init(&x->http.resolve.waiter_node);
   xfer__list_init(&x->http.wait_node);
-  xfer__list_init(&x->http.wait.node);
-  atomic_init(&x->http.wait.granted, false);
+  xfer__waiter_init(&x->http.wait);
   return x;
 }
 
@@ -203,14 +202,18 @@ static void shut_down_evicted(xfer *x, struct xfer__list *evicted) {
  * for the pool's statistics. */
 static void conn_drop(xfer *x, enum xfer__close_reason why) {
   struct xfer__http *h = &x->http;
+  struct xfer__list evicted;
 
   if (!h->conn)
     return;
   xfer__attached_untrack(x->multi, h->conn);
-  xfer__pool_closing(x->multi->pool, h->conn, why); /* wakes a waiter */
+  xfer__list_init(&evicted);
+  /* Its slots pass on, which may close an idle one for room. */
+  xfer__pool_closing(x->multi->pool, h->conn, why, &evicted);
   /* socket_done is a no-op for a socket this multi never tracked. */
   xfer__conn_close(h->conn, x->multi);
   h->conn = NULL;
+  shut_down_evicted(x, &evicted);
 }
 
 /* A connection whose response completed stays attached to this multi for
@@ -315,6 +318,9 @@ static int step_init(xfer *x) {
   switch (got) {
   case XFER__ACQUIRE_CONN:
     return use_conn(x, c);
+  case XFER__ACQUIRE_REPLACE:
+    xfer__conn_close(c, NULL); /* idle: tracked by no multi */
+    return open_new(x);
   case XFER__ACQUIRE_OPEN:
     return open_new(x);
   case XFER__ACQUIRE_WAIT:
@@ -326,27 +332,26 @@ static int step_init(xfer *x) {
   }
 }
 
-/* Queued at a destination's limit: go on when another thread (or this
- * one) handed us a connection or a slot. */
+/* Queued at a limit: go on when another thread (or this one) handed us
+ * a connection or slots. */
 static int step_wait(xfer *x) {
   struct xfer__http *h = &x->http;
-  struct xfer__waiter *w = &h->wait;
-  struct xfer__conn *c;
+  struct xfer__conn *c = NULL;
 
-  if (!atomic_load_explicit(&w->granted, memory_order_acquire))
+  switch (xfer__pool_take_grant(x->multi->pool, &h->wait, &c)) {
+  case XFER__ACQUIRE_WAIT:
     return STEP_AGAIN;
-  xfer__list_remove(&h->wait_node);
-  atomic_store_explicit(&w->granted, false, memory_order_relaxed);
-  if (w->granted_conn) {
-    c = w->granted_conn;
-    w->granted_conn = NULL;
-    w->bundle = NULL;
+  case XFER__ACQUIRE_CONN:
+    xfer__list_remove(&h->wait_node);
     return use_conn(x, c);
+  case XFER__ACQUIRE_REPLACE:
+    xfer__list_remove(&h->wait_node);
+    xfer__conn_close(c, NULL); /* returned: tracked by no multi */
+    return open_new(x);
+  default:
+    xfer__list_remove(&h->wait_node);
+    return open_new(x);
   }
-  w->granted_slot = false;
-  w->total_wait = false; /* a total grant: both slots are ours now */
-  w->holds_slot = true;
-  return open_new(x);
 }
 
 static int step_resolve(xfer *x) {

@@ -29,9 +29,7 @@ probe_acquire_as(xfer_pool *pool, const char *key, xfer__time now,
   size_t len = strlen(key);
   bool dead = false;
 
-  memset(w, 0, sizeof(*w));
-  xfer__list_init(&w->node);
-  atomic_init(&w->granted, false);
+  xfer__waiter_init(w);
   w->wake = wake;
   *conn = NULL;
   return xfer__pool_acquire(pool, key, len, xfer__conn_key_hash(key, len),
@@ -45,7 +43,9 @@ probe_acquire(xfer_pool *pool, const char *key, xfer__time now,
   return probe_acquire_as(pool, key, now, false, w, wake, conn, evicted);
 }
 
-/* The end of every evicted connection's graceful close; how many. */
+/* The end of every evicted connection's graceful close; how many. (A
+ * close may pass a slot to a waiter for room, which closes another idle
+ * connection: that one joins the list and is closed too.) */
 static inline int probe_close_evicted(xfer_pool *pool,
                                       struct xfer__list *evicted) {
   int n = 0;
@@ -54,15 +54,15 @@ static inline int probe_close_evicted(xfer_pool *pool,
     struct xfer__conn *c = XFER__CONTAINER_OF(evicted->next,
                                               struct xfer__conn, idle_node);
     xfer__list_remove(&c->idle_node);
-    xfer__pool_closing(pool, c, XFER__CLOSE_EVICTED);
+    xfer__pool_closing(pool, c, XFER__CLOSE_EVICTED, evicted);
     xfer__conn_close(c, NULL);
     n++;
   }
   return n;
 }
 
-/* After XFER__ACQUIRE_OPEN, or a slot granted to a waiter: the connection
- * w's slot is for; NULL when out of descriptors or memory. */
+/* After XFER__ACQUIRE_OPEN or _REPLACE, or slots granted to a waiter: the
+ * connection w's slots are for; NULL when out of descriptors or memory. */
 static inline struct xfer__conn *probe_open(xfer_pool *pool,
                                             struct xfer__waiter *w,
                                             const char *key, xfer__time now) {

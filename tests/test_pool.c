@@ -673,9 +673,7 @@ TH_TEST(pool, idle_lanes_share_across_cpus) {
   cr_assert_not(xfer__list_empty(&evicted),
                 "over the idle limit of 1, counted over both lanes");
   cr_assert_eq(evicted.next, &second->idle_node);
-  xfer__list_remove(&second->idle_node);
-  xfer__pool_closing(pool, second, XFER__CLOSE_EVICTED);
-  xfer__conn_close(second, NULL);
+  cr_assert_eq(probe_close_evicted(pool, &evicted), 1);
 
   cr_assert_eq(probe_acquire(pool, key, 3000, &w, NULL, &got, &evicted),
                XFER__ACQUIRE_CONN, "CPU 1 takes what CPU 0 returned");
@@ -686,17 +684,17 @@ TH_TEST(pool, idle_lanes_share_across_cpus) {
   cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
 }
 
-/* After a retry got `closed`'s slots: that one is closed (the only one
- * evicted), and the connection the retry opens in its place keeps both
- * limits of 1. */
+/* After a retry got `closed`'s slots (REPLACE): the retry closes it at
+ * once (before its new one is opened, so the server never sees two), and
+ * the connection it opens in its place keeps both limits of 1. */
 static struct xfer__conn *replace(xfer_pool *pool, struct xfer__waiter *w,
                                   const char *key, struct xfer__conn *closed,
                                   struct xfer__list *evicted) {
   struct xfer__conn *fresh;
   xfer_pool_stats ps;
 
-  cr_assert_eq(evicted->next, &closed->idle_node, "the used one is closed");
-  cr_assert_eq(probe_close_evicted(pool, evicted), 1);
+  cr_assert(xfer__list_empty(evicted), "closed by the retry, not evicted");
+  xfer__conn_close(closed, NULL);
   fresh = probe_open(pool, w, key, 3000);
   cr_assert_not_null(fresh);
   xfer_pool_get_stats(pool, &ps);
@@ -724,8 +722,8 @@ TH_TEST(pool, a_retry_at_the_limit_closes_an_idle_connection) {
   cr_assert(xfer__list_empty(&evicted));
 
   cr_assert_eq(probe_acquire_as(pool, key, 3000, true, &w, NULL, &c, &evicted),
-               XFER__ACQUIRE_OPEN, "the idle one's slots, not a wait");
-  cr_assert_null(c);
+               XFER__ACQUIRE_REPLACE, "the idle one's slots, not a wait");
+  cr_assert_eq(c, idle);
   fresh = replace(pool, &w, key, idle, &evicted);
 
   xfer__pool_return(pool, fresh, 4000, &evicted);
@@ -737,8 +735,9 @@ TH_TEST(pool, a_retry_at_the_limit_closes_an_idle_connection) {
   cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
 }
 
-/* A retry waiting at its destination's limit is handed a slot, never the
- * used connection that comes back: that one is closed instead. */
+/* A retry waiting at its destination's limit is handed the used
+ * connection that comes back only to close it: its slots are the retry's,
+ * and it opens a new one. */
 TH_TEST(pool, a_waiting_retry_gets_a_slot_not_a_used_connection) {
   const char *key = "http://retry.test:80|ip=0|bind=";
   xfer_pool *pool = xfer_pool_new(
@@ -759,8 +758,9 @@ TH_TEST(pool, a_waiting_retry_gets_a_slot_not_a_used_connection) {
   cr_assert(atomic_load(&w.granted), "the waiter was served");
   cr_assert_eq(read(wake->fd, &count, sizeof(count)), sizeof(count),
                "and woken");
-  cr_assert_null(w.granted_conn, "not with the used connection");
-  cr_assert(w.granted_slot, "with its slots");
+  cr_assert_eq(xfer__pool_take_grant(pool, &w, &c), XFER__ACQUIRE_REPLACE,
+               "with the used connection's slots, to close it");
+  cr_assert_eq(c, busy);
   fresh = replace(pool, &w, key, busy, &evicted);
 
   xfer__pool_return(pool, fresh, 4000, &evicted);

@@ -456,21 +456,18 @@ static struct xfer__conn *race_take(struct race *r, const char *key,
   struct xfer__list evicted;
   struct pollfd pfd = {.fd = wake->fd, .events = POLLIN};
   uint64_t count;
+  int64_t give_up = mono_ms() + 2000;
   enum xfer__acquire got;
 
   xfer__list_init(&evicted);
   got = probe_acquire_as(pool, key, now, r->fresh_only, &w, wake, &c,
                          &evicted);
   atomic_fetch_add(&r->closed, probe_close_evicted(pool, &evicted));
-  switch (got) {
-  case XFER__ACQUIRE_CONN:
-    return c;
-  case XFER__ACQUIRE_OPEN:
-    atomic_fetch_add(&r->opened, 1);
-    return probe_open(pool, &w, key, now);
-  case XFER__ACQUIRE_WAIT:
-    if (poll(&pfd, 1, 2000) != 1 ||
-        !atomic_load_explicit(&w.granted, memory_order_acquire)) {
+  /* A grant the checkout took itself leaves a count in the eventfd: a
+   * wake-up is a hint, the flag is what counts (as in a multi). */
+  while (got == XFER__ACQUIRE_WAIT) {
+    int64_t left = give_up - mono_ms();
+    if (left < 0 || poll(&pfd, 1, (int)left) != 1) {
       atomic_fetch_add(&r->stranded, 1);
       xfer__pool_cancel(pool, &w, now, &evicted);
       atomic_fetch_add(&r->closed, probe_close_evicted(pool, &evicted));
@@ -478,8 +475,16 @@ static struct xfer__conn *race_take(struct race *r, const char *key,
     }
     if (read(wake->fd, &count, sizeof(count)) < 0)
       return NULL;
-    if (w.granted_conn)
-      return w.granted_conn;
+    got = xfer__pool_take_grant(pool, &w, &c);
+  }
+  switch (got) {
+  case XFER__ACQUIRE_CONN:
+    return c;
+  case XFER__ACQUIRE_REPLACE: /* a retry closes the one it was handed */
+    xfer__conn_close(c, NULL);
+    atomic_fetch_add(&r->closed, 1);
+    /* fall through */
+  case XFER__ACQUIRE_OPEN:
     atomic_fetch_add(&r->opened, 1);
     return probe_open(pool, &w, key, now);
   default:

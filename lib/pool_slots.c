@@ -1,0 +1,428 @@
+/*
+ * Slots and waiting (see pool.h, pool_impl.h, docs/internals/pool.md).
+ *
+ * A connection needs two slots to exist: one of its destination
+ * (max_per_destination, counted in bundle->conns) and one of the pool
+ * (max_total, counted in pool->total). Each slot is owned by exactly one
+ * connection (open, idle, attached, busy; a closing one keeps only its
+ * destination slot) or one waiter (which will open a connection with it).
+ * Every freed slot passes through xfer__slots_release(), which hands it to
+ * the oldest waiter that can use it.
+ *
+ * Waiters, and the lock that guards each list and state change:
+ *
+ *   QUEUED   bundle->waiters (bundle->lock): waits for a connection of
+ *            its destination, or its destination slot; holds nothing
+ *   ROOM     bundle->room and pool->room (total_lock): holds its
+ *            destination slot, waits for a total slot (or a connection of
+ *            its destination, which comes first)
+ *   GRANTED  handed a connection, or both slots; the owner takes it
+ *            without a lock (xfer__pool_take_grant())
+ *
+ * A move between QUEUED and ROOM holds both locks (bundle, then total), so
+ * the owner, cancelling under both, always finds its waiter in one place.
+ * ROOM waiters of a destination are always older than its QUEUED ones
+ * (a QUEUED one exists only while the destination has no free slot, and
+ * the oldest QUEUED one is the first to get a freed slot), so a returned
+ * connection goes to the ROOM ones first: the oldest waiter of its
+ * destination.
+ *
+ * Nothing stays idle while a transfer waits for it: a transfer raises its
+ * destination's nwaiters (or nroom, and pool->total_waiting for room)
+ * before it looks at the lanes under their locks one last time, and a
+ * returner reads those counts under its lane's lock before it links
+ * (pool_lanes.c), so of the two, the second to hold a lane's lock sees the
+ * first.
+ */
+#include "pool_impl.h"
+
+void xfer__waiter_init(struct xfer__waiter *w) {
+  xfer__list_init(&w->node);
+  xfer__list_init(&w->room_node);
+  w->bundle = NULL;
+  w->wake = NULL;
+  w->granted_conn = NULL;
+  w->state = XFER__WAIT_NONE;
+  w->fresh_only = false;
+  w->replace = false;
+  w->waiting = false;
+  atomic_init(&w->granted, false);
+}
+
+/* Under the lock of the list w just left: w gets c (or, with c NULL, both
+ * slots). Nothing touches w after `granted` is set: its owner may take the
+ * grant and reuse w at once. */
+static void grant(xfer_pool *pool, struct xfer__waiter *w,
+                  struct xfer__conn *c, struct xfer__wakeups *ws) {
+  w->granted_conn = c;
+  w->replace = c && w->fresh_only;
+  w->state = XFER__WAIT_GRANTED;
+  XFER__POOL_UNCOUNT(pool, waiting);
+  xfer__wakeups_add(ws, w->wake);
+  atomic_store_explicit(&w->granted, true, memory_order_release);
+}
+
+/* --- the total slot --------------------------------------------------------- */
+
+/* Under total_lock: w leaves the room FIFOs. */
+static void room_unlink_locked(xfer_pool *pool, struct xfer__waiter *w) {
+  xfer__list_remove(&w->room_node);
+  xfer__list_remove(&w->node);
+  atomic_fetch_sub_explicit(&pool->total_waiting, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&w->bundle->nroom, 1, memory_order_relaxed);
+}
+
+/* Under total_lock: a total slot is given back; when that leaves room,
+ * the oldest waiter for room takes it (it holds its destination slot
+ * already). The count may stand over the limit for a moment (a failed
+ * reservation), which only delays a grant to the release that ends it. */
+static void total_free_locked(xfer_pool *pool, struct xfer__wakeups *ws) {
+  long left = atomic_fetch_sub(&pool->total, 1) - 1;
+  struct xfer__waiter *w;
+
+  if (left >= (long)pool->max_total || xfer__list_empty(&pool->room))
+    return;
+  XFER__POOL_VISIT();
+  w = XFER__CONTAINER_OF(pool->room.next, struct xfer__waiter, room_node);
+  room_unlink_locked(pool, w);
+  atomic_fetch_add(&pool->total, 1);
+  grant(pool, w, NULL, ws);
+}
+
+static void total_lock(xfer_pool *pool) {
+  xfer__pool_lock(pool, &pool->total_lock);
+}
+
+static void total_unlock(xfer_pool *pool) {
+  xfer__pool_unlock(&pool->total_lock);
+}
+
+/* Raise, then check: no lock on the usual path. A failed reservation is
+ * taken back under total_lock like any freed slot. */
+static bool total_reserve(xfer_pool *pool, struct xfer__wakeups *ws) {
+  if (!pool->max_total ||
+      atomic_fetch_add(&pool->total, 1) < (long)pool->max_total)
+    return true;
+  total_lock(pool);
+  total_free_locked(pool, ws);
+  total_unlock(pool);
+  return false;
+}
+
+/* Under b's lock (and total_lock): w, holding b's destination slot,
+ * joins the room FIFOs. */
+static void room_link_locked(xfer_pool *pool, struct xfer__bundle *b,
+                             struct xfer__waiter *w) {
+  w->bundle = b;
+  w->state = XFER__WAIT_ROOM;
+  xfer__list_insert_tail(&b->room, &w->node);
+  xfer__list_insert_tail(&pool->room, &w->room_node);
+}
+
+/* --- the destination slot --------------------------------------------------- */
+
+/* Under b's lock: one of b's destination slots is free. b's oldest QUEUED
+ * waiter takes it, and a total slot when one is free; else it waits for
+ * room (*room set: the caller makes room after the locks). With nobody
+ * queued the slot is given back. */
+static void dest_free_locked(xfer_pool *pool, struct xfer__bundle *b,
+                             struct xfer__wakeups *ws, bool *room) {
+  struct xfer__waiter *w;
+
+  if (xfer__list_empty(&b->waiters)) {
+    b->conns--;
+    return;
+  }
+  XFER__POOL_VISIT();
+  w = XFER__CONTAINER_OF(b->waiters.next, struct xfer__waiter, node);
+  xfer__list_remove(&w->node);
+  if (total_reserve(pool, ws)) {
+    atomic_fetch_sub_explicit(&b->nwaiters, 1, memory_order_relaxed);
+    grant(pool, w, NULL, ws);
+    return;
+  }
+  /* Counted as wanting room before it stops counting as queued, so a
+   * returner of b reading both always sees it. */
+  atomic_fetch_add_explicit(&b->nroom, 1, memory_order_relaxed);
+  atomic_fetch_add_explicit(&pool->total_waiting, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&b->nwaiters, 1, memory_order_relaxed);
+  total_lock(pool);
+  if (atomic_load(&pool->total) < (long)pool->max_total) {
+    atomic_fetch_add(&pool->total, 1);
+    atomic_fetch_sub_explicit(&b->nroom, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&pool->total_waiting, 1, memory_order_relaxed);
+    grant(pool, w, NULL, ws);
+  } else {
+    room_link_locked(pool, b, w);
+    *room = true;
+  }
+  total_unlock(pool);
+}
+
+void xfer__slots_release(xfer_pool *pool, struct xfer__bundle *b, bool total,
+                         struct xfer__list *evicted) {
+  struct xfer__wakeups ws;
+  bool room = false;
+
+  XFER__ASSERT_NO_POOL_LOCK();
+  xfer__wakeups_init(&ws);
+  /* The total slot first: it belongs to the oldest waiter for room,
+   * whichever its destination, before b's own queue may claim it. */
+  if (total && pool->max_total) {
+    total_lock(pool);
+    total_free_locked(pool, &ws);
+    total_unlock(pool);
+  }
+  if (b) {
+    xfer__bundle_lock(pool, b);
+    dest_free_locked(pool, b, &ws, &room);
+    xfer__bundle_unlock(b);
+  }
+  xfer__wakeups_flush(&ws);
+  if (room)
+    xfer__room_make(pool, evicted);
+}
+
+void xfer__room_make(xfer_pool *pool, struct xfer__list *evicted) {
+  struct xfer__conn *c;
+
+  XFER__ASSERT_NO_POOL_LOCK();
+  /* Each close frees a total slot for the oldest waiter for room. */
+  while (xfer__room_wanted(pool) && (c = xfer__lanes_take_any(pool)))
+    xfer__pool_evict(pool, c, &pool->closed_limit, evicted);
+}
+
+/* --- deciding, queuing, handing over ------------------------------------------ */
+
+/* Under b's lock: c (idle, taken from a lane) goes to w, which must have
+ * a new connection: c's slots are w's now, c is closed by w's owner at
+ * once. */
+static void take_over(xfer_pool *pool, struct xfer__bundle *b,
+                      struct xfer__waiter *w, struct xfer__conn *c) {
+  assert(c->bundle == b && c->holds_total);
+  c->bundle = NULL;
+  c->holds_total = false;
+  w->bundle = b;
+  w->state = XFER__WAIT_SLOTS;
+  XFER__POOL_COUNT(pool, closed);
+  XFER__POOL_COUNT(pool, closed_limit);
+  XFER__POOL_UNCOUNT(pool, open);
+}
+
+/* Under b's lock: w joins b's FIFO, unless a connection was linked into a
+ * lane meanwhile (returned instead; w is not queued). See the comment at
+ * the top for why nwaiters is raised before the look. */
+static struct xfer__conn *queue(xfer_pool *pool, struct xfer__bundle *b,
+                                struct xfer__waiter *w) {
+  struct xfer__conn *c;
+
+  atomic_fetch_add_explicit(&b->nwaiters, 1, memory_order_relaxed);
+  XFER__POOL_HOOK(XFER__HOOK_WAITER_ANNOUNCED, w);
+  if ((c = xfer__lanes_take(pool, b, 0, false))) {
+    atomic_fetch_sub_explicit(&b->nwaiters, 1, memory_order_relaxed);
+    return c;
+  }
+  w->bundle = b;
+  w->state = XFER__WAIT_QUEUED;
+  XFER__POOL_COUNT(pool, waiting);
+  xfer__list_insert_tail(&b->waiters, &w->node);
+  return NULL;
+}
+
+/* Under b's lock: w holds b's destination slot and the pool is at its
+ * total limit. It waits for room, unless a connection of b was linked
+ * into a lane meanwhile (CONN or REPLACE; w's destination slot goes back)
+ * or a total slot came free (OPEN). */
+static enum xfer__slots_decision room_wait(xfer_pool *pool,
+                                          struct xfer__bundle *b,
+                                          struct xfer__waiter *w,
+                                          struct xfer__conn **conn,
+                                          struct xfer__wakeups *ws,
+                                          bool *room) {
+  struct xfer__conn *c;
+  bool queued = false;
+
+  atomic_fetch_add_explicit(&b->nroom, 1, memory_order_relaxed);
+  atomic_fetch_add(&pool->total_waiting, 1);
+  XFER__POOL_HOOK(XFER__HOOK_WAITER_ANNOUNCED, w);
+  if ((c = xfer__lanes_take(pool, b, 0, false))) {
+    atomic_fetch_sub_explicit(&b->nroom, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&pool->total_waiting, 1, memory_order_relaxed);
+    dest_free_locked(pool, b, ws, room); /* c brings its own */
+    *conn = c;
+    if (!w->fresh_only)
+      return XFER__DECIDE_CONN;
+    take_over(pool, b, w, c);
+    return XFER__DECIDE_REPLACE;
+  }
+  total_lock(pool);
+  if (atomic_load(&pool->total) < (long)pool->max_total) {
+    atomic_fetch_add(&pool->total, 1);
+  } else {
+    XFER__POOL_COUNT(pool, waiting);
+    room_link_locked(pool, b, w);
+    queued = true;
+  }
+  total_unlock(pool);
+  if (queued)
+    return XFER__DECIDE_ROOM_WAIT;
+  atomic_fetch_sub_explicit(&b->nroom, 1, memory_order_relaxed);
+  atomic_fetch_sub_explicit(&pool->total_waiting, 1, memory_order_relaxed);
+  w->state = XFER__WAIT_SLOTS;
+  return XFER__DECIDE_OPEN;
+}
+
+enum xfer__slots_decision xfer__slots_decide_locked(
+    xfer_pool *pool, struct xfer__bundle *b, struct xfer__waiter *w,
+    struct xfer__conn **conn, struct xfer__wakeups *ws, bool *room) {
+  struct xfer__conn *asked = NULL, *c;
+  bool attached_ok = !w->fresh_only && w->wake;
+
+  if (attached_ok && b->nrequested > atomic_load_explicit(
+                                          &b->nwaiters, memory_order_relaxed)) {
+    /* A release asked for earlier has no waiter left to serve (its
+     * waiter got another connection): it will serve us. */
+  } else if (attached_ok && (asked = xfer__attached_askable_locked(b))) {
+    /* Idle, but attached to another multi: its owner releases it to the
+     * oldest waiter (REMOVE first) when the wake-up reaches it. Sharing
+     * must not cost a connection (rule 4). */
+  } else if (!pool->max_per_destination ||
+             b->conns < pool->max_per_destination) {
+    b->conns++;
+    w->bundle = b;
+    if (total_reserve(pool, ws)) {
+      w->state = XFER__WAIT_SLOTS;
+      return XFER__DECIDE_OPEN;
+    }
+    return room_wait(pool, b, w, conn, ws, room);
+  }
+  if ((c = queue(pool, b, w))) {
+    *conn = c;
+    if (!w->fresh_only)
+      return XFER__DECIDE_CONN;
+    take_over(pool, b, w, c);
+    return XFER__DECIDE_REPLACE;
+  }
+  if (asked) {
+    xfer__attached_ask_locked(b, asked);
+    xfer__wakeups_add(ws, asked->owner_wake);
+  }
+  return XFER__DECIDE_WAIT;
+}
+
+bool xfer__slots_give_locked(xfer_pool *pool, struct xfer__bundle *b,
+                             struct xfer__conn *c, struct xfer__wakeups *ws,
+                             bool *room) {
+  struct xfer__waiter *w = NULL;
+
+  if (atomic_load_explicit(&b->nroom, memory_order_relaxed) > 0) {
+    total_lock(pool);
+    if (!xfer__list_empty(&b->room)) {
+      XFER__POOL_VISIT();
+      w = XFER__CONTAINER_OF(b->room.next, struct xfer__waiter, node);
+      room_unlink_locked(pool, w);
+    }
+    total_unlock(pool);
+  }
+  if (w) { /* c brings its own slots: w's destination slot is free */
+    grant(pool, w, c, ws);
+    dest_free_locked(pool, b, ws, room);
+    return true;
+  }
+  if (xfer__list_empty(&b->waiters))
+    return false;
+  XFER__POOL_VISIT();
+  w = XFER__CONTAINER_OF(b->waiters.next, struct xfer__waiter, node);
+  xfer__list_remove(&w->node);
+  atomic_fetch_sub_explicit(&b->nwaiters, 1, memory_order_relaxed);
+  grant(pool, w, c, ws);
+  return true;
+}
+
+/* --- the owner's side ---------------------------------------------------------- */
+
+enum xfer__acquire xfer__pool_take_grant(xfer_pool *pool,
+                                         struct xfer__waiter *w,
+                                         struct xfer__conn **conn) {
+  struct xfer__conn *c;
+
+  if (!atomic_load_explicit(&w->granted, memory_order_acquire))
+    return XFER__ACQUIRE_WAIT;
+  atomic_store_explicit(&w->granted, false, memory_order_relaxed);
+  w->waiting = false;
+  c = w->granted_conn;
+  w->granted_conn = NULL;
+  *conn = c;
+  if (!c) { /* both slots */
+    w->state = XFER__WAIT_SLOTS;
+    return XFER__ACQUIRE_OPEN;
+  }
+  if (!w->replace) {
+    w->state = XFER__WAIT_NONE;
+    w->bundle = NULL;
+    XFER__POOL_COUNT(pool, reused);
+    return XFER__ACQUIRE_CONN;
+  }
+  /* A retry handed a used connection: its slots, and it is closed. No
+   * lock: nobody else holds c or w. */
+  w->replace = false;
+  XFER__POOL_COUNT(pool, closed);
+  XFER__POOL_COUNT(pool, closed_limit);
+  XFER__POOL_UNCOUNT(pool, open);
+  w->bundle = c->bundle;
+  w->state = XFER__WAIT_SLOTS;
+  c->bundle = NULL;
+  c->holds_total = false;
+  return XFER__ACQUIRE_REPLACE;
+}
+
+void xfer__pool_cancel(xfer_pool *pool, struct xfer__waiter *w,
+                       xfer__time now, struct xfer__list *evicted) {
+  struct xfer__bundle *b = w->bundle;
+  enum xfer__wait_state held;
+
+  if (!w->waiting && w->state == XFER__WAIT_NONE)
+    return;
+  if (w->waiting) {
+    /* QUEUED, ROOM or GRANTED (maybe at this very moment): under both
+     * locks where those change, the state is settled. While it is not
+     * waiting, the state is its owner's alone. */
+    xfer__bundle_lock(pool, b);
+    if (pool->max_total)
+      total_lock(pool);
+    if (w->state == XFER__WAIT_QUEUED) {
+      xfer__list_remove(&w->node);
+      atomic_fetch_sub_explicit(&b->nwaiters, 1, memory_order_relaxed);
+      XFER__POOL_UNCOUNT(pool, waiting);
+    } else if (w->state == XFER__WAIT_ROOM) {
+      room_unlink_locked(pool, w);
+      XFER__POOL_UNCOUNT(pool, waiting);
+    }
+    if (pool->max_total)
+      total_unlock(pool);
+    xfer__bundle_unlock(b);
+    w->waiting = false;
+  }
+  held = w->state;
+  w->state = XFER__WAIT_NONE;
+  w->bundle = NULL;
+  atomic_store_explicit(&w->granted, false, memory_order_relaxed);
+  switch (held) {
+  case XFER__WAIT_ROOM: /* its destination slot, to the next of b */
+    xfer__slots_release(pool, b, false, evicted);
+    break;
+  case XFER__WAIT_SLOTS:
+    xfer__slots_release(pool, b, true, evicted);
+    break;
+  case XFER__WAIT_GRANTED:
+    if (w->granted_conn) /* whole: its slots are its own still */
+      xfer__pool_return(pool, w->granted_conn, now, evicted);
+    else
+      xfer__slots_release(pool, b, true, evicted);
+    break;
+  default:
+    break;
+  }
+  w->granted_conn = NULL;
+  w->replace = false;
+}
