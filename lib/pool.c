@@ -16,6 +16,10 @@
 #include "mem.h"
 
 _Thread_local unsigned xfer__pool_visits;
+#ifdef XFER_DEBUG
+_Thread_local unsigned xfer__pool_visits_peak;
+_Thread_local unsigned long xfer__pool_locks_taken;
+#endif
 xfer__pool_hook_fn xfer__pool_hook;
 
 bool xfer__pool_valid(const xfer_pool *pool) {
@@ -197,7 +201,7 @@ void xfer__lock_stats_released(int depth) {
 
 /* --- a connection's life in the pool ---------------------------------------- */
 
-enum xfer__expiry xfer__pool_expired(const xfer_pool *pool,
+enum xfer__pool_expiry xfer__pool_expired(const xfer_pool *pool,
                                      const struct xfer__conn *c,
                                      xfer__time now) {
   if (now - c->created >= pool->max_lifetime)

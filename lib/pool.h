@@ -188,8 +188,8 @@ enum xfer__pool_hook_point {
    * once more before it queues. arg: the waiter. */
   XFER__HOOK_WAITER_ANNOUNCED,
   /* A returner read the waiter and room counts under its lane's lock,
-   * and has unlocked it. arg: the connection, linked into the lane or
-   * not. No lock held. */
+   * and has unlocked it. arg: what it did (const enum xfer__lane_keep *,
+   * pool_impl.h: linked, or why not). No lock held. */
   XFER__HOOK_RETURNER_CHECKED,
   /* The sweep marked a bundle dead and unlocked it; it deletes it from
    * the table next. arg: the bundle's key (NUL-terminated). No lock held

@@ -184,6 +184,21 @@ struct xfer_pool {
  * (pool.c). */
 extern _Thread_local unsigned xfer__pool_visits;
 
+#ifdef XFER_DEBUG
+/* Debug builds, for the tests: the most nodes one hold of this thread
+ * visited, and the pool locks it took (both reset by the tests). */
+extern _Thread_local unsigned xfer__pool_visits_peak;
+extern _Thread_local unsigned long xfer__pool_locks_taken;
+#define XFER__POOL_DEBUG_LOCKED() (xfer__pool_locks_taken++)
+#define XFER__POOL_DEBUG_VISITED()                                            \
+  (xfer__pool_visits > xfer__pool_visits_peak                                 \
+       ? (void)(xfer__pool_visits_peak = xfer__pool_visits)                   \
+       : (void)0)
+#else
+#define XFER__POOL_DEBUG_LOCKED() ((void)0)
+#define XFER__POOL_DEBUG_VISITED() ((void)0)
+#endif
+
 #ifdef XFER_LOCK_STATS
 void xfer__lock_stats_taken(int depth);
 void xfer__lock_stats_released(int depth);
@@ -200,6 +215,7 @@ static inline void xfer__pool_lock(xfer_pool *pool, pthread_mutex_t *m) {
     pthread_mutex_lock(m);
   }
   xfer__lock_stats_taken(xfer__pool_lock_depth);
+  XFER__POOL_DEBUG_LOCKED();
   if (xfer__pool_lock_depth++ == 0)
     xfer__pool_visits = 0;
 }
@@ -212,8 +228,13 @@ static inline void xfer__pool_unlock(pthread_mutex_t *m) {
 
 /* One list node (or lane) visited, counted when under a lock. */
 #define XFER__POOL_VISIT()                                                    \
-  assert(xfer__pool_lock_depth == 0 ||                                        \
-         ++xfer__pool_visits <= XFER__POOL_VISITS_MAX)
+  do {                                                                         \
+    if (xfer__pool_lock_depth > 0) {                                           \
+      xfer__pool_visits++;                                                     \
+      XFER__POOL_DEBUG_VISITED();                                              \
+      assert(xfer__pool_visits <= XFER__POOL_VISITS_MAX);                      \
+    }                                                                          \
+  } while (0)
 
 static inline void xfer__bundle_lock(xfer_pool *pool, struct xfer__bundle *b) {
   xfer__pool_lock(pool, &b->lock);
@@ -236,9 +257,9 @@ static inline void xfer__bundle_unlock(struct xfer__bundle *b) {
 
 /* --- pool.c: expiry and eviction ----------------------------------------- */
 
-enum xfer__expiry { XFER__FRESH, XFER__IDLE_TOO_LONG, XFER__TOO_OLD };
+enum xfer__pool_expiry { XFER__FRESH, XFER__IDLE_TOO_LONG, XFER__TOO_OLD };
 
-enum xfer__expiry xfer__pool_expired(const xfer_pool *pool,
+enum xfer__pool_expiry xfer__pool_expired(const xfer_pool *pool,
                                      const struct xfer__conn *c,
                                      xfer__time now);
 

@@ -174,7 +174,7 @@ enum xfer__lane_keep xfer__lanes_keep(xfer_pool *pool, struct xfer__bundle *b,
   else
     lane_link(l, c);
   xfer__pool_unlock(&l->lock);
-  XFER__POOL_HOOK(XFER__HOOK_RETURNER_CHECKED, c);
+  XFER__POOL_HOOK(XFER__HOOK_RETURNER_CHECKED, &out);
   if (out != XFER__LANE_LINKED) {
     XFER__POOL_UNCOUNT(pool, idle);
     idle_gone(pool, b, 1);

@@ -536,6 +536,43 @@ TH_TEST(pool, total_limit_waiter_timeout_does_not_deadlock) {
   ts_stop(b);
 }
 
+/* The first waiter of a destination waits for room (holding the
+ * destination's one slot), the second for that slot. The first times
+ * out: its slot goes to the second, which gets the room the busy
+ * connection leaves when it is done (it used to wait forever). */
+TH_TEST(pool, a_timed_out_waiter_leaves_its_slot_to_the_next) {
+  struct ts_server *b = ts_start(NULL);
+  xfer_pool *p = xfer_pool_new(
+      &(xfer_pool_opts){.max_total = 1, .max_per_destination = 1});
+  xfer_multi *m = xfer_multi_new(p);
+  xfer *slow, *impatient, *patient;
+  xfer_pool_stats ps;
+
+  slow = th_get(m, th_url(ts_port(web), "/delay/300/bytes/1"), NULL);
+  impatient = xfer_new();
+  xfer_set_url(impatient, th_url(ts_port(b), "/bytes/1"));
+  xfer_set_timeout_ms(impatient, 100);
+  xfer_multi_add(m, impatient);
+  patient = th_get(m, th_url(ts_port(b), "/bytes/2"), NULL);
+  xs[nxs++] = slow;
+  xs[nxs++] = impatient;
+  xs[nxs++] = patient;
+  cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.waiting, 2, "one for room, one for b's slot");
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, slow), XFER_OK);
+  cr_assert_eq(th_result(m, impatient), XFER_E_TIMEOUT);
+  cr_assert_eq(th_result(m, patient), XFER_OK, "%s",
+               xfer_get_error_detail(patient));
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.waiting, 0);
+  cr_assert_eq(ps.opened_total, 2);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+  ts_stop(b);
+}
+
 /* Every close is counted under one reason. */
 TH_TEST(pool, closes_are_counted_by_reason) {
   xfer_pool *p = xfer_pool_new(NULL);
@@ -618,155 +655,6 @@ TH_TEST(pool, total_limit_with_one_destination_reuses) {
   cr_assert_eq(ps.waited_total, 4);
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
-}
-
-/* --- idle lanes ------------------------------------------------------------ */
-
-static void pin_to_cpu(int cpu) {
-  cpu_set_t set;
-
-  CPU_ZERO(&set);
-  CPU_SET(cpu, &set);
-  cr_assert_eq(pthread_setaffinity_np(pthread_self(), sizeof(set), &set), 0);
-  cr_assert_eq(sched_getcpu(), cpu);
-}
-
-static struct xfer__conn *lane_open(xfer_pool *pool, const char *key) {
-  struct xfer__waiter w;
-  struct xfer__conn *c;
-  struct xfer__list evicted;
-
-  xfer__list_init(&evicted);
-  cr_assert_eq(probe_acquire(pool, key, 1000, &w, NULL, &c, &evicted),
-               XFER__ACQUIRE_OPEN);
-  c = probe_open(pool, &w, key, 1000);
-  cr_assert_not_null(c);
-  return c;
-}
-
-/* Idle connections sit in a lane per CPU. One returned on one CPU is
- * found by a checkout on another, and the idle limit counts every lane
- * together. */
-TH_TEST(pool, idle_lanes_share_across_cpus) {
-  const char *key = "http://lanes.test:80|ip=0|bind=";
-  xfer_pool *pool =
-      xfer_pool_new(&(xfer_pool_opts){.max_idle_per_destination = 1});
-  struct xfer__conn *first, *second, *got = NULL;
-  struct xfer__list evicted;
-  struct xfer__waiter w;
-  cpu_set_t all;
-
-  if (sysconf(_SC_NPROCESSORS_ONLN) < 2) {
-    xfer_pool_destroy(pool);
-    cr_skip_test("one CPU online: one lane");
-  }
-  cr_assert_eq(pthread_getaffinity_np(pthread_self(), sizeof(all), &all), 0);
-  xfer__list_init(&evicted);
-  first = lane_open(pool, key);
-  second = lane_open(pool, key);
-
-  pin_to_cpu(0);
-  xfer__pool_return(pool, first, 2000, &evicted);
-  cr_assert(xfer__list_empty(&evicted), "kept idle in CPU 0's lane");
-  pin_to_cpu(1);
-  xfer__pool_return(pool, second, 2000, &evicted);
-  cr_assert_not(xfer__list_empty(&evicted),
-                "over the idle limit of 1, counted over both lanes");
-  cr_assert_eq(evicted.next, &second->idle_node);
-  cr_assert_eq(probe_close_evicted(pool, &evicted), 1);
-
-  cr_assert_eq(probe_acquire(pool, key, 3000, &w, NULL, &got, &evicted),
-               XFER__ACQUIRE_CONN, "CPU 1 takes what CPU 0 returned");
-  cr_assert_eq(got, first);
-  xfer__pool_return(pool, got, 4000, &evicted);
-  cr_assert(xfer__list_empty(&evicted));
-  cr_assert_eq(pthread_setaffinity_np(pthread_self(), sizeof(all), &all), 0);
-  cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
-}
-
-/* After a retry got `closed`'s slots (REPLACE): the retry closes it at
- * once (before its new one is opened, so the server never sees two), and
- * the connection it opens in its place keeps both limits of 1. */
-static struct xfer__conn *replace(xfer_pool *pool, struct xfer__waiter *w,
-                                  const char *key, struct xfer__conn *closed,
-                                  struct xfer__list *evicted) {
-  struct xfer__conn *fresh;
-  xfer_pool_stats ps;
-
-  cr_assert(xfer__list_empty(evicted), "closed by the retry, not evicted");
-  xfer__conn_close(closed, NULL);
-  fresh = probe_open(pool, w, key, 3000);
-  cr_assert_not_null(fresh);
-  xfer_pool_get_stats(pool, &ps);
-  cr_assert_eq(ps.open, 1, "the limits hold");
-  cr_assert_eq(ps.idle, 0);
-  cr_assert_eq(ps.waiting, 0);
-  cr_assert_eq(ps.closed_limit, 1);
-  return fresh;
-}
-
-/* A retry must have a new connection (rule 6). At its destination's limit
- * with a connection idle, it closes that one and takes its slots, rather
- * than wait until the idle one expires. */
-TH_TEST(pool, a_retry_at_the_limit_closes_an_idle_connection) {
-  const char *key = "http://retry.test:80|ip=0|bind=";
-  xfer_pool *pool = xfer_pool_new(
-      &(xfer_pool_opts){.max_per_destination = 1, .max_total = 1});
-  struct xfer__conn *idle, *fresh, *c;
-  struct xfer__list evicted;
-  struct xfer__waiter w;
-
-  xfer__list_init(&evicted);
-  idle = lane_open(pool, key);
-  xfer__pool_return(pool, idle, 2000, &evicted);
-  cr_assert(xfer__list_empty(&evicted));
-
-  cr_assert_eq(probe_acquire_as(pool, key, 3000, true, &w, NULL, &c, &evicted),
-               XFER__ACQUIRE_REPLACE, "the idle one's slots, not a wait");
-  cr_assert_eq(c, idle);
-  fresh = replace(pool, &w, key, idle, &evicted);
-
-  xfer__pool_return(pool, fresh, 4000, &evicted);
-  cr_assert_eq(probe_acquire(pool, key, 5000, &w, NULL, &c, &evicted),
-               XFER__ACQUIRE_CONN, "the slots went with the new one");
-  cr_assert_eq(c, fresh);
-  xfer__pool_return(pool, c, 6000, &evicted);
-  cr_assert(xfer__list_empty(&evicted));
-  cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
-}
-
-/* A retry waiting at its destination's limit is handed the used
- * connection that comes back only to close it: its slots are the retry's,
- * and it opens a new one. */
-TH_TEST(pool, a_waiting_retry_gets_a_slot_not_a_used_connection) {
-  const char *key = "http://retry.test:80|ip=0|bind=";
-  xfer_pool *pool = xfer_pool_new(
-      &(xfer_pool_opts){.max_per_destination = 1, .max_total = 1});
-  struct xfer__wake *wake = xfer__wake_new();
-  struct xfer__conn *busy, *fresh, *c;
-  struct xfer__list evicted;
-  struct xfer__waiter w;
-  uint64_t count;
-
-  cr_assert_not_null(wake);
-  xfer__list_init(&evicted);
-  busy = lane_open(pool, key);
-  cr_assert_eq(probe_acquire_as(pool, key, 2000, true, &w, wake, &c, &evicted),
-               XFER__ACQUIRE_WAIT);
-  xfer__pool_return(pool, busy, 3000, &evicted);
-
-  cr_assert(atomic_load(&w.granted), "the waiter was served");
-  cr_assert_eq(read(wake->fd, &count, sizeof(count)), sizeof(count),
-               "and woken");
-  cr_assert_eq(xfer__pool_take_grant(pool, &w, &c), XFER__ACQUIRE_REPLACE,
-               "with the used connection's slots, to close it");
-  cr_assert_eq(c, busy);
-  fresh = replace(pool, &w, key, busy, &evicted);
-
-  xfer__pool_return(pool, fresh, 4000, &evicted);
-  cr_assert(xfer__list_empty(&evicted));
-  xfer__wake_unref(wake);
-  cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
 }
 
 /* With no idle limit set, a destination keeps every connection it needed

@@ -21,13 +21,17 @@
  *      connection idle while the waiter waits: queuing for its
  *      destination (idle lanes), as a retry, or for room at the total
  *      limit (through the pool's internal API, threads pinned to
- *      different CPUs).
+ *      different CPUs). Each race runs 3,000 random rounds (which print
+ *      how often the returner met the waiter's announcement), then 100
+ *      rounds pinned through the pool's test hook: the waiter stops
+ *      inside the window until the returner has read the counts.
  */
 #define _GNU_SOURCE /* CPU_SET, pthread_setaffinity_np */
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -44,6 +48,7 @@
 #include "testserver.h"
 #include "xfer/xfer.h"
 
+#include "pool_impl.h"
 #include "pool_probe.h"
 
 #define THREADS 4
@@ -434,6 +439,7 @@ static long sum(const struct worker *w, int n, size_t offset) {
  * while it waited.
  */
 #define RACE_ROUNDS 3000
+#define PINNED_ROUNDS 100
 
 struct race {
   const char *name;
@@ -444,7 +450,44 @@ struct race {
   struct xfer__conn *conn; /* the one connection: its holder's */
   atomic_int stranded, opened;
   atomic_long closed;
+  int rounds;
+  /* Pinned: every round, the taker stops inside the window (it announced
+   * itself, before its last look at the lanes) until the holder has read
+   * the counts under its lane's lock. */
+  bool pinned;
+  sem_t announced, checked;
+  atomic_int window_hits; /* the holder saw the taker (did not link) */
+  atomic_int pins_missed; /* the taker's wait for the holder timed out */
 };
+
+/* The race the hook serves, and whether this thread is a holder about to
+ * make its first check of a round. */
+static struct race *hooked;
+static _Thread_local bool holder_checking;
+
+static bool sem_wait_2s(sem_t *s) {
+  struct timespec until;
+
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 2;
+  return sem_timedwait(s, &until) == 0;
+}
+
+static void race_hook(enum xfer__pool_hook_point point, const void *arg) {
+  struct race *r = hooked;
+
+  if (point == XFER__HOOK_WAITER_ANNOUNCED && r->pinned) {
+    sem_post(&r->announced);
+    if (!sem_wait_2s(&r->checked))
+      atomic_fetch_add(&r->pins_missed, 1);
+  } else if (point == XFER__HOOK_RETURNER_CHECKED && holder_checking) {
+    holder_checking = false;
+    if (*(const enum xfer__lane_keep *)arg != XFER__LANE_LINKED)
+      atomic_fetch_add(&r->window_hits, 1);
+    if (r->pinned)
+      sem_post(&r->checked);
+  }
+}
 
 /* The connection the taker of a round ends up with: one handed over or
  * taken idle, or one it opens with a slot (reserved, or granted while it
@@ -511,20 +554,25 @@ static void *racer(void *arg) {
   CPU_SET(cpus > 1 ? me % cpus : 0, &set);
   pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
   xfer__list_init(&evicted);
-  for (int round = 0; round < RACE_ROUNDS; round++) {
+  for (int round = 0; round < r->rounds; round++) {
     xfer__time now = (xfer__time)1000000000 + (xfer__time)round * 1000;
     bool holder = round % 2 == me;
     struct xfer__conn *c = holder ? r->conn : NULL;
-    unsigned spin = (unsigned)rand_r(&seed) % 20000;
+    unsigned spin = r->pinned ? 0 : (unsigned)rand_r(&seed) % 20000;
 
     pthread_barrier_wait(&r->barrier);
     /* The two leave the barrier microseconds apart; a delay of 0-10 us
      * before the return moves it across the taker's checkout, so that
-     * some rounds hit the moment in which it queues. */
+     * some rounds hit the moment in which it queues. Pinned, the holder
+     * returns once the taker is inside that moment. */
     for (volatile unsigned i = 0; holder && i < spin; i++)
       ;
+    if (holder && r->pinned && !sem_wait_2s(&r->announced))
+      atomic_fetch_add(&r->pins_missed, 1);
     if (holder) {
+      holder_checking = true;
       xfer__pool_return(pool, c, now, &evicted);
+      holder_checking = false;
       atomic_fetch_add(&r->closed, probe_close_evicted(pool, &evicted));
     } else { /* published to the next holder by the barrier; NULL: failed */
       r->conn = race_take(r, r->keys[me], wake, now);
@@ -538,15 +586,29 @@ static void *racer(void *arg) {
   return NULL;
 }
 
-/* One race; passes when no waiter was stranded and `opened` connections
- * were opened and `closed` closed for room (the first one included). */
-static void race(struct race *r, const char *what, int opened, long closed) {
+/* One race of `rounds` rounds, pinned or not; passes when no waiter was
+ * stranded and `opened` connections were opened and `closed` closed for
+ * room (a number a round, the first one opened included), and, pinned,
+ * when every round hit the window. */
+static void race(struct race *r, const char *what, int rounds, bool pinned,
+                 int opened_a_round, int closed_a_round) {
   pthread_t t[2];
   struct racer who[2] = {{r, 0}, {r, 1}};
   struct xfer__list evicted;
   struct xfer__wake *wake = xfer__wake_new();
   xfer_pool_stats st;
 
+  r->rounds = rounds;
+  r->pinned = pinned;
+  atomic_store(&r->stranded, 0);
+  atomic_store(&r->opened, 0);
+  atomic_store(&r->closed, 0);
+  atomic_store(&r->window_hits, 0);
+  atomic_store(&r->pins_missed, 0);
+  sem_init(&r->announced, 0, 0);
+  sem_init(&r->checked, 0, 0);
+  hooked = r;
+  xfer__pool_hook = race_hook;
   pool = xfer_pool_new(&r->opts);
   xfer__list_init(&evicted);
   /* Opened here, for thread 0's destination: it holds it in round 0. */
@@ -558,15 +620,24 @@ static void race(struct race *r, const char *what, int opened, long closed) {
   for (int i = 0; i < 2; i++)
     pthread_join(t[i], NULL);
   pthread_barrier_destroy(&r->barrier);
+  xfer__pool_hook = NULL;
   xfer_pool_get_stats(pool, &st);
-  printf("# %s: %ld CPUs online, %d rounds, %llu waited, %d stranded, "
-         "%d opened, %ld closed\n",
-         r->name, sysconf(_SC_NPROCESSORS_ONLN), RACE_ROUNDS,
-         (unsigned long long)st.waited_total, atomic_load(&r->stranded),
-         atomic_load(&r->opened), atomic_load(&r->closed));
-  tap_result(what, atomic_load(&r->stranded) == 0 && r->conn &&
-                       atomic_load(&r->opened) == opened &&
-                       atomic_load(&r->closed) == closed);
+  printf("# %s%s: %ld CPUs online, %d rounds, the returner read the waiter's "
+         "announcement in %d, %llu waited, %d stranded, %d opened, "
+         "%ld closed\n",
+         r->name, pinned ? " (pinned in the window)" : "",
+         sysconf(_SC_NPROCESSORS_ONLN), rounds,
+         atomic_load(&r->window_hits), (unsigned long long)st.waited_total,
+         atomic_load(&r->stranded), atomic_load(&r->opened),
+         atomic_load(&r->closed));
+  tap_result(what,
+             atomic_load(&r->stranded) == 0 && r->conn &&
+                 atomic_load(&r->opened) == 1 + opened_a_round * rounds &&
+                 atomic_load(&r->closed) == (long)closed_a_round * rounds &&
+                 (!pinned || (atomic_load(&r->window_hits) == rounds &&
+                              atomic_load(&r->pins_missed) == 0)));
+  sem_destroy(&r->announced);
+  sem_destroy(&r->checked);
   if (r->conn)
     xfer__pool_return(pool, r->conn, 2000000000, &evicted);
   probe_close_evicted(pool, &evicted);
@@ -823,15 +894,21 @@ int main(void) {
              atomic_load(&watch_violations) == 0);
 
   race(&lanes, "a return racing a queuing waiter never strands the waiter",
-       1, 0);
+       RACE_ROUNDS, false, 0, 0);
+  race(&lanes, "... with the waiter held inside the window every round",
+       PINNED_ROUNDS, true, 0, 0);
   race(&room,
        "at the total limit, a return racing a transfer that wants room "
        "never strands it",
-       RACE_ROUNDS + 1, RACE_ROUNDS);
+       RACE_ROUNDS, false, 1, 1);
+  race(&room, "... with the waiter held inside the window every round",
+       PINNED_ROUNDS, true, 1, 1);
   race(&retry,
        "a return racing a retry at the limit never strands it, and it gets "
        "a new connection",
-       RACE_ROUNDS + 1, RACE_ROUNDS);
+       RACE_ROUNDS, false, 1, 1);
+  race(&retry, "... with the waiter held inside the window every round",
+       PINNED_ROUNDS, true, 1, 1);
   ds_stop(dns);
   ts_stop(web);
   return tap_done();
