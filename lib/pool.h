@@ -144,7 +144,9 @@ bool xfer__pool_keep_attached(xfer_pool *pool, struct xfer__conn *c,
 enum xfer__take {
   XFER__TAKE_REUSE, /* the owner's next transfer uses it */
   XFER__TAKE_CLOSE  /* it closes: the peer closed it while attached, or the
-                       owner could not keep watching it */
+                       owner could not keep watching it; the caller calls
+                       xfer__pool_closing() next, which serves a waiter
+                       that asked for it */
 };
 /* The owner takes c off its destination's attached list. false (for
  * XFER__TAKE_REUSE only): a waiter has asked for it; release it. */

@@ -107,6 +107,9 @@ void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
     if (!given)
       kept = xfer__lanes_keep(pool, b, home, c, false);
   }
+  /* A waiter that asked for it and now gets nothing (too old) takes a
+   * slot, if one is free. */
+  xfer__slots_pump_locked(pool, b, &ws, &room);
   xfer__bundle_unlock(b);
   XFER__POOL_UNCOUNT(pool, attached);
   if (on_demand)

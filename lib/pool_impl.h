@@ -288,6 +288,9 @@ void xfer__slots_release(xfer_pool *pool, struct xfer__bundle *b, bool total,
  * caller then calls xfer__room_make()). */
 enum xfer__slots_decision {
   XFER__DECIDE_OPEN,
+  XFER__DECIDE_NEED_ROOM, /* w holds b's destination slot; the pool is at
+                             its total limit: xfer__room_take() after the
+                             lock, or xfer__slots_room_wait_locked() */
   XFER__DECIDE_WAIT,
   XFER__DECIDE_ROOM_WAIT,
   XFER__DECIDE_CONN,
@@ -301,12 +304,31 @@ enum xfer__slots_decision xfer__slots_decide_locked(
  * both exist. No lock held. */
 void xfer__room_make(xfer_pool *pool, struct xfer__list *evicted);
 
+/* No lock held; w holds its destination slot (NEED_ROOM): closes an idle
+ * connection of any destination and moves its total slot to w (true; w
+ * then holds both), when one is idle and nobody waits for room already. */
+bool xfer__room_take(xfer_pool *pool, struct xfer__waiter *w,
+                     struct xfer__list *evicted);
+
+/* Under b's lock, after NEED_ROOM and a failed xfer__room_take(): w
+ * waits for room (ROOM_WAIT), unless a connection of b came back (CONN,
+ * REPLACE) or a total slot came free (OPEN). */
+enum xfer__slots_decision xfer__slots_room_wait_locked(
+    xfer_pool *pool, struct xfer__bundle *b, struct xfer__waiter *w,
+    struct xfer__conn **conn, struct xfer__wakeups *ws, bool *room);
+
 /* Under b's lock: c (idle, holding both its slots) goes to b's oldest
  * waiter (true; the wake-up is collected, *room as above), or nobody of b
  * waits (false). */
 bool xfer__slots_give_locked(xfer_pool *pool, struct xfer__bundle *b,
                              struct xfer__conn *c, struct xfer__wakeups *ws,
                              bool *room);
+
+/* Under b's lock: serves b's queued waiters with slots while a slot is
+ * free and they outnumber the attached connections asked for (*room as
+ * above). */
+void xfer__slots_pump_locked(xfer_pool *pool, struct xfer__bundle *b,
+                             struct xfer__wakeups *ws, bool *room);
 
 /* Does a transfer wait (or is about to) for room under the total limit? */
 static inline bool xfer__room_wanted(const xfer_pool *pool) {

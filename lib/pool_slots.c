@@ -72,21 +72,26 @@ static void room_unlink_locked(xfer_pool *pool, struct xfer__waiter *w) {
   atomic_fetch_sub_explicit(&w->bundle->nroom, 1, memory_order_relaxed);
 }
 
-/* Under total_lock: a total slot is given back; when that leaves room,
- * the oldest waiter for room takes it (it holds its destination slot
- * already). The count may stand over the limit for a moment (a failed
- * reservation), which only delays a grant to the release that ends it. */
-static void total_free_locked(xfer_pool *pool, struct xfer__wakeups *ws) {
-  long left = atomic_fetch_sub(&pool->total, 1) - 1;
+/* Under total_lock: when the count leaves room, the oldest waiter for
+ * room takes it (it holds its destination slot already). */
+static void total_grant_locked(xfer_pool *pool, struct xfer__wakeups *ws) {
   struct xfer__waiter *w;
 
-  if (left >= (long)pool->max_total || xfer__list_empty(&pool->room))
+  if (atomic_load(&pool->total) >= (long)pool->max_total ||
+      xfer__list_empty(&pool->room))
     return;
   XFER__POOL_VISIT();
   w = XFER__CONTAINER_OF(pool->room.next, struct xfer__waiter, room_node);
   room_unlink_locked(pool, w);
   atomic_fetch_add(&pool->total, 1);
   grant(pool, w, NULL, ws);
+}
+
+/* Under total_lock: a total slot is given back, to the oldest waiter for
+ * room if there is one. */
+static void total_free_locked(xfer_pool *pool, struct xfer__wakeups *ws) {
+  atomic_fetch_sub(&pool->total, 1);
+  total_grant_locked(pool, ws);
 }
 
 static void total_lock(xfer_pool *pool) {
@@ -98,14 +103,22 @@ static void total_unlock(xfer_pool *pool) {
 }
 
 /* Raise, then check: no lock on the usual path. A failed reservation is
- * taken back under total_lock like any freed slot. */
+ * taken back at once. A release made meanwhile saw the count over the
+ * limit because of it and granted nobody; so when the take-back leaves
+ * room and someone waits for it, the slot is granted here, under
+ * total_lock. (Sequentially consistent: a transfer that found the pool
+ * full under total_lock before this take-back had announced itself in
+ * total_waiting before that.) */
 static bool total_reserve(xfer_pool *pool, struct xfer__wakeups *ws) {
   if (!pool->max_total ||
       atomic_fetch_add(&pool->total, 1) < (long)pool->max_total)
     return true;
-  total_lock(pool);
-  total_free_locked(pool, ws);
-  total_unlock(pool);
+  if (atomic_fetch_sub(&pool->total, 1) - 1 < (long)pool->max_total &&
+      atomic_load(&pool->total_waiting) > 0) {
+    total_lock(pool);
+    total_grant_locked(pool, ws);
+    total_unlock(pool);
+  }
   return false;
 }
 
@@ -121,42 +134,61 @@ static void room_link_locked(xfer_pool *pool, struct xfer__bundle *b,
 
 /* --- the destination slot --------------------------------------------------- */
 
-/* Under b's lock: one of b's destination slots is free. b's oldest QUEUED
- * waiter takes it, and a total slot when one is free; else it waits for
- * room (*room set: the caller makes room after the locks). With nobody
- * queued the slot is given back. */
+static bool dest_slot_free(const xfer_pool *pool, const struct xfer__bundle *b) {
+  return !pool->max_per_destination || b->conns < pool->max_per_destination;
+}
+
+/*
+ * Under b's lock: serves the head of b's FIFO while it can be served with
+ * slots. The first `nrequested` queued waiters are covered by releases of
+ * attached connections asked for (each release goes to the oldest), so
+ * only waiters beyond them need a slot, and only while b has one free.
+ * The head takes it (releases and slots alike go to the oldest), with a
+ * total slot when one is free; else it waits for room (*room set: the
+ * caller makes room after the locks). Called wherever a destination slot
+ * comes free, a request goes, or a waiter queues.
+ */
+void xfer__slots_pump_locked(xfer_pool *pool, struct xfer__bundle *b,
+                             struct xfer__wakeups *ws, bool *room) {
+  while (!xfer__list_empty(&b->waiters) &&
+         atomic_load_explicit(&b->nwaiters, memory_order_relaxed) >
+             b->nrequested &&
+         dest_slot_free(pool, b)) {
+    struct xfer__waiter *w =
+        XFER__CONTAINER_OF(b->waiters.next, struct xfer__waiter, node);
+
+    XFER__POOL_VISIT();
+    xfer__list_remove(&w->node);
+    b->conns++;
+    if (total_reserve(pool, ws)) {
+      atomic_fetch_sub_explicit(&b->nwaiters, 1, memory_order_relaxed);
+      grant(pool, w, NULL, ws);
+      continue;
+    }
+    /* Counted as wanting room before it stops counting as queued, so a
+     * returner of b reading both always sees it. */
+    atomic_fetch_add_explicit(&b->nroom, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pool->total_waiting, 1, memory_order_relaxed);
+    atomic_fetch_sub_explicit(&b->nwaiters, 1, memory_order_relaxed);
+    total_lock(pool);
+    if (atomic_load(&pool->total) < (long)pool->max_total) {
+      atomic_fetch_add(&pool->total, 1);
+      atomic_fetch_sub_explicit(&b->nroom, 1, memory_order_relaxed);
+      atomic_fetch_sub_explicit(&pool->total_waiting, 1, memory_order_relaxed);
+      grant(pool, w, NULL, ws);
+    } else {
+      room_link_locked(pool, b, w);
+      *room = true;
+    }
+    total_unlock(pool);
+  }
+}
+
+/* Under b's lock: one of b's destination slots is free. */
 static void dest_free_locked(xfer_pool *pool, struct xfer__bundle *b,
                              struct xfer__wakeups *ws, bool *room) {
-  struct xfer__waiter *w;
-
-  if (xfer__list_empty(&b->waiters)) {
-    b->conns--;
-    return;
-  }
-  XFER__POOL_VISIT();
-  w = XFER__CONTAINER_OF(b->waiters.next, struct xfer__waiter, node);
-  xfer__list_remove(&w->node);
-  if (total_reserve(pool, ws)) {
-    atomic_fetch_sub_explicit(&b->nwaiters, 1, memory_order_relaxed);
-    grant(pool, w, NULL, ws);
-    return;
-  }
-  /* Counted as wanting room before it stops counting as queued, so a
-   * returner of b reading both always sees it. */
-  atomic_fetch_add_explicit(&b->nroom, 1, memory_order_relaxed);
-  atomic_fetch_add_explicit(&pool->total_waiting, 1, memory_order_relaxed);
-  atomic_fetch_sub_explicit(&b->nwaiters, 1, memory_order_relaxed);
-  total_lock(pool);
-  if (atomic_load(&pool->total) < (long)pool->max_total) {
-    atomic_fetch_add(&pool->total, 1);
-    atomic_fetch_sub_explicit(&b->nroom, 1, memory_order_relaxed);
-    atomic_fetch_sub_explicit(&pool->total_waiting, 1, memory_order_relaxed);
-    grant(pool, w, NULL, ws);
-  } else {
-    room_link_locked(pool, b, w);
-    *room = true;
-  }
-  total_unlock(pool);
+  b->conns--;
+  xfer__slots_pump_locked(pool, b, ws, room);
 }
 
 void xfer__slots_release(xfer_pool *pool, struct xfer__bundle *b, bool total,
@@ -181,6 +213,21 @@ void xfer__slots_release(xfer_pool *pool, struct xfer__bundle *b, bool total,
   xfer__wakeups_flush(&ws);
   if (room)
     xfer__room_make(pool, evicted);
+}
+
+bool xfer__room_take(xfer_pool *pool, struct xfer__waiter *w,
+                     struct xfer__list *evicted) {
+  struct xfer__conn *c;
+
+  /* Not ahead of transfers that wait for room already (there is none
+   * idle for them anyway, unless it is being closed for them). */
+  if (atomic_load(&pool->total_waiting) > 0 ||
+      !(c = xfer__lanes_take_any(pool)))
+    return false;
+  c->holds_total = false; /* its total slot is w's now: no release */
+  xfer__pool_evict(pool, c, &pool->closed_limit, evicted);
+  w->state = XFER__WAIT_SLOTS;
+  return true;
 }
 
 void xfer__room_make(xfer_pool *pool, struct xfer__list *evicted) {
@@ -232,13 +279,11 @@ static struct xfer__conn *queue(xfer_pool *pool, struct xfer__bundle *b,
 /* Under b's lock: w holds b's destination slot and the pool is at its
  * total limit. It waits for room, unless a connection of b was linked
  * into a lane meanwhile (CONN or REPLACE; w's destination slot goes back)
- * or a total slot came free (OPEN). */
-static enum xfer__slots_decision room_wait(xfer_pool *pool,
-                                          struct xfer__bundle *b,
-                                          struct xfer__waiter *w,
-                                          struct xfer__conn **conn,
-                                          struct xfer__wakeups *ws,
-                                          bool *room) {
+ * or a total slot came free (OPEN). See the comment at the top for why
+ * it announces itself before its last look. */
+enum xfer__slots_decision xfer__slots_room_wait_locked(
+    xfer_pool *pool, struct xfer__bundle *b, struct xfer__waiter *w,
+    struct xfer__conn **conn, struct xfer__wakeups *ws, bool *room) {
   struct xfer__conn *c;
   bool queued = false;
 
@@ -275,26 +320,27 @@ static enum xfer__slots_decision room_wait(xfer_pool *pool,
 enum xfer__slots_decision xfer__slots_decide_locked(
     xfer_pool *pool, struct xfer__bundle *b, struct xfer__waiter *w,
     struct xfer__conn **conn, struct xfer__wakeups *ws, bool *room) {
-  struct xfer__conn *asked = NULL, *c;
   bool attached_ok = !w->fresh_only && w->wake;
+  struct xfer__conn *asked = attached_ok ? xfer__attached_askable_locked(b)
+                                         : NULL, *c;
 
-  if (attached_ok && b->nrequested > atomic_load_explicit(
-                                          &b->nwaiters, memory_order_relaxed)) {
-    /* A release asked for earlier has no waiter left to serve (its
-     * waiter got another connection): it will serve us. */
-  } else if (attached_ok && (asked = xfer__attached_askable_locked(b))) {
-    /* Idle, but attached to another multi: its owner releases it to the
-     * oldest waiter (REMOVE first) when the wake-up reaches it. Sharing
-     * must not cost a connection (rule 4). */
-  } else if (!pool->max_per_destination ||
-             b->conns < pool->max_per_destination) {
+  /* First come, first served: with waiters of b queued (for a slot, or
+   * for attached connections their owners were asked to release), a
+   * newcomer queues behind them. Sharing must not cost a connection
+   * (rule 4): one idle but attached to another multi is asked for
+   * rather than a new one opened, and so is a release asked for earlier
+   * whose waiter got another connection meanwhile. */
+  if (xfer__list_empty(&b->waiters) && !asked && !(attached_ok &&
+                                                   b->nrequested > 0) &&
+      dest_slot_free(pool, b)) {
     b->conns++;
     w->bundle = b;
     if (total_reserve(pool, ws)) {
       w->state = XFER__WAIT_SLOTS;
       return XFER__DECIDE_OPEN;
     }
-    return room_wait(pool, b, w, conn, ws, room);
+    /* At the total limit: room is made after this lock. */
+    return XFER__DECIDE_NEED_ROOM;
   }
   if ((c = queue(pool, b, w))) {
     *conn = c;
@@ -307,6 +353,9 @@ enum xfer__slots_decision xfer__slots_decide_locked(
     xfer__attached_ask_locked(b, asked);
     xfer__wakeups_add(ws, asked->owner_wake);
   }
+  /* The queue may be beyond what pending releases cover, with a slot
+   * free (w itself, or an older one, is served now). */
+  xfer__slots_pump_locked(pool, b, ws, room);
   return XFER__DECIDE_WAIT;
 }
 

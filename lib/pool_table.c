@@ -245,6 +245,29 @@ static enum xfer__slots_decision find_or_decide(
   return d;
 }
 
+/* No lock held; w holds its destination slot at the total limit: an idle
+ * connection elsewhere is closed for its total slot, or w waits for room
+ * (a connection of its own or a total slot may come on the way). */
+static enum xfer__slots_decision make_or_wait_for_room(
+    xfer_pool *pool, struct xfer__waiter *w, struct xfer__conn **conn,
+    struct xfer__list *evicted) {
+  struct xfer__bundle *b = w->bundle; /* alive: w holds one of its slots */
+  enum xfer__slots_decision d;
+  struct xfer__wakeups ws;
+  bool room = false;
+
+  if (xfer__room_take(pool, w, evicted))
+    return XFER__DECIDE_OPEN;
+  xfer__wakeups_init(&ws);
+  xfer__bundle_lock(pool, b);
+  d = xfer__slots_room_wait_locked(pool, b, w, conn, &ws, &room);
+  xfer__bundle_unlock(b);
+  xfer__wakeups_flush(&ws);
+  if (room || d == XFER__DECIDE_ROOM_WAIT)
+    xfer__room_make(pool, evicted);
+  return d;
+}
+
 enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
                                       size_t key_len, uint64_t hash,
                                       xfer__time now, bool fresh_only,
@@ -271,12 +294,15 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
     xfer__wakeups_flush(&ws); /* a waiter granted, an owner asked */
     if (nomem)
       return XFER__ACQUIRE_NOMEM;
-    if (room || d == XFER__DECIDE_ROOM_WAIT)
+    if (room)
       xfer__room_make(pool, evicted);
+    if (d == XFER__DECIDE_NEED_ROOM)
+      d = make_or_wait_for_room(pool, w, &c, evicted);
     if (d != XFER__DECIDE_CONN)
       XFER__POOL_COUNT(pool, misses);
     switch (d) {
     case XFER__DECIDE_OPEN:
+    case XFER__DECIDE_NEED_ROOM: /* (never left as it is) */
       return XFER__ACQUIRE_OPEN;
     case XFER__DECIDE_REPLACE:
       *conn = c;

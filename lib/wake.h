@@ -30,7 +30,7 @@ void xfer__wake_unref(struct xfer__wake *w);
 
 /* Wake-ups collected under a pool lock, written after it: one lock hold
  * grants at most this many waiters. */
-#define XFER__WAKEUPS_MAX 4
+#define XFER__WAKEUPS_MAX 8
 
 struct xfer__wakeups {
   struct xfer__wake *pending[XFER__WAKEUPS_MAX];

@@ -273,14 +273,16 @@ typedef struct xfer_pool_opts {
   unsigned idle_timeout_ms;
   /* Connections older than this are not reused (0: 24 h). */
   unsigned max_lifetime_ms;
-  /* Connections per destination (open, idle or being opened). A transfer
-   * over it waits in the destination's FIFO, across threads, until one is
-   * returned or closed. 0: no limit. */
+  /* Connections per destination: open sockets, busy, idle, being opened
+   * or closing gracefully. A transfer over it waits in the destination's
+   * FIFO, across threads, until one is returned or closed; waiters are
+   * served in the order they came. 0: no limit. */
   unsigned max_per_destination;
-  /* Connections in the whole pool (open or being opened; ones closing
-   * gracefully no longer count). At the limit an idle connection of
-   * another destination is closed to make room; when there is none, the
-   * transfer waits in a pool-wide FIFO. 0: no limit. */
+  /* Connections in the whole pool (open or being opened; one closing
+   * gracefully no longer counts from the moment its close begins). At the
+   * limit an idle connection of another destination is closed to make
+   * room; when there is none, the transfer waits in a pool-wide FIFO.
+   * 0: no limit. */
   unsigned max_total;
   /* How long a multi keeps a connection it has just finished with
    * attached (still watched by its event loop, for its own next transfer

@@ -22,7 +22,7 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
   echo "| target | executions | coverage (cov / ft) | corpus | findings |"
   echo "| --- | ---: | --- | ---: | --- |"
 } > "$work/report.md"
-for t in response url multi_ev; do
+for t in response url multi_ev pool; do
   mkdir -p "$work/$t"
   cp "$srcdir/tests/fuzz/corpus/$t/"* "$work/$t/"
   log="$work/$t.log"
