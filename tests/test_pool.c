@@ -381,6 +381,16 @@ TH_TEST(pool, per_destination_limit_queues_in_order) {
   cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
 }
 
+/* A GET of url that gives up after ms, added to m. */
+static xfer *get_with_timeout(xfer_multi *m, const char *url, long ms) {
+  xfer *x = xfer_new();
+
+  cr_assert_eq(xfer_set_url(x, url), XFER_OK);
+  cr_assert_eq(xfer_set_timeout_ms(x, ms), XFER_OK);
+  cr_assert_eq(xfer_multi_add(m, x), XFER_M_OK);
+  return x;
+}
+
 /* A waiter that times out leaves nothing stuck: the connection it might
  * have been handed goes on to the next one (compare golang/go#32336). */
 TH_TEST(pool, waiter_timeout_does_not_deadlock) {
@@ -390,10 +400,7 @@ TH_TEST(pool, waiter_timeout_does_not_deadlock) {
   xfer_pool_stats ps;
 
   slow = th_get(m, th_url(ts_port(web), "/delay/300/bytes/1"), NULL);
-  impatient = xfer_new();
-  xfer_set_url(impatient, th_url(ts_port(web), "/bytes/1"));
-  xfer_set_timeout_ms(impatient, 100);
-  xfer_multi_add(m, impatient);
+  impatient = get_with_timeout(m, th_url(ts_port(web), "/bytes/1"), 100);
   th_run(m, 5000);
   cr_assert_eq(th_result(m, slow), XFER_OK);
   cr_assert_eq(th_result(m, impatient), XFER_E_TIMEOUT);
@@ -513,10 +520,7 @@ TH_TEST(pool, total_limit_waiter_timeout_does_not_deadlock) {
   xfer_pool_stats ps;
 
   slow = th_get(m, th_url(ts_port(web), "/delay/300/bytes/1"), NULL);
-  impatient = xfer_new();
-  xfer_set_url(impatient, th_url(ts_port(b), "/bytes/1"));
-  xfer_set_timeout_ms(impatient, 100);
-  xfer_multi_add(m, impatient);
+  impatient = get_with_timeout(m, th_url(ts_port(b), "/bytes/1"), 100);
   th_run(m, 5000);
   cr_assert_eq(th_result(m, slow), XFER_OK);
   cr_assert_eq(th_result(m, impatient), XFER_E_TIMEOUT);
@@ -549,10 +553,7 @@ TH_TEST(pool, a_timed_out_waiter_leaves_its_slot_to_the_next) {
   xfer_pool_stats ps;
 
   slow = th_get(m, th_url(ts_port(web), "/delay/300/bytes/1"), NULL);
-  impatient = xfer_new();
-  xfer_set_url(impatient, th_url(ts_port(b), "/bytes/1"));
-  xfer_set_timeout_ms(impatient, 100);
-  xfer_multi_add(m, impatient);
+  impatient = get_with_timeout(m, th_url(ts_port(b), "/bytes/1"), 100);
   patient = th_get(m, th_url(ts_port(b), "/bytes/2"), NULL);
   xs[nxs++] = slow;
   xs[nxs++] = impatient;
