@@ -47,12 +47,13 @@ static void release(xfer_multi *m, struct xfer__conn *c, xfer__time now,
   xfer__shutdown_adopt_list(m, &evicted, now);
 }
 
+static void close_dead(xfer_multi *m, struct xfer__conn *c, xfer__time now);
+
 /* Its socket became readable while attached: the peer closed it (or sent
  * bytes nobody asked for), so it is closed. */
 static void on_event(xfer_multi *m, struct xfer__mev_tracker *t, int fd,
                      int events) {
   struct xfer__conn *c = conn_of(t);
-  struct xfer__list evicted;
 
   (void)fd;
   (void)events;
@@ -60,12 +61,10 @@ static void on_event(xfer_multi *m, struct xfer__mev_tracker *t, int fd,
     return; /* taken by a transfer of ours: its bytes are the answer */
   if (xfer__conn_alive(c))
     return; /* a spurious wake-up */
-  (void)unlink_conn(m, c, XFER__TAKE_CLOSE);
-  xfer__attached_untrack(m, c);
-  xfer__list_init(&evicted);
-  xfer__pool_closing(m->pool, c, XFER__CLOSE_PEER, &evicted);
-  xfer__conn_close(c, m);
-  xfer__shutdown_adopt_list(m, &evicted, m->last_now);
+  /* Closed by the server after this much idle time, seen as it happened:
+   * the best lesson of its idle-close time there is. */
+  xfer__pool_learn_died(m->pool, c, m->last_now - c->last_used);
+  close_dead(m, c, m->last_now);
 }
 
 /* Arms the internal handle for the oldest connection's hold end (once
@@ -118,7 +117,7 @@ bool xfer__attached_keep(xfer_multi *m, struct xfer__conn *c,
   struct xfer__pollset ps;
   bool armed;
 
-  if (!xfer__pool_attach_hold(m->pool) || !xfer__multi_wake_ready(m) ||
+  if (!xfer__pool_attach_hold(m->pool) || xfer__multi_wake_ready(m) ||
       !xfer__pool_keep_attached(m->pool, c, m->wake, now))
     return false;
   /* IN, like the finishing transfer: the application hears no change,
@@ -147,9 +146,22 @@ bool xfer__attached_keep(xfer_multi *m, struct xfer__conn *c,
   return true;
 }
 
+/* c is closed: the peer closed it (its slots serve a waiter that asked
+ * for it). */
+static void close_dead(xfer_multi *m, struct xfer__conn *c, xfer__time now) {
+  struct xfer__list evicted;
+
+  (void)unlink_conn(m, c, XFER__TAKE_CLOSE);
+  xfer__attached_untrack(m, c);
+  xfer__list_init(&evicted);
+  xfer__pool_closing(m->pool, c, XFER__CLOSE_PEER, &evicted);
+  xfer__conn_close(c, m);
+  xfer__shutdown_adopt_list(m, &evicted, now);
+}
+
 struct xfer__conn *xfer__attached_take(xfer_multi *m, const char *key,
                                        size_t key_len, uint64_t hash,
-                                       xfer__time now) {
+                                       bool replayable, xfer__time now) {
   struct xfer__list *pos, *prev;
 
   /* The most recently attached first: the others age out to the shared
@@ -161,13 +173,25 @@ struct xfer__conn *xfer__attached_take(xfer_multi *m, const char *key,
     if (c->key_hash != hash || c->key_len != key_len ||
         memcmp(c->key, key, key_len) != 0)
       continue;
-    if (xfer__pool_too_old(m->pool, c, now)) {
-      release(m, c, now, false); /* the pool evicts it */
+    if (atomic_load_explicit(&c->release_requested, memory_order_relaxed)) {
+      release(m, c, now, true); /* promised to a waiter: it goes now */
+      continue;
+    }
+    /* The pool's rules for reuse (rule 6): the same for an attached one,
+     * though most are too young to need a check. */
+    switch (xfer__pool_reuse_check(m->pool, c, now, replayable)) {
+    case XFER__REUSE_OK:
+      if (unlink_conn(m, c, XFER__TAKE_REUSE))
+        return c;
+      release(m, c, now, true); /* asked for meanwhile */
+      continue;
+    case XFER__REUSE_DEAD:
+      close_dead(m, c, now);
+      continue;
+    default: /* expired, or too idle for this request: the pool decides */
+      release(m, c, now, false);
       return NULL;
     }
-    if (unlink_conn(m, c, XFER__TAKE_REUSE))
-      return c;
-    release(m, c, now, true); /* promised to a waiter: it goes now */
   }
   return NULL;
 }

@@ -41,12 +41,15 @@ bool xfer__attached_init(xfer_multi *m);
  * shared way. */
 bool xfer__attached_keep(xfer_multi *m, struct xfer__conn *c, xfer__time now);
 
-/* An attached connection for the key, or NULL. Its socket stays tracked
- * by c->ev (c->ev_live) until xfer__attached_untrack(), which the user
- * calls once its transfer tracks the socket itself. */
+/* An attached connection for the key that passes the pool's reuse check
+ * for a request that is `replayable` or not (xfer__pool_reuse_check():
+ * dead ones are closed, others not fit go to the shared side), or NULL.
+ * Its socket stays tracked by c->ev (c->ev_live) until
+ * xfer__attached_untrack(), which the user calls once its transfer tracks
+ * the socket itself. */
 struct xfer__conn *xfer__attached_take(xfer_multi *m, const char *key,
                                        size_t key_len, uint64_t hash,
-                                       xfer__time now);
+                                       bool replayable, xfer__time now);
 void xfer__attached_untrack(xfer_multi *m, struct xfer__conn *c);
 
 /* Releases those another thread asked for (m's wake-up fired). */

@@ -53,6 +53,40 @@ bool xfer__http1_has_header(const struct xfer__buf *headers, const char *name) {
   return false;
 }
 
+/* Is `token` one of the comma-separated tokens of value [v, end)? */
+static bool has_token(const char *v, const char *end, const char *token) {
+  size_t n = strlen(token);
+
+  while (v < end) {
+    const char *comma = memchr(v, ',', (size_t)(end - v));
+    const char *stop = comma ? comma : end;
+
+    while (v < stop && (*v == ' ' || *v == '\t'))
+      v++;
+    while (stop > v && (stop[-1] == ' ' || stop[-1] == '\t'))
+      stop--;
+    if ((size_t)(stop - v) == n && strncasecmp(v, token, n) == 0)
+      return true;
+    v = comma ? comma + 1 : end;
+  }
+  return false;
+}
+
+bool xfer__http1_asks_close(const struct xfer__buf *headers) {
+  const char *line = headers->data;
+  const char *end = headers->data + headers->len;
+
+  while (line && line < end) {
+    const char *next = strstr(line, "\r\n");
+    const char *stop = next ? next : end;
+    if (strncasecmp(line, "Connection:", 11) == 0 &&
+        has_token(line + 11, stop, "close"))
+      return true;
+    line = next ? next + 2 : NULL;
+  }
+  return false;
+}
+
 bool xfer__http1_build_head(struct xfer__buf *out,
                             const struct xfer__http1_req *req) {
   char number[32];

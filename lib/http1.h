@@ -55,6 +55,10 @@ bool xfer__http1_build_head(struct xfer__buf *out,
 /* Does the header block contain a header `name` (case-insensitive)? */
 bool xfer__http1_has_header(const struct xfer__buf *headers, const char *name);
 
+/* Does the header block say "Connection: close" (the token among others,
+ * any case)? Then the server closes after its response (RFC 9112, 9.6). */
+bool xfer__http1_asks_close(const struct xfer__buf *headers);
+
 /* Response headers as received, for the getters. */
 struct xfer__header {
   uint32_t name_off, name_len, value_off, value_len;

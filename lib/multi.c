@@ -139,19 +139,29 @@ static void wake_event(xfer_multi *m, struct xfer__mev_tracker *t, int fd,
   xfer__attached_release_requested(m, m->last_now);
 }
 
-bool xfer__multi_wake_ready(xfer_multi *m) {
+xfer_code xfer__multi_wake_ready(xfer_multi *m) {
   struct xfer__pollset ps;
+  xfer_code rc;
 
   if (m->wake)
-    return true;
+    return XFER_OK;
   m->wake = xfer__wake_new();
   if (!m->wake)
-    return false;
+    return XFER_E_OUT_OF_MEMORY;
   xfer__mev_tracker_init(&m->wake_ev, XFER__MEV_CONN, wake_event);
   xfer__pollset_reset(&ps);
   xfer__pollset_add(&ps, m->wake->fd, XFER_POLL_IN);
-  xfer__mev_assess_conn(m, &m->wake_ev, &ps);
-  return true;
+  rc = xfer__mev_assess_conn(m, &m->wake_ev, &ps);
+  if (rc) {
+    /* Not watched, it would wake nobody: no waiter may rely on it. It
+     * goes (forgotten before its close), and the next transfer that may
+     * wait tries again. */
+    xfer__mev_conn_done(m, &m->wake_ev);
+    xfer__mev_socket_done(m, m->wake->fd);
+    xfer__wake_unref(m->wake);
+    m->wake = NULL;
+  }
+  return rc;
 }
 
 void xfer__multi_close_socket(xfer_multi *m, int fd) {

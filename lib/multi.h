@@ -81,8 +81,10 @@ void xfer__multi_fail_soon(xfer_multi *m, xfer *x, xfer_code code, int fd);
 /* Tells the event tracking that fd is about to close, then closes it. */
 void xfer__multi_close_socket(xfer_multi *m, int fd);
 /* Makes sure the multi can be woken by other threads (an eventfd in its
- * event tracking). false when out of resources. */
-bool xfer__multi_wake_ready(xfer_multi *m);
+ * event tracking). XFER_E_SOCKET_CALLBACK when the socket callback
+ * refused it, XFER_E_OUT_OF_MEMORY: then the multi has no wake-up (and
+ * tries again at the next call). */
+xfer_code xfer__multi_wake_ready(xfer_multi *m);
 
 /* An internal transfer of m (not in m->xfers, never done) whose expiries
  * drive `handler` (the shutdown and attached handles); room for its timer

@@ -34,6 +34,10 @@ xfer__time xfer__pool_attach_hold(const xfer_pool *pool) {
   return pool->attach_hold;
 }
 
+xfer__time xfer__pool_attached_wait(const xfer_pool *pool) {
+  return pool->attached_wait;
+}
+
 /* An option in ms, or its default when 0, in ns. */
 static xfer__time ms_or(unsigned ms, unsigned dflt) {
   return (xfer__time)(ms ? ms : dflt) * XFER__NS_PER_MS;
@@ -65,6 +69,9 @@ xfer_pool *xfer_pool_new(const xfer_pool_opts *opts) {
   pool->attach_hold = opts->attach_hold_ms < 0
                           ? 0
                           : ms_or((unsigned)opts->attach_hold_ms, 100);
+  pool->attached_wait = opts->attached_wait_ms < 0
+                            ? 0
+                            : ms_or((unsigned)opts->attached_wait_ms, 10);
   pool->recheck = ms_or(opts->recheck_ms, 1000);
   pool->idle_timeout = ms_or(opts->idle_timeout_ms, 118000);
   pool->max_lifetime = ms_or(opts->max_lifetime_ms, 24u * 3600 * 1000);
@@ -159,6 +166,7 @@ xfer_code xfer_pool_get_stats(xfer_pool *pool, xfer_pool_stats *out) {
   out->waited_total = LOAD(waited);
   out->released_on_demand = LOAD(released_on_demand);
   out->destinations = LOAD(destinations);
+  out->liveness_checks = LOAD(liveness_checks);
   return XFER_OK;
 }
 
@@ -271,4 +279,76 @@ void xfer__pool_closing(xfer_pool *pool, struct xfer__conn *c,
   c->holds_total = false;
   if (b || total)
     xfer__slots_release(pool, b, total, evicted);
+}
+
+/* --- reuse (rule 6) ------------------------------------------------------------ */
+
+/*
+ * A destination's learned idle-close time (bundle->idle_close) is an upper
+ * bound: its server closed a connection idle that long (or said it would,
+ * Keep-Alive: timeout=N). Connections idle past three quarters of it are
+ * checked before reuse, and not used at all for a request that could not
+ * be sent again: a quarter is the margin in which the server may have
+ * begun to close. Until it is learned, the pool's recheck_ms applies.
+ */
+static xfer__time learned_idle_close(const struct xfer__bundle *b) {
+  return atomic_load_explicit(&b->idle_close, memory_order_relaxed);
+}
+
+static xfer__time recheck_after(const xfer_pool *pool,
+                                const struct xfer__bundle *b) {
+  xfer__time t = learned_idle_close(b);
+
+  return t ? t - t / 4 : pool->recheck;
+}
+
+/* A smaller bound wins (a relaxed hint: a lost race loses one sample). */
+static void learn_at_most(struct xfer__bundle *b, xfer__time t) {
+  xfer__time cur = learned_idle_close(b);
+
+  while (t > 0 && (!cur || t < cur) &&
+         !atomic_compare_exchange_weak_explicit(&b->idle_close, &cur, t,
+                                                memory_order_relaxed,
+                                                memory_order_relaxed))
+    ;
+}
+
+void xfer__pool_learn_died(xfer_pool *pool, struct xfer__conn *c,
+                           xfer__time idle) {
+  (void)pool;
+  if (c->bundle)
+    learn_at_most(c->bundle, idle);
+}
+
+void xfer__pool_learn_keep_alive(xfer_pool *pool, struct xfer__conn *c,
+                                 long seconds) {
+  (void)pool;
+  if (c->bundle && seconds > 0 && seconds < 24L * 3600)
+    learn_at_most(c->bundle, (xfer__time)seconds * 1000 * XFER__NS_PER_MS);
+}
+
+enum xfer__reuse xfer__pool_reuse_check(xfer_pool *pool, struct xfer__conn *c,
+                                        xfer__time now, bool replayable) {
+  struct xfer__bundle *b = c->bundle; /* alive: c holds its slot */
+  xfer__time idle = now - c->last_used, after, learned;
+
+  XFER__ASSERT_NO_POOL_LOCK(); /* the peek is a system call */
+  if (xfer__pool_expired(pool, c, now) != XFER__FRESH)
+    return XFER__REUSE_EXPIRED;
+  learned = learned_idle_close(b);
+  after = recheck_after(pool, b);
+  if (!replayable && learned && idle >= after)
+    return XFER__REUSE_TOO_IDLE;
+  if (replayable && idle < after)
+    return XFER__REUSE_OK; /* trusted: a failure is retried */
+  XFER__POOL_COUNT(pool, liveness_checks);
+  if (!xfer__conn_alive(c)) {
+    learn_at_most(b, idle);
+    return XFER__REUSE_DEAD;
+  }
+  /* Alive past the bound: the server keeps them longer now. Forget it
+   * (the next close or header teaches it again). */
+  if (learned && idle >= learned)
+    atomic_store_explicit(&b->idle_close, 0, memory_order_relaxed);
+  return XFER__REUSE_OK;
 }

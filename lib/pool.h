@@ -52,10 +52,18 @@ struct xfer__waiter {
   struct xfer__wake *wake;     /* the waiting multi's (NULL: none) */
   struct xfer__conn *granted_conn; /* handed over (GRANTED) */
   enum xfer__wait_state state;
+  /* What the transfer needs, set by its owner before a checkout: */
   bool fresh_only; /* must have a new connection (a retry, rule 6) */
+  bool replayable; /* its request may be sent again when a reused
+                      connection dies before any response byte (rule 6):
+                      idempotent, and a body that can be sent again */
   bool replace;    /* granted_conn is to be closed at once; its slots
                       are the waiter's (fresh_only) */
   bool waiting;    /* the owner's view: queued, no grant taken yet */
+  bool bounded;    /* queued while its destination had a free slot (for
+                      attached connections of other multis): its owner
+                      stops waiting after attached_wait
+                      (xfer__pool_stop_waiting()) */
   atomic_bool granted; /* the owner reads it without a lock */
 };
 
@@ -74,21 +82,58 @@ enum xfer__acquire {
 };
 
 /*
- * Finds a connection for `key`: the most recently idled one (unless
- * fresh_only), checked for liveness when idle past the recheck interval
- * (dead ones are closed, *saw_dead set); else both slots for a new one;
- * else w waits: for its destination (at max_per_destination, or for an
- * attached connection of another multi, whose owner is asked for it), or
- * for room (at max_total: an idle connection elsewhere is closed for it
- * first when there is one).
+ * Finds a connection for `key` and the request w->fresh_only and
+ * w->replayable describe: the most recently idled one (unless
+ * fresh_only) that passes xfer__pool_reuse_check() (dead ones are closed,
+ * *saw_dead set); else both slots for a new one; else w waits: for its
+ * destination (at max_per_destination, behind older waiters, or for an
+ * attached connection of another multi, whose owner is asked for it:
+ * w->bounded), or for room (at max_total: an idle connection elsewhere is
+ * closed for it first when there is one).
  */
 enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
                                       size_t key_len, uint64_t hash,
-                                      xfer__time now, bool fresh_only,
+                                      xfer__time now,
                                       struct xfer__waiter *w,
                                       struct xfer__conn **conn,
                                       bool *saw_dead,
                                       struct xfer__list *evicted);
+
+/* A bounded waiter's owner gives up waiting for an attached connection
+ * (its attached_wait passed, on its own clock: rule 4, no thread waits on
+ * another's event loop): what it was granted meanwhile, or both slots for
+ * a connection of its own (or it waits for room), or WAIT when its
+ * destination is at its limit (it keeps its place). */
+enum xfer__acquire xfer__pool_stop_waiting(xfer_pool *pool,
+                                           struct xfer__waiter *w,
+                                           xfer__time now,
+                                           struct xfer__conn **conn,
+                                           bool *saw_dead,
+                                           struct xfer__list *evicted);
+/* How long a waiter waits for another multi's attached connection. */
+xfer__time xfer__pool_attached_wait(const xfer_pool *pool);
+
+/* Rule 6, for an idle connection about to carry a request at `now`
+ * (taken from the pool, or attached to the caller's multi). */
+enum xfer__reuse {
+  XFER__REUSE_OK,      /* reuse it */
+  XFER__REUSE_EXPIRED, /* past the idle timeout or its lifetime */
+  XFER__REUSE_TOO_IDLE, /* a request that cannot be sent again, on one
+                           idle close to the server's idle-close time */
+  XFER__REUSE_DEAD     /* the liveness check found it closed */
+};
+/* Checks liveness (a non-blocking peek, counted in liveness_checks) when
+ * c was idle past its destination's recheck time, and always for a
+ * request that is not replayable; learns from what it finds. */
+enum xfer__reuse xfer__pool_reuse_check(xfer_pool *pool, struct xfer__conn *c,
+                                        xfer__time now, bool replayable);
+/* What the server said or did about idle connections of c's destination:
+ * a Keep-Alive: timeout=N header (seconds), or one that died unanswered
+ * after being idle for `idle` (the peer closed it). */
+void xfer__pool_learn_keep_alive(xfer_pool *pool, struct xfer__conn *c,
+                                 long seconds);
+void xfer__pool_learn_died(xfer_pool *pool, struct xfer__conn *c,
+                           xfer__time idle);
 
 /* After w was woken: what it was granted (CONN, OPEN or REPLACE, as
  * xfer__pool_acquire()), or WAIT when nothing yet. Owner thread only. */

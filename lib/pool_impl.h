@@ -108,6 +108,10 @@ struct xfer__bundle {
   unsigned nrequested;         /* requested's length */
   atomic_uint attached_count;  /* both lists: written under `lock` */
   bool dead; /* a sweep removes it from the table: look it up again */
+  /* What the server of this destination does with idle connections,
+   * learned (0: not known yet): it closes them after at most this long.
+   * Relaxed atomic: a hint any thread may update. */
+  _Atomic xfer__time idle_close;
   /* The lanes' counts summed, plus places reserved for a link under way
    * (raised before a link, lowered after an unlink): the idle limit and
    * the index read it. Kept only with an idle or total limit. */
@@ -131,7 +135,9 @@ struct xfer_pool {
   unsigned nlanes;                   /* idle lanes a bundle */
   bool count_idle;              /* keep bundle->idle_count and the index */
   xfer__time attach_hold;       /* 0: attaching is off */
-  xfer__time recheck;
+  xfer__time attached_wait;     /* 0: never wait for another multi's */
+  xfer__time recheck;           /* until a destination's idle close is
+                                   learned */
   xfer__time idle_timeout;
   xfer__time max_lifetime;
   xfer__time sweep_every;
@@ -176,6 +182,7 @@ struct xfer_pool {
   atomic_long closed_error;
   atomic_long closed_limit;
   atomic_long destinations; /* bundles in the table */
+  atomic_long liveness_checks;
 };
 
 /* --- locks -------------------------------------------------------------- */
@@ -323,6 +330,14 @@ enum xfer__slots_decision xfer__slots_room_wait_locked(
 bool xfer__slots_give_locked(xfer_pool *pool, struct xfer__bundle *b,
                              struct xfer__conn *c, struct xfer__wakeups *ws,
                              bool *room);
+
+/* Under b's lock: a bounded waiter gives up waiting for attached
+ * connections. Queued with a destination slot free, it leaves the queue
+ * with that slot (OPEN with a total slot, or NEED_ROOM); otherwise it
+ * keeps its place (WAIT). */
+enum xfer__slots_decision xfer__slots_leave_queue_locked(
+    xfer_pool *pool, struct xfer__bundle *b, struct xfer__waiter *w,
+    struct xfer__wakeups *ws);
 
 /* Under b's lock: serves b's queued waiters with slots while a slot is
  * free and they outnumber the attached connections asked for (*room as

@@ -320,7 +320,7 @@ enum xfer__slots_decision xfer__slots_room_wait_locked(
 enum xfer__slots_decision xfer__slots_decide_locked(
     xfer_pool *pool, struct xfer__bundle *b, struct xfer__waiter *w,
     struct xfer__conn **conn, struct xfer__wakeups *ws, bool *room) {
-  bool attached_ok = !w->fresh_only && w->wake;
+  bool attached_ok = !w->fresh_only && w->wake && pool->attached_wait;
   struct xfer__conn *asked = attached_ok ? xfer__attached_askable_locked(b)
                                          : NULL, *c;
 
@@ -353,10 +353,29 @@ enum xfer__slots_decision xfer__slots_decide_locked(
     xfer__attached_ask_locked(b, asked);
     xfer__wakeups_add(ws, asked->owner_wake);
   }
+  /* Queued with a slot free, it waits for attached connections of other
+   * multis: for attached_wait at most, on its own clock. */
+  w->bounded = dest_slot_free(pool, b);
   /* The queue may be beyond what pending releases cover, with a slot
    * free (w itself, or an older one, is served now). */
   xfer__slots_pump_locked(pool, b, ws, room);
   return XFER__DECIDE_WAIT;
+}
+
+enum xfer__slots_decision xfer__slots_leave_queue_locked(
+    xfer_pool *pool, struct xfer__bundle *b, struct xfer__waiter *w,
+    struct xfer__wakeups *ws) {
+  if (w->state != XFER__WAIT_QUEUED || !dest_slot_free(pool, b))
+    return XFER__DECIDE_WAIT;
+  xfer__list_remove(&w->node);
+  atomic_fetch_sub_explicit(&b->nwaiters, 1, memory_order_relaxed);
+  XFER__POOL_UNCOUNT(pool, waiting);
+  b->conns++;
+  w->state = XFER__WAIT_NONE; /* holds b's destination slot */
+  if (!total_reserve(pool, ws))
+    return XFER__DECIDE_NEED_ROOM;
+  w->state = XFER__WAIT_SLOTS;
+  return XFER__DECIDE_OPEN;
 }
 
 bool xfer__slots_give_locked(xfer_pool *pool, struct xfer__bundle *b,

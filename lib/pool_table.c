@@ -268,17 +268,80 @@ static enum xfer__slots_decision make_or_wait_for_room(
   return d;
 }
 
+/* A decision made: the result of the checkout, or false when the idle
+ * connection it took is not to be used (expired, too idle for this
+ * request, dead: evicted or closed here): look again. */
+static bool conclude(xfer_pool *pool, struct xfer__waiter *w,
+                     enum xfer__slots_decision d, struct xfer__conn *c,
+                     xfer__time now, struct xfer__conn **conn,
+                     bool *saw_dead, struct xfer__list *evicted,
+                     enum xfer__acquire *result) {
+  if (d == XFER__DECIDE_NEED_ROOM)
+    d = make_or_wait_for_room(pool, w, &c, evicted);
+  if (d != XFER__DECIDE_CONN)
+    XFER__POOL_COUNT(pool, misses);
+  switch (d) {
+  case XFER__DECIDE_OPEN:
+  case XFER__DECIDE_NEED_ROOM: /* (never left as it is) */
+    *result = XFER__ACQUIRE_OPEN;
+    return true;
+  case XFER__DECIDE_REPLACE:
+    *conn = c;
+    *result = XFER__ACQUIRE_REPLACE;
+    return true;
+  case XFER__DECIDE_ROOM_WAIT:
+  case XFER__DECIDE_WAIT:
+    w->waiting = true;
+    /* Room made just now may have been ours: then it never waited. */
+    *result = xfer__pool_take_grant(pool, w, conn);
+    if (*result == XFER__ACQUIRE_WAIT)
+      XFER__POOL_COUNT(pool, waited);
+    return true;
+  case XFER__DECIDE_CONN:
+    break;
+  }
+  w->bundle = NULL; /* a destination slot reserved on the way went back */
+  w->state = XFER__WAIT_NONE;
+  /* An idle one: expiry and liveness after the locks (system calls). */
+  switch (xfer__pool_reuse_check(pool, c, now, w->replayable)) {
+  case XFER__REUSE_OK:
+    XFER__POOL_COUNT(pool, reused);
+    *conn = c;
+    *result = XFER__ACQUIRE_CONN;
+    return true;
+  case XFER__REUSE_EXPIRED:
+    xfer__pool_evict(pool, c,
+                     xfer__pool_too_old(pool, c, now)
+                         ? &pool->closed_lifetime
+                         : &pool->closed_idle_timeout,
+                     evicted);
+    return false;
+  case XFER__REUSE_TOO_IDLE: /* about to be closed by the server */
+    xfer__pool_evict(pool, c, &pool->closed_idle_timeout, evicted);
+    return false;
+  case XFER__REUSE_DEAD:
+    break;
+  }
+  *saw_dead = true;
+  XFER__POOL_COUNT(pool, closed);
+  XFER__POOL_COUNT(pool, dead_on_checkout);
+  xfer__pool_closing(pool, c, XFER__CLOSE_DEAD, evicted);
+  xfer__conn_close(c, NULL); /* tracked by no multi while idle */
+  return false;
+}
+
 enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
                                       size_t key_len, uint64_t hash,
-                                      xfer__time now, bool fresh_only,
+                                      xfer__time now,
                                       struct xfer__waiter *w,
                                       struct xfer__conn **conn,
                                       bool *saw_dead,
                                       struct xfer__list *evicted) {
   unsigned home = xfer__lanes_home(pool);
+  enum xfer__acquire result;
 
   assert(w->state == XFER__WAIT_NONE && !w->waiting);
-  w->fresh_only = fresh_only;
+  w->bounded = false;
   maybe_sweep(pool, now, evicted);
   for (;;) {
     struct xfer__wakeups ws;
@@ -296,53 +359,42 @@ enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
       return XFER__ACQUIRE_NOMEM;
     if (room)
       xfer__room_make(pool, evicted);
-    if (d == XFER__DECIDE_NEED_ROOM)
-      d = make_or_wait_for_room(pool, w, &c, evicted);
-    if (d != XFER__DECIDE_CONN)
-      XFER__POOL_COUNT(pool, misses);
-    switch (d) {
-    case XFER__DECIDE_OPEN:
-    case XFER__DECIDE_NEED_ROOM: /* (never left as it is) */
-      return XFER__ACQUIRE_OPEN;
-    case XFER__DECIDE_REPLACE:
-      *conn = c;
-      return XFER__ACQUIRE_REPLACE;
-    case XFER__DECIDE_ROOM_WAIT:
-    case XFER__DECIDE_WAIT: {
-      enum xfer__acquire got;
-
-      w->waiting = true;
-      /* Room made just now may have been ours: then it never waited. */
-      got = xfer__pool_take_grant(pool, w, conn);
-      if (got == XFER__ACQUIRE_WAIT)
-        XFER__POOL_COUNT(pool, waited);
-      return got;
-    }
-    case XFER__DECIDE_CONN:
-      break;
-    }
-    w->bundle = NULL; /* a destination slot reserved on the way went back */
-    w->state = XFER__WAIT_NONE;
-    /* An idle one: expiry and liveness after the locks (syscalls). */
-    if (xfer__pool_expired(pool, c, now) != XFER__FRESH) {
-      xfer__pool_evict(pool, c,
-                       xfer__pool_expired(pool, c, now) == XFER__TOO_OLD
-                           ? &pool->closed_lifetime
-                           : &pool->closed_idle_timeout,
-                       evicted);
-      continue;
-    }
-    if (now - c->last_used < pool->recheck || xfer__conn_alive(c)) {
-      XFER__POOL_COUNT(pool, reused);
-      *conn = c;
-      return XFER__ACQUIRE_CONN;
-    }
-    *saw_dead = true;
-    XFER__POOL_COUNT(pool, closed);
-    XFER__POOL_COUNT(pool, dead_on_checkout);
-    xfer__pool_closing(pool, c, XFER__CLOSE_DEAD, evicted);
-    xfer__conn_close(c, NULL); /* tracked by no multi while idle */
+    if (conclude(pool, w, d, c, now, conn, saw_dead, evicted, &result))
+      return result;
   }
+}
+
+enum xfer__acquire xfer__pool_stop_waiting(xfer_pool *pool,
+                                           struct xfer__waiter *w,
+                                           xfer__time now,
+                                           struct xfer__conn **conn,
+                                           bool *saw_dead,
+                                           struct xfer__list *evicted) {
+  struct xfer__bundle *b = w->bundle; /* alive: w waits in it */
+  enum xfer__slots_decision d;
+  enum xfer__acquire result = xfer__pool_take_grant(pool, w, conn);
+  struct xfer__conn *c = NULL;
+  struct xfer__wakeups ws;
+  bool room = false;
+
+  if (result != XFER__ACQUIRE_WAIT || !w->waiting)
+    return result;
+  xfer__wakeups_init(&ws);
+  xfer__bundle_lock(pool, b);
+  d = xfer__slots_leave_queue_locked(pool, b, w, &ws);
+  xfer__bundle_unlock(b);
+  xfer__wakeups_flush(&ws);
+  if (d == XFER__DECIDE_WAIT)
+    return XFER__ACQUIRE_WAIT; /* at its destination's limit: keeps its
+                                  place */
+  w->waiting = false;
+  if (room)
+    xfer__room_make(pool, evicted);
+  if (conclude(pool, w, d, c, now, conn, saw_dead, evicted, &result))
+    return result;
+  /* (Not reached: leaving the queue gives slots, never an idle one.) */
+  return xfer__pool_acquire(pool, b->key, b->key_len, b->hash, now, w, conn,
+                            saw_dead, evicted);
 }
 
 /* --- return -------------------------------------------------------------------- */

@@ -22,6 +22,8 @@ enum xfer__expire_id {
   XFER__EXPIRE_HAPPY_EYEBALLS, /* start the next address family */
   XFER__EXPIRE_RESOLVE,        /* resolver timeout */
   XFER__EXPIRE_RETRY_AFTER,    /* retry a request later */
+  XFER__EXPIRE_ATTACHED_WAIT,  /* stop waiting for another multi's
+                                  attached connection */
   XFER__EXPIRE_SHUTDOWN,       /* the shutdown handle's next deadline */
   XFER__EXPIRE_ATTACHED,       /* the next attached connection's hold end */
   XFER__EXPIRE_COUNT

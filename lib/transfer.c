@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -123,6 +124,7 @@ void xfer__start(xfer *x, xfer__time now) {
   x->http.saw_dead = false;
   x->http.retries = 0;
   x->http.got_byte = false;
+  x->http.wait_expired = false;
   x->http.url = &x->opts.url;
   x->http.conn_id = 0;
   x->http.reused = false;
@@ -255,6 +257,7 @@ static int use_conn(xfer *x, struct xfer__conn *c) {
 
   h->conn = c;
   h->reused = true;
+  h->reused_idle = x->now - c->last_used; /* what the server saw */
   h->conn_id = c->id;
   return enter_send(x);
 }
@@ -279,6 +282,25 @@ static int open_new(xfer *x) {
   return STEP_NEXT;
 }
 
+/* What a checkout (or a grant) gave: a connection, or slots for a new
+ * one (after closing the one it replaces, which no multi tracks). */
+static int take_checkout(xfer *x, enum xfer__acquire got,
+                         struct xfer__conn *c) {
+  switch (got) {
+  case XFER__ACQUIRE_CONN:
+    return use_conn(x, c);
+  case XFER__ACQUIRE_REPLACE:
+    xfer__conn_close(c, NULL);
+    return open_new(x);
+  case XFER__ACQUIRE_OPEN:
+    return open_new(x);
+  default:
+    return http_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
+  }
+}
+
+static bool replayable(const xfer *x);
+
 static int step_init(xfer *x) {
   struct xfer__http *h = &x->http;
   const struct xfer__url *u = h->url;
@@ -301,57 +323,65 @@ static int step_init(xfer *x) {
   h->key_hash = xfer__conn_key_hash(h->key, h->key_len);
   /* A waiter must be wakeable before it can be queued: at a limit, or for
    * a connection another multi holds attached. */
-  if ((xfer__pool_limited(m->pool) || xfer__pool_attach_hold(m->pool)) &&
-      !xfer__multi_wake_ready(m))
-    return http_fail(x, XFER_E_OUT_OF_MEMORY, "cannot create a wake-up fd");
+  if (xfer__pool_limited(m->pool) || xfer__pool_attach_hold(m->pool)) {
+    xfer_code rc = xfer__multi_wake_ready(m);
+    if (rc == XFER_E_SOCKET_CALLBACK)
+      return http_fail(x, rc,
+                       "the socket callback refused the multi's wake-up fd "
+                       "(an eventfd other threads write to when they hand "
+                       "this multi a connection)");
+    if (rc)
+      return http_fail(x, rc, "out of memory for the multi's wake-up fd");
+  }
   h->wait.wake = m->wake;
+  h->wait.fresh_only = h->fresh_only;
+  h->wait.replayable = replayable(x);
 
   /* Our own attached connection first: no lookup, no lock, no syscall. */
   if (!h->fresh_only &&
-      (c = xfer__attached_take(m, h->key, h->key_len, h->key_hash, x->now)))
+      (c = xfer__attached_take(m, h->key, h->key_len, h->key_hash,
+                               h->wait.replayable, x->now)))
     return use_conn(x, c);
   xfer__list_init(&evicted);
   got = xfer__pool_acquire(m->pool, h->key, h->key_len, h->key_hash, x->now,
-                           h->fresh_only, &h->wait, &c, &h->saw_dead,
-                           &evicted);
+                           &h->wait, &c, &h->saw_dead, &evicted);
   shut_down_evicted(x, &evicted);
-  switch (got) {
-  case XFER__ACQUIRE_CONN:
-    return use_conn(x, c);
-  case XFER__ACQUIRE_REPLACE:
-    xfer__conn_close(c, NULL); /* idle: tracked by no multi */
-    return open_new(x);
-  case XFER__ACQUIRE_OPEN:
-    return open_new(x);
-  case XFER__ACQUIRE_WAIT:
+  if (got == XFER__ACQUIRE_WAIT) {
     xfer__list_insert_tail(&m->waiting, &h->wait_node);
     h->state = XFER__HTTP_WAIT;
+    /* Waiting for another multi's attached connection: bounded on our
+     * own clock, so its owner's loop holds us up at most that long. */
+    if (h->wait.bounded)
+      xfer__expire_in(x, XFER__EXPIRE_ATTACHED_WAIT,
+                      xfer__pool_attached_wait(m->pool));
     return STEP_AGAIN;
-  default:
-    return http_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
   }
+  return take_checkout(x, got, c);
 }
 
-/* Queued at a limit: go on when another thread (or this one) handed us
- * a connection or slots. */
+/* Queued: go on when another thread (or this one) handed us a connection
+ * or slots, or, waiting for an attached one past attached_wait, with
+ * slots of our own. */
 static int step_wait(xfer *x) {
   struct xfer__http *h = &x->http;
+  struct xfer__list evicted;
   struct xfer__conn *c = NULL;
+  enum xfer__acquire got;
 
-  switch (xfer__pool_take_grant(x->multi->pool, &h->wait, &c)) {
-  case XFER__ACQUIRE_WAIT:
-    return STEP_AGAIN;
-  case XFER__ACQUIRE_CONN:
-    xfer__list_remove(&h->wait_node);
-    return use_conn(x, c);
-  case XFER__ACQUIRE_REPLACE:
-    xfer__list_remove(&h->wait_node);
-    xfer__conn_close(c, NULL); /* returned: tracked by no multi */
-    return open_new(x);
-  default:
-    xfer__list_remove(&h->wait_node);
-    return open_new(x);
+  if (h->wait_expired) {
+    h->wait_expired = false;
+    xfer__list_init(&evicted);
+    got = xfer__pool_stop_waiting(x->multi->pool, &h->wait, x->now, &c,
+                                  &h->saw_dead, &evicted);
+    shut_down_evicted(x, &evicted);
+  } else {
+    got = xfer__pool_take_grant(x->multi->pool, &h->wait, &c);
   }
+  if (got == XFER__ACQUIRE_WAIT)
+    return STEP_AGAIN;
+  xfer__list_remove(&h->wait_node);
+  xfer__expire_clear(x, XFER__EXPIRE_ATTACHED_WAIT);
+  return take_checkout(x, got, c);
 }
 
 static int step_resolve(xfer *x) {
@@ -416,6 +446,7 @@ static bool build_request(xfer *x) {
   req.authority = h->url->authority;
   req.target = h->url->target;
   req.headers = &x->opts.headers;
+  h->asked_close = xfer__http1_asks_close(&x->opts.headers);
   if (!h->send_body)
     req.body_len = -1;
   else if (x->opts.has_body)
@@ -480,6 +511,14 @@ static bool idempotent(const char *method) {
   return false;
 }
 
+/* Could the request be sent again if a reused connection died before
+ * any response byte (rule 6)? */
+static bool replayable(const xfer *x) {
+  const struct xfer__http *h = &x->http;
+
+  return idempotent(h->method) && !(h->send_body && x->opts.read_cb);
+}
+
 /* The connection failed (err: an errno, 0 for EOF). Retries, fails with a
  * clear error, or returns -1 when it was not a reused connection that
  * died unanswered (the caller reports its own error). */
@@ -489,6 +528,9 @@ static int reused_conn_failed(xfer *x, int err) {
 
   if (!h->reused || h->got_byte)
     return -1;
+  /* The server closed it after it had been idle this long: its idle
+   * connections are checked before that from now on. */
+  xfer__pool_learn_died(x->multi->pool, h->conn, h->reused_idle);
   conn_drop(x, XFER__CLOSE_PEER);
   if (!streamed && idempotent(h->method) && h->retries < XFER__MAX_RETRIES) {
     h->retries++;
@@ -616,6 +658,19 @@ static bool is_redirect(int status) {
          status == 308;
 }
 
+/* "Keep-Alive: timeout=N" (RFC 2068 19.7.1.1, what Apache and nginx
+ * send): the server closes idle connections after N seconds. */
+static void learn_keep_alive(xfer *x) {
+  const char *v = xfer__http1_resp_header(&x->http.resp, "Keep-Alive");
+  const char *t = v ? strstr(v, "timeout=") : NULL;
+  long seconds;
+
+  if (!t)
+    return;
+  seconds = strtol(t + 8, NULL, 10);
+  xfer__pool_learn_keep_alive(x->multi->pool, x->http.conn, seconds);
+}
+
 /* The response is complete: done, or on to a redirect hop. */
 static int finish_response(xfer *x) {
   struct xfer__http *h = &x->http;
@@ -623,24 +678,31 @@ static int finish_response(xfer *x) {
   struct xfer__url next;
   xfer_code rc;
   int status = h->resp.status;
+  bool keep;
 
   xfer__expire_clear(x, XFER__EXPIRE_LOW_SPEED);
+  /* The server keeps the connection only if its response says so and our
+   * request did not say "Connection: close" (RFC 9112, 9.6: then it
+   * closes after answering, whether it says so or not). */
+  keep = h->resp.keep_alive && !h->asked_close;
+  if (keep)
+    learn_keep_alive(x);
   location = xfer__http1_resp_header(&h->resp, "Location");
   if (x->opts.max_redirects <= 0 || !is_redirect(status) || !location) {
-    conn_release(x, h->resp.keep_alive);
+    conn_release(x, keep);
     return XFER_OK;
   }
   if (h->redirects >= x->opts.max_redirects) {
-    conn_release(x, h->resp.keep_alive);
+    conn_release(x, keep);
     return http_fail(x, XFER_E_TOO_MANY_REDIRECTS,
                      "stopped after %d redirects (the limit)", h->redirects);
   }
   rc = xfer__url_resolve(&next, h->url, location, x->detail, sizeof(x->detail));
   if (rc) {
-    conn_release(x, h->resp.keep_alive);
+    conn_release(x, keep);
     return (int)rc;
   }
-  conn_release(x, h->resp.keep_alive);
+  conn_release(x, keep);
   xfer__url_free(&h->hop);
   h->hop = next;
   h->url = &h->hop;
@@ -735,6 +797,9 @@ static int check_timers(xfer *x, unsigned due) {
                      "connecting to %s port %u took longer than %ld ms",
                      h->url->host, (unsigned)h->url->port, ms);
   }
+  if ((due & (1u << XFER__EXPIRE_ATTACHED_WAIT)) &&
+      h->state == XFER__HTTP_WAIT)
+    h->wait_expired = true;
   if ((due & (1u << XFER__EXPIRE_LOW_SPEED)) && h->state == XFER__HTTP_RECV) {
     uint64_t got = h->bytes_received - h->low_speed_mark;
     if (got < (uint64_t)x->opts.low_speed_bytes) {

@@ -115,6 +115,9 @@ struct xfer__http {
   struct xfer__cf_socket cf;
   struct xfer__conn *conn;
   bool reused;
+  xfer__time reused_idle;        /* how long it had been idle when taken */
+  bool asked_close;              /* our request said Connection: close */
+  bool wait_expired;             /* attached_wait passed while waiting */
   bool started;                  /* the first run happened */
   bool fresh_only;               /* a retry: do not take from the pool */
   bool saw_dead;                 /* the pool had a dead one for us */

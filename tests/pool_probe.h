@@ -31,9 +31,11 @@ probe_acquire_as(xfer_pool *pool, const char *key, xfer__time now,
 
   xfer__waiter_init(w);
   w->wake = wake;
+  w->fresh_only = fresh_only;
+  w->replayable = true; /* a GET */
   *conn = NULL;
   return xfer__pool_acquire(pool, key, len, xfer__conn_key_hash(key, len),
-                            now, fresh_only, w, conn, &dead, evicted);
+                            now, w, conn, &dead, evicted);
 }
 
 static inline enum xfer__acquire

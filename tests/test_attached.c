@@ -179,6 +179,32 @@ TH_TEST(attached, another_multi_gets_it_on_demand) {
   cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
 }
 
+/* Two multis on one pool in one thread, and the owner is never driven
+ * again: the other's transfer asks for the attached connection, waits
+ * attached_wait (1 s here) on its own clock, then opens its own: one
+ * connection, no wait without bound on a loop nobody drives. */
+TH_TEST(attached, a_multi_never_driven_again_holds_nobody_up) {
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.attached_wait_ms = 1000});
+  xfer_multi *owner = xfer_multi_new(p), *other = xfer_multi_new(p);
+  xfer_pool_stats ps;
+  xfer *first, *second;
+
+  first = fetch(owner, "/bytes/1");
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.attached, 1);
+  second = fetch(other, "/bytes/4"); /* only `other` is driven */
+  th_expect_pattern(sinks[1].data, sinks[1].len, 4);
+  cr_assert_eq(xfer_get_reused(second), 0);
+  cr_assert_neq(xfer_get_conn_id(second), xfer_get_conn_id(first));
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.opened_total, 2, "its own, one");
+  cr_assert_eq(ps.waited_total, 1);
+  cr_assert_eq(ps.waiting, 0);
+  cr_assert_eq(xfer_multi_destroy(owner), XFER_M_OK);
+  cr_assert_eq(xfer_multi_destroy(other), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+}
+
 /* Once another multi asked for the connection, the owner's own next
  * transfer does not take it back: the waiter would wait as long as that
  * transfer lasts. */

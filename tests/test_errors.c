@@ -41,6 +41,10 @@ TH_TEST(errors, every_code_has_its_own_text) {
 
 TH_TEST(errors, texts_match_the_table) {
   cr_assert_str_eq(xfer_strerror(XFER_OK), "no error");
+  /* Pools and xfer_mem_set() return these too: no text names a
+   * transfer. */
+  cr_assert_str_eq(xfer_strerror(XFER_E_BAD_HANDLE), "not a valid handle");
+  cr_assert_str_eq(xfer_strerror(XFER_E_IN_USE), "the handle is in use");
   cr_assert_str_eq(xfer_strerror(XFER_E_NO_URL), "no URL set on the transfer");
   cr_assert_str_eq(xfer_multi_strerror(XFER_M_RECURSIVE_API_CALL),
                    "multi call made from inside a callback");

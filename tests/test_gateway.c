@@ -143,13 +143,8 @@ TH_TEST(gateway, in_front_of_the_test_server) {
             (char *)NULL);
       _exit(127);
     }
-    for (int i = 0; i < 100; i++) { /* until the gateway forwarded it */
-      struct timespec pause = {0, 10000000};
-      ts_get_stats(web, &st);
-      if (st.requests == 602)
-        break;
-      nanosleep(&pause, NULL);
-    }
+    /* Until the gateway forwarded it (the server's event). */
+    cr_assert(ts_wait(web, TS_REQUESTS, 602, 5000));
     stop_gateway();
     cr_assert_eq(waitpid(slow, &status, 0), slow);
     cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,

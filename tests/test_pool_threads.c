@@ -17,6 +17,9 @@
  *      the connection another thread returns (woken through its multi's
  *      wake-up fd); 4 threads against a limit of 4 never open a fifth.
  *   6. The attached fast path across threads.
+ *   8. An owner away (blocked in a callback, or no longer driving its
+ *      multi) holds another thread's transfer up for attached_wait only:
+ *      then it opens its own connection.
  *   7. A return on one CPU racing a waiter on another never leaves the
  *      connection idle while the waiter waits: queuing for its
  *      destination (idle lanes), as a retry, or for room at the total
@@ -109,10 +112,19 @@ struct worker {
   long target;     /* phase 1: transfers to run */
   int turn_burst;  /* phase 2: one burst of this size */
   int keys;        /* phase 3: rounds over the three keys */
-  const char *path; /* phase 5: one GET of this path ... */
-  int delay_ms;     /* ... after this long */
+  const char *path; /* phases 5, 6, 8: one GET of this path ... */
+  sem_t *after;     /* ... once this is posted (5 s at most) */
   bool two_hosts;   /* phase 5: bursts to two destinations */
 };
+
+/* Waits for a post of s, at most 5 s (a test that would hang fails). */
+static bool sem_wait_5s(sem_t *s) {
+  struct timespec until;
+
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 5;
+  return sem_timedwait(s, &until) == 0;
+}
 
 static int on_socket(xfer_multi *m, int fd, int what, void *userp,
                      void *socketp) {
@@ -323,6 +335,8 @@ static void *bursts(void *arg) {
     drain(w);
     if (w->running)
       break; /* stuck: reported as missing transfers */
+    /* Now and then a pause in the load (it orders nothing), so that
+     * attached connections go back to the shared side too. */
     if (rand_r(&seed) % 4 == 0)
       usleep(rand_r(&seed) % 2000);
   }
@@ -330,18 +344,20 @@ static void *bursts(void *arg) {
   return NULL;
 }
 
-/* Phase 2: one burst, all at once. The server holds each response back
- * for 200 ms, so that all of them are in flight together: a response
- * read at once, in the pass that sent its request (a preempted thread),
- * would free its connection for the next transfer of the burst (reuse
- * before open, rule 4), and the turn would open fewer. */
+/* Phase 2: one burst, all at once. The server holds the responses until
+ * all of them arrived (/gather), so that all are in flight together: a
+ * response read at once, in the pass that sent its request (a preempted
+ * thread), would free its connection for the next transfer of the burst
+ * (reuse before open, rule 4), and the turn would open fewer. */
 static void *one_burst(void *arg) {
   struct worker *w = arg;
   struct request reqs[MAX_BURST];
+  char path[64];
 
   worker_open(w);
+  snprintf(path, sizeof(path), "/gather/%d/bytes/200", w->turn_burst);
   for (int i = 0; i < w->turn_burst; i++)
-    start(w, &reqs[i], "127.0.0.1", NULL, "/delay/200/bytes/200", 200, "ip");
+    start(w, &reqs[i], "127.0.0.1", NULL, path, 200, "ip");
   w->running = 1;
   drain(w);
   worker_close(w);
@@ -368,19 +384,49 @@ static void *keys(void *arg) {
   return NULL;
 }
 
-/* Phase 5: one GET, after a delay. */
+/* Phases 5, 6, 8: one GET, once w->after is posted (if set). */
 static atomic_bool taker_done;
+static sem_t attached_sem, taker_sem;
 
 static void *one_get(void *arg) {
   struct worker *w = arg;
   struct request r;
 
   worker_open(w);
-  usleep((useconds_t)w->delay_ms * 1000);
+  if (w->after && !sem_wait_5s(w->after))
+    w->errors++;
   start(w, &r, "127.0.0.1", NULL, w->path, 1, "ip");
   w->running = 1;
   drain(w);
   atomic_store(&taker_done, true);
+  sem_post(&taker_sem);
+  worker_close(w);
+  return NULL;
+}
+
+/* Phase 5: one GET once the other thread's request is at the server,
+ * where it is held (/gather/2): ours must wait for its connection (a
+ * limit of 1). Once it waits, our own request to the server completes
+ * the gather, the other's response comes, and its connection is handed
+ * to us. */
+static void *get_behind(void *arg) {
+  struct worker *w = arg;
+  struct request r;
+  xfer_pool_stats ps;
+  int64_t give_up = mono_ms() + 5000;
+
+  worker_open(w);
+  if (!ts_wait(web, TS_REQUESTS, w->target, 5000))
+    w->errors++;
+  start(w, &r, "127.0.0.1", NULL, w->path, 1, "ip");
+  w->running = 1;
+  do { /* until our transfer waits in the pool */
+    loop_once(w);
+    xfer_pool_get_stats(pool, &ps);
+  } while (ps.waiting < 1 && mono_ms() < give_up);
+  if (!ts_fetch(web, "/gather/2/bytes/1"))
+    w->errors++;
+  drain(w);
   worker_close(w);
   return NULL;
 }
@@ -396,11 +442,101 @@ static void *get_then_hold(void *arg) {
   start(w, &r, "127.0.0.1", NULL, w->path, 1, "ip");
   w->running = 1;
   drain(w);
+  sem_post(&attached_sem); /* kept attached now: the other may ask */
   give_up = mono_ms() + 5000;
   while (!atomic_load(&taker_done) && mono_ms() < give_up)
     loop_once(w);
   worker_close(w);
   return NULL;
+}
+
+/* Phase 8: an owner that does not drive its multi while another thread
+ * wants its attached connection. It keeps one attached (a hold far longer
+ * than the test), then either blocks in a write callback of its next
+ * transfer (to another server) or stops driving its multi altogether,
+ * until the taker is done (at most 10 s). */
+static struct ts_server *web2;
+static bool owner_blocks_in_callback;
+
+static size_t on_body_blocking(const char *data, size_t len, void *userp) {
+  struct timespec until;
+
+  sem_post(&attached_sem); /* inside the callback now */
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += 10;
+  sem_timedwait(&taker_sem, &until);
+  return on_body(data, len, userp);
+}
+
+static void *owner_away(void *arg) {
+  struct worker *w = arg;
+  struct request r, r2;
+  char url[128];
+
+  worker_open(w);
+  start(w, &r, "127.0.0.1", NULL, "/bytes/1", 1, "ip");
+  w->running = 1;
+  drain(w);
+  if (owner_blocks_in_callback) {
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/bytes/1", ts_port(web2));
+    memset(&r2, 0, sizeof(r2));
+    r2.x = xfer_new();
+    r2.expect = 1;
+    xfer_set_url(r2.x, url);
+    xfer_set_write_cb(r2.x, on_body_blocking, &r2);
+    xfer_set_private(r2.x, &r2);
+    note_in_flight(+1);
+    xfer_multi_add(w->m, r2.x);
+    w->running = 1;
+    drain(w); /* blocks in the callback until the taker is done */
+  } else {
+    struct timespec until;
+    sem_post(&attached_sem); /* and the loop is driven no more */
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 10;
+    sem_timedwait(&taker_sem, &until);
+  }
+  worker_close(w);
+  return NULL;
+}
+
+/* Phase 8: the owner is away; a taker of another thread asks for its
+ * attached connection, waits attached_wait (1 s here), opens its own. */
+static void owner_away_race(struct worker *w, bool in_callback,
+                            const char *what) {
+  pthread_t owner, taker;
+  xfer_pool_stats after;
+  int64_t took;
+
+  pool = xfer_pool_new(
+      &(xfer_pool_opts){.attach_hold_ms = 60000, .attached_wait_ms = 1000});
+  memset(w, 0, 2 * sizeof(*w));
+  sem_init(&attached_sem, 0, 0);
+  sem_init(&taker_sem, 0, 0);
+  owner_blocks_in_callback = in_callback;
+  w[0].id = 0;
+  w[1].id = 1;
+  w[1].path = "/bytes/1";
+  w[1].after = &attached_sem;
+  took = mono_ms();
+  pthread_create(&owner, NULL, owner_away, &w[0]);
+  pthread_create(&taker, NULL, one_get, &w[1]);
+  pthread_join(taker, NULL);
+  took = mono_ms() - took;
+  pthread_join(owner, NULL);
+  xfer_pool_get_stats(pool, &after);
+  printf("# %s: taker done in %lld ms, reused %d, %llu opened, %llu "
+         "released on demand\n",
+         what, (long long)took, w[1].reused,
+         (unsigned long long)after.opened_total,
+         (unsigned long long)after.released_on_demand);
+  tap_result(what, w[1].done == 1 && w[1].errors == 0 && w[0].errors == 0 &&
+                       w[1].reused == 0 &&
+                       after.opened_total == (in_callback ? 3u : 2u));
+  sem_destroy(&attached_sem);
+  sem_destroy(&taker_sem);
+  xfer_pool_destroy(pool);
+  pool = NULL;
 }
 
 static void run_threads(struct worker *w, int n, void *(*fn)(void *)) {
@@ -680,7 +816,10 @@ int main(void) {
   }
   web = ts_start(NULL);
   dns = ds_start(NULL); /* answers nothing: localhost comes from hosts */
-  pool = xfer_pool_new(NULL);
+  /* A transfer waits up to 1 s (not the default 10 ms) for a connection
+   * attached to another thread's multi, whose loop runs: opened <= peak
+   * must not depend on how soon a loaded machine schedules that thread. */
+  pool = xfer_pool_new(&(xfer_pool_opts){.attached_wait_ms = 1000});
   if (!web || !dns || !pool) {
     printf("Bail out! could not start the servers or the pool\n");
     return 1;
@@ -804,12 +943,20 @@ int main(void) {
   /* 5. limits across threads */
   pool = xfer_pool_new(&(xfer_pool_opts){.max_per_destination = 1});
   memset(w, 0, sizeof(w));
-  w[0].id = 0;
-  w[0].path = "/delay/300/bytes/1";
-  w[1].id = 1;
-  w[1].path = "/bytes/1";
-  w[1].delay_ms = 50;
-  run_threads(w, 2, one_get);
+  {
+    pthread_t holder, waiter;
+    struct ts_stats ss;
+    ts_get_stats(web, &ss);
+    w[0].id = 0;
+    w[0].path = "/gather/2/bytes/1"; /* held until w[1] waits */
+    w[1].id = 1;
+    w[1].path = "/bytes/1";
+    w[1].target = ss.requests + 1; /* once w[0]'s request arrived */
+    pthread_create(&holder, NULL, one_get, &w[0]);
+    pthread_create(&waiter, NULL, get_behind, &w[1]);
+    pthread_join(holder, NULL);
+    pthread_join(waiter, NULL);
+  }
   xfer_pool_get_stats(pool, &after);
   tap_result("a waiter in one thread gets the connection another returns",
              w[0].done == 1 && w[1].done == 1 && w[0].errors == 0 &&
@@ -866,14 +1013,17 @@ int main(void) {
   /* 6. the attached fast path across threads: the owner holds its
    * connection attached (a hold far longer than the test), another
    * thread asks for it and gets it, REMOVE first, without a connect */
-  pool = xfer_pool_new(&(xfer_pool_opts){.attach_hold_ms = 60000});
+  pool = xfer_pool_new(
+      &(xfer_pool_opts){.attach_hold_ms = 60000, .attached_wait_ms = 5000});
   memset(w, 0, sizeof(w));
   atomic_store(&taker_done, false);
+  sem_init(&attached_sem, 0, 0);
+  sem_init(&taker_sem, 0, 0);
   w[0].id = 0;
   w[0].path = "/bytes/1";
   w[1].id = 1;
   w[1].path = "/bytes/1";
-  w[1].delay_ms = 100;
+  w[1].after = &attached_sem; /* once the owner holds it attached */
   {
     pthread_t owner, taker;
     pthread_create(&owner, NULL, get_then_hold, &w[0]);
@@ -888,7 +1038,19 @@ int main(void) {
                  w[1].errors == 0 && w[1].reused == 1 &&
                  w[1].conn_ids[0] == w[0].conn_ids[0] &&
                  after.opened_total == 1 && after.released_on_demand == 1);
+  sem_destroy(&attached_sem);
+  sem_destroy(&taker_sem);
   xfer_pool_destroy(pool);
+
+  /* 8. an owner that is away holds nobody up longer than attached_wait */
+  web2 = ts_start(NULL);
+  owner_away_race(w, true,
+                  "an owner blocked in a callback: another thread's transfer "
+                  "opens its own connection after attached_wait");
+  owner_away_race(w, false,
+                  "an owner that stopped driving its multi: another thread's "
+                  "transfer opens its own connection after attached_wait");
+  ts_stop(web2);
 
   tap_result("no fd was ever watched by two event loops",
              atomic_load(&watch_violations) == 0);

@@ -50,10 +50,10 @@ typedef struct xfer_pool xfer_pool;
  */
 #define XFER_CODE_MAP(XX)                                                     \
   XX(OK, 0, "no error")                                                       \
-  XX(E_BAD_HANDLE, 1, "not a valid transfer handle")                          \
+  XX(E_BAD_HANDLE, 1, "not a valid handle")                                   \
   XX(E_BAD_ARGUMENT, 2, "bad argument")                                       \
   XX(E_OUT_OF_MEMORY, 3, "out of memory")                                     \
-  XX(E_IN_USE, 4, "the transfer is added to a multi handle")                  \
+  XX(E_IN_USE, 4, "the handle is in use")                                     \
   XX(E_NO_URL, 5, "no URL set on the transfer")                               \
   XX(E_SOCKET_CALLBACK, 6, "the socket callback refused a socket")            \
   XX(E_TIMEOUT, 7, "operation timed out")                                     \
@@ -264,10 +264,17 @@ XFER_EXTERN xfer_code xfer_get_result(const xfer *x);
 
 typedef struct xfer_pool_opts {
   unsigned max_idle_per_destination; /* 0: the default, no limit */
-  /* An idle connection older than this is checked for liveness when it
-   * is taken (a non-blocking peek); younger ones are trusted, and a
-   * request they fail before any response byte is retried when it is
-   * idempotent. 0: the default, 1000 ms. */
+  /* Until the pool has learned when a destination's server closes idle
+   * connections, one idle longer than this is checked for liveness when
+   * it is taken (a non-blocking peek). Once learned (from a
+   * "Keep-Alive: timeout=N" response header, or from the idle age of
+   * connections found closed), connections idle past three quarters of
+   * that time are checked instead. Younger ones are trusted, and a
+   * request they fail before any response byte is retried when it can
+   * be sent again (idempotent, and a body that can be sent again). A
+   * request that cannot is sent on a reused connection only after a
+   * liveness check, and never on one idle past three quarters of the
+   * learned time (it gets a new connection). 0: the default, 1000 ms. */
   unsigned recheck_ms;
   /* Idle connections older than this are closed (0: 118000 ms, as curl). */
   unsigned idle_timeout_ms;
@@ -291,6 +298,13 @@ typedef struct xfer_pool_opts {
    * never attach (every connection goes back to the shared side at
    * once). */
   int attach_hold_ms;
+  /* How long a transfer waits for a connection attached to another multi
+   * (whose owner it asked to release it) before it opens one of its own,
+   * limits permitting: measured with its own clock, so a thread that is
+   * busy or stopped driving its multi never holds up another. A driven
+   * owner answers in well under a millisecond. 0: the default, 10 ms;
+   * negative: never wait for one (open instead). */
+  int attached_wait_ms;
 } xfer_pool_opts;
 
 /* A pool that any number of multis may share (one per process is usual).
@@ -331,6 +345,8 @@ typedef struct xfer_pool_stats {
                                    another thread waited for them */
   uint64_t destinations;        /* destinations known now (unused ones
                                    are forgotten by the idle sweep) */
+  uint64_t liveness_checks;     /* idle connections checked before
+                                   reuse (a non-blocking peek each) */
 } xfer_pool_stats;
 
 /* Any thread, any time. */

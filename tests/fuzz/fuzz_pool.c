@@ -454,10 +454,12 @@ static void acquire(int t, int dest, int multi, bool fresh) {
   x->fresh = fresh;
   xfer__waiter_init(&x->w);
   x->w.wake = wakes[multi];
+  x->w.fresh_only = fresh;
+  x->w.replayable = true;
   xfer__list_init(&evicted);
   r = xfer__pool_acquire(pool, keys[dest], strlen(keys[dest]),
                          xfer__conn_key_hash(keys[dest], strlen(keys[dest])),
-                         now, fresh, &x->w, &c, &saw_dead, &evicted);
+                         now, &x->w, &c, &saw_dead, &evicted);
   take_evicted(&evicted, multi);
   got(t, r, c);
 }
@@ -487,10 +489,11 @@ static void hook(enum xfer__pool_hook_point point, const void *arg) {
   x->fresh = false;
   xfer__waiter_init(&x->w);
   x->w.wake = wakes[0];
+  x->w.replayable = true;
   hook_result = xfer__pool_acquire(
       pool, keys[hook_dest], strlen(keys[hook_dest]),
       xfer__conn_key_hash(keys[hook_dest], strlen(keys[hook_dest])), now,
-      false, &x->w, &hook_conn, &saw_dead, &hook_evicted);
+      &x->w, &hook_conn, &saw_dead, &hook_evicted);
   hook_xfer = -hook_xfer - 2; /* done: remembered for after the sweep */
 }
 

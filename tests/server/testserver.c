@@ -35,6 +35,7 @@
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -47,6 +48,7 @@
 #define TS_MAX_UNPARSED (1u << 20) /* stop reading a busy connection here */
 #define TS_MAX_BODY_LEN (1ull << 62)
 #define TS_MAX_DELAY_MS 600000ull
+#define TS_MAX_GATHER 64 /* /gather requests held at once */
 #define TS_MAX_BIG_HEADER (16ull << 20)
 #define TS_MAX_MANY_HEADERS 100000ull
 
@@ -128,6 +130,7 @@ struct ts_conn {
   struct ts_buf out;
   struct ts_request req;
   struct ts_response resp;
+  bool gathered; /* held in srv->gather until the group is complete */
   enum ts_timer timer;
   int64_t deadline;
   size_t heap_slot;
@@ -155,7 +158,14 @@ struct ts_server {
   atomic_long requests;
   atomic_long open_conns;
   atomic_long closed_by_server;
+  atomic_long server_closes_done; /* closed_by_server, after the close */
+  /* Tests wait for the counters above (ts_wait()): every change is made
+   * under stats_lock and broadcast. */
+  pthread_mutex_t stats_lock;
+  pthread_cond_t stats_changed;
   uint64_t close_once_seen; /* /close-once IDs met (the server thread's) */
+  struct ts_conn *gather[TS_MAX_GATHER]; /* /gather requests held */
+  int ngather;
 };
 
 static void conn_progress(struct ts_conn *c);
@@ -192,8 +202,11 @@ ts_log(const struct ts_server *s, const char *fmt, ...) {
   va_end(ap);
 }
 
-static void count(atomic_long *counter, long delta) {
+static void count(struct ts_server *s, atomic_long *counter, long delta) {
+  pthread_mutex_lock(&s->stats_lock);
   atomic_fetch_add_explicit(counter, delta, memory_order_relaxed);
+  pthread_cond_broadcast(&s->stats_changed);
+  pthread_mutex_unlock(&s->stats_lock);
 }
 
 /* --- byte buffers --------------------------------------------------------- */
@@ -402,7 +415,20 @@ static void conn_unlink(struct ts_conn *c) {
     c->next->prev = c->prev;
 }
 
+static void gather_leave(struct ts_conn *c) {
+  struct ts_server *s = c->srv;
+
+  for (int i = 0; i < s->ngather; i++)
+    if (s->gather[i] == c) {
+      s->gather[i] = s->gather[--s->ngather];
+      break;
+    }
+  c->gathered = false;
+}
+
 static void conn_free(struct ts_conn *c) {
+  if (c->gathered)
+    gather_leave(c);
   heap_remove(c->srv, c);
   conn_unlink(c);
   close(c->fd);
@@ -425,10 +451,14 @@ static void conn_close(struct ts_conn *c, enum ts_close why) {
     setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
   }
   if (why == CLOSE_SERVER || why == CLOSE_RESET)
-    count(&s->closed_by_server, 1);
-  count(&s->open_conns, -1);
+    count(s, &s->closed_by_server, 1);
+  count(s, &s->open_conns, -1);
   epoll_ctl(s->epoll_fd, EPOLL_CTL_DEL, c->fd, NULL);
   conn_free(c);
+  /* A test waiting for the close (ts_wait) wakes once the socket is
+   * closed: it finds the peer gone. */
+  if (why == CLOSE_SERVER || why == CLOSE_RESET)
+    count(s, &s->server_closes_done, 1);
 }
 
 static void conn_set_events(struct ts_conn *c) {
@@ -619,7 +649,7 @@ static int on_message_complete(llhttp_t *p) {
   r->method = llhttp_get_method(p);
   /* Read now: the flags behind it are cleared once parsing resumes. */
   r->keep_alive = llhttp_should_keep_alive(p) != 0;
-  count(&c->srv->requests, 1);
+  count(c->srv, &c->srv->requests, 1);
   return HPE_PAUSED; /* answer this one before parsing the next */
 }
 
@@ -706,8 +736,13 @@ static void head_begin(struct ts_conn *c, int code) {
 }
 
 static void head_end(struct ts_conn *c) {
+  const struct ts_config *cfg = &c->srv->cfg;
+
   if (c->resp.close_header)
     buf_puts(&c->out, "Connection: close\r\n");
+  else if (cfg->announce_idle_close && cfg->idle_close_ms >= 1000)
+    buf_printf(&c->out, "Keep-Alive: timeout=%d\r\n",
+               cfg->idle_close_ms / 1000);
   buf_puts(&c->out, "\r\n");
 }
 
@@ -984,6 +1019,42 @@ static bool route_close_once(struct ts_conn *c, const char *a) {
   return true;
 }
 
+/* /gather/N/REST: held until N /gather requests are held at once (this
+ * one included), then each is answered as its REST. */
+static bool route_gather(struct ts_conn *c, const char *a) {
+  struct ts_server *s = c->srv;
+  unsigned long long n;
+
+  if (!take_number(&a, TS_MAX_GATHER, &n) || n == 0 || *a != '/' ||
+      s->ngather >= TS_MAX_GATHER)
+    return false;
+  c->resp.delayed = true;
+  c->resp.next_target = a;
+  c->gathered = true;
+  s->gather[s->ngather++] = c;
+  if ((unsigned long long)s->ngather < n)
+    return true;
+  /* Complete: each goes on from its delay timer, at once. */
+  while (s->ngather) {
+    struct ts_conn *g = s->gather[0];
+    gather_leave(g);
+    if (!timer_arm(g, TIMER_DELAY, 0))
+      g->out.failed = true;
+  }
+  return true;
+}
+
+/* /close-silently/REST: answered as REST, without "Connection: close"
+ * (even when the request said it), then closed. */
+static bool route_close_silently(struct ts_conn *c, const char *a) {
+  if (*a != '/')
+    return false;
+  c->resp.close_header = false;
+  route(c, a);
+  c->resp.after = AFTER_CLOSE;
+  return true;
+}
+
 /* Writes the answer for target into the output buffer and sets up what
  * follows it (producer, timer, close). */
 static void route(struct ts_conn *c, const char *target) {
@@ -1011,6 +1082,8 @@ static void route(struct ts_conn *c, const char *target) {
       {"/rst/", route_rst},
       {"/close-now", route_close_now},
       {"/close-once/", route_close_once},
+      {"/close-silently", route_close_silently},
+      {"/gather/", route_gather},
   };
   for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
     const char *args = target;
@@ -1378,8 +1451,8 @@ static void add_connection(struct ts_server *s, int fd) {
     close(fd);
     return;
   }
-  count(&s->accepted, 1);
-  count(&s->open_conns, 1);
+  count(s, &s->accepted, 1);
+  count(s, &s->open_conns, 1);
   ts_log(s, "fd %d: accepted", fd);
   conn_update_idle(c, true);
 }
@@ -1512,6 +1585,8 @@ static void server_free(struct ts_server *s) {
   close_if_open(s->epoll_fd);
   close_if_open(s->reserve_fd);
   free(s->heap);
+  pthread_cond_destroy(&s->stats_changed);
+  pthread_mutex_destroy(&s->stats_lock);
   free(s);
 }
 
@@ -1530,6 +1605,8 @@ struct ts_server *ts_start(const struct ts_config *cfg) {
   if (!s)
     return NULL;
   s->listen_fd = s->epoll_fd = s->wake_fd = s->reserve_fd = -1;
+  pthread_mutex_init(&s->stats_lock, NULL);
+  pthread_cond_init(&s->stats_changed, NULL);
   if (cfg)
     s->cfg = *cfg;
   if (s->cfg.listen_backlog == 0)
@@ -1560,6 +1637,42 @@ void ts_get_stats(struct ts_server *s, struct ts_stats *out) {
       atomic_load_explicit(&s->closed_by_server, memory_order_relaxed);
 }
 
+static long stat_of(struct ts_server *s, enum ts_stat which) {
+  switch (which) {
+  case TS_ACCEPTED:
+    return atomic_load(&s->accepted);
+  case TS_REQUESTS:
+    return atomic_load(&s->requests);
+  case TS_OPEN_CONNS:
+    return atomic_load(&s->open_conns);
+  case TS_CLOSED_BY_SERVER:
+    return atomic_load(&s->server_closes_done);
+  }
+  return 0;
+}
+
+bool ts_wait(struct ts_server *s, enum ts_stat which, long at_least,
+             int timeout_ms) {
+  struct timespec until;
+  bool reached;
+
+  clock_gettime(CLOCK_REALTIME, &until);
+  until.tv_sec += timeout_ms / 1000;
+  until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+  if (until.tv_nsec >= 1000000000L) {
+    until.tv_sec++;
+    until.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&s->stats_lock);
+  while (!(reached = stat_of(s, which) >= at_least) &&
+         pthread_cond_timedwait(&s->stats_changed, &s->stats_lock, &until) ==
+             0)
+    ;
+  reached = stat_of(s, which) >= at_least;
+  pthread_mutex_unlock(&s->stats_lock);
+  return reached;
+}
+
 void ts_stop(struct ts_server *s) {
   if (!s)
     return;
@@ -1572,4 +1685,33 @@ void ts_stop(struct ts_server *s) {
   }
   ts_log(s, "stopped");
   server_free(s);
+}
+
+bool ts_fetch(const struct ts_server *s, const char *target) {
+  struct sockaddr_in addr = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)s->port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  struct timeval tv = {5, 0};
+  char buf[4096];
+  int len, fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  bool ok = false;
+  ssize_t n;
+
+  if (fd < 0)
+    return false;
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  len = snprintf(buf, sizeof buf,
+                 "GET %s HTTP/1.1\r\nHost: ts\r\nConnection: close\r\n\r\n",
+                 target);
+  if (len > 0 && (size_t)len < sizeof buf &&
+      connect(fd, (struct sockaddr *)&addr, sizeof addr) == 0 &&
+      send(fd, buf, (size_t)len, MSG_NOSIGNAL) == len) {
+    /* To the end: the server closes after a Connection: close answer. */
+    while ((n = recv(fd, buf, sizeof buf, 0)) > 0)
+      ok = true;
+    ok = ok && n == 0;
+  }
+  close(fd);
+  return ok;
 }

@@ -51,6 +51,13 @@
  *   /close-once/ID/REST    ID 0..63: the first request with this ID is
  *                          closed without a response (as the request
  *                          arrives); later ones are answered as /REST.
+ *   /gather/N/REST         N 1..64: held until N /gather requests are
+ *                          held at once (this one included), then each
+ *                          answered as its /REST: N transfers in flight
+ *                          together, whatever the machine's speed.
+ *   /close-silently/REST   answered as /REST without "Connection: close"
+ *                          (even to a request that said it), then
+ *                          closed.
  *   anything else          404, Content-Length: 0 (bad numbers too).
  * HEAD gets the same status line and headers without body bytes; what
  * follows the body (close, reset, keep-alive) is unchanged.
@@ -72,6 +79,7 @@
 #ifndef XFER_TESTS_TESTSERVER_H
 #define XFER_TESTS_TESTSERVER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
 
@@ -82,6 +90,9 @@ struct ts_config {
                                 not answering a request, has nothing left
                                 to send and has received nothing for this
                                 long (fresh connections included) */
+  bool announce_idle_close;  /* say "Keep-Alive: timeout=N" in every
+                                keep-alive response, N = idle_close_ms
+                                in whole seconds (when at least 1) */
   int listen_backlog;        /* 0 = default 1024 */
   int port;                  /* 0 = any free one; else this one (a server
                                 that comes back on the port of one that
@@ -110,6 +121,18 @@ int ts_port(const struct ts_server *s);
 /* Each counter is read atomically, though not all at one instant; callable
  * from any thread. */
 void ts_get_stats(struct ts_server *s, struct ts_stats *out);
+
+/* Waits until a counter reaches at_least (an event of the server, not a
+ * time: "the server has closed its second connection"), at most
+ * timeout_ms. true when it did. Any thread. */
+enum ts_stat { TS_ACCEPTED, TS_REQUESTS, TS_OPEN_CONNS, TS_CLOSED_BY_SERVER };
+bool ts_wait(struct ts_server *s, enum ts_stat which, long at_least,
+             int timeout_ms);
+
+/* A blocking GET of target from the calling thread on a connection of
+ * its own, read to its end (5 s at most): a test's own request, to
+ * complete a /gather group. true when an answer came. */
+bool ts_fetch(const struct ts_server *s, const char *target);
 
 /* Wakes the thread, joins it, closes every socket (open connections
  * included) and frees everything. NULL is a no-op. */

@@ -633,6 +633,76 @@ static bool test_idle_close(void) {
   return true;
 }
 
+/* ts_wait() returns once the server closed the connection, and the
+ * client then sees its EOF; a count not reached is a timeout. */
+static bool test_wait_for_events(void) {
+  struct ts_config cfg = {.idle_close_ms = 20};
+  struct ts_server *s = ts_start(&cfg);
+  struct client c;
+  struct response *r = response_new();
+  CHECK(s && r && client_open(&c, ts_port(s)));
+  CHECK(get(&c, r, "/bytes/1") && r->status == 200);
+  CHECK(ts_wait(s, TS_REQUESTS, 1, 5000));
+  CHECK(ts_wait(s, TS_CLOSED_BY_SERVER, 1, 5000));
+  CHECK(client_sees_eof(&c));
+  CHECK(!ts_wait(s, TS_CLOSED_BY_SERVER, 2, 50)); /* nothing else to close */
+  client_close(&c);
+  ts_stop(s);
+  response_free(r);
+  return true;
+}
+
+/* /gather/3/...: nothing is answered until three are held at once. */
+static bool test_gather(int port) {
+  struct client cs[3];
+  struct response *r = response_new();
+  CHECK(r);
+  for (int i = 0; i < 3; i++) {
+    CHECK(client_open(&cs[i], port));
+    CHECK(send_str(&cs[i], "GET /gather/3/bytes/5 HTTP/1.1\r\nHost: x\r\n\r\n"));
+    if (i < 2) { /* not answered yet: a short read times out */
+      struct timeval tv = {0, 100000};
+      char byte;
+      setsockopt(cs[i].fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+      CHECK(recv(cs[i].fd, &byte, 1, MSG_PEEK) < 0);
+      tv.tv_sec = IO_TIMEOUT_S;
+      tv.tv_usec = 0;
+      setsockopt(cs[i].fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    }
+  }
+  for (int i = 0; i < 3; i++) {
+    CHECK(read_response(&cs[i], r, false) && r->status == 200);
+    CHECK(r->body_len == 5 && body_is_pattern(r->body, r->body_len));
+    client_close(&cs[i]);
+  }
+  response_free(r);
+  return true;
+}
+
+/* /close-silently/...: no "Connection: close", then EOF; and a server
+ * that announces its idle close says "Keep-Alive: timeout=2". */
+static bool test_close_silently_and_announce(int port) {
+  struct ts_config cfg = {.idle_close_ms = 2500, .announce_idle_close = true};
+  struct ts_server *s = ts_start(&cfg);
+  struct client c;
+  struct response *r = response_new();
+  const char *ka;
+  CHECK(s && r && client_open(&c, port));
+  CHECK(send_str(&c, "GET /close-silently/bytes/3 HTTP/1.1\r\nHost: x\r\n"
+                     "Connection: close\r\n\r\n"));
+  CHECK(read_response(&c, r, false) && r->status == 200 && !r->close);
+  CHECK(r->body_len == 3 && client_sees_eof(&c));
+  client_close(&c);
+  CHECK(client_open(&c, ts_port(s)));
+  CHECK(get(&c, r, "/bytes/1") && r->status == 200);
+  ka = header_value(r->head, "Keep-Alive");
+  CHECK(ka && strncmp(ka, "timeout=2", 9) == 0);
+  client_close(&c);
+  ts_stop(s);
+  response_free(r);
+  return true;
+}
+
 /* Connections left open, one mid-response, must be freed by ts_stop. */
 static bool test_stop_with_open_connections(void) {
   struct ts_server *s = ts_start(NULL);
@@ -680,6 +750,9 @@ int main(void) {
   run("odd-routes", test_odd_routes(port));
   run("bad-request", test_bad_request(s, port));
   run("idle-close", test_idle_close());
+  run("wait-for-events", test_wait_for_events());
+  run("gather", test_gather(port));
+  run("close-silently, keep-alive timeout", test_close_silently_and_announce(port));
   run("stop-open", test_stop_with_open_connections());
   ts_stop(s);
   return tap_done() || failures ? 1 : 0;
