@@ -50,6 +50,9 @@ struct xfer__conn {
   atomic_bool release_requested;
 };
 
+/* The longest pool key (a host of 253 characters and the rest). */
+#define XFER__POOL_KEY_MAX 600
+
 /*
  * The pool key: every setting that makes two connections
  * non-interchangeable (brief rule 5): scheme, host as given, port, IP

@@ -136,10 +136,15 @@ void xfer__pool_learn_died(xfer_pool *pool, struct xfer__conn *c,
                            xfer__time idle);
 
 /* After w was woken: what it was granted (CONN, OPEN or REPLACE, as
- * xfer__pool_acquire()), or WAIT when nothing yet. Owner thread only. */
+ * xfer__pool_acquire()), or WAIT when nothing yet. A connection handed
+ * over passes the same reuse check as one taken from the pool; one that
+ * fails it is closed, and the checkout starts again. Owner thread only. */
 enum xfer__acquire xfer__pool_take_grant(xfer_pool *pool,
                                          struct xfer__waiter *w,
-                                         struct xfer__conn **conn);
+                                         xfer__time now,
+                                         struct xfer__conn **conn,
+                                         bool *saw_dead,
+                                         struct xfer__list *evicted);
 
 /* The owner gives up waiting or its slots (timeout, removal, failure):
  * its place is left, and what it held or was granted meanwhile passes to

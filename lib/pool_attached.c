@@ -101,8 +101,7 @@ void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
   /* Before it is published: once given or idle, another thread may take
    * it, and even close and free it. */
   atomic_store_explicit(&c->release_requested, false, memory_order_relaxed);
-  if (!too_old) {
-    c->last_used = now;
+  if (!too_old) { /* (idle since it was attached: last_used stays) */
     given = xfer__slots_give_locked(pool, b, c, &ws, &room);
     if (!given)
       kept = xfer__lanes_keep(pool, b, home, c, false);

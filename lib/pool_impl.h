@@ -345,6 +345,13 @@ enum xfer__slots_decision xfer__slots_leave_queue_locked(
 void xfer__slots_pump_locked(xfer_pool *pool, struct xfer__bundle *b,
                              struct xfer__wakeups *ws, bool *room);
 
+/* The owner takes what w was granted: both slots (OPEN), a connection
+ * (CONN, not checked or counted yet) or one to replace (REPLACE); WAIT
+ * when nothing yet. No lock. */
+enum xfer__acquire xfer__slots_take_grant(xfer_pool *pool,
+                                          struct xfer__waiter *w,
+                                          struct xfer__conn **conn);
+
 /* Does a transfer wait (or is about to) for room under the total limit? */
 static inline bool xfer__room_wanted(const xfer_pool *pool) {
   return pool->max_total &&

@@ -17,7 +17,7 @@
  *            destination slot, waits for a total slot (or a connection of
  *            its destination, which comes first)
  *   GRANTED  handed a connection, or both slots; the owner takes it
- *            without a lock (xfer__pool_take_grant())
+ *            without a lock (xfer__slots_take_grant())
  *
  * A move between QUEUED and ROOM holds both locks (bundle, then total), so
  * the owner, cancelling under both, always finds its waiter in one place.
@@ -409,9 +409,9 @@ bool xfer__slots_give_locked(xfer_pool *pool, struct xfer__bundle *b,
 
 /* --- the owner's side ---------------------------------------------------------- */
 
-enum xfer__acquire xfer__pool_take_grant(xfer_pool *pool,
-                                         struct xfer__waiter *w,
-                                         struct xfer__conn **conn) {
+enum xfer__acquire xfer__slots_take_grant(xfer_pool *pool,
+                                          struct xfer__waiter *w,
+                                          struct xfer__conn **conn) {
   struct xfer__conn *c;
 
   if (!atomic_load_explicit(&w->granted, memory_order_acquire))
@@ -425,10 +425,9 @@ enum xfer__acquire xfer__pool_take_grant(xfer_pool *pool,
     w->state = XFER__WAIT_SLOTS;
     return XFER__ACQUIRE_OPEN;
   }
-  if (!w->replace) {
+  if (!w->replace) { /* counted as reused once it passes its check */
     w->state = XFER__WAIT_NONE;
     w->bundle = NULL;
-    XFER__POOL_COUNT(pool, reused);
     return XFER__ACQUIRE_CONN;
   }
   /* A retry handed a used connection: its slots, and it is closed. No

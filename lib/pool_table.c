@@ -268,9 +268,65 @@ static enum xfer__slots_decision make_or_wait_for_room(
   return d;
 }
 
+/* An idle connection for w (taken from a lane, or handed over while it
+ * waited): reused (counted), or not to be used (expired, too idle for
+ * this request, dead: evicted or closed here). Expiry and liveness come
+ * after every lock (system calls). */
+static bool usable(xfer_pool *pool, struct xfer__waiter *w,
+                   struct xfer__conn *c, xfer__time now, bool *saw_dead,
+                   struct xfer__list *evicted) {
+  switch (xfer__pool_reuse_check(pool, c, now, w->replayable)) {
+  case XFER__REUSE_OK:
+    XFER__POOL_COUNT(pool, reused);
+    return true;
+  case XFER__REUSE_EXPIRED:
+    xfer__pool_evict(pool, c,
+                     xfer__pool_too_old(pool, c, now)
+                         ? &pool->closed_lifetime
+                         : &pool->closed_idle_timeout,
+                     evicted);
+    return false;
+  case XFER__REUSE_TOO_IDLE: /* about to be closed by the server */
+    xfer__pool_evict(pool, c, &pool->closed_idle_timeout, evicted);
+    return false;
+  case XFER__REUSE_DEAD:
+    break;
+  }
+  *saw_dead = true;
+  XFER__POOL_COUNT(pool, closed);
+  XFER__POOL_COUNT(pool, dead_on_checkout);
+  xfer__pool_closing(pool, c, XFER__CLOSE_DEAD, evicted);
+  xfer__conn_close(c, NULL); /* tracked by no multi while idle */
+  return false;
+}
+
+enum xfer__acquire xfer__pool_take_grant(xfer_pool *pool,
+                                         struct xfer__waiter *w,
+                                         xfer__time now,
+                                         struct xfer__conn **conn,
+                                         bool *saw_dead,
+                                         struct xfer__list *evicted) {
+  enum xfer__acquire got = xfer__slots_take_grant(pool, w, conn);
+  char key[XFER__POOL_KEY_MAX];
+  struct xfer__conn *c = *conn;
+  size_t key_len;
+  uint64_t hash;
+
+  if (got != XFER__ACQUIRE_CONN)
+    return got;
+  /* Its key, to look again if it fails its check (and is closed). */
+  key_len = c->key_len < sizeof(key) ? c->key_len : sizeof(key);
+  memcpy(key, c->key, key_len);
+  hash = c->key_hash;
+  if (usable(pool, w, c, now, saw_dead, evicted))
+    return got;
+  *conn = NULL;
+  return xfer__pool_acquire(pool, key, key_len, hash, now, w, conn, saw_dead,
+                            evicted);
+}
+
 /* A decision made: the result of the checkout, or false when the idle
- * connection it took is not to be used (expired, too idle for this
- * request, dead: evicted or closed here): look again. */
+ * connection it took is not to be used: look again. */
 static bool conclude(xfer_pool *pool, struct xfer__waiter *w,
                      enum xfer__slots_decision d, struct xfer__conn *c,
                      xfer__time now, struct xfer__conn **conn,
@@ -293,7 +349,7 @@ static bool conclude(xfer_pool *pool, struct xfer__waiter *w,
   case XFER__DECIDE_WAIT:
     w->waiting = true;
     /* Room made just now may have been ours: then it never waited. */
-    *result = xfer__pool_take_grant(pool, w, conn);
+    *result = xfer__pool_take_grant(pool, w, now, conn, saw_dead, evicted);
     if (*result == XFER__ACQUIRE_WAIT)
       XFER__POOL_COUNT(pool, waited);
     return true;
@@ -302,32 +358,11 @@ static bool conclude(xfer_pool *pool, struct xfer__waiter *w,
   }
   w->bundle = NULL; /* a destination slot reserved on the way went back */
   w->state = XFER__WAIT_NONE;
-  /* An idle one: expiry and liveness after the locks (system calls). */
-  switch (xfer__pool_reuse_check(pool, c, now, w->replayable)) {
-  case XFER__REUSE_OK:
-    XFER__POOL_COUNT(pool, reused);
-    *conn = c;
-    *result = XFER__ACQUIRE_CONN;
-    return true;
-  case XFER__REUSE_EXPIRED:
-    xfer__pool_evict(pool, c,
-                     xfer__pool_too_old(pool, c, now)
-                         ? &pool->closed_lifetime
-                         : &pool->closed_idle_timeout,
-                     evicted);
+  if (!usable(pool, w, c, now, saw_dead, evicted))
     return false;
-  case XFER__REUSE_TOO_IDLE: /* about to be closed by the server */
-    xfer__pool_evict(pool, c, &pool->closed_idle_timeout, evicted);
-    return false;
-  case XFER__REUSE_DEAD:
-    break;
-  }
-  *saw_dead = true;
-  XFER__POOL_COUNT(pool, closed);
-  XFER__POOL_COUNT(pool, dead_on_checkout);
-  xfer__pool_closing(pool, c, XFER__CLOSE_DEAD, evicted);
-  xfer__conn_close(c, NULL); /* tracked by no multi while idle */
-  return false;
+  *conn = c;
+  *result = XFER__ACQUIRE_CONN;
+  return true;
 }
 
 enum xfer__acquire xfer__pool_acquire(xfer_pool *pool, const char *key,
@@ -372,7 +407,8 @@ enum xfer__acquire xfer__pool_stop_waiting(xfer_pool *pool,
                                            struct xfer__list *evicted) {
   struct xfer__bundle *b = w->bundle; /* alive: w waits in it */
   enum xfer__slots_decision d;
-  enum xfer__acquire result = xfer__pool_take_grant(pool, w, conn);
+  enum xfer__acquire result =
+      xfer__pool_take_grant(pool, w, now, conn, saw_dead, evicted);
   struct xfer__conn *c = NULL;
   struct xfer__wakeups ws;
   bool room = false;

@@ -375,7 +375,10 @@ static int step_wait(xfer *x) {
                                   &h->saw_dead, &evicted);
     shut_down_evicted(x, &evicted);
   } else {
-    got = xfer__pool_take_grant(x->multi->pool, &h->wait, &c);
+    xfer__list_init(&evicted);
+    got = xfer__pool_take_grant(x->multi->pool, &h->wait, x->now, &c,
+                                &h->saw_dead, &evicted);
+    shut_down_evicted(x, &evicted);
   }
   if (got == XFER__ACQUIRE_WAIT)
     return STEP_AGAIN;

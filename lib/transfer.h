@@ -106,7 +106,7 @@ struct xfer__http {
   const struct xfer__url *url;   /* &opts.url, or &hop */
   char method[XFER__METHOD_MAX]; /* for this hop (303 turns POST into GET) */
   bool send_body;                /* for this hop */
-  char key[600];                 /* pool key of this hop */
+  char key[XFER__POOL_KEY_MAX];  /* pool key of this hop */
   size_t key_len;
   uint64_t key_hash;
   struct xfer__waiter wait;      /* place in the pool's FIFO, or slot */

@@ -45,6 +45,18 @@ probe_acquire(xfer_pool *pool, const char *key, xfer__time now,
   return probe_acquire_as(pool, key, now, false, w, wake, conn, evicted);
 }
 
+/* What w was granted, taken at `now` (a connection handed over passes
+ * the reuse check: at a `now` close to its return, it is trusted). */
+static inline enum xfer__acquire probe_take(xfer_pool *pool,
+                                            struct xfer__waiter *w,
+                                            xfer__time now,
+                                            struct xfer__conn **conn,
+                                            struct xfer__list *evicted) {
+  bool dead = false;
+
+  return xfer__pool_take_grant(pool, w, now, conn, &dead, evicted);
+}
+
 /* The end of every evicted connection's graceful close; how many. (A
  * close may pass a slot to a waiter for room, which closes another idle
  * connection: that one joins the list and is closed too.) */

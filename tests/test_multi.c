@@ -6,12 +6,14 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "testhelp.h"
+#include "testserver.h"
 
 static void multi_end(void) {
   th_clock_uninstall();
@@ -678,4 +680,59 @@ TH_TEST(multi, stats_count_what_happened) {
   cr_assert_eq(st.timer_cb_calls, (uint64_t)tr.count);
   cr_assert_eq(st.socket_cb_calls, (uint64_t)rec.count);
   xfer_multi_destroy(m);
+}
+
+/* --- the wake-up fd -------------------------------------------------------- */
+
+/* Refuses every eventfd (the multi's wake-up) while `refuse_eventfds`. */
+static bool refuse_eventfds;
+
+static int refusing_socket_cb(xfer_multi *m, int fd, int what, void *userp,
+                              void *socketp) {
+  char path[64], target[64];
+  ssize_t n;
+
+  (void)m, (void)userp, (void)socketp;
+  if (what == XFER_POLL_REMOVE || !refuse_eventfds)
+    return 0;
+  snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+  n = readlink(path, target, sizeof(target) - 1);
+  if (n > 0) {
+    target[n] = '\0';
+    if (strstr(target, "eventfd"))
+      return -1;
+  }
+  return 0;
+}
+
+/* A multi whose socket callback refuses its wake-up fd (made for the
+ * first transfer that may wait: here, a pool with a limit) could never be
+ * woken by another thread: the transfer that needed it fails with
+ * XFER_E_SOCKET_CALLBACK, and the multi stays usable: accepted later, the
+ * next transfer runs (it used to hang every later waiter). */
+TH_TEST(multi, a_refused_wake_up_fd_fails_the_transfer_not_the_multi) {
+  struct ts_server *web = ts_start(NULL);
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.max_per_destination = 1});
+  xfer_multi *m = xfer_multi_new(p);
+  xfer *x, *y;
+
+  cr_assert(web && p && m);
+  xfer_multi_set_socket_cb(m, refusing_socket_cb, NULL);
+  refuse_eventfds = true;
+  x = th_get(m, th_url(ts_port(web), "/bytes/1"), NULL);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_E_SOCKET_CALLBACK);
+  cr_assert(strstr(xfer_get_error_detail(x), "wake-up fd"), "%s",
+            xfer_get_error_detail(x));
+  cr_assert_null(m->wake, "not kept: nobody could rely on it");
+  refuse_eventfds = false;
+  y = th_get(m, th_url(ts_port(web), "/bytes/1"), NULL);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, y), XFER_OK, "%s", xfer_get_error_detail(y));
+  cr_assert_not_null(m->wake);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+  xfer_free(x);
+  xfer_free(y);
+  ts_stop(web);
 }

@@ -14,6 +14,10 @@
 #define KEY_A "http://a.test:80|ip=0|bind="
 #define KEY_B "http://b.test:80|ip=0|bind="
 #define KEY_C "http://c.test:80|ip=0|bind="
+/* When a grant is taken: close to the returns of these tests (a handed
+ * over connection idle past the recheck interval would be checked, and
+ * one on /dev/null fails a check). */
+#define NOW_TAKE 5000
 
 static xfer_pool *pool;
 static struct xfer__wake *wake;
@@ -90,7 +94,7 @@ TH_TEST(slots, a_cancelled_waiter_for_room_passes_its_slot_on) {
   xfer__pool_closing(pool, a, XFER__CLOSE_ERROR, &evicted);
   xfer__conn_close(a, NULL);
   cr_assert(atomic_load(&b2.granted), "A's room went to B's waiter");
-  cr_assert_eq(xfer__pool_take_grant(pool, &b2, &c), XFER__ACQUIRE_OPEN);
+  cr_assert_eq(probe_take(pool, &b2, NOW_TAKE, &c, &evicted), XFER__ACQUIRE_OPEN);
   c = probe_open(pool, &b2, KEY_B, 4000);
   cr_assert_not_null(c);
   xfer_pool_get_stats(pool, &ps);
@@ -114,7 +118,7 @@ TH_TEST(slots, a_cancelled_queued_waiter_leaves_the_slot_to_the_next) {
   xfer__pool_closing(pool, a, XFER__CLOSE_PEER, &evicted);
   xfer__conn_close(a, NULL);
   cr_assert_not(atomic_load(&w1.granted));
-  cr_assert_eq(xfer__pool_take_grant(pool, &w2, &c), XFER__ACQUIRE_OPEN);
+  cr_assert_eq(probe_take(pool, &w2, NOW_TAKE, &c, &evicted), XFER__ACQUIRE_OPEN);
   c = probe_open(pool, &w2, KEY_A, 4000);
   xfer__pool_return(pool, c, 5000, &evicted);
 }
@@ -131,7 +135,7 @@ TH_TEST(slots, a_waiter_cancelled_after_its_grant_passes_it_on) {
   xfer__pool_return(pool, a, 3000, &evicted);
   cr_assert(atomic_load(&w1.granted), "the oldest got it");
   xfer__pool_cancel(pool, &w1, 3000, &evicted);
-  cr_assert_eq(xfer__pool_take_grant(pool, &w2, &c), XFER__ACQUIRE_CONN,
+  cr_assert_eq(probe_take(pool, &w2, NOW_TAKE, &c, &evicted), XFER__ACQUIRE_CONN,
                "and passed it to the next");
   cr_assert_eq(c, a);
   xfer__pool_return(pool, c, 4000, &evicted);
@@ -159,7 +163,7 @@ static void closing_frees_total_not_destination(struct xfer__conn *gone,
    * the idle one is closed for it. */
   cr_assert_eq(probe_close_evicted(pool, &evicted), 2);
   cr_assert(atomic_load(&w.granted));
-  cr_assert_eq(xfer__pool_take_grant(pool, &w, &c), XFER__ACQUIRE_OPEN);
+  cr_assert_eq(probe_take(pool, &w, NOW_TAKE, &c, &evicted), XFER__ACQUIRE_OPEN);
   c = probe_open(pool, &w, KEY_A, now);
   xfer__pool_return(pool, c, now, &evicted);
   drain_wake();
@@ -235,7 +239,7 @@ TH_TEST(slots, making_room_frees_the_total_slot_keeps_the_destination_slot) {
             "A's slot is w's now; the pool is full with b");
   xfer__pool_return(pool, b, 4000, &evicted); /* closed for w's room */
   cr_assert(atomic_load(&w.granted));
-  cr_assert_eq(xfer__pool_take_grant(pool, &w, &c), XFER__ACQUIRE_OPEN);
+  cr_assert_eq(probe_take(pool, &w, NOW_TAKE, &c, &evicted), XFER__ACQUIRE_OPEN);
   c = probe_open(pool, &w, KEY_A, 5000);
   cr_assert_eq(probe_close_evicted(pool, &evicted), 1);
   xfer__pool_return(pool, c, 6000, &evicted);
@@ -261,13 +265,13 @@ TH_TEST(slots, waiters_of_a_destination_are_served_in_order) {
 
   xfer__pool_return(pool, a, 3000, &evicted); /* not closed for room */
   cr_assert(xfer__list_empty(&evicted), "a stays: its destination waits");
-  cr_assert_eq(xfer__pool_take_grant(pool, &first, &c), XFER__ACQUIRE_CONN);
+  cr_assert_eq(probe_take(pool, &first, NOW_TAKE, &c, &evicted), XFER__ACQUIRE_CONN);
   cr_assert_eq(c, a);
   cr_assert_eq(second.state, XFER__WAIT_ROOM, "first's slot is second's");
 
   xfer__pool_closing(pool, b, XFER__CLOSE_ERROR, &evicted);
   xfer__conn_close(b, NULL);
-  cr_assert_eq(xfer__pool_take_grant(pool, &second, &c), XFER__ACQUIRE_OPEN);
+  cr_assert_eq(probe_take(pool, &second, NOW_TAKE, &c, &evicted), XFER__ACQUIRE_OPEN);
   c = probe_open(pool, &second, KEY_A, 4000);
   cr_assert_eq(total_held(), 2);
   xfer__pool_return(pool, a, 5000, &evicted);
@@ -289,10 +293,10 @@ TH_TEST(slots, a_freed_total_slot_goes_to_the_oldest_waiter_for_room) {
   xfer__conn_close(a, NULL);
   cr_assert(atomic_load(&for_b.granted), "B came first");
   cr_assert_eq(for_a.state, XFER__WAIT_ROOM, "A's slot, and now room");
-  cr_assert_eq(xfer__pool_take_grant(pool, &for_b, &c), XFER__ACQUIRE_OPEN);
+  cr_assert_eq(probe_take(pool, &for_b, NOW_TAKE, &c, &evicted), XFER__ACQUIRE_OPEN);
   c = probe_open(pool, &for_b, KEY_B, 3000);
   xfer__pool_return(pool, c, 4000, &evicted); /* closed for A's room */
-  cr_assert_eq(xfer__pool_take_grant(pool, &for_a, &c), XFER__ACQUIRE_OPEN);
+  cr_assert_eq(probe_take(pool, &for_a, NOW_TAKE, &c, &evicted), XFER__ACQUIRE_OPEN);
   c = probe_open(pool, &for_a, KEY_A, 5000);
   cr_assert_eq(probe_close_evicted(pool, &evicted), 1);
   xfer__pool_return(pool, c, 6000, &evicted);
@@ -354,7 +358,7 @@ TH_TEST(slots, a_waiting_retry_gets_a_used_connection_only_to_close_it) {
   waits(&w, KEY_A, 2000, true);
   xfer__pool_return(pool, used, 3000, &evicted);
   cr_assert(atomic_load(&w.granted), "the waiter was served");
-  cr_assert_eq(xfer__pool_take_grant(pool, &w, &c), XFER__ACQUIRE_REPLACE,
+  cr_assert_eq(probe_take(pool, &w, NOW_TAKE, &c, &evicted), XFER__ACQUIRE_REPLACE,
                "with the used connection's slots, to close it");
   cr_assert_eq(c, used);
   fresh = replace(&w, KEY_A, used);

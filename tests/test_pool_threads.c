@@ -105,7 +105,7 @@ struct worker {
   long done, errors, bad_bodies, bad_timelines;
   char first_error[256];
   /* phase 2 and 3 */
-  int reused;
+  long reused;
   uint64_t conn_ids[64];
   const char *labels[64];
   int nconns;
@@ -525,7 +525,7 @@ static void owner_away_race(struct worker *w, bool in_callback,
   took = mono_ms() - took;
   pthread_join(owner, NULL);
   xfer_pool_get_stats(pool, &after);
-  printf("# %s: taker done in %lld ms, reused %d, %llu opened, %llu "
+  printf("# %s: taker done in %lld ms, reused %ld, %llu opened, %llu "
          "released on demand\n",
          what, (long long)took, w[1].reused,
          (unsigned long long)after.opened_total,
@@ -654,7 +654,7 @@ static struct xfer__conn *race_take(struct race *r, const char *key,
     }
     if (read(wake->fd, &count, sizeof(count)) < 0)
       return NULL;
-    got = xfer__pool_take_grant(pool, &w, &c);
+    got = probe_take(pool, &w, now, &c, &evicted);
   }
   switch (got) {
   case XFER__ACQUIRE_CONN:
@@ -859,6 +859,10 @@ int main(void) {
   tap_result("connections opened <= peak in flight",
              after.opened_total <= (uint64_t)atomic_load(&in_flight_peak));
   tap_result("connections were reused", after.reused_total > TOTAL / 2);
+  tap_result("every reuse counted once: the transfers' count equals the "
+             "pool's (attached, idle, handed to a waiter)",
+             (uint64_t)sum(w, THREADS, offsetof(struct worker, reused)) ==
+                 after.reused_total);
   tap_result("nothing open is counted busy once all is done",
              after.busy == 0 && after.open == after.idle);
 
@@ -976,6 +980,11 @@ int main(void) {
   printf("# limit 4: %llu opened, %llu waited\n",
          (unsigned long long)after.opened_total,
          (unsigned long long)after.waited_total);
+  tap_result("with waiters handed connections, the transfers' reuse count "
+             "equals the pool's",
+             (uint64_t)sum(w, THREADS, offsetof(struct worker, reused)) ==
+                     after.reused_total &&
+                 after.waited_total > 0);
   tap_result("4 threads never open more than the limit of 4 per "
              "destination",
              sum(w, THREADS, offsetof(struct worker, done)) == 4 * 300 &&

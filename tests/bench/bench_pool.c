@@ -55,7 +55,7 @@ static struct xfer__conn *checkout(const char *key, xfer__time now,
       fprintf(stderr, "bench_pool: a waiter was not served in 5 s\n");
       exit(1);
     }
-    got = xfer__pool_take_grant(pool, &w, &c);
+    got = probe_take(pool, &w, now, &c, evicted);
   }
   switch (got) {
   case XFER__ACQUIRE_CONN:

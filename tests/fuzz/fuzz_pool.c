@@ -442,7 +442,8 @@ static void cancel_xfer(int t) {
   x->st = T_FREE;
 }
 
-static void acquire(int t, int dest, int multi, bool fresh) {
+static void acquire(int t, int dest, int multi, bool fresh,
+                    bool replayable) {
   struct mxfer *x = &xfers[t];
   struct xfer__list evicted;
   struct xfer__conn *c = NULL;
@@ -455,7 +456,7 @@ static void acquire(int t, int dest, int multi, bool fresh) {
   xfer__waiter_init(&x->w);
   x->w.wake = wakes[multi];
   x->w.fresh_only = fresh;
-  x->w.replayable = true;
+  x->w.replayable = replayable;
   xfer__list_init(&evicted);
   r = xfer__pool_acquire(pool, keys[dest], strlen(keys[dest]),
                          xfer__conn_key_hash(keys[dest], strlen(keys[dest])),
@@ -548,7 +549,8 @@ static bool tracing;
 
 static void trace(unsigned op, unsigned arg) {
   static const char *const names[16] = {
-      "acquire", "acquire", "acquire-retry", "open-or-fail", "take-grant",
+      "acquire", "acquire-post", "acquire-retry", "open-or-fail",
+      "take-grant-or-stop-waiting",
       "cancel", "return", "keep-attached", "close", "shutdown-ends",
       "take-attached", "release-attached", "attached-peer-closes",
       "peer-goes", "time-passes", "sweep-meets-checkout"};
@@ -579,14 +581,17 @@ static void step(unsigned op, unsigned arg) {
 
   xfer__list_init(&evicted);
   switch (op % 16) {
-  case 0:
-  case 1: /* a checkout */
+  case 0: /* a checkout (a GET) */
     if (x->st == T_FREE)
-      acquire(t, dest, multi, false);
+      acquire(t, dest, multi, false, true);
+    break;
+  case 1: /* a checkout for a request that cannot be sent again (a POST) */
+    if (x->st == T_FREE)
+      acquire(t, dest, multi, false, false);
     break;
   case 2: /* a checkout for a retry */
     if (x->st == T_FREE)
-      acquire(t, dest, multi, true);
+      acquire(t, dest, multi, true, true);
     break;
   case 3: /* the connect succeeds (or fails: the slots go back) */
     if (x->st == T_SLOTS) {
@@ -597,9 +602,37 @@ static void step(unsigned op, unsigned arg) {
       }
     }
     break;
-  case 4: /* a waiter woken takes what it was granted */
-    if (x->st == T_WAIT)
-      got(t, xfer__pool_take_grant(pool, &x->w, &c), c);
+  case 4: /* a waiter woken takes what it was granted, or (flag) one
+             waiting for an attached connection gives up after
+             attached_wait */
+    if (x->st == T_WAIT && (!(arg & 0x80) || x->w.bounded)) {
+      bool saw_dead = false;
+      bool was_granted = x->w.state == XFER__WAIT_GRANTED;
+      int handed = was_granted && x->w.granted_conn && !x->w.replace
+                       ? conn_index(x->w.granted_conn)
+                       : -1;
+      enum xfer__acquire r =
+          arg & 0x80 ? xfer__pool_stop_waiting(pool, &x->w, now, &c,
+                                               &saw_dead, &evicted)
+                     : xfer__pool_take_grant(pool, &x->w, now, &c, &saw_dead,
+                                             &evicted);
+      take_evicted(&evicted, x->multi);
+      /* A connection handed over that failed its reuse check and is not
+       * on the evicted list was found dead and closed by the pool. */
+      if (handed >= 0 && conns[handed].st == C_BUSY &&
+          !(r == XFER__ACQUIRE_CONN && c == conns[handed].c)) {
+        CHECK(conns[handed].peer < 0);
+        conns[handed].st = C_FREE;
+        conns[handed].c = NULL;
+        counted.closed++;
+        counted.dead++;
+      }
+      /* Handed one that failed its check, it looked again and waits:
+       * from the back of the line, as a newcomer. */
+      if (was_granted && r == XFER__ACQUIRE_WAIT)
+        x->st = T_FREE;
+      got(t, r, c);
+    }
     break;
   case 5: /* a transfer gives up (timeout, removal) */
     if (x->st == T_WAIT || x->st == T_SLOTS)

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """make stress: the soak of tests/stress/stress.c against a local nginx
 (started like the benchmarks' one) and the fault routes of our test
-server. Passes the exit status of stress through."""
+server, then tests/stress/stale.c (stale connections under load, libxfer
+and libcurl). Fails when either does."""
 import argparse
 import os
 import subprocess
@@ -10,6 +11,7 @@ import sys
 ap = argparse.ArgumentParser(description=__doc__)
 ap.add_argument("--srcdir", required=True)
 ap.add_argument("--bin", required=True)
+ap.add_argument("--stale-bin", required=True)
 ap.add_argument("-n", default="1000000")
 ap.add_argument("-s", default="600")
 args = ap.parse_args()
@@ -22,4 +24,6 @@ try:
                           nginx.url("100")])
 finally:
     nginx.stop()
-sys.exit(rc)
+# Stale connections: a server of its own (in the program), no nginx.
+rc_stale = subprocess.call([args.stale_bin])
+sys.exit(rc or rc_stale)
