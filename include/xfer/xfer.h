@@ -317,7 +317,9 @@ XFER_EXTERN xfer_code xfer_pool_destroy(xfer_pool *pool);
 typedef struct xfer_pool_stats {
   uint64_t idle;         /* idle connections now */
   uint64_t opened_total; /* connections opened */
-  uint64_t reused_total; /* checkouts of an idle connection */
+  uint64_t reused_total; /* transfers given a connection they did not
+                            open (idle, attached, or handed over while
+                            they waited): once each */
   uint64_t closed_total; /* connections closed, for any of the reasons
                             below */
   uint64_t reopened_total;     /* of opened_total: opened because a
