@@ -16,6 +16,20 @@ typedef int64_t xfer__time;
 #define XFER__NS_PER_US INT64_C(1000)
 #define XFER__TIME_NEVER INT64_MAX
 
+/* `ms` milliseconds as a duration, saturated: one longer than the clock
+ * can hold (about 292 years) is "never" (XFER__TIME_NEVER). ms >= 0. */
+static inline xfer__time xfer__ms_to_ns(long ms) {
+  return ms >= XFER__TIME_NEVER / XFER__NS_PER_MS
+             ? XFER__TIME_NEVER
+             : (xfer__time)ms * XFER__NS_PER_MS;
+}
+
+/* The time `d` after `t` (d >= 0), saturated at XFER__TIME_NEVER: a
+ * deadline too far to count is none. */
+static inline xfer__time xfer__time_after(xfer__time t, xfer__time d) {
+  return d >= XFER__TIME_NEVER - t ? XFER__TIME_NEVER : t + d;
+}
+
 /* Reads the clock once and counts the read in *reads (may be NULL).
  * Debug builds assert that the calling thread holds no pool lock. */
 xfer__time xfer__now_read(uint64_t *reads);

@@ -391,10 +391,11 @@ enum xfer__lane_keep xfer__lanes_keep(xfer_pool *pool, struct xfer__bundle *b,
 struct xfer__conn *xfer__lanes_take(xfer_pool *pool, struct xfer__bundle *b,
                                     unsigned home, bool hint);
 
-/* An idle connection of any destination, unlinked, to close for room;
- * NULL when none was found. Bounded: at most XFER__POOL_VISITS_MAX
- * destinations are looked at. */
-struct xfer__conn *xfer__lanes_take_any(xfer_pool *pool);
+/* An idle connection of any destination but `except` (NULL: any),
+ * unlinked, to close for room; NULL when none was found. Bounded: at
+ * most XFER__POOL_VISITS_MAX destinations are looked at. */
+struct xfer__conn *xfer__lanes_take_any(xfer_pool *pool,
+                                        const struct xfer__bundle *except);
 
 /* The idle sweep of b's lanes at `now`: expired connections are unlinked
  * onto `doomed` (at most XFER__POOL_VISITS_MAX visited a hold; a lane is
@@ -410,6 +411,11 @@ void xfer__lanes_unindex(xfer_pool *pool, struct xfer__bundle *b);
 void xfer__lanes_drain(struct xfer__bundle *b, struct xfer__list *out);
 
 /* --- pool_table.c -------------------------------------------------------------- */
+
+/* c (idle, holding its slots) goes back as xfer__pool_return() takes it,
+ * keeping the time it went idle (a grant that was not taken). */
+void xfer__pool_give_back(xfer_pool *pool, struct xfer__conn *c,
+                          xfer__time now, struct xfer__list *evicted);
 
 /* The idle sweep, when this `now` passes its time (one thread at a time). */
 void xfer__pool_sweep(xfer_pool *pool, xfer__time now,

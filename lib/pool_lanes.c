@@ -137,6 +137,10 @@ static bool idle_reserve(xfer_pool *pool, struct xfer__bundle *b) {
       idle + atomic_load(&b->attached_count) >=
           pool->max_idle_per_destination) {
     atomic_fetch_sub_explicit(&b->idle_count, 1, memory_order_relaxed);
+    /* A step from 0 another thread may have counted on (its own step
+     * then was not from 0, and it did not update the index). */
+    if (idle == 0)
+      index_update(pool, b);
     return false;
   }
   if (idle == 0)
@@ -211,7 +215,8 @@ struct xfer__conn *xfer__lanes_take(xfer_pool *pool, struct xfer__bundle *b,
   return c;
 }
 
-struct xfer__conn *xfer__lanes_take_any(xfer_pool *pool) {
+struct xfer__conn *xfer__lanes_take_any(xfer_pool *pool,
+                                        const struct xfer__bundle *except) {
   struct xfer__conn *c = NULL;
 
   if (!pool->max_total)
@@ -225,6 +230,12 @@ struct xfer__conn *xfer__lanes_take_any(xfer_pool *pool) {
       XFER__POOL_VISIT();
       b = XFER__CONTAINER_OF(pool->idle_index.next, struct xfer__bundle,
                              index_node);
+      /* `except` at the head: the next one, if any */
+      if (b == except)
+        b = b->index_node.next == &pool->idle_index
+                ? NULL
+                : XFER__CONTAINER_OF(b->index_node.next, struct xfer__bundle,
+                                     index_node);
     }
     xfer__pool_unlock(&pool->index_lock);
     if (!b)
@@ -241,7 +252,7 @@ struct xfer__conn *xfer__lanes_take_any(xfer_pool *pool) {
        * under its lane's lock and closes it for room itself). Look at
        * the next destination meanwhile. */
       xfer__pool_lock(pool, &pool->index_lock);
-      if (b->indexed && pool->idle_index.next == &b->index_node) {
+      if (b->indexed) { /* to the tail, or out */
         xfer__list_remove(&b->index_node);
         if (atomic_load(&b->idle_count) > 0)
           xfer__list_insert_tail(&pool->idle_index, &b->index_node);

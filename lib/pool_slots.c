@@ -72,18 +72,26 @@ static void room_unlink_locked(xfer_pool *pool, struct xfer__waiter *w) {
   atomic_fetch_sub_explicit(&w->bundle->nroom, 1, memory_order_relaxed);
 }
 
+/* Under total_lock: takes a total slot if one is free. Raise, then
+ * check, as the lock-free reservation does (a look, then an add, would
+ * let a reservation made between the two pass the limit). */
+static bool total_take_locked(xfer_pool *pool) {
+  if (atomic_fetch_add(&pool->total, 1) < (long)pool->max_total)
+    return true;
+  atomic_fetch_sub(&pool->total, 1);
+  return false;
+}
+
 /* Under total_lock: when the count leaves room, the oldest waiter for
  * room takes it (it holds its destination slot already). */
 static void total_grant_locked(xfer_pool *pool, struct xfer__wakeups *ws) {
   struct xfer__waiter *w;
 
-  if (atomic_load(&pool->total) >= (long)pool->max_total ||
-      xfer__list_empty(&pool->room))
+  if (xfer__list_empty(&pool->room) || !total_take_locked(pool))
     return;
   XFER__POOL_VISIT();
   w = XFER__CONTAINER_OF(pool->room.next, struct xfer__waiter, room_node);
   room_unlink_locked(pool, w);
-  atomic_fetch_add(&pool->total, 1);
   grant(pool, w, NULL, ws);
 }
 
@@ -126,7 +134,8 @@ static bool total_reserve(xfer_pool *pool, struct xfer__wakeups *ws) {
  * joins the room FIFOs. */
 static void room_link_locked(xfer_pool *pool, struct xfer__bundle *b,
                              struct xfer__waiter *w) {
-  w->bundle = b;
+  assert(w->bundle == b); /* set by its owner: not written here, where
+                             the owner may read it without a lock */
   w->state = XFER__WAIT_ROOM;
   xfer__list_insert_tail(&b->room, &w->node);
   xfer__list_insert_tail(&pool->room, &w->room_node);
@@ -168,11 +177,12 @@ void xfer__slots_pump_locked(xfer_pool *pool, struct xfer__bundle *b,
     /* Counted as wanting room before it stops counting as queued, so a
      * returner of b reading both always sees it. */
     atomic_fetch_add_explicit(&b->nroom, 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&pool->total_waiting, 1, memory_order_relaxed);
+    /* Sequentially consistent, as the lock-free reservation's take-back
+     * reads it (total_reserve()). */
+    atomic_fetch_add(&pool->total_waiting, 1);
     atomic_fetch_sub_explicit(&b->nwaiters, 1, memory_order_relaxed);
     total_lock(pool);
-    if (atomic_load(&pool->total) < (long)pool->max_total) {
-      atomic_fetch_add(&pool->total, 1);
+    if (total_take_locked(pool)) {
       atomic_fetch_sub_explicit(&b->nroom, 1, memory_order_relaxed);
       atomic_fetch_sub_explicit(&pool->total_waiting, 1, memory_order_relaxed);
       grant(pool, w, NULL, ws);
@@ -222,7 +232,7 @@ bool xfer__room_take(xfer_pool *pool, struct xfer__waiter *w,
   /* Not ahead of transfers that wait for room already (there is none
    * idle for them anyway, unless it is being closed for them). */
   if (atomic_load(&pool->total_waiting) > 0 ||
-      !(c = xfer__lanes_take_any(pool)))
+      !(c = xfer__lanes_take_any(pool, w->bundle)))
     return false;
   c->holds_total = false; /* its total slot is w's now: no release */
   xfer__pool_evict(pool, c, &pool->closed_limit, evicted);
@@ -235,7 +245,7 @@ void xfer__room_make(xfer_pool *pool, struct xfer__list *evicted) {
 
   XFER__ASSERT_NO_POOL_LOCK();
   /* Each close frees a total slot for the oldest waiter for room. */
-  while (xfer__room_wanted(pool) && (c = xfer__lanes_take_any(pool)))
+  while (xfer__room_wanted(pool) && (c = xfer__lanes_take_any(pool, NULL)))
     xfer__pool_evict(pool, c, &pool->closed_limit, evicted);
 }
 
@@ -301,9 +311,7 @@ enum xfer__slots_decision xfer__slots_room_wait_locked(
     return XFER__DECIDE_REPLACE;
   }
   total_lock(pool);
-  if (atomic_load(&pool->total) < (long)pool->max_total) {
-    atomic_fetch_add(&pool->total, 1);
-  } else {
+  if (!total_take_locked(pool)) {
     XFER__POOL_COUNT(pool, waiting);
     room_link_locked(pool, b, w);
     queued = true;
@@ -482,8 +490,8 @@ void xfer__pool_cancel(xfer_pool *pool, struct xfer__waiter *w,
     xfer__slots_release(pool, b, true, evicted);
     break;
   case XFER__WAIT_GRANTED:
-    if (w->granted_conn) /* whole: its slots are its own still */
-      xfer__pool_return(pool, w->granted_conn, now, evicted);
+    if (w->granted_conn) /* whole: its slots and idle time its own */
+      xfer__pool_give_back(pool, w->granted_conn, now, evicted);
     else
       xfer__slots_release(pool, b, true, evicted);
     break;

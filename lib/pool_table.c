@@ -348,10 +348,11 @@ static bool conclude(xfer_pool *pool, struct xfer__waiter *w,
   case XFER__DECIDE_ROOM_WAIT:
   case XFER__DECIDE_WAIT:
     w->waiting = true;
-    /* Room made just now may have been ours: then it never waited. */
-    *result = xfer__pool_take_grant(pool, w, now, conn, saw_dead, evicted);
-    if (*result == XFER__ACQUIRE_WAIT)
+    /* Room made just now may have been ours: then it never waited (and
+     * a checkout that take_grant starts again counts for itself). */
+    if (!atomic_load_explicit(&w->granted, memory_order_acquire))
       XFER__POOL_COUNT(pool, waited);
+    *result = xfer__pool_take_grant(pool, w, now, conn, saw_dead, evicted);
     return true;
   case XFER__DECIDE_CONN:
     break;
@@ -405,16 +406,24 @@ enum xfer__acquire xfer__pool_stop_waiting(xfer_pool *pool,
                                            struct xfer__conn **conn,
                                            bool *saw_dead,
                                            struct xfer__list *evicted) {
-  struct xfer__bundle *b = w->bundle; /* alive: w waits in it */
-  enum xfer__slots_decision d;
   enum xfer__acquire result =
       xfer__pool_take_grant(pool, w, now, conn, saw_dead, evicted);
+  char key[XFER__POOL_KEY_MAX];
+  enum xfer__slots_decision d;
+  struct xfer__bundle *b;
   struct xfer__conn *c = NULL;
   struct xfer__wakeups ws;
-  bool room = false;
+  size_t key_len;
+  uint64_t hash;
 
   if (result != XFER__ACQUIRE_WAIT || !w->waiting)
     return result;
+  /* Read only now: take_grant may have started the checkout again, in
+   * another bundle. Alive: w waits in it. */
+  b = w->bundle;
+  key_len = b->key_len < sizeof(key) ? b->key_len : sizeof(key);
+  memcpy(key, b->key, key_len);
+  hash = b->hash;
   xfer__wakeups_init(&ws);
   xfer__bundle_lock(pool, b);
   d = xfer__slots_leave_queue_locked(pool, b, w, &ws);
@@ -424,13 +433,12 @@ enum xfer__acquire xfer__pool_stop_waiting(xfer_pool *pool,
     return XFER__ACQUIRE_WAIT; /* at its destination's limit: keeps its
                                   place */
   w->waiting = false;
-  if (room)
-    xfer__room_make(pool, evicted);
   if (conclude(pool, w, d, c, now, conn, saw_dead, evicted, &result))
     return result;
-  /* (Not reached: leaving the queue gives slots, never an idle one.) */
-  return xfer__pool_acquire(pool, b->key, b->key_len, b->hash, now, w, conn,
-                            saw_dead, evicted);
+  /* Waiting for room, it found a connection of its destination come back,
+   * which failed its check: a checkout as any other (b may be gone). */
+  return xfer__pool_acquire(pool, key, key_len, hash, now, w, conn, saw_dead,
+                            evicted);
 }
 
 /* --- return -------------------------------------------------------------------- */
@@ -463,14 +471,19 @@ static void give_or_keep(xfer_pool *pool, struct xfer__conn *c,
     xfer__pool_evict(pool, c, &pool->closed_limit, evicted);
 }
 
-void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now,
-                       struct xfer__list *evicted) {
+void xfer__pool_give_back(xfer_pool *pool, struct xfer__conn *c,
+                          xfer__time now, struct xfer__list *evicted) {
   assert(c->bundle && c->holds_total);
   maybe_sweep(pool, now, evicted);
   if (xfer__pool_too_old(pool, c, now)) { /* not worth keeping */
     xfer__pool_evict(pool, c, &pool->closed_lifetime, evicted);
     return;
   }
-  c->last_used = now;
   give_or_keep(pool, c, evicted);
+}
+
+void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now,
+                       struct xfer__list *evicted) {
+  c->last_used = now; /* idle from now */
+  xfer__pool_give_back(pool, c, now, evicted);
 }

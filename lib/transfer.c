@@ -163,7 +163,8 @@ void xfer__stamp(xfer *x, enum xfer__phase p) {
 
 void xfer__expire_in(xfer *x, enum xfer__expire_id id, xfer__time delay_ns) {
   assert(x->multi);
-  xfer__expiry_set(&x->multi->timers, &x->expiry, id, x->now + delay_ns);
+  xfer__expiry_set(&x->multi->timers, &x->expiry, id,
+                   xfer__time_after(x->now, delay_ns));
 }
 
 void xfer__expire_clear(xfer *x, enum xfer__expire_id id) {
@@ -270,10 +271,9 @@ static int open_new(xfer *x) {
 
   h->reused = false;
   xfer__expire_in(x, XFER__EXPIRE_CONNECT,
-                  (x->opts.connect_timeout_ms
-                       ? x->opts.connect_timeout_ms
-                       : XFER__DEFAULT_CONNECT_TIMEOUT_MS) *
-                      XFER__NS_PER_MS);
+                  xfer__ms_to_ns(x->opts.connect_timeout_ms
+                                     ? x->opts.connect_timeout_ms
+                                     : XFER__DEFAULT_CONNECT_TIMEOUT_MS));
   rc = xfer__resolve_start(x->multi, &h->resolve, x, u->host, u->port,
                            x->opts.ip_version, x->now);
   if (rc)
@@ -380,8 +380,15 @@ static int step_wait(xfer *x) {
                                 &h->saw_dead, &evicted);
     shut_down_evicted(x, &evicted);
   }
-  if (got == XFER__ACQUIRE_WAIT)
+  if (got == XFER__ACQUIRE_WAIT) {
+    /* Still waiting: for a slot, or (again, after a connection handed
+     * over failed its check) for an attached one, bounded anew. */
+    if (h->wait.bounded &&
+        x->expiry.at[XFER__EXPIRE_ATTACHED_WAIT] == XFER__TIME_NEVER)
+      xfer__expire_in(x, XFER__EXPIRE_ATTACHED_WAIT,
+                      xfer__pool_attached_wait(x->multi->pool));
     return STEP_AGAIN;
+  }
   xfer__list_remove(&h->wait_node);
   xfer__expire_clear(x, XFER__EXPIRE_ATTACHED_WAIT);
   return take_checkout(x, got, c);
@@ -619,7 +626,7 @@ static int step_send(xfer *x) {
   h->low_speed_mark = h->bytes_received;
   if (x->opts.low_speed_bytes > 0)
     xfer__expire_in(x, XFER__EXPIRE_LOW_SPEED,
-                    x->opts.low_speed_period_ms * XFER__NS_PER_MS);
+                    xfer__ms_to_ns(x->opts.low_speed_period_ms));
   /* The answer cannot be there yet: a read now would only say EAGAIN (a
    * syscall a request). The socket's IN event brings us back. */
   return STEP_AGAIN;
@@ -814,7 +821,7 @@ static int check_timers(xfer *x, unsigned due) {
     }
     h->low_speed_mark = h->bytes_received;
     xfer__expire_in(x, XFER__EXPIRE_LOW_SPEED,
-                    x->opts.low_speed_period_ms * XFER__NS_PER_MS);
+                    xfer__ms_to_ns(x->opts.low_speed_period_ms));
   }
   return STEP_NEXT;
 }
@@ -827,7 +834,8 @@ static int http_run(xfer *x, unsigned due) {
     h->started = true;
     if (x->opts.timeout_ms > 0)
       xfer__expiry_set(&x->multi->timers, &x->expiry, XFER__EXPIRE_TOTAL,
-                       x->added_at + x->opts.timeout_ms * XFER__NS_PER_MS);
+                       xfer__time_after(x->added_at,
+                                        xfer__ms_to_ns(x->opts.timeout_ms)));
   }
   if (!x->multi->recv_buf &&
       !(x->multi->recv_buf = xfer__malloc(XFER__RECV_BUF_SIZE)))
