@@ -39,17 +39,62 @@ static bool buf_puts(struct xfer__buf *b, const char *s) {
 
 /* --- request head ----------------------------------------------------------- */
 
-bool xfer__http1_has_header(const struct xfer__buf *headers, const char *name) {
-  size_t n = strlen(name);
-  const char *line = headers->data;
-  const char *end = headers->data + headers->len;
+/* The user's header lines ("Name: value\r\n" each, as xfer_add_header()
+ * stored them), one by one. */
+struct header_walk {
+  const char *at, *end;
+};
 
-  while (line && line < end) {
-    const char *next = strstr(line, "\r\n");
-    if (strncasecmp(line, name, n) == 0 && line[n] == ':')
+static void walk_start(struct header_walk *w, const struct xfer__buf *headers) {
+  w->at = headers->data; /* NULL when no header was added */
+  w->end = w->at ? w->at + headers->len : NULL;
+}
+
+/* The next line as [*line, *stop) without its CR LF, *after past it; false
+ * at the end. */
+static bool walk_next(struct header_walk *w, const char **line,
+                      const char **stop, const char **after) {
+  const char *crlf;
+
+  if (!w->at || w->at >= w->end)
+    return false;
+  crlf = memmem(w->at, (size_t)(w->end - w->at), "\r\n", 2);
+  *line = w->at;
+  *stop = crlf ? crlf : w->end;
+  *after = crlf ? crlf + 2 : w->end;
+  w->at = *after;
+  return true;
+}
+
+/* Is `line` (up to its CR LF) a header named `name`? */
+static bool line_is(const char *line, const char *stop, const char *name) {
+  size_t n = strlen(name);
+  return (size_t)(stop - line) > n && strncasecmp(line, name, n) == 0 &&
+         line[n] == ':';
+}
+
+/* The value of header line [line, stop), without leading and trailing
+ * blanks. */
+static void line_value(const char *line, const char *stop, size_t name_len,
+                       const char **v, size_t *len) {
+  const char *p = line + name_len + 1, *e = stop;
+
+  while (p < e && (*p == ' ' || *p == '\t'))
+    p++;
+  while (e > p && (e[-1] == ' ' || e[-1] == '\t'))
+    e--;
+  *v = p;
+  *len = (size_t)(e - p);
+}
+
+bool xfer__http1_has_header(const struct xfer__buf *headers, const char *name) {
+  struct header_walk w;
+  const char *line, *stop, *after;
+
+  walk_start(&w, headers);
+  while (walk_next(&w, &line, &stop, &after))
+    if (line_is(line, stop, name))
       return true;
-    line = next ? next + 2 : NULL;
-  }
   return false;
 }
 
@@ -73,18 +118,74 @@ static bool has_token(const char *v, const char *end, const char *token) {
 }
 
 bool xfer__http1_asks_close(const struct xfer__buf *headers) {
-  const char *line = headers->data;
-  const char *end = headers->data + headers->len;
+  struct header_walk w;
+  const char *line, *stop, *after;
 
-  while (line && line < end) {
-    const char *next = strstr(line, "\r\n");
-    const char *stop = next ? next : end;
-    if (strncasecmp(line, "Connection:", 11) == 0 &&
+  walk_start(&w, headers);
+  while (walk_next(&w, &line, &stop, &after))
+    if (line_is(line, stop, "Connection") &&
         has_token(line + 11, stop, "close"))
       return true;
-    line = next ? next + 2 : NULL;
-  }
   return false;
+}
+
+bool xfer__http1_check_framing(const struct xfer__buf *headers,
+                               int64_t body_len, char *why, size_t why_len) {
+  struct header_walk w;
+  const char *line, *stop, *after, *v;
+  size_t n;
+  /* The decimal length a Content-Length must say (no body: 0). */
+  long long want = body_len >= 0 ? (long long)body_len : 0;
+
+  walk_start(&w, headers);
+  while (walk_next(&w, &line, &stop, &after)) {
+    if (line_is(line, stop, "Content-Length")) {
+      char text[24];
+      line_value(line, stop, 14, &v, &n);
+      snprintf(text, sizeof(text), "%lld", want);
+      if (body_len == -2) {
+        snprintf(why, why_len,
+                 "a Content-Length header (%.*s) with a streamed body of "
+                 "unknown length (sent chunked)",
+                 (int)(n < 40 ? n : 40), v);
+        return false;
+      }
+      if (n != strlen(text) || strncmp(v, text, n) != 0) {
+        snprintf(why, why_len,
+                 "the request header Content-Length: %.*s does not say the "
+                 "%lld bytes of the body it sends",
+                 (int)(n < 40 ? n : 40), v, want);
+        return false;
+      }
+    } else if (line_is(line, stop, "Transfer-Encoding")) {
+      line_value(line, stop, 17, &v, &n);
+      if (n != 7 || strncasecmp(v, "chunked", 7) != 0 || body_len != -2) {
+        snprintf(why, why_len,
+                 "a Transfer-Encoding header (%.*s): only \"chunked\", and "
+                 "only with a streamed body of unknown length (size -1)",
+                 (int)(n < 40 ? n : 40), v);
+        return false;
+      }
+    }
+  }
+  return true;
+}
+
+/* The user's header lines but the framing ones (ours say the same, as
+ * xfer__http1_check_framing() made sure, and a hop without a body needs
+ * none). */
+static bool put_user_headers(struct xfer__buf *out,
+                             const struct xfer__buf *headers) {
+  struct header_walk w;
+  const char *line, *stop, *after;
+
+  walk_start(&w, headers);
+  while (walk_next(&w, &line, &stop, &after))
+    if (!line_is(line, stop, "Content-Length") &&
+        !line_is(line, stop, "Transfer-Encoding") &&
+        !xfer__buf_append(out, line, (size_t)(after - line)))
+      return false;
+  return true;
 }
 
 bool xfer__http1_build_head(struct xfer__buf *out,
@@ -99,15 +200,13 @@ bool xfer__http1_build_head(struct xfer__buf *out,
     ok = buf_puts(out, "Host: ") && buf_puts(out, req->authority) &&
          buf_puts(out, "\r\n");
   if (ok && req->headers->len)
-    ok = xfer__buf_append(out, req->headers->data, req->headers->len);
-  if (ok && req->body_len >= 0 &&
-      !xfer__http1_has_header(req->headers, "Content-Length")) {
+    ok = put_user_headers(out, req->headers);
+  if (ok && req->body_len >= 0) {
     snprintf(number, sizeof(number), "%lld", (long long)req->body_len);
     ok = buf_puts(out, "Content-Length: ") && buf_puts(out, number) &&
          buf_puts(out, "\r\n");
   }
-  if (ok && req->body_len == -2 &&
-      !xfer__http1_has_header(req->headers, "Transfer-Encoding"))
+  if (ok && req->body_len == -2)
     ok = buf_puts(out, "Transfer-Encoding: chunked\r\n");
   return ok && buf_puts(out, "\r\n");
 }
@@ -272,7 +371,7 @@ static int on_headers_complete(llhttp_t *p) {
       if (r->events->on_header(r->owner, r->header_text.data + h->name_off,
                                h->name_len, r->header_text.data + h->value_off,
                                h->value_len))
-        return fail(r, XFER_E_WRITE_CALLBACK,
+        return fail(r, XFER_E_HEADER_CALLBACK,
                     "the header callback aborted the transfer");
     }
   }

@@ -55,6 +55,15 @@ bool xfer__http1_build_head(struct xfer__buf *out,
 /* Does the header block contain a header `name` (case-insensitive)? */
 bool xfer__http1_has_header(const struct xfer__buf *headers, const char *name);
 
+/* The user's own Content-Length and Transfer-Encoding headers against the
+ * body the request sends (body_len as in xfer__http1_req): a
+ * Content-Length must be its decimal length (0 for none), a
+ * Transfer-Encoding must be "chunked" with a body of unknown length (-2).
+ * false, with why, when they disagree (a request that would be framed
+ * two ways). */
+bool xfer__http1_check_framing(const struct xfer__buf *headers,
+                               int64_t body_len, char *why, size_t why_len);
+
 /* Does the header block say "Connection: close" (the token among others,
  * any case)? Then the server closes after its response (RFC 9112, 9.6). */
 bool xfer__http1_asks_close(const struct xfer__buf *headers);
@@ -67,7 +76,8 @@ struct xfer__header {
 struct xfer__http1_resp;
 
 /* What the parser tells its owner. Return 0 to go on, non-zero to abort
- * (the parse then fails with XFER_E_WRITE_CALLBACK). */
+ * (the parse then fails with XFER_E_HEADER_CALLBACK from on_header,
+ * XFER_E_WRITE_CALLBACK from on_body). */
 struct xfer__http1_events {
   int (*on_header)(void *owner, const char *name, size_t name_len,
                    const char *value, size_t value_len);

@@ -184,6 +184,7 @@ static void xfer_finish(xfer_multi *m, xfer *x, xfer_code result) {
   xfer__stamp(x, XFER__PHASE_TOTAL);
   x->state = XFER__STATE_DONE;
   xfer_stop(m, x);
+  x->result = result; /* what xfer_get_result() says: the message's */
   x->msg.msg = XFER_MSG_DONE;
   x->msg.x = x;
   x->msg.result = result;
@@ -408,11 +409,13 @@ xfer_mcode xfer_multi_add(xfer_multi *m, xfer *x) {
   return update_timer(m, now);
 }
 
-/* Takes x out of m, done or not. */
-static void xfer_detach(xfer_multi *m, xfer *x) {
+/* Takes x out of m, done or not (`why`: what stopped it, for one that
+ * had not finished). */
+static void xfer_detach(xfer_multi *m, xfer *x, const char *why) {
   if (x->state == XFER__STATE_RUNNING) {
     xfer_stop(m, x);
     m->running--;
+    x->result = xfer__fail(x, XFER_E_STOPPED, "%s before it finished", why);
   }
   if (xfer__list_linked(&x->msg_node)) {
     xfer__list_remove(&x->msg_node);
@@ -438,13 +441,13 @@ xfer_mcode xfer_multi_remove(xfer_multi *m, xfer *x) {
     /* Finished: its sockets and timers went when it ended, so nothing
      * here depends on time, and no clock is read (the usual remove-and-
      * re-add of a finished handle costs no read; benchmark target). */
-    xfer_detach(m, x);
+    xfer_detach(m, x, NULL);
     return XFER_M_OK;
   }
   call_begin(m);
   now = xfer__multi_now(m);
   xfer__now_at_least(x, now);
-  xfer_detach(m, x);
+  xfer_detach(m, x, "removed from its multi");
   xfer__mev_resync(m);
   return update_timer(m, now);
 }
@@ -458,7 +461,8 @@ xfer_mcode xfer_multi_destroy(xfer_multi *m) {
   if (rc)
     return rc;
   while (!xfer__list_empty(&m->xfers))
-    xfer_detach(m, XFER__CONTAINER_OF(m->xfers.next, xfer, multi_node));
+    xfer_detach(m, XFER__CONTAINER_OF(m->xfers.next, xfer, multi_node),
+                "its multi was destroyed");
   xfer__resolver_free(m); /* c-ares closes its sockets through socket_done */
   xfer__attached_release_all_and_free(m, xfer__multi_now(m));
   xfer__shutdown_drain_and_free(m); /* bounded by the shutdown timeout */
@@ -550,8 +554,10 @@ xfer_mcode xfer_multi_set_dns_servers(xfer_multi *m, const char *servers) {
 
   if (rc)
     return rc;
-  if (m->resolver)
-    return XFER_M_BAD_ARGUMENT; /* c-ares has its servers already */
+  /* Once a lookup was tried (even one that failed), the resolver's
+   * settings are fixed; a list c-ares would refuse is refused here. */
+  if (m->dns_used || (servers && !xfer__dns_servers_valid(servers)))
+    return XFER_M_BAD_ARGUMENT;
   if (servers) {
     size_t n = strlen(servers) + 1;
     if (!(copy = xfer__malloc(n)))
@@ -569,7 +575,7 @@ xfer_mcode xfer_multi_set_dns_timeout(xfer_multi *m, long timeout_ms,
 
   if (rc)
     return rc;
-  if (m->resolver || timeout_ms <= 0 || timeout_ms > 600000 || tries <= 0)
+  if (m->dns_used || timeout_ms <= 0 || timeout_ms > 600000 || tries <= 0)
     return XFER_M_BAD_ARGUMENT;
   m->dns_timeout_ms = (int)timeout_ms;
   m->dns_tries = tries;

@@ -69,6 +69,7 @@ struct xfer_multi {
   struct xfer__mev_tracker wake_ev;
   struct xfer__list waiting;      /* transfers in a pool FIFO */
   struct xfer__resolver *resolver; /* created at the first lookup */
+  bool dns_used;                   /* a lookup was tried (or made) */
   char *dns_servers;
   int dns_timeout_ms;
   int dns_tries;

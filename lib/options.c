@@ -62,22 +62,29 @@ xfer_code xfer_set_method(xfer *x, const char *method) {
 }
 
 xfer_code xfer_add_header(xfer *x, const char *name, const char *value) {
-  xfer_code rc = settable(x);
-  struct xfer__buf *b = &x->opts.headers;
-  size_t before = b->len;
+  xfer_code rc = settable(x); /* before anything of x is touched */
+  struct xfer__buf *b;
+  size_t before;
 
   if (rc)
     return rc;
+  b = &x->opts.headers;
+  before = b->len;
   if (!name || !*name || !value)
     return xfer__fail(x, XFER_E_BAD_ARGUMENT, "header name and value required");
   for (const char *p = name; *p; p++)
     if (!is_tchar(*p))
       return xfer__fail(x, XFER_E_BAD_ARGUMENT,
                         "header name '%.40s' is not an HTTP token", name);
-  /* A CR or LF would let the value inject headers or a second request. */
-  if (strpbrk(value, "\r\n"))
-    return xfer__fail(x, XFER_E_BAD_ARGUMENT,
-                      "header '%.40s' value holds CR or LF", name);
+  /* Control characters: a CR or LF would let the value inject headers or
+   * a second request, and no server should have to parse the others
+   * (RFC 9110, 5.5: a tab is the one allowed). */
+  for (const unsigned char *p = (const unsigned char *)value; *p; p++)
+    if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+      return xfer__fail(x, XFER_E_BAD_ARGUMENT,
+                        "header '%.40s' value holds the control character "
+                        "0x%02x",
+                        name, *p);
   if (!xfer__buf_append(b, name, strlen(name)) ||
       !xfer__buf_append(b, ": ", 2) ||
       !xfer__buf_append(b, value, strlen(value)) ||
@@ -123,6 +130,10 @@ xfer_code xfer_set_body_cb(xfer *x, xfer_read_cb cb, void *userp,
 
   if (rc)
     return rc;
+  if (!cb)
+    return xfer__fail(x, XFER_E_BAD_ARGUMENT,
+                      "no read callback (xfer_set_body(x, NULL, 0) removes "
+                      "a body)");
   if (size < -1)
     return xfer__fail(x, XFER_E_BAD_ARGUMENT, "body size %lld",
                       (long long)size);
@@ -295,5 +306,5 @@ int xfer_get_redirects(const xfer *x) {
 }
 
 xfer_code xfer_get_result(const xfer *x) {
-  return xfer__valid(x) ? x->http.result : XFER_E_BAD_HANDLE;
+  return xfer__valid(x) ? x->result : XFER_E_BAD_HANDLE;
 }

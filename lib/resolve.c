@@ -234,6 +234,17 @@ xfer_code xfer__resolve_start(xfer_multi *m, struct xfer__resolve_req *req,
     req->done = true;
     return XFER_OK;
   }
+  if (ip_version && xfer__addr_parse(&req->addrs[0], host, port, 0)) {
+    /* A numeric host of the other family: no lookup could change it. */
+    snprintf(req->detail, sizeof(req->detail),
+             "the host %s is an IPv%d address, and the transfer is limited "
+             "to IPv%d",
+             host, ip_version == 4 ? 6 : 4, ip_version);
+    return XFER_E_RESOLVE;
+  }
+  /* From here on the multi has asked its resolver: its DNS settings are
+   * fixed (xfer_multi_set_dns_servers()). */
+  m->dns_used = true;
   r = resolver_get(m, req->detail, sizeof(req->detail));
   if (!r)
     return XFER_E_RESOLVE;
@@ -360,4 +371,69 @@ void xfer__resolver_free(xfer_multi *m) {
   xfer__free(r->cache);
   xfer__free(r);
   m->resolver = NULL;
+}
+
+/* --- the server list ----------------------------------------------------------- */
+
+static bool port_valid(const char *p, size_t n) {
+  unsigned long v = 0;
+
+  if (n == 0 || n > 5)
+    return false;
+  for (size_t i = 0; i < n; i++) {
+    if (p[i] < '0' || p[i] > '9')
+      return false;
+    v = v * 10 + (unsigned long)(p[i] - '0');
+  }
+  return v >= 1 && v <= 65535;
+}
+
+static bool ip_valid(int family, const char *p, size_t n) {
+  char text[INET6_ADDRSTRLEN + 1];
+  unsigned char addr[sizeof(struct in6_addr)];
+
+  if (n == 0 || n >= sizeof(text))
+    return false;
+  memcpy(text, p, n);
+  text[n] = '\0';
+  return inet_pton(family, text, addr) == 1;
+}
+
+/* One entry: 1.2.3.4, 1.2.3.4:53, ::1, [::1], [::1]:53. */
+static bool server_valid(const char *s, size_t n) {
+  const char *colon = memchr(s, ':', n), *close;
+
+  if (n && s[0] == '[') {
+    close = memchr(s, ']', n);
+    if (!close || !ip_valid(AF_INET6, s + 1, (size_t)(close - s - 1)))
+      return false;
+    n -= (size_t)(close + 1 - s);
+    return n == 0 || (close[1] == ':' && port_valid(close + 2, n - 1));
+  }
+  if (colon && memchr(colon + 1, ':', n - (size_t)(colon + 1 - s)))
+    return ip_valid(AF_INET6, s, n); /* bare IPv6: no port */
+  if (colon)
+    return ip_valid(AF_INET, s, (size_t)(colon - s)) &&
+           port_valid(colon + 1, n - (size_t)(colon + 1 - s));
+  return ip_valid(AF_INET, s, n);
+}
+
+bool xfer__dns_servers_valid(const char *csv) {
+  const char *p = csv;
+
+  if (!*csv)
+    return false;
+  for (;;) {
+    const char *comma = strchr(p, ',');
+    const char *end = comma ? comma : p + strlen(p);
+    while (p < end && *p == ' ')
+      p++;
+    while (end > p && end[-1] == ' ')
+      end--;
+    if (!server_valid(p, (size_t)(end - p)))
+      return false;
+    if (!comma)
+      return true;
+    p = comma + 1;
+  }
 }

@@ -50,4 +50,9 @@ xfer__time xfer__resolve_next_at(xfer_multi *m, xfer__time now);
 
 void xfer__resolver_free(xfer_multi *m);
 
+/* Is `csv` a list c-ares takes: "ip[:port],..." with numeric addresses
+ * ([ipv6]:port for a port with IPv6)? Checked when the list is set, so a
+ * bad one is refused there, not at the first lookup. */
+bool xfer__dns_servers_valid(const char *csv);
+
 #endif /* XFER_RESOLVE_H */

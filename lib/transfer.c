@@ -131,7 +131,7 @@ void xfer__start(xfer *x, xfer__time now) {
   x->http.redirects = 0;
   x->http.bytes_sent = 0;
   x->http.bytes_received = 0;
-  x->http.result = XFER_OK;
+  x->result = XFER_OK;
   x->http.resp.headers_done = false;
   x->http.resp.status = 0;
 }
@@ -248,6 +248,18 @@ static void conn_release(xfer *x, bool keep_alive) {
 
 static int enter_send(xfer *x);
 
+/* The body this hop sends, as xfer__http1_req says it: -1 none, -2
+ * streamed of unknown length (chunked), else its length. */
+static int64_t body_length(const xfer *x) {
+  const struct xfer__http *h = &x->http;
+
+  if (!h->send_body)
+    return -1;
+  if (x->opts.has_body)
+    return (int64_t)x->opts.body_len;
+  return x->opts.read_size >= 0 ? x->opts.read_size : -2;
+}
+
 static const char *method_of(const xfer *x) {
   return x->opts.method[0] ? x->opts.method : "GET";
 }
@@ -315,6 +327,9 @@ static int step_init(xfer *x) {
     const char *method = method_of(x); /* shorter than the buffer */
     memcpy(h->method, method, strlen(method) + 1);
     h->send_body = x->opts.has_body || x->opts.read_cb;
+    if (!xfer__http1_check_framing(&x->opts.headers, body_length(x),
+                                   x->detail, sizeof(x->detail)))
+      return XFER_E_BAD_ARGUMENT;
   }
   h->key_len = xfer__conn_key(h->key, sizeof(h->key), "http", u->host,
                               u->port, x->opts.ip_version, x->opts.local_text);
@@ -457,14 +472,10 @@ static bool build_request(xfer *x) {
   req.target = h->url->target;
   req.headers = &x->opts.headers;
   h->asked_close = xfer__http1_asks_close(&x->opts.headers);
-  if (!h->send_body)
-    req.body_len = -1;
-  else if (x->opts.has_body)
-    req.body_len = (int64_t)x->opts.body_len;
-  else
-    req.body_len = x->opts.read_size >= 0 ? x->opts.read_size : -2;
+  req.body_len = body_length(x);
   h->out_sent = 0;
   h->body_sent = 0;
+  h->body_streamed = 0;
   h->body_done = !h->send_body || x->opts.has_body;
   return xfer__http1_build_head(&h->out, &req);
 }
@@ -479,20 +490,48 @@ static bool build_request(xfer *x) {
 static int refill_from_callback(xfer *x) {
   struct xfer__http *h = &x->http;
   bool chunked = x->opts.read_size < 0;
-  size_t at = chunked ? FRAME_ROOM : 0;
+  size_t at = chunked ? FRAME_ROOM : 0, ask = BODY_CHUNK;
+  uint64_t left = 0;
   char frame[FRAME_ROOM];
   long n;
   int hl;
 
+  /* The announced length is the contract (a byte past it would start the
+   * next request on this connection: request smuggling). The callback is
+   * asked for at most one byte more than is left, so one that has more
+   * says so, and that byte is never written. */
+  if (!chunked) {
+    left = (uint64_t)x->opts.read_size - h->body_streamed;
+    if (left < BODY_CHUNK)
+      ask = (size_t)left + 1;
+  }
   if (!xfer__buf_reserve(&h->out, FRAME_ROOM + BODY_CHUNK + 2))
     return http_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
   XFER__ASSERT_NO_POOL_LOCK();
   x->multi->in_callback++;
-  n = x->opts.read_cb(h->out.data + at, BODY_CHUNK, x->opts.read_userp);
+  n = x->opts.read_cb(h->out.data + at, ask, x->opts.read_userp);
   x->multi->in_callback--;
-  if (n < 0 || n > BODY_CHUNK)
+  if (n < 0)
     return http_fail(x, XFER_E_READ_CALLBACK,
                      "the read callback aborted the transfer");
+  if ((size_t)n > ask)
+    return http_fail(x, XFER_E_READ_CALLBACK,
+                     "the read callback returned %ld bytes when asked for "
+                     "at most %zu",
+                     n, ask);
+  if (!chunked && (uint64_t)n > left)
+    return http_fail(x, XFER_E_BODY_LENGTH,
+                     "the read callback gave more than the %lld bytes "
+                     "announced; nothing past them was sent, and the "
+                     "connection is closed",
+                     (long long)x->opts.read_size);
+  if (!chunked && n == 0 && left > 0)
+    return http_fail(x, XFER_E_BODY_LENGTH,
+                     "the read callback ended the body after %llu of the "
+                     "%lld bytes announced; the connection is closed",
+                     (unsigned long long)h->body_streamed,
+                     (long long)x->opts.read_size);
+  h->body_streamed += (uint64_t)n;
   if (n == 0)
     h->body_done = true;
   h->out_sent = at;
@@ -863,8 +902,6 @@ static int http_run(xfer *x, unsigned due) {
       break;
     }
   }
-  if (rc >= 0)
-    h->result = (xfer_code)rc;
   return rc;
 }
 

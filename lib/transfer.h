@@ -125,6 +125,7 @@ struct xfer__http {
   struct xfer__buf out;          /* head, then streamed body frames */
   size_t out_sent;
   size_t body_sent;              /* of opts.body */
+  uint64_t body_streamed;        /* given by the read callback */
   bool body_done;                /* the read callback said end */
   bool got_byte;                 /* a response byte arrived */
   struct xfer__http1_resp resp;
@@ -133,7 +134,6 @@ struct xfer__http {
   uint64_t low_speed_mark;       /* bytes_received at the period start */
   uint64_t conn_id;
   int redirects;
-  xfer_code result;
 };
 
 struct xfer {
@@ -149,6 +149,8 @@ struct xfer {
 
   unsigned due;             /* expiries fired, handed to the next run */
   xfer_code pending_error;  /* fail with this at the next run */
+  xfer_code result;         /* of its last run: set when it finishes or
+                               is stopped (multi.c), in one place */
   struct xfer__expiry expiry;
   struct xfer__mev_tracker ev; /* last pollset */
 

@@ -49,6 +49,44 @@ static xfer_code check_scheme(const UriUriA *uri, char *detail, size_t len) {
   return XFER_E_UNSUPPORTED_SCHEME;
 }
 
+/* A host no request could reach is refused here, with the reason: an
+ * IPvFuture literal ([v1.x]: no address family knows it, and as a name
+ * it would go to DNS), or a name longer than DNS allows (253 characters,
+ * a trailing dot aside; labels of 63). */
+static xfer_code check_host(const UriUriA *uri, size_t host_len, char *detail,
+                            size_t len) {
+  const char *h = uri->hostText.first, *label = h, *end = h + host_len;
+
+  if (uri->hostData.ipFuture.first) {
+    snprintf(detail, len,
+             "the host [%.*s] is an IPvFuture literal, which no address "
+             "family here can reach",
+             (int)(host_len < 64 ? host_len : 64), h);
+    return XFER_E_BAD_URL;
+  }
+  if (uri->hostData.ip4 || uri->hostData.ip6)
+    return XFER_OK;
+  if (host_len > 253 && !(host_len == 254 && h[253] == '.')) {
+    snprintf(detail, len,
+             "the host name is %zu characters long (DNS allows 253)",
+             host_len);
+    return XFER_E_BAD_URL;
+  }
+  for (const char *p = h; p <= end; p++) {
+    if (p < end && *p != '.')
+      continue;
+    if (p - label > 63) {
+      snprintf(detail, len,
+               "the host name has a label of %ld characters, '%.20s...' "
+               "(DNS allows 63)",
+               (long)(p - label), label);
+      return XFER_E_BAD_URL;
+    }
+    label = p + 1;
+  }
+  return XFER_OK;
+}
+
 static xfer_code parse_port(const UriUriA *uri, uint16_t *port, char *detail,
                             size_t len) {
   size_t n = range_len(&uri->portText);
@@ -109,6 +147,8 @@ static xfer_code build(struct xfer__url *u, const UriUriA *uri,
     snprintf(detail, len, "the URL has no host");
     return XFER_E_BAD_URL;
   }
+  if ((rc = check_host(uri, host_len, detail, len)))
+    return rc;
   if ((rc = parse_port(uri, &port, detail, len)))
     return rc;
   target_span(uri, text, ipv6, &target, &target_len);

@@ -736,3 +736,57 @@ TH_TEST(multi, a_refused_wake_up_fd_fails_the_transfer_not_the_multi) {
   xfer_free(y);
   ts_stop(web);
 }
+
+/* --- one result ---------------------------------------------------------------- */
+
+static int refuse_all(xfer_multi *m, int fd, int what, void *userp,
+                      void *socketp) {
+  (void)m, (void)fd, (void)userp, (void)socketp;
+  return what == XFER_POLL_REMOVE ? 0 : -1;
+}
+
+/* What the message says is what xfer_get_result() says, whatever ended
+ * the transfer; one stopped before it finished says so with a code of its
+ * own. */
+TH_TEST(multi, the_result_is_the_same_everywhere) {
+  struct ts_server *web = ts_start(NULL);
+  xfer_multi *m = xfer_multi_new(NULL);
+  xfer *refused = xfer_new(), *removed = xfer_new(), *destroyed = xfer_new();
+  const xfer_msg *msg;
+
+  cr_assert(web && m);
+  xfer_set_url(refused, th_url(ts_port(web), "/bytes/1"));
+  xfer_multi_set_socket_cb(m, refuse_all, NULL);
+  cr_assert_eq(xfer_multi_add(m, refused), XFER_M_OK);
+  for (int i = 0; i < 100 && !(msg = xfer_multi_info_read(m, NULL)); i++) {
+    cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
+    cr_assert_eq(xfer_multi_poll(m, 100, NULL), XFER_M_OK);
+  }
+  cr_assert_not_null(msg);
+  cr_assert_eq(msg->result, XFER_E_SOCKET_CALLBACK);
+  cr_assert_eq(xfer_get_result(refused), msg->result, "the same as the message");
+
+  xfer_multi_set_socket_cb(m, NULL, NULL);
+  xfer_set_url(removed, th_url(ts_port(web), "/never"));
+  cr_assert_eq(xfer_multi_add(m, removed), XFER_M_OK);
+  cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
+  cr_assert_eq(xfer_multi_remove(m, removed), XFER_M_OK);
+  cr_assert_eq(xfer_get_result(removed), XFER_E_STOPPED);
+  cr_assert(strstr(xfer_get_error_detail(removed),
+                   "removed from its multi before it finished"),
+            "%s", xfer_get_error_detail(removed));
+
+  xfer_set_url(destroyed, th_url(ts_port(web), "/never"));
+  cr_assert_eq(xfer_multi_add(m, destroyed), XFER_M_OK);
+  cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
+  cr_assert_eq(xfer_multi_remove(m, refused), XFER_M_OK);
+  cr_assert_eq(xfer_get_result(refused), XFER_E_SOCKET_CALLBACK,
+               "a finished one keeps its result when removed");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_get_result(destroyed), XFER_E_STOPPED);
+  cr_assert(strstr(xfer_get_error_detail(destroyed), "destroyed"));
+  xfer_free(refused);
+  xfer_free(removed);
+  xfer_free(destroyed);
+  ts_stop(web);
+}

@@ -169,3 +169,66 @@ TH_TEST(resolve, servers_are_set_before_the_first_lookup) {
                XFER_M_BAD_ARGUMENT);
   cr_assert_eq(xfer_multi_set_dns_timeout(m, 100, 1), XFER_M_BAD_ARGUMENT);
 }
+
+/* A failed first lookup fixes the settings too: both setters refuse once
+ * a lookup was tried, whatever became of it. */
+TH_TEST(resolve, dns_settings_are_fixed_after_a_failed_first_lookup) {
+  xfer_multi *fresh = xfer_multi_new(NULL);
+  xfer *x = xfer_new();
+
+  /* Servers c-ares cannot use: no lookup is answered. */
+  cr_assert_eq(xfer_multi_set_dns_servers(fresh, "127.0.0.1:9"), XFER_M_OK);
+  cr_assert_eq(xfer_multi_set_dns_timeout(fresh, 100, 1), XFER_M_OK);
+  cr_assert_eq(xfer_set_url(x, "http://nowhere.test/"), XFER_OK);
+  cr_assert_eq(xfer_multi_add(fresh, x), XFER_M_OK);
+  th_run(fresh, 5000);
+  cr_assert_neq(th_result(fresh, x), XFER_OK);
+  cr_assert_eq(xfer_multi_set_dns_servers(fresh, "127.0.0.1:53"),
+               XFER_M_BAD_ARGUMENT);
+  cr_assert_eq(xfer_multi_set_dns_timeout(fresh, 200, 2), XFER_M_BAD_ARGUMENT);
+  cr_assert_eq(xfer_multi_destroy(fresh), XFER_M_OK);
+  xfer_free(x);
+}
+
+/* A list c-ares would refuse is refused when it is set. */
+TH_TEST(resolve, a_malformed_server_list_is_refused_when_set) {
+  xfer_multi *fresh = xfer_multi_new(NULL);
+  static const char *const bad[] = {"",          "localhost",   "1.2.3",
+                                    "1.2.3.4:0", "1.2.3.4:abc", "1.2.3.4,",
+                                    "[::1",      "[::1]:99999", "::1:53:x"};
+  static const char *const good[] = {"127.0.0.1",   "127.0.0.1:5353",
+                                     "::1",         "[::1]:53",
+                                     "[::1]",       "1.2.3.4, 5.6.7.8:54"};
+
+  for (size_t i = 0; i < XFER__ARRAY_SIZE(bad); i++)
+    cr_assert_eq(xfer_multi_set_dns_servers(fresh, bad[i]),
+                 XFER_M_BAD_ARGUMENT, "'%s'", bad[i]);
+  for (size_t i = 0; i < XFER__ARRAY_SIZE(good); i++)
+    cr_assert_eq(xfer_multi_set_dns_servers(fresh, good[i]), XFER_M_OK,
+                 "'%s'", good[i]);
+  cr_assert_eq(xfer_multi_set_dns_servers(fresh, NULL), XFER_M_OK,
+               "NULL: the system's");
+  cr_assert_eq(xfer_multi_destroy(fresh), XFER_M_OK);
+}
+
+/* A numeric host of the family the transfer excludes fails with a clear
+ * error (it used to connect anyway). */
+TH_TEST(resolve, a_numeric_host_of_the_wrong_family_is_refused) {
+  xfer *v6 = prepare_name("127.0.0.1", "/bytes/1");
+  xfer *v4 = prepare_name("[::1]", "/bytes/1");
+
+  cr_assert_eq(xfer_set_ip_version(v6, XFER_IPRESOLVE_V6), XFER_OK);
+  cr_assert_eq(xfer_set_ip_version(v4, XFER_IPRESOLVE_V4), XFER_OK);
+  cr_assert_eq(xfer_multi_add(m, v6), XFER_M_OK);
+  cr_assert_eq(xfer_multi_add(m, v4), XFER_M_OK);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, v6), XFER_E_RESOLVE);
+  cr_assert(strstr(xfer_get_error_detail(v6),
+                   "127.0.0.1 is an IPv4 address, and the transfer is "
+                   "limited to IPv6"),
+            "%s", xfer_get_error_detail(v6));
+  cr_assert_eq(th_result(m, v4), XFER_E_RESOLVE);
+  cr_assert(strstr(xfer_get_error_detail(v4), "limited to IPv4"), "%s",
+            xfer_get_error_detail(v4));
+  cr_assert_eq(ds_queries(dns, "127.0.0.1"), 0, "no lookup was made");
+}

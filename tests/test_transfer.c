@@ -1,6 +1,8 @@
 /* lib/transfer.c: the handle, its clock and its timeline. */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <string.h>
 
 #include "testhelp.h"
 
@@ -512,4 +514,172 @@ TH_TEST(http, thousand_transfers_in_flight_at_once) {
     xfer_free(x[i]);
     th_sink_free(&s[i]);
   }
+}
+
+/* --- the request side keeps its promises ------------------------------------- */
+
+static int abort_headers(const char *n, size_t nl, const char *v, size_t vl,
+                         void *u) {
+  (void)n, (void)nl, (void)v, (void)vl, (void)u;
+  return 1;
+}
+static void aborting_headers(xfer *x) {
+  xfer_set_header_cb(x, abort_headers, NULL);
+}
+
+/* The header callback's abort is its own, not the write callback's. */
+TH_TEST(http, header_callback_aborts) {
+  expect_failure("/bytes/10", XFER_E_HEADER_CALLBACK, "header callback",
+                 aborting_headers);
+}
+
+/* The largest value of every time option means "no limit", not an
+ * overflow (UBSan builds trap on one) nor a transfer that fails at once. */
+TH_TEST(http, the_largest_time_options_mean_no_limit) {
+  prepare(0, "/bytes/10");
+  cr_assert_eq(xfer_set_timeout_ms(hx[0], LONG_MAX), XFER_OK);
+  cr_assert_eq(xfer_set_connect_timeout_ms(hx[0], LONG_MAX), XFER_OK);
+  cr_assert_eq(xfer_set_low_speed(hx[0], 1, LONG_MAX), XFER_OK);
+  add(0);
+  th_run(hm, 5000);
+  cr_assert_eq(th_result(hm, hx[0]), XFER_OK, "%s",
+               xfer_get_error_detail(hx[0]));
+  th_expect_pattern(sinks[0].data, sinks[0].len, 10);
+}
+
+/* A body the callback gives in `step` bytes a call, `total` in all (then
+ * 0), or more than asked for when `flood`. */
+struct feed {
+  size_t total, step, given;
+};
+
+static long feed_read(char *buf, size_t len, void *userp) {
+  struct feed *f = userp;
+  size_t n = f->total - f->given;
+
+  if (n > f->step)
+    n = f->step;
+  if (n > len)
+    n = len;
+  memset(buf, 'b', n);
+  f->given += n;
+  return (long)n;
+}
+
+static xfer *post_fed(int i, struct feed *f, int64_t size) {
+  prepare(i, "/echo");
+  cr_assert_eq(xfer_set_method(hx[i], "POST"), XFER_OK);
+  cr_assert_eq(xfer_set_body_cb(hx[i], feed_read, f, size), XFER_OK);
+  add(i);
+  th_run(hm, 5000);
+  return hx[i];
+}
+
+static uint64_t sent(xfer *x) {
+  uint64_t n;
+
+  cr_assert_eq(xfer_get_bytes(x, &n, NULL), XFER_OK);
+  return n;
+}
+
+/* The announced length of a streamed body is the contract, on a reused
+ * keep-alive connection: a callback with more never gets a byte past it
+ * written (they would be the start of another request: smuggling), and
+ * one that ends early does not leave the server waiting for a request
+ * that looks complete; both fail with XFER_E_BODY_LENGTH and their
+ * connection is closed, never pooled. The server counts every byte. */
+TH_TEST(http, a_streamed_body_is_held_to_its_announced_length) {
+  struct feed good = {5, 5, 0}, flood = {20, 20, 0}, early = {3, 3, 0};
+  xfer_pool_stats before, after;
+  struct ts_stats ss;
+  uint64_t exact, total;
+  xfer *x;
+
+  x = post_fed(0, &good, 5);
+  cr_assert_eq(th_result(hm, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  exact = sent(x); /* the head and 5 body bytes */
+  xfer_pool_get_stats(hm->pool, &before);
+
+  x = post_fed(1, &flood, 5);
+  cr_assert_eq(th_result(hm, x), XFER_E_BODY_LENGTH);
+  cr_assert(strstr(xfer_get_error_detail(x), "more than the 5 bytes"), "%s",
+            xfer_get_error_detail(x));
+  cr_assert_eq(xfer_get_reused(x), 1, "on the keep-alive connection");
+  /* It gave 6 bytes when asked for at most 6 (one more than was left):
+   * that call is refused whole, nothing of it written. */
+  cr_assert_eq(sent(x), exact - 5, "not a byte past the 5 announced");
+
+  x = post_fed(2, &early, 5);
+  cr_assert_eq(th_result(hm, x), XFER_E_BODY_LENGTH);
+  cr_assert(strstr(xfer_get_error_detail(x), "after 3 of the 5"), "%s",
+            xfer_get_error_detail(x));
+  cr_assert_eq(sent(x), exact - 2);
+
+  xfer_pool_get_stats(hm->pool, &after);
+  cr_assert_eq(after.closed_error - before.closed_error, 2,
+               "both connections closed");
+  cr_assert_eq(after.idle, 0, "neither pooled");
+  total = exact + sent(hx[1]) + sent(hx[2]);
+  cr_assert(ts_wait(srv, TS_BYTES_IN, (long)total, 5000));
+  ts_get_stats(srv, &ss);
+  cr_assert_eq(ss.bytes_in, (long)total, "the server got what we sent");
+  cr_assert_eq(ss.requests, 1, "the good one; no smuggled second");
+  cr_assert_eq(ss.closed_by_server, 0, "no garbage it had to refuse");
+  /* Chunked (size -1) takes what the callback gives. */
+  x = post_fed(3, &(struct feed){20, 7, 0}, -1);
+  cr_assert_eq(th_result(hm, x), XFER_OK, "%s", xfer_get_error_detail(x));
+}
+
+TH_TEST(http, a_body_callback_is_required_with_a_size) {
+  prepare(0, "/echo");
+  cr_assert_eq(xfer_set_body_cb(hx[0], NULL, NULL, 5), XFER_E_BAD_ARGUMENT);
+  cr_assert(strstr(xfer_get_error_detail(hx[0]), "no read callback"));
+  cr_assert_eq(xfer_set_body_cb(hx[0], NULL, NULL, -1), XFER_E_BAD_ARGUMENT);
+}
+
+/* A Content-Length or Transfer-Encoding of the application's must say
+ * what the transfer sends: a request framed two ways is refused when the
+ * transfer starts, with the reason. One that agrees is sent once. */
+static void framing(int i, const char *name, const char *value,
+                    const char *body, int64_t size, xfer_code want,
+                    const char *words) {
+  static struct feed f;
+
+  prepare(i, "/echo");
+  cr_assert_eq(xfer_set_method(hx[i], "POST"), XFER_OK);
+  if (body)
+    cr_assert_eq(xfer_set_body(hx[i], body, strlen(body)), XFER_OK);
+  else if (size != -3) {
+    f = (struct feed){size < 0 ? 10 : (size_t)size, 10, 0};
+    cr_assert_eq(xfer_set_body_cb(hx[i], feed_read, &f, size), XFER_OK);
+  }
+  cr_assert_eq(xfer_add_header(hx[i], name, value), XFER_OK,
+               "checked when the transfer starts, not when set");
+  add(i);
+  th_run(hm, 5000);
+  cr_assert_eq(th_result(hm, hx[i]), want, "%s: %s: %s", name, value,
+               xfer_get_error_detail(hx[i]));
+  if (words)
+    cr_assert(strstr(xfer_get_error_detail(hx[i]), words), "%s",
+              xfer_get_error_detail(hx[i]));
+}
+
+TH_TEST(http, framing_headers_must_agree_with_the_body) {
+  framing(0, "Content-Length", "abc", "hello", 0, XFER_E_BAD_ARGUMENT,
+          "does not say the 5 bytes");
+  framing(1, "Content-Length", "6", "hello", 0, XFER_E_BAD_ARGUMENT,
+          "does not say the 5 bytes");
+  framing(2, "Transfer-Encoding", "gzip", "hello", 0, XFER_E_BAD_ARGUMENT,
+          "only \"chunked\"");
+  framing(3, "Transfer-Encoding", "chunked", "hello", 0, XFER_E_BAD_ARGUMENT,
+          "size -1");
+  framing(4, "Content-Length", "10", NULL, -1, XFER_E_BAD_ARGUMENT,
+          "unknown length");
+  framing(5, "Content-Length", " 5 ", "hello", 0, XFER_OK, NULL);
+  cr_assert(strstr(sinks[5].data, "Content-Length: 5\n"));
+  cr_assert_null(strstr(strstr(sinks[5].data, "Content-Length") + 1,
+                        "Content-Length"),
+                "sent once");
+  framing(6, "Transfer-Encoding", "chunked", NULL, -1, XFER_OK, NULL);
+  framing(7, "Content-Length", "0", NULL, -3, XFER_OK, NULL);
 }

@@ -1,5 +1,7 @@
 /* lib/url.c: parsing, the request target, redirect resolution, errors. */
 #include <criterion/criterion.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "testhelp.h"
 #include "url.h"
@@ -96,4 +98,35 @@ TH_TEST(url, bad_redirect_location_is_an_error) {
                XFER_E_BAD_URL);
   cr_assert(strstr(detail, "redirect location"));
   xfer__url_free(&b);
+}
+
+/* A host no request could reach is refused when the URL is set, with the
+ * reason: an IPvFuture literal (as a name it would go to DNS), a name
+ * longer than DNS allows (253 characters; labels of 63). */
+TH_TEST(url, hosts_no_request_could_reach_are_refused) {
+  char url[600], label63[64], label64[65];
+  char name[300];
+
+  expect_error("http://[v1.x]/", XFER_E_BAD_URL, "IPvFuture");
+  memset(label63, 'a', 63);
+  label63[63] = '\0';
+  memset(label64, 'b', 64);
+  label64[64] = '\0';
+  snprintf(url, sizeof(url), "http://%s.example/", label64);
+  expect_error(url, XFER_E_BAD_URL, "label of 64 characters");
+  snprintf(name, sizeof(name), "%s.example", label63);
+  snprintf(url, sizeof(url), "http://%s/", name);
+  expect_url(url, name, name, 80, "/");
+  /* 4 labels of 63 and dots: 255 characters; 253 is the most. */
+  snprintf(name, sizeof(name), "%s.%s.%s.%s", label63, label63, label63,
+           label63);
+  snprintf(url, sizeof(url), "http://%s/", name);
+  expect_error(url, XFER_E_BAD_URL, "255 characters long (DNS allows 253)");
+  name[253] = '\0'; /* 253: the most DNS allows */
+  snprintf(url, sizeof(url), "http://%s/", name);
+  xfer__url_free(&u);
+  cr_assert_eq(xfer__url_parse(&u, url, detail, sizeof(detail)), XFER_OK,
+               "%s", detail);
+  cr_assert_eq(strlen(u.host), 253);
+  expect_url("http://[::1]/", "::1", "[::1]", 80, "/"); /* literals aside */
 }

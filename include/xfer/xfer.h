@@ -75,7 +75,11 @@ typedef struct xfer_pool xfer_pool;
   XX(E_TOO_MANY_REDIRECTS, 23, "too many redirects")                          \
   XX(E_WRITE_CALLBACK, 24, "the write callback aborted the transfer")         \
   XX(E_READ_CALLBACK, 25, "the read callback aborted the transfer")           \
-  XX(E_RESOLVE_TIMEOUT, 26, "name resolution timed out")
+  XX(E_RESOLVE_TIMEOUT, 26, "name resolution timed out")                     \
+  XX(E_BODY_LENGTH, 27,                                                       \
+     "the request body did not match its announced length")                   \
+  XX(E_HEADER_CALLBACK, 28, "the header callback aborted the transfer")       \
+  XX(E_STOPPED, 29, "the transfer was stopped before it finished")
 
 #define XFER_MCODE_MAP(XX)                                                    \
   XX(OK, 0, "no error")                                                       \
@@ -182,12 +186,20 @@ XFER_EXTERN const char *xfer_get_error_detail(const xfer *x);
 
 /* The URL: http://host[:port]/path?query. Checked at once: a bad URL gives
  * XFER_E_BAD_URL (https: XFER_E_UNSUPPORTED_SCHEME until TLS lands) and
- * the reason in xfer_get_error_detail(). */
+ * the reason in xfer_get_error_detail(). URLs that could never be fetched
+ * are bad ones too: user info, port 0, an IPvFuture literal ([v1.x]), a
+ * host name longer than DNS allows (253 characters, labels of 63). */
 XFER_EXTERN xfer_code xfer_set_url(xfer *x, const char *url);
 /* Any method token (GET when not set). */
 XFER_EXTERN xfer_code xfer_set_method(xfer *x, const char *method);
-/* Adds a request header. Name and value must not hold CR or LF. A Host,
- * Content-Length or Transfer-Encoding given here replaces ours. */
+/* Adds a request header. The name must be a token; neither name nor value
+ * may hold a control character (0x00-0x1F but tab, or 0x7F):
+ * XFER_E_BAD_ARGUMENT with the reason otherwise. A Host given here replaces
+ * ours. A Content-Length must be the decimal length of the body the
+ * transfer sends (0 without one), and a Transfer-Encoding must be "chunked"
+ * with a streamed body of size -1; both are checked when the transfer
+ * starts, which fails with XFER_E_BAD_ARGUMENT and a detail when they do
+ * not say the body. */
 XFER_EXTERN xfer_code xfer_add_header(xfer *x, const char *name,
                                       const char *value);
 XFER_EXTERN xfer_code xfer_clear_headers(xfer *x);
@@ -195,11 +207,16 @@ XFER_EXTERN xfer_code xfer_clear_headers(xfer *x);
 XFER_EXTERN xfer_code xfer_set_body(xfer *x, const void *data, size_t len);
 
 /* Fills buf with up to len bytes of the request body; returns how many, 0
- * at the end, or -1 to abort the transfer (XFER_E_READ_CALLBACK). */
+ * at the end, or -1 to abort the transfer (XFER_E_READ_CALLBACK, as is a
+ * return above len). */
 typedef long (*xfer_read_cb)(char *buf, size_t len, void *userp);
 /* A streamed request body: `size` bytes (sent with Content-Length), or -1
- * for unknown (sent chunked). A streamed body cannot be sent twice, so such
- * a request is never retried. */
+ * for unknown (sent chunked). The size is a promise: no byte past it is
+ * ever sent, and a callback that has more (it is asked for one byte more
+ * than is left) or ends before it fails the transfer with
+ * XFER_E_BODY_LENGTH and closes the connection. A NULL cb, or a size
+ * below -1, is XFER_E_BAD_ARGUMENT. A streamed body cannot be sent twice,
+ * so such a request is never retried. */
 XFER_EXTERN xfer_code xfer_set_body_cb(xfer *x, xfer_read_cb cb, void *userp,
                                        int64_t size);
 
@@ -208,7 +225,8 @@ XFER_EXTERN xfer_code xfer_set_body_cb(xfer *x, xfer_read_cb cb, void *userp,
 typedef size_t (*xfer_write_cb)(const char *data, size_t len, void *userp);
 XFER_EXTERN xfer_code xfer_set_write_cb(xfer *x, xfer_write_cb cb, void *userp);
 /* Receives each final response header (name and value are not
- * NUL-terminated); return 0, anything else aborts. */
+ * NUL-terminated); return 0, anything else aborts the transfer
+ * (XFER_E_HEADER_CALLBACK). */
 typedef int (*xfer_header_cb)(const char *name, size_t name_len,
                               const char *value, size_t value_len, void *userp);
 XFER_EXTERN xfer_code xfer_set_header_cb(xfer *x, xfer_header_cb cb,
@@ -217,10 +235,14 @@ XFER_EXTERN xfer_code xfer_set_header_cb(xfer *x, xfer_header_cb cb,
 #define XFER_IPRESOLVE_ANY 0
 #define XFER_IPRESOLVE_V4 4
 #define XFER_IPRESOLVE_V6 6
+/* Which address family to connect over. A numeric host of the other
+ * family fails the transfer with XFER_E_RESOLVE. */
 XFER_EXTERN xfer_code xfer_set_ip_version(xfer *x, int version);
 /* Binds the connection to a local IP address (numeric). NULL: any. */
 XFER_EXTERN xfer_code xfer_set_local_address(xfer *x, const char *ip);
-/* Name lookup and connect together (default 300000); 0: the default. */
+/* The time options take any value from 0 to LONG_MAX; one too large for
+ * the clock saturates: effectively no limit. Negative: XFER_E_BAD_ARGUMENT.
+ * Name lookup and connect together (default 300000); 0: the default. */
 XFER_EXTERN xfer_code xfer_set_connect_timeout_ms(xfer *x, long ms);
 /* The whole transfer (default 0: none). */
 XFER_EXTERN xfer_code xfer_set_timeout_ms(xfer *x, long ms);
@@ -255,7 +277,9 @@ XFER_EXTERN uint64_t xfer_get_conn_id(const xfer *x);
 XFER_EXTERN int xfer_get_reused(const xfer *x);
 /* Redirects followed. */
 XFER_EXTERN int xfer_get_redirects(const xfer *x);
-/* The result of the last run (XFER_OK while running or never run). */
+/* The result of the last run, the same as its message's (XFER_OK while
+ * running or never run; XFER_E_STOPPED when xfer_multi_remove() or
+ * xfer_multi_destroy() stopped it before it finished). */
 XFER_EXTERN xfer_code xfer_get_result(const xfer *x);
 
 /* ------------------------------------------------------------------------
@@ -405,11 +429,13 @@ typedef int (*xfer_timer_cb)(xfer_multi *multi, long timeout_ms, void *userp);
 XFER_EXTERN xfer_multi *xfer_multi_new(xfer_pool *pool);
 
 /* The DNS servers of the multi's resolver, "ip[:port],..." (c-ares'
- * format; [ipv6]:port). Default: the system's. Before the first lookup. */
+ * format; [ipv6]:port). Default: the system's. XFER_M_BAD_ARGUMENT for a
+ * malformed list, and once the multi has attempted a lookup (whether it
+ * worked or not). */
 XFER_EXTERN xfer_mcode xfer_multi_set_dns_servers(xfer_multi *multi,
                                                   const char *servers);
 /* Time per try and number of tries of a DNS query (defaults 2000 ms, 3).
- * Before the first lookup. */
+ * XFER_M_BAD_ARGUMENT once the multi has attempted a lookup. */
 XFER_EXTERN xfer_mcode xfer_multi_set_dns_timeout(xfer_multi *multi,
                                                   long timeout_ms, int tries);
 

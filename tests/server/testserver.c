@@ -158,7 +158,9 @@ struct ts_server {
   atomic_long requests;
   atomic_long open_conns;
   atomic_long closed_by_server;
+  atomic_long bytes_in;
   atomic_long server_closes_done; /* closed_by_server, after the close */
+  atomic_long closes_done;        /* every close, after it */
   /* Tests wait for the counters above (ts_wait()): every change is made
    * under stats_lock and broadcast. */
   pthread_mutex_t stats_lock;
@@ -459,6 +461,7 @@ static void conn_close(struct ts_conn *c, enum ts_close why) {
    * closed: it finds the peer gone. */
   if (why == CLOSE_SERVER || why == CLOSE_RESET)
     count(s, &s->server_closes_done, 1);
+  count(s, &s->closes_done, 1);
 }
 
 static void conn_set_events(struct ts_conn *c) {
@@ -1358,6 +1361,7 @@ static bool conn_read(struct ts_conn *c) {
       break;
     ssize_t n = recv(c->fd, s->scratch, sizeof s->scratch, 0);
     if (n > 0) {
+      count(s, &s->bytes_in, n);
       buf_append(&c->in, s->scratch, (size_t)n);
       got = true;
       continue;
@@ -1635,6 +1639,8 @@ void ts_get_stats(struct ts_server *s, struct ts_stats *out) {
   out->open_conns = atomic_load_explicit(&s->open_conns, memory_order_relaxed);
   out->closed_by_server =
       atomic_load_explicit(&s->closed_by_server, memory_order_relaxed);
+  out->bytes_in = atomic_load_explicit(&s->bytes_in, memory_order_relaxed);
+  out->closed = atomic_load_explicit(&s->closes_done, memory_order_relaxed);
 }
 
 static long stat_of(struct ts_server *s, enum ts_stat which) {
@@ -1647,6 +1653,10 @@ static long stat_of(struct ts_server *s, enum ts_stat which) {
     return atomic_load(&s->open_conns);
   case TS_CLOSED_BY_SERVER:
     return atomic_load(&s->server_closes_done);
+  case TS_BYTES_IN:
+    return atomic_load(&s->bytes_in);
+  case TS_CLOSED:
+    return atomic_load(&s->closes_done);
   }
   return 0;
 }

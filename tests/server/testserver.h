@@ -72,6 +72,9 @@
  *
  * Stats: accepted counts accepted sockets; requests counts requests parsed
  * in full (bad ones not); open_conns is the connections open now;
+ * bytes_in counts every byte read from clients; closed counts every
+ * connection closed, for any reason (counted after the close, so once it
+ * reaches a number of connections, their bytes are all in bytes_in);
  * closed_by_server counts closes the script, Connection: close,
  * max_requests_per_conn, idle_close_ms or a bad request asked for (not peer
  * closes, errors, or ts_stop()).
@@ -105,6 +108,8 @@ struct ts_stats {
   long requests;
   long open_conns;
   long closed_by_server;
+  long bytes_in; /* every byte read from clients */
+  long closed;   /* connections closed, any reason */
 };
 
 struct ts_server;
@@ -125,7 +130,14 @@ void ts_get_stats(struct ts_server *s, struct ts_stats *out);
 /* Waits until a counter reaches at_least (an event of the server, not a
  * time: "the server has closed its second connection"), at most
  * timeout_ms. true when it did. Any thread. */
-enum ts_stat { TS_ACCEPTED, TS_REQUESTS, TS_OPEN_CONNS, TS_CLOSED_BY_SERVER };
+enum ts_stat {
+  TS_ACCEPTED,
+  TS_REQUESTS,
+  TS_OPEN_CONNS,
+  TS_CLOSED_BY_SERVER,
+  TS_BYTES_IN,
+  TS_CLOSED
+};
 bool ts_wait(struct ts_server *s, enum ts_stat which, long at_least,
              int timeout_ms);
 
