@@ -42,7 +42,8 @@ libclang-rt-14-dev
 # libcurl4-openssl-dev: what the benchmarks compare with (make bench)
 # wrk: the lean load generator the benchmarks compare with
 # valgrind: instructions per request (callgrind) in the benchmarks
-# python3: runs the benchmarks and writes their report
+# python3: reads xfer-load's JSON in the tests (json module, strict keys);
+#   runs the benchmarks and writes their report
 # linux-perf: profiling (perf record/report) while optimising
 # clang, libclang-rt-14-dev: the libFuzzer targets (make fuzz, make fuzz-ci)
 

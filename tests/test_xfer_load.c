@@ -1,8 +1,10 @@
 /* examples/xfer-load: the load tool, run as a user runs it (a process of
  * its own), against the embedded server, our test server and our DNS
- * responder; bad input gives one clear line and a non-zero exit. */
+ * responder: the report's figures, its JSON read by a strict parser, the
+ * flags, Ctrl-C, and bad input as one clear line and a non-zero exit. */
 #include <criterion/criterion.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,17 +20,44 @@ static char out[65536], err[8192];
 
 static void xfer_load_end(void) {}
 
-/* Runs xfer-load with args; its stdout and stderr land in out and err.
- * Returns the exit status. */
-static int run(const char *const *args) {
-  const char *argv[32] = {XFER_LOAD_BIN};
+static void build_argv(const char **argv, const char *const *args) {
   int n = 1;
 
+  argv[0] = XFER_LOAD_BIN;
   for (; args[n - 1] && n < 31; n++)
     argv[n] = args[n - 1];
   argv[n] = NULL;
+}
+
+/* Runs xfer-load with args; its stdout and stderr land in out and err.
+ * Returns the exit status. */
+static int run(const char *const *args) {
+  const char *argv[32];
+
+  build_argv(argv, args);
   return th_spawn(argv, out, sizeof(out), err, sizeof(err));
 }
+
+/* Checks `json` with tests/json_check.py: one JSON value, every key unique
+ * in its object, and each expression (over `d`) true. */
+static void check_json(const char *json, const char *const *exprs) {
+  char path[] = "/tmp/xfer-load-json-XXXXXX", jout[8192], jerr[2048];
+  const char *argv[24] = {"/usr/bin/python3", JSON_CHECK, path};
+  int fd = mkstemp(path), n = 3, rc;
+
+  cr_assert_geq(fd, 0);
+  cr_assert_eq(write(fd, json, strlen(json)), (ssize_t)strlen(json));
+  close(fd);
+  for (; exprs[n - 3] && n < 23; n++)
+    argv[n] = exprs[n - 3];
+  argv[n] = NULL;
+  rc = th_spawn(argv, jout, sizeof(jout), jerr, sizeof(jerr));
+  unlink(path);
+  cr_assert_eq(rc, 0, "%s%s", jout, jerr);
+}
+
+/* A loopback port nothing listens on: connect is refused. */
+static int closed_port(void) { return th_free_port(); }
 
 /* What make demo runs, smaller: the embedded server, the whole report. */
 TH_TEST(xfer_load, embedded_server_and_the_report) {
@@ -36,35 +65,250 @@ TH_TEST(xfer_load, embedded_server_and_the_report) {
 
   cr_assert_eq(rc, 0, "%s%s", out, err);
   cr_assert(strstr(out, "(the embedded server)"), "%s", out);
+  cr_assert(strstr(out, "2 threads, 4 connections (2 a thread)"), "%s", out);
   cr_assert(strstr(out, "requests:     400 in"), "%s", out);
-  cr_assert(strstr(out, "errors:       0"), "%s", out);
-  cr_assert(strstr(out, "status:       200: 400"), "%s", out);
-  cr_assert(strstr(out, "latency:      min"), "%s", out);
+  cr_assert(strstr(out, "(400 ok, 0 failed)"), "%s", out);
+  cr_assert(strstr(out, "bodies:       40000 bytes, "), "%s", out);
+  cr_assert(strstr(out, "B/s (response bodies only)"), "%s", out);
+  cr_assert(strstr(out, "latency:      of the 400 successful requests\n"),
+            "%s", out);
+  cr_assert(strstr(out, "    min "), "%s", out);
+  cr_assert(strstr(out, ", stdev "), "%s", out);
   cr_assert(strstr(out, "p99.9"), "%s", out);
+  cr_assert(strstr(out, "errors:       0\n"), "%s", out);
+  cr_assert(strstr(out, "status:       200: 400"), "%s", out);
   cr_assert(strstr(out, "clock reads:"), "%s", out);
   cr_assert(strstr(out, "timeline:     namelookup"), "%s", out);
   cr_assert(strstr(out, "connections:"), "%s", out);
+  cr_assert_null(strstr(out, "stopped:"), "%s", out);
   cr_assert_eq(err[0], '\0', "quiet on stderr: %s", err);
 }
 
-TH_TEST(xfer_load, json_report) {
+TH_TEST(xfer_load, json_report_has_unique_keys) {
   int rc = run((const char *[]){"-t", "2", "-c", "2", "-n", "50", "--json",
                                 "--pool", "per-thread", NULL});
 
   cr_assert_eq(rc, 0, "%s%s", out, err);
   cr_assert_eq(th_lines(out), 1, "one JSON object: %s", out);
-  cr_assert(strstr(out, "\"requests\":50,"), "%s", out);
-  cr_assert(strstr(out, "\"errors\":0,"), "%s", out);
-  cr_assert(strstr(out, "\"pool\":\"per-thread\""), "%s", out);
-  cr_assert(strstr(out, "\"p99.9\":"), "%s", out);
-  cr_assert(strstr(out, "\"status\":{\"200\":50}"), "%s", out);
+  check_json(out, (const char *[]){
+                      "d['requests'] == 50", "d['ok'] == 50",
+                      "d['errors'] == 0", "d['cut'] == 0",
+                      "d['stopped_by'] is None",
+                      "d['pool_mode'] == 'per-thread'",
+                      "d['threads'] == 2 and d['connections'] == 2",
+                      "d['status'] == {'200': 50}",
+                      "d['latency_ms']['count'] == 50",
+                      "d['latency_includes_failures'] is False",
+                      "d['failed_latency_ms']['count'] == 0",
+                      "d['body_bytes'] == 5000",
+                      "isinstance(d['pool'], dict)", NULL});
+}
+
+/* min <= mean <= max exactly, the percentiles inside [min, max], and one
+ * sample is its own min, max and mean. */
+TH_TEST(xfer_load, exact_min_max_mean_and_stdev) {
+  cr_assert_eq(run((const char *[]){"-c", "4", "-n", "300", "--json", NULL}),
+               0, "%s%s", out, err);
+  check_json(out, (const char *[]){
+                      "d['latency_ms']['min'] <= d['latency_ms']['mean'] <= "
+                      "d['latency_ms']['max']",
+                      "d['latency_ms']['min'] <= d['latency_ms']['p50'] <= "
+                      "d['latency_ms']['p99.9'] <= d['latency_ms']['max']",
+                      "d['latency_ms']['stdev'] >= 0", NULL});
+  cr_assert_eq(run((const char *[]){"-c", "1", "-n", "1", "--json", NULL}), 0,
+               "%s%s", out, err);
+  check_json(out, (const char *[]){
+                      "d['latency_ms']['min'] == d['latency_ms']['max']",
+                      "abs(d['latency_ms']['mean'] - d['latency_ms']['min']) "
+                      "< 0.002",
+                      "d['latency_ms']['stdev'] == 0",
+                      "d['latency_ms']['p50'] == d['latency_ms']['max']",
+                      NULL});
+}
+
+/* The elapsed time runs from the first request to the last completion:
+ * for one request, its own latency and a few clock reads, not a poll
+ * period of the main thread. */
+TH_TEST(xfer_load, elapsed_time_ends_at_the_last_completion) {
+  cr_assert_eq(run((const char *[]){"-c", "1", "-n", "1", "--json", NULL}), 0,
+               "%s%s", out, err);
+  check_json(out, (const char *[]){
+                      "d['seconds'] > 0",
+                      "d['seconds'] * 1000 <= d['latency_ms']['max'] + 5",
+                      "d['requests_per_s'] > 1000 / (d['latency_ms']['max'] "
+                      "+ 5)",
+                      NULL});
 }
 
 TH_TEST(xfer_load, duration_instead_of_a_count) {
   int rc = run((const char *[]){"-c", "2", "-d", "300ms", "--json", NULL});
 
   cr_assert_eq(rc, 0, "%s%s", out, err);
-  cr_assert_null(strstr(out, "\"requests\":0,"), "%s", out);
+  check_json(out, (const char *[]){"d['requests'] > 0",
+                                   "d['stopped_by'] == 'duration'",
+                                   "d['errors'] == 0", NULL});
+}
+
+/* Failed requests are counted apart, with a latency of their own. */
+TH_TEST(xfer_load, failures_have_their_own_latency) {
+  struct ts_server *web = ts_start(NULL);
+  char good[64], bad[64];
+  int rc;
+
+  snprintf(good, sizeof(good), "http://127.0.0.1:%d/bytes/10", ts_port(web));
+  snprintf(bad, sizeof(bad), "http://127.0.0.1:%d/", closed_port());
+  rc = run((const char *[]){"-c", "1", "-n", "10", "--json", good, bad,
+                            NULL});
+  cr_assert_eq(rc, 1, "%s%s", out, err);
+  check_json(out, (const char *[]){
+                      "d['requests'] == 10", "d['ok'] == 5",
+                      "d['errors'] == 5",
+                      "d['latency_ms']['count'] == 5",
+                      "d['failed_latency_ms']['count'] == 5",
+                      "d['latency_includes_failures'] is False",
+                      "list(d['errors_by_kind'].values())[0]['count'] == 5",
+                      NULL});
+  rc = run((const char *[]){"-c", "1", "-n", "4", good, bad, NULL});
+  cr_assert_eq(rc, 1, "%s%s", out, err);
+  cr_assert(strstr(out, "(2 ok, 2 failed)"), "%s", out);
+  cr_assert(strstr(out, "of the 2 successful requests (failures apart, "
+                        "below)"),
+            "%s", out);
+  cr_assert(strstr(out, "errors:       2\n    2 x could not connect"), "%s",
+            out);
+  cr_assert(strstr(out, "latency of the failed: min "), "%s", out);
+  ts_stop(web);
+}
+
+/* Ctrl-C: no new requests, the ones in flight finish, the report of what
+ * was measured, exit 130; also when SIGINT started ignored, as for a job a
+ * script put in the background. */
+TH_TEST(xfer_load, sigint_stops_and_reports) {
+  struct ts_server *web = ts_start(NULL);
+  const char *argv[32];
+  struct th_proc p;
+  char url[64];
+  int rc;
+
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/bytes/10", ts_port(web));
+  build_argv(argv, (const char *[]){"-c", "2", "-d", "10m", url, NULL});
+  th_spawn_start(&p, argv, true);
+  cr_assert(ts_wait(web, TS_REQUESTS, 50, 60000), "it never got going");
+  kill(p.pid, SIGINT);
+  rc = th_spawn_wait(&p, out, sizeof(out), err, sizeof(err));
+  cr_assert_eq(rc, 130, "%s%s", out, err);
+  cr_assert(strstr(out, "stopped:      by SIGINT; 0 in flight were cut"),
+            "%s", out);
+  cr_assert(strstr(out, " failed)\n"), "%s", out);
+  cr_assert(strstr(out, "errors:       0\n"), "%s", out);
+  cr_assert_null(strstr(out, "requests:     0 in"), "%s", out);
+  ts_stop(web);
+}
+
+/* SIGTERM with requests that never end: they are cut after the grace and
+ * counted apart, and the JSON report still comes; exit 143. */
+TH_TEST(xfer_load, sigterm_cuts_what_does_not_finish) {
+  struct ts_server *web = ts_start(NULL);
+  const char *argv[32];
+  struct th_proc p;
+  char url[64];
+  int rc;
+
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/never", ts_port(web));
+  build_argv(argv, (const char *[]){"-t", "2", "-c", "3", "-n", "100",
+                                    "--json", url, NULL});
+  th_spawn_start(&p, argv, false);
+  cr_assert(ts_wait(web, TS_REQUESTS, 3, 60000), "never got going");
+  kill(p.pid, SIGTERM);
+  rc = th_spawn_wait(&p, out, sizeof(out), err, sizeof(err));
+  cr_assert_eq(rc, 143, "%s%s", out, err);
+  check_json(out, (const char *[]){"d['stopped_by'] == 'SIGTERM'",
+                                   "d['cut'] == 3", "d['requests'] == 0",
+                                   "d['errors'] == 0", NULL});
+  ts_stop(web);
+}
+
+/* -c counts connections across the threads: 7 over 3 threads are 7 in
+ * flight at once (the server holds each /gather/7 until 7 are there). */
+TH_TEST(xfer_load, connections_are_spread_over_the_threads) {
+  struct ts_server *web = ts_start(NULL);
+  char url[64];
+  int rc;
+
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/gather/7/bytes/1",
+           ts_port(web));
+  rc = run((const char *[]){"-t", "3", "-c", "7", "-n", "7", url, NULL});
+  cr_assert_eq(rc, 0, "%s%s", out, err);
+  cr_assert(strstr(out, "3 threads, 7 connections (2 or one more a thread)"),
+            "%s", out);
+  cr_assert(strstr(out, "(7 ok, 0 failed)"), "%s", out);
+  ts_stop(web);
+}
+
+static void usage_error(const char *const *args, const char *says) {
+  int rc = run(args);
+
+  cr_assert_eq(rc, 2, "%s: %s%s", args[0], out, err);
+  cr_assert_eq(th_lines(err), 1, "%s", err);
+  cr_assert(strstr(err, says), "%s", err);
+  cr_assert_eq(out[0], '\0', "%s", out);
+}
+
+TH_TEST(xfer_load, usage_errors_are_one_line) {
+  char list[] = "/tmp/xfer-load-urls-XXXXXX";
+
+  usage_error((const char *[]){"-t", "3", "-c", "2", NULL},
+              "-c 2 is below -t 3");
+  usage_error((const char *[]){"--timeout", "500", NULL}, "give a unit");
+  usage_error((const char *[]){"-d", "10", NULL}, "give a unit");
+  usage_error((const char *[]){"-d", "soon", NULL}, "bad duration 'soon'");
+  usage_error((const char *[]){"-n", "5", "-d", "1s", NULL},
+              "-n and -d both given");
+  usage_error((const char *[]){"-o", "/tmp", NULL}, "-o needs --urls");
+  usage_error((const char *[]){"-n", "0", NULL}, "bad request count '0'");
+  usage_error((const char *[]){"-H", "Bad Name: x", NULL}, "bad header");
+  usage_error((const char *[]){"-X", "GET /", NULL}, "bad method");
+  usage_error((const char *[]){"--frobnicate", NULL},
+              "unknown option '--frobnicate'");
+  usage_error((const char *[]){"-c", NULL}, "needs a value");
+  close(mkstemp(list));
+  usage_error((const char *[]){"--urls", list, "http://127.0.0.1/", NULL},
+              "URLs both");
+  unlink(list);
+}
+
+/* A malformed --dns-servers is a usage error before any request. */
+TH_TEST(xfer_load, malformed_dns_servers_stop_before_any_request) {
+  struct ts_server *web = ts_start(NULL);
+  struct ts_stats st;
+  char url[64];
+
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/bytes/1", ts_port(web));
+  usage_error((const char *[]){"--dns-servers", "not-an-address", url, NULL},
+              "bad --dns-servers 'not-an-address'");
+  ts_get_stats(web, &st);
+  cr_assert_eq(st.accepted, 0);
+  ts_stop(web);
+}
+
+TH_TEST(xfer_load, version_and_help) {
+  cr_assert_eq(run((const char *[]){"--version", NULL}), 0);
+  cr_assert(strstr(out, "xfer-load (libxfer) " PACKAGE_VERSION "\n"), "%s",
+            out);
+  cr_assert_eq(run((const char *[]){"--help", NULL}), 0);
+  cr_assert(strstr(out, "spread over the threads"), "%s", out);
+  cr_assert(strstr(out, "--version"), "%s", out);
+}
+
+/* Singular where it is one, and the rate of a small body in B/s. */
+TH_TEST(xfer_load, report_wording) {
+  cr_assert_eq(run((const char *[]){"-c", "1", "-n", "1", NULL}), 0, "%s%s",
+               out, err);
+  cr_assert(strstr(out, "1 thread, 1 connection (1 a thread)"), "%s", out);
+  cr_assert(strstr(out, "requests:     1 in "), "%s", out);
+  cr_assert(strstr(out, "(1 ok, 0 failed)"), "%s", out);
+  cr_assert(strstr(out, "of the 1 successful request\n"), "%s", out);
+  cr_assert(strstr(out, "bodies:       100 bytes, "), "%s", out);
 }
 
 TH_TEST(xfer_load, a_bad_url_is_one_line) {
@@ -76,31 +320,22 @@ TH_TEST(xfer_load, a_bad_url_is_one_line) {
   cr_assert_eq(out[0], '\0');
 }
 
-TH_TEST(xfer_load, an_unknown_option_is_one_line) {
-  int rc = run((const char *[]){"--frobnicate", NULL});
-
-  cr_assert_eq(rc, 2);
-  cr_assert_eq(th_lines(err), 1, "%s", err);
-  cr_assert(strstr(err, "unknown option '--frobnicate'"), "%s", err);
-}
-
-TH_TEST(xfer_load, a_refused_port_is_one_line) {
-  struct sockaddr_in a = {.sin_family = AF_INET,
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  socklen_t len = sizeof(a);
-  int fd = socket(AF_INET, SOCK_STREAM, 0), rc;
+TH_TEST(xfer_load, a_refused_port_is_one_line_and_json_still_comes) {
   char url[64];
+  int rc;
 
-  /* A port that was free a moment ago, closed: connect is refused. */
-  cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-  getsockname(fd, (struct sockaddr *)&a, &len);
-  close(fd);
-  snprintf(url, sizeof(url), "http://127.0.0.1:%d/", ntohs(a.sin_port));
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/", closed_port());
   rc = run((const char *[]){"-n", "3", "-c", "1", url, NULL});
   cr_assert_eq(rc, 1);
   cr_assert_eq(th_lines(err), 1, "%s", err);
   cr_assert(strstr(err, "all 3 requests failed"), "%s", err);
   cr_assert(strstr(err, "refused"), "%s", err);
+  rc = run((const char *[]){"-n", "3", "-c", "1", "--json", url, NULL});
+  cr_assert_eq(rc, 1);
+  check_json(out, (const char *[]){"d['requests'] == 3", "d['ok'] == 0",
+                                   "d['errors'] == 3",
+                                   "d['failed_latency_ms']['count'] == 3",
+                                   "d['latency_ms']['count'] == 0", NULL});
 }
 
 TH_TEST(xfer_load, an_unknown_host_is_one_line) {
@@ -118,14 +353,24 @@ TH_TEST(xfer_load, an_unknown_host_is_one_line) {
   cr_assert(strstr(err, "nosuch.test"), "%s", err);
 }
 
+static off_t size_of(const char *dir, int line) {
+  char path[128];
+  struct stat st;
+
+  snprintf(path, sizeof(path), "%s/%d.body", dir, line);
+  if (stat(path, &st))
+    return -1;
+  unlink(path);
+  return st.st_size;
+}
+
 /* A URL list with bad lines: the good ones are fetched and saved, the bad
- * ones reported. */
-TH_TEST(xfer_load, a_url_list_with_bad_lines) {
+ * ones reported; a request that failed leaves no file, an empty body an
+ * empty one. */
+TH_TEST(xfer_load, a_url_list_with_bad_lines_and_failures) {
   struct ts_server *web = ts_start(NULL);
   char list[] = "/tmp/xfer-load-urls-XXXXXX";
   char dir[] = "/tmp/xfer-load-bodies-XXXXXX";
-  char path[128];
-  struct stat st;
   FILE *f;
   int rc;
 
@@ -136,20 +381,21 @@ TH_TEST(xfer_load, a_url_list_with_bad_lines) {
   fprintf(f, "# a comment\n\n");
   fprintf(f, "htp:/nope\n");
   fprintf(f, "http://127.0.0.1:%d/chunked/20/7\n", ts_port(web));
+  fprintf(f, "http://127.0.0.1:%d/\n", closed_port());
+  fprintf(f, "http://127.0.0.1:%d/bytes/0\n", ts_port(web));
+  fprintf(f, "http://127.0.0.1:%d/partial/10/4\n", ts_port(web));
   fclose(f);
   rc = run((const char *[]){"--urls", list, "-o", dir, NULL});
   cr_assert_eq(rc, 1, "a bad line makes the exit non-zero: %s", out);
-  cr_assert(strstr(out, "requests:     2 in"), "%s", out);
+  cr_assert(strstr(out, "requests:     5 in"), "%s", out);
+  cr_assert(strstr(out, "(3 ok, 2 failed)"), "%s", out);
   cr_assert(strstr(out, "bad URL on line 4: 'htp:/nope'"), "%s", out);
-  snprintf(path, sizeof(path), "%s/1.body", dir);
-  cr_assert_eq(stat(path, &st), 0);
-  cr_assert_eq(st.st_size, 10);
-  unlink(path);
-  snprintf(path, sizeof(path), "%s/5.body", dir);
-  cr_assert_eq(stat(path, &st), 0);
-  cr_assert_eq(st.st_size, 20);
-  unlink(path);
-  rmdir(dir);
+  cr_assert_eq(size_of(dir, 1), 10);
+  cr_assert_eq(size_of(dir, 5), 20);
+  cr_assert_eq(size_of(dir, 6), -1, "no file for a refused connection");
+  cr_assert_eq(size_of(dir, 7), 0, "an empty body is an empty file");
+  cr_assert_eq(size_of(dir, 8), -1, "no file for a body cut short");
+  cr_assert_eq(rmdir(dir), 0, "nothing else was written");
   unlink(list);
   ts_stop(web);
 }

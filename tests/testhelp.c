@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -231,9 +232,9 @@ void th_expect_no_leaks(void) {
 size_t th_sink_cb(const char *data, size_t len, void *userp) {
   struct th_sink *s = userp;
 
-  if (s->len + len > s->cap) {
+  if (s->len + len + 1 > s->cap) {
     size_t cap = s->cap ? s->cap : 1024;
-    while (cap < s->len + len)
+    while (cap < s->len + len + 1)
       cap *= 2;
     s->data = realloc(s->data, cap);
     cr_assert_not_null(s->data);
@@ -241,6 +242,7 @@ size_t th_sink_cb(const char *data, size_t len, void *userp) {
   }
   memcpy(s->data + s->len, data, len);
   s->len += len;
+  s->data[s->len] = '\0'; /* so that tests may search it as a string */
   return len;
 }
 
@@ -359,33 +361,62 @@ static void slurp(int fd, char *buf, size_t cap) {
   buf[len] = '\0';
 }
 
-int th_spawn(const char *const *argv, char *out, size_t out_cap, char *err,
-             size_t err_cap) {
-  char outpath[] = "/tmp/xfer-spawn-out-XXXXXX";
-  char errpath[] = "/tmp/xfer-spawn-err-XXXXXX";
-  int ofd = mkstemp(outpath), efd = mkstemp(errpath), status = -1;
-  pid_t pid;
-
-  cr_assert(ofd >= 0 && efd >= 0);
-  pid = fork();
-  cr_assert_neq(pid, -1);
-  if (pid == 0) {
-    dup2(ofd, 1);
-    dup2(efd, 2);
+void th_spawn_start(struct th_proc *p, const char *const *argv,
+                    bool ignore_sigint) {
+  strcpy(p->outpath, "/tmp/xfer-spawn-out-XXXXXX");
+  strcpy(p->errpath, "/tmp/xfer-spawn-err-XXXXXX");
+  p->ofd = mkstemp(p->outpath);
+  p->efd = mkstemp(p->errpath);
+  p->name = argv[0];
+  cr_assert(p->ofd >= 0 && p->efd >= 0);
+  p->pid = fork();
+  cr_assert_neq(p->pid, -1);
+  if (p->pid == 0) {
+    dup2(p->ofd, 1);
+    dup2(p->efd, 2);
+    if (ignore_sigint) /* as a shell does for a job in the background */
+      signal(SIGINT, SIG_IGN);
     execv(argv[0], (char *const *)argv);
     _exit(127);
   }
-  cr_assert_eq(waitpid(pid, &status, 0), pid);
-  lseek(ofd, 0, SEEK_SET);
-  lseek(efd, 0, SEEK_SET);
-  slurp(ofd, out, out_cap);
-  slurp(efd, err, err_cap);
-  close(ofd);
-  close(efd);
-  unlink(outpath);
-  unlink(errpath);
-  cr_assert(WIFEXITED(status), "%s died: %s", argv[0], err);
+}
+
+int th_spawn_wait(struct th_proc *p, char *out, size_t out_cap, char *err,
+                  size_t err_cap) {
+  int pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0), status = -1;
+  struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
+  int ready;
+
+  /* Bounded: a program that hangs is killed and the test fails, rather
+   * than the suite waiting forever. */
+  cr_assert_geq(pidfd, 0);
+  do
+    ready = poll(&pfd, 1, 120000);
+  while (ready < 0 && errno == EINTR);
+  close(pidfd);
+  if (ready == 0)
+    kill(p->pid, SIGKILL);
+  cr_assert_eq(waitpid(p->pid, &status, 0), p->pid);
+  lseek(p->ofd, 0, SEEK_SET);
+  lseek(p->efd, 0, SEEK_SET);
+  slurp(p->ofd, out, out_cap);
+  slurp(p->efd, err, err_cap);
+  close(p->ofd);
+  close(p->efd);
+  unlink(p->outpath);
+  unlink(p->errpath);
+  cr_assert_neq(ready, 0, "%s did not end within 2 minutes: %s", p->name,
+                err);
+  cr_assert(WIFEXITED(status), "%s died: %s", p->name, err);
   return WEXITSTATUS(status);
+}
+
+int th_spawn(const char *const *argv, char *out, size_t out_cap, char *err,
+             size_t err_cap) {
+  struct th_proc p;
+
+  th_spawn_start(&p, argv, false);
+  return th_spawn_wait(&p, out, out_cap, err, err_cap);
 }
 
 int th_lines(const char *s) {

@@ -8,6 +8,8 @@
 
 #include "common.h"
 
+#include <sys/types.h>
+
 #include "multi.h"
 #include "multi_ev.h"
 #include "now.h"
@@ -120,7 +122,8 @@ void th_expect_no_leaks(void);
 
 /* --- HTTP transfers ------------------------------------------------------- */
 
-/* A response body collected by th_sink_cb (set as the write callback). */
+/* A response body collected by th_sink_cb (set as the write callback);
+ * data is kept NUL-terminated past len. */
 struct th_sink {
   char *data;
   size_t len;
@@ -154,9 +157,24 @@ const char *th_url(int port, const char *path);
 /* Raises the soft RLIMIT_NOFILE to at least n (asserts it could). */
 void th_raise_nofile(long n);
 
-/* Runs a program (argv[0] is its path) in a process of its own; its
- * stdout and stderr land, NUL-terminated, in out and err. Returns its exit
- * status (asserts it exited rather than died). */
+/* A program running in a process of its own (th_spawn_start), its
+ * stdout and stderr going to files read back by th_spawn_wait. */
+struct th_proc {
+  pid_t pid;
+  int ofd, efd;
+  char outpath[32], errpath[32];
+  const char *name;
+};
+/* Starts argv (argv[0] is its path); with ignore_sigint the program
+ * starts with SIGINT ignored, as a shell starts a job in the background. */
+void th_spawn_start(struct th_proc *p, const char *const *argv,
+                    bool ignore_sigint);
+/* Waits for it (at most 2 minutes: then it is killed and the test fails);
+ * its stdout and stderr land, NUL-terminated, in out and err. Returns its
+ * exit status (asserts it exited rather than died). */
+int th_spawn_wait(struct th_proc *p, char *out, size_t out_cap, char *err,
+                  size_t err_cap);
+/* Both: runs a program to its end. */
 int th_spawn(const char *const *argv, char *out, size_t out_cap, char *err,
              size_t err_cap);
 /* The number of lines in s. */
