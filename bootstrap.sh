@@ -29,6 +29,9 @@ python3
 linux-perf
 clang
 libclang-rt-14-dev
+man-db
+curl
+binutils
 "
 # autoconf, automake, libtool, pkg-config: the build system
 # make, gcc, libc6-dev: the compiler and C library headers
@@ -46,6 +49,9 @@ libclang-rt-14-dev
 #   runs the benchmarks and writes their report
 # linux-perf: profiling (perf record/report) while optimising
 # clang, libclang-rt-14-dev: the libFuzzer targets (make fuzz, make fuzz-ci)
+# man-db: man -l renders each generated man page in make check
+# curl: the client of the gateway's tests (examples/gateway)
+# binutils: readelf, which check-install reads the installed RUNPATH with
 
 cd "$(dirname "$0")"
 

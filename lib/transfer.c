@@ -22,11 +22,9 @@
 
 bool xfer__valid(const xfer *x) { return x && x->magic == XFER__MAGIC_XFER; }
 
-xfer *xfer_new(void) {
-  xfer *x = xfer__calloc(1, sizeof(*x));
-
-  if (!x)
-    return NULL;
+/* A transfer as xfer_new() gives it: every option at its default, no
+ * result. x is zeroed. */
+static void init_fresh(xfer *x) {
   x->magic = XFER__MAGIC_XFER;
   x->state = XFER__STATE_IDLE;
   x->handler = &xfer__http_handler;
@@ -42,7 +40,33 @@ xfer *xfer_new(void) {
   xfer__list_init(&x->http.resolve.waiter_node);
   xfer__list_init(&x->http.wait_node);
   xfer__waiter_init(&x->http.wait);
+}
+
+/* Frees what x holds: its options' copies and what its last run left. */
+static void release(xfer *x) {
+  xfer__http_free(x);
+  xfer__url_free(&x->opts.url);
+  xfer__buf_free(&x->opts.headers);
+  xfer__free(x->opts.body);
+}
+
+xfer *xfer_new(void) {
+  xfer *x = xfer__calloc(1, sizeof(*x));
+
+  if (x)
+    init_fresh(x);
   return x;
+}
+
+xfer_code xfer_reset(xfer *x) {
+  if (!xfer__valid(x))
+    return XFER_E_BAD_HANDLE;
+  if (x->multi)
+    return XFER_E_IN_USE;
+  release(x);
+  memset(x, 0, sizeof(*x));
+  init_fresh(x);
+  return XFER_OK;
 }
 
 xfer_code xfer_free(xfer *x) {
@@ -52,10 +76,7 @@ xfer_code xfer_free(xfer *x) {
     return XFER_E_BAD_HANDLE;
   if (x->multi)
     return XFER_E_IN_USE;
-  xfer__http_free(x);
-  xfer__url_free(&x->opts.url);
-  xfer__buf_free(&x->opts.headers);
-  xfer__free(x->opts.body);
+  release(x);
   x->magic = XFER__MAGIC_DEAD;
   xfer__free(x);
   return XFER_OK;

@@ -99,6 +99,7 @@ static int transfer_functions_refuse(xfer *bad) {
   EXPECT(xfer_set_method(bad, "GET"), XFER_E_BAD_HANDLE);
   EXPECT(xfer_add_header(bad, "A", "b"), XFER_E_BAD_HANDLE);
   EXPECT(xfer_clear_headers(bad), XFER_E_BAD_HANDLE);
+  EXPECT(xfer_reset(bad), XFER_E_BAD_HANDLE);
   EXPECT(xfer_set_body(bad, "x", 1), XFER_E_BAD_HANDLE);
   EXPECT(xfer_set_body_cb(bad, some_read, NULL, 1), XFER_E_BAD_HANDLE);
   EXPECT(xfer_set_write_cb(bad, some_write, NULL), XFER_E_BAD_HANDLE);
@@ -311,6 +312,7 @@ CASE(options_are_refused_while_added) {
   EXPECT_CODE(xfer_set_body(f->x, "x", 1), XFER_E_IN_USE);
   EXPECT_CODE(xfer_set_timeout_ms(f->x, 1), XFER_E_IN_USE);
   EXPECT_CODE(xfer_free(f->x), XFER_E_IN_USE);
+  EXPECT_CODE(xfer_reset(f->x), XFER_E_IN_USE);
   FAIL_IF(*xfer_get_error_detail(f->x), "a refused call wrote the detail");
   return 0;
 }
@@ -343,7 +345,7 @@ CASE(a_freed_pool_is_refused) {
 
 static struct fix *cb_fix;
 static xfer_mcode seen[8];
-static xfer_code seen_x[2];
+static xfer_code seen_x[3];
 
 /* Every multi call the application might make from a callback. */
 static void try_reentry(xfer_multi *m) {
@@ -383,6 +385,7 @@ static size_t reentering_write_cb(const char *d, size_t n, void *u) {
   try_reentry(u);
   seen_x[0] = xfer_set_url(running, "http://127.0.0.1:8/");
   seen_x[1] = xfer_free(running);
+  seen_x[2] = xfer_reset(running);
   return n;
 }
 
@@ -445,6 +448,7 @@ CASE(calls_from_the_write_callback_are_refused) {
     return 1;
   EXPECT(seen_x[0], XFER_E_IN_USE);
   EXPECT(seen_x[1], XFER_E_IN_USE);
+  EXPECT(seen_x[2], XFER_E_IN_USE);
   return 0;
 }
 

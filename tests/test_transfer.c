@@ -300,6 +300,53 @@ TH_TEST(http, post_with_body_and_headers) {
   cr_assert_eq(memcmp(sinks[0].data + sinks[0].len - 5, "hello", 5), 0);
 }
 
+/* xfer_reset(): the same handle, as xfer_new() made it. */
+TH_TEST(http, reset_gives_back_a_fresh_transfer) {
+  xfer_timeline tl;
+  uint64_t sent = 1, received = 1;
+  int me;
+
+  prepare(0, "/echo");
+  cr_assert_eq(xfer_set_method(hx[0], "POST"), XFER_OK);
+  cr_assert_eq(xfer_set_body(hx[0], "hello", 5), XFER_OK);
+  cr_assert_eq(xfer_add_header(hx[0], "X-Test", "one"), XFER_OK);
+  cr_assert_eq(xfer_set_private(hx[0], &me), XFER_OK);
+  add(0);
+  cr_assert_eq(xfer_reset(hx[0]), XFER_E_IN_USE, "refused while added");
+  th_run(hm, 5000);
+  cr_assert_eq(th_result(hm, hx[0]), XFER_OK);
+  cr_assert_eq(xfer_multi_remove(hm, hx[0]), XFER_M_OK);
+
+  cr_assert_eq(xfer_reset(hx[0]), XFER_OK);
+  cr_assert_null(xfer_get_private(hx[0]));
+  cr_assert_eq(xfer_get_status(hx[0]), 0);
+  cr_assert_eq(xfer_get_header_count(hx[0]), 0);
+  cr_assert_eq(xfer_get_result(hx[0]), XFER_OK);
+  cr_assert_str_eq(xfer_get_error_detail(hx[0]), "");
+  cr_assert_eq(xfer_get_bytes(hx[0], &sent, &received), XFER_OK);
+  cr_assert(sent == 0 && received == 0);
+  cr_assert_eq(xfer_get_timeline(hx[0], &tl), XFER_OK);
+  cr_assert_eq(tl.total_us, -1);
+
+  /* No URL any more. */
+  add(0);
+  th_run(hm, 5000);
+  cr_assert_eq(th_result(hm, hx[0]), XFER_E_NO_URL);
+  cr_assert_eq(xfer_multi_remove(hm, hx[0]), XFER_M_OK);
+
+  /* A GET with none of the old method, body or headers. */
+  cr_assert_eq(xfer_set_url(hx[0], th_url(port, "/echo")), XFER_OK);
+  cr_assert_eq(xfer_set_write_cb(hx[0], th_sink_cb, &sinks[1]), XFER_OK);
+  add(0);
+  th_run(hm, 5000);
+  cr_assert_eq(th_result(hm, hx[0]), XFER_OK);
+  cr_assert(strstr(sinks[1].data, "GET /echo\n"), "%s", sinks[1].data);
+  cr_assert_null(strstr(sinks[1].data, "X-Test"), "%s", sinks[1].data);
+  cr_assert_null(strstr(sinks[1].data, "Content-Length"), "%s",
+                 sinks[1].data);
+  cr_assert_eq(xfer_reset(NULL), XFER_E_BAD_HANDLE);
+}
+
 struct upload {
   const char *data;
   size_t len, at, step;

@@ -148,6 +148,13 @@ XFER_EXTERN xfer *xfer_new(void);
  * (and frees nothing) while it is added; XFER_OK for NULL. */
 XFER_EXTERN xfer_code xfer_free(xfer *x);
 
+/* Puts a transfer that is not added back as xfer_new() made it: every
+ * option (URL, method, headers, body, callbacks, timeouts, private
+ * pointer) to its default and its results (status, headers, timeline,
+ * error detail) cleared; the handle stays. XFER_E_IN_USE while it is
+ * added (nothing changes). */
+XFER_EXTERN xfer_code xfer_reset(xfer *x);
+
 /* An opaque pointer for the application, returned by xfer_get_private(). */
 XFER_EXTERN xfer_code xfer_set_private(xfer *x, void *ptr);
 XFER_EXTERN void *xfer_get_private(const xfer *x);
