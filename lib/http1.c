@@ -238,8 +238,17 @@ static int count_header_bytes(struct xfer__http1_resp *r, size_t len) {
               r->max_header_bytes);
 }
 
+/* The reason phrase may come in pieces; kept up to its buffer's size
+ * (the header limit bounds what is read). */
 static int on_status(llhttp_t *p, const char *at, size_t len) {
-  return count_header_bytes(resp_of(p), len + 16);
+  struct xfer__http1_resp *r = resp_of(p);
+  size_t room = sizeof(r->reason) - 1 - r->reason_len;
+  size_t take = len < room ? len : room;
+
+  memcpy(r->reason + r->reason_len, at, take);
+  r->reason_len += take;
+  r->reason[r->reason_len] = '\0';
+  return count_header_bytes(r, len + 16);
 }
 
 static int on_status_complete(llhttp_t *p) {
@@ -352,6 +361,8 @@ static void reset_headers(struct xfer__http1_resp *r) {
   r->in_value = false;
   r->header_open = false;
   r->status_seen = false;
+  r->reason_len = 0;
+  r->reason[0] = '\0';
 }
 
 static int on_headers_complete(llhttp_t *p) {

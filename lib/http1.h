@@ -94,6 +94,8 @@ struct xfer__http1_resp {
   bool head_request;       /* the response to a HEAD has no body */
 
   int status;
+  char reason[128];        /* the status line's reason phrase, cut to fit */
+  size_t reason_len;
   bool status_seen;        /* the status line was parsed */
   bool headers_done;       /* the final (non-1xx) headers are complete */
   bool complete;           /* the whole response is in */

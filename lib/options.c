@@ -260,6 +260,11 @@ int xfer_get_status(const xfer *x) {
   return xfer__valid(x) && x->http.resp.headers_done ? x->http.resp.status : 0;
 }
 
+const char *xfer_get_reason(const xfer *x) {
+  return xfer__valid(x) && x->http.resp.headers_done ? x->http.resp.reason
+                                                     : "";
+}
+
 const char *xfer_get_header(const xfer *x, const char *name) {
   if (!xfer__valid(x) || !name)
     return NULL;

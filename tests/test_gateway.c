@@ -4,11 +4,11 @@
 #define _GNU_SOURCE /* memmem */
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "testhelp.h"
@@ -16,8 +16,7 @@
 
 static char out[65536], err[8192], gw_out[4096];
 static pid_t gw_pid = -1;
-static int gw_port;
-static char gw_log[] = "/tmp/xfer-gateway-XXXXXX";
+static int gw_port, gw_pipe = -1;
 static struct th_nginx nginx;
 
 static void gateway_end(void) {
@@ -26,60 +25,101 @@ static void gateway_end(void) {
     waitpid(gw_pid, NULL, 0);
     gw_pid = -1;
   }
+  if (gw_pipe >= 0)
+    close(gw_pipe);
+  gw_pipe = -1;
   th_nginx_stop(&nginx);
-  unlink(gw_log);
 }
 
-/* Starts the gateway in front of `upstream` on a probed port. */
-static void start_gateway(const char *upstream) {
-  int logfd = mkstemp(gw_log);
+/* Reads the gateway's output until it has a line (or ends): its first
+ * line says it listens, or why it cannot. Bounded: 60 s. */
+static size_t read_line(char *buf, size_t cap) {
+  struct pollfd pfd = {.fd = gw_pipe, .events = POLLIN};
+  size_t len = 0;
+  ssize_t n;
 
-  cr_assert_geq(logfd, 0);
+  while (len + 1 < cap && !memchr(buf, '\n', len)) {
+    cr_assert_gt(poll(&pfd, 1, 60000), 0, "the gateway said nothing");
+    if ((n = read(gw_pipe, buf + len, cap - 1 - len)) <= 0)
+      break;
+    len += (size_t)n;
+    buf[len] = '\0';
+  }
+  buf[len] = '\0';
+  return len;
+}
+
+/* Starts the gateway in front of `upstream` on a probed port, and waits
+ * for its "listening" line (another program may take the port between
+ * the probe and the bind: then it says so and exits, and we try again). */
+static void start_gateway(const char *upstream) {
   for (int attempt = 0; attempt < 5; attempt++) {
-    char port[16];
+    char port[16], line[512];
+    int fds[2];
+    cr_assert_eq(pipe(fds), 0);
     gw_port = th_free_port();
     snprintf(port, sizeof(port), "%d", gw_port);
     gw_pid = fork();
     cr_assert_geq(gw_pid, 0);
     if (gw_pid == 0) {
-      dup2(logfd, 1);
-      dup2(logfd, 2);
+      dup2(fds[1], 1);
+      dup2(fds[1], 2);
+      close(fds[0]);
       execl(GATEWAY_BIN, GATEWAY_BIN, "-w", "2", "-l", port, "-u", upstream,
             (char *)NULL);
       _exit(127);
     }
-    for (int i = 0; i < 100; i++) {
-      struct timespec pause = {0, 20000000};
-      if (th_port_answers(gw_port)) {
-        close(logfd);
-        return;
-      }
-      if (waitpid(gw_pid, NULL, WNOHANG) == gw_pid)
-        break; /* the port was taken meanwhile */
-      nanosleep(&pause, NULL);
-    }
-    kill(gw_pid, SIGKILL);
+    close(fds[1]);
+    gw_pipe = fds[0];
+    read_line(line, sizeof(line));
+    if (strstr(line, "gateway: 127.0.0.1:"))
+      return;
     waitpid(gw_pid, NULL, 0);
+    close(gw_pipe);
+    gw_pid = gw_pipe = -1;
   }
   cr_assert_fail("the gateway did not start");
 }
 
 /* SIGTERM: it stops accepting, finishes, and exits 0 with its summary. */
 static void stop_gateway(void) {
+  size_t len = 0;
+  ssize_t n;
   int status;
-  FILE *f;
-  size_t n;
 
   kill(gw_pid, SIGTERM);
+  while (len + 1 < sizeof(gw_out) &&
+         (n = read(gw_pipe, gw_out + len, sizeof(gw_out) - 1 - len)) > 0)
+    len += (size_t)n; /* to EOF: it has exited */
+  gw_out[len] = '\0';
   cr_assert_eq(waitpid(gw_pid, &status, 0), gw_pid);
   gw_pid = -1;
-  f = fopen(gw_log, "r");
-  n = fread(gw_out, 1, sizeof(gw_out) - 1, f);
-  gw_out[n] = '\0';
-  fclose(f);
+  close(gw_pipe);
+  gw_pipe = -1;
   cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
             "the gateway's exit: %d; its output: %s", status, gw_out);
   cr_assert(strstr(gw_out, "gateway: stopped"), "%s", gw_out);
+}
+
+/* curl as the client, verbose: its stdout in out, its trace in err. */
+static int curl(const char *const *args) {
+  const char *argv[32] = {"/usr/bin/curl", "-sS", "-v", "--max-time", "30"};
+  int n = 5;
+
+  for (; args[n - 5] && n < 31; n++)
+    argv[n] = args[n - 5];
+  argv[n] = NULL;
+  return th_spawn(argv, out, sizeof(out), err, sizeof(err));
+}
+
+/* A URL of the gateway. */
+static const char *gw(const char *path) {
+  static char urls[8][192];
+  static int next;
+  char *u = urls[next++ % 8];
+
+  snprintf(u, sizeof(urls[0]), "http://127.0.0.1:%d%s", gw_port, path);
+  return u;
 }
 
 static int load(const char *path, const char *n) {
@@ -181,4 +221,106 @@ TH_TEST(gateway, in_front_of_nginx) {
     sscanf(at, "upstream connections opened %llu", &opened);
     cr_assert_leq(opened, 16, "%s", gw_out);
   }
+}
+
+/* Responses without a body (to HEAD; 204, 304) get none, and no chunked
+ * framing: curl reuses the connection for a second one and finds no
+ * excess bytes. A HEAD keeps the length the GET would have. */
+TH_TEST(gateway, bodiless_responses_stay_bodiless) {
+  struct ts_server *web = ts_start(NULL);
+  char upstream[64];
+
+  snprintf(upstream, sizeof(upstream), "http://127.0.0.1:%d", ts_port(web));
+  start_gateway(upstream);
+  cr_assert_eq(curl((const char *[]){"-I", gw("/bytes/100"), gw("/bytes/100"),
+                                     NULL}),
+               0, "%s", err);
+  cr_assert(strstr(err, "< Content-Length: 100"), "%s", err);
+  cr_assert_null(strstr(err, "Transfer-Encoding"), "%s", err);
+  cr_assert(strstr(err, "Re-using existing connection"), "%s", err);
+  cr_assert_null(strstr(err, "Excess found"), "%s", err);
+  for (int i = 0; i < 2; i++) {
+    const char *path = i ? "/status/304" : "/status/204";
+    cr_assert_eq(curl((const char *[]){gw(path), gw(path), NULL}), 0, "%s",
+                 err);
+    cr_assert(strstr(err, i ? "< HTTP/1.1 304" : "< HTTP/1.1 204"), "%s", err);
+    cr_assert_null(strstr(err, "Transfer-Encoding"), "%s: %s", path, err);
+    cr_assert(strstr(err, "Re-using existing connection"), "%s: %s", path, err);
+    cr_assert_null(strstr(err, "Excess found"), "%s: %s", path, err);
+    cr_assert_eq(out[0], '\0', "no body: %s", out);
+  }
+  /* A body after a bodiless response on the same connection: in step. */
+  cr_assert_eq(curl((const char *[]){gw("/status/204"), gw("/bytes/3"), NULL}),
+               0, "%s", err);
+  cr_assert_str_eq(out, "012");
+  cr_assert(strstr(err, "Re-using existing connection"), "%s", err);
+  cr_assert_null(strstr(err, "Excess found"), "%s", err);
+  stop_gateway();
+  ts_stop(web);
+}
+
+/* The upstream's status line comes through whole: code and reason. */
+TH_TEST(gateway, the_reason_phrase_passes_through) {
+  struct ts_server *web = ts_start(NULL);
+  char upstream[64];
+
+  snprintf(upstream, sizeof(upstream), "http://127.0.0.1:%d", ts_port(web));
+  start_gateway(upstream);
+  cr_assert_eq(curl((const char *[]){gw("/status/404"), NULL}), 0, "%s", err);
+  cr_assert(strstr(err, "< HTTP/1.1 404 Not Found\r\n"), "%s", err);
+  cr_assert_eq(curl((const char *[]){gw("/bytes/1"), NULL}), 0, "%s", err);
+  cr_assert(strstr(err, "< HTTP/1.1 200 OK\r\n"), "%s", err);
+  stop_gateway();
+  ts_stop(web);
+}
+
+/* An upstream URL given with a trailing '/' makes no "//" path. */
+TH_TEST(gateway, an_upstream_with_a_trailing_slash) {
+  struct ts_server *web = ts_start(NULL);
+  char upstream[64];
+
+  snprintf(upstream, sizeof(upstream), "http://127.0.0.1:%d/", ts_port(web));
+  start_gateway(upstream);
+  cr_assert_eq(curl((const char *[]){gw("/echo?q=1"), NULL}), 0, "%s", err);
+  cr_assert(!strncmp(out, "GET /echo?q=1\n", 14), "%s", out);
+  stop_gateway();
+  ts_stop(web);
+}
+
+/* Hop-by-hop headers, the proxy credentials and what Connection names
+ * stay on their side, both ways; Via says the message passed here. */
+TH_TEST(gateway, hop_by_hop_headers_stay_and_via_is_added) {
+  struct ts_server *web = ts_start(NULL);
+  char upstream[64];
+
+  snprintf(upstream, sizeof(upstream), "http://127.0.0.1:%d", ts_port(web));
+  start_gateway(upstream);
+  /* Towards the upstream: what its echo received. */
+  cr_assert_eq(curl((const char *[]){"-H", "Connection: keep-alive, X-Secret",
+                                     "-H", "X-Secret: 1", "-H",
+                                     "Proxy-Authorization: Basic eDp5",
+                                     "-H", "X-Kept: yes", "-H",
+                                     "Via: 1.0 client-side", gw("/echo"),
+                                     NULL}),
+               0, "%s", err);
+  cr_assert(strstr(out, "X-Kept: yes\n"), "%s", out);
+  cr_assert(strstr(out, "Via: 1.0 client-side\n"), "%s", out);
+  cr_assert(strstr(out, "Via: 1.1 xfer-gateway\n"), "%s", out);
+  cr_assert_null(strstr(out, "X-Secret"), "%s", out);
+  cr_assert_null(strstr(out, "Proxy-Authorization"), "%s", out);
+  cr_assert_null(strstr(out, "Connection:"), "%s", out);
+  /* Towards the client: what curl received. */
+  cr_assert_eq(curl((const char *[]){gw("/headers?Connection=X-Foo,X-Bar&"
+                                        "X-Foo=1&X-Bar=2&Proxy-Authenticate="
+                                        "Basic&Keep-Alive=timeout=5&X-Kept=1"),
+                                     NULL}),
+               0, "%s", err);
+  cr_assert(strstr(err, "< X-Kept: 1\r\n"), "%s", err);
+  cr_assert(strstr(err, "< Via: 1.1 xfer-gateway\r\n"), "%s", err);
+  cr_assert_null(strstr(err, "< X-Foo"), "%s", err);
+  cr_assert_null(strstr(err, "< X-Bar"), "%s", err);
+  cr_assert_null(strstr(err, "< Proxy-Authenticate"), "%s", err);
+  cr_assert_null(strstr(err, "< Keep-Alive"), "%s", err);
+  stop_gateway();
+  ts_stop(web);
 }

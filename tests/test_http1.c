@@ -103,6 +103,33 @@ TH_TEST(http1, interim_responses_are_skipped) {
   cr_assert_eq(header_calls, 2);
 }
 
+/* The reason phrase of the final response, whatever the split; an interim
+ * response's phrase does not stay. */
+static void expect_reason(const char *text, const char *reason) {
+  size_t steps[] = {0, 1, 5};
+
+  for (size_t i = 0; i < XFER__ARRAY_SIZE(steps); i++) {
+    cr_assert_eq(feed(text, steps[i], false), XFER_OK, "%s", r.detail);
+    cr_assert_str_eq(r.reason, reason, "step %zu", steps[i]);
+  }
+}
+
+TH_TEST(http1, reason_phrases) {
+  char line[400];
+
+  expect_reason("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", "OK");
+  expect_reason("HTTP/1.1 404 Not Found Here\r\nContent-Length: 0\r\n\r\n",
+                "Not Found Here");
+  expect_reason("HTTP/1.1 100 Continue\r\n\r\n"
+                "HTTP/1.1 201 Made\r\nContent-Length: 0\r\n\r\n",
+                "Made");
+  expect_reason("HTTP/1.1 204 \r\n\r\n", "");
+  snprintf(line, sizeof(line),
+           "HTTP/1.1 200 %0300d\r\nContent-Length: 0\r\n\r\n", 0);
+  cr_assert_eq(feed(line, 0, false), XFER_OK, "%s", r.detail);
+  cr_assert_eq(strlen(r.reason), sizeof(r.reason) - 1, "cut to fit");
+}
+
 TH_TEST(http1, connection_close_and_http10_end_keep_alive) {
   expect_complete("HTTP/1.1 200 OK\r\nConnection: close\r\n"
                   "Content-Length: 1\r\n\r\nx",

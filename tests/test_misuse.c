@@ -112,6 +112,7 @@ static int transfer_functions_refuse(xfer *bad) {
   EXPECT(xfer_set_max_header_size(bad, 100), XFER_E_BAD_HANDLE);
   EXPECT(xfer_set_follow_redirects(bad, 1), XFER_E_BAD_HANDLE);
   EXPECT(xfer_get_status(bad), 0);
+  FAIL_IF(strcmp(xfer_get_reason(bad), "") != 0, "reason of a bad one");
   EXPECT(xfer_get_header(bad, "A"), 0);
   EXPECT(xfer_get_header_count(bad), 0);
   EXPECT(xfer_get_header_at(bad, 0, &n, &v), XFER_E_BAD_HANDLE);

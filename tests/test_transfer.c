@@ -161,6 +161,7 @@ TH_TEST(http, get_with_content_length) {
   cr_assert_eq(th_result(hm, hx[0]), XFER_OK, "%s",
                xfer_get_error_detail(hx[0]));
   cr_assert_eq(xfer_get_status(hx[0]), 200);
+  cr_assert_str_eq(xfer_get_reason(hx[0]), "OK");
   th_expect_pattern(sinks[0].data, sinks[0].len, 100);
   cr_assert_str_eq(xfer_get_header(hx[0], "content-length"), "100");
   cr_assert_geq(xfer_get_header_count(hx[0]), 1);
@@ -320,6 +321,7 @@ TH_TEST(http, reset_gives_back_a_fresh_transfer) {
   cr_assert_eq(xfer_reset(hx[0]), XFER_OK);
   cr_assert_null(xfer_get_private(hx[0]));
   cr_assert_eq(xfer_get_status(hx[0]), 0);
+  cr_assert_str_eq(xfer_get_reason(hx[0]), "");
   cr_assert_eq(xfer_get_header_count(hx[0]), 0);
   cr_assert_eq(xfer_get_result(hx[0]), XFER_OK);
   cr_assert_str_eq(xfer_get_error_detail(hx[0]), "");

@@ -7,9 +7,13 @@
  * and its own multi; all multis share one connection pool to the
  * upstream. A client request (parsed with llhttp) becomes a transfer to
  * UPSTREAM + path with the same method, headers and body; the response
- * streams back as it arrives (chunked). SIGINT/SIGTERM stop it gracefully:
- * no new clients, in-flight requests finish, the multis drain their
- * shutdowns.
+ * streams back as it arrives (chunked), with the upstream's status and
+ * reason phrase. As a proxy must (RFC 9110 section 7.6): hop-by-hop
+ * headers, the Proxy-Authenticate/-Authorization pair and every header the
+ * Connection header names stay on their side, both ways, and Via says the
+ * message passed here; responses that have no body (to HEAD; 1xx, 204,
+ * 304) get none. SIGINT/SIGTERM stop it gracefully: no new clients,
+ * in-flight requests finish, the multis drain their shutdowns.
  *
  *   gateway -l PORT -u http://UPSTREAM-HOST:PORT [-w WORKERS]
  *
@@ -37,7 +41,7 @@
 
 #define MAX_HEADERS 64
 
-static const char *upstream; /* "http://host:port", no trailing slash */
+static char *upstream; /* "http://host:port[/prefix]", no trailing slash */
 static int listen_port;
 static xfer_pool *pool;
 static int stop_fd; /* eventfd: written once by the signal thread */
@@ -85,6 +89,8 @@ struct client {
   char *names[MAX_HEADERS], *values[MAX_HEADERS];
   int nheaders;
   bool in_value, keep_alive, busy, head_sent, closing;
+  bool no_body; /* the response may not have one (HEAD; 1xx, 204, 304) */
+  bool head_request;
   xfer *x;
   struct client *prev, *next; /* in the worker's list */
 };
@@ -140,37 +146,84 @@ static void send_error(struct client *c, int status, const char *why) {
   buf_add(&c->out, "\n", 1);
 }
 
-/* Hop-by-hop headers are the gateway's own business, not forwarded. */
+/* What this hop adds to the Via header, both ways (RFC 9110 7.6.3). */
+#define VIA "1.1 xfer-gateway"
+
+/* Headers that belong to one connection, not to the message: never
+ * forwarded (RFC 9110 7.6.1), plus the framing the gateway redoes. */
 static bool hop_by_hop(const char *name) {
-  static const char *const hop[] = {"connection", "keep-alive",
-                                    "proxy-connection", "transfer-encoding",
-                                    "te", "trailer", "upgrade", "host",
-                                    "content-length"};
+  static const char *const hop[] = {
+      "connection",         "keep-alive",          "proxy-connection",
+      "transfer-encoding",  "te",                  "trailer",
+      "upgrade",            "host",                "content-length",
+      "proxy-authenticate", "proxy-authorization"};
   for (size_t i = 0; i < sizeof(hop) / sizeof(hop[0]); i++)
     if (!strcasecmp(name, hop[i]))
       return true;
   return false;
 }
 
-/* The upstream response's head, once: status and headers, chunked. */
+/* Does a Connection header value (a comma-separated list) name `name`? */
+static bool connection_names(const char *list, const char *name) {
+  size_t n = strlen(name);
+
+  while (*list) {
+    size_t len;
+    while (*list == ' ' || *list == '\t' || *list == ',')
+      list++;
+    len = strcspn(list, ", \t");
+    if (len == n && !strncasecmp(list, name, n))
+      return true;
+    list += len;
+  }
+  return false;
+}
+
+/* Forwarded, unless hop-by-hop or named by one of the message's
+ * Connection headers. */
+static bool forwarded(const char *name, const char *const *connection,
+                      int nconnection) {
+  if (hop_by_hop(name))
+    return false;
+  for (int i = 0; i < nconnection; i++)
+    if (connection_names(connection[i], name))
+      return false;
+  return true;
+}
+
+/* The upstream response's head, once: status, reason and headers, then
+ * the framing the gateway chooses (chunked, or none without a body). */
 static void send_head(struct client *c) {
   char line[512];
-  int status = xfer_get_status(c->x);
+  const char *connection[8], *name, *value;
+  int status = xfer_get_status(c->x), nconnection = 0;
   size_t count = xfer_get_header_count(c->x);
 
   c->head_sent = true;
+  c->no_body = c->head_request || status < 200 || status == 204 ||
+               status == 304;
   buf_add(&c->out, line,
-          (size_t)snprintf(line, sizeof(line), "HTTP/1.1 %d Upstream\r\n",
-                           status ? status : 502));
+          (size_t)snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n",
+                           status ? status : 502,
+                           status ? xfer_get_reason(c->x) : "Bad Gateway"));
+  for (size_t i = 0; i < count && nconnection < 8; i++)
+    if (xfer_get_header_at(c->x, i, &name, &value) == XFER_OK &&
+        !strcasecmp(name, "connection"))
+      connection[nconnection++] = value;
   for (size_t i = 0; i < count; i++) {
-    const char *name, *value;
-    if (xfer_get_header_at(c->x, i, &name, &value) != XFER_OK ||
-        hop_by_hop(name))
+    if (xfer_get_header_at(c->x, i, &name, &value) != XFER_OK)
+      continue;
+    /* A bodiless response keeps the length it describes (the body a GET
+     * would get, or the cached one): it frames nothing here. */
+    if (!forwarded(name, connection, nconnection) &&
+        !(c->no_body && status != 204 && !strcasecmp(name, "content-length")))
       continue;
     buf_add(&c->out, line,
             (size_t)snprintf(line, sizeof(line), "%s: %s\r\n", name, value));
   }
-  buf_add(&c->out, "Transfer-Encoding: chunked\r\n", 28);
+  buf_add(&c->out, "Via: " VIA "\r\n", strlen("Via: " VIA "\r\n"));
+  if (!c->no_body)
+    buf_add(&c->out, "Transfer-Encoding: chunked\r\n", 28);
   if (!c->keep_alive)
     buf_add(&c->out, "Connection: close\r\n", 19);
   buf_add(&c->out, "\r\n", 2);
@@ -214,7 +267,8 @@ static void request_done(struct client *c, const xfer_msg *msg) {
   } else {
     if (!c->head_sent)
       send_head(c);
-    buf_add(&c->out, "0\r\n\r\n", 5);
+    if (!c->no_body)
+      buf_add(&c->out, "0\r\n\r\n", 5);
   }
   xfer_free(c->x);
   c->x = NULL;
@@ -290,10 +344,19 @@ static int on_message_complete(llhttp_t *p) {
     return 0; /* answered: go on with the next */
   }
   free(url);
+  c->head_request = p->method == HTTP_HEAD;
   xfer_set_method(c->x, llhttp_method_name((llhttp_method_t)p->method));
-  for (int i = 0; i < c->nheaders; i++)
-    if (!hop_by_hop(c->names[i]))
-      xfer_add_header(c->x, c->names[i], c->values[i]);
+  {
+    const char *connection[8];
+    int nconnection = 0;
+    for (int i = 0; i < c->nheaders && nconnection < 8; i++)
+      if (!strcasecmp(c->names[i], "connection"))
+        connection[nconnection++] = c->values[i];
+    for (int i = 0; i < c->nheaders; i++)
+      if (forwarded(c->names[i], connection, nconnection))
+        xfer_add_header(c->x, c->names[i], c->values[i]);
+  }
+  xfer_add_header(c->x, "Via", VIA);
   if (c->body.len)
     xfer_set_body(c->x, c->body.data, c->body.len);
   xfer_set_write_cb(c->x, on_upstream_body, c);
@@ -580,6 +643,11 @@ int main(int argc, char **argv) {
     fprintf(stderr, "usage: gateway -l PORT -u http://HOST:PORT [-w N]\n");
     return 2;
   }
+  /* Request targets start with '/': one from the upstream URL would make
+   * "//path". */
+  upstream = strdup(upstream);
+  for (size_t n = strlen(upstream); n > 0 && upstream[n - 1] == '/'; n--)
+    upstream[n - 1] = '\0';
   { /* the upstream must be a URL libxfer takes */
     xfer *probe = xfer_new();
     if (xfer_set_url(probe, upstream) != XFER_OK) {
@@ -626,5 +694,6 @@ int main(int argc, char **argv) {
   }
   xfer_pool_destroy(pool);
   free(ws);
+  free(upstream);
   return 0;
 }

@@ -268,6 +268,11 @@ XFER_EXTERN xfer_code xfer_set_follow_redirects(xfer *x, int max);
 
 /* The final response's status code, or 0. */
 XFER_EXTERN int xfer_get_status(const xfer *x);
+/* The final response's reason phrase ("OK", "Not Found": whatever the
+ * server wrote after the code, up to 127 bytes), "" when it wrote none or
+ * there is no response. Owned by the transfer, valid until it is added
+ * again, reset or freed. */
+XFER_EXTERN const char *xfer_get_reason(const xfer *x);
 /* The value of the first response header `name` (case-insensitive), or
  * NULL. */
 XFER_EXTERN const char *xfer_get_header(const xfer *x, const char *name);

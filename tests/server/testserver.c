@@ -948,6 +948,54 @@ static bool route_many_headers(struct ts_conn *c, const char *a) {
   return true;
 }
 
+/* /headers?NAME=VALUE&...: 200, Content-Length: 0, and those headers as
+ * given (a name of letters, digits and '-'; a value of anything printable
+ * but '&' and space). */
+/* One NAME=VALUE of /headers at *p (past its '?' or '&'): false when it
+ * is malformed. */
+static bool take_header_pair(const char **p, const char **name, size_t *nl,
+                             const char **value, size_t *vl) {
+  const char *q = *p;
+
+  *name = q;
+  while ((*q >= 'A' && *q <= 'Z') || (*q >= 'a' && *q <= 'z') ||
+         (*q >= '0' && *q <= '9') || *q == '-')
+    q++;
+  *nl = (size_t)(q - *name);
+  if (!*nl || *q != '=')
+    return false;
+  *value = ++q;
+  while (*q > ' ' && *q < 0x7f && *q != '&')
+    q++;
+  *vl = (size_t)(q - *value);
+  *p = q;
+  return true;
+}
+
+static bool route_headers(struct ts_conn *c, const char *a) {
+  const char *p = a, *name, *value;
+  size_t nl, vl;
+
+  if (*p != '?')
+    return false;
+  for (; *p == '?' || *p == '&'; ) { /* all well-formed, before any byte */
+    p++;
+    if (!take_header_pair(&p, &name, &nl, &value, &vl))
+      return false;
+  }
+  if (*p)
+    return false;
+  head_begin(c, 200);
+  for (p = a; *p; ) {
+    p++;
+    take_header_pair(&p, &name, &nl, &value, &vl);
+    buf_printf(&c->out, "%.*s: %.*s\r\n", (int)nl, name, (int)vl, value);
+  }
+  put_content_length(c, 0);
+  head_end(c);
+  return true;
+}
+
 static bool route_1xx(struct ts_conn *c, const char *a) {
   unsigned long long n;
   if (!take_number(&a, TS_MAX_BODY_LEN, &n) || !at_target_end(a))
@@ -1078,6 +1126,7 @@ static void route(struct ts_conn *c, const char *target) {
       {"/malformed/header", route_malformed_header},
       {"/big-headers/", route_big_headers},
       {"/many-headers/", route_many_headers},
+      {"/headers", route_headers},
       {"/chunk-overflow", route_chunk_overflow},
       {"/1xx/", route_1xx},
       {"/drip/", route_drip},

@@ -37,6 +37,9 @@
  *                          then close (nothing else delimits it).
  *   /big-headers/N         200, one "X-Big:" header of N 'a' (N <= 16 MiB).
  *   /many-headers/N        200, headers X-H0..X-H<N-1>: v (N <= 100000).
+ *   /headers?N=V&N2=V2     200, Content-Length: 0, and each header N: V as
+ *                          given (names of letters, digits and '-';
+ *                          values printable, without space or '&').
  *   /chunk-overflow        chunked, first chunk size "ffffffffffffffffff",
  *                          then close.
  *   /1xx/N                 "100 Continue" and "103 Early Hints" with

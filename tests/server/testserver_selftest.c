@@ -519,6 +519,10 @@ static bool test_large_bodies(int port) {
   const char *big = header_value(r->head, "X-Big");
   CHECK(big && strspn(big, "a") == 100000);
   CHECK(get(&c, r, "/many-headers/100") && header_value(r->head, "X-H99"));
+  CHECK(get(&c, r, "/headers?X-A=1&Connection=X-B,X-C") && r->status == 200);
+  CHECK(header_value(r->head, "X-A") &&
+        !strncmp(header_value(r->head, "Connection"), "X-B,X-C\r\n", 9));
+  CHECK(get(&c, r, "/headers?=1") && r->status == 404);
   client_close(&c);
   response_free(r);
   return true;
