@@ -101,6 +101,19 @@ static void stop_gateway(void) {
   cr_assert(strstr(gw_out, "gateway: stopped"), "%s", gw_out);
 }
 
+/* Our test server, and the gateway in front of it: the server's URL and
+ * `suffix` as the upstream. */
+static struct ts_server *gateway_to_test_server(const char *suffix) {
+  struct ts_server *web = ts_start(NULL);
+  char upstream[64];
+
+  cr_assert_not_null(web);
+  snprintf(upstream, sizeof(upstream), "http://127.0.0.1:%d%s", ts_port(web),
+           suffix);
+  start_gateway(upstream);
+  return web;
+}
+
 /* curl as the client, verbose: its stdout in out, its trace in err. */
 static int curl(const char *const *args) {
   const char *argv[32] = {"/usr/bin/curl", "-sS", "-v", "--max-time", "30"};
@@ -227,11 +240,7 @@ TH_TEST(gateway, in_front_of_nginx) {
  * framing: curl reuses the connection for a second one and finds no
  * excess bytes. A HEAD keeps the length the GET would have. */
 TH_TEST(gateway, bodiless_responses_stay_bodiless) {
-  struct ts_server *web = ts_start(NULL);
-  char upstream[64];
-
-  snprintf(upstream, sizeof(upstream), "http://127.0.0.1:%d", ts_port(web));
-  start_gateway(upstream);
+  struct ts_server *web = gateway_to_test_server("");
   cr_assert_eq(curl((const char *[]){"-I", gw("/bytes/100"), gw("/bytes/100"),
                                      NULL}),
                0, "%s", err);
@@ -261,11 +270,7 @@ TH_TEST(gateway, bodiless_responses_stay_bodiless) {
 
 /* The upstream's status line comes through whole: code and reason. */
 TH_TEST(gateway, the_reason_phrase_passes_through) {
-  struct ts_server *web = ts_start(NULL);
-  char upstream[64];
-
-  snprintf(upstream, sizeof(upstream), "http://127.0.0.1:%d", ts_port(web));
-  start_gateway(upstream);
+  struct ts_server *web = gateway_to_test_server("");
   cr_assert_eq(curl((const char *[]){gw("/status/404"), NULL}), 0, "%s", err);
   cr_assert(strstr(err, "< HTTP/1.1 404 Not Found\r\n"), "%s", err);
   cr_assert_eq(curl((const char *[]){gw("/bytes/1"), NULL}), 0, "%s", err);
@@ -276,11 +281,7 @@ TH_TEST(gateway, the_reason_phrase_passes_through) {
 
 /* An upstream URL given with a trailing '/' makes no "//" path. */
 TH_TEST(gateway, an_upstream_with_a_trailing_slash) {
-  struct ts_server *web = ts_start(NULL);
-  char upstream[64];
-
-  snprintf(upstream, sizeof(upstream), "http://127.0.0.1:%d/", ts_port(web));
-  start_gateway(upstream);
+  struct ts_server *web = gateway_to_test_server("/");
   cr_assert_eq(curl((const char *[]){gw("/echo?q=1"), NULL}), 0, "%s", err);
   cr_assert(!strncmp(out, "GET /echo?q=1\n", 14), "%s", out);
   stop_gateway();
@@ -290,11 +291,7 @@ TH_TEST(gateway, an_upstream_with_a_trailing_slash) {
 /* Hop-by-hop headers, the proxy credentials and what Connection names
  * stay on their side, both ways; Via says the message passed here. */
 TH_TEST(gateway, hop_by_hop_headers_stay_and_via_is_added) {
-  struct ts_server *web = ts_start(NULL);
-  char upstream[64];
-
-  snprintf(upstream, sizeof(upstream), "http://127.0.0.1:%d", ts_port(web));
-  start_gateway(upstream);
+  struct ts_server *web = gateway_to_test_server("");
   /* Towards the upstream: what its echo received. */
   cr_assert_eq(curl((const char *[]){"-H", "Connection: keep-alive, X-Secret",
                                      "-H", "X-Secret: 1", "-H",

@@ -183,19 +183,29 @@ TH_TEST(xfer_load, failures_have_their_own_latency) {
 /* Ctrl-C: no new requests, the ones in flight finish, the report of what
  * was measured, exit 130; also when SIGINT started ignored, as for a job a
  * script put in the background. */
-TH_TEST(xfer_load, sigint_stops_and_reports) {
-  struct ts_server *web = ts_start(NULL);
+/* Starts xfer-load with args (SIGINT ignored at start with
+ * ignore_sigint), sends it `sig` once the server has seen `requests`
+ * requests, and returns its exit status. */
+static int signal_when(struct ts_server *web, long requests, int sig,
+                       bool ignore_sigint, const char *const *args) {
   const char *argv[32];
   struct th_proc p;
+
+  build_argv(argv, args);
+  th_spawn_start(&p, argv, ignore_sigint);
+  cr_assert(ts_wait(web, TS_REQUESTS, requests, 60000), "never got going");
+  kill(p.pid, sig);
+  return th_spawn_wait(&p, out, sizeof(out), err, sizeof(err));
+}
+
+TH_TEST(xfer_load, sigint_stops_and_reports) {
+  struct ts_server *web = ts_start(NULL);
   char url[64];
   int rc;
 
   snprintf(url, sizeof(url), "http://127.0.0.1:%d/bytes/10", ts_port(web));
-  build_argv(argv, (const char *[]){"-c", "2", "-d", "10m", url, NULL});
-  th_spawn_start(&p, argv, true);
-  cr_assert(ts_wait(web, TS_REQUESTS, 50, 60000), "it never got going");
-  kill(p.pid, SIGINT);
-  rc = th_spawn_wait(&p, out, sizeof(out), err, sizeof(err));
+  rc = signal_when(web, 50, SIGINT, true,
+                   (const char *[]){"-c", "2", "-d", "10m", url, NULL});
   cr_assert_eq(rc, 130, "%s%s", out, err);
   cr_assert(strstr(out, "stopped:      by SIGINT; 0 in flight were cut"),
             "%s", out);
@@ -209,18 +219,13 @@ TH_TEST(xfer_load, sigint_stops_and_reports) {
  * counted apart, and the JSON report still comes; exit 143. */
 TH_TEST(xfer_load, sigterm_cuts_what_does_not_finish) {
   struct ts_server *web = ts_start(NULL);
-  const char *argv[32];
-  struct th_proc p;
   char url[64];
   int rc;
 
   snprintf(url, sizeof(url), "http://127.0.0.1:%d/never", ts_port(web));
-  build_argv(argv, (const char *[]){"-t", "2", "-c", "3", "-n", "100",
+  rc = signal_when(web, 3, SIGTERM, false,
+                   (const char *[]){"-t", "2", "-c", "3", "-n", "100",
                                     "--json", url, NULL});
-  th_spawn_start(&p, argv, false);
-  cr_assert(ts_wait(web, TS_REQUESTS, 3, 60000), "never got going");
-  kill(p.pid, SIGTERM);
-  rc = th_spawn_wait(&p, out, sizeof(out), err, sizeof(err));
   cr_assert_eq(rc, 143, "%s%s", out, err);
   check_json(out, (const char *[]){"d['stopped_by'] == 'SIGTERM'",
                                    "d['cut'] == 3", "d['requests'] == 0",
