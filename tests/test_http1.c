@@ -1,5 +1,6 @@
 /* lib/http1.c: request heads and the response parser, fed bytes directly. */
 #include <criterion/criterion.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "http1.h"
