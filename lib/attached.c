@@ -85,7 +85,7 @@ static void arm(xfer_multi *m, xfer__time now) {
 }
 
 /* The internal handle's timer: release what was held long enough. */
-static int handle_run(xfer *x, unsigned due) {
+static enum xfer__step handle_run(xfer *x, unsigned due) {
   xfer_multi *m = x->multi;
   xfer__time hold = xfer__pool_attach_hold(m->pool);
 
@@ -98,7 +98,7 @@ static int handle_run(xfer *x, unsigned due) {
     release(m, c, x->now, false);
   }
   arm(m, x->now);
-  return XFER__RUN_AGAIN;
+  return XFER__STEP_AGAIN;
 }
 
 static const struct xfer__handler attached_handler = {
@@ -125,7 +125,7 @@ bool xfer__attached_keep(xfer_multi *m, struct xfer__conn *c,
   if (!c->ev_live)
     xfer__mev_tracker_init(&c->ev, XFER__MEV_CONN, on_event);
   xfer__pollset_reset(&ps);
-  xfer__pollset_add(&ps, c->fd, XFER_POLL_IN);
+  xfer__conn_pollset(c, &ps, XFER_POLL_IN);
   c->ev_live = true;
   if (xfer__mev_assess_conn(m, &c->ev, &ps) != XFER_OK) {
     xfer__pool_take_attached(m->pool, c, XFER__TAKE_CLOSE);

@@ -1,4 +1,4 @@
-/* Non-blocking connect with happy eyeballs (see cf_socket.h). */
+/* The socket filter: happy eyeballs, then the socket (see cf_socket.h). */
 #include "common.h"
 
 #include <arpa/inet.h>
@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "cf_socket.h"
+#include "mem.h"
 #include "multi.h"
 
 bool xfer__addr_parse(struct xfer__addr *a, const char *ip, uint16_t port,
@@ -50,9 +51,8 @@ void xfer__addr_text(const struct xfer__addr *a, char *out, size_t len) {
   snprintf(out, len, "%s port %u", ip, port);
 }
 
-void xfer__cf_socket_init(struct xfer__cf_socket *cf,
-                          const struct xfer__addr *addrs, unsigned naddrs,
-                          const struct xfer__addr *local) {
+void xfer__he_init(struct xfer__he *cf, const struct xfer__addr *addrs,
+                   unsigned naddrs, const struct xfer__addr *local) {
   unsigned v6 = 0, v4 = 0, n = 0;
   const struct xfer__addr *six[XFER__HE_MAX_ADDRS], *four[XFER__HE_MAX_ADDRS];
 
@@ -72,18 +72,23 @@ void xfer__cf_socket_init(struct xfer__cf_socket *cf,
       cf->addrs[n++] = *four[i];
   }
   cf->naddrs = n;
-  cf->local = local;
+  if (local) {
+    cf->local_addr = *local;
+    cf->local = &cf->local_addr;
+  }
   cf->next_attempt_at = 0;
   cf->last_errno = ENOENT;
 }
 
-static void record_failure(struct xfer__cf_socket *cf, unsigned addr, int err) {
+static void he_close(struct xfer__he *cf, xfer_multi *m);
+
+static void record_failure(struct xfer__he *cf, unsigned addr, int err) {
   cf->last_errno = err;
   xfer__addr_text(&cf->addrs[addr], cf->last_addr, sizeof(cf->last_addr));
 }
 
 /* Drops attempt i (its socket is closed through socket_done). */
-static void drop_attempt(struct xfer__cf_socket *cf, xfer_multi *m,
+static void drop_attempt(struct xfer__he *cf, xfer_multi *m,
                          unsigned i) {
   xfer__multi_close_socket(m, cf->fds[i]);
   cf->inflight--;
@@ -93,7 +98,7 @@ static void drop_attempt(struct xfer__cf_socket *cf, xfer_multi *m,
 
 /* Starts the attempt on the next address. false when it failed at once
  * (the failure is recorded). */
-static bool start_attempt(struct xfer__cf_socket *cf) {
+static bool start_attempt(struct xfer__he *cf) {
   unsigned idx = cf->next++;
   const struct xfer__addr *a = &cf->addrs[idx];
   int one = 1, fd;
@@ -132,7 +137,7 @@ static bool start_attempt(struct xfer__cf_socket *cf) {
 /* Checks the attempts in flight: returns the index of one that connected,
  * or -1; failed ones are dropped. One poll() over at most a few sockets,
  * and only while connecting. */
-static int check_attempts(struct xfer__cf_socket *cf, xfer_multi *m) {
+static int check_attempts(struct xfer__he *cf, xfer_multi *m) {
   struct pollfd pfd[XFER__HE_MAX_INFLIGHT];
   int err;
   socklen_t len;
@@ -159,7 +164,7 @@ static int check_attempts(struct xfer__cf_socket *cf, xfer_multi *m) {
   return -1;
 }
 
-int xfer__cf_socket_step(struct xfer__cf_socket *cf, xfer_multi *m,
+static int he_step(struct xfer__he *cf, xfer_multi *m,
                          xfer__time now, int *fd) {
   int won;
 
@@ -169,7 +174,7 @@ int xfer__cf_socket_step(struct xfer__cf_socket *cf, xfer_multi *m,
       *fd = cf->fds[won];
       cf->fds[won] = cf->fds[--cf->inflight];
       cf->fd_addr[won] = cf->fd_addr[cf->inflight];
-      xfer__cf_socket_close(cf, m); /* the losers */
+      he_close(cf, m); /* the losers */
       return 1;
     }
     /* Start the next attempt when it is due, or at once when nothing is
@@ -186,18 +191,202 @@ int xfer__cf_socket_step(struct xfer__cf_socket *cf, xfer_multi *m,
   }
 }
 
-void xfer__cf_socket_pollset(const struct xfer__cf_socket *cf,
+static void he_pollset(const struct xfer__he *cf,
                              struct xfer__pollset *ps) {
   for (unsigned i = 0; i < cf->inflight; i++)
     xfer__pollset_add(ps, cf->fds[i], XFER_POLL_OUT);
 }
 
-xfer__time xfer__cf_socket_next_at(const struct xfer__cf_socket *cf) {
+static xfer__time he_next_at(const struct xfer__he *cf) {
   return cf->next < cf->naddrs && cf->inflight ? cf->next_attempt_at
                                                : XFER__TIME_NEVER;
 }
 
-void xfer__cf_socket_close(struct xfer__cf_socket *cf, xfer_multi *m) {
+static void he_close(struct xfer__he *cf, xfer_multi *m) {
   while (cf->inflight)
     drop_attempt(cf, m, cf->inflight - 1);
+}
+
+/* --- the filter -------------------------------------------------------------- */
+
+struct cf_socket {
+  struct xfer__cf base;
+  int fd;               /* -1 while connecting */
+  struct xfer__he *he;  /* while connecting */
+  bool sent_fin;        /* shutdown(SHUT_WR) done */
+};
+
+static struct cf_socket *sock_of(const struct xfer__cf *cf) {
+  return XFER__CONTAINER_OF(cf, struct cf_socket, base);
+}
+
+static enum xfer__cf_progress sock_connect(struct xfer__cf *cf, xfer_multi *m,
+                                           xfer__time now,
+                                           xfer__time *next_at, char *why,
+                                           size_t why_len) {
+  struct cf_socket *s = sock_of(cf);
+  xfer__time at;
+  int fd = -1, rc;
+
+  if (s->fd >= 0)
+    return XFER__CF_DONE;
+  rc = he_step(s->he, m, now, &fd);
+  if (rc == 0) {
+    at = he_next_at(s->he);
+    if (at < *next_at)
+      *next_at = at;
+    return XFER__CF_AGAIN;
+  }
+  if (rc < 0) {
+    snprintf(why, why_len, "failed to connect to %s: %s", s->he->last_addr,
+             strerror(s->he->last_errno));
+    return XFER__CF_FAILED;
+  }
+  s->fd = fd;
+  xfer__free(s->he);
+  s->he = NULL;
+  return XFER__CF_DONE;
+}
+
+static void sock_pollset(struct xfer__cf *cf, struct xfer__pollset *ps,
+                         unsigned want) {
+  struct cf_socket *s = sock_of(cf);
+
+  if (s->he)
+    he_pollset(s->he, ps);
+  else if (want)
+    xfer__pollset_add(ps, s->fd, want);
+}
+
+static ssize_t sock_send(struct xfer__cf *cf, const struct iovec *iov,
+                         int iovcnt, int *err) {
+  ssize_t n;
+
+  /* One call for head and body, like writev, but without SIGPIPE when the
+   * peer is gone. */
+  XFER__ASSERT_NO_POOL_LOCK();
+  do
+    n = sendmsg(sock_of(cf)->fd,
+                &(struct msghdr){.msg_iov = (struct iovec *)iov,
+                                 .msg_iovlen = (size_t)iovcnt},
+                MSG_NOSIGNAL);
+  while (n < 0 && errno == EINTR);
+  if (n < 0)
+    *err = errno == EWOULDBLOCK ? EAGAIN : errno;
+  return n;
+}
+
+static ssize_t sock_recv(struct xfer__cf *cf, char *buf, size_t len,
+                         int *err) {
+  ssize_t n;
+
+  XFER__ASSERT_NO_POOL_LOCK();
+  do
+    n = recv(sock_of(cf)->fd, buf, len, 0);
+  while (n < 0 && errno == EINTR);
+  if (n < 0)
+    *err = errno == EWOULDBLOCK ? EAGAIN : errno;
+  return n;
+}
+
+/* Our FIN tells the peer we are done; its EOF tells us it is. What it
+ * still sends is read and dropped, a few reads a step. */
+static enum xfer__cf_progress sock_shutdown(struct xfer__cf *cf) {
+  struct cf_socket *s = sock_of(cf);
+  char sink[4096];
+
+  if (s->fd < 0)
+    return XFER__CF_DONE;
+  if (!s->sent_fin) {
+    shutdown(s->fd, SHUT_WR);
+    s->sent_fin = true;
+  }
+  for (int i = 0; i < 16; i++) {
+    ssize_t n = recv(s->fd, sink, sizeof(sink), MSG_DONTWAIT);
+    if (n > 0)
+      continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+      return XFER__CF_AGAIN;
+    return XFER__CF_DONE; /* EOF, or an error: nothing more will come */
+  }
+  return XFER__CF_AGAIN; /* a chatty peer: the rest at the next event */
+}
+
+/* A cheap check of an idle socket: the peer closed it or sent bytes
+ * nobody asked for (a non-blocking MSG_PEEK). */
+static bool sock_alive(struct xfer__cf *cf) {
+  char byte;
+  ssize_t n;
+
+  XFER__ASSERT_NO_POOL_LOCK();
+  n = recv(sock_of(cf)->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+static void sock_close(struct xfer__cf *cf, xfer_multi *m) {
+  struct cf_socket *s = sock_of(cf);
+
+  if (s->he) {
+    he_close(s->he, m);
+    xfer__free(s->he);
+  }
+  if (s->fd >= 0) {
+    if (m)
+      xfer__multi_close_socket(m, s->fd);
+    else
+      close(s->fd);
+  }
+  xfer__free(s);
+}
+
+static const struct xfer__cf_type socket_type = {
+    .name = "socket",
+    .connect = sock_connect,
+    .pollset = sock_pollset,
+    .send = sock_send,
+    .recv = sock_recv,
+    .shutdown = sock_shutdown,
+    .alive = sock_alive,
+    .close = sock_close,
+};
+
+static struct cf_socket *sock_new(void) {
+  struct cf_socket *s = xfer__calloc(1, sizeof(*s));
+
+  if (s) {
+    s->base.type = &socket_type;
+    s->fd = -1;
+  }
+  return s;
+}
+
+struct xfer__cf *xfer__cf_socket_connect(const struct xfer__addr *addrs,
+                                         unsigned naddrs,
+                                         const struct xfer__addr *local) {
+  struct cf_socket *s = sock_new();
+
+  if (!s)
+    return NULL;
+  if (!(s->he = xfer__malloc(sizeof(*s->he)))) {
+    xfer__free(s);
+    return NULL;
+  }
+  xfer__he_init(s->he, addrs, naddrs, local);
+  return &s->base;
+}
+
+struct xfer__cf *xfer__cf_socket_over(int fd) {
+  struct cf_socket *s = sock_new();
+
+  if (!s)
+    return NULL;
+  s->fd = fd;
+  s->base.connected = true;
+  return &s->base;
+}
+
+int xfer__cf_socket_fd(const struct xfer__cf *cf) {
+  while (cf->below)
+    cf = cf->below;
+  return sock_of(cf)->fd;
 }

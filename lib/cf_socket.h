@@ -1,6 +1,10 @@
 /*
- * The socket filter: a non-blocking TCP connect with happy eyeballs
- * (RFC 8305): addresses interleaved by family, IPv6 first when the
+ * The socket filter, the bottom of every connection's stack (cfilter.h):
+ * a non-blocking TCP connect with happy eyeballs (RFC 8305), then plain
+ * send and recv on the socket, a graceful close (our FIN, then the peer's
+ * EOF) and a non-blocking peek for liveness.
+ *
+ * Happy eyeballs: addresses interleaved by family, IPv6 first when the
  * resolver gave both; the next attempt starts XFER__HE_DELAY after the
  * previous one, or at once when every attempt in flight has failed; the
  * first to connect wins and the others are closed through socket_done.
@@ -12,6 +16,7 @@
 
 #include <sys/socket.h>
 
+#include "cfilter.h"
 #include "multi_ev.h"
 #include "now.h"
 
@@ -24,7 +29,8 @@ struct xfer__addr {
   socklen_t len;
 };
 
-struct xfer__cf_socket {
+/* The attempts of one connect (only while connecting). */
+struct xfer__he {
   struct xfer__addr addrs[XFER__HE_MAX_ADDRS]; /* in attempt order */
   unsigned naddrs;
   unsigned next;               /* the next address to try */
@@ -32,34 +38,29 @@ struct xfer__cf_socket {
   unsigned char fd_addr[XFER__HE_MAX_INFLIGHT]; /* index into addrs */
   unsigned inflight;
   xfer__time next_attempt_at;
-  const struct xfer__addr *local; /* bind here first, or NULL */
+  struct xfer__addr local_addr;
+  const struct xfer__addr *local; /* &local_addr, or NULL: no bind */
   int last_errno;
   char last_addr[64];             /* the address of the last failure */
 };
 
 /* Orders `addrs` for the attempts (interleaved families, IPv6 first). */
-void xfer__cf_socket_init(struct xfer__cf_socket *cf,
-                          const struct xfer__addr *addrs, unsigned naddrs,
-                          const struct xfer__addr *local);
+void xfer__he_init(struct xfer__he *he, const struct xfer__addr *addrs,
+                   unsigned naddrs, const struct xfer__addr *local);
 
-/*
- * Makes progress at `now`: starts attempts that are due, checks those in
- * flight. Returns 1 with *fd set when connected (the winner leaves cf;
- * the losers are closed), 0 while connecting, -1 when every address
- * failed (see last_errno, last_addr).
- */
-int xfer__cf_socket_step(struct xfer__cf_socket *cf, xfer_multi *m,
-                         xfer__time now, int *fd);
+/* A socket filter that connects to the first of `addrs` to answer (copied,
+ * as is `local`, the address to bind, or NULL). NULL when out of memory. */
+struct xfer__cf *xfer__cf_socket_connect(const struct xfer__addr *addrs,
+                                         unsigned naddrs,
+                                         const struct xfer__addr *local);
 
-/* The attempts' sockets (each wants OUT). */
-void xfer__cf_socket_pollset(const struct xfer__cf_socket *cf,
-                             struct xfer__pollset *ps);
+/* A socket filter over a socket connected already (taking it over). NULL
+ * when out of memory (the socket is not closed). */
+struct xfer__cf *xfer__cf_socket_over(int fd);
 
-/* When the next attempt starts, or XFER__TIME_NEVER. */
-xfer__time xfer__cf_socket_next_at(const struct xfer__cf_socket *cf);
-
-/* Closes every attempt in flight (through socket_done). */
-void xfer__cf_socket_close(struct xfer__cf_socket *cf, xfer_multi *m);
+/* The socket of the stack `cf` belongs to (any of its filters): -1 while
+ * it is connecting. */
+int xfer__cf_socket_fd(const struct xfer__cf *cf);
 
 /* Parses a numeric IPv4 or IPv6 address (ip_version 4 or 6 allows only
  * that family; 0 either) with `port`. false when it is not one. */

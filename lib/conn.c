@@ -1,13 +1,12 @@
 /* Connections (see conn.h). */
 #include "common.h"
 
-#include <errno.h>
 #include <stdatomic.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
+#include "cf_socket.h"
 #include "conn.h"
+#include "exchange.h"
 #include "mem.h"
 #include "multi.h"
 #include "now.h"
@@ -73,14 +72,15 @@ uint64_t xfer__conn_key_hash(const char *key, size_t len) {
   return h;
 }
 
-struct xfer__conn *xfer__conn_new(int fd, const char *key, size_t key_len,
-                                  xfer__time now) {
+/* The object alone, with no stack yet. */
+static struct xfer__conn *conn_alloc(const char *key, size_t key_len,
+                                     xfer__time now) {
   struct xfer__conn *c = xfer__calloc(1, sizeof(*c) + key_len + 1);
 
   if (!c)
     return NULL;
   c->id = atomic_fetch_add_explicit(&next_conn_id, 1, memory_order_relaxed);
-  c->fd = fd;
+  c->fd = -1;
   c->key = (char *)(c + 1);
   memcpy(c->key, key, key_len);
   c->key[key_len] = '\0';
@@ -94,22 +94,67 @@ struct xfer__conn *xfer__conn_new(int fd, const char *key, size_t key_len,
   return c;
 }
 
+struct xfer__conn *xfer__conn_new(int fd, const char *key, size_t key_len,
+                                  xfer__time now) {
+  struct xfer__conn *c = conn_alloc(key, key_len, now);
+
+  if (!c)
+    return NULL;
+  if (!(c->filters = xfer__cf_socket_over(fd))) {
+    xfer__free(c);
+    return NULL;
+  }
+  c->fd = fd;
+  return c;
+}
+
+struct xfer__conn *xfer__conn_open(const char *key, size_t key_len,
+                                   xfer__time now,
+                                   const struct xfer__addr *addrs,
+                                   unsigned naddrs,
+                                   const struct xfer__addr *local) {
+  struct xfer__conn *c = conn_alloc(key, key_len, now);
+
+  if (!c)
+    return NULL;
+  if (!(c->filters = xfer__cf_socket_connect(addrs, naddrs, local))) {
+    xfer__free(c);
+    return NULL;
+  }
+  if (xfer__cf_test_hook)
+    xfer__cf_test_hook(c);
+  return c;
+}
+
+enum xfer__cf_progress xfer__conn_connect(struct xfer__conn *c, xfer_multi *m,
+                                          xfer__time now,
+                                          xfer__time *next_at, char *why,
+                                          size_t why_len) {
+  enum xfer__cf_progress p =
+      xfer__cf_connect(c->filters, m, now, next_at, why, why_len);
+
+  if (c->fd < 0)
+    c->fd = xfer__cf_socket_fd(c->filters);
+  return p;
+}
+
+enum xfer__cf_progress xfer__conn_shutdown_step(struct xfer__conn *c) {
+  if (!c->proto_shut && c->proto && c->proto->shutdown &&
+      c->proto->shutdown(c) == XFER__CF_AGAIN)
+    return XFER__CF_AGAIN;
+  c->proto_shut = true;
+  return xfer__cf_shutdown(c->filters);
+}
+
 void xfer__conn_close(struct xfer__conn *c, xfer_multi *m) {
   XFER__ASSERT_NO_POOL_LOCK(); /* rule 3: no close under a pool lock */
-  if (m)
-    xfer__multi_close_socket(m, c->fd);
-  else
-    close(c->fd);
+  xfer__cf_close(c->filters, m);
   xfer__free(c);
 }
 
 bool xfer__conn_alive(const struct xfer__conn *c) {
-  char byte;
-  ssize_t n;
-
   XFER__ASSERT_NO_POOL_LOCK();
-  n = recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
-
-  /* EOF, bytes we did not ask for, or an error: not reusable. */
-  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+  if (c->proto && c->proto->alive && !c->proto->alive(c))
+    return false;
+  return xfer__cf_alive(c->filters);
 }

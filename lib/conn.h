@@ -1,5 +1,6 @@
 /*
- * A connection: a connected socket to one destination (the pool key), with
+ * A connection: a stack of filters (cfilter.h) over a socket to one
+ * destination (the pool key), the protocol exchange that last used it, and
  * its life data. Busy, it belongs to the one transfer (and multi) using
  * it; idle, it sits in the pool, where any multi may take it.
  */
@@ -10,15 +11,24 @@
 
 #include <stdatomic.h>
 
+#include "cfilter.h"
 #include "multi_ev.h"
 #include "now.h"
 
+struct xfer__addr;
 struct xfer__bundle;
+struct xfer__exchange_type;
 struct xfer__wake;
 
 struct xfer__conn {
   uint64_t id;          /* unique in the process */
-  int fd;
+  int fd;               /* the socket at the bottom (-1 while connecting):
+                           what the multi tracks and closes */
+  struct xfer__cf *filters; /* the top of its stack */
+  /* The exchange that runs on it (set when one starts): its part of a
+   * graceful close and of the liveness check come first. */
+  const struct xfer__exchange_type *proto;
+  bool proto_shut;      /* the exchange's shutdown step ended */
   char *key;            /* the pool key (see xfer__conn_key()) */
   size_t key_len;
   uint64_t key_hash;
@@ -65,17 +75,66 @@ size_t xfer__conn_key(char *out, size_t len, const char *scheme,
 
 uint64_t xfer__conn_key_hash(const char *key, size_t len);
 
-/* A new connection object for a connected socket (taking it over). NULL
- * when out of memory (the socket is not closed). */
+/* A connection over a socket connected already (taking it over): its
+ * stack is the socket filter. NULL when out of memory (the socket is not
+ * closed). */
 struct xfer__conn *xfer__conn_new(int fd, const char *key, size_t key_len,
                                   xfer__time now);
 
-/* Closes the socket (through socket_done of `m` if it tracks it; m may be
- * NULL for a socket no multi tracks) and frees the connection. */
+/* A connection that starts connecting to the first of `addrs` to answer
+ * (`local`: the address to bind, or NULL). The tests' filter hook
+ * (xfer__cf_test_hook) may add to its stack. NULL when out of memory. */
+struct xfer__conn *xfer__conn_open(const char *key, size_t key_len,
+                                   xfer__time now,
+                                   const struct xfer__addr *addrs,
+                                   unsigned naddrs,
+                                   const struct xfer__addr *local);
+
+/* Advances the connect of every filter, bottom up. On AGAIN *next_at may
+ * be lowered to when to call again without an event; on FAILED `why`
+ * says why. Sets fd once the socket is connected. */
+enum xfer__cf_progress xfer__conn_connect(struct xfer__conn *c, xfer_multi *m,
+                                          xfer__time now,
+                                          xfer__time *next_at, char *why,
+                                          size_t why_len);
+
+/* What the stack waits on when the exchange waits for `want` (0 while
+ * connecting). */
+static inline void xfer__conn_pollset(struct xfer__conn *c,
+                                      struct xfer__pollset *ps,
+                                      unsigned want) {
+  xfer__cf_pollset(c->filters, ps, want);
+}
+
+static inline ssize_t xfer__conn_send(struct xfer__conn *c,
+                                      const struct iovec *iov, int iovcnt,
+                                      int *err) {
+  return xfer__cf_send(c->filters, iov, iovcnt, err);
+}
+
+static inline ssize_t xfer__conn_recv(struct xfer__conn *c, char *buf,
+                                      size_t len, int *err) {
+  return xfer__cf_recv(c->filters, buf, len, err);
+}
+
+/* Received bytes the stack holds already (no event will announce them). */
+static inline bool xfer__conn_data_pending(const struct xfer__conn *c) {
+  return xfer__cf_data_pending(c->filters);
+}
+
+/* One step of a graceful close, top down: the exchange's part (HTTP/1.1:
+ * none), then each filter's from the top (the socket: FIN, then the
+ * peer's EOF). DONE when all ended; AGAIN: wait for IN (assess_conn). */
+enum xfer__cf_progress xfer__conn_shutdown_step(struct xfer__conn *c);
+
+/* Closes the stack (its socket through socket_done of `m` if it tracks
+ * it; m may be NULL for a socket no multi tracks) and frees the
+ * connection. */
 void xfer__conn_close(struct xfer__conn *c, xfer_multi *m);
 
-/* A cheap check of an idle connection before reuse: false when the peer
- * closed it or sent bytes nobody asked for (a non-blocking MSG_PEEK). */
+/* Before reusing an idle connection: may it be? The exchange's view
+ * first, then every filter's (the socket: a non-blocking MSG_PEEK; a
+ * closed peer, or bytes nobody asked for, mean no). */
 bool xfer__conn_alive(const struct xfer__conn *c);
 
 #endif /* XFER_CONN_H */

@@ -196,25 +196,29 @@ static void xfer_finish(xfer_multi *m, xfer *x, xfer_code result) {
 
 static void xfer_run(xfer_multi *m, xfer *x) {
   unsigned due = x->due;
-  int rc;
+  enum xfer__step st;
 
   if (x->stamps[XFER__PHASE_QUEUE] == XFER__TIME_NEVER)
     xfer__stamp(x, XFER__PHASE_QUEUE);
   x->due = 0;
   m->stats.xfers_run++;
-  rc = x->pending_error ? (int)x->pending_error : x->handler->run(x, due);
-  if (rc == XFER__RUN_AGAIN) {
+  st = x->pending_error ? xfer__step_failed(x, x->pending_error)
+                        : x->handler->run(x, due);
+  if (st == XFER__STEP_AGAIN) {
     xfer_code assessed = xfer__mev_assess_xfer(m, x);
     if (assessed == XFER_OK) {
       if (x->handler->assessed)
         x->handler->assessed(x);
       return;
     }
-    rc = assessed == XFER_E_SOCKET_CALLBACK
-             ? xfer__fail(x, assessed, "the socket callback refused a socket")
-             : xfer__fail(x, assessed, "out of memory while tracking sockets");
+    st = assessed == XFER_E_SOCKET_CALLBACK
+             ? xfer__step_fail(x, assessed,
+                               "the socket callback refused a socket")
+             : xfer__step_fail(x, assessed,
+                               "out of memory while tracking sockets");
   }
-  xfer_finish(m, x, (xfer_code)rc);
+  assert(st == XFER__STEP_DONE || st == XFER__STEP_FAILED);
+  xfer_finish(m, x, st == XFER__STEP_DONE ? XFER_OK : x->failure);
 }
 
 /* Marks every transfer whose deadline has passed, with the expiries that

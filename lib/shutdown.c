@@ -1,9 +1,7 @@
 /* The shutdown handle (see shutdown.h). */
 #include "common.h"
 
-#include <errno.h>
 #include <poll.h>
-#include <sys/socket.h>
 
 #include "conn.h"
 #include "mem.h"
@@ -30,18 +28,11 @@ static void finish(xfer_multi *m, struct xfer__conn *c) {
   xfer__shutdown_adopt_list(m, &evicted, m->last_now);
 }
 
-/* Reads and drops what the peer still sends. true at EOF or an error:
- * the connection is finished. */
-static bool drain(struct xfer__conn *c) {
-  char sink[4096];
-
-  for (int i = 0; i < 16; i++) {
-    ssize_t n = recv(c->fd, sink, sizeof(sink), MSG_DONTWAIT);
-    if (n > 0)
-      continue;
-    return n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
-  }
-  return false; /* a chatty peer: the rest at the next event */
+/* One step of its graceful close (the exchange's part, then each
+ * filter's: the socket reads and drops what the peer still sends). true
+ * when it is finished. */
+static bool step(struct xfer__conn *c) {
+  return xfer__conn_shutdown_step(c) != XFER__CF_AGAIN;
 }
 
 static void on_event(xfer_multi *m, struct xfer__mev_tracker *t, int fd,
@@ -50,12 +41,12 @@ static void on_event(xfer_multi *m, struct xfer__mev_tracker *t, int fd,
 
   (void)fd;
   (void)events;
-  if (drain(c))
+  if (step(c))
     finish(m, c);
 }
 
 /* The internal handle's timer: hard close what is past its deadline. */
-static int handle_run(xfer *x, unsigned due) {
+static enum xfer__step handle_run(xfer *x, unsigned due) {
   xfer_multi *m = x->multi;
   struct xfer__list *pos, *tmp;
   xfer__time next = XFER__TIME_NEVER;
@@ -70,7 +61,7 @@ static int handle_run(xfer *x, unsigned due) {
       next = c->shutdown_deadline;
   }
   xfer__expiry_set(&m->timers, &x->expiry, XFER__EXPIRE_SHUTDOWN, next);
-  return XFER__RUN_AGAIN;
+  return XFER__STEP_AGAIN;
 }
 
 static const struct xfer__handler shutdown_handler = {
@@ -90,17 +81,17 @@ void xfer__shutdown_adopt(xfer_multi *m, struct xfer__conn *c,
   struct xfer__pollset ps;
   xfer *h = m->shutdown.handle;
 
-  /* Our FIN tells the peer we are done; its EOF tells us it is. */
-  shutdown(c->fd, SHUT_WR);
   c->shutdown_deadline = now + m->shutdown.timeout;
   xfer__mev_tracker_init(&c->ev, XFER__MEV_CONN, on_event);
   c->ev_live = true;
   xfer__list_insert_tail(&m->shutdown.conns, &c->idle_node);
   m->shutdown.count++;
   m->shutdown.total++;
+  /* Top down: the exchange's goodbye, then each filter's (the socket:
+   * our FIN, then the peer's EOF), each waiting for IN only. */
   xfer__pollset_reset(&ps);
-  xfer__pollset_add(&ps, c->fd, XFER_POLL_IN);
-  if (drain(c) || xfer__mev_assess_conn(m, &c->ev, &ps) != XFER_OK) {
+  xfer__conn_pollset(c, &ps, XFER_POLL_IN);
+  if (step(c) || xfer__mev_assess_conn(m, &c->ev, &ps) != XFER_OK) {
     finish(m, c);
     return;
   }
@@ -150,7 +141,7 @@ void xfer__shutdown_drain_and_free(xfer_multi *m) {
     XFER__LIST_FOREACH_SAFE(pos, tmp, &s->conns) {
       struct xfer__conn *c = XFER__CONTAINER_OF(pos, struct xfer__conn,
                                                 idle_node);
-      if (drain(c))
+      if (step(c))
         finish(m, c);
     }
   }

@@ -1,9 +1,11 @@
 /*
  * The shutdown handle of a multi (seed multi-ev.md): it closes connections
- * gracefully. A connection handed to it gets shutdown(SHUT_WR) and is
- * watched for IN only (assess_conn: never OUT, so a silent peer cannot make
- * the loop spin); what the peer still sends is read and dropped; at EOF, or
- * when the timeout (default 2 s) passes, it is closed through socket_done.
+ * gracefully, top down (xfer__conn_shutdown_step): the exchange's part
+ * (HTTP/1.1: none), then each filter's (the socket: shutdown(SHUT_WR),
+ * then what the peer still sends is read and dropped until its EOF). The
+ * connection is watched for IN only (assess_conn: never OUT, so a silent
+ * peer cannot make the loop spin); when its close ends, or the timeout
+ * (default 2 s) passes, it is closed through socket_done.
  * Its timeouts run on an internal transfer of the multi, whose expiry is
  * the earliest shutdown deadline.
  *

@@ -1,6 +1,8 @@
 /*
  * The transfer handle: life cycle, its own clock, the timeline and the
- * error detail. The protocol work is done by its handler.
+ * error detail; and the HTTP sequence that runs it (init, wait, resolve,
+ * connect, exchange, done), with redirects and retries. The request and
+ * response are the exchange's (exchange_h1.c).
  */
 #include "common.h"
 
@@ -9,8 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <sys/uio.h>
 
 #include "mem.h"
 #include "attached.h"
@@ -137,6 +137,7 @@ void xfer__start(xfer *x, xfer__time now) {
     x->stamps[i] = XFER__TIME_NEVER;
   x->due = 0;
   x->pending_error = XFER_OK;
+  x->failure = XFER_OK;
   x->detail[0] = '\0';
   memset(&x->msg, 0, sizeof(x->msg));
   x->http.state = XFER__HTTP_INIT;
@@ -145,6 +146,8 @@ void xfer__start(xfer *x, xfer__time now) {
   x->http.saw_dead = false;
   x->http.retries = 0;
   x->http.got_byte = false;
+  x->http.receiving = false;
+  x->http.exchange = NULL;
   x->http.wait_expired = false;
   x->http.url = &x->opts.url;
   x->http.conn_id = 0;
@@ -202,19 +205,24 @@ xfer_code xfer__fail(xfer *x, xfer_code code, const char *fmt, ...) {
   return code;
 }
 
+enum xfer__step xfer__step_fail(xfer *x, xfer_code code, const char *fmt,
+                                ...) {
+  va_list ap;
+
+  va_start(ap, fmt);
+  vsnprintf(x->detail, sizeof(x->detail), fmt, ap);
+  va_end(ap);
+  x->failure = code;
+  return XFER__STEP_FAILED;
+}
+
 /* ------------------------------------------------------------------------
- * The HTTP/1.1 state machine: init -> resolve -> connect -> send -> recv,
- * and back to init for a redirect hop. Every step is non-blocking; a state
- * change stamps the timeline with the transfer's own `now` (rule 2).
+ * The HTTP sequence: init -> (wait) -> resolve -> connect -> exchange,
+ * and back to init for a redirect hop or a retry. Every step is
+ * non-blocking; a state change stamps the timeline with the transfer's
+ * own `now` (rule 2). The exchange (exchange.h) does the request and the
+ * response; this file finds and keeps connections.
  */
-
-/* What a step returns besides a final xfer_code. */
-#define STEP_AGAIN XFER__RUN_AGAIN /* wait for the pollset or a timer */
-#define STEP_NEXT (-2)             /* the state changed: go on at once */
-
-/* A step's failure: the detail recorded, the code returned as a step
- * result. */
-#define http_fail(x, ...) ((int)xfer__fail((x), __VA_ARGS__))
 
 /* Connections the pool evicted while serving this transfer are closed
  * gracefully by this transfer's multi. */
@@ -267,37 +275,44 @@ static void conn_release(xfer *x, bool keep_alive) {
   shut_down_evicted(x, &evicted);
 }
 
-static int enter_send(xfer *x);
+static const char *method_of(const xfer *x) {
+  return x->opts.method[0] ? x->opts.method : "GET";
+}
 
-/* The body this hop sends, as xfer__http1_req says it: -1 none, -2
- * streamed of unknown length (chunked), else its length. */
+/* The body this hop sends, as the framing check counts it: -1 none, -2
+ * streamed of unknown length, else its length. */
 static int64_t body_length(const xfer *x) {
-  const struct xfer__http *h = &x->http;
-
-  if (!h->send_body)
+  if (!x->http.send_body)
     return -1;
   if (x->opts.has_body)
     return (int64_t)x->opts.body_len;
   return x->opts.read_size >= 0 ? x->opts.read_size : -2;
 }
 
-static const char *method_of(const xfer *x) {
-  return x->opts.method[0] ? x->opts.method : "GET";
+/* The connection is ready: the exchange starts on it. */
+static enum xfer__step start_exchange(xfer *x) {
+  struct xfer__http *h = &x->http;
+
+  h->exchange = &xfer__h1_exchange;
+  h->receiving = false;
+  xfer__stamp(x, XFER__PHASE_PRETRANSFER);
+  h->state = XFER__HTTP_EXCHANGE;
+  return h->exchange->start(x);
 }
 
 /* A reused (or handed over) connection: the request goes out on it. */
-static int use_conn(xfer *x, struct xfer__conn *c) {
+static enum xfer__step use_conn(xfer *x, struct xfer__conn *c) {
   struct xfer__http *h = &x->http;
 
   h->conn = c;
   h->reused = true;
   h->reused_idle = x->now - c->last_used; /* what the server saw */
   h->conn_id = c->id;
-  return enter_send(x);
+  return start_exchange(x);
 }
 
 /* A slot is ours: resolve and connect a new connection. */
-static int open_new(xfer *x) {
+static enum xfer__step open_new(xfer *x) {
   struct xfer__http *h = &x->http;
   const struct xfer__url *u = h->url;
   xfer_code rc;
@@ -310,15 +325,15 @@ static int open_new(xfer *x) {
   rc = xfer__resolve_start(x->multi, &h->resolve, x, u->host, u->port,
                            x->opts.ip_version, x->now);
   if (rc)
-    return http_fail(x, rc, "%s", h->resolve.detail);
+    return xfer__step_fail(x, rc, "%s", h->resolve.detail);
   h->state = XFER__HTTP_RESOLVE;
-  return STEP_NEXT;
+  return XFER__STEP_NEXT;
 }
 
 /* What a checkout (or a grant) gave: a connection, or slots for a new
  * one (after closing the one it replaces, which no multi tracks). */
-static int take_checkout(xfer *x, enum xfer__acquire got,
-                         struct xfer__conn *c) {
+static enum xfer__step take_checkout(xfer *x, enum xfer__acquire got,
+                                     struct xfer__conn *c) {
   switch (got) {
   case XFER__ACQUIRE_CONN:
     return use_conn(x, c);
@@ -328,243 +343,8 @@ static int take_checkout(xfer *x, enum xfer__acquire got,
   case XFER__ACQUIRE_OPEN:
     return open_new(x);
   default:
-    return http_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
+    return xfer__step_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
   }
-}
-
-static bool replayable(const xfer *x);
-
-static int step_init(xfer *x) {
-  struct xfer__http *h = &x->http;
-  const struct xfer__url *u = h->url;
-  xfer_multi *m = x->multi;
-  struct xfer__list evicted;
-  struct xfer__conn *c = NULL;
-  enum xfer__acquire got;
-
-  if (!u->block)
-    return http_fail(x, XFER_E_NO_URL, "the transfer has no URL to fetch");
-  if (h->redirects == 0) {
-    const char *method = method_of(x); /* shorter than the buffer */
-    memcpy(h->method, method, strlen(method) + 1);
-    h->send_body = x->opts.has_body || x->opts.read_cb;
-    if (!xfer__http1_check_framing(&x->opts.headers, body_length(x),
-                                   x->detail, sizeof(x->detail)))
-      return XFER_E_BAD_ARGUMENT;
-  }
-  h->key_len = xfer__conn_key(h->key, sizeof(h->key), "http", u->host,
-                              u->port, x->opts.ip_version, x->opts.local_text);
-  if (h->key_len >= sizeof(h->key))
-    return http_fail(x, XFER_E_BAD_URL, "the host name is too long");
-  h->key_hash = xfer__conn_key_hash(h->key, h->key_len);
-  /* A waiter must be wakeable before it can be queued: at a limit, or for
-   * a connection another multi holds attached. */
-  if (xfer__pool_limited(m->pool) || xfer__pool_attach_hold(m->pool)) {
-    xfer_code rc = xfer__multi_wake_ready(m);
-    if (rc == XFER_E_SOCKET_CALLBACK)
-      return http_fail(x, rc,
-                       "the socket callback refused the multi's wake-up fd "
-                       "(an eventfd other threads write to when they hand "
-                       "this multi a connection)");
-    if (rc)
-      return http_fail(x, rc, "out of memory for the multi's wake-up fd");
-  }
-  h->wait.wake = m->wake;
-  h->wait.fresh_only = h->fresh_only;
-  h->wait.replayable = replayable(x);
-
-  /* Our own attached connection first: no lookup, no lock, no syscall. */
-  if (!h->fresh_only &&
-      (c = xfer__attached_take(m, h->key, h->key_len, h->key_hash,
-                               h->wait.replayable, x->now)))
-    return use_conn(x, c);
-  xfer__list_init(&evicted);
-  got = xfer__pool_acquire(m->pool, h->key, h->key_len, h->key_hash, x->now,
-                           &h->wait, &c, &h->saw_dead, &evicted);
-  shut_down_evicted(x, &evicted);
-  if (got == XFER__ACQUIRE_WAIT) {
-    xfer__list_insert_tail(&m->waiting, &h->wait_node);
-    h->state = XFER__HTTP_WAIT;
-    /* Waiting for another multi's attached connection: bounded on our
-     * own clock, so its owner's loop holds us up at most that long. */
-    if (h->wait.bounded)
-      xfer__expire_in(x, XFER__EXPIRE_ATTACHED_WAIT,
-                      xfer__pool_attached_wait(m->pool));
-    return STEP_AGAIN;
-  }
-  return take_checkout(x, got, c);
-}
-
-/* Queued: go on when another thread (or this one) handed us a connection
- * or slots, or, waiting for an attached one past attached_wait, with
- * slots of our own. */
-static int step_wait(xfer *x) {
-  struct xfer__http *h = &x->http;
-  struct xfer__list evicted;
-  struct xfer__conn *c = NULL;
-  enum xfer__acquire got;
-
-  if (h->wait_expired) {
-    h->wait_expired = false;
-    xfer__list_init(&evicted);
-    got = xfer__pool_stop_waiting(x->multi->pool, &h->wait, x->now, &c,
-                                  &h->saw_dead, &evicted);
-    shut_down_evicted(x, &evicted);
-  } else {
-    xfer__list_init(&evicted);
-    got = xfer__pool_take_grant(x->multi->pool, &h->wait, x->now, &c,
-                                &h->saw_dead, &evicted);
-    shut_down_evicted(x, &evicted);
-  }
-  if (got == XFER__ACQUIRE_WAIT) {
-    /* Still waiting: for a slot, or (again, after a connection handed
-     * over failed its check) for an attached one, bounded anew. */
-    if (h->wait.bounded &&
-        x->expiry.at[XFER__EXPIRE_ATTACHED_WAIT] == XFER__TIME_NEVER)
-      xfer__expire_in(x, XFER__EXPIRE_ATTACHED_WAIT,
-                      xfer__pool_attached_wait(x->multi->pool));
-    return STEP_AGAIN;
-  }
-  xfer__list_remove(&h->wait_node);
-  xfer__expire_clear(x, XFER__EXPIRE_ATTACHED_WAIT);
-  return take_checkout(x, got, c);
-}
-
-static int step_resolve(xfer *x) {
-  struct xfer__http *h = &x->http;
-
-  if (!h->resolve.done) {
-    xfer__resolve_step(x->multi, x->now);
-    if (!h->resolve.done) {
-      xfer__time at = xfer__resolve_next_at(x->multi, x->now);
-      if (at != XFER__TIME_NEVER)
-        xfer__expiry_set(&x->multi->timers, &x->expiry, XFER__EXPIRE_RESOLVE,
-                         at);
-      return STEP_AGAIN;
-    }
-  }
-  xfer__expire_clear(x, XFER__EXPIRE_RESOLVE);
-  if (h->resolve.result)
-    return http_fail(x, h->resolve.result, "%s", h->resolve.detail);
-  xfer__stamp(x, XFER__PHASE_NAMELOOKUP);
-  xfer__cf_socket_init(&h->cf, h->resolve.addrs, h->resolve.naddrs,
-                       x->opts.local_text[0] ? &x->opts.local : NULL);
-  h->state = XFER__HTTP_CONNECT;
-  return STEP_NEXT;
-}
-
-static int step_connect(xfer *x) {
-  struct xfer__http *h = &x->http;
-  xfer__time next;
-  int fd = -1;
-  int rc = xfer__cf_socket_step(&h->cf, x->multi, x->now, &fd);
-
-  if (rc == 0) {
-    next = xfer__cf_socket_next_at(&h->cf);
-    if (next != XFER__TIME_NEVER)
-      xfer__expiry_set(&x->multi->timers, &x->expiry,
-                       XFER__EXPIRE_HAPPY_EYEBALLS, next);
-    return STEP_AGAIN;
-  }
-  xfer__expire_clear(x, XFER__EXPIRE_HAPPY_EYEBALLS);
-  if (rc < 0)
-    return http_fail(x, XFER_E_CONNECT, "failed to connect to %s: %s",
-                     h->cf.last_addr, strerror(h->cf.last_errno));
-  h->conn = xfer__conn_new(fd, h->key, h->key_len, x->now);
-  if (!h->conn) {
-    xfer__multi_close_socket(x->multi, fd);
-    return http_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
-  }
-  h->conn_id = h->conn->id;
-  xfer__pool_opened(x->multi->pool, &h->wait, h->conn,
-                    h->saw_dead || h->retries > 0);
-  h->fresh_only = false; /* a retry got its new one; a redirect may reuse */
-  xfer__expire_clear(x, XFER__EXPIRE_CONNECT);
-  xfer__stamp(x, XFER__PHASE_CONNECT);
-  return enter_send(x);
-}
-
-static bool build_request(xfer *x) {
-  struct xfer__http *h = &x->http;
-  struct xfer__http1_req req;
-
-  req.method = h->method;
-  req.authority = h->url->authority;
-  req.target = h->url->target;
-  req.headers = &x->opts.headers;
-  h->asked_close = xfer__http1_asks_close(&x->opts.headers);
-  req.body_len = body_length(x);
-  h->out_sent = 0;
-  h->body_sent = 0;
-  h->body_streamed = 0;
-  h->body_done = !h->send_body || x->opts.has_body;
-  return xfer__http1_build_head(&h->out, &req);
-}
-
-/* Refills h->out from the read callback: raw bytes for a known size,
- * chunked framing ("<hex>\r\n" data "\r\n", the last "0\r\n\r\n")
- * otherwise. The data is read straight into place after room for the
- * frame header. */
-#define BODY_CHUNK 16384
-#define FRAME_ROOM 20
-
-static int refill_from_callback(xfer *x) {
-  struct xfer__http *h = &x->http;
-  bool chunked = x->opts.read_size < 0;
-  size_t at = chunked ? FRAME_ROOM : 0, ask = BODY_CHUNK;
-  uint64_t left = 0;
-  char frame[FRAME_ROOM];
-  long n;
-  int hl;
-
-  /* The announced length is the contract (a byte past it would start the
-   * next request on this connection: request smuggling). The callback is
-   * asked for at most one byte more than is left, so one that has more
-   * says so, and that byte is never written. */
-  if (!chunked) {
-    left = (uint64_t)x->opts.read_size - h->body_streamed;
-    if (left < BODY_CHUNK)
-      ask = (size_t)left + 1;
-  }
-  if (!xfer__buf_reserve(&h->out, FRAME_ROOM + BODY_CHUNK + 2))
-    return http_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
-  XFER__ASSERT_NO_POOL_LOCK();
-  x->multi->in_callback++;
-  n = x->opts.read_cb(h->out.data + at, ask, x->opts.read_userp);
-  x->multi->in_callback--;
-  if (n < 0)
-    return http_fail(x, XFER_E_READ_CALLBACK,
-                     "the read callback aborted the transfer");
-  if ((size_t)n > ask)
-    return http_fail(x, XFER_E_READ_CALLBACK,
-                     "the read callback returned %ld bytes when asked for "
-                     "at most %zu",
-                     n, ask);
-  if (!chunked && (uint64_t)n > left)
-    return http_fail(x, XFER_E_BODY_LENGTH,
-                     "the read callback gave more than the %lld bytes "
-                     "announced; nothing past them was sent, and the "
-                     "connection is closed",
-                     (long long)x->opts.read_size);
-  if (!chunked && n == 0 && left > 0)
-    return http_fail(x, XFER_E_BODY_LENGTH,
-                     "the read callback ended the body after %llu of the "
-                     "%lld bytes announced; the connection is closed",
-                     (unsigned long long)h->body_streamed,
-                     (long long)x->opts.read_size);
-  h->body_streamed += (uint64_t)n;
-  if (n == 0)
-    h->body_done = true;
-  h->out_sent = at;
-  h->out.len = at + (size_t)n;
-  if (chunked) {
-    hl = snprintf(frame, sizeof(frame), "%lx\r\n", n);
-    h->out_sent = at - (size_t)hl;
-    memcpy(h->out.data + h->out_sent, frame, (size_t)hl);
-    memcpy(h->out.data + h->out.len, "\r\n", 2);
-    h->out.len += 2;
-  }
-  return STEP_NEXT;
 }
 
 /* Rule 6: a request that failed on a reused connection before any
@@ -589,139 +369,190 @@ static bool replayable(const xfer *x) {
   return idempotent(h->method) && !(h->send_body && x->opts.read_cb);
 }
 
-/* The connection failed (err: an errno, 0 for EOF). Retries, fails with a
- * clear error, or returns -1 when it was not a reused connection that
- * died unanswered (the caller reports its own error). */
-static int reused_conn_failed(xfer *x, int err) {
+static enum xfer__step step_init(xfer *x) {
+  struct xfer__http *h = &x->http;
+  const struct xfer__url *u = h->url;
+  xfer_multi *m = x->multi;
+  struct xfer__list evicted;
+  struct xfer__conn *c = NULL;
+  enum xfer__acquire got;
+
+  if (!u->block)
+    return xfer__step_fail(x, XFER_E_NO_URL,
+                           "the transfer has no URL to fetch");
+  if (h->redirects == 0) {
+    const char *method = method_of(x); /* shorter than the buffer */
+    memcpy(h->method, method, strlen(method) + 1);
+    h->send_body = x->opts.has_body || x->opts.read_cb;
+    if (!xfer__http1_check_framing(&x->opts.headers, body_length(x),
+                                   x->detail, sizeof(x->detail)))
+      return xfer__step_failed(x, XFER_E_BAD_ARGUMENT);
+  }
+  h->key_len = xfer__conn_key(h->key, sizeof(h->key), "http", u->host,
+                              u->port, x->opts.ip_version, x->opts.local_text);
+  if (h->key_len >= sizeof(h->key))
+    return xfer__step_fail(x, XFER_E_BAD_URL, "the host name is too long");
+  h->key_hash = xfer__conn_key_hash(h->key, h->key_len);
+  /* A waiter must be wakeable before it can be queued: at a limit, or for
+   * a connection another multi holds attached. */
+  if (xfer__pool_limited(m->pool) || xfer__pool_attach_hold(m->pool)) {
+    xfer_code rc = xfer__multi_wake_ready(m);
+    if (rc == XFER_E_SOCKET_CALLBACK)
+      return xfer__step_fail(x, rc,
+                             "the socket callback refused the multi's wake-up "
+                             "fd (an eventfd other threads write to when they "
+                             "hand this multi a connection)");
+    if (rc)
+      return xfer__step_fail(x, rc,
+                             "out of memory for the multi's wake-up fd");
+  }
+  h->wait.wake = m->wake;
+  h->wait.fresh_only = h->fresh_only;
+  h->wait.replayable = replayable(x);
+
+  /* Our own attached connection first: no lookup, no lock, no syscall. */
+  if (!h->fresh_only &&
+      (c = xfer__attached_take(m, h->key, h->key_len, h->key_hash,
+                               h->wait.replayable, x->now)))
+    return use_conn(x, c);
+  xfer__list_init(&evicted);
+  got = xfer__pool_acquire(m->pool, h->key, h->key_len, h->key_hash, x->now,
+                           &h->wait, &c, &h->saw_dead, &evicted);
+  shut_down_evicted(x, &evicted);
+  if (got == XFER__ACQUIRE_WAIT) {
+    xfer__list_insert_tail(&m->waiting, &h->wait_node);
+    h->state = XFER__HTTP_WAIT;
+    /* Waiting for another multi's attached connection: bounded on our
+     * own clock, so its owner's loop holds us up at most that long. */
+    if (h->wait.bounded)
+      xfer__expire_in(x, XFER__EXPIRE_ATTACHED_WAIT,
+                      xfer__pool_attached_wait(m->pool));
+    return XFER__STEP_AGAIN;
+  }
+  return take_checkout(x, got, c);
+}
+
+/* Queued: go on when another thread (or this one) handed us a connection
+ * or slots, or, waiting for an attached one past attached_wait, with
+ * slots of our own. */
+static enum xfer__step step_wait(xfer *x) {
+  struct xfer__http *h = &x->http;
+  struct xfer__list evicted;
+  struct xfer__conn *c = NULL;
+  enum xfer__acquire got;
+
+  xfer__list_init(&evicted);
+  if (h->wait_expired) {
+    h->wait_expired = false;
+    got = xfer__pool_stop_waiting(x->multi->pool, &h->wait, x->now, &c,
+                                  &h->saw_dead, &evicted);
+  } else {
+    got = xfer__pool_take_grant(x->multi->pool, &h->wait, x->now, &c,
+                                &h->saw_dead, &evicted);
+  }
+  shut_down_evicted(x, &evicted);
+  if (got == XFER__ACQUIRE_WAIT) {
+    /* Still waiting: for a slot, or (again, after a connection handed
+     * over failed its check) for an attached one, bounded anew. */
+    if (h->wait.bounded &&
+        x->expiry.at[XFER__EXPIRE_ATTACHED_WAIT] == XFER__TIME_NEVER)
+      xfer__expire_in(x, XFER__EXPIRE_ATTACHED_WAIT,
+                      xfer__pool_attached_wait(x->multi->pool));
+    return XFER__STEP_AGAIN;
+  }
+  xfer__list_remove(&h->wait_node);
+  xfer__expire_clear(x, XFER__EXPIRE_ATTACHED_WAIT);
+  return take_checkout(x, got, c);
+}
+
+static enum xfer__step step_resolve(xfer *x) {
+  struct xfer__http *h = &x->http;
+
+  if (!h->resolve.done) {
+    xfer__resolve_step(x->multi, x->now);
+    if (!h->resolve.done) {
+      xfer__time at = xfer__resolve_next_at(x->multi, x->now);
+      if (at != XFER__TIME_NEVER)
+        xfer__expiry_set(&x->multi->timers, &x->expiry, XFER__EXPIRE_RESOLVE,
+                         at);
+      return XFER__STEP_AGAIN;
+    }
+  }
+  xfer__expire_clear(x, XFER__EXPIRE_RESOLVE);
+  if (h->resolve.result)
+    return xfer__step_fail(x, h->resolve.result, "%s", h->resolve.detail);
+  xfer__stamp(x, XFER__PHASE_NAMELOOKUP);
+  h->conn = xfer__conn_open(h->key, h->key_len, x->now, h->resolve.addrs,
+                            h->resolve.naddrs,
+                            x->opts.local_text[0] ? &x->opts.local : NULL);
+  if (!h->conn)
+    return xfer__step_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
+  h->conn_id = h->conn->id;
+  h->state = XFER__HTTP_CONNECT;
+  return XFER__STEP_NEXT;
+}
+
+/* A connection that never connected: no pool slot is its own yet (the
+ * transfer's waiter holds them), so it is closed alone. */
+static void conn_abandon(xfer *x) {
+  xfer__conn_close(x->http.conn, x->multi);
+  x->http.conn = NULL;
+}
+
+static enum xfer__step step_connect(xfer *x) {
+  struct xfer__http *h = &x->http;
+  xfer__time next = XFER__TIME_NEVER;
+  enum xfer__cf_progress p = xfer__conn_connect(
+      h->conn, x->multi, x->now, &next, x->detail, sizeof(x->detail));
+
+  if (p == XFER__CF_AGAIN) {
+    if (next != XFER__TIME_NEVER)
+      xfer__expiry_set(&x->multi->timers, &x->expiry,
+                       XFER__EXPIRE_HAPPY_EYEBALLS, next);
+    return XFER__STEP_AGAIN;
+  }
+  xfer__expire_clear(x, XFER__EXPIRE_HAPPY_EYEBALLS);
+  if (p == XFER__CF_FAILED) {
+    conn_abandon(x);
+    return xfer__step_failed(x, XFER_E_CONNECT);
+  }
+  xfer__pool_opened(x->multi->pool, &h->wait, h->conn,
+                    h->saw_dead || h->retries > 0);
+  h->fresh_only = false; /* a retry got its new one; a redirect may reuse */
+  xfer__expire_clear(x, XFER__EXPIRE_CONNECT);
+  xfer__stamp(x, XFER__PHASE_CONNECT);
+  return start_exchange(x);
+}
+
+/* The exchange said RETRY: a reused connection died before any response
+ * byte. The request goes again on a fresh connection when that is
+ * harmless, else a clear error says why not. */
+static enum xfer__step retry_or_fail(xfer *x) {
   struct xfer__http *h = &x->http;
   bool streamed = h->send_body && x->opts.read_cb;
+  int err = h->died_errno;
 
-  if (!h->reused || h->got_byte)
-    return -1;
   /* The server closed it after it had been idle this long: its idle
    * connections are checked before that from now on. */
   xfer__pool_learn_died(x->multi->pool, h->conn, h->reused_idle);
   conn_drop(x, XFER__CLOSE_PEER);
+  h->receiving = false;
+  xfer__expire_clear(x, XFER__EXPIRE_LOW_SPEED);
   if (!streamed && idempotent(h->method) && h->retries < XFER__MAX_RETRIES) {
     h->retries++;
     xfer__pool_count_retry(x->multi->pool);
     h->fresh_only = true;
     h->state = XFER__HTTP_INIT;
-    return STEP_NEXT;
+    return XFER__STEP_NEXT;
   }
-  return http_fail(x, XFER_E_PEER_CLOSED,
-                   "the server closed a reused connection before answering "
-                   "(%s); a %s request is not retried: %s",
-                   err ? strerror(err) : "end of file", h->method,
-                   streamed ? "its streamed body cannot be sent again"
-                   : h->retries ? "the retries are used up"
-                                : "the server may have processed it");
+  return xfer__step_fail(x, XFER_E_PEER_CLOSED,
+                         "the server closed a reused connection before "
+                         "answering (%s); a %s request is not retried: %s",
+                         err ? strerror(err) : "end of file", h->method,
+                         streamed ? "its streamed body cannot be sent again"
+                         : h->retries ? "the retries are used up"
+                                      : "the server may have processed it");
 }
-
-/* The connection is ready: the request is built and about to go. */
-static int enter_send(xfer *x) {
-  if (!build_request(x))
-    return http_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
-  xfer__stamp(x, XFER__PHASE_PRETRANSFER);
-  x->http.state = XFER__HTTP_SEND;
-  return STEP_NEXT;
-}
-
-static int step_send(xfer *x) {
-  struct xfer__http *h = &x->http;
-  struct iovec iov[2];
-  int iovcnt = 0;
-  ssize_t n;
-
-  for (;;) {
-    iovcnt = 0;
-    if (h->out_sent < h->out.len) {
-      iov[iovcnt].iov_base = h->out.data + h->out_sent;
-      iov[iovcnt++].iov_len = h->out.len - h->out_sent;
-    }
-    /* The body buffer goes out in the same writev as the head. */
-    if (h->send_body && x->opts.has_body && h->body_sent < x->opts.body_len) {
-      iov[iovcnt].iov_base = x->opts.body + h->body_sent;
-      iov[iovcnt++].iov_len = x->opts.body_len - h->body_sent;
-    }
-    if (iovcnt == 0) {
-      if (!h->body_done) {
-        int rc = refill_from_callback(x);
-        if (rc != STEP_NEXT)
-          return rc;
-        continue;
-      }
-      break;
-    }
-    /* One call for head and body, like writev, but without SIGPIPE when
-     * the peer is gone. */
-    XFER__ASSERT_NO_POOL_LOCK();
-    n = sendmsg(h->conn->fd,
-                &(struct msghdr){.msg_iov = iov, .msg_iovlen = (size_t)iovcnt},
-                MSG_NOSIGNAL);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-      return STEP_AGAIN;
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      int err = errno, rc = reused_conn_failed(x, err);
-      if (rc != -1)
-        return rc;
-      conn_drop(x, XFER__CLOSE_ERROR);
-      return http_fail(x, XFER_E_SEND, "sending the request failed: %s",
-                       strerror(err));
-    }
-    h->bytes_sent += (uint64_t)n;
-    if (h->out_sent < h->out.len) {
-      size_t head_left = h->out.len - h->out_sent;
-      size_t used = (size_t)n < head_left ? (size_t)n : head_left;
-      h->out_sent += used;
-      n -= (ssize_t)used;
-    }
-    h->body_sent += (size_t)n;
-  }
-  xfer__http1_resp_init(&h->resp, NULL, x, strcmp(h->method, "HEAD") == 0,
-                        x->opts.max_header_bytes);
-  h->state = XFER__HTTP_RECV;
-  h->low_speed_mark = h->bytes_received;
-  if (x->opts.low_speed_bytes > 0)
-    xfer__expire_in(x, XFER__EXPIRE_LOW_SPEED,
-                    xfer__ms_to_ns(x->opts.low_speed_period_ms));
-  /* The answer cannot be there yet: a read now would only say EAGAIN (a
-   * syscall a request). The socket's IN event brings us back. */
-  return STEP_AGAIN;
-}
-
-static int resp_on_header(void *owner, const char *name, size_t name_len,
-                          const char *value, size_t value_len) {
-  xfer *x = owner;
-  int rc;
-
-  if (!x->opts.header_cb)
-    return 0;
-  XFER__ASSERT_NO_POOL_LOCK();
-  x->multi->in_callback++;
-  rc = x->opts.header_cb(name, name_len, value, value_len,
-                         x->opts.header_userp);
-  x->multi->in_callback--;
-  return rc;
-}
-
-static int resp_on_body(void *owner, const char *data, size_t len) {
-  xfer *x = owner;
-  size_t taken;
-
-  if (!x->opts.write_cb)
-    return 0;
-  XFER__ASSERT_NO_POOL_LOCK();
-  x->multi->in_callback++;
-  taken = x->opts.write_cb(data, len, x->opts.write_userp);
-  x->multi->in_callback--;
-  return taken != len;
-}
-
-static const struct xfer__http1_events resp_events = {resp_on_header,
-                                                      resp_on_body};
 
 static bool is_redirect(int status) {
   return status == 301 || status == 302 || status == 303 || status == 307 ||
@@ -741,38 +572,31 @@ static void learn_keep_alive(xfer *x) {
   xfer__pool_learn_keep_alive(x->multi->pool, x->http.conn, seconds);
 }
 
-/* The response is complete: done, or on to a redirect hop. */
-static int finish_response(xfer *x) {
+/* The exchange is done: the connection goes back (or is closed), and the
+ * transfer is done, or on to a redirect hop. */
+static enum xfer__step exchange_done(xfer *x) {
   struct xfer__http *h = &x->http;
   const char *location;
   struct xfer__url next;
   xfer_code rc;
   int status = h->resp.status;
-  bool keep;
+  bool keep = h->exchange->keep_alive(x);
 
+  h->receiving = false;
   xfer__expire_clear(x, XFER__EXPIRE_LOW_SPEED);
-  /* The server keeps the connection only if its response says so and our
-   * request did not say "Connection: close" (RFC 9112, 9.6: then it
-   * closes after answering, whether it says so or not). */
-  keep = h->resp.keep_alive && !h->asked_close;
   if (keep)
     learn_keep_alive(x);
   location = xfer__http1_resp_header(&h->resp, "Location");
-  if (x->opts.max_redirects <= 0 || !is_redirect(status) || !location) {
-    conn_release(x, keep);
-    return XFER_OK;
-  }
-  if (h->redirects >= x->opts.max_redirects) {
-    conn_release(x, keep);
-    return http_fail(x, XFER_E_TOO_MANY_REDIRECTS,
-                     "stopped after %d redirects (the limit)", h->redirects);
-  }
-  rc = xfer__url_resolve(&next, h->url, location, x->detail, sizeof(x->detail));
-  if (rc) {
-    conn_release(x, keep);
-    return (int)rc;
-  }
   conn_release(x, keep);
+  if (x->opts.max_redirects <= 0 || !is_redirect(status) || !location)
+    return XFER__STEP_DONE;
+  if (h->redirects >= x->opts.max_redirects)
+    return xfer__step_fail(x, XFER_E_TOO_MANY_REDIRECTS,
+                           "stopped after %d redirects (the limit)",
+                           h->redirects);
+  rc = xfer__url_resolve(&next, h->url, location, x->detail, sizeof(x->detail));
+  if (rc)
+    return xfer__step_failed(x, rc);
   xfer__url_free(&h->hop);
   h->hop = next;
   h->url = &h->hop;
@@ -785,110 +609,76 @@ static int finish_response(xfer *x) {
     h->send_body = false;
   }
   if (h->send_body && x->opts.read_cb)
-    return http_fail(x, XFER_E_READ_CALLBACK,
-                     "cannot follow a %d redirect: the streamed body cannot "
-                     "be sent again",
-                     status);
+    return xfer__step_fail(x, XFER_E_READ_CALLBACK,
+                           "cannot follow a %d redirect: the streamed body "
+                           "cannot be sent again",
+                           status);
   h->state = XFER__HTTP_INIT;
   h->got_byte = false;
-  return STEP_NEXT;
+  return XFER__STEP_NEXT;
 }
 
-static int recv_failed(xfer *x, xfer_code rc) {
-  conn_drop(x, XFER__CLOSE_ERROR);
-  snprintf(x->detail, sizeof(x->detail), "%s", x->http.resp.detail);
-  return (int)rc;
-}
-
-static int step_recv(xfer *x) {
-  struct xfer__http *h = &x->http;
-  xfer_multi *m = x->multi;
-  xfer_code rc;
-  ssize_t n;
-
-  h->resp.events = &resp_events;
-  /* A few reads per run, so one busy transfer cannot starve the others. */
-  for (int reads = 0; reads < 16; reads++) {
-    XFER__ASSERT_NO_POOL_LOCK();
-    n = recv(h->conn->fd, m->recv_buf, XFER__RECV_BUF_SIZE, 0);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-      return STEP_AGAIN;
-    if (n < 0 && errno == EINTR)
-      continue;
-    if (n < 0) {
-      int err = errno, retry = reused_conn_failed(x, err);
-      if (retry != -1)
-        return retry;
-      conn_drop(x, XFER__CLOSE_ERROR);
-      return http_fail(x, XFER_E_RECV, "receiving the response failed: %s",
-                       strerror(err));
-    }
-    if (n == 0) {
-      int retry = reused_conn_failed(x, 0);
-      if (retry != -1)
-        return retry;
-      rc = xfer__http1_resp_eof(&h->resp);
-      if (rc)
-        return recv_failed(x, rc);
-      return finish_response(x);
-    }
-    if (!h->got_byte) {
-      h->got_byte = true;
-      xfer__stamp(x, XFER__PHASE_STARTTRANSFER);
-    }
-    h->bytes_received += (uint64_t)n;
-    rc = xfer__http1_resp_feed(&h->resp, m->recv_buf, (size_t)n);
-    if (rc)
-      return recv_failed(x, rc);
-    if (h->resp.complete)
-      return finish_response(x);
+static enum xfer__step step_exchange(xfer *x) {
+  switch (x->http.exchange->run(x)) {
+  case XFER__STEP_AGAIN:
+    return XFER__STEP_AGAIN;
+  case XFER__STEP_NEXT:
+    return XFER__STEP_NEXT;
+  case XFER__STEP_DONE:
+    return exchange_done(x);
+  case XFER__STEP_RETRY:
+    return retry_or_fail(x);
+  case XFER__STEP_FAILED:
+  default:
+    /* A connection in the middle of an exchange is in an unknown state:
+     * closed, never pooled. */
+    conn_drop(x, XFER__CLOSE_ERROR);
+    return XFER__STEP_FAILED;
   }
-  /* More may be waiting. Come back through the timer (0 ms) rather than
-   * the dirty list, so a fast download cannot keep one call running. */
-  xfer__expire_in(x, XFER__EXPIRE_RUN_NOW, 0);
-  return STEP_AGAIN;
 }
 
-static int check_timers(xfer *x, unsigned due) {
+static enum xfer__step check_timers(xfer *x, unsigned due) {
   struct xfer__http *h = &x->http;
 
   if (due & (1u << XFER__EXPIRE_TOTAL))
-    return http_fail(x, XFER_E_TIMEOUT,
-                     "the transfer took longer than %ld ms", x->opts.timeout_ms);
+    return xfer__step_fail(x, XFER_E_TIMEOUT,
+                           "the transfer took longer than %ld ms",
+                           x->opts.timeout_ms);
   if ((due & (1u << XFER__EXPIRE_CONNECT)) &&
       (h->state == XFER__HTTP_RESOLVE || h->state == XFER__HTTP_CONNECT)) {
     long ms = x->opts.connect_timeout_ms ? x->opts.connect_timeout_ms
                                          : XFER__DEFAULT_CONNECT_TIMEOUT_MS;
     if (h->state == XFER__HTTP_RESOLVE)
-      return http_fail(x, XFER_E_RESOLVE_TIMEOUT,
-                       "resolving '%s' took longer than %ld ms", h->url->host,
-                       ms);
-    return http_fail(x, XFER_E_CONNECT_TIMEOUT,
-                     "connecting to %s port %u took longer than %ld ms",
-                     h->url->host, (unsigned)h->url->port, ms);
+      return xfer__step_fail(x, XFER_E_RESOLVE_TIMEOUT,
+                             "resolving '%s' took longer than %ld ms",
+                             h->url->host, ms);
+    return xfer__step_fail(x, XFER_E_CONNECT_TIMEOUT,
+                           "connecting to %s port %u took longer than %ld ms",
+                           h->url->host, (unsigned)h->url->port, ms);
   }
   if ((due & (1u << XFER__EXPIRE_ATTACHED_WAIT)) &&
       h->state == XFER__HTTP_WAIT)
     h->wait_expired = true;
-  if ((due & (1u << XFER__EXPIRE_LOW_SPEED)) && h->state == XFER__HTTP_RECV) {
+  if ((due & (1u << XFER__EXPIRE_LOW_SPEED)) && h->receiving) {
     uint64_t got = h->bytes_received - h->low_speed_mark;
     if (got < (uint64_t)x->opts.low_speed_bytes) {
       conn_drop(x, XFER__CLOSE_ERROR);
-      return http_fail(x, XFER_E_TOO_SLOW,
-                       "%llu bytes in %ld ms, below the limit of %ld",
-                       (unsigned long long)got, x->opts.low_speed_period_ms,
-                       x->opts.low_speed_bytes);
+      return xfer__step_fail(x, XFER_E_TOO_SLOW,
+                             "%llu bytes in %ld ms, below the limit of %ld",
+                             (unsigned long long)got,
+                             x->opts.low_speed_period_ms,
+                             x->opts.low_speed_bytes);
     }
     h->low_speed_mark = h->bytes_received;
     xfer__expire_in(x, XFER__EXPIRE_LOW_SPEED,
                     xfer__ms_to_ns(x->opts.low_speed_period_ms));
   }
-  return STEP_NEXT;
+  return XFER__STEP_NEXT;
 }
 
-static int http_run(xfer *x, unsigned due) {
+static enum xfer__step http_run(xfer *x, unsigned due) {
   struct xfer__http *h = &x->http;
-  int rc;
+  enum xfer__step st;
 
   if (!h->started) { /* the first run: the total timeout counts from add */
     h->started = true;
@@ -899,31 +689,28 @@ static int http_run(xfer *x, unsigned due) {
   }
   if (!x->multi->recv_buf &&
       !(x->multi->recv_buf = xfer__malloc(XFER__RECV_BUF_SIZE)))
-    return http_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
-  rc = check_timers(x, due);
-  while (rc == STEP_NEXT) {
+    return xfer__step_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
+  st = check_timers(x, due);
+  while (st == XFER__STEP_NEXT) {
     switch (h->state) {
     case XFER__HTTP_INIT:
-      rc = step_init(x);
+      st = step_init(x);
       break;
     case XFER__HTTP_WAIT:
-      rc = step_wait(x);
+      st = step_wait(x);
       break;
     case XFER__HTTP_RESOLVE:
-      rc = step_resolve(x);
+      st = step_resolve(x);
       break;
     case XFER__HTTP_CONNECT:
-      rc = step_connect(x);
+      st = step_connect(x);
       break;
-    case XFER__HTTP_SEND:
-      rc = step_send(x);
-      break;
-    case XFER__HTTP_RECV:
-      rc = step_recv(x);
+    case XFER__HTTP_EXCHANGE:
+      st = step_exchange(x);
       break;
     }
   }
-  return rc;
+  return st;
 }
 
 static void http_pollset(xfer *x, struct xfer__pollset *ps) {
@@ -934,13 +721,10 @@ static void http_pollset(xfer *x, struct xfer__pollset *ps) {
     xfer__resolve_pollset(x->multi, ps);
     break;
   case XFER__HTTP_CONNECT:
-    xfer__cf_socket_pollset(&h->cf, ps);
+    xfer__conn_pollset(h->conn, ps, 0);
     break;
-  case XFER__HTTP_SEND:
-    xfer__pollset_add(ps, h->conn->fd, XFER_POLL_OUT);
-    break;
-  case XFER__HTTP_RECV:
-    xfer__pollset_add(ps, h->conn->fd, XFER_POLL_IN);
+  case XFER__HTTP_EXCHANGE:
+    h->exchange->pollset(x, ps);
     break;
   default:
     break;
@@ -961,8 +745,8 @@ static void http_cleanup(xfer *x) {
   xfer__pool_cancel(x->multi->pool, &h->wait, x->now, &evicted);
   shut_down_evicted(x, &evicted);
   xfer__resolve_cancel(&h->resolve);
-  if (h->state == XFER__HTTP_CONNECT)
-    xfer__cf_socket_close(&h->cf, x->multi);
+  if (h->state == XFER__HTTP_CONNECT && h->conn)
+    conn_abandon(x);
   conn_drop(x, XFER__CLOSE_ERROR);
 }
 
@@ -977,7 +761,7 @@ static void http_assessed(xfer *x) {
 }
 
 const struct xfer__handler xfer__http_handler = {
-    .name = "http/1.1",
+    .name = "http",
     .run = http_run,
     .pollset = http_pollset,
     .cleanup = http_cleanup,
@@ -991,6 +775,6 @@ void xfer__http_free(xfer *x) {
     xfer__conn_close(h->conn, NULL);
   h->conn = NULL;
   xfer__url_free(&h->hop);
-  xfer__buf_free(&h->out);
+  xfer__buf_free(&h->h1.out);
   xfer__http1_resp_free(&h->resp);
 }

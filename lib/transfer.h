@@ -1,6 +1,8 @@
 /*
  * A transfer: its handle, its own `now`, its timeline, its error detail,
- * and the handler that does its protocol work.
+ * and the handler that does its work: for HTTP, the sequence init, wait,
+ * resolve, connect, exchange, done (transfer.c), with redirects and
+ * retries; the exchange itself is exchange.h's.
  *
  * Protected by: nothing; a transfer belongs to the thread that drives the
  * multi it is added to (or to whoever holds it when it is not added).
@@ -11,6 +13,7 @@
 #include "common.h"
 
 #include "cf_socket.h"
+#include "exchange.h"
 #include "http1.h"
 #include "multi_ev.h"
 #include "now.h"
@@ -36,17 +39,15 @@ enum xfer__phase {
   XFER__PHASE_COUNT
 };
 
-/* What run() returns while the transfer is not done. */
-#define XFER__RUN_AGAIN (-1)
-
 /* The protocol work of a transfer. Every function runs on the multi's
  * thread, from inside a multi call, with the transfer's `now` current. */
 struct xfer__handler {
   const char *name;
   /* Makes progress without blocking. `due` has bit (1u << id) set for
    * each expiry (enum xfer__expire_id) that fired since the last run.
-   * Returns XFER__RUN_AGAIN while not done, else the xfer_code result. */
-  int (*run)(xfer *x, unsigned due);
+   * Returns XFER__STEP_AGAIN while not done, XFER__STEP_DONE, or
+   * XFER__STEP_FAILED with the code in x->failure. */
+  enum xfer__step (*run)(xfer *x, unsigned due);
   /* Adds the sockets the transfer waits on now to ps. */
   void (*pollset)(xfer *x, struct xfer__pollset *ps);
   /* Releases what run() set up, closing sockets through
@@ -92,14 +93,13 @@ enum xfer__http_state {
   XFER__HTTP_INIT,    /* pick a pooled connection or resolve */
   XFER__HTTP_WAIT,    /* the destination is at its limit: queued */
   XFER__HTTP_RESOLVE,
-  XFER__HTTP_CONNECT,
-  XFER__HTTP_SEND,
-  XFER__HTTP_RECV
+  XFER__HTTP_CONNECT, /* h->conn is connecting */
+  XFER__HTTP_EXCHANGE /* the exchange runs on h->conn */
 };
 
 struct xfer__conn;
 
-/* One run of the HTTP/1.1 state machine (and its redirect hops). */
+/* One run of the HTTP sequence (and its redirect hops). */
 struct xfer__http {
   enum xfer__http_state state;
   struct xfer__url hop;          /* the URL of a redirect hop */
@@ -112,21 +112,19 @@ struct xfer__http {
   struct xfer__waiter wait;      /* place in the pool's FIFO, or slot */
   struct xfer__list wait_node;   /* in multi->waiting while waiting */
   struct xfer__resolve_req resolve;
-  struct xfer__cf_socket cf;
-  struct xfer__conn *conn;
+  struct xfer__conn *conn;       /* connecting, or the exchange's */
   bool reused;
   xfer__time reused_idle;        /* how long it had been idle when taken */
-  bool asked_close;              /* our request said Connection: close */
   bool wait_expired;             /* attached_wait passed while waiting */
   bool started;                  /* the first run happened */
   bool fresh_only;               /* a retry: do not take from the pool */
   bool saw_dead;                 /* the pool had a dead one for us */
   int retries;
-  struct xfer__buf out;          /* head, then streamed body frames */
-  size_t out_sent;
-  size_t body_sent;              /* of opts.body */
-  uint64_t body_streamed;        /* given by the read callback */
-  bool body_done;                /* the read callback said end */
+  const struct xfer__exchange_type *exchange;
+  struct xfer__h1 h1;            /* the HTTP/1.1 exchange's state */
+  bool receiving;                /* the exchange waits for the response
+                                    (the low-speed limit applies) */
+  int died_errno;                /* XFER__STEP_RETRY: why (0: EOF) */
   bool got_byte;                 /* a response byte arrived */
   struct xfer__http1_resp resp;
   uint64_t bytes_sent;
@@ -149,6 +147,7 @@ struct xfer {
 
   unsigned due;             /* expiries fired, handed to the next run */
   xfer_code pending_error;  /* fail with this at the next run */
+  xfer_code failure;        /* what XFER__STEP_FAILED carries */
   xfer_code result;         /* of its last run: set when it finishes or
                                is stopped (multi.c), in one place */
   struct xfer__expiry expiry;
@@ -208,8 +207,19 @@ void xfer__expire_clear(xfer *x, enum xfer__expire_id id);
 extern const struct xfer__handler xfer__http_handler;
 
 /* Records the detail text of an error (printf format) and returns `code`,
- * so that a failure is one statement: return xfer__fail(x, code, ...). */
+ * so that a refusal is one statement: return xfer__fail(x, code, ...). */
 xfer_code xfer__fail(xfer *x, xfer_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* The same for a step: records the detail and the code (x->failure) and
+ * returns XFER__STEP_FAILED: return xfer__step_fail(x, code, ...). */
+enum xfer__step xfer__step_fail(xfer *x, xfer_code code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A step failed with `code`, its detail already in x->detail. */
+static inline enum xfer__step xfer__step_failed(xfer *x, xfer_code code) {
+  x->failure = code;
+  return XFER__STEP_FAILED;
+}
 
 #endif /* XFER_TRANSFER_H */

@@ -39,12 +39,12 @@ TH_TEST(cf_socket, families_interleave_ipv6_first) {
   struct xfer__addr in[5] = {addr("10.0.0.1", 1), addr("10.0.0.2", 1),
                              addr("10.0.0.3", 1), addr("fd00::1", 1),
                              addr("fd00::2", 1)};
-  struct xfer__cf_socket cf;
+  struct xfer__he cf;
   const char *order[] = {"fd00::1", "10.0.0.1", "fd00::2", "10.0.0.2",
                          "10.0.0.3"};
   char text[64];
 
-  xfer__cf_socket_init(&cf, in, 5, NULL);
+  xfer__he_init(&cf, in, 5, NULL);
   cr_assert_eq(cf.naddrs, 5);
   for (int i = 0; i < 5; i++) {
     xfer__addr_text(&cf.addrs[i], text, sizeof(text));

@@ -124,8 +124,9 @@ TH_TEST(multi, calls_from_inside_a_callback_are_refused) {
 
 /* --- messages --------------------------------------------------------------- */
 
-static int finish_at_once(struct tt *t, unsigned due) {
-  return t->id == 2 ? XFER_E_TIMEOUT : XFER_OK;
+static enum xfer__step finish_at_once(struct tt *t, unsigned due) {
+  return t->id == 2 ? xfer__step_failed(t->x, XFER_E_TIMEOUT)
+                     : XFER__STEP_DONE;
 }
 
 TH_TEST(multi, finished_transfers_are_reported_once_in_order) {
@@ -194,12 +195,12 @@ TH_TEST(multi, destroy_removes_running_transfers_and_their_sockets) {
 
 /* --- timers ------------------------------------------------------------------ */
 
-static int expire_by_id(struct tt *t, unsigned due) {
+static enum xfer__step expire_by_id(struct tt *t, unsigned due) {
   if (t->state++ == 0) {
     xfer__expire_in(t->x, XFER__EXPIRE_TOTAL, MS(10) * t->id);
-    return XFER__RUN_AGAIN;
+    return XFER__STEP_AGAIN;
   }
-  return XFER_OK;
+  return XFER__STEP_DONE;
 }
 
 TH_TEST(multi, timer_callback_hears_only_changes) {
@@ -283,11 +284,11 @@ TH_TEST(multi, refusing_timer_callback_is_an_error) {
 
 /* --- time keeping (brief rule 2) ------------------------------------------ */
 
-static int stamp_and_continue(struct tt *t, unsigned due) {
+static enum xfer__step stamp_and_continue(struct tt *t, unsigned due) {
   if (t->state < XFER__PHASE_TOTAL)
     xfer__stamp(t->x, (enum xfer__phase)t->state++);
   xfer__expire_in(t->x, XFER__EXPIRE_RUN_NOW, 0);
-  return t->state >= 4 ? XFER_OK : XFER__RUN_AGAIN;
+  return t->state >= 4 ? XFER__STEP_DONE : XFER__STEP_AGAIN;
 }
 
 TH_TEST(multi, every_transfer_run_has_at_least_the_entry_reading) {
@@ -397,14 +398,14 @@ TH_TEST(multi, slow_application_callback_keeps_timelines_ordered) {
 
 /* a acts for b (as HTTP/2 will dispatch data to another stream): b's clock
  * follows a's, and b runs in the same call. */
-static int act_for_other(struct tt *t, unsigned due) {
+static enum xfer__step act_for_other(struct tt *t, unsigned due) {
   struct tt *other = t->user;
 
   if (other && t->state++ == 1) {
     t->x->now += MS(7); /* a recorded an event later than the loop's now */
     xfer__now_update(other->x, t->x);
   }
-  return XFER__RUN_AGAIN;
+  return XFER__STEP_AGAIN;
 }
 
 TH_TEST(multi, transfer_acting_for_another_moves_its_clock) {
@@ -432,7 +433,7 @@ TH_TEST(multi, transfer_acting_for_another_moves_its_clock) {
 
 /* A client writes "ping" when its socket is writable and waits for "pong";
  * a server reads "ping", answers 5 ms later (a timer), and is done. */
-static int client_run(struct tt *t, unsigned due) {
+static enum xfer__step client_run(struct tt *t, unsigned due) {
   int fd = t->close_fds[0];
   char buf[8];
   ssize_t n;
@@ -441,28 +442,28 @@ static int client_run(struct tt *t, unsigned due) {
   case 0:
     tt_want(t, fd, XFER_POLL_OUT);
     t->state = 1;
-    return XFER__RUN_AGAIN;
+    return XFER__STEP_AGAIN;
   case 1:
     n = write(fd, "ping", 4);
     if (n < 0 && errno == EAGAIN)
-      return XFER__RUN_AGAIN;
+      return XFER__STEP_AGAIN;
     cr_assert_eq(n, 4);
     xfer__stamp(t->x, XFER__PHASE_CONNECT);
     tt_want(t, fd, XFER_POLL_IN);
     t->state = 2;
-    return XFER__RUN_AGAIN;
+    return XFER__STEP_AGAIN;
   default:
     n = read(fd, buf, sizeof(buf));
     if (n < 0 && errno == EAGAIN)
-      return XFER__RUN_AGAIN;
+      return XFER__STEP_AGAIN;
     cr_assert_eq(n, 4);
     cr_assert_eq(memcmp(buf, "pong", 4), 0);
     xfer__stamp(t->x, XFER__PHASE_STARTTRANSFER);
-    return XFER_OK;
+    return XFER__STEP_DONE;
   }
 }
 
-static int server_run(struct tt *t, unsigned due) {
+static enum xfer__step server_run(struct tt *t, unsigned due) {
   int fd = t->close_fds[0];
   char buf[8];
   ssize_t n;
@@ -471,21 +472,21 @@ static int server_run(struct tt *t, unsigned due) {
   case 0:
     tt_want(t, fd, XFER_POLL_IN);
     t->state = 1;
-    return XFER__RUN_AGAIN;
+    return XFER__STEP_AGAIN;
   case 1:
     n = read(fd, buf, sizeof(buf));
     if (n < 0 && errno == EAGAIN)
-      return XFER__RUN_AGAIN;
+      return XFER__STEP_AGAIN;
     cr_assert_eq(n, 4);
     tt_want(t, fd, 0);
     xfer__expire_in(t->x, XFER__EXPIRE_RETRY_AFTER, MS(5));
     t->state = 2;
-    return XFER__RUN_AGAIN;
+    return XFER__STEP_AGAIN;
   default:
     if (!(due & (1u << XFER__EXPIRE_RETRY_AFTER)))
-      return XFER__RUN_AGAIN;
+      return XFER__STEP_AGAIN;
     cr_assert_eq(write(fd, "pong", 4), 4);
-    return XFER_OK;
+    return XFER__STEP_DONE;
   }
 }
 

@@ -100,11 +100,11 @@ TH_TEST(multi_ev, shared_socket_counts_readers_and_writers) {
 
 /* The same over a real socket: data on it runs every transfer using it,
  * and each sees it. */
-static int read_one(struct tt *t, unsigned due) {
+static enum xfer__step read_one(struct tt *t, unsigned due) {
   char c;
   if (read(t->ps.fd[0], &c, 1) == 1)
     t->state++;
-  return XFER__RUN_AGAIN;
+  return XFER__STEP_AGAIN;
 }
 
 TH_TEST(multi_ev, shared_real_socket_wakes_every_user) {
@@ -223,7 +223,7 @@ TH_TEST(multi_ev, socket_done_then_conn_done) {
  * number: the application must see REMOVE, then a fresh ADD, and no stale
  * entry (a second transfer had the old socket in its last pollset too).
  */
-static int reuse_run(struct tt *t, unsigned due) {
+static enum xfer__step reuse_run(struct tt *t, unsigned due) {
   int sv[2];
 
   if (t->state++ == 0) { /* first run: open a socket, read from it */
@@ -232,7 +232,7 @@ static int reuse_run(struct tt *t, unsigned due) {
     t->close_fds[1] = sv[1];
     t->nclose = 2;
     tt_want(t, sv[0], XFER_POLL_IN);
-    return XFER__RUN_AGAIN;
+    return XFER__STEP_AGAIN;
   }
   if (t->state == 2) { /* second run: replace the socket */
     int old = t->close_fds[0];
@@ -244,9 +244,9 @@ static int reuse_run(struct tt *t, unsigned due) {
     t->close_fds[0] = sv[0];
     t->close_fds[1] = sv[1];
     tt_want(t, sv[0], XFER_POLL_IN);
-    return XFER__RUN_AGAIN;
+    return XFER__STEP_AGAIN;
   }
-  return XFER_OK;
+  return XFER__STEP_DONE;
 }
 
 TH_TEST(multi_ev, closed_fd_number_reused_at_once) {
@@ -390,8 +390,8 @@ TH_TEST(multi_ev, socket_event_runs_exactly_its_users) {
  * callback in the middle of its transfers: the next call reports every
  * socket in use as new, and from then on only changes.
  */
-static int switch_run(struct tt *t, unsigned due) {
-  return ++t->state >= 6 ? XFER_OK : XFER__RUN_AGAIN;
+static enum xfer__step switch_run(struct tt *t, unsigned due) {
+  return ++t->state >= 6 ? XFER__STEP_DONE : XFER__STEP_AGAIN;
 }
 
 TH_TEST(multi_ev, late_switch_to_events_reports_every_socket_as_new) {

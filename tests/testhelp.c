@@ -106,7 +106,7 @@ int th_timerrec_cb(xfer_multi *m, long timeout_ms, void *userp) {
 
 /* --- scripted test transfers ---------------------------------------------- */
 
-static int tt_run(xfer *x, unsigned due) {
+static enum xfer__step tt_run(xfer *x, unsigned due) {
   struct tt *t = x->handler_ctx;
 
   if (t->runs < TT_MAX_RUNS)
@@ -114,7 +114,7 @@ static int tt_run(xfer *x, unsigned due) {
   t->runs++;
   t->last_due = due;
   t->uses_at_run = x->ev.count;
-  return t->on_run ? t->on_run(t, due) : XFER__RUN_AGAIN;
+  return t->on_run ? t->on_run(t, due) : XFER__STEP_AGAIN;
 }
 
 static void tt_pollset(xfer *x, struct xfer__pollset *ps) {

@@ -74,7 +74,9 @@ struct tt {
   xfer *x;
   int id;
   struct xfer__pollset ps;                      /* what pollset() reports */
-  int (*on_run)(struct tt *t, unsigned due);     /* NULL: stay running */
+  /* AGAIN, DONE, or FAILED with xfer__step_failed(t->x, code); NULL: stay
+   * running. */
+  enum xfer__step (*on_run)(struct tt *t, unsigned due);
   int close_fds[4];                             /* closed at cleanup */
   int nclose;
   int runs;

@@ -72,15 +72,15 @@ static int socket_cb(xfer_multi *m, int fd, int what, void *userp,
   return 0;
 }
 
-static int run(xfer *x, unsigned due) {
+static enum xfer__step run(xfer *x, unsigned due) {
   struct fake *f = x->handler_ctx;
 
   (void)due;
   if (f->finish) {
     f->finish = false;
-    return XFER_OK;
+    return XFER__STEP_DONE;
   }
-  return XFER__RUN_AGAIN;
+  return XFER__STEP_AGAIN;
 }
 
 static void pollset(xfer *x, struct xfer__pollset *ps) {

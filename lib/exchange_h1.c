@@ -1,0 +1,336 @@
+/*
+ * The HTTP/1.1 exchange (see exchange.h): the request head and body go
+ * out through the connection's filters, the response comes in through
+ * them into llhttp (http1.c), one request at a time on a connection.
+ *
+ *   start: the head is built           -> SEND
+ *   SEND:  head, then the body (a buffer in the same call, or the read
+ *          callback's frames)          -> RECV
+ *   RECV:  bytes into the parser       -> DONE at the response's end
+ *
+ * A reused connection that fails before any response byte says RETRY: the
+ * transfer decides whether the request goes again on a fresh one.
+ */
+#include "common.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/uio.h>
+
+#include "conn.h"
+#include "exchange.h"
+#include "multi.h"
+#include "transfer.h"
+
+/* The body this hop sends, as xfer__http1_req says it: -1 none, -2
+ * streamed of unknown length (chunked), else its length. */
+static int64_t body_length(const xfer *x) {
+  const struct xfer__http *h = &x->http;
+
+  if (!h->send_body)
+    return -1;
+  if (x->opts.has_body)
+    return (int64_t)x->opts.body_len;
+  return x->opts.read_size >= 0 ? x->opts.read_size : -2;
+}
+
+static enum xfer__step h1_start(xfer *x) {
+  struct xfer__http *h = &x->http;
+  struct xfer__h1 *e = &h->h1;
+  struct xfer__http1_req req;
+
+  req.method = h->method;
+  req.authority = h->url->authority;
+  req.target = h->url->target;
+  req.headers = &x->opts.headers;
+  req.body_len = body_length(x);
+  e->asked_close = xfer__http1_asks_close(&x->opts.headers);
+  e->out_sent = 0;
+  e->body_sent = 0;
+  e->body_streamed = 0;
+  e->body_done = !h->send_body || x->opts.has_body;
+  if (!xfer__http1_build_head(&e->out, &req))
+    return xfer__step_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
+  h->conn->proto = &xfer__h1_exchange;
+  e->state = XFER__H1_SEND;
+  return XFER__STEP_NEXT;
+}
+
+/* Refills the output from the read callback: raw bytes for a known size,
+ * chunked framing ("<hex>\r\n" data "\r\n", the last "0\r\n\r\n")
+ * otherwise. The data is read straight into place after room for the
+ * frame header. */
+#define BODY_CHUNK 16384
+#define FRAME_ROOM 20
+
+static enum xfer__step refill_from_callback(xfer *x) {
+  struct xfer__h1 *e = &x->http.h1;
+  bool chunked = x->opts.read_size < 0;
+  size_t at = chunked ? FRAME_ROOM : 0, ask = BODY_CHUNK;
+  uint64_t left = 0;
+  char frame[FRAME_ROOM];
+  long n;
+  int hl;
+
+  /* The announced length is the contract (a byte past it would start the
+   * next request on this connection: request smuggling). The callback is
+   * asked for at most one byte more than is left, so one that has more
+   * says so, and that byte is never written. */
+  if (!chunked) {
+    left = (uint64_t)x->opts.read_size - e->body_streamed;
+    if (left < BODY_CHUNK)
+      ask = (size_t)left + 1;
+  }
+  if (!xfer__buf_reserve(&e->out, FRAME_ROOM + BODY_CHUNK + 2))
+    return xfer__step_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
+  XFER__ASSERT_NO_POOL_LOCK();
+  x->multi->in_callback++;
+  n = x->opts.read_cb(e->out.data + at, ask, x->opts.read_userp);
+  x->multi->in_callback--;
+  if (n < 0)
+    return xfer__step_fail(x, XFER_E_READ_CALLBACK,
+                           "the read callback aborted the transfer");
+  if ((size_t)n > ask)
+    return xfer__step_fail(x, XFER_E_READ_CALLBACK,
+                           "the read callback returned %ld bytes when asked "
+                           "for at most %zu",
+                           n, ask);
+  if (!chunked && (uint64_t)n > left)
+    return xfer__step_fail(x, XFER_E_BODY_LENGTH,
+                           "the read callback gave more than the %lld bytes "
+                           "announced; nothing past them was sent, and the "
+                           "connection is closed",
+                           (long long)x->opts.read_size);
+  if (!chunked && n == 0 && left > 0)
+    return xfer__step_fail(x, XFER_E_BODY_LENGTH,
+                           "the read callback ended the body after %llu of "
+                           "the %lld bytes announced; the connection is "
+                           "closed",
+                           (unsigned long long)e->body_streamed,
+                           (long long)x->opts.read_size);
+  e->body_streamed += (uint64_t)n;
+  if (n == 0)
+    e->body_done = true;
+  e->out_sent = at;
+  e->out.len = at + (size_t)n;
+  if (chunked) {
+    hl = snprintf(frame, sizeof(frame), "%lx\r\n", n);
+    e->out_sent = at - (size_t)hl;
+    memcpy(e->out.data + e->out_sent, frame, (size_t)hl);
+    memcpy(e->out.data + e->out.len, "\r\n", 2);
+    e->out.len += 2;
+  }
+  return XFER__STEP_NEXT;
+}
+
+/* The connection failed (err: an errno value, 0 for EOF): RETRY when it
+ * was a reused one that died before any response byte (the transfer
+ * decides), else FAILED with `code`. */
+static enum xfer__step conn_failed(xfer *x, int err, xfer_code code,
+                                   const char *doing) {
+  struct xfer__http *h = &x->http;
+
+  if (h->reused && !h->got_byte) {
+    h->died_errno = err;
+    return XFER__STEP_RETRY;
+  }
+  return xfer__step_fail(x, code, "%s failed: %s", doing,
+                         err ? strerror(err) : "the server closed the "
+                                               "connection");
+}
+
+static enum xfer__step start_receiving(xfer *x);
+
+static enum xfer__step step_send(xfer *x) {
+  struct xfer__http *h = &x->http;
+  struct xfer__h1 *e = &h->h1;
+  struct iovec iov[2];
+  int iovcnt, err = 0;
+  ssize_t n;
+
+  for (;;) {
+    iovcnt = 0;
+    if (e->out_sent < e->out.len) {
+      iov[iovcnt].iov_base = e->out.data + e->out_sent;
+      iov[iovcnt++].iov_len = e->out.len - e->out_sent;
+    }
+    /* The body buffer goes out in the same call as the head. */
+    if (h->send_body && x->opts.has_body && e->body_sent < x->opts.body_len) {
+      iov[iovcnt].iov_base = x->opts.body + e->body_sent;
+      iov[iovcnt++].iov_len = x->opts.body_len - e->body_sent;
+    }
+    if (iovcnt == 0) {
+      if (!e->body_done) {
+        enum xfer__step st = refill_from_callback(x);
+        if (st != XFER__STEP_NEXT)
+          return st;
+        continue;
+      }
+      break;
+    }
+    n = xfer__conn_send(h->conn, iov, iovcnt, &err);
+    if (n < 0 && err == EAGAIN)
+      return XFER__STEP_AGAIN;
+    if (n < 0)
+      return conn_failed(x, err, XFER_E_SEND, "sending the request");
+    h->bytes_sent += (uint64_t)n;
+    if (e->out_sent < e->out.len) {
+      size_t head_left = e->out.len - e->out_sent;
+      size_t used = (size_t)n < head_left ? (size_t)n : head_left;
+      e->out_sent += used;
+      n -= (ssize_t)used;
+    }
+    e->body_sent += (size_t)n;
+  }
+  return start_receiving(x);
+}
+
+static int resp_on_header(void *owner, const char *name, size_t name_len,
+                          const char *value, size_t value_len) {
+  xfer *x = owner;
+  int rc;
+
+  if (!x->opts.header_cb)
+    return 0;
+  XFER__ASSERT_NO_POOL_LOCK();
+  x->multi->in_callback++;
+  rc = x->opts.header_cb(name, name_len, value, value_len,
+                         x->opts.header_userp);
+  x->multi->in_callback--;
+  return rc;
+}
+
+static int resp_on_body(void *owner, const char *data, size_t len) {
+  xfer *x = owner;
+  size_t taken;
+
+  if (!x->opts.write_cb)
+    return 0;
+  XFER__ASSERT_NO_POOL_LOCK();
+  x->multi->in_callback++;
+  taken = x->opts.write_cb(data, len, x->opts.write_userp);
+  x->multi->in_callback--;
+  return taken != len;
+}
+
+static const struct xfer__http1_events resp_events = {resp_on_header,
+                                                      resp_on_body};
+
+static enum xfer__step step_recv(xfer *x);
+
+/* The request is out: the response parser starts, the low-speed limit
+ * applies from now. */
+static enum xfer__step start_receiving(xfer *x) {
+  struct xfer__http *h = &x->http;
+
+  xfer__http1_resp_init(&h->resp, &resp_events, x,
+                        strcmp(h->method, "HEAD") == 0,
+                        x->opts.max_header_bytes);
+  h->h1.state = XFER__H1_RECV;
+  h->receiving = true;
+  h->low_speed_mark = h->bytes_received;
+  if (x->opts.low_speed_bytes > 0)
+    xfer__expire_in(x, XFER__EXPIRE_LOW_SPEED,
+                    xfer__ms_to_ns(x->opts.low_speed_period_ms));
+  /* The answer cannot be in the socket yet: a read now would only say
+   * EAGAIN (a syscall a request), and the socket's IN event brings us
+   * back. Bytes a filter holds already would bring no event. */
+  if (xfer__conn_data_pending(h->conn))
+    return step_recv(x);
+  return XFER__STEP_AGAIN;
+}
+
+static enum xfer__step recv_failed(xfer *x, xfer_code rc) {
+  snprintf(x->detail, sizeof(x->detail), "%s", x->http.resp.detail);
+  return xfer__step_failed(x, rc);
+}
+
+/* The response is complete. Bytes received already beyond its end are
+ * the server's mistake (a body longer than its Content-Length), found
+ * whether they came in the same read from the socket or a filter holds
+ * them (as TLS holds a record's rest): the parser says which error. */
+static enum xfer__step check_after_end(xfer *x) {
+  struct xfer__http *h = &x->http;
+  xfer_code rc;
+  int err = 0;
+  ssize_t n;
+
+  for (int tries = 0; tries < 64 && xfer__conn_data_pending(h->conn);
+       tries++) {
+    n = xfer__conn_recv(h->conn, x->multi->recv_buf, XFER__RECV_BUF_SIZE,
+                        &err);
+    if (n < 0 && err == EAGAIN)
+      continue; /* a filter that wants another event: ask again */
+    if (n <= 0)
+      break;
+    rc = xfer__http1_resp_feed(&h->resp, x->multi->recv_buf, (size_t)n);
+    if (rc)
+      return recv_failed(x, rc);
+  }
+  return XFER__STEP_DONE;
+}
+
+static enum xfer__step step_recv(xfer *x) {
+  struct xfer__http *h = &x->http;
+  xfer_multi *m = x->multi;
+  xfer_code rc;
+  int err = 0;
+  ssize_t n;
+
+  /* A few reads per run, so one busy transfer cannot starve the others. */
+  for (int reads = 0; reads < 16; reads++) {
+    n = xfer__conn_recv(h->conn, m->recv_buf, XFER__RECV_BUF_SIZE, &err);
+    if (n < 0 && err == EAGAIN)
+      return XFER__STEP_AGAIN;
+    if (n < 0)
+      return conn_failed(x, err, XFER_E_RECV, "receiving the response");
+    if (n == 0) {
+      if (h->reused && !h->got_byte)
+        return conn_failed(x, 0, XFER_E_RECV, "receiving the response");
+      rc = xfer__http1_resp_eof(&h->resp);
+      return rc ? recv_failed(x, rc) : XFER__STEP_DONE;
+    }
+    if (!h->got_byte) {
+      h->got_byte = true;
+      xfer__stamp(x, XFER__PHASE_STARTTRANSFER);
+    }
+    h->bytes_received += (uint64_t)n;
+    rc = xfer__http1_resp_feed(&h->resp, m->recv_buf, (size_t)n);
+    if (rc)
+      return recv_failed(x, rc);
+    if (h->resp.complete)
+      return check_after_end(x);
+  }
+  /* More may be waiting. Come back through the timer (0 ms) rather than
+   * the dirty list, so a fast download cannot keep one call running. */
+  xfer__expire_in(x, XFER__EXPIRE_RUN_NOW, 0);
+  return XFER__STEP_AGAIN;
+}
+
+static enum xfer__step h1_run(xfer *x) {
+  return x->http.h1.state == XFER__H1_SEND ? step_send(x) : step_recv(x);
+}
+
+static void h1_pollset(xfer *x, struct xfer__pollset *ps) {
+  xfer__conn_pollset(x->http.conn, ps,
+                     x->http.h1.state == XFER__H1_SEND ? XFER_POLL_OUT
+                                                       : XFER_POLL_IN);
+}
+
+/* The server keeps the connection only if its response says so and our
+ * request did not say "Connection: close" (RFC 9112, 9.6: then it closes
+ * after answering, whether it says so or not). */
+static bool h1_keep_alive(const xfer *x) {
+  return x->http.resp.keep_alive && !x->http.h1.asked_close;
+}
+
+/* HTTP/1.1 has no goodbye of its own and no state of an idle connection
+ * beyond what its filters know: shutdown and alive are the filters'. */
+const struct xfer__exchange_type xfer__h1_exchange = {
+    .name = "http/1.1",
+    .start = h1_start,
+    .run = h1_run,
+    .pollset = h1_pollset,
+    .keep_alive = h1_keep_alive,
+};
