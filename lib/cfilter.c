@@ -29,13 +29,6 @@ enum xfer__cf_progress xfer__cf_connect(struct xfer__cf *top, xfer_multi *m,
   return p;
 }
 
-bool xfer__cf_data_pending(const struct xfer__cf *top) {
-  for (const struct xfer__cf *cf = top; cf; cf = cf->below)
-    if (cf->type->data_pending && cf->type->data_pending(cf))
-      return true;
-  return false;
-}
-
 enum xfer__cf_progress xfer__cf_shutdown(struct xfer__cf *top) {
   for (struct xfer__cf *cf = top; cf; cf = cf->below) {
     if (cf->shut)
