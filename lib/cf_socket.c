@@ -87,10 +87,14 @@ static void record_failure(struct xfer__he *cf, unsigned addr, int err) {
   xfer__addr_text(&cf->addrs[addr], cf->last_addr, sizeof(cf->last_addr));
 }
 
-/* Drops attempt i (its socket is closed through socket_done). */
+/* Drops attempt i (its socket is closed through m's socket_done; m NULL:
+ * a socket no multi tracks, closed plainly). */
 static void drop_attempt(struct xfer__he *cf, xfer_multi *m,
                          unsigned i) {
-  xfer__multi_close_socket(m, cf->fds[i]);
+  if (m)
+    xfer__multi_close_socket(m, cf->fds[i]);
+  else
+    close(cf->fds[i]);
   cf->inflight--;
   cf->fds[i] = cf->fds[cf->inflight];
   cf->fd_addr[i] = cf->fd_addr[cf->inflight];

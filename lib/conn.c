@@ -135,6 +135,8 @@ enum xfer__cf_progress xfer__conn_connect(struct xfer__conn *c, xfer_multi *m,
 
   if (c->fd < 0)
     c->fd = xfer__cf_socket_fd(c->filters);
+  if (p == XFER__CF_DONE) /* its life (max_lifetime) starts connected */
+    c->created = c->last_used = now;
   return p;
 }
 

@@ -249,22 +249,34 @@ static enum xfer__step recv_failed(xfer *x, xfer_code rc) {
 /* The response is complete. Bytes received already beyond its end are
  * the server's mistake (a body longer than its Content-Length), found
  * whether they came in the same read from the socket or a filter holds
- * them (as TLS holds a record's rest): the parser says which error. */
+ * them (as TLS holds a record's rest): they are gathered and the parser
+ * says which error. A connection whose stack cannot hand them over, or
+ * ends or fails meanwhile, is not kept. */
 static enum xfer__step check_after_end(xfer *x) {
   struct xfer__http *h = &x->http;
+  char *buf = x->multi->recv_buf;
+  size_t got = 0;
   xfer_code rc;
   int err = 0;
   ssize_t n;
 
-  for (int tries = 0; tries < 64 && xfer__conn_data_pending(h->conn);
+  for (int tries = 0; tries < 64 && got < XFER__RECV_BUF_SIZE &&
+                      xfer__conn_data_pending(h->conn);
        tries++) {
-    n = xfer__conn_recv(h->conn, x->multi->recv_buf, XFER__RECV_BUF_SIZE,
-                        &err);
+    n = xfer__conn_recv(h->conn, buf + got, XFER__RECV_BUF_SIZE - got, &err);
     if (n < 0 && err == EAGAIN)
       continue; /* a filter that wants another event: ask again */
-    if (n <= 0)
+    if (n <= 0) {
+      h->resp.keep_alive = false;
       break;
-    rc = xfer__http1_resp_feed(&h->resp, x->multi->recv_buf, (size_t)n);
+    }
+    got += (size_t)n;
+  }
+  if (xfer__conn_data_pending(h->conn))
+    h->resp.keep_alive = false;
+  if (got) {
+    h->bytes_received += got;
+    rc = xfer__http1_resp_feed(&h->resp, buf, got);
     if (rc)
       return recv_failed(x, rc);
   }

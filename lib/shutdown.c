@@ -35,6 +35,21 @@ static bool step(struct xfer__conn *c) {
   return xfer__conn_shutdown_step(c) != XFER__CF_AGAIN;
 }
 
+/* Tracks what the stack waits on to go on with its close: IN, unless a
+ * filter must write first (TLS's close_notify), and asked again after
+ * every step, so such a need lasts only as long as it does. false when
+ * the tracking failed (the connection is finished then). */
+static bool watch(xfer_multi *m, struct xfer__conn *c) {
+  struct xfer__pollset ps;
+
+  xfer__pollset_reset(&ps);
+  xfer__conn_pollset(c, &ps, XFER_POLL_IN);
+  if (xfer__mev_assess_conn(m, &c->ev, &ps) == XFER_OK)
+    return true;
+  finish(m, c);
+  return false;
+}
+
 static void on_event(xfer_multi *m, struct xfer__mev_tracker *t, int fd,
                      int events) {
   struct xfer__conn *c = conn_of(t);
@@ -43,6 +58,8 @@ static void on_event(xfer_multi *m, struct xfer__mev_tracker *t, int fd,
   (void)events;
   if (step(c))
     finish(m, c);
+  else
+    watch(m, c);
 }
 
 /* The internal handle's timer: hard close what is past its deadline. */
@@ -78,7 +95,6 @@ bool xfer__shutdown_init(xfer_multi *m) {
 
 void xfer__shutdown_adopt(xfer_multi *m, struct xfer__conn *c,
                           xfer__time now) {
-  struct xfer__pollset ps;
   xfer *h = m->shutdown.handle;
 
   c->shutdown_deadline = now + m->shutdown.timeout;
@@ -88,13 +104,13 @@ void xfer__shutdown_adopt(xfer_multi *m, struct xfer__conn *c,
   m->shutdown.count++;
   m->shutdown.total++;
   /* Top down: the exchange's goodbye, then each filter's (the socket:
-   * our FIN, then the peer's EOF), each waiting for IN only. */
-  xfer__pollset_reset(&ps);
-  xfer__conn_pollset(c, &ps, XFER_POLL_IN);
-  if (step(c) || xfer__mev_assess_conn(m, &c->ev, &ps) != XFER_OK) {
+   * our FIN, then the peer's EOF). */
+  if (step(c)) {
     finish(m, c);
     return;
   }
+  if (!watch(m, c))
+    return;
   xfer__now_at_least(h, now);
   if (h->expiry.at[XFER__EXPIRE_SHUTDOWN] > c->shutdown_deadline)
     xfer__expiry_set(&m->timers, &h->expiry, XFER__EXPIRE_SHUTDOWN,
@@ -130,9 +146,15 @@ void xfer__shutdown_drain_and_free(xfer_multi *m) {
       if (c->shutdown_deadline < first)
         first = c->shutdown_deadline;
       if (n < 64) {
-        pfd[n].fd = c->fd;
-        pfd[n].events = POLLIN;
-        pfd[n++].revents = 0;
+        struct xfer__pollset ps;
+        xfer__pollset_reset(&ps);
+        xfer__conn_pollset(c, &ps, XFER_POLL_IN);
+        for (unsigned i = 0; i < ps.count && n < 64; i++) {
+          pfd[n].fd = ps.fd[i];
+          pfd[n].events = (short)((ps.want[i] & XFER_POLL_IN ? POLLIN : 0) |
+                                  (ps.want[i] & XFER_POLL_OUT ? POLLOUT : 0));
+          pfd[n++].revents = 0;
+        }
       }
     }
     if (!s->count)

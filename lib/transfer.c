@@ -487,7 +487,6 @@ static enum xfer__step step_resolve(xfer *x) {
                             x->opts.local_text[0] ? &x->opts.local : NULL);
   if (!h->conn)
     return xfer__step_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
-  h->conn_id = h->conn->id;
   h->state = XFER__HTTP_CONNECT;
   return XFER__STEP_NEXT;
 }
@@ -516,6 +515,7 @@ static enum xfer__step step_connect(xfer *x) {
     conn_abandon(x);
     return xfer__step_failed(x, XFER_E_CONNECT);
   }
+  h->conn_id = h->conn->id; /* a connection that exists now */
   xfer__pool_opened(x->multi->pool, &h->wait, h->conn,
                     h->saw_dead || h->retries > 0);
   h->fresh_only = false; /* a retry got its new one; a redirect may reuse */

@@ -482,10 +482,15 @@ static void conn_set_events(struct ts_conn *c) {
     c->events = want;
 }
 
-/* The idle timer runs only while nothing is being answered or sent. */
+/* The idle timer runs only on a keep-alive connection between requests:
+ * answered at least once, nothing being answered or sent, no part of a
+ * request held (like nginx's keepalive_timeout; a fresh connection or a
+ * request still arriving is another timeout's business, and closing
+ * those would make tests depend on how fast the client writes). */
 static void conn_update_idle(struct ts_conn *c, bool activity) {
   int idle_ms = c->srv->cfg.idle_close_ms;
-  bool idle = !c->resp.active && buf_pending(&c->out) == 0;
+  bool idle = c->served > 0 && !c->resp.active &&
+              buf_pending(&c->out) == 0 && buf_pending(&c->in) == 0;
   if (idle_ms <= 0)
     return;
   if (!idle) {

@@ -92,10 +92,13 @@
 struct ts_config {
   int max_requests_per_conn; /* 0 = unlimited; else "Connection: close" on
                                 the Nth response and close after it */
-  int idle_close_ms;         /* 0 = never; else close a connection that is
-                                not answering a request, has nothing left
-                                to send and has received nothing for this
-                                long (fresh connections included) */
+  int idle_close_ms;         /* 0 = never; else close a keep-alive
+                                connection idle this long between
+                                requests: answered at least once, not
+                                answering, nothing left to send, no part
+                                of a request received (as nginx's
+                                keepalive_timeout; fresh connections and
+                                requests still arriving are not closed) */
   bool announce_idle_close;  /* say "Keep-Alive: timeout=N" in every
                                 keep-alive response, N = idle_close_ms
                                 in whole seconds (when at least 1) */
