@@ -171,17 +171,20 @@ bool xfer__http1_check_framing(const struct xfer__buf *headers,
   return true;
 }
 
-/* The user's header lines but the framing ones (ours say the same, as
- * xfer__http1_check_framing() made sure, and a hop without a body needs
- * none). */
+/* The user's header lines. The framing ones go where ours say the same
+ * (xfer__http1_check_framing() made sure they agree); with no body of
+ * ours, a user's "Content-Length: 0" (the only one it allows) stays, so a
+ * POST without a body still says its length. */
 static bool put_user_headers(struct xfer__buf *out,
-                             const struct xfer__buf *headers) {
+                             const struct xfer__buf *headers,
+                             int64_t body_len) {
   struct header_walk w;
   const char *line, *stop, *after;
+  bool ours = body_len != -1;
 
   walk_start(&w, headers);
   while (walk_next(&w, &line, &stop, &after))
-    if (!line_is(line, stop, "Content-Length") &&
+    if (!(ours && line_is(line, stop, "Content-Length")) &&
         !line_is(line, stop, "Transfer-Encoding") &&
         !xfer__buf_append(out, line, (size_t)(after - line)))
       return false;
@@ -200,7 +203,7 @@ bool xfer__http1_build_head(struct xfer__buf *out,
     ok = buf_puts(out, "Host: ") && buf_puts(out, req->authority) &&
          buf_puts(out, "\r\n");
   if (ok && req->headers->len)
-    ok = put_user_headers(out, req->headers);
+    ok = put_user_headers(out, req->headers, req->body_len);
   if (ok && req->body_len >= 0) {
     snprintf(number, sizeof(number), "%lld", (long long)req->body_len);
     ok = buf_puts(out, "Content-Length: ") && buf_puts(out, number) &&

@@ -223,7 +223,7 @@ xfer_code xfer_set_low_speed(xfer *x, long bytes, long period_ms) {
 
   if (rc)
     return rc;
-  if (bytes < 0 || (bytes > 0 && period_ms <= 0))
+  if (bytes < 0 || period_ms < 0 || (bytes > 0 && period_ms == 0))
     return xfer__fail(x, XFER_E_BAD_ARGUMENT, "low speed %ld bytes per %ld ms",
                       bytes, period_ms);
   x->opts.low_speed_bytes = bytes;

@@ -116,18 +116,20 @@ static struct ts_server *gateway_to_test_server(const char *suffix) {
 
 /* curl as the client, verbose: its stdout in out, its trace in err. */
 static int curl(const char *const *args) {
-  const char *argv[32] = {"/usr/bin/curl", "-sS", "-v", "--max-time", "30"};
+  const char *argv[64] = {"/usr/bin/curl", "-sS", "-v", "--max-time", "30"};
   int n = 5;
 
-  for (; args[n - 5] && n < 31; n++)
+  for (; args[n - 5]; n++) {
+    cr_assert_lt(n, 63, "too many arguments for curl()");
     argv[n] = args[n - 5];
+  }
   argv[n] = NULL;
   return th_spawn(argv, out, sizeof(out), err, sizeof(err));
 }
 
 /* A URL of the gateway. */
 static const char *gw(const char *path) {
-  static char urls[8][192];
+  static char urls[8][1100];
   static int next;
   char *u = urls[next++ % 8];
 
@@ -320,4 +322,59 @@ TH_TEST(gateway, hop_by_hop_headers_stay_and_via_is_added) {
   cr_assert_null(strstr(err, "< Keep-Alive"), "%s", err);
   stop_gateway();
   ts_stop(web);
+}
+
+/* What a careless peer sends still comes out right: a header line longer
+ * than any buffer of the gateway, many Connection headers, a POST framed
+ * with a length of 0. */
+TH_TEST(gateway, long_headers_many_connection_headers_and_empty_posts) {
+  struct ts_server *web = gateway_to_test_server("");
+  char path[1000], want[901];
+  const char *args[56];
+  int n = 0;
+
+  memset(want, 'v', 900);
+  want[900] = '\0';
+  snprintf(path, sizeof(path), "/headers?X-Long=%s", want);
+  cr_assert_eq(curl((const char *[]){gw(path), NULL}), 0, "%s", err);
+  snprintf(path, sizeof(path), "< X-Long: %s\r\n", want);
+  cr_assert(strstr(err, path), "the long line whole: %.300s", err);
+
+  /* Twelve Connection headers, each naming a header of its own. */
+  for (int i = 0; i < 12; i++) {
+    static char lines[24][32];
+    snprintf(lines[2 * i], sizeof(lines[0]), "Connection: X-Hop%d", i);
+    snprintf(lines[2 * i + 1], sizeof(lines[0]), "X-Hop%d: 1", i);
+    args[n++] = "-H";
+    args[n++] = lines[2 * i];
+    args[n++] = "-H";
+    args[n++] = lines[2 * i + 1];
+  }
+  args[n++] = gw("/echo");
+  args[n] = NULL;
+  cr_assert_eq(curl(args), 0, "%s", err);
+  cr_assert_null(strstr(out, "X-Hop"), "%s", out);
+
+  cr_assert_eq(curl((const char *[]){"-X", "POST", "-H", "Content-Length: 0",
+                                     gw("/echo"), NULL}),
+               0, "%s", err);
+  cr_assert(strstr(out, "POST /echo\n"), "%s", out);
+  cr_assert(strstr(out, "Content-Length: 0\n"), "%s", out);
+  stop_gateway();
+  ts_stop(web);
+}
+
+/* A HEAD the gateway answers itself (the upstream refused) gets the head
+ * alone: the next response on the connection stays in step. */
+TH_TEST(gateway, its_own_errors_to_head_have_no_body) {
+  char upstream[64];
+
+  snprintf(upstream, sizeof(upstream), "http://127.0.0.1:%d", th_free_port());
+  start_gateway(upstream);
+  cr_assert_eq(curl((const char *[]){"-I", gw("/a"), gw("/b"), NULL}), 0,
+               "%s", err);
+  cr_assert(strstr(err, "< HTTP/1.1 502 Bad Gateway"), "%s", err);
+  cr_assert(strstr(err, "Re-using existing connection"), "%s", err);
+  cr_assert_null(strstr(err, "Excess found"), "%s", err);
+  stop_gateway();
 }

@@ -205,6 +205,7 @@ CASE(setters_refuse_values_out_of_range) {
   EXPECT_WHY(x, xfer_set_connect_timeout_ms(x, LONG_MIN), XFER_E_BAD_ARGUMENT);
   EXPECT_WHY(x, xfer_set_low_speed(x, 1, 0), XFER_E_BAD_ARGUMENT);
   EXPECT_WHY(x, xfer_set_low_speed(x, -1, 10), XFER_E_BAD_ARGUMENT);
+  EXPECT_WHY(x, xfer_set_low_speed(x, 0, -5), XFER_E_BAD_ARGUMENT);
   EXPECT_WHY(x, xfer_set_max_header_size(x, 10), XFER_E_BAD_ARGUMENT);
   EXPECT_WHY(x, xfer_set_follow_redirects(x, -1), XFER_E_BAD_ARGUMENT);
   EXPECT_WHY(x, xfer_set_body(x, NULL, 5), XFER_E_BAD_ARGUMENT);

@@ -358,6 +358,30 @@ TH_TEST(xfer_load, an_unknown_host_is_one_line) {
   cr_assert(strstr(err, "nosuch.test"), "%s", err);
 }
 
+/* Bytes of a URL list that are not UTF-8 still make a report a strict
+ * JSON parser takes (as U+FFFD); UTF-8 stays as it is. */
+TH_TEST(xfer_load, json_of_a_list_with_raw_bytes) {
+  struct ts_server *web = ts_start(NULL);
+  char list[] = "/tmp/xfer-load-urls-XXXXXX";
+  FILE *f;
+  int rc;
+
+  cr_assert_neq(mkstemp(list), -1);
+  f = fopen(list, "w");
+  fprintf(f, "http://127.0.0.1:%d/bytes/1\n", ts_port(web));
+  fprintf(f, "htp://caf\xc3\xa9/\n");
+  fprintf(f, "htp://raw\xff\xfe\xc3/\n");
+  fclose(f);
+  rc = run((const char *[]){"--urls", list, "--json", NULL});
+  cr_assert_eq(rc, 1, "exit %d: %s%s", rc, out, err);
+  check_json(out, (const char *[]){
+                      "d['requests'] == 1", "len(d['bad_lines']) == 2",
+                      "d['bad_lines'][0]['text'] == 'htp://caf\\u00e9/'",
+                      "'\\ufffd' in d['bad_lines'][1]['text']", NULL});
+  unlink(list);
+  ts_stop(web);
+}
+
 static off_t size_of(const char *dir, int line) {
   char path[128];
   struct stat st;

@@ -73,7 +73,8 @@ struct worker;
 enum kind { KIND_LISTEN, KIND_STOP, KIND_CLIENT, KIND_UPSTREAM };
 struct handle {
   enum kind kind;
-  int fd;
+  int fd;               /* -1: an upstream socket REMOVEd (freed soon) */
+  struct handle *next;  /* upstream: in the worker's list to free */
 };
 
 /* A client connection: one request at a time (pipelined bytes wait). */
@@ -102,6 +103,9 @@ struct worker {
   long timeout_ms;
   xfer_multi *m;
   struct client *clients; /* every open client connection */
+  /* Upstream handles REMOVEd during a batch of events: a later event of
+   * the same batch may still point at one, so they are freed after it. */
+  struct handle *removed;
   int in_flight;
   bool stopping;
 };
@@ -134,6 +138,20 @@ static bool flush_out(struct client *c) {
   return true;
 }
 
+static void buf_puts(struct buf *b, const char *s) {
+  buf_add(b, s, strlen(s));
+}
+
+/* "name: value\r\n", whatever their length. */
+static void put_header(struct buf *b, const char *name, const char *value) {
+  buf_puts(b, name);
+  buf_add(b, ": ", 2);
+  buf_puts(b, value);
+  buf_add(b, "\r\n", 2);
+}
+
+/* The gateway's own answer; to a HEAD, the head alone (its length says
+ * what a GET would get), so the client's next response stays in step. */
 static void send_error(struct client *c, int status, const char *why) {
   char head[256];
   int n = snprintf(head, sizeof(head),
@@ -142,7 +160,9 @@ static void send_error(struct client *c, int status, const char *why) {
                    status, status == 502 ? "Bad Gateway" : "Bad Request",
                    strlen(why) + 1);
   buf_add(&c->out, head, (size_t)n);
-  buf_add(&c->out, why, strlen(why));
+  if (c->head_request)
+    return;
+  buf_puts(&c->out, why);
   buf_add(&c->out, "\n", 1);
 }
 
@@ -179,53 +199,57 @@ static bool connection_names(const char *list, const char *name) {
   return false;
 }
 
-/* Forwarded, unless hop-by-hop or named by one of the message's
- * Connection headers. */
-static bool forwarded(const char *name, const char *const *connection,
-                      int nconnection) {
-  if (hop_by_hop(name))
-    return false;
-  for (int i = 0; i < nconnection; i++)
-    if (connection_names(connection[i], name))
-      return false;
-  return true;
+/* Forwarded, unless hop-by-hop or named by the message's Connection
+ * headers (`connection`: their values joined by commas, or NULL). */
+static bool forwarded(const char *name, const char *connection) {
+  return !hop_by_hop(name) &&
+         !(connection && connection_names(connection, name));
+}
+
+/* Appends a Connection header's value to the joined list. */
+static void join_connection(struct buf *list, const char *value) {
+  if (list->len)
+    buf_add(list, ",", 1);
+  buf_puts(list, value);
 }
 
 /* The upstream response's head, once: status, reason and headers, then
  * the framing the gateway chooses (chunked, or none without a body). */
 static void send_head(struct client *c) {
-  char line[512];
-  const char *connection[8], *name, *value;
-  int status = xfer_get_status(c->x), nconnection = 0;
+  char line[64];
+  struct buf connection = {0};
+  const char *name, *value;
+  int status = xfer_get_status(c->x);
   size_t count = xfer_get_header_count(c->x);
 
   c->head_sent = true;
   c->no_body = c->head_request || status < 200 || status == 204 ||
                status == 304;
   buf_add(&c->out, line,
-          (size_t)snprintf(line, sizeof(line), "HTTP/1.1 %d %s\r\n",
-                           status ? status : 502,
-                           status ? xfer_get_reason(c->x) : "Bad Gateway"));
-  for (size_t i = 0; i < count && nconnection < 8; i++)
+          (size_t)snprintf(line, sizeof(line), "HTTP/1.1 %d ",
+                           status ? status : 502));
+  buf_puts(&c->out, status ? xfer_get_reason(c->x) : "Bad Gateway");
+  buf_add(&c->out, "\r\n", 2);
+  for (size_t i = 0; i < count; i++)
     if (xfer_get_header_at(c->x, i, &name, &value) == XFER_OK &&
         !strcasecmp(name, "connection"))
-      connection[nconnection++] = value;
+      join_connection(&connection, value);
+  buf_add(&connection, "", 1);
   for (size_t i = 0; i < count; i++) {
     if (xfer_get_header_at(c->x, i, &name, &value) != XFER_OK)
       continue;
     /* A bodiless response keeps the length it describes (the body a GET
      * would get, or the cached one): it frames nothing here. */
-    if (!forwarded(name, connection, nconnection) &&
-        !(c->no_body && status != 204 && !strcasecmp(name, "content-length")))
-      continue;
-    buf_add(&c->out, line,
-            (size_t)snprintf(line, sizeof(line), "%s: %s\r\n", name, value));
+    if (forwarded(name, connection.data) ||
+        (c->no_body && status != 204 && !strcasecmp(name, "content-length")))
+      put_header(&c->out, name, value);
   }
-  buf_add(&c->out, "Via: " VIA "\r\n", strlen("Via: " VIA "\r\n"));
+  free(connection.data);
+  put_header(&c->out, "Via", VIA);
   if (!c->no_body)
-    buf_add(&c->out, "Transfer-Encoding: chunked\r\n", 28);
+    buf_puts(&c->out, "Transfer-Encoding: chunked\r\n");
   if (!c->keep_alive)
-    buf_add(&c->out, "Connection: close\r\n", 19);
+    buf_puts(&c->out, "Connection: close\r\n");
   buf_add(&c->out, "\r\n", 2);
 }
 
@@ -330,6 +354,7 @@ static int on_message_complete(llhttp_t *p) {
   char *url;
 
   c->keep_alive = llhttp_should_keep_alive(p) && !w->stopping;
+  c->head_request = p->method == HTTP_HEAD;
   buf_add(&c->url, "", 1);
   if (asprintf(&url, "%s%s", upstream, c->url.data) < 0)
     return -1;
@@ -344,44 +369,55 @@ static int on_message_complete(llhttp_t *p) {
     return 0; /* answered: go on with the next */
   }
   free(url);
-  c->head_request = p->method == HTTP_HEAD;
   xfer_set_method(c->x, llhttp_method_name((llhttp_method_t)p->method));
   {
-    const char *connection[8];
-    int nconnection = 0;
-    for (int i = 0; i < c->nheaders && nconnection < 8; i++)
-      if (!strcasecmp(c->names[i], "connection"))
-        connection[nconnection++] = c->values[i];
+    struct buf connection = {0};
     for (int i = 0; i < c->nheaders; i++)
-      if (forwarded(c->names[i], connection, nconnection))
+      if (!strcasecmp(c->names[i], "connection"))
+        join_connection(&connection, c->values[i]);
+    buf_add(&connection, "", 1);
+    for (int i = 0; i < c->nheaders; i++)
+      if (forwarded(c->names[i], connection.data))
         xfer_add_header(c->x, c->names[i], c->values[i]);
+    free(connection.data);
   }
   xfer_add_header(c->x, "Via", VIA);
-  if (c->body.len)
-    xfer_set_body(c->x, c->body.data, c->body.len);
+  /* A request framed with a length (0 included) or chunked has a body,
+   * which the upstream must see framed too. */
+  if (c->body.len || (p->flags & (F_CONTENT_LENGTH | F_CHUNKED)))
+    xfer_set_body(c->x, c->body.len ? c->body.data : "", c->body.len);
   xfer_set_write_cb(c->x, on_upstream_body, c);
   xfer_set_private(c->x, c);
   xfer_set_timeout_ms(c->x, 30000);
+  if (xfer_multi_add(w->m, c->x) != XFER_M_OK) {
+    send_error(c, 502, "the gateway could not start the upstream request");
+    xfer_free(c->x);
+    c->x = NULL;
+    reset_request(c);
+    return 0; /* answered: go on with the next */
+  }
   c->busy = true;
   w->in_flight++;
-  xfer_multi_add(w->m, c->x);
   return HPE_PAUSED; /* one request at a time: resumed when it is done */
 }
 
+static llhttp_settings_t parser_settings;
+static pthread_once_t parser_settings_once = PTHREAD_ONCE_INIT;
+
+static void settings_init(void) {
+  llhttp_settings_init(&parser_settings);
+  parser_settings.on_url = on_url;
+  parser_settings.on_header_field = on_field;
+  parser_settings.on_header_value = on_value;
+  parser_settings.on_headers_complete = on_headers_complete;
+  parser_settings.on_body = on_body;
+  parser_settings.on_message_complete = on_message_complete;
+}
+
+/* The same for every client of every worker, made once. */
 static const llhttp_settings_t *settings(void) {
-  static llhttp_settings_t s;
-  static bool ready;
-  if (!ready) {
-    llhttp_settings_init(&s);
-    s.on_url = on_url;
-    s.on_header_field = on_field;
-    s.on_header_value = on_value;
-    s.on_headers_complete = on_headers_complete;
-    s.on_body = on_body;
-    s.on_message_complete = on_message_complete;
-    ready = true;
-  }
-  return &s;
+  pthread_once(&parser_settings_once, settings_init);
+  return &parser_settings;
 }
 
 /* Parses what the client sent, up to the next whole request. */
@@ -505,7 +541,9 @@ static int on_socket(xfer_multi *m, int fd, int what, void *userp,
 
   if (what == XFER_POLL_REMOVE) {
     epoll_ctl(w->ep, EPOLL_CTL_DEL, fd, NULL);
-    free(u);
+    u->fd = -1;
+    u->next = w->removed;
+    w->removed = u;
     return 0;
   }
   ev.events = ((what & XFER_POLL_IN) ? EPOLLIN : 0) |
@@ -542,6 +580,14 @@ static void stop_accepting(struct worker *w) {
   close(w->listener.fd);
 }
 
+static void free_removed(struct worker *w) {
+  while (w->removed) {
+    struct handle *u = w->removed;
+    w->removed = u->next;
+    free(u);
+  }
+}
+
 static void *worker_main(void *arg) {
   struct worker *w = arg;
   struct epoll_event evs[256];
@@ -568,6 +614,8 @@ static void *worker_main(void *arg) {
         client_event((struct client *)h, e);
         break;
       case KIND_UPSTREAM:
+        if (h->fd < 0)
+          break; /* REMOVEd earlier in this batch */
         xfer_multi_socket_action(
             w->m, h->fd,
             ((e & EPOLLIN) ? XFER_CSELECT_IN : 0) |
@@ -578,6 +626,7 @@ static void *worker_main(void *arg) {
       }
     }
     reap(w);
+    free_removed(w);
   }
   while (w->clients) /* idle keep-alive clients: nothing left to send */
     client_close(w->clients);
@@ -683,6 +732,7 @@ int main(int argc, char **argv) {
     xfer_pool_stats ps;
     pthread_join(ws[i].thread, NULL);
     xfer_multi_destroy(ws[i].m); /* drains its shutdowns */
+    free_removed(&ws[i]);        /* the handles its REMOVEs left */
     close(ws[i].ep);
     if (i == workers - 1) {
       xfer_pool_get_stats(pool, &ps);

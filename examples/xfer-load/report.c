@@ -132,15 +132,58 @@ void report_text(const struct load_totals *t) {
          avg_ms(t->sum_start, t->ok), lat_mean_ms(l));
 }
 
-static void json_string(const char *s) {
+/* The length of the valid UTF-8 sequence at s (RFC 3629: no overlong
+ * forms, no surrogates, nothing past U+10FFFF), or 0. */
+static int utf8_len(const unsigned char *s) {
+  unsigned char lo = 0x80, hi = 0xbf;
+  int n;
+
+  if (s[0] >= 0xc2 && s[0] <= 0xdf)
+    n = 2;
+  else if (s[0] >= 0xe0 && s[0] <= 0xef)
+    n = 3;
+  else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+    n = 4;
+  else
+    return 0;
+  if (s[0] == 0xe0)
+    lo = 0xa0;
+  else if (s[0] == 0xed)
+    hi = 0x9f;
+  else if (s[0] == 0xf0)
+    lo = 0x90;
+  else if (s[0] == 0xf4)
+    hi = 0x8f;
+  if (s[1] < lo || s[1] > hi)
+    return 0;
+  for (int i = 2; i < n; i++)
+    if ((s[i] & 0xc0) != 0x80)
+      return 0;
+  return n;
+}
+
+/* A JSON string: escapes as JSON wants, and a byte that is not part of
+ * valid UTF-8 (a URL list's raw bytes, a detail cut mid-character) as
+ * U+FFFD, so that a strict parser takes the report. */
+static void json_string(const char *text) {
+  const unsigned char *s = (const unsigned char *)text;
+
   putchar('"');
-  for (; s && *s; s++) {
-    if (*s == '"' || *s == '\\')
-      printf("\\%c", *s);
-    else if ((unsigned char)*s < 0x20)
-      printf("\\u%04x", *s);
-    else
-      putchar(*s);
+  while (s && *s) {
+    int n;
+    if (*s == '"' || *s == '\\') {
+      printf("\\%c", *s++);
+    } else if (*s < 0x20) {
+      printf("\\u%04x", *s++);
+    } else if (*s < 0x80) {
+      putchar(*s++);
+    } else if ((n = utf8_len(s)) > 0) {
+      fwrite(s, 1, (size_t)n, stdout);
+      s += n;
+    } else {
+      fputs("\\ufffd", stdout);
+      s++;
+    }
   }
   putchar('"');
 }

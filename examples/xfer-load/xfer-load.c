@@ -83,6 +83,18 @@ static void progress_line(double started, double now) {
   fflush(stdout);
 }
 
+/* poll()'s timeout until `wake` (-1: none): never negative, and at most
+ * an hour at a time (a -d of years would overflow an int). */
+static int wait_ms(double wake, double now) {
+  double ms = (wake - now) * 1000 + 1;
+
+  if (wake < 0)
+    return -1;
+  if (ms < 0)
+    return 0;
+  return ms > 3600000 ? 3600000 : (int)ms;
+}
+
 /* Waits for the workers: stops new requests on a signal or at the end of
  * -d, cuts those still in flight after the grace, and draws the progress
  * line on a terminal. Returns what stopped the run, or NULL. */
@@ -105,7 +117,7 @@ static const char *wait_for_workers(struct worker *ws, int n, bool progress) {
       wake = end;
     if (stopped_by && !cut && (wake < 0 || stop_at + GRACE_S < wake))
       wake = stop_at + GRACE_S;
-    poll(&pfd, 1, wake < 0 ? -1 : (int)((wake - now) * 1000) + 1);
+    poll(&pfd, 1, wait_ms(wake, now));
     eventfd_read(run.done_fd, &drained);
     now = load_now_s();
     if (!stopped_by && (first_signal || (end && now >= end))) {
@@ -254,6 +266,7 @@ int main(int argc, char **argv) {
     report_text(&t);
   }
   fflush(stdout);
+  status = t.ok == t.done && !targets.nbad ? 0 : 1;
 
   for (int i = 0; i < opts.threads; i++)
     worker_free(&ws[i]);
@@ -268,6 +281,5 @@ int main(int argc, char **argv) {
   close(run.done_fd);
   if (t.stopped_by && first_signal)
     return 128 + first_signal; /* 130 for SIGINT, 143 for SIGTERM */
-  status = t.ok == t.done && !targets.nbad ? 0 : 1;
   return status;
 }
