@@ -23,18 +23,6 @@
 #include "multi.h"
 #include "transfer.h"
 
-/* The body this hop sends, as xfer__http1_req says it: -1 none, -2
- * streamed of unknown length (chunked), else its length. */
-static int64_t body_length(const xfer *x) {
-  const struct xfer__http *h = &x->http;
-
-  if (!h->send_body)
-    return -1;
-  if (x->opts.has_body)
-    return (int64_t)x->opts.body_len;
-  return x->opts.read_size >= 0 ? x->opts.read_size : -2;
-}
-
 static enum xfer__step h1_start(xfer *x) {
   struct xfer__http *h = &x->http;
   struct xfer__h1 *e = &h->h1;
@@ -44,7 +32,7 @@ static enum xfer__step h1_start(xfer *x) {
   req.authority = h->url->authority;
   req.target = h->url->target;
   req.headers = &x->opts.headers;
-  req.body_len = body_length(x);
+  req.body_len = xfer__body_length(x);
   e->asked_close = xfer__http1_asks_close(&x->opts.headers);
   e->out_sent = 0;
   e->body_sent = 0;

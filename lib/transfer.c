@@ -279,9 +279,7 @@ static const char *method_of(const xfer *x) {
   return x->opts.method[0] ? x->opts.method : "GET";
 }
 
-/* The body this hop sends, as the framing check counts it: -1 none, -2
- * streamed of unknown length, else its length. */
-static int64_t body_length(const xfer *x) {
+int64_t xfer__body_length(const xfer *x) {
   if (!x->http.send_body)
     return -1;
   if (x->opts.has_body)
@@ -384,7 +382,7 @@ static enum xfer__step step_init(xfer *x) {
     const char *method = method_of(x); /* shorter than the buffer */
     memcpy(h->method, method, strlen(method) + 1);
     h->send_body = x->opts.has_body || x->opts.read_cb;
-    if (!xfer__http1_check_framing(&x->opts.headers, body_length(x),
+    if (!xfer__http1_check_framing(&x->opts.headers, xfer__body_length(x),
                                    x->detail, sizeof(x->detail)))
       return xfer__step_failed(x, XFER_E_BAD_ARGUMENT);
   }

@@ -206,6 +206,11 @@ void xfer__expire_clear(xfer *x, enum xfer__expire_id id);
  * its own (lib/transfer.c). */
 extern const struct xfer__handler xfer__http_handler;
 
+/* The body this hop sends, as the framing check and the request head
+ * count it (xfer__http1_req): -1 none, -2 streamed of unknown length
+ * (chunked), else its length. */
+int64_t xfer__body_length(const xfer *x);
+
 /* Records the detail text of an error (printf format) and returns `code`,
  * so that a refusal is one statement: return xfer__fail(x, code, ...). */
 xfer_code xfer__fail(xfer *x, xfer_code code, const char *fmt, ...)
