@@ -19,7 +19,10 @@
 
 #include "common.h"
 
+#include "loop.h"
 #include "now.h"
+#include "shutdown.h"
+#include "timer.h"
 
 struct xfer__conn;
 
@@ -28,18 +31,24 @@ struct xfer__conn;
 #define XFER__ATTACHED_MAX 128
 
 struct xfer__attached {
-  xfer *handle;            /* internal: its expiry is the next hold end */
+  struct xfer__loop *loop;
+  struct xfer__shutdown *shutdown; /* takes what the pool evicts */
+  struct xfer__expiry *timer;      /* XFER__EXPIRE_ATTACHED: the next hold
+                                      end (the multi runs
+                                      xfer__attached_run() then) */
   struct xfer__list conns; /* xfer__conn.owner_node, oldest first */
   size_t count;
 };
 
-/* Creates the internal handle. false when out of memory. */
-bool xfer__attached_init(xfer_multi *m);
+void xfer__attached_init(struct xfer__attached *a, struct xfer__loop *loop,
+                         struct xfer__shutdown *shutdown,
+                         struct xfer__expiry *timer);
 
-/* c's response completed on m (the transfer still tracks its socket):
- * keep it attached. false: attaching is off or refused; return c the
- * shared way. */
-bool xfer__attached_keep(xfer_multi *m, struct xfer__conn *c, xfer__time now);
+/* c's response completed on this loop (the transfer still tracks its
+ * socket): keep it attached. false: attaching is off or refused; return c
+ * the shared way. */
+bool xfer__attached_keep(struct xfer__attached *a, struct xfer__conn *c,
+                         xfer__time now);
 
 /* An attached connection for the key that passes the pool's reuse check
  * for a request that is `replayable` or not (xfer__pool_reuse_check():
@@ -47,16 +56,20 @@ bool xfer__attached_keep(xfer_multi *m, struct xfer__conn *c, xfer__time now);
  * Its socket stays tracked by c->ev (c->ev_live) until
  * xfer__attached_untrack(), which the user calls once its transfer tracks
  * the socket itself. */
-struct xfer__conn *xfer__attached_take(xfer_multi *m, const char *key,
-                                       size_t key_len, uint64_t hash,
-                                       bool replayable, xfer__time now);
-void xfer__attached_untrack(xfer_multi *m, struct xfer__conn *c);
+struct xfer__conn *xfer__attached_take(struct xfer__attached *a,
+                                       const char *key, size_t key_len,
+                                       uint64_t hash, bool replayable,
+                                       xfer__time now);
+void xfer__attached_untrack(struct xfer__attached *a, struct xfer__conn *c);
 
-/* Releases those another thread asked for (m's wake-up fired). */
-void xfer__attached_release_requested(xfer_multi *m, xfer__time now);
+/* Its timer fired: releases what was held long enough. */
+void xfer__attached_run(struct xfer__attached *a, xfer__time now);
 
-/* Releases every attached connection, and frees the internal handle
- * (xfer_multi_destroy). */
-void xfer__attached_release_all_and_free(xfer_multi *m, xfer__time now);
+/* Releases those another thread asked for (the loop's wake-up fired). */
+void xfer__attached_release_requested(struct xfer__attached *a,
+                                      xfer__time now);
+
+/* Releases every attached connection (xfer_multi_destroy). */
+void xfer__attached_release_all(struct xfer__attached *a, xfer__time now);
 
 #endif /* XFER_ATTACHED_H */

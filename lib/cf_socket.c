@@ -12,7 +12,6 @@
 
 #include "cf_socket.h"
 #include "mem.h"
-#include "multi.h"
 
 bool xfer__addr_parse(struct xfer__addr *a, const char *ip, uint16_t port,
                       int ip_version) {
@@ -80,21 +79,27 @@ void xfer__he_init(struct xfer__he *cf, const struct xfer__addr *addrs,
   cf->last_errno = ENOENT;
 }
 
-static void he_close(struct xfer__he *cf, xfer_multi *m);
+static void he_close(struct xfer__he *cf, struct xfer__mev *ev);
 
 static void record_failure(struct xfer__he *cf, unsigned addr, int err) {
   cf->last_errno = err;
   xfer__addr_text(&cf->addrs[addr], cf->last_addr, sizeof(cf->last_addr));
 }
 
-/* Drops attempt i (its socket is closed through m's socket_done; m NULL:
- * a socket no multi tracks, closed plainly). */
-static void drop_attempt(struct xfer__he *cf, xfer_multi *m,
+/* Closes fd, after telling the event tracking that tracks it (ev; NULL:
+ * none does): socket_done comes before close(), because the kernel hands
+ * the number out again at once (rule 1). */
+static void close_socket(struct xfer__mev *ev, int fd) {
+  XFER__ASSERT_NO_POOL_LOCK();
+  if (ev)
+    xfer__mev_socket_done(ev, fd);
+  close(fd);
+}
+
+/* Drops attempt i (its socket closed through close_socket()). */
+static void drop_attempt(struct xfer__he *cf, struct xfer__mev *ev,
                          unsigned i) {
-  if (m)
-    xfer__multi_close_socket(m, cf->fds[i]);
-  else
-    close(cf->fds[i]);
+  close_socket(ev, cf->fds[i]);
   cf->inflight--;
   cf->fds[i] = cf->fds[cf->inflight];
   cf->fd_addr[i] = cf->fd_addr[cf->inflight];
@@ -141,7 +146,7 @@ static bool start_attempt(struct xfer__he *cf) {
 /* Checks the attempts in flight: returns the index of one that connected,
  * or -1; failed ones are dropped. One poll() over at most a few sockets,
  * and only while connecting. */
-static int check_attempts(struct xfer__he *cf, xfer_multi *m) {
+static int check_attempts(struct xfer__he *cf, struct xfer__mev *ev) {
   struct pollfd pfd[XFER__HE_MAX_INFLIGHT];
   int err;
   socklen_t len;
@@ -163,22 +168,22 @@ static int check_attempts(struct xfer__he *cf, xfer_multi *m) {
     if (err == 0)
       return (int)i;
     record_failure(cf, cf->fd_addr[i], err);
-    drop_attempt(cf, m, i);
+    drop_attempt(cf, ev, i);
   }
   return -1;
 }
 
-static int he_step(struct xfer__he *cf, xfer_multi *m,
+static int he_step(struct xfer__he *cf, struct xfer__mev *ev,
                          xfer__time now, int *fd) {
   int won;
 
   for (;;) {
-    won = check_attempts(cf, m);
+    won = check_attempts(cf, ev);
     if (won >= 0) {
       *fd = cf->fds[won];
       cf->fds[won] = cf->fds[--cf->inflight];
       cf->fd_addr[won] = cf->fd_addr[cf->inflight];
-      he_close(cf, m); /* the losers */
+      he_close(cf, ev); /* the losers */
       return 1;
     }
     /* Start the next attempt when it is due, or at once when nothing is
@@ -206,9 +211,9 @@ static xfer__time he_next_at(const struct xfer__he *cf) {
                                                : XFER__TIME_NEVER;
 }
 
-static void he_close(struct xfer__he *cf, xfer_multi *m) {
+static void he_close(struct xfer__he *cf, struct xfer__mev *ev) {
   while (cf->inflight)
-    drop_attempt(cf, m, cf->inflight - 1);
+    drop_attempt(cf, ev, cf->inflight - 1);
 }
 
 /* --- the filter -------------------------------------------------------------- */
@@ -224,7 +229,7 @@ static struct cf_socket *sock_of(const struct xfer__cf *cf) {
   return XFER__CONTAINER_OF(cf, struct cf_socket, base);
 }
 
-static enum xfer__cf_progress sock_connect(struct xfer__cf *cf, xfer_multi *m,
+static enum xfer__cf_progress sock_connect(struct xfer__cf *cf, struct xfer__mev *ev,
                                            xfer__time now,
                                            xfer__time *next_at, char *why,
                                            size_t why_len) {
@@ -234,7 +239,7 @@ static enum xfer__cf_progress sock_connect(struct xfer__cf *cf, xfer_multi *m,
 
   if (s->fd >= 0)
     return XFER__CF_DONE;
-  rc = he_step(s->he, m, now, &fd);
+  rc = he_step(s->he, ev, now, &fd);
   if (rc == 0) {
     at = he_next_at(s->he);
     if (at < *next_at)
@@ -327,19 +332,15 @@ static bool sock_alive(struct xfer__cf *cf) {
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
-static void sock_close(struct xfer__cf *cf, xfer_multi *m) {
+static void sock_close(struct xfer__cf *cf, struct xfer__mev *ev) {
   struct cf_socket *s = sock_of(cf);
 
   if (s->he) {
-    he_close(s->he, m);
+    he_close(s->he, ev);
     xfer__free(s->he);
   }
-  if (s->fd >= 0) {
-    if (m)
-      xfer__multi_close_socket(m, s->fd);
-    else
-      close(s->fd);
-  }
+  if (s->fd >= 0)
+    close_socket(ev, s->fd);
   xfer__free(s);
 }
 

@@ -11,7 +11,7 @@ void xfer__cf_push(struct xfer__cf **top, struct xfer__cf *cf) {
   *top = cf;
 }
 
-enum xfer__cf_progress xfer__cf_connect(struct xfer__cf *top, xfer_multi *m,
+enum xfer__cf_progress xfer__cf_connect(struct xfer__cf *top, struct xfer__mev *ev,
                                         xfer__time now, xfer__time *next_at,
                                         char *why, size_t why_len) {
   enum xfer__cf_progress p;
@@ -19,11 +19,11 @@ enum xfer__cf_progress xfer__cf_connect(struct xfer__cf *top, xfer_multi *m,
   if (top->connected)
     return XFER__CF_DONE;
   if (top->below) {
-    p = xfer__cf_connect(top->below, m, now, next_at, why, why_len);
+    p = xfer__cf_connect(top->below, ev, now, next_at, why, why_len);
     if (p != XFER__CF_DONE)
       return p;
   }
-  p = top->type->connect(top, m, now, next_at, why, why_len);
+  p = top->type->connect(top, ev, now, next_at, why, why_len);
   if (p == XFER__CF_DONE)
     top->connected = true;
   return p;
@@ -47,10 +47,10 @@ bool xfer__cf_alive(struct xfer__cf *top) {
   return true;
 }
 
-void xfer__cf_close(struct xfer__cf *top, xfer_multi *m) {
+void xfer__cf_close(struct xfer__cf *top, struct xfer__mev *ev) {
   while (top) {
     struct xfer__cf *below = top->below;
-    top->type->close(top, m);
+    top->type->close(top, ev);
     top = below;
   }
 }

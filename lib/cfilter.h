@@ -35,7 +35,7 @@ struct xfer__cf_type {
   /* Advances this filter's connect, once every filter below is connected
    * (the socket: happy eyeballs; TLS: its handshake). On AGAIN it may
    * lower *next_at to when it must run again without an event. */
-  enum xfer__cf_progress (*connect)(struct xfer__cf *cf, xfer_multi *m,
+  enum xfer__cf_progress (*connect)(struct xfer__cf *cf, struct xfer__mev *ev,
                                     xfer__time now, xfer__time *next_at,
                                     char *why, size_t why_len);
   /* Adds what the stack waits on to ps. `want` is what the layer above
@@ -58,9 +58,9 @@ struct xfer__cf_type {
   enum xfer__cf_progress (*shutdown)(struct xfer__cf *cf);
   /* May an idle connection be reused, as far as this filter knows? */
   bool (*alive)(struct xfer__cf *cf);
-  /* Frees the filter; the socket closes its sockets through m's
-   * socket_done (m NULL: a socket no multi tracks). */
-  void (*close)(struct xfer__cf *cf, xfer_multi *m);
+  /* Frees the filter; the socket closes its sockets through socket_done
+   * of ev (NULL: a socket no event tracking knows). */
+  void (*close)(struct xfer__cf *cf, struct xfer__mev *ev);
 };
 
 struct xfer__cf {
@@ -75,7 +75,7 @@ void xfer__cf_push(struct xfer__cf **top, struct xfer__cf *cf);
 
 /* Connects the stack from the bottom up: each filter's connect runs once
  * the one below is connected. */
-enum xfer__cf_progress xfer__cf_connect(struct xfer__cf *top, xfer_multi *m,
+enum xfer__cf_progress xfer__cf_connect(struct xfer__cf *top, struct xfer__mev *ev,
                                         xfer__time now, xfer__time *next_at,
                                         char *why, size_t why_len);
 
@@ -112,7 +112,7 @@ enum xfer__cf_progress xfer__cf_shutdown(struct xfer__cf *top);
 bool xfer__cf_alive(struct xfer__cf *top);
 
 /* Frees the stack, top first. */
-void xfer__cf_close(struct xfer__cf *top, xfer_multi *m);
+void xfer__cf_close(struct xfer__cf *top, struct xfer__mev *ev);
 
 /* Pass-through parts, for filters that change only some of the stack's
  * behaviour. */

@@ -8,7 +8,6 @@
 #include "conn.h"
 #include "exchange.h"
 #include "mem.h"
-#include "multi.h"
 #include "now.h"
 
 /* Protected by: atomic (ids only need to be unique). */
@@ -126,12 +125,12 @@ struct xfer__conn *xfer__conn_open(const char *key, size_t key_len,
   return c;
 }
 
-enum xfer__cf_progress xfer__conn_connect(struct xfer__conn *c, xfer_multi *m,
+enum xfer__cf_progress xfer__conn_connect(struct xfer__conn *c, struct xfer__mev *ev,
                                           xfer__time now,
                                           xfer__time *next_at, char *why,
                                           size_t why_len) {
   enum xfer__cf_progress p =
-      xfer__cf_connect(c->filters, m, now, next_at, why, why_len);
+      xfer__cf_connect(c->filters, ev, now, next_at, why, why_len);
 
   if (c->fd < 0)
     c->fd = xfer__cf_socket_fd(c->filters);
@@ -148,9 +147,9 @@ enum xfer__cf_progress xfer__conn_shutdown_step(struct xfer__conn *c) {
   return xfer__cf_shutdown(c->filters);
 }
 
-void xfer__conn_close(struct xfer__conn *c, xfer_multi *m) {
+void xfer__conn_close(struct xfer__conn *c, struct xfer__mev *ev) {
   XFER__ASSERT_NO_POOL_LOCK(); /* rule 3: no close under a pool lock */
-  xfer__cf_close(c->filters, m);
+  xfer__cf_close(c->filters, ev);
   xfer__free(c);
 }
 

@@ -93,7 +93,7 @@ struct xfer__conn *xfer__conn_open(const char *key, size_t key_len,
 /* Advances the connect of every filter, bottom up. On AGAIN *next_at may
  * be lowered to when to call again without an event; on FAILED `why`
  * says why. Sets fd once the socket is connected. */
-enum xfer__cf_progress xfer__conn_connect(struct xfer__conn *c, xfer_multi *m,
+enum xfer__cf_progress xfer__conn_connect(struct xfer__conn *c, struct xfer__mev *ev,
                                           xfer__time now,
                                           xfer__time *next_at, char *why,
                                           size_t why_len);
@@ -127,10 +127,10 @@ static inline bool xfer__conn_data_pending(const struct xfer__conn *c) {
  * peer's EOF). DONE when all ended; AGAIN: wait for IN (assess_conn). */
 enum xfer__cf_progress xfer__conn_shutdown_step(struct xfer__conn *c);
 
-/* Closes the stack (its socket through socket_done of `m` if it tracks
- * it; m may be NULL for a socket no multi tracks) and frees the
+/* Closes the stack (its socket through socket_done of `ev`, the event
+ * tracking that knows it; NULL for a socket none knows) and frees the
  * connection. */
-void xfer__conn_close(struct xfer__conn *c, xfer_multi *m);
+void xfer__conn_close(struct xfer__conn *c, struct xfer__mev *ev);
 
 /* Before reusing an idle connection: may it be? The exchange's view
  * first, then every filter's (the socket: a non-blocking MSG_PEEK; a

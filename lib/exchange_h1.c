@@ -20,7 +20,7 @@
 
 #include "conn.h"
 #include "exchange.h"
-#include "multi.h"
+#include "loop.h"
 #include "transfer.h"
 
 static enum xfer__step h1_start(xfer *x) {
@@ -72,10 +72,9 @@ static enum xfer__step refill_from_callback(xfer *x) {
   }
   if (!xfer__buf_reserve(&e->out, FRAME_ROOM + BODY_CHUNK + 2))
     return xfer__step_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
-  XFER__ASSERT_NO_POOL_LOCK();
-  x->multi->in_callback++;
+  xfer__loop_callback_enter(x->loop);
   n = x->opts.read_cb(e->out.data + at, ask, x->opts.read_userp);
-  x->multi->in_callback--;
+  xfer__loop_callback_leave(x->loop);
   if (n < 0)
     return xfer__step_fail(x, XFER_E_READ_CALLBACK,
                            "the read callback aborted the transfer");
@@ -181,11 +180,10 @@ static int resp_on_header(void *owner, const char *name, size_t name_len,
 
   if (!x->opts.header_cb)
     return 0;
-  XFER__ASSERT_NO_POOL_LOCK();
-  x->multi->in_callback++;
+  xfer__loop_callback_enter(x->loop);
   rc = x->opts.header_cb(name, name_len, value, value_len,
                          x->opts.header_userp);
-  x->multi->in_callback--;
+  xfer__loop_callback_leave(x->loop);
   return rc;
 }
 
@@ -195,10 +193,9 @@ static int resp_on_body(void *owner, const char *data, size_t len) {
 
   if (!x->opts.write_cb)
     return 0;
-  XFER__ASSERT_NO_POOL_LOCK();
-  x->multi->in_callback++;
+  xfer__loop_callback_enter(x->loop);
   taken = x->opts.write_cb(data, len, x->opts.write_userp);
-  x->multi->in_callback--;
+  xfer__loop_callback_leave(x->loop);
   return taken != len;
 }
 
@@ -242,7 +239,7 @@ static enum xfer__step recv_failed(xfer *x, xfer_code rc) {
  * ends or fails meanwhile, is not kept. */
 static enum xfer__step check_after_end(xfer *x) {
   struct xfer__http *h = &x->http;
-  char *buf = x->multi->recv_buf;
+  char *buf = x->loop->recv_buf;
   size_t got = 0;
   xfer_code rc;
   int err = 0;
@@ -273,14 +270,14 @@ static enum xfer__step check_after_end(xfer *x) {
 
 static enum xfer__step step_recv(xfer *x) {
   struct xfer__http *h = &x->http;
-  xfer_multi *m = x->multi;
+  char *buf = x->loop->recv_buf;
   xfer_code rc;
   int err = 0;
   ssize_t n;
 
   /* A few reads per run, so one busy transfer cannot starve the others. */
   for (int reads = 0; reads < 16; reads++) {
-    n = xfer__conn_recv(h->conn, m->recv_buf, XFER__RECV_BUF_SIZE, &err);
+    n = xfer__conn_recv(h->conn, buf, XFER__RECV_BUF_SIZE, &err);
     if (n < 0 && err == EAGAIN)
       return XFER__STEP_AGAIN;
     if (n < 0)
@@ -296,7 +293,7 @@ static enum xfer__step step_recv(xfer *x) {
       xfer__stamp(x, XFER__PHASE_STARTTRANSFER);
     }
     h->bytes_received += (uint64_t)n;
-    rc = xfer__http1_resp_feed(&h->resp, m->recv_buf, (size_t)n);
+    rc = xfer__http1_resp_feed(&h->resp, buf, (size_t)n);
     if (rc)
       return recv_failed(x, rc);
     if (h->resp.complete)

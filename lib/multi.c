@@ -26,20 +26,106 @@ static bool multi_valid(const xfer_multi *m) {
 static xfer_mcode api_enter(const xfer_multi *m) {
   if (!multi_valid(m))
     return XFER_M_BAD_HANDLE;
-  if (m->in_callback)
+  if (m->loop.in_callback)
     return XFER_M_RECURSIVE_API_CALL;
   return XFER_M_OK;
 }
 
 /* An API entry: "once per call" work (the resolver's I/O) keys on this. */
-static void call_begin(xfer_multi *m) { m->call_seq++; }
+static void call_begin(xfer_multi *m) { m->loop.call_seq++; }
 
-xfer__time xfer__multi_now(xfer_multi *m) {
-  xfer__time now = xfer__now_read(&m->stats.clock_reads);
+static xfer__time multi_now(xfer_multi *m) { return xfer__loop_now(&m->loop); }
 
-  if (now > m->last_now)
-    m->last_now = now;
-  return m->last_now;
+/* The event tracking's report: the application's socket callback. */
+static int report_socket(void *owner, int fd, int what, void *socketp) {
+  xfer_multi *m = owner;
+  int rc;
+
+  m->stats.socket_cb_calls++;
+  xfer__loop_callback_enter(&m->loop);
+  rc = m->socket_cb(m, fd, what, m->socket_userp, socketp);
+  xfer__loop_callback_leave(&m->loop);
+  return rc;
+}
+
+static void xfer_due(struct xfer__mev_tracker *t, int fd) {
+  xfer *x = t->owner;
+
+  (void)fd;
+  xfer__multi_mark_dirty(x->multi, x);
+}
+
+/* A socket of x was refused when everything was reported anew: x fails
+ * at its next run, in this call. */
+static void xfer_refused(struct xfer__mev_tracker *t, int fd) {
+  xfer *x = t->owner;
+
+  if (x->pending_error == XFER_OK) {
+    x->pending_error = xfer__fail(x, XFER_E_SOCKET_CALLBACK,
+                                  "the socket callback refused fd %d", fd);
+  }
+  xfer__multi_mark_dirty(x->multi, x);
+}
+
+const struct xfer__mev_ops xfer__multi_xfer_ev_ops = {
+    .due = xfer_due,
+    .refused = xfer_refused,
+};
+
+static xfer_code wake_ready(struct xfer__loop *loop);
+
+static void dns_answered(xfer *x) { xfer__multi_mark_dirty(x->multi, x); }
+
+/* The internal handles: their expiries are the shutdown and attached
+ * timers, and their runs hand the time to those modules. */
+static enum xfer__step run_shutdown(xfer *h, unsigned due) {
+  (void)due;
+  xfer__shutdown_run(&h->multi->shutdown, h->now);
+  return XFER__STEP_AGAIN;
+}
+
+static enum xfer__step run_attached(xfer *h, unsigned due) {
+  (void)due;
+  xfer__attached_run(&h->multi->attached, h->now);
+  return XFER__STEP_AGAIN;
+}
+
+static const struct xfer__handler shutdown_handler = {
+    .name = "shutdown",
+    .run = run_shutdown,
+};
+
+static const struct xfer__handler attached_handler = {
+    .name = "attached",
+    .run = run_attached,
+};
+
+/* An internal transfer of m (not in m->xfers, never done) whose expiries
+ * drive `handler`; room for its timer node is reserved. NULL when out of
+ * memory. */
+static xfer *internal_new(xfer_multi *m, const struct xfer__handler *handler) {
+  xfer *h = xfer_new();
+
+  if (!h || !xfer__timer_heap_reserve(&m->loop.timers,
+                                      XFER__INTERNAL_HANDLES)) {
+    xfer_free(h);
+    return NULL;
+  }
+  xfer__set_handler(h, handler, NULL);
+  h->multi = m;
+  h->loop = &m->loop;
+  xfer__start(h, 0);
+  return h;
+}
+
+/* Clears its timers and frees it (NULL: nothing). */
+static void internal_free(xfer_multi *m, xfer *h) {
+  if (!h)
+    return;
+  xfer__expiry_clear_all(&m->loop.timers, &h->expiry);
+  h->multi = NULL;
+  h->loop = NULL;
+  xfer_free(h);
 }
 
 xfer_multi *xfer_multi_new(xfer_pool *pool) {
@@ -57,51 +143,35 @@ xfer_multi *xfer_multi_new(xfer_pool *pool) {
       return NULL;
     }
   }
-  m->pool = pool;
+  m->loop.pool = pool;
   xfer__pool_attach(pool);
-  m->dns_timeout_ms = 2000;
-  m->dns_tries = 3;
   m->magic = XFER__MAGIC_MULTI;
   m->timer_armed = XFER__TIME_NEVER;
-  xfer__mev_init(&m->ev);
-  xfer__timer_heap_init(&m->timers);
+  xfer__mev_init(&m->loop.ev);
+  xfer__timer_heap_init(&m->loop.timers);
+  m->loop.wake_ready = wake_ready;
   xfer__list_init(&m->xfers);
   xfer__list_init(&m->dirty);
   xfer__list_init(&m->msgs);
   xfer__list_init(&m->waiting);
-  if (!xfer__shutdown_init(m) || !xfer__attached_init(m)) {
-    xfer__shutdown_drain_and_free(m); /* nothing to drain yet */
+  xfer__dns_init(&m->dns, &m->loop, dns_answered);
+  m->shutdown_handle = internal_new(m, &shutdown_handler);
+  m->attached_handle = internal_new(m, &attached_handler);
+  if (!m->shutdown_handle || !m->attached_handle) {
+    internal_free(m, m->shutdown_handle);
+    internal_free(m, m->attached_handle);
     m->magic = XFER__MAGIC_DEAD;
-    xfer__timer_heap_free(&m->timers);
+    xfer__timer_heap_free(&m->loop.timers);
     xfer__pool_detach(pool);
     if (m->private_pool)
       xfer_pool_destroy(m->private_pool);
     xfer__free(m);
     return NULL;
   }
+  xfer__shutdown_init(&m->shutdown, &m->loop, &m->shutdown_handle->expiry);
+  xfer__attached_init(&m->attached, &m->loop, &m->shutdown,
+                      &m->attached_handle->expiry);
   return m;
-}
-
-xfer *xfer__multi_internal_new(xfer_multi *m,
-                               const struct xfer__handler *handler) {
-  xfer *h = xfer_new();
-
-  if (!h || !xfer__timer_heap_reserve(&m->timers, XFER__INTERNAL_HANDLES)) {
-    xfer_free(h);
-    return NULL;
-  }
-  xfer__set_handler(h, handler, NULL);
-  h->multi = m;
-  xfer__start(h, 0);
-  return h;
-}
-
-void xfer__multi_internal_free(xfer_multi *m, xfer *h) {
-  if (!h)
-    return;
-  xfer__expiry_clear_all(&m->timers, &h->expiry);
-  h->multi = NULL;
-  xfer_free(h);
 }
 
 void xfer__multi_mark_dirty(xfer_multi *m, xfer *x) {
@@ -110,22 +180,13 @@ void xfer__multi_mark_dirty(xfer_multi *m, xfer *x) {
     xfer__list_insert_tail(&m->dirty, &x->dirty_node);
 }
 
-void xfer__multi_fail_soon(xfer_multi *m, xfer *x, xfer_code code, int fd) {
-  if (x->pending_error == XFER_OK) {
-    x->pending_error = xfer__fail(x, code, "the socket callback refused fd %d",
-                                  fd);
-  }
-  xfer__multi_mark_dirty(m, x);
-}
-
 /* Another thread granted one of our waiting transfers a connection or a
  * slot: run those that were granted. */
-static void wake_event(xfer_multi *m, struct xfer__mev_tracker *t, int fd,
-                       int events) {
+static void wake_event(struct xfer__mev_tracker *t, int fd, int events) {
+  xfer_multi *m = t->owner;
   struct xfer__list *pos;
   uint64_t count;
 
-  (void)t;
   (void)events;
   if (read(fd, &count, sizeof(count)) < 0) {
     /* EAGAIN: already read; the flags below are what counts */
@@ -136,46 +197,47 @@ static void wake_event(xfer_multi *m, struct xfer__mev_tracker *t, int fd,
       xfer__multi_mark_dirty(m, x);
   }
   /* Or a transfer of another thread asked for one we hold attached. */
-  xfer__attached_release_requested(m, m->last_now);
+  xfer__attached_release_requested(&m->attached, m->loop.last_now);
 }
 
-xfer_code xfer__multi_wake_ready(xfer_multi *m) {
+static const struct xfer__mev_ops wake_ev_ops = {.event = wake_event};
+
+/* Makes sure the multi can be woken by other threads (an eventfd in its
+ * event tracking). XFER_E_SOCKET_CALLBACK when the socket callback
+ * refused it, XFER_E_OUT_OF_MEMORY: then the multi has no wake-up (and
+ * tries again at the next call). */
+static xfer_code wake_ready(struct xfer__loop *loop) {
+  xfer_multi *m = XFER__CONTAINER_OF(loop, xfer_multi, loop);
   struct xfer__pollset ps;
   xfer_code rc;
 
-  if (m->wake)
+  if (loop->wake)
     return XFER_OK;
-  m->wake = xfer__wake_new();
-  if (!m->wake)
+  loop->wake = xfer__wake_new();
+  if (!loop->wake)
     return XFER_E_OUT_OF_MEMORY;
-  xfer__mev_tracker_init(&m->wake_ev, XFER__MEV_CONN, wake_event);
+  xfer__mev_tracker_init(&m->wake_ev, XFER__MEV_CONN, &wake_ev_ops, m);
   xfer__pollset_reset(&ps);
-  xfer__pollset_add(&ps, m->wake->fd, XFER_POLL_IN);
-  rc = xfer__mev_assess_conn(m, &m->wake_ev, &ps);
+  xfer__pollset_add(&ps, loop->wake->fd, XFER_POLL_IN);
+  rc = xfer__mev_assess(&loop->ev, &m->wake_ev, &ps);
   if (rc) {
     /* Not watched, it would wake nobody: no waiter may rely on it. It
      * goes (forgotten before its close), and the next transfer that may
      * wait tries again. */
-    xfer__mev_conn_done(m, &m->wake_ev);
-    xfer__mev_socket_done(m, m->wake->fd);
-    xfer__wake_unref(m->wake);
-    m->wake = NULL;
+    xfer__mev_tracker_done(&loop->ev, &m->wake_ev);
+    xfer__mev_socket_done(&loop->ev, loop->wake->fd);
+    xfer__wake_unref(loop->wake);
+    loop->wake = NULL;
   }
   return rc;
-}
-
-void xfer__multi_close_socket(xfer_multi *m, int fd) {
-  XFER__ASSERT_NO_POOL_LOCK();
-  xfer__mev_socket_done(m, fd); /* before close(): the number comes back */
-  close(fd);
 }
 
 /* Stops x's protocol work and forgets its sockets and timers. */
 static void xfer_stop(xfer_multi *m, xfer *x) {
   if (x->handler->cleanup)
     x->handler->cleanup(x);
-  xfer__mev_xfer_done(m, x);
-  xfer__expiry_clear_all(&m->timers, &x->expiry);
+  xfer__mev_tracker_done(&m->loop.ev, &x->ev);
+  xfer__expiry_clear_all(&m->loop.timers, &x->expiry);
   if (xfer__list_linked(&x->dirty_node))
     xfer__list_remove(&x->dirty_node);
 }
@@ -205,7 +267,13 @@ static void xfer_run(xfer_multi *m, xfer *x) {
   st = x->pending_error ? xfer__step_failed(x, x->pending_error)
                         : x->handler->run(x, due);
   if (st == XFER__STEP_AGAIN) {
-    xfer_code assessed = xfer__mev_assess_xfer(m, x);
+    struct xfer__pollset ps;
+    xfer_code assessed;
+
+    xfer__pollset_reset(&ps);
+    if (x->handler->pollset)
+      x->handler->pollset(x, &ps);
+    assessed = xfer__mev_assess(&m->loop.ev, &x->ev, &ps);
     if (assessed == XFER_OK) {
       if (x->handler->assessed)
         x->handler->assessed(x);
@@ -226,9 +294,10 @@ static void xfer_run(xfer_multi *m, xfer *x) {
 static void collect_due(xfer_multi *m, xfer__time now) {
   struct xfer__timer_node *top;
 
-  while ((top = xfer__timer_heap_top(&m->timers)) && top->deadline <= now) {
+  while ((top = xfer__timer_heap_top(&m->loop.timers)) &&
+         top->deadline <= now) {
     xfer *x = XFER__CONTAINER_OF(top, xfer, expiry.node);
-    x->due |= xfer__expiry_take_due(&m->timers, &x->expiry, now);
+    x->due |= xfer__expiry_take_due(&m->loop.timers, &x->expiry, now);
     xfer__multi_mark_dirty(m, x);
   }
 }
@@ -251,7 +320,7 @@ static xfer__time run_dirty(xfer_multi *m, xfer__time now) {
     if (x->now > now)
       now = x->now;
     if (++ran % XFER__CLOCK_REFRESH_EVERY == 0) {
-      xfer__time fresh = xfer__multi_now(m);
+      xfer__time fresh = multi_now(m);
       if (fresh > now)
         now = fresh;
     }
@@ -262,7 +331,7 @@ static xfer__time run_dirty(xfer_multi *m, xfer__time now) {
 /* Tells the timer callback when the earliest deadline differs from the
  * one the application's timer is armed for. */
 static xfer_mcode update_timer(xfer_multi *m, xfer__time now) {
-  struct xfer__timer_node *top = xfer__timer_heap_top(&m->timers);
+  struct xfer__timer_node *top = xfer__timer_heap_top(&m->loop.timers);
   xfer__time deadline = top ? top->deadline : XFER__TIME_NEVER;
   long timeout_ms;
   int rc;
@@ -278,16 +347,15 @@ static xfer_mcode update_timer(xfer_multi *m, xfer__time now) {
     timeout_ms = (long)((deadline - now + XFER__NS_PER_MS - 1) /
                         XFER__NS_PER_MS);
   m->stats.timer_cb_calls++;
-  XFER__ASSERT_NO_POOL_LOCK(); /* rule 3: no callback under a pool lock */
-  m->in_callback++;
+  xfer__loop_callback_enter(&m->loop);
   rc = m->timer_cb(m, timeout_ms, m->timer_userp);
-  m->in_callback--;
+  xfer__loop_callback_leave(&m->loop);
   return rc ? XFER_M_TIMER_CALLBACK : XFER_M_OK;
 }
 
 /* The common end of the calls that run transfers. */
 static xfer_mcode run_and_leave(xfer_multi *m, xfer__time now, int *running) {
-  xfer__mev_resync(m);
+  xfer__mev_resync(&m->loop.ev);
   collect_due(m, now);
   now = run_dirty(m, now);
   if (running)
@@ -303,12 +371,12 @@ xfer_mcode xfer_multi_socket_action(xfer_multi *m, int fd, int events,
   if (rc)
     return rc;
   call_begin(m);
-  now = xfer__multi_now(m);
+  now = multi_now(m);
   m->stats.wakeups++;
   if (fd == XFER_SOCKET_TIMEOUT)
     m->timer_armed = XFER__TIME_NEVER; /* the application's timer fired */
-  else if (xfer__mev_expire_xfers(m, fd))
-    xfer__mev_dispatch_conns(m, fd, events);
+  else if (xfer__mev_expire_xfers(&m->loop.ev, fd))
+    xfer__mev_dispatch_conns(&m->loop.ev, fd, events);
   return run_and_leave(m, now, running);
 }
 
@@ -324,7 +392,7 @@ xfer_mcode xfer_multi_perform(xfer_multi *m, int *running) {
   if (rc)
     return rc;
   call_begin(m);
-  now = xfer__multi_now(m);
+  now = multi_now(m);
   m->stats.wakeups++;
   for (pos = m->xfers.next; pos != &m->xfers; pos = pos->next)
     xfer__multi_mark_dirty(m, XFER__CONTAINER_OF(pos, xfer, multi_node));
@@ -341,21 +409,21 @@ xfer_mcode xfer_multi_poll(xfer_multi *m, int timeout_ms, int *numfds) {
     return rc;
   if (timeout_ms < 0)
     return XFER_M_BAD_ARGUMENT;
-  if (m->pollfds_len < m->ev.count) {
+  if (m->pollfds_len < m->loop.ev.count) {
     struct pollfd *pfds = xfer__realloc(m->pollfds,
-                                        m->ev.count * sizeof(*pfds));
+                                        m->loop.ev.count * sizeof(*pfds));
     if (!pfds)
       return XFER_M_OUT_OF_MEMORY;
     m->pollfds = pfds;
-    m->pollfds_len = m->ev.count;
+    m->pollfds_len = m->loop.ev.count;
   }
-  count = xfer__mev_pollfds(m, m->pollfds, m->pollfds_len);
+  count = xfer__mev_pollfds(&m->loop.ev, m->pollfds, m->pollfds_len);
 
   /* The wait ends at the earliest deadline, measured from the last clock
    * reading: perform() has just read it in the usual perform/poll loop. */
-  top = xfer__timer_heap_top(&m->timers);
+  top = xfer__timer_heap_top(&m->loop.timers);
   if (top) {
-    xfer__time left = top->deadline - m->last_now;
+    xfer__time left = top->deadline - m->loop.last_now;
     int64_t left_ms = left <= 0 ? 0 : (left + XFER__NS_PER_MS - 1) /
                                           XFER__NS_PER_MS;
     if (left_ms < timeout_ms)
@@ -370,15 +438,15 @@ xfer_mcode xfer_multi_poll(xfer_multi *m, int timeout_ms, int *numfds) {
   if (ready < 0)
     ready = 0;
   call_begin(m);
-  xfer__multi_now(m); /* the return of poll is an API entry */
+  multi_now(m); /* the return of poll is an API entry */
   m->stats.wakeups++;
   for (size_t i = 0; i < count && ready > 0; i++) {
     short re = m->pollfds[i].revents;
     int events = ((re & POLLIN) ? XFER_CSELECT_IN : 0) |
                  ((re & POLLOUT) ? XFER_CSELECT_OUT : 0) |
                  ((re & (POLLERR | POLLHUP | POLLNVAL)) ? XFER_CSELECT_ERR : 0);
-    if (events && xfer__mev_expire_xfers(m, m->pollfds[i].fd))
-      xfer__mev_dispatch_conns(m, m->pollfds[i].fd, events);
+    if (events && xfer__mev_expire_xfers(&m->loop.ev, m->pollfds[i].fd))
+      xfer__mev_dispatch_conns(&m->loop.ev, m->pollfds[i].fd, events);
   }
   if (numfds)
     *numfds = ready;
@@ -397,19 +465,20 @@ xfer_mcode xfer_multi_add(xfer_multi *m, xfer *x) {
     return XFER_M_ADDED_ALREADY;
   /* Room in the heap now means no timer operation can fail later (one
    * node per transfer and one per internal handle). */
-  if (!xfer__timer_heap_reserve(&m->timers,
+  if (!xfer__timer_heap_reserve(&m->loop.timers,
                                 m->num_xfers + 1 + XFER__INTERNAL_HANDLES))
     return XFER_M_OUT_OF_MEMORY;
   call_begin(m);
-  now = xfer__multi_now(m);
+  now = multi_now(m);
   x->multi = m;
+  x->loop = &m->loop;
   xfer__start(x, now);
   xfer__list_insert_tail(&m->xfers, &x->multi_node);
   m->num_xfers++;
   m->running++;
   m->stats.xfers_added++;
-  xfer__expiry_set(&m->timers, &x->expiry, XFER__EXPIRE_RUN_NOW, x->now);
-  xfer__mev_resync(m);
+  xfer__expiry_set(&m->loop.timers, &x->expiry, XFER__EXPIRE_RUN_NOW, x->now);
+  xfer__mev_resync(&m->loop.ev);
   return update_timer(m, now);
 }
 
@@ -428,6 +497,7 @@ static void xfer_detach(xfer_multi *m, xfer *x, const char *why) {
   xfer__list_remove(&x->multi_node);
   m->num_xfers--;
   x->multi = NULL;
+  x->loop = NULL;
   x->state = XFER__STATE_IDLE;
 }
 
@@ -449,10 +519,10 @@ xfer_mcode xfer_multi_remove(xfer_multi *m, xfer *x) {
     return XFER_M_OK;
   }
   call_begin(m);
-  now = xfer__multi_now(m);
+  now = multi_now(m);
   xfer__now_at_least(x, now);
   xfer_detach(m, x, "removed from its multi");
-  xfer__mev_resync(m);
+  xfer__mev_resync(&m->loop.ev);
   return update_timer(m, now);
 }
 
@@ -467,26 +537,28 @@ xfer_mcode xfer_multi_destroy(xfer_multi *m) {
   while (!xfer__list_empty(&m->xfers))
     xfer_detach(m, XFER__CONTAINER_OF(m->xfers.next, xfer, multi_node),
                 "its multi was destroyed");
-  xfer__resolver_free(m); /* c-ares closes its sockets through socket_done */
-  xfer__attached_release_all_and_free(m, xfer__multi_now(m));
-  xfer__shutdown_drain_and_free(m); /* bounded by the shutdown timeout */
-  if (m->wake) { /* REMOVE first; the last reference closes the fd */
-    xfer__mev_conn_done(m, &m->wake_ev);
-    xfer__mev_socket_done(m, m->wake->fd);
-    xfer__wake_unref(m->wake);
+  xfer__dns_cleanup(&m->dns); /* c-ares closes its sockets through
+                                 socket_done */
+  xfer__attached_release_all(&m->attached, multi_now(m));
+  xfer__shutdown_drain(&m->shutdown); /* bounded by the shutdown timeout */
+  internal_free(m, m->attached_handle);
+  internal_free(m, m->shutdown_handle);
+  if (m->loop.wake) { /* REMOVE first; the last reference closes the fd */
+    xfer__mev_tracker_done(&m->loop.ev, &m->wake_ev);
+    xfer__mev_socket_done(&m->loop.ev, m->loop.wake->fd);
+    xfer__wake_unref(m->loop.wake);
   }
-  xfer__mev_cleanup(m);
+  xfer__mev_cleanup(&m->loop.ev);
   if (m->timer_cb && m->timer_armed != XFER__TIME_NEVER) {
     m->stats.timer_cb_calls++;
-    m->in_callback++;
+    xfer__loop_callback_enter(&m->loop);
     m->timer_cb(m, -1, m->timer_userp);
-    m->in_callback--;
+    xfer__loop_callback_leave(&m->loop);
   }
-  xfer__timer_heap_free(&m->timers);
+  xfer__timer_heap_free(&m->loop.timers);
   xfer__free(m->pollfds);
-  xfer__free(m->recv_buf);
-  xfer__free(m->dns_servers);
-  xfer__pool_detach(m->pool);
+  xfer__free(m->loop.recv_buf);
+  xfer__pool_detach(m->loop.pool);
   if (m->private_pool)
     xfer_pool_destroy(m->private_pool);
   m->magic = XFER__MAGIC_DEAD;
@@ -502,7 +574,7 @@ xfer_mcode xfer_multi_set_socket_cb(xfer_multi *m, xfer_socket_cb cb,
     return rc;
   m->socket_cb = cb;
   m->socket_userp = userp;
-  xfer__mev_callback_changed(m);
+  xfer__mev_set_report(&m->loop.ev, cb ? report_socket : NULL, m);
   return XFER_M_OK;
 }
 
@@ -521,7 +593,7 @@ xfer_mcode xfer_multi_set_timer_cb(xfer_multi *m, xfer_timer_cb cb,
 xfer_mcode xfer_multi_assign(xfer_multi *m, int fd, void *socketp) {
   if (!multi_valid(m))
     return XFER_M_BAD_HANDLE;
-  return xfer__mev_assign(m, fd, socketp);
+  return xfer__mev_assign(&m->loop.ev, fd, socketp);
 }
 
 const xfer_msg *xfer_multi_info_read(xfer_multi *m, int *left) {
@@ -545,9 +617,10 @@ xfer_mcode xfer_multi_get_stats(xfer_multi *m, xfer_multi_stats *out) {
   if (!out)
     return XFER_M_BAD_ARGUMENT;
   *out = m->stats;
+  out->clock_reads = m->loop.clock_reads;
   out->shutdowns = m->shutdown.total;
   out->shutting_down = m->shutdown.count;
-  out->sockets_tracked = m->ev.count;
+  out->sockets_tracked = m->loop.ev.count;
   out->running = m->running;
   return XFER_M_OK;
 }
@@ -560,7 +633,7 @@ xfer_mcode xfer_multi_set_dns_servers(xfer_multi *m, const char *servers) {
     return rc;
   /* Once a lookup was tried (even one that failed), the resolver's
    * settings are fixed; a list c-ares would refuse is refused here. */
-  if (m->dns_used || (servers && !xfer__dns_servers_valid(servers)))
+  if (m->dns.used || (servers && !xfer__dns_servers_valid(servers)))
     return XFER_M_BAD_ARGUMENT;
   if (servers) {
     size_t n = strlen(servers) + 1;
@@ -568,8 +641,8 @@ xfer_mcode xfer_multi_set_dns_servers(xfer_multi *m, const char *servers) {
       return XFER_M_OUT_OF_MEMORY;
     memcpy(copy, servers, n);
   }
-  xfer__free(m->dns_servers);
-  m->dns_servers = copy;
+  xfer__free(m->dns.servers);
+  m->dns.servers = copy;
   return XFER_M_OK;
 }
 
@@ -579,9 +652,9 @@ xfer_mcode xfer_multi_set_dns_timeout(xfer_multi *m, long timeout_ms,
 
   if (rc)
     return rc;
-  if (m->dns_used || timeout_ms <= 0 || timeout_ms > 600000 || tries <= 0)
+  if (m->dns.used || timeout_ms <= 0 || timeout_ms > 600000 || tries <= 0)
     return XFER_M_BAD_ARGUMENT;
-  m->dns_timeout_ms = (int)timeout_ms;
-  m->dns_tries = tries;
+  m->dns.timeout_ms = (int)timeout_ms;
+  m->dns.tries = tries;
   return XFER_M_OK;
 }

@@ -9,10 +9,8 @@
 #include <string.h>
 
 #include "mem.h"
-#include "multi.h"
 #include "multi_ev.h"
 #include "now.h"
-#include "transfer.h"
 
 struct xfer__mev_entry {
   int fd;
@@ -50,12 +48,13 @@ void xfer__mev_init(struct xfer__mev *ev) {
 
 void xfer__mev_tracker_init(struct xfer__mev_tracker *t,
                             enum xfer__mev_kind kind,
-                            xfer__mev_conn_event_fn on_event) {
+                            const struct xfer__mev_ops *ops, void *owner) {
   t->kind = kind;
   t->count = 0;
   t->capacity = XFER__MEV_INLINE_USES;
   t->uses = t->inline_uses;
-  t->on_event = on_event;
+  t->ops = ops;
+  t->owner = owner;
   t->dispatch_mark = 0;
 }
 
@@ -100,15 +99,9 @@ static unsigned char entry_want(const struct xfer__mev_entry *e) {
                          (e->writers ? XFER_POLL_OUT : 0));
 }
 
-static int report(xfer_multi *m, struct xfer__mev_entry *e, int what) {
-  int rc;
-
-  m->stats.socket_cb_calls++;
+static int report_entry(struct xfer__mev *ev, struct xfer__mev_entry *e, int what) {
   XFER__ASSERT_NO_POOL_LOCK(); /* rule 3: no callback under a pool lock */
-  m->in_callback++;
-  rc = m->socket_cb(m, e->fd, what, m->socket_userp, e->socketp);
-  m->in_callback--;
-  return rc;
+  return ev->report(ev->report_owner, e->fd, what, e->socketp);
 }
 
 static void entry_free(struct xfer__mev *ev, struct xfer__mev_entry *e) {
@@ -123,20 +116,20 @@ static void entry_free(struct xfer__mev *ev, struct xfer__mev_entry *e) {
  * when it has no users left, report a changed action otherwise. Returns the
  * socket callback's answer (0 when it was not called).
  */
-static int entry_update(xfer_multi *m, struct xfer__mev_entry *e) {
+static int entry_update(struct xfer__mev *ev, struct xfer__mev_entry *e) {
   unsigned char want = entry_want(e);
   int rc = 0;
 
   if (xfer__list_empty(&e->users)) {
     assert(!want && !e->conns);
-    if (e->reported && m->socket_cb)
-      rc = report(m, e, XFER_POLL_REMOVE);
-    entry_free(&m->ev, e);
+    if (e->reported && ev->report)
+      rc = report_entry(ev, e, XFER_POLL_REMOVE);
+    entry_free(ev, e);
     return rc;
   }
-  if (want != e->reported && m->socket_cb) {
+  if (want != e->reported && ev->report) {
     e->reported = want;
-    rc = report(m, e, want);
+    rc = report_entry(ev, e, want);
   }
   return rc;
 }
@@ -221,8 +214,8 @@ static int pollset_find(const struct xfer__pollset *ps, int fd) {
  * at once, so the application sees exactly the changes. Pollsets hold at
  * most XFER__POLLSET_MAX sockets, so the quadratic matching is cheap.
  */
-static xfer_code assess(xfer_multi *m, struct xfer__mev_tracker *t,
-                        const struct xfer__pollset *ps) {
+xfer_code xfer__mev_assess(struct xfer__mev *ev, struct xfer__mev_tracker *t,
+                           const struct xfer__pollset *ps) {
   xfer_code result = XFER_OK;
 
   for (unsigned i = t->count; i-- > 0;) {
@@ -240,7 +233,7 @@ static xfer_code assess(xfer_multi *m, struct xfer__mev_tracker *t,
     } else {
       continue;
     }
-    if (entry_update(m, e))
+    if (entry_update(ev, e))
       result = XFER_E_SOCKET_CALLBACK;
   }
 
@@ -250,11 +243,11 @@ static xfer_code assess(xfer_multi *m, struct xfer__mev_tracker *t,
 
     if (tracker_find(t, ps->fd[j]) >= 0)
       continue;
-    e = entry_get(&m->ev, ps->fd[j]);
+    e = entry_get(ev, ps->fd[j]);
     u = e ? tracker_append(t) : NULL;
     if (!u) {
       if (e && xfer__list_empty(&e->users))
-        entry_free(&m->ev, e);
+        entry_free(ev, e);
       return XFER_E_OUT_OF_MEMORY;
     }
     u->entry = e;
@@ -263,41 +256,20 @@ static xfer_code assess(xfer_multi *m, struct xfer__mev_tracker *t,
     u->want = ps->want[j];
     xfer__list_insert_tail(&e->users, &u->entry_node);
     entry_count(e, u, +1);
-    if (entry_update(m, e))
+    if (entry_update(ev, e))
       result = XFER_E_SOCKET_CALLBACK;
   }
   return result;
 }
 
-xfer_code xfer__mev_assess_xfer(xfer_multi *m, xfer *x) {
-  struct xfer__pollset ps;
-
-  xfer__pollset_reset(&ps);
-  if (x->state == XFER__STATE_RUNNING && x->handler->pollset)
-    x->handler->pollset(x, &ps);
-  return assess(m, &x->ev, &ps);
-}
-
-xfer_code xfer__mev_assess_conn(xfer_multi *m, struct xfer__mev_tracker *conn,
-                                const struct xfer__pollset *ps) {
-  assert(conn->kind == XFER__MEV_CONN);
-  return assess(m, conn, ps);
-}
-
-static void tracker_done(xfer_multi *m, struct xfer__mev_tracker *t) {
+void xfer__mev_tracker_done(struct xfer__mev *ev, struct xfer__mev_tracker *t) {
   while (t->count)
-    entry_update(m, use_drop(t, t->count - 1));
+    entry_update(ev, use_drop(t, t->count - 1));
   tracker_release(t);
 }
 
-void xfer__mev_xfer_done(xfer_multi *m, xfer *x) { tracker_done(m, &x->ev); }
-
-void xfer__mev_conn_done(xfer_multi *m, struct xfer__mev_tracker *conn) {
-  tracker_done(m, conn);
-}
-
-void xfer__mev_socket_done(xfer_multi *m, int fd) {
-  struct xfer__mev_entry *e = entry_find(&m->ev, fd);
+void xfer__mev_socket_done(struct xfer__mev *ev, int fd) {
+  struct xfer__mev_entry *e = entry_find(ev, fd);
   struct xfer__list *pos, *tmp;
 
   if (!e)
@@ -310,11 +282,13 @@ void xfer__mev_socket_done(xfer_multi *m, int fd) {
     struct xfer__mev_tracker *t = u->tracker;
     use_drop(t, (unsigned)(u - t->uses));
   }
-  entry_update(m, e); /* REMOVE (if reported) and free */
+  entry_update(ev, e); /* REMOVE (if reported) and free */
 }
 
-bool xfer__mev_expire_xfers(xfer_multi *m, int fd) {
-  struct xfer__mev_entry *e = entry_find(&m->ev, fd);
+/* `due` only marks for running (the multi's does): it must not change
+ * the tracking, so the walk needs no care. */
+bool xfer__mev_expire_xfers(struct xfer__mev *ev, int fd) {
+  struct xfer__mev_entry *e = entry_find(ev, fd);
   struct xfer__list *pos;
 
   if (!e)
@@ -322,8 +296,9 @@ bool xfer__mev_expire_xfers(xfer_multi *m, int fd) {
   for (pos = e->users.next; pos != &e->users; pos = pos->next) {
     struct xfer__mev_use *u = XFER__CONTAINER_OF(pos, struct xfer__mev_use,
                                                  entry_node);
-    if (u->tracker->kind == XFER__MEV_XFER)
-      xfer__multi_mark_dirty(m, XFER__CONTAINER_OF(u->tracker, xfer, ev));
+    struct xfer__mev_tracker *t = u->tracker;
+    if (t->kind == XFER__MEV_XFER && t->ops && t->ops->due)
+      t->ops->due(t, fd);
   }
   return e->conns > 0;
 }
@@ -331,11 +306,11 @@ bool xfer__mev_expire_xfers(xfer_multi *m, int fd) {
 /* A handler may change any tracking (even close fd), so after each call
  * the entry is looked up again; the round mark keeps each connection to
  * one call. */
-void xfer__mev_dispatch_conns(xfer_multi *m, int fd, int events) {
-  uint64_t round = ++m->ev.dispatch_round;
+void xfer__mev_dispatch_conns(struct xfer__mev *ev, int fd, int events) {
+  uint64_t round = ++ev->dispatch_round;
 
   for (;;) {
-    struct xfer__mev_entry *e = entry_find(&m->ev, fd);
+    struct xfer__mev_entry *e = entry_find(ev, fd);
     struct xfer__mev_tracker *next = NULL;
     struct xfer__list *pos;
 
@@ -353,62 +328,72 @@ void xfer__mev_dispatch_conns(xfer_multi *m, int fd, int events) {
     if (!next)
       return;
     next->dispatch_mark = round;
-    if (next->on_event)
-      next->on_event(m, next, fd, events);
+    if (next->ops && next->ops->event)
+      next->ops->event(next, fd, events);
   }
 }
 
-void xfer__mev_callback_changed(xfer_multi *m) {
+void xfer__mev_set_report(struct xfer__mev *ev, xfer__mev_report_fn report,
+                          void *owner) {
   struct xfer__list *pos;
 
-  for (pos = m->ev.entries.next; pos != &m->ev.entries; pos = pos->next)
+  for (pos = ev->entries.next; pos != &ev->entries; pos = pos->next)
     XFER__CONTAINER_OF(pos, struct xfer__mev_entry, node)->reported = 0;
-  m->ev.resync = m->socket_cb != NULL;
+  ev->report = report;
+  ev->report_owner = owner;
+  ev->resync = report != NULL;
 }
 
-static void fail_users(xfer_multi *m, struct xfer__mev_entry *e) {
+/* `refused` only marks for failing (the multi's does): the walk needs no
+ * care. */
+static void refuse_users(struct xfer__mev_entry *e) {
   struct xfer__list *pos;
 
   for (pos = e->users.next; pos != &e->users; pos = pos->next) {
     struct xfer__mev_use *u = XFER__CONTAINER_OF(pos, struct xfer__mev_use,
                                                  entry_node);
-    if (u->tracker->kind == XFER__MEV_XFER)
-      xfer__multi_fail_soon(m, XFER__CONTAINER_OF(u->tracker, xfer, ev),
-                            XFER_E_SOCKET_CALLBACK, e->fd);
+    struct xfer__mev_tracker *t = u->tracker;
+    if (t->kind == XFER__MEV_XFER && t->ops && t->ops->refused)
+      t->ops->refused(t, e->fd);
   }
 }
 
-void xfer__mev_resync(xfer_multi *m) {
+void xfer__mev_resync(struct xfer__mev *ev) {
   struct xfer__list *pos;
 
-  if (!m->ev.resync)
+  if (!ev->resync)
     return;
-  m->ev.resync = false;
-  for (pos = m->ev.entries.next; pos != &m->ev.entries; pos = pos->next) {
+  ev->resync = false;
+  for (pos = ev->entries.next; pos != &ev->entries; pos = pos->next) {
     struct xfer__mev_entry *e = XFER__CONTAINER_OF(pos, struct xfer__mev_entry,
                                                    node);
     unsigned char want = entry_want(e);
     if (want != e->reported) {
       e->reported = want;
-      if (report(m, e, want))
-        fail_users(m, e);
+      if (report_entry(ev, e, want))
+        refuse_users(e);
     }
   }
 }
 
-void xfer__mev_cleanup(xfer_multi *m) {
+void xfer__mev_cleanup(struct xfer__mev *ev) {
+  xfer__mev_report_fn report = ev->report;
+  void *owner = ev->report_owner;
+
   /* Whatever is still tracked goes the way of a closing socket: purged
    * from its owners' pollsets, REMOVE reported. */
-  while (!xfer__list_empty(&m->ev.entries))
+  while (!xfer__list_empty(&ev->entries))
     xfer__mev_socket_done(
-        m, XFER__CONTAINER_OF(m->ev.entries.next, struct xfer__mev_entry, node)
-               ->fd);
-  xfer__free(m->ev.by_fd);
-  xfer__mev_init(&m->ev);
+        ev,
+        XFER__CONTAINER_OF(ev->entries.next, struct xfer__mev_entry, node)->fd);
+  xfer__free(ev->by_fd);
+  xfer__mev_init(ev);
+  ev->report = report;
+  ev->report_owner = owner;
 }
 
-xfer_mcode xfer__mev_assign(xfer_multi *m, int fd, void *socketp) {
-  struct xfer__mev_entry *e = entry_find(&m->ev, fd);
+xfer_mcode xfer__mev_assign(struct xfer__mev *ev, int fd, void *socketp) {
+  struct xfer__mev_entry *e = entry_find(ev, fd);
 
   if (!e)
     return XFER_M_BAD_ARGUMENT;
@@ -416,9 +401,9 @@ xfer_mcode xfer__mev_assign(xfer_multi *m, int fd, void *socketp) {
   return XFER_M_OK;
 }
 
-bool xfer__mev_socket_info(const xfer_multi *m, int fd,
+bool xfer__mev_socket_info(const struct xfer__mev *ev, int fd,
                            struct xfer__mev_socket_info *out) {
-  const struct xfer__mev_entry *e = entry_find(&m->ev, fd);
+  const struct xfer__mev_entry *e = entry_find(ev, fd);
   const struct xfer__list *pos;
 
   if (!e)
@@ -434,11 +419,12 @@ bool xfer__mev_socket_info(const xfer_multi *m, int fd,
   return true;
 }
 
-size_t xfer__mev_pollfds(const xfer_multi *m, struct pollfd *out, size_t max) {
+size_t xfer__mev_pollfds(const struct xfer__mev *ev, struct pollfd *out,
+                         size_t max) {
   const struct xfer__list *pos;
   size_t n = 0;
 
-  for (pos = m->ev.entries.next; pos != &m->ev.entries && n < max;
+  for (pos = ev->entries.next; pos != &ev->entries && n < max;
        pos = pos->next) {
     const struct xfer__mev_entry *e =
         XFER__CONTAINER_OF(pos, const struct xfer__mev_entry, node);

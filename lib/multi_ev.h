@@ -7,8 +7,11 @@
  * connection remembers its last pollset as the list of its uses, so an
  * assessment diffs the new pollset against it and reports only changes.
  *
- * Protected by: nothing; a multi and everything in it belongs to the one
- * thread that drives it.
+ * A leaf: it knows trackers and their owners' callbacks, not transfers
+ * or multis (docs/internals/layers.md). The multi passes its own.
+ *
+ * Protected by: nothing; a table belongs to the one thread that drives
+ * its multi.
  */
 #ifndef XFER_MULTI_EV_H
 #define XFER_MULTI_EV_H
@@ -38,11 +41,23 @@ enum xfer__mev_kind { XFER__MEV_XFER, XFER__MEV_CONN };
 struct xfer__mev_tracker;
 struct xfer__mev_entry;
 
-/* A connection's event handler: called by xfer__mev_dispatch_conns() when
- * a socket the connection waits on had `events` (XFER_CSELECT_*). */
-typedef void (*xfer__mev_conn_event_fn)(xfer_multi *m,
-                                        struct xfer__mev_tracker *conn,
-                                        int fd, int events);
+/* What a tracker's owner is told; the multi passes its own. Any member
+ * may be NULL (nothing to tell). Each may change any tracking, even close
+ * the socket. */
+struct xfer__mev_ops {
+  /* Transfers: a socket you use had events; you are due to run. */
+  void (*due)(struct xfer__mev_tracker *t, int fd);
+  /* Connections: a socket you wait on had `events` (XFER_CSELECT_*). */
+  void (*event)(struct xfer__mev_tracker *t, int fd, int events);
+  /* Transfers: the application refused to watch fd when everything was
+   * reported anew (xfer__mev_resync()). */
+  void (*refused)(struct xfer__mev_tracker *t, int fd);
+};
+
+/* Tells the application about a socket (what: XFER_POLL_*); non-zero
+ * when it refused. The multi's wraps its socket callback. */
+typedef int (*xfer__mev_report_fn)(void *owner, int fd, int what,
+                                   void *socketp);
 
 /* One owner's interest in one socket: a node of the socket entry's user
  * list and a slot of the owner's last pollset at once. */
@@ -58,16 +73,17 @@ struct xfer__mev_use {
  * no allocation. */
 #define XFER__MEV_INLINE_USES 4
 
-/* The last pollset of one transfer or connection. Embedded in its owner,
- * and must not move while it has uses. */
+/* The last pollset of one owner (a transfer or a connection). Embedded in
+ * its owner, and must not move while it has uses. */
 struct xfer__mev_tracker {
   enum xfer__mev_kind kind;
   unsigned count;
   unsigned capacity;
   struct xfer__mev_use *uses; /* inline_uses, or a heap array when larger */
   struct xfer__mev_use inline_uses[XFER__MEV_INLINE_USES];
-  xfer__mev_conn_event_fn on_event; /* connections only */
-  uint64_t dispatch_mark;           /* see xfer__mev_dispatch_conns() */
+  const struct xfer__mev_ops *ops;
+  void *owner;            /* for ops: whatever the owner needs */
+  uint64_t dispatch_mark; /* see xfer__mev_dispatch_conns() */
 };
 
 struct xfer__mev {
@@ -76,47 +92,50 @@ struct xfer__mev {
   struct xfer__list entries; /* every entry, for poll() and resync */
   size_t count;
   uint64_t dispatch_round;
-  bool resync; /* a socket callback was set: report everything anew */
+  bool resync; /* a report function was set: report everything anew */
+  xfer__mev_report_fn report; /* NULL: nothing is reported */
+  void *report_owner;
 };
 
 void xfer__mev_init(struct xfer__mev *ev);
 /* Purges every socket still tracked (REMOVE for those reported) and frees
  * the table. */
-void xfer__mev_cleanup(xfer_multi *m);
+void xfer__mev_cleanup(struct xfer__mev *ev);
 
 void xfer__mev_tracker_init(struct xfer__mev_tracker *t,
                             enum xfer__mev_kind kind,
-                            xfer__mev_conn_event_fn on_event);
+                            const struct xfer__mev_ops *ops, void *owner);
 
-/* Compares the transfer's current pollset with its last one and reports
- * the changes. XFER_E_SOCKET_CALLBACK when the application refused one,
+/* Compares the owner's current pollset with its last one and reports the
+ * changes. XFER_E_SOCKET_CALLBACK when the application refused one,
  * XFER_E_OUT_OF_MEMORY; the tracking stays consistent either way. */
-xfer_code xfer__mev_assess_xfer(xfer_multi *m, xfer *x);
-/* The same for a connection, with its pollset given. */
-xfer_code xfer__mev_assess_conn(xfer_multi *m, struct xfer__mev_tracker *conn,
-                                const struct xfer__pollset *ps);
+xfer_code xfer__mev_assess(struct xfer__mev *ev, struct xfer__mev_tracker *t,
+                           const struct xfer__pollset *ps);
 
-/* Marks every transfer that uses fd for running. Returns true when a
+/* Tells `due` to every transfer that uses fd. Returns true when a
  * connection is interested in fd too. */
-bool xfer__mev_expire_xfers(xfer_multi *m, int fd);
-/* Calls the event handler of every connection interested in fd. */
-void xfer__mev_dispatch_conns(xfer_multi *m, int fd, int events);
+bool xfer__mev_expire_xfers(struct xfer__mev *ev, int fd);
+/* Tells `event` to every connection interested in fd, once each. */
+void xfer__mev_dispatch_conns(struct xfer__mev *ev, int fd, int events);
 
-/* Forget a transfer's / connection's pollset (sockets no longer used are
- * reported REMOVE). Any order relative to each other and socket_done. */
-void xfer__mev_xfer_done(xfer_multi *m, xfer *x);
-void xfer__mev_conn_done(xfer_multi *m, struct xfer__mev_tracker *conn);
+/* Forgets an owner's pollset (sockets no longer used are reported
+ * REMOVE). Any order relative to socket_done. */
+void xfer__mev_tracker_done(struct xfer__mev *ev, struct xfer__mev_tracker *t);
 /* fd is about to be closed: REMOVE it if reported, and purge it from every
  * remembered pollset, because the kernel reuses the number at once. */
-void xfer__mev_socket_done(xfer_multi *m, int fd);
+void xfer__mev_socket_done(struct xfer__mev *ev, int fd);
 
-/* The socket callback changed: nothing was reported to the new one. */
-void xfer__mev_callback_changed(xfer_multi *m);
+/* Sets (or clears) what reports to the application. Nothing was reported
+ * to the new one: the next xfer__mev_resync() reports every socket anew. */
+void xfer__mev_set_report(struct xfer__mev *ev, xfer__mev_report_fn report,
+                          void *owner);
 /* Reports every socket whose wanted action differs from what was
- * reported; a transfer whose socket was refused is failed. */
-void xfer__mev_resync(xfer_multi *m);
+ * reported; the users of a refused socket are told `refused`. */
+void xfer__mev_resync(struct xfer__mev *ev);
 
-xfer_mcode xfer__mev_assign(xfer_multi *m, int fd, void *socketp);
+/* The pointer given back with fd's later reports. XFER_M_BAD_ARGUMENT
+ * when fd is not tracked. */
+xfer_mcode xfer__mev_assign(struct xfer__mev *ev, int fd, void *socketp);
 
 /* What the table knows of fd, for poll() and tests. false: not tracked. */
 struct xfer__mev_socket_info {
@@ -127,12 +146,13 @@ struct xfer__mev_socket_info {
   unsigned char want;     /* IN/OUT from the counts */
   unsigned char reported; /* last reported to the application */
 };
-bool xfer__mev_socket_info(const xfer_multi *m, int fd,
+bool xfer__mev_socket_info(const struct xfer__mev *ev, int fd,
                            struct xfer__mev_socket_info *out);
 
 /* Fills up to `max` pollfds with every tracked socket and the events its
  * users want; returns how many. */
 struct pollfd;
-size_t xfer__mev_pollfds(const xfer_multi *m, struct pollfd *out, size_t max);
+size_t xfer__mev_pollfds(const struct xfer__mev *ev, struct pollfd *out,
+                         size_t max);
 
 #endif /* XFER_MULTI_EV_H */

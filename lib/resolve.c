@@ -11,9 +11,7 @@
 #include <strings.h>
 
 #include "mem.h"
-#include "multi.h"
 #include "resolve.h"
-#include "transfer.h"
 
 #define CACHE_MAX 256
 
@@ -40,7 +38,7 @@ struct xfer__lookup {
 };
 
 struct xfer__resolver {
-  xfer_multi *multi;
+  struct xfer__dns *dns;
   ares_channel channel;
   uint64_t processed_seq; /* the multi call whose I/O was processed */
   struct xfer__list lookups;
@@ -61,12 +59,12 @@ static void sock_state(void *data, ares_socket_t fd, int readable,
                        int writable) {
   struct xfer__resolver *r = data;
   if (!readable && !writable)
-    xfer__mev_socket_done(r->multi, fd);
+    xfer__mev_socket_done(&r->dns->loop->ev, fd);
 }
 
-static struct xfer__resolver *resolver_get(xfer_multi *m, char *detail,
-                                           size_t len) {
-  struct xfer__resolver *r = m->resolver;
+static struct xfer__resolver *resolver_get(struct xfer__dns *dns,
+                                           char *detail, size_t len) {
+  struct xfer__resolver *r = dns->resolver;
   struct ares_options opts;
   int rc;
 
@@ -82,21 +80,21 @@ static struct xfer__resolver *resolver_get(xfer_multi *m, char *detail,
     snprintf(detail, len, "out of memory");
     return NULL;
   }
-  r->multi = m;
+  r->dns = dns;
   xfer__list_init(&r->lookups);
   memset(&opts, 0, sizeof(opts));
   opts.sock_state_cb = sock_state;
   opts.sock_state_cb_data = r;
-  opts.timeout = m->dns_timeout_ms;
-  opts.tries = m->dns_tries;
+  opts.timeout = dns->timeout_ms;
+  opts.tries = dns->tries;
   /* Many lookups at once: room for their answers on the one UDP socket
    * (the kernel caps it at net.core.rmem_max). */
   opts.socket_receive_buffer_size = 1 << 20;
   rc = ares_init_options(&r->channel, &opts,
                          ARES_OPT_SOCK_STATE_CB | ARES_OPT_TIMEOUTMS |
                              ARES_OPT_TRIES | ARES_OPT_SOCK_RCVBUF);
-  if (rc == ARES_SUCCESS && m->dns_servers)
-    rc = ares_set_servers_ports_csv(r->channel, m->dns_servers);
+  if (rc == ARES_SUCCESS && dns->servers)
+    rc = ares_set_servers_ports_csv(r->channel, dns->servers);
   if (rc != ARES_SUCCESS) {
     snprintf(detail, len, "c-ares channel: %s", ares_strerror(rc));
     if (r->channel)
@@ -104,7 +102,7 @@ static struct xfer__resolver *resolver_get(xfer_multi *m, char *detail,
     xfer__free(r);
     return NULL;
   }
-  m->resolver = r;
+  dns->resolver = r;
   return r;
 }
 
@@ -195,7 +193,7 @@ static void lookup_done(void *arg, int status, int timeouts,
              status == ARES_SUCCESS ? "no address of the wanted family"
                                     : ares_strerror(status));
   } else if (ttl > 0 && status != ARES_EDESTRUCTION) {
-    xfer__time now = r->multi->last_now;
+    xfer__time now = r->dns->loop->last_now;
     cache_store(r, l, addrs, naddrs, now + (xfer__time)ttl * 1000000000);
   }
   if (res)
@@ -210,13 +208,14 @@ static void lookup_done(void *arg, int status, int timeouts,
     answer(req, result, addrs, naddrs, port);
     snprintf(req->detail, sizeof(req->detail), "%s", detail);
     if (status != ARES_EDESTRUCTION)
-      xfer__multi_mark_dirty(r->multi, req->x);
+      r->dns->answered(req->x);
   }
   xfer__list_remove(&l->node);
   xfer__free(l);
 }
 
-xfer_code xfer__resolve_start(xfer_multi *m, struct xfer__resolve_req *req,
+xfer_code xfer__resolve_start(struct xfer__dns *dns,
+                              struct xfer__resolve_req *req,
                               xfer *x, const char *host, uint16_t port,
                               int ip_version, xfer__time now) {
   struct xfer__resolver *r;
@@ -244,8 +243,8 @@ xfer_code xfer__resolve_start(xfer_multi *m, struct xfer__resolve_req *req,
   }
   /* From here on the multi has asked its resolver: its DNS settings are
    * fixed (xfer_multi_set_dns_servers()). */
-  m->dns_used = true;
-  r = resolver_get(m, req->detail, sizeof(req->detail));
+  dns->used = true;
+  r = resolver_get(dns, req->detail, sizeof(req->detail));
   if (!r)
     return XFER_E_RESOLVE;
   if ((hit = cache_find(r, host, ip_version, now))) {
@@ -297,15 +296,15 @@ void xfer__resolve_cancel(struct xfer__resolve_req *req) {
   }
 }
 
-void xfer__resolve_step(xfer_multi *m, xfer__time now) {
-  struct xfer__resolver *r = m->resolver;
+void xfer__resolve_step(struct xfer__dns *dns, xfer__time now) {
+  struct xfer__resolver *r = dns->resolver;
   ares_socket_t socks[ARES_GETSOCK_MAXNUM];
   struct pollfd pfd[ARES_GETSOCK_MAXNUM];
   int bits, n = 0;
 
-  if (!r || r->processed_seq == m->call_seq)
+  if (!r || r->processed_seq == dns->loop->call_seq)
     return;
-  r->processed_seq = m->call_seq;
+  r->processed_seq = dns->loop->call_seq;
   bits = ares_getsock(r->channel, socks, ARES_GETSOCK_MAXNUM);
   for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
     if (!SOCK_READABLE(bits, i) && !SOCK_WRITABLE(bits, i))
@@ -333,8 +332,8 @@ void xfer__resolve_step(xfer_multi *m, xfer__time now) {
   (void)now;
 }
 
-void xfer__resolve_pollset(xfer_multi *m, struct xfer__pollset *ps) {
-  struct xfer__resolver *r = m->resolver;
+void xfer__resolve_pollset(struct xfer__dns *dns, struct xfer__pollset *ps) {
+  struct xfer__resolver *r = dns->resolver;
   ares_socket_t socks[ARES_GETSOCK_MAXNUM];
   int bits;
 
@@ -349,8 +348,8 @@ void xfer__resolve_pollset(xfer_multi *m, struct xfer__pollset *ps) {
   }
 }
 
-xfer__time xfer__resolve_next_at(xfer_multi *m, xfer__time now) {
-  struct xfer__resolver *r = m->resolver;
+xfer__time xfer__resolve_next_at(struct xfer__dns *dns, xfer__time now) {
+  struct xfer__resolver *r = dns->resolver;
   struct timeval tv, *next;
 
   if (!r || xfer__list_empty(&r->lookups))
@@ -362,15 +361,26 @@ xfer__time xfer__resolve_next_at(xfer_multi *m, xfer__time now) {
          (xfer__time)next->tv_usec * 1000;
 }
 
-void xfer__resolver_free(xfer_multi *m) {
-  struct xfer__resolver *r = m->resolver;
+void xfer__dns_init(struct xfer__dns *dns, struct xfer__loop *loop,
+                    void (*answered)(xfer *x)) {
+  memset(dns, 0, sizeof(*dns));
+  dns->loop = loop;
+  dns->answered = answered;
+  dns->timeout_ms = 2000;
+  dns->tries = 3;
+}
 
-  if (!r)
-    return;
-  ares_destroy(r->channel); /* ends every lookup with ARES_EDESTRUCTION */
-  xfer__free(r->cache);
-  xfer__free(r);
-  m->resolver = NULL;
+void xfer__dns_cleanup(struct xfer__dns *dns) {
+  struct xfer__resolver *r = dns->resolver;
+
+  if (r) {
+    ares_destroy(r->channel); /* ends every lookup with ARES_EDESTRUCTION */
+    xfer__free(r->cache);
+    xfer__free(r);
+    dns->resolver = NULL;
+  }
+  xfer__free(dns->servers);
+  dns->servers = NULL;
 }
 
 /* --- the server list ----------------------------------------------------------- */

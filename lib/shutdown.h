@@ -6,8 +6,9 @@
  * connection is watched for IN only (assess_conn: never OUT, so a silent
  * peer cannot make the loop spin); when its close ends, or the timeout
  * (default 2 s) passes, it is closed through socket_done.
- * Its timeouts run on an internal transfer of the multi, whose expiry is
- * the earliest shutdown deadline.
+ * Its timeouts run on a timer the multi gives it (the expiry of an
+ * internal transfer of the multi, set to the earliest shutdown deadline;
+ * the multi calls xfer__shutdown_run() when it fires).
  *
  * Protected by: nothing; it belongs to the multi's thread.
  */
@@ -16,29 +17,36 @@
 
 #include "common.h"
 
+#include "loop.h"
 #include "now.h"
+#include "timer.h"
 
 struct xfer__conn;
 
 #define XFER__SHUTDOWN_TIMEOUT (2000 * XFER__NS_PER_MS)
 
 struct xfer__shutdown {
-  xfer *handle;            /* internal: not in multi->xfers, never done */
-  struct xfer__list conns; /* xfer__conn.idle_node */
+  struct xfer__loop *loop;
+  struct xfer__expiry *timer; /* XFER__EXPIRE_SHUTDOWN: the next deadline */
+  struct xfer__list conns;    /* xfer__conn.idle_node */
   size_t count;
-  uint64_t total;          /* connections shut down so far */
+  uint64_t total;             /* connections shut down so far */
   xfer__time timeout;
 };
 
-/* Creates the internal handle. false when out of memory. */
-bool xfer__shutdown_init(xfer_multi *m);
+void xfer__shutdown_init(struct xfer__shutdown *s, struct xfer__loop *loop,
+                         struct xfer__expiry *timer);
 /* Takes over c (tracked by no multi) and starts its graceful close. */
-void xfer__shutdown_adopt(xfer_multi *m, struct xfer__conn *c, xfer__time now);
+void xfer__shutdown_adopt(struct xfer__shutdown *s, struct xfer__conn *c,
+                          xfer__time now);
 /* Adopts every connection on `evicted` (linked by idle_node). */
-void xfer__shutdown_adopt_list(xfer_multi *m, struct xfer__list *evicted,
-                               xfer__time now);
+void xfer__shutdown_adopt_list(struct xfer__shutdown *s,
+                               struct xfer__list *evicted, xfer__time now);
+/* Its timer fired: hard closes what is past its deadline, and sets the
+ * timer for the next. */
+void xfer__shutdown_run(struct xfer__shutdown *s, xfer__time now);
 /* Blocks until every connection closed or its deadline passed (for
- * xfer_multi_destroy()), then closes the rest and frees the handle. */
-void xfer__shutdown_drain_and_free(xfer_multi *m);
+ * xfer_multi_destroy()), then closes the rest. */
+void xfer__shutdown_drain(struct xfer__shutdown *s);
 
 #endif /* XFER_SHUTDOWN_H */

@@ -32,7 +32,7 @@ static void init_fresh(xfer *x) {
   for (size_t i = 0; i < XFER__PHASE_COUNT; i++)
     x->stamps[i] = XFER__TIME_NEVER;
   xfer__expiry_init(&x->expiry);
-  xfer__mev_tracker_init(&x->ev, XFER__MEV_XFER, NULL);
+  xfer__mev_tracker_init(&x->ev, XFER__MEV_XFER, &xfer__multi_xfer_ev_ops, x);
   xfer__list_init(&x->multi_node);
   xfer__list_init(&x->dirty_node);
   xfer__list_init(&x->msg_node);
@@ -168,7 +168,7 @@ void xfer__now_update(xfer *x, const xfer *from) {
 
 void xfer__now_refresh(xfer *x) {
   assert(x->multi);
-  xfer__now_at_least(x, xfer__multi_now(x->multi));
+  xfer__now_at_least(x, xfer__loop_now(x->loop));
 }
 
 void xfer__stamp(xfer *x, enum xfer__phase p) {
@@ -187,13 +187,13 @@ void xfer__stamp(xfer *x, enum xfer__phase p) {
 
 void xfer__expire_in(xfer *x, enum xfer__expire_id id, xfer__time delay_ns) {
   assert(x->multi);
-  xfer__expiry_set(&x->multi->timers, &x->expiry, id,
+  xfer__expiry_set(&x->loop->timers, &x->expiry, id,
                    xfer__time_after(x->now, delay_ns));
 }
 
 void xfer__expire_clear(xfer *x, enum xfer__expire_id id) {
   assert(x->multi);
-  xfer__expiry_clear(&x->multi->timers, &x->expiry, id);
+  xfer__expiry_clear(&x->loop->timers, &x->expiry, id);
 }
 
 xfer_code xfer__fail(xfer *x, xfer_code code, const char *fmt, ...) {
@@ -227,7 +227,7 @@ enum xfer__step xfer__step_fail(xfer *x, xfer_code code, const char *fmt,
 /* Connections the pool evicted while serving this transfer are closed
  * gracefully by this transfer's multi. */
 static void shut_down_evicted(xfer *x, struct xfer__list *evicted) {
-  xfer__shutdown_adopt_list(x->multi, evicted, x->now);
+  xfer__shutdown_adopt_list(&x->multi->shutdown, evicted, x->now);
 }
 
 /* Drops the connection: closed (it broke or may not be reused), `why`
@@ -238,12 +238,12 @@ static void conn_drop(xfer *x, enum xfer__close_reason why) {
 
   if (!h->conn)
     return;
-  xfer__attached_untrack(x->multi, h->conn);
+  xfer__attached_untrack(&x->multi->attached, h->conn);
   xfer__list_init(&evicted);
   /* Its slots pass on, which may close an idle one for room. */
-  xfer__pool_closing(x->multi->pool, h->conn, why, &evicted);
+  xfer__pool_closing(x->loop->pool, h->conn, why, &evicted);
   /* socket_done is a no-op for a socket this multi never tracked. */
-  xfer__conn_close(h->conn, x->multi);
+  xfer__conn_close(h->conn, &x->loop->ev);
   h->conn = NULL;
   shut_down_evicted(x, &evicted);
 }
@@ -263,14 +263,14 @@ static void conn_release(xfer *x, bool keep_alive) {
     return;
   }
   h->conn->requests++;
-  if (xfer__attached_keep(x->multi, h->conn, x->now)) {
+  if (xfer__attached_keep(&x->multi->attached, h->conn, x->now)) {
     h->conn = NULL;
     return;
   }
-  xfer__attached_untrack(x->multi, h->conn);
-  xfer__mev_socket_done(x->multi, h->conn->fd);
+  xfer__attached_untrack(&x->multi->attached, h->conn);
+  xfer__mev_socket_done(&x->loop->ev, h->conn->fd);
   xfer__list_init(&evicted);
-  xfer__pool_return(x->multi->pool, h->conn, x->now, &evicted);
+  xfer__pool_return(x->loop->pool, h->conn, x->now, &evicted);
   h->conn = NULL;
   shut_down_evicted(x, &evicted);
 }
@@ -320,7 +320,7 @@ static enum xfer__step open_new(xfer *x) {
                   xfer__ms_to_ns(x->opts.connect_timeout_ms
                                      ? x->opts.connect_timeout_ms
                                      : XFER__DEFAULT_CONNECT_TIMEOUT_MS));
-  rc = xfer__resolve_start(x->multi, &h->resolve, x, u->host, u->port,
+  rc = xfer__resolve_start(&x->multi->dns, &h->resolve, x, u->host, u->port,
                            x->opts.ip_version, x->now);
   if (rc)
     return xfer__step_fail(x, rc, "%s", h->resolve.detail);
@@ -393,8 +393,8 @@ static enum xfer__step step_init(xfer *x) {
   h->key_hash = xfer__conn_key_hash(h->key, h->key_len);
   /* A waiter must be wakeable before it can be queued: at a limit, or for
    * a connection another multi holds attached. */
-  if (xfer__pool_limited(m->pool) || xfer__pool_attach_hold(m->pool)) {
-    xfer_code rc = xfer__multi_wake_ready(m);
+  if (xfer__pool_limited(m->loop.pool) || xfer__pool_attach_hold(m->loop.pool)) {
+    xfer_code rc = m->loop.wake_ready(&m->loop);
     if (rc == XFER_E_SOCKET_CALLBACK)
       return xfer__step_fail(x, rc,
                              "the socket callback refused the multi's wake-up "
@@ -404,17 +404,17 @@ static enum xfer__step step_init(xfer *x) {
       return xfer__step_fail(x, rc,
                              "out of memory for the multi's wake-up fd");
   }
-  h->wait.wake = m->wake;
+  h->wait.wake = m->loop.wake;
   h->wait.fresh_only = h->fresh_only;
   h->wait.replayable = replayable(x);
 
   /* Our own attached connection first: no lookup, no lock, no syscall. */
   if (!h->fresh_only &&
-      (c = xfer__attached_take(m, h->key, h->key_len, h->key_hash,
+      (c = xfer__attached_take(&m->attached, h->key, h->key_len, h->key_hash,
                                h->wait.replayable, x->now)))
     return use_conn(x, c);
   xfer__list_init(&evicted);
-  got = xfer__pool_acquire(m->pool, h->key, h->key_len, h->key_hash, x->now,
+  got = xfer__pool_acquire(m->loop.pool, h->key, h->key_len, h->key_hash, x->now,
                            &h->wait, &c, &h->saw_dead, &evicted);
   shut_down_evicted(x, &evicted);
   if (got == XFER__ACQUIRE_WAIT) {
@@ -424,7 +424,7 @@ static enum xfer__step step_init(xfer *x) {
      * own clock, so its owner's loop holds us up at most that long. */
     if (h->wait.bounded)
       xfer__expire_in(x, XFER__EXPIRE_ATTACHED_WAIT,
-                      xfer__pool_attached_wait(m->pool));
+                      xfer__pool_attached_wait(m->loop.pool));
     return XFER__STEP_AGAIN;
   }
   return take_checkout(x, got, c);
@@ -442,10 +442,10 @@ static enum xfer__step step_wait(xfer *x) {
   xfer__list_init(&evicted);
   if (h->wait_expired) {
     h->wait_expired = false;
-    got = xfer__pool_stop_waiting(x->multi->pool, &h->wait, x->now, &c,
+    got = xfer__pool_stop_waiting(x->loop->pool, &h->wait, x->now, &c,
                                   &h->saw_dead, &evicted);
   } else {
-    got = xfer__pool_take_grant(x->multi->pool, &h->wait, x->now, &c,
+    got = xfer__pool_take_grant(x->loop->pool, &h->wait, x->now, &c,
                                 &h->saw_dead, &evicted);
   }
   shut_down_evicted(x, &evicted);
@@ -455,7 +455,7 @@ static enum xfer__step step_wait(xfer *x) {
     if (h->wait.bounded &&
         x->expiry.at[XFER__EXPIRE_ATTACHED_WAIT] == XFER__TIME_NEVER)
       xfer__expire_in(x, XFER__EXPIRE_ATTACHED_WAIT,
-                      xfer__pool_attached_wait(x->multi->pool));
+                      xfer__pool_attached_wait(x->loop->pool));
     return XFER__STEP_AGAIN;
   }
   xfer__list_remove(&h->wait_node);
@@ -467,11 +467,11 @@ static enum xfer__step step_resolve(xfer *x) {
   struct xfer__http *h = &x->http;
 
   if (!h->resolve.done) {
-    xfer__resolve_step(x->multi, x->now);
+    xfer__resolve_step(&x->multi->dns, x->now);
     if (!h->resolve.done) {
-      xfer__time at = xfer__resolve_next_at(x->multi, x->now);
+      xfer__time at = xfer__resolve_next_at(&x->multi->dns, x->now);
       if (at != XFER__TIME_NEVER)
-        xfer__expiry_set(&x->multi->timers, &x->expiry, XFER__EXPIRE_RESOLVE,
+        xfer__expiry_set(&x->loop->timers, &x->expiry, XFER__EXPIRE_RESOLVE,
                          at);
       return XFER__STEP_AGAIN;
     }
@@ -492,7 +492,7 @@ static enum xfer__step step_resolve(xfer *x) {
 /* A connection that never connected: no pool slot is its own yet (the
  * transfer's waiter holds them), so it is closed alone. */
 static void conn_abandon(xfer *x) {
-  xfer__conn_close(x->http.conn, x->multi);
+  xfer__conn_close(x->http.conn, &x->loop->ev);
   x->http.conn = NULL;
 }
 
@@ -500,11 +500,11 @@ static enum xfer__step step_connect(xfer *x) {
   struct xfer__http *h = &x->http;
   xfer__time next = XFER__TIME_NEVER;
   enum xfer__cf_progress p = xfer__conn_connect(
-      h->conn, x->multi, x->now, &next, x->detail, sizeof(x->detail));
+      h->conn, &x->loop->ev, x->now, &next, x->detail, sizeof(x->detail));
 
   if (p == XFER__CF_AGAIN) {
     if (next != XFER__TIME_NEVER)
-      xfer__expiry_set(&x->multi->timers, &x->expiry,
+      xfer__expiry_set(&x->loop->timers, &x->expiry,
                        XFER__EXPIRE_HAPPY_EYEBALLS, next);
     return XFER__STEP_AGAIN;
   }
@@ -514,7 +514,7 @@ static enum xfer__step step_connect(xfer *x) {
     return xfer__step_failed(x, XFER_E_CONNECT);
   }
   h->conn_id = h->conn->id; /* a connection that exists now */
-  xfer__pool_opened(x->multi->pool, &h->wait, h->conn,
+  xfer__pool_opened(x->loop->pool, &h->wait, h->conn,
                     h->saw_dead || h->retries > 0);
   h->fresh_only = false; /* a retry got its new one; a redirect may reuse */
   xfer__expire_clear(x, XFER__EXPIRE_CONNECT);
@@ -532,13 +532,13 @@ static enum xfer__step retry_or_fail(xfer *x) {
 
   /* The server closed it after it had been idle this long: its idle
    * connections are checked before that from now on. */
-  xfer__pool_learn_died(x->multi->pool, h->conn, h->reused_idle);
+  xfer__pool_learn_died(x->loop->pool, h->conn, h->reused_idle);
   conn_drop(x, XFER__CLOSE_PEER);
   h->receiving = false;
   xfer__expire_clear(x, XFER__EXPIRE_LOW_SPEED);
   if (!streamed && idempotent(h->method) && h->retries < XFER__MAX_RETRIES) {
     h->retries++;
-    xfer__pool_count_retry(x->multi->pool);
+    xfer__pool_count_retry(x->loop->pool);
     h->fresh_only = true;
     h->state = XFER__HTTP_INIT;
     return XFER__STEP_NEXT;
@@ -567,7 +567,7 @@ static void learn_keep_alive(xfer *x) {
   if (!t)
     return;
   seconds = strtol(t + 8, NULL, 10);
-  xfer__pool_learn_keep_alive(x->multi->pool, x->http.conn, seconds);
+  xfer__pool_learn_keep_alive(x->loop->pool, x->http.conn, seconds);
 }
 
 /* The exchange is done: the connection goes back (or is closed), and the
@@ -681,12 +681,12 @@ static enum xfer__step http_run(xfer *x, unsigned due) {
   if (!h->started) { /* the first run: the total timeout counts from add */
     h->started = true;
     if (x->opts.timeout_ms > 0)
-      xfer__expiry_set(&x->multi->timers, &x->expiry, XFER__EXPIRE_TOTAL,
+      xfer__expiry_set(&x->loop->timers, &x->expiry, XFER__EXPIRE_TOTAL,
                        xfer__time_after(x->added_at,
                                         xfer__ms_to_ns(x->opts.timeout_ms)));
   }
-  if (!x->multi->recv_buf &&
-      !(x->multi->recv_buf = xfer__malloc(XFER__RECV_BUF_SIZE)))
+  if (!x->loop->recv_buf &&
+      !(x->loop->recv_buf = xfer__malloc(XFER__RECV_BUF_SIZE)))
     return xfer__step_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
   st = check_timers(x, due);
   while (st == XFER__STEP_NEXT) {
@@ -716,7 +716,7 @@ static void http_pollset(xfer *x, struct xfer__pollset *ps) {
 
   switch (h->state) {
   case XFER__HTTP_RESOLVE:
-    xfer__resolve_pollset(x->multi, ps);
+    xfer__resolve_pollset(&x->multi->dns, ps);
     break;
   case XFER__HTTP_CONNECT:
     xfer__conn_pollset(h->conn, ps, 0);
@@ -740,7 +740,7 @@ static void http_cleanup(xfer *x) {
   /* A place in a FIFO, a slot, or a grant not taken yet is passed on, so
    * a transfer timing out while it waits leaves nothing stuck. */
   xfer__list_init(&evicted);
-  xfer__pool_cancel(x->multi->pool, &h->wait, x->now, &evicted);
+  xfer__pool_cancel(x->loop->pool, &h->wait, x->now, &evicted);
   shut_down_evicted(x, &evicted);
   xfer__resolve_cancel(&h->resolve);
   if (h->state == XFER__HTTP_CONNECT && h->conn)
@@ -755,7 +755,7 @@ static void http_assessed(xfer *x) {
   struct xfer__http *h = &x->http;
 
   if (h->conn && h->conn->ev_live)
-    xfer__attached_untrack(x->multi, h->conn);
+    xfer__attached_untrack(&x->multi->attached, h->conn);
 }
 
 const struct xfer__handler xfer__http_handler = {

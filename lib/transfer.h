@@ -15,6 +15,7 @@
 #include "cf_socket.h"
 #include "exchange.h"
 #include "http1.h"
+#include "loop.h"
 #include "multi_ev.h"
 #include "now.h"
 #include "pool.h"
@@ -50,9 +51,9 @@ struct xfer__handler {
   enum xfer__step (*run)(xfer *x, unsigned due);
   /* Adds the sockets the transfer waits on now to ps. */
   void (*pollset)(xfer *x, struct xfer__pollset *ps);
-  /* Releases what run() set up, closing sockets through
-   * xfer__multi_close_socket(). Called once when the transfer finishes or
-   * is removed. May be NULL. */
+  /* Releases what run() set up, closing sockets through the event
+   * tracking's socket_done. Called once when the transfer finishes or is
+   * removed. May be NULL. */
   void (*cleanup)(xfer *x);
   /* The multi has just tracked the pollset of a run that is not done.
    * May be NULL. */
@@ -138,6 +139,8 @@ struct xfer {
   uint32_t magic;
   enum xfer__state state;
   xfer_multi *multi; /* the multi it is added to, or NULL */
+  struct xfer__loop *loop; /* &multi->loop, for the modules below the multi
+                              (loop.h); NULL with multi */
   const struct xfer__handler *handler;
   void *handler_ctx;
 

@@ -52,10 +52,10 @@ static struct pieces *of(const struct xfer__cf *cf) {
 }
 
 static enum xfer__cf_progress pieces_connect(struct xfer__cf *cf,
-                                             xfer_multi *m, xfer__time now,
+                                             struct xfer__mev *ev, xfer__time now,
                                              xfer__time *next_at, char *why,
                                              size_t why_len) {
-  (void)cf, (void)m, (void)now, (void)next_at, (void)why, (void)why_len;
+  (void)cf, (void)ev, (void)now, (void)next_at, (void)why, (void)why_len;
   return XFER__CF_DONE;
 }
 
@@ -123,8 +123,8 @@ static bool pieces_pending(const struct xfer__cf *cf) {
 /* Bytes held on an idle connection are bytes nobody asked for. */
 static bool pieces_alive(struct xfer__cf *cf) { return !pieces_pending(cf); }
 
-static void pieces_close(struct xfer__cf *cf, xfer_multi *m) {
-  (void)m;
+static void pieces_close(struct xfer__cf *cf, struct xfer__mev *ev) {
+  (void)ev;
   xfer__free(of(cf));
 }
 

@@ -61,7 +61,7 @@ TH_TEST(attached, own_reuse_needs_no_socket_callback) {
   cr_assert_gt(rec.count, 0);
   cr_assert_neq(rec.calls[rec.count - 1].what, XFER_POLL_REMOVE,
                 "attached: still watched");
-  xfer_pool_get_stats(m->pool, &ps);
+  xfer_pool_get_stats(m->loop.pool, &ps);
   cr_assert_eq(ps.attached, 1);
   cr_assert_eq(ps.idle, 1, "an attached connection counts as idle");
   cr_assert_eq(ps.busy, 0);
@@ -70,7 +70,7 @@ TH_TEST(attached, own_reuse_needs_no_socket_callback) {
   th_run_for(m, 20); /* sent, the answer not there yet */
   { /* the socket passed from the connection's tracking to the transfer's */
     struct xfer__mev_socket_info info;
-    cr_assert(xfer__mev_socket_info(m, rec.calls[rec.count - 1].fd, &info));
+    cr_assert(xfer__mev_socket_info(&m->loop.ev, rec.calls[rec.count - 1].fd, &info));
     cr_assert_eq(info.conns, 0, "the connection no longer tracks it");
     cr_assert_eq(info.readers, 1, "the transfer does");
   }
@@ -81,7 +81,7 @@ TH_TEST(attached, own_reuse_needs_no_socket_callback) {
   cr_assert_eq(xfer_get_reused(second), 1);
   cr_assert_eq(xfer_get_conn_id(second), xfer_get_conn_id(first));
   th_expect_timeline_ordered(second);
-  xfer_pool_get_stats(m->pool, &ps);
+  xfer_pool_get_stats(m->loop.pool, &ps);
   cr_assert_eq(ps.reused_total, 1);
   cr_assert_eq(ps.checkout_hits, 1);
   cr_assert_eq(ps.opened_total, 1);
@@ -132,7 +132,7 @@ TH_TEST(attached, peer_close_while_attached_closes_it) {
   th_run(m, 5000);
   cr_assert_eq(th_result(m, x), XFER_OK);
   th_run_for(m, 60); /* within the 100 ms hold */
-  xfer_pool_get_stats(m->pool, &ps);
+  xfer_pool_get_stats(m->loop.pool, &ps);
   cr_assert_eq(ps.attached, 0);
   cr_assert_eq(ps.open, 0);
   cr_assert_eq(ps.closed_peer, 1);
@@ -140,7 +140,7 @@ TH_TEST(attached, peer_close_while_attached_closes_it) {
   th_run(m, 5000);
   cr_assert_eq(th_result(m, x), XFER_OK);
   cr_assert_eq(xfer_get_reused(x), 0);
-  xfer_pool_get_stats(m->pool, &ps);
+  xfer_pool_get_stats(m->loop.pool, &ps);
   cr_assert_eq(ps.retries_total, 0, "no request met the dead connection");
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   ts_stop(closing);
@@ -280,7 +280,7 @@ TH_TEST(attached, can_be_turned_off) {
   xfer_pool_get_stats(p, &ps);
   cr_assert_eq(ps.attached, 0);
   cr_assert_eq(ps.idle, 1);
-  cr_assert_null(m->wake, "no wake-up fd needed");
+  cr_assert_null(m->loop.wake, "no wake-up fd needed");
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
 }

@@ -421,7 +421,12 @@ TH_TEST(multi, transfer_acting_for_another_moves_its_clock) {
   xfer_multi_socket_timeout(m, NULL);
   runs = b->runs;
   tt_want(a, 5, XFER_POLL_IN);
-  xfer__mev_assess_xfer(m, a->x);
+  {
+    struct xfer__pollset ps;
+    xfer__pollset_reset(&ps);
+    a->x->handler->pollset(a->x, &ps);
+    xfer__mev_assess(&m->loop.ev, &a->x->ev, &ps);
+  }
   xfer_multi_socket_action(m, 5, XFER_CSELECT_IN, NULL);
   cr_assert_eq(b->runs, runs + 1, "b was marked dirty and ran");
   cr_assert_eq(b->run_now[b->runs - 1], MS(1007));
@@ -725,12 +730,12 @@ TH_TEST(multi, a_refused_wake_up_fd_fails_the_transfer_not_the_multi) {
   cr_assert_eq(th_result(m, x), XFER_E_SOCKET_CALLBACK);
   cr_assert(strstr(xfer_get_error_detail(x), "wake-up fd"), "%s",
             xfer_get_error_detail(x));
-  cr_assert_null(m->wake, "not kept: nobody could rely on it");
+  cr_assert_null(m->loop.wake, "not kept: nobody could rely on it");
   refuse_eventfds = false;
   y = th_get(m, th_url(ts_port(web), "/bytes/1"), NULL);
   th_run(m, 5000);
   cr_assert_eq(th_result(m, y), XFER_OK, "%s", xfer_get_error_detail(y));
-  cr_assert_not_null(m->wake);
+  cr_assert_not_null(m->loop.wake);
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
   xfer_free(x);

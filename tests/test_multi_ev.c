@@ -1,538 +1,461 @@
 /*
- * lib/multi_ev.c: every scenario of the seed multi-ev.md, with the exact
- * sequence of socket callback calls the application sees.
+ * lib/multi_ev.c alone: the socket table, last pollsets and the diff,
+ * with fake owners and a recording report function, no multi and no
+ * transfer. Every rule of the seed multi-ev.md that the table keeps by
+ * itself is here; tests/test_multi_socket.c runs the same scenarios
+ * through a whole multi.
  */
 #include <criterion/criterion.h>
 #include <poll.h>
-#include <unistd.h>
 
 #include "testhelp.h"
 
-static xfer_multi *m;
-static struct th_sockrec rec;
+/* --- a recording report function -------------------------------------- */
 
-static void setup(void) {
-  th_sockrec_init(&rec);
-  m = xfer_multi_new(NULL);
-  cr_assert_not_null(m);
-  cr_assert_eq(xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec), XFER_M_OK);
+#define MAX_REPORTS 64
+
+struct report {
+  int fd, what;
+  void *socketp;
+};
+
+static struct report reports[MAX_REPORTS];
+static int nreports;
+static int refuse_fd = -1;
+static int report_owner_tag;
+
+static int record(void *owner, int fd, int what, void *socketp) {
+  cr_assert_eq(owner, &report_owner_tag, "the owner given comes back");
+  cr_assert_lt(nreports, MAX_REPORTS);
+  reports[nreports++] = (struct report){fd, what, socketp};
+  return fd == refuse_fd ? -1 : 0;
 }
 
-static void multi_ev_end(void) {
-  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
-  tt_free_all();
+/* Reports [from, from + n) are exactly these (fd, what) pairs. */
+static void expect(int from, const int *pairs, int n) {
+  cr_assert_eq(nreports, from + n, "%d reports, expected %d", nreports,
+               from + n);
+  for (int i = 0; i < n; i++) {
+    cr_assert_eq(reports[from + i].fd, pairs[2 * i], "report %d: fd",
+                 from + i);
+    cr_assert_eq(reports[from + i].what, pairs[2 * i + 1], "report %d: what",
+                 from + i);
+  }
 }
 
-TestSuite(multi_ev, .init = setup);
+/* --- fake owners ---------------------------------------------------------- */
 
-static struct tt *added(int id) {
-  struct tt *t = tt_new(id);
-  cr_assert_eq(xfer_multi_add(m, t->x), XFER_M_OK);
-  return t;
+struct fake {
+  struct xfer__mev_tracker t;
+  int due, events, refused;
+  int last_fd, last_events;
+  void (*also)(struct fake *f, int fd); /* extra work in `event` */
+};
+
+static struct xfer__mev ev;
+
+static void fake_due(struct xfer__mev_tracker *t, int fd) {
+  struct fake *f = t->owner;
+  f->due++;
+  f->last_fd = fd;
 }
 
-static void assess(struct tt *t) {
-  cr_assert_eq(xfer__mev_assess_xfer(m, t->x), XFER_OK);
+static void fake_event(struct xfer__mev_tracker *t, int fd, int events) {
+  struct fake *f = t->owner;
+  f->events++;
+  f->last_fd = fd;
+  f->last_events = events;
+  if (f->also)
+    f->also(f, fd);
+}
+
+static void fake_refused(struct xfer__mev_tracker *t, int fd) {
+  struct fake *f = t->owner;
+  f->refused++;
+  f->last_fd = fd;
+}
+
+static const struct xfer__mev_ops fake_ops = {fake_due, fake_event,
+                                              fake_refused};
+
+static void fake_init(struct fake *f, enum xfer__mev_kind kind) {
+  memset(f, 0, sizeof(*f));
+  xfer__mev_tracker_init(&f->t, kind, &fake_ops, f);
+}
+
+/* Sets the owner's whole pollset: pairs of (fd, want), n pairs. */
+static xfer_code want(struct fake *f, const int *pairs, int n) {
+  struct xfer__pollset ps;
+
+  xfer__pollset_reset(&ps);
+  for (int i = 0; i < n; i++)
+    cr_assert(xfer__pollset_add(&ps, pairs[2 * i], (unsigned)pairs[2 * i + 1]));
+  return xfer__mev_assess(&ev, &f->t, &ps);
+}
+
+static void want1(struct fake *f, int fd, int what) {
+  cr_assert_eq(want(f, (int[]){fd, what}, what ? 1 : 0), XFER_OK);
 }
 
 static struct xfer__mev_socket_info info(int fd) {
   struct xfer__mev_socket_info i;
-  cr_assert(xfer__mev_socket_info(m, fd, &i), "fd %d is not tracked", fd);
+  cr_assert(xfer__mev_socket_info(&ev, fd, &i), "fd %d is not tracked", fd);
   return i;
 }
 
 static bool tracked(int fd) {
   struct xfer__mev_socket_info i;
-  return xfer__mev_socket_info(m, fd, &i);
+  return xfer__mev_socket_info(&ev, fd, &i);
 }
+
+static void setup(void) {
+  nreports = 0;
+  refuse_fd = -1;
+  xfer__mev_init(&ev);
+  xfer__mev_set_report(&ev, record, &report_owner_tag);
+}
+
+static void multi_ev_end(void) {
+  xfer__mev_cleanup(&ev);
+  cr_assert_eq(ev.count, 0);
+}
+
+TestSuite(multi_ev, .init = setup);
 
 /* Fake fd numbers: the table never touches the descriptors themselves. */
 enum { S = 40, T = 41, U = 42 };
 
-TH_TEST(multi_ev, only_changes_are_reported) {
-  struct tt *a = added(1);
+/* --- the diff ------------------------------------------------------------- */
 
-  tt_want(a, S, XFER_POLL_IN);
-  assess(a);
-  assess(a); /* same pollset: nothing to say */
-  tt_want(a, S, XFER_POLL_INOUT);
-  assess(a);
-  assess(a);
-  tt_want(a, S, XFER_POLL_OUT);
-  assess(a);
-  tt_want(a, S, 0);
-  assess(a);
-  assess(a);
-  th_expect_calls(&rec, 0,
-                  (int[]){S, XFER_POLL_IN, S, XFER_POLL_INOUT, S, XFER_POLL_OUT,
-                          S, XFER_POLL_REMOVE},
-                  4);
+TH_TEST(multi_ev, only_changes_are_reported) {
+  struct fake a;
+
+  fake_init(&a, XFER__MEV_XFER);
+  want1(&a, S, XFER_POLL_IN);
+  want1(&a, S, XFER_POLL_IN); /* the same pollset: nothing to say */
+  want1(&a, S, XFER_POLL_INOUT);
+  want1(&a, S, XFER_POLL_OUT);
+  want1(&a, S, 0);
+  want1(&a, S, 0);
+  expect(0,
+         (int[]){S, XFER_POLL_IN, S, XFER_POLL_INOUT, S, XFER_POLL_OUT, S,
+                 XFER_POLL_REMOVE},
+         4);
   cr_assert(!tracked(S));
+  cr_assert_eq(a.t.count, 0);
+}
+
+TH_TEST(multi_ev, a_pollset_change_reports_each_socket_once) {
+  struct fake a;
+
+  fake_init(&a, XFER__MEV_XFER);
+  cr_assert_eq(want(&a, (int[]){S, XFER_POLL_IN, T, XFER_POLL_OUT}, 2),
+               XFER_OK);
+  /* S unchanged, T dropped, U new. */
+  cr_assert_eq(want(&a, (int[]){S, XFER_POLL_IN, U, XFER_POLL_IN}, 2),
+               XFER_OK);
+  expect(0,
+         (int[]){S, XFER_POLL_IN, T, XFER_POLL_OUT, T, XFER_POLL_REMOVE, U,
+                 XFER_POLL_IN},
+         4);
+  cr_assert_eq(a.t.count, 2);
+  xfer__mev_tracker_done(&ev, &a.t);
 }
 
 TH_TEST(multi_ev, shared_socket_counts_readers_and_writers) {
-  struct tt *a = added(1), *b = added(2);
+  struct fake a, b, c;
 
-  tt_want(a, S, XFER_POLL_IN);
-  tt_want(b, S, XFER_POLL_IN);
-  assess(a);
-  assess(b); /* a second reader changes nothing the application sees */
+  fake_init(&a, XFER__MEV_XFER);
+  fake_init(&b, XFER__MEV_XFER);
+  fake_init(&c, XFER__MEV_CONN);
+  want1(&a, S, XFER_POLL_IN);
+  want1(&b, S, XFER_POLL_IN); /* a second reader: nothing new to say */
   cr_assert_eq(info(S).readers, 2);
   cr_assert_eq(info(S).writers, 0);
   cr_assert_eq(info(S).users, 2);
-  tt_want(b, S, XFER_POLL_OUT);
-  assess(b);
+  want1(&b, S, XFER_POLL_OUT);
   cr_assert_eq(info(S).readers, 1);
   cr_assert_eq(info(S).writers, 1);
-  tt_want(a, S, XFER_POLL_INOUT);
-  assess(a);
-  cr_assert_eq(info(S).readers, 1);
-  cr_assert_eq(info(S).writers, 2);
-  xfer__mev_xfer_done(m, a->x); /* b still writes */
+  want1(&c, S, XFER_POLL_IN); /* a connection counts as a user too */
+  cr_assert_eq(info(S).readers, 2);
+  cr_assert_eq(info(S).conns, 1);
+  cr_assert_eq(info(S).users, 3);
+  xfer__mev_tracker_done(&ev, &a.t);
+  xfer__mev_tracker_done(&ev, &c.t); /* b still writes */
   cr_assert_eq(info(S).readers, 0);
   cr_assert_eq(info(S).writers, 1);
-  xfer__mev_xfer_done(m, b->x);
-  th_expect_calls(&rec, 0,
-                  (int[]){S, XFER_POLL_IN, S, XFER_POLL_INOUT, S, XFER_POLL_OUT,
-                          S, XFER_POLL_REMOVE},
-                  4);
+  cr_assert_eq(info(S).want, XFER_POLL_OUT);
+  cr_assert_eq(info(S).reported, XFER_POLL_OUT);
+  xfer__mev_tracker_done(&ev, &b.t);
+  expect(0,
+         (int[]){S, XFER_POLL_IN, S, XFER_POLL_INOUT, S, XFER_POLL_OUT, S,
+                 XFER_POLL_REMOVE},
+         4);
 }
 
-/* The same over a real socket: data on it runs every transfer using it,
- * and each sees it. */
-static enum xfer__step read_one(struct tt *t, unsigned due) {
-  char c;
-  if (read(t->ps.fd[0], &c, 1) == 1)
-    t->state++;
-  return XFER__STEP_AGAIN;
+/* --- done, in any order ----------------------------------------------------- */
+
+TH_TEST(multi_ev, tracker_done_then_socket_done) {
+  struct fake a;
+
+  fake_init(&a, XFER__MEV_XFER);
+  cr_assert_eq(want(&a, (int[]){S, XFER_POLL_IN, T, XFER_POLL_OUT}, 2),
+               XFER_OK);
+  xfer__mev_tracker_done(&ev, &a.t);
+  xfer__mev_socket_done(&ev, S); /* already forgotten: nothing */
+  xfer__mev_socket_done(&ev, T);
+  cr_assert_eq(a.t.count, 0);
+  cr_assert_eq(nreports, 4);
+  cr_assert_eq(reports[2].what, XFER_POLL_REMOVE);
+  cr_assert_eq(reports[3].what, XFER_POLL_REMOVE);
 }
 
-TH_TEST(multi_ev, shared_real_socket_wakes_every_user) {
-  struct tt *a = tt_new(1), *b = tt_new(2), *c = tt_new(3);
-  struct pollfd pfd;
-  int sv[2];
+TH_TEST(multi_ev, socket_done_then_tracker_done) {
+  struct fake a, b, c;
 
-  th_socketpair(sv);
-  a->on_run = b->on_run = read_one;
-  tt_want(a, sv[0], XFER_POLL_IN);
-  tt_want(b, sv[0], XFER_POLL_IN);
-  tt_want(c, sv[1], XFER_POLL_IN);
-  a->close_fds[0] = sv[0];
-  a->nclose = 1;
-  c->close_fds[0] = sv[1];
-  c->nclose = 1;
-  xfer_multi_add(m, a->x);
-  xfer_multi_add(m, b->x);
-  xfer_multi_add(m, c->x);
-  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK);
-  cr_assert_eq(info(sv[0]).readers, 2);
-  th_expect_calls(&rec, 0, (int[]){sv[0], XFER_POLL_IN, sv[1], XFER_POLL_IN},
-                  2);
-  cr_assert_eq(write(sv[1], "xy", 2), 2);
-  pfd.fd = sv[0];
-  pfd.events = POLLIN;
-  cr_assert_eq(poll(&pfd, 1, 1000), 1);
-  cr_assert_eq(xfer_multi_socket_action(m, sv[0], XFER_CSELECT_IN, NULL),
-               XFER_M_OK);
-  cr_assert_eq(a->runs, 2);
-  cr_assert_eq(b->runs, 2);
-  cr_assert_eq(c->runs, 1, "c waits on the other end");
-  cr_assert_eq(a->state + b->state, 2, "each read one byte");
-  cr_assert_eq(rec.count, 2, "nothing changed for the application");
-}
-
-TH_TEST(multi_ev, xfer_done_then_socket_done) {
-  struct tt *a = added(1);
-
-  tt_want(a, S, XFER_POLL_IN);
-  tt_want(a, T, XFER_POLL_OUT);
-  assess(a);
-  xfer__mev_xfer_done(m, a->x);
-  xfer__mev_socket_done(m, S); /* already forgotten: nothing */
-  xfer__mev_socket_done(m, T);
-  th_expect_calls(&rec, 0,
-                  (int[]){S, XFER_POLL_IN, T, XFER_POLL_OUT, T,
-                          XFER_POLL_REMOVE, S, XFER_POLL_REMOVE},
-                  4);
-  cr_assert_eq(a->x->ev.count, 0);
-}
-
-TH_TEST(multi_ev, socket_done_then_xfer_done) {
-  struct tt *a = added(1), *b = added(2);
-
-  tt_want(a, S, XFER_POLL_IN);
-  tt_want(a, T, XFER_POLL_IN);
-  tt_want(b, S, XFER_POLL_OUT);
-  assess(a);
-  assess(b);
-  xfer__mev_socket_done(m, S); /* purged from a's and b's last pollsets */
-  cr_assert_eq(a->x->ev.count, 1);
-  cr_assert_eq(b->x->ev.count, 0);
-  xfer__mev_xfer_done(m, b->x); /* nothing left of b */
-  xfer__mev_xfer_done(m, a->x);
-  th_expect_calls(&rec, 0,
-                  (int[]){S, XFER_POLL_IN, T, XFER_POLL_IN, S, XFER_POLL_INOUT,
-                          S, XFER_POLL_REMOVE, T, XFER_POLL_REMOVE},
-                  5);
-}
-
-TH_TEST(multi_ev, conn_done_then_socket_done) {
-  struct xfer__mev_tracker conn;
-  struct xfer__pollset ps;
-  struct tt *a = added(1);
-
-  xfer__mev_tracker_init(&conn, XFER__MEV_CONN, NULL);
-  xfer__pollset_reset(&ps);
-  xfer__pollset_add(&ps, S, XFER_POLL_IN);
-  cr_assert_eq(xfer__mev_assess_conn(m, &conn, &ps), XFER_OK);
-  tt_want(a, S, XFER_POLL_OUT);
-  assess(a);
-  cr_assert_eq(info(S).conns, 1);
-  xfer__mev_conn_done(m, &conn);
-  cr_assert_eq(info(S).conns, 0);
-  xfer__mev_socket_done(m, S);
-  xfer__mev_xfer_done(m, a->x);
-  th_expect_calls(&rec, 0,
-                  (int[]){S, XFER_POLL_IN, S, XFER_POLL_INOUT, S, XFER_POLL_OUT,
-                          S, XFER_POLL_REMOVE},
-                  4);
-}
-
-TH_TEST(multi_ev, socket_done_then_conn_done) {
-  struct xfer__mev_tracker conn;
-  struct xfer__pollset ps;
-
-  xfer__mev_tracker_init(&conn, XFER__MEV_CONN, NULL);
-  xfer__pollset_reset(&ps);
-  xfer__pollset_add(&ps, S, XFER_POLL_INOUT);
-  xfer__pollset_add(&ps, T, XFER_POLL_IN);
-  cr_assert_eq(xfer__mev_assess_conn(m, &conn, &ps), XFER_OK);
-  xfer__mev_socket_done(m, S);
-  cr_assert_eq(conn.count, 1);
-  xfer__mev_conn_done(m, &conn);
-  cr_assert_eq(conn.count, 0);
-  th_expect_calls(&rec, 0,
-                  (int[]){S, XFER_POLL_INOUT, T, XFER_POLL_IN, S,
-                          XFER_POLL_REMOVE, T, XFER_POLL_REMOVE},
-                  4);
-}
-
-/*
- * The kernel hands out a closed socket's number at once. A transfer closes
- * its socket through socket_done and opens another that gets the same
- * number: the application must see REMOVE, then a fresh ADD, and no stale
- * entry (a second transfer had the old socket in its last pollset too).
- */
-static enum xfer__step reuse_run(struct tt *t, unsigned due) {
-  int sv[2];
-
-  if (t->state++ == 0) { /* first run: open a socket, read from it */
-    th_socketpair(sv);
-    t->close_fds[0] = sv[0];
-    t->close_fds[1] = sv[1];
-    t->nclose = 2;
-    tt_want(t, sv[0], XFER_POLL_IN);
-    return XFER__STEP_AGAIN;
-  }
-  if (t->state == 2) { /* second run: replace the socket */
-    int old = t->close_fds[0];
-    tt_want(t, old, 0);
-    xfer__multi_close_socket(t->x->multi, old);
-    close(t->close_fds[1]);
-    th_socketpair(sv);
-    cr_assert_eq(sv[0], old, "the kernel did not reuse fd %d", old);
-    t->close_fds[0] = sv[0];
-    t->close_fds[1] = sv[1];
-    tt_want(t, sv[0], XFER_POLL_IN);
-    return XFER__STEP_AGAIN;
-  }
-  return XFER__STEP_DONE;
-}
-
-TH_TEST(multi_ev, closed_fd_number_reused_at_once) {
-  struct tt *a = tt_new(1), *b = added(2);
-  int fd;
-
-  a->on_run = reuse_run;
-  cr_assert_eq(xfer_multi_add(m, a->x), XFER_M_OK);
-  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK);
-  fd = a->close_fds[0];
-  tt_want(b, fd, XFER_POLL_IN); /* b shares the old socket */
-  assess(b);
-  cr_assert_eq(info(fd).readers, 2);
-  cr_assert_eq(xfer_multi_socket_action(m, fd, XFER_CSELECT_IN, NULL),
-               XFER_M_OK);
-  /* a ran first and replaced the socket. The old one was purged from b's
-   * pollset too: when b ran next, it remembered nothing of the number, and
-   * its interest joined the new socket, which was already watched. */
-  cr_assert_eq(b->uses_at_run, 0);
-  cr_assert_eq(info(fd).readers, 2);
-  th_expect_calls(&rec, 0,
-                  (int[]){fd, XFER_POLL_IN, fd, XFER_POLL_REMOVE, fd,
-                          XFER_POLL_IN},
-                  3);
-  /* a finishes: its cleanup closes the socket through socket_done, while
-   * b (done with the socket) no longer asks for it. */
-  tt_want(b, fd, 0);
-  cr_assert_eq(xfer_multi_socket_action(m, fd, XFER_CSELECT_IN, NULL),
-               XFER_M_OK);
-  th_expect_calls(&rec, 3, (int[]){fd, XFER_POLL_REMOVE}, 1);
-  cr_assert_eq(b->x->ev.count, 0);
-  cr_assert(!tracked(fd));
-}
-
-struct conn_events {
-  int calls;
-  int fd;
-  int events;
-};
-
-static struct conn_events conn_seen;
-
-static void conn_on_event(xfer_multi *mm, struct xfer__mev_tracker *conn,
-                          int fd, int events) {
-  conn_seen.calls++;
-  conn_seen.fd = fd;
-  conn_seen.events = events;
-}
-
-TH_TEST(multi_ev, connection_interest_is_reported_and_dispatched) {
-  struct xfer__mev_tracker conn;
-  struct xfer__pollset ps;
-  struct tt *a = added(1);
-  int runs;
-
-  xfer__mev_tracker_init(&conn, XFER__MEV_CONN, conn_on_event);
-  xfer__pollset_reset(&ps);
-  xfer__pollset_add(&ps, S, XFER_POLL_IN);
-  cr_assert_eq(xfer__mev_assess_conn(m, &conn, &ps), XFER_OK);
-  cr_assert(xfer__mev_expire_xfers(m, S), "the connection is interested");
-  cr_assert(!xfer__mev_expire_xfers(m, T), "an untracked fd interests no one");
-
-  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK); /* a runs */
-  runs = a->runs;
-  cr_assert_eq(xfer_multi_socket_action(m, S, XFER_CSELECT_IN, NULL),
-               XFER_M_OK);
-  cr_assert_eq(conn_seen.calls, 1);
-  cr_assert_eq(conn_seen.fd, S);
-  cr_assert_eq(conn_seen.events, XFER_CSELECT_IN);
-  cr_assert_eq(a->runs, runs, "a does not use S");
-
-  /* Shared with a transfer: both hear of it. */
-  tt_want(a, S, XFER_POLL_OUT);
-  assess(a);
-  cr_assert_eq(xfer_multi_socket_action(m, S, XFER_CSELECT_OUT, NULL),
-               XFER_M_OK);
-  cr_assert_eq(conn_seen.calls, 2);
-  cr_assert_eq(a->runs, runs + 1);
-  xfer__mev_conn_done(m, &conn);
-  cr_assert(!xfer__mev_expire_xfers(m, S));
-  th_expect_calls(&rec, 0,
-                  (int[]){S, XFER_POLL_IN, S, XFER_POLL_INOUT, S,
-                          XFER_POLL_OUT},
-                  3);
-}
-
-/* A connection handler may close the very socket it is told about. */
-static void conn_close_on_event(xfer_multi *mm, struct xfer__mev_tracker *conn,
-                                int fd, int events) {
-  conn_seen.calls++;
-  xfer__mev_socket_done(mm, fd);
-}
-
-TH_TEST(multi_ev, connection_handler_may_close_its_socket) {
-  struct xfer__mev_tracker c1, c2;
-  struct xfer__pollset ps;
-
-  xfer__mev_tracker_init(&c1, XFER__MEV_CONN, conn_close_on_event);
-  xfer__mev_tracker_init(&c2, XFER__MEV_CONN, conn_close_on_event);
-  xfer__pollset_reset(&ps);
-  xfer__pollset_add(&ps, S, XFER_POLL_IN);
-  xfer__mev_assess_conn(m, &c1, &ps);
-  xfer__mev_assess_conn(m, &c2, &ps);
-  cr_assert_eq(info(S).conns, 2);
-  cr_assert_eq(xfer_multi_socket_action(m, S, XFER_CSELECT_IN, NULL),
-               XFER_M_OK);
-  cr_assert_eq(conn_seen.calls, 1, "the second connection lost the socket");
+  fake_init(&a, XFER__MEV_XFER);
+  fake_init(&b, XFER__MEV_XFER);
+  fake_init(&c, XFER__MEV_CONN);
+  cr_assert_eq(want(&a, (int[]){S, XFER_POLL_IN, T, XFER_POLL_IN}, 2),
+               XFER_OK);
+  want1(&b, S, XFER_POLL_OUT);
+  want1(&c, S, XFER_POLL_IN);
+  /* S is about to close: REMOVE, and purged from every last pollset,
+   * because the kernel hands the number out again at once. */
+  xfer__mev_socket_done(&ev, S);
   cr_assert(!tracked(S));
-  cr_assert_eq(c1.count + c2.count, 0);
-  th_expect_calls(&rec, 0, (int[]){S, XFER_POLL_IN, S, XFER_POLL_REMOVE}, 2);
+  cr_assert_eq(a.t.count, 1);
+  cr_assert_eq(b.t.count, 0);
+  cr_assert_eq(c.t.count, 0);
+  expect(0,
+         (int[]){S, XFER_POLL_IN, T, XFER_POLL_IN, S, XFER_POLL_INOUT, S,
+                 XFER_POLL_REMOVE},
+         4);
+  /* The number comes back for a new socket: b's interest is new, and
+   * nothing of the old socket is left to diff against. */
+  want1(&b, S, XFER_POLL_IN);
+  expect(4, (int[]){S, XFER_POLL_IN}, 1);
+  cr_assert_null(reports[4].socketp, "a new socket has no pointer yet");
+  xfer__mev_tracker_done(&ev, &b.t);
+  xfer__mev_tracker_done(&ev, &c.t);
+  xfer__mev_tracker_done(&ev, &a.t);
+  expect(5, (int[]){S, XFER_POLL_REMOVE, T, XFER_POLL_REMOVE}, 2);
 }
 
-TH_TEST(multi_ev, socket_event_runs_exactly_its_users) {
-  struct tt *a = added(1), *b = added(2), *c = added(3);
+/* --- events: due transfers, dispatched connections ----------------------- */
 
-  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK);
-  cr_assert_eq(a->runs + b->runs + c->runs, 3);
-  tt_want(a, S, XFER_POLL_IN);
-  tt_want(b, S, XFER_POLL_OUT);
-  tt_want(c, T, XFER_POLL_IN);
-  assess(a);
-  assess(b);
-  assess(c);
-  cr_assert_eq(xfer_multi_socket_action(m, S, XFER_CSELECT_IN, NULL),
-               XFER_M_OK);
-  cr_assert_eq(a->runs, 2);
-  cr_assert_eq(b->runs, 2);
-  cr_assert_eq(c->runs, 1);
-  cr_assert_eq(xfer_multi_socket_action(m, T, XFER_CSELECT_IN, NULL),
-               XFER_M_OK);
-  cr_assert_eq(a->runs, 2);
-  cr_assert_eq(c->runs, 2);
-  /* An event racing a REMOVE names an fd nobody uses: ignored. */
-  cr_assert_eq(xfer_multi_socket_action(m, U, XFER_CSELECT_IN, NULL),
-               XFER_M_OK);
-  cr_assert_eq(a->runs + b->runs + c->runs, 6);
+TH_TEST(multi_ev, an_event_makes_its_transfers_due_and_reaches_its_connections) {
+  struct fake a, b, c, d;
+
+  fake_init(&a, XFER__MEV_XFER);
+  fake_init(&b, XFER__MEV_XFER);
+  fake_init(&c, XFER__MEV_CONN);
+  fake_init(&d, XFER__MEV_CONN);
+  want1(&a, S, XFER_POLL_IN);
+  want1(&b, T, XFER_POLL_IN);
+  want1(&c, S, XFER_POLL_OUT);
+  want1(&d, T, XFER_POLL_IN);
+
+  cr_assert(xfer__mev_expire_xfers(&ev, S), "a connection cares about S");
+  cr_assert_eq(a.due, 1);
+  cr_assert_eq(a.last_fd, S);
+  cr_assert_eq(b.due, 0, "b does not use S");
+  cr_assert_eq(c.events + d.events, 0, "expire tells transfers only");
+  xfer__mev_dispatch_conns(&ev, S, XFER_CSELECT_OUT);
+  cr_assert_eq(c.events, 1);
+  cr_assert_eq(c.last_events, XFER_CSELECT_OUT);
+  cr_assert_eq(d.events, 0);
+  cr_assert_eq(a.events + a.due, 1, "dispatch tells connections only");
+
+  cr_assert(!xfer__mev_expire_xfers(&ev, U), "an untracked fd: no one");
+  xfer__mev_tracker_done(&ev, &c.t);
+  cr_assert(!xfer__mev_expire_xfers(&ev, S), "no connection left on S");
+  cr_assert_eq(a.due, 2);
+  xfer__mev_tracker_done(&ev, &a.t);
+  xfer__mev_tracker_done(&ev, &b.t);
+  xfer__mev_tracker_done(&ev, &d.t);
 }
 
-/*
- * An application starts without events (perform), then sets a socket
- * callback in the middle of its transfers: the next call reports every
- * socket in use as new, and from then on only changes.
- */
-static enum xfer__step switch_run(struct tt *t, unsigned due) {
-  return ++t->state >= 6 ? XFER__STEP_DONE : XFER__STEP_AGAIN;
+/* A connection's handler may close the very socket it is told about, or
+ * change its own tracking: every connection is told at most once. */
+static void close_it(struct fake *f, int fd) {
+  (void)f;
+  xfer__mev_socket_done(&ev, fd);
 }
 
-TH_TEST(multi_ev, late_switch_to_events_reports_every_socket_as_new) {
-  struct tt *a = tt_new(1), *b = tt_new(2);
-  int running;
+static void move_on(struct fake *f, int fd) {
+  (void)fd;
+  /* S and T now, both fresh uses: no second call for S this round. */
+  cr_assert_eq(want(f, (int[]){T, XFER_POLL_IN, S, XFER_POLL_INOUT}, 2),
+               XFER_OK);
+}
 
-  cr_assert_eq(xfer_multi_set_socket_cb(m, NULL, NULL), XFER_M_OK);
-  a->on_run = switch_run;
-  b->on_run = switch_run;
-  tt_want(a, S, XFER_POLL_IN);
-  tt_want(b, T, XFER_POLL_OUT);
-  tt_want(b, S, XFER_POLL_IN);
-  xfer_multi_add(m, a->x);
-  xfer_multi_add(m, b->x);
-  cr_assert_eq(xfer_multi_perform(m, &running), XFER_M_OK);
-  cr_assert_eq(xfer_multi_perform(m, &running), XFER_M_OK);
-  cr_assert_eq(running, 2);
-  cr_assert_eq(info(S).readers, 2, "tracked without a callback too");
+TH_TEST(multi_ev, connection_handlers_may_change_the_tracking) {
+  struct fake c1, c2, c3;
+
+  fake_init(&c1, XFER__MEV_CONN);
+  fake_init(&c2, XFER__MEV_CONN);
+  c1.also = c2.also = close_it;
+  want1(&c1, S, XFER_POLL_IN);
+  want1(&c2, S, XFER_POLL_IN);
+  xfer__mev_dispatch_conns(&ev, S, XFER_CSELECT_IN);
+  cr_assert_eq(c1.events + c2.events, 1, "the second lost the socket");
+  cr_assert(!tracked(S));
+  cr_assert_eq(c1.t.count + c2.t.count, 0);
+
+  fake_init(&c3, XFER__MEV_CONN);
+  c3.also = move_on;
+  want1(&c3, S, XFER_POLL_IN);
+  xfer__mev_dispatch_conns(&ev, S, XFER_CSELECT_IN);
+  cr_assert_eq(c3.events, 1);
+  cr_assert_eq(info(S).conns, 1);
+  cr_assert_eq(info(T).conns, 1);
+  xfer__mev_dispatch_conns(&ev, S, XFER_CSELECT_IN); /* a new round */
+  cr_assert_eq(c3.events, 2);
+  xfer__mev_tracker_done(&ev, &c3.t);
+}
+
+/* --- reporting -------------------------------------------------------------- */
+
+TH_TEST(multi_ev, late_report_function_hears_every_socket_anew) {
+  struct fake a, c;
+
+  xfer__mev_set_report(&ev, NULL, NULL);
+  fake_init(&a, XFER__MEV_XFER);
+  fake_init(&c, XFER__MEV_CONN);
+  cr_assert_eq(want(&a, (int[]){S, XFER_POLL_IN, T, XFER_POLL_OUT}, 2),
+               XFER_OK);
+  want1(&c, S, XFER_POLL_OUT);
+  cr_assert_eq(nreports, 0, "nobody to tell");
+  cr_assert_eq(info(S).want, XFER_POLL_INOUT, "tracked all the same");
   cr_assert_eq(info(S).reported, 0);
 
-  cr_assert_eq(xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec), XFER_M_OK);
-  cr_assert_eq(rec.count, 0, "nothing is reported from the setter");
-  cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
-  th_expect_calls(&rec, 0, (int[]){S, XFER_POLL_IN, T, XFER_POLL_OUT}, 2);
-  cr_assert_eq(info(S).reported, XFER_POLL_IN);
+  xfer__mev_set_report(&ev, record, &report_owner_tag);
+  cr_assert_eq(nreports, 0, "told at the next resync, not before");
+  xfer__mev_resync(&ev);
+  expect(0, (int[]){S, XFER_POLL_INOUT, T, XFER_POLL_OUT}, 2);
+  xfer__mev_resync(&ev);
+  cr_assert_eq(nreports, 2, "once");
 
-  tt_want(a, S, XFER_POLL_INOUT);
-  cr_assert_eq(xfer_multi_socket_action(m, S, XFER_CSELECT_IN, &running),
-               XFER_M_OK);
-  th_expect_calls(&rec, 2, (int[]){S, XFER_POLL_INOUT}, 1);
-  /* Back to perform until both are done. */
-  for (int i = 0; i < 10 && running; i++)
-    cr_assert_eq(xfer_multi_perform(m, &running), XFER_M_OK);
-  cr_assert_eq(running, 0);
-  /* a finishes first (S keeps b as reader), then b. */
-  th_expect_calls(&rec, 3,
-                  (int[]){S, XFER_POLL_IN, S, XFER_POLL_REMOVE, T,
-                          XFER_POLL_REMOVE},
-                  3);
+  /* A replaced function knows nothing: everything again. */
+  xfer__mev_set_report(&ev, record, &report_owner_tag);
+  xfer__mev_resync(&ev);
+  expect(2, (int[]){S, XFER_POLL_INOUT, T, XFER_POLL_OUT}, 2);
+  xfer__mev_tracker_done(&ev, &a.t);
+  xfer__mev_tracker_done(&ev, &c.t);
 }
 
-TH_TEST(multi_ev, replaced_callback_hears_everything_anew) {
-  static struct th_sockrec rec2; /* outlives the body: teardown reports to it */
-  struct tt *a = added(1);
+TH_TEST(multi_ev, a_refused_socket_is_told_to_its_transfers_only) {
+  struct fake a, b, c;
 
-  th_sockrec_init(&rec2);
-  tt_want(a, S, XFER_POLL_IN);
-  assess(a);
-  cr_assert_eq(xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec2), XFER_M_OK);
-  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK);
-  th_expect_calls(&rec, 0, (int[]){S, XFER_POLL_IN}, 1);
-  th_expect_calls(&rec2, 0, (int[]){S, XFER_POLL_IN}, 1);
+  xfer__mev_set_report(&ev, NULL, NULL);
+  fake_init(&a, XFER__MEV_XFER);
+  fake_init(&b, XFER__MEV_XFER);
+  fake_init(&c, XFER__MEV_CONN);
+  want1(&a, S, XFER_POLL_IN);
+  want1(&b, T, XFER_POLL_IN);
+  want1(&c, S, XFER_POLL_IN);
+  refuse_fd = S;
+  xfer__mev_set_report(&ev, record, &report_owner_tag);
+  xfer__mev_resync(&ev);
+  cr_assert_eq(a.refused, 1);
+  cr_assert_eq(a.last_fd, S);
+  cr_assert_eq(b.refused, 0, "T was accepted");
+  cr_assert_eq(c.refused + c.events, 0, "connections are not told");
+
+  /* Refused in an assessment: the owner hears it as the result, and the
+   * tracking stays consistent. */
+  cr_assert_eq(want(&b, (int[]){T, XFER_POLL_IN, S, XFER_POLL_OUT}, 2),
+               XFER_E_SOCKET_CALLBACK);
+  cr_assert_eq(info(S).writers, 1);
+  xfer__mev_tracker_done(&ev, &a.t);
+  xfer__mev_tracker_done(&ev, &b.t);
+  xfer__mev_tracker_done(&ev, &c.t);
 }
 
-TH_TEST(multi_ev, refused_socket_fails_only_its_transfer) {
-  struct tt *a = tt_new(1), *b = tt_new(2);
-  const xfer_msg *msg;
-  int running;
+TH_TEST(multi_ev, an_assigned_pointer_comes_back_with_later_reports) {
+  struct fake a;
+  int marker;
 
-  rec.refuse_fd = T;
-  tt_want(a, S, XFER_POLL_IN);
-  tt_want(b, T, XFER_POLL_IN);
-  xfer_multi_add(m, a->x);
-  xfer_multi_add(m, b->x);
-  cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
-  cr_assert_eq(running, 1);
-  msg = xfer_multi_info_read(m, NULL);
-  cr_assert_not_null(msg);
-  cr_assert_eq(msg->x, b->x);
-  cr_assert_eq(msg->result, XFER_E_SOCKET_CALLBACK);
-  cr_assert_str_eq(xfer_get_error_detail(b->x),
-                   "the socket callback refused a socket");
-  cr_assert_null(xfer_multi_info_read(m, NULL));
-  th_expect_calls(&rec, 0,
-                  (int[]){S, XFER_POLL_IN, T, XFER_POLL_IN, T,
-                          XFER_POLL_REMOVE},
-                  3);
-  cr_assert_eq(info(S).readers, 1, "a keeps its socket");
+  fake_init(&a, XFER__MEV_XFER);
+  cr_assert_eq(xfer__mev_assign(&ev, S, &marker), XFER_M_BAD_ARGUMENT,
+               "S is not tracked yet");
+  want1(&a, S, XFER_POLL_IN);
+  cr_assert_eq(xfer__mev_assign(&ev, S, &marker), XFER_M_OK);
+  want1(&a, S, XFER_POLL_OUT);
+  want1(&a, S, 0);
+  cr_assert_null(reports[0].socketp);
+  cr_assert_eq(reports[1].socketp, &marker);
+  cr_assert_eq(reports[2].socketp, &marker);
+  cr_assert_eq(reports[2].what, XFER_POLL_REMOVE);
+  cr_assert_eq(xfer__mev_assign(&ev, S, NULL), XFER_M_BAD_ARGUMENT);
 }
 
-TH_TEST(multi_ev, refused_socket_at_late_switch_fails_its_users) {
-  struct tt *a = added(1), *b = added(2);
-  int running;
+/* --- sizes and failures ----------------------------------------------------- */
 
-  cr_assert_eq(xfer_multi_set_socket_cb(m, NULL, NULL), XFER_M_OK);
-  tt_want(a, S, XFER_POLL_IN);
-  tt_want(b, T, XFER_POLL_IN);
-  cr_assert_eq(xfer_multi_perform(m, &running), XFER_M_OK);
-  rec.refuse_fd = T;
-  cr_assert_eq(xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec), XFER_M_OK);
-  cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
-  cr_assert_eq(running, 1);
-  cr_assert_eq(xfer_multi_info_read(m, NULL)->x, b->x);
-  cr_assert_str_eq(xfer_get_error_detail(b->x),
-                   "the socket callback refused fd 41");
-}
-
-TH_TEST(multi_ev, assigned_pointer_comes_back_with_later_events) {
-  struct tt *a = added(1);
-
-  rec.assign = true;
-  tt_want(a, S, XFER_POLL_IN);
-  assess(a);
-  tt_want(a, S, XFER_POLL_OUT);
-  assess(a);
-  tt_want(a, S, 0);
-  assess(a);
-  cr_assert_eq(rec.count, 3);
-  cr_assert_null(rec.calls[0].socketp);
-  cr_assert_not_null(rec.calls[1].socketp);
-  cr_assert_eq(rec.calls[2].socketp, rec.calls[1].socketp);
-  cr_assert_eq(xfer_multi_assign(m, S, NULL), XFER_M_BAD_ARGUMENT,
-               "S is not tracked any more");
-  cr_assert_eq(xfer_multi_assign(NULL, S, NULL), XFER_M_BAD_HANDLE);
-}
-
-TH_TEST(multi_ev, many_sockets_per_transfer) {
-  struct tt *a = added(1), *b = added(2);
+TH_TEST(multi_ev, many_sockets_per_owner) {
+  struct fake a, b;
   enum { N = 10, BASE = 100 };
+  int pairs[2 * N];
 
-  for (int i = 0; i < N; i++)
-    tt_want(a, BASE + i, XFER_POLL_IN);
-  assess(a);
-  cr_assert_eq(rec.count, N);
-  cr_assert_gt(a->x->ev.capacity, XFER__MEV_INLINE_USES);
-  for (int i = 0; i < 3; i++)
-    tt_want(b, BASE + i, XFER_POLL_IN);
-  assess(b);
-  cr_assert_eq(rec.count, N, "shared sockets are watched already");
+  fake_init(&a, XFER__MEV_XFER);
+  fake_init(&b, XFER__MEV_XFER);
+  for (int i = 0; i < N; i++) {
+    pairs[2 * i] = BASE + i;
+    pairs[2 * i + 1] = XFER_POLL_IN;
+  }
+  cr_assert_eq(want(&a, pairs, N), XFER_OK);
+  cr_assert_eq(nreports, N);
+  cr_assert_gt(a.t.capacity, XFER__MEV_INLINE_USES, "grown past inline");
+  cr_assert_eq(want(&b, pairs, 3), XFER_OK);
+  cr_assert_eq(nreports, N, "shared sockets are watched already");
   for (int i = 0; i < N; i += 2)
-    tt_want(a, BASE + i, XFER_POLL_INOUT);
-  assess(a);
-  cr_assert_eq(rec.count, N + 5);
+    pairs[2 * i + 1] = XFER_POLL_INOUT;
+  cr_assert_eq(want(&a, pairs, N), XFER_OK);
+  cr_assert_eq(nreports, N + 5);
   for (int i = 0; i < N; i++)
     cr_assert_eq(info(BASE + i).readers, i < 3 ? 2 : 1);
-  xfer__mev_xfer_done(m, a->x);
+  xfer__mev_tracker_done(&ev, &a.t);
   /* 0..2: b still reads (0 and 2 lose their writer); 3..9: removed. */
-  cr_assert_eq(rec.count, N + 5 + 2 + 7);
+  cr_assert_eq(nreports, N + 5 + 2 + 7);
   for (int i = 0; i < N; i++)
     cr_assert_eq(tracked(BASE + i), i < 3, "fd %d", BASE + i);
-  cr_assert_eq(a->x->ev.capacity, XFER__MEV_INLINE_USES);
+  cr_assert_eq(a.t.capacity, XFER__MEV_INLINE_USES, "back to inline");
+  xfer__mev_tracker_done(&ev, &b.t);
+}
+
+TH_TEST(multi_ev, out_of_memory_leaves_the_tracking_consistent) {
+  struct fake a;
+  enum { N = 8, BASE = 200 };
+  int pairs[2 * N];
+  xfer_code rc = XFER_E_OUT_OF_MEMORY;
+
+  cr_assert_eq(xfer_mem_set(&th_mem), XFER_OK);
+  fake_init(&a, XFER__MEV_XFER);
+  for (int i = 0; i < N; i++) {
+    pairs[2 * i] = BASE + i;
+    pairs[2 * i + 1] = XFER_POLL_IN;
+  }
+  /* Fail the 1st, 2nd, ... allocation until none fails. */
+  for (long n = 1; rc == XFER_E_OUT_OF_MEMORY && n < 100; n++) {
+    th_mem_fail_at(n);
+    nreports = 0;
+    rc = want(&a, pairs, N);
+    for (unsigned i = 0; i < a.t.count; i++) /* whatever it holds is real */
+      cr_assert(tracked(a.t.uses[i].fd));
+    if (rc == XFER_E_OUT_OF_MEMORY) {
+      xfer__mev_tracker_done(&ev, &a.t);
+      cr_assert_eq(ev.count, 0, "nothing left behind after a failure");
+    }
+  }
+  th_mem_fail_at(0);
+  cr_assert_eq(rc, XFER_OK);
+  cr_assert_eq(a.t.count, N);
+  cr_assert_eq(nreports, N, "each socket told once, none twice");
+  xfer__mev_tracker_done(&ev, &a.t);
+  xfer__mev_cleanup(&ev);
+  cr_assert_eq(th_mem_live_bytes(), 0);
+  cr_assert_eq(xfer_mem_set(NULL), XFER_OK);
 }
 
 TH_TEST(multi_ev, pollset_merges_and_bounds) {
@@ -550,39 +473,38 @@ TH_TEST(multi_ev, pollset_merges_and_bounds) {
   cr_assert_eq(ps.count, XFER__POLLSET_MAX);
 }
 
-/* An event costs one table lookup and runs only the socket's users, with
- * thousands of sockets tracked. */
-TH_TEST(multi_ev, one_event_touches_one_socket_among_thousands) {
-  enum { N = 5000, BASE = 1000 };
-  static struct tt *t[N];
-  xfer_multi_stats before, after;
+TH_TEST(multi_ev, pollfds_and_cleanup_cover_every_socket) {
+  struct fake a, c;
+  struct pollfd pfd[4];
+  size_t n;
 
-  for (int i = 0; i < N; i++) {
-    t[i] = added(i);
-    tt_want(t[i], BASE + i, XFER_POLL_IN);
-  }
-  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK);
-  cr_assert_eq(rec.count, N);
-  xfer_multi_get_stats(m, &before);
-  cr_assert_eq(before.sockets_tracked, N);
-  cr_assert_eq(xfer_multi_socket_action(m, BASE + 4321, XFER_CSELECT_IN, NULL),
-               XFER_M_OK);
-  xfer_multi_get_stats(m, &after);
-  cr_assert_eq(after.xfers_run - before.xfers_run, 1);
-  cr_assert_eq(t[4321]->runs, 2);
-  cr_assert_eq(after.socket_cb_calls, before.socket_cb_calls);
+  fake_init(&a, XFER__MEV_XFER);
+  fake_init(&c, XFER__MEV_CONN);
+  cr_assert_eq(want(&a, (int[]){S, XFER_POLL_IN, T, XFER_POLL_OUT}, 2),
+               XFER_OK);
+  want1(&c, S, XFER_POLL_OUT);
+  n = xfer__mev_pollfds(&ev, pfd, 4);
+  cr_assert_eq(n, 2);
+  for (size_t i = 0; i < n; i++)
+    cr_assert_eq(pfd[i].events,
+                 pfd[i].fd == S ? (POLLIN | POLLOUT) : POLLOUT);
+  cr_assert_eq(xfer__mev_pollfds(&ev, pfd, 1), 1, "bounded by max");
+  /* The end of the table: REMOVE for each, and no owner keeps a use. */
+  xfer__mev_cleanup(&ev);
+  expect(3, (int[]){S, XFER_POLL_REMOVE, T, XFER_POLL_REMOVE}, 2);
+  cr_assert_eq(a.t.count + c.t.count, 0);
+  cr_assert(!tracked(S));
 }
 
 #ifdef XFER_DEBUG
 #include <signal.h>
-/* Rule 3: no application callback while this thread holds a pool lock;
- * debug builds stop at once. */
-TH_TEST(multi_ev, socket_callback_under_pool_lock_aborts_in_debug,
-        .signal = SIGABRT) {
-  struct tt *a = added(1);
+/* Rule 3: no report to the application while this thread holds a pool
+ * lock; debug builds stop at once. */
+TH_TEST(multi_ev, report_under_pool_lock_aborts_in_debug, .signal = SIGABRT) {
+  struct fake a;
 
-  tt_want(a, S, XFER_POLL_IN);
+  fake_init(&a, XFER__MEV_XFER);
   xfer__pool_lock_depth++;
-  assess(a);
+  want1(&a, S, XFER_POLL_IN);
 }
 #endif

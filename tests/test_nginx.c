@@ -64,7 +64,7 @@ TH_TEST(nginx, thousand_keep_alive_gets_sixteen_in_flight) {
       cr_assert_eq(xfer_multi_poll(m, 1000, NULL), XFER_M_OK);
   }
   cr_assert_eq(done, TOTAL);
-  xfer_pool_get_stats(m->pool, &ps);
+  xfer_pool_get_stats(m->loop.pool, &ps);
   cr_assert_leq(ps.opened_total, IN_FLIGHT, "%llu connections opened",
                 (unsigned long long)ps.opened_total);
   cr_assert_geq(ps.reused_total, TOTAL - IN_FLIGHT);

@@ -120,14 +120,14 @@ TH_TEST(resolve, one_lookup_and_one_socket_for_many_transfers) {
   for (int i = 0; i < N; i++)
     get_name("slow.test", "/bytes/10");
   cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
-  cr_assert_not_null(m->wake, "the multi can be woken for pooled "
+  cr_assert_not_null(m->loop.wake, "the multi can be woken for pooled "
                                 "connections of other threads");
   for (int i = 0; i < rec.count; i++)
-    if (rec.calls[i].what == XFER_POLL_IN && rec.calls[i].fd != m->wake->fd)
+    if (rec.calls[i].what == XFER_POLL_IN && rec.calls[i].fd != m->loop.wake->fd)
       channel_fd = rec.calls[i].fd;
   cr_assert_neq(channel_fd, -1, "the channel's socket was reported");
   cr_assert_eq(rec.count, 2, "one socket, reported once (and the wake-up)");
-  cr_assert(xfer__mev_socket_info(m, channel_fd, &info));
+  cr_assert(xfer__mev_socket_info(&m->loop.ev, channel_fd, &info));
   cr_assert_eq(info.readers, N, "every resolving transfer reads it");
   th_run(m, 5000);
   for (int i = 0; i < N; i++)
@@ -162,7 +162,7 @@ TH_TEST(resolve, answers_are_cached_for_their_ttl) {
     cr_assert_eq(th_result(m, xs[i]), XFER_OK);
     cr_assert_eq(xfer_get_reused(xs[i]), 0, "each one resolved and connected");
   }
-  xfer_pool_get_stats(m->pool, &ps);
+  xfer_pool_get_stats(m->loop.pool, &ps);
   cr_assert_eq(ps.idle, 0);
   th_clock_uninstall();
 }

@@ -95,10 +95,10 @@ static int adopt_pair(xfer_multi *m) {
   struct xfer__conn *c;
 
   th_socketpair(sv);
-  c = xfer__conn_new(sv[0], "test", 4, xfer__multi_now(m));
+  c = xfer__conn_new(sv[0], "test", 4, xfer__loop_now(&m->loop));
   cr_assert_not_null(c);
   /* Through a timeout action, as the API entry that starts its timer. */
-  xfer__shutdown_adopt(m, c, m->last_now);
+  xfer__shutdown_adopt(&m->shutdown, c, m->loop.last_now);
   xfer_multi_socket_timeout(m, NULL);
   return sv[1];
 }

@@ -171,7 +171,7 @@ TH_TEST(http, get_with_content_length) {
   cr_assert_gt(received, 100);
   cr_assert_neq(xfer_get_conn_id(hx[0]), 0);
   cr_assert_eq(xfer_get_reused(hx[0]), 0);
-  xfer_pool_get_stats(hm->pool, &ps);
+  xfer_pool_get_stats(hm->loop.pool, &ps);
   cr_assert_eq(ps.opened_total, 1);
   cr_assert_eq(ps.idle, 1, "the keep-alive connection went to the pool");
 }
@@ -212,7 +212,7 @@ static int remove_order_cb(xfer_multi *m, int fd, int what, void *userp,
                            void *socketp) {
   xfer_pool_stats ps;
   if (what == XFER_POLL_REMOVE) {
-    xfer_pool_get_stats(m->pool, &ps);
+    xfer_pool_get_stats(m->loop.pool, &ps);
     idle_at_remove = ps.idle - ps.attached; /* on the shared side */
   }
   return 0;
@@ -225,11 +225,11 @@ TH_TEST(http, remove_is_reported_before_the_pool_gets_the_connection) {
   get(0, "/delay/50/bytes/10");
   th_run(hm, 5000);
   cr_assert_eq(th_result(hm, hx[0]), XFER_OK);
-  xfer_pool_get_stats(hm->pool, &ps);
+  xfer_pool_get_stats(hm->loop.pool, &ps);
   cr_assert_eq(ps.attached, 1, "held for this multi first");
   cr_assert_eq(idle_at_remove, 99, "no REMOVE while attached");
   th_run_for(hm, 250); /* past the 100 ms hold */
-  xfer_pool_get_stats(hm->pool, &ps);
+  xfer_pool_get_stats(hm->loop.pool, &ps);
   cr_assert_eq(ps.attached, 0);
   cr_assert_eq(ps.idle, 1, "on the shared side afterwards");
   cr_assert_eq(idle_at_remove, 0,
@@ -262,7 +262,7 @@ TH_TEST(http, body_framings) {
   cr_assert_eq(sinks[5].len, 0, "HEAD has no body");
   /* A transfer can finish in its first run on loopback and hand its
    * connection to the next, so count connections, not transfers. */
-  xfer_pool_get_stats(hm->pool, &ps);
+  xfer_pool_get_stats(hm->loop.pool, &ps);
   cr_assert_eq(ps.idle, ps.opened_total - 1,
                "all but the close-delimited one are pooled (%llu of %llu)",
                (unsigned long long)ps.idle,
@@ -460,7 +460,7 @@ static void expect_failure(const char *path, xfer_code code, const char *words,
   for (slot = 0; slot < 8 && hx[slot]; slot++)
     ;
   cr_assert_lt(slot, 7);
-  xfer_pool_get_stats(hm->pool, &before);
+  xfer_pool_get_stats(hm->loop.pool, &before);
   prepare(slot, path);
   if (tune)
     tune(hx[slot]);
@@ -475,7 +475,7 @@ static void expect_failure(const char *path, xfer_code code, const char *words,
   cr_assert_eq(th_result(hm, hx[slot + 1]), XFER_OK);
   th_expect_pattern(sinks[slot + 1].data, sinks[slot + 1].len, 5000);
   th_expect_timeline_ordered(hx[slot]);
-  xfer_pool_get_stats(hm->pool, &after);
+  xfer_pool_get_stats(hm->loop.pool, &after);
   cr_assert_leq(after.idle, before.idle + 1, "%s: a broken one was pooled",
                 path);
 }
@@ -647,7 +647,7 @@ TH_TEST(http, a_streamed_body_is_held_to_its_announced_length) {
   x = post_fed(0, &good, 5);
   cr_assert_eq(th_result(hm, x), XFER_OK, "%s", xfer_get_error_detail(x));
   exact = sent(x); /* the head and 5 body bytes */
-  xfer_pool_get_stats(hm->pool, &before);
+  xfer_pool_get_stats(hm->loop.pool, &before);
 
   x = post_fed(1, &flood, 5);
   cr_assert_eq(th_result(hm, x), XFER_E_BODY_LENGTH);
@@ -664,7 +664,7 @@ TH_TEST(http, a_streamed_body_is_held_to_its_announced_length) {
             xfer_get_error_detail(x));
   cr_assert_eq(sent(x), exact - 2);
 
-  xfer_pool_get_stats(hm->pool, &after);
+  xfer_pool_get_stats(hm->loop.pool, &after);
   cr_assert_eq(after.closed_error - before.closed_error, 2,
                "both connections closed");
   cr_assert_eq(after.idle, 0, "neither pooled");

@@ -126,8 +126,10 @@ static void tt_cleanup(xfer *x) {
   struct tt *t = x->handler_ctx;
 
   t->cleanups++;
-  for (int i = 0; i < t->nclose; i++)
-    xfer__multi_close_socket(x->multi, t->close_fds[i]);
+  for (int i = 0; i < t->nclose; i++) {
+    xfer__mev_socket_done(&x->loop->ev, t->close_fds[i]); /* before close */
+    close(t->close_fds[i]);
+  }
   t->nclose = 0;
 }
 

@@ -94,10 +94,11 @@ static void pollset(xfer *x, struct xfer__pollset *ps) {
 static const struct xfer__handler handler = {
     .name = "fuzz", .run = run, .pollset = pollset, .cleanup = NULL};
 
-static void conn_event(xfer_multi *m, struct xfer__mev_tracker *t, int fd,
-                       int events) {
-  (void)m, (void)t, (void)fd, (void)events;
+static void conn_event(struct xfer__mev_tracker *t, int fd, int events) {
+  (void)t, (void)fd, (void)events;
 }
+
+static const struct xfer__mev_ops conn_ops = {.event = conn_event};
 
 /* The model's expectation: the union of every live pollset, as the
  * multi last assessed them (transfers are assessed after each run, so the
@@ -139,10 +140,10 @@ static void assess_conn(xfer_multi *m) {
   for (int i = 0; i < NFD; i++)
     xfer__pollset_add(&ps, FD0 + i, conn_want[i]);
   if (!conn_live) {
-    xfer__mev_tracker_init(&conn, XFER__MEV_CONN, conn_event);
+    xfer__mev_tracker_init(&conn, XFER__MEV_CONN, &conn_ops, NULL);
     conn_live = true;
   }
-  xfer__mev_assess_conn(m, &conn, &ps);
+  xfer__mev_assess(&m->loop.ev, &conn, &ps);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -200,7 +201,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       break;
     case 7: /* fd is closed: forgotten everywhere, and its number comes
                back at once, so nobody may still want it */
-      xfer__mev_socket_done(m, FD0 + (int)fd);
+      xfer__mev_socket_done(&m->loop.ev, FD0 + (int)fd);
       for (int j = 0; j < NX; j++)
         fakes[j].want[fd] = 0;
       conn_want[fd] = 0;
@@ -226,7 +227,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       break;
     case 12: /* the connection is done */
       if (conn_live) {
-        xfer__mev_conn_done(m, &conn);
+        xfer__mev_tracker_done(&m->loop.ev, &conn);
         conn_live = false;
         memset(conn_want, 0, sizeof(conn_want));
       }
@@ -239,7 +240,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
   }
   if (conn_live)
-    xfer__mev_conn_done(m, &conn);
+    xfer__mev_tracker_done(&m->loop.ev, &conn);
   for (int k = 0; k < NX; k++)
     if (fakes[k].added)
       xfer_multi_remove(m, fakes[k].x);
