@@ -21,8 +21,8 @@ static char *digits_before(char *end, unsigned long v) {
   return end;
 }
 
-/* The key is built for every request, so by hand: snprintf cost a fifth
- * of the library's instructions per request (tests/bench, callgrind). */
+/* The key is built for every request, so by hand, not with snprintf
+ * (docs/internals/performance.md). */
 size_t xfer__conn_key(char *out, size_t len, const char *scheme,
                       const char *host, unsigned port, int ip_version,
                       const char *local_addr) {

@@ -23,9 +23,8 @@ void xfer__buf_free(struct xfer__buf *b);
 bool xfer__buf_reserve(struct xfer__buf *b, size_t cap);
 
 /* Appends and keeps the buffer a C string. Inline: the response parser
- * appends every piece of every header with it, dozens of times a
- * request, and the call was an eighth of the library's instructions per
- * request (tests/bench, callgrind). */
+ * appends every piece of every header with it, dozens of times a request
+ * (docs/internals/performance.md). */
 static inline bool xfer__buf_append(struct xfer__buf *b, const void *data,
                                     size_t len) {
   if (b->len + len >= b->cap && !xfer__buf_reserve(b, b->len + len))

@@ -513,8 +513,8 @@ xfer_mcode xfer_multi_remove(xfer_multi *m, xfer *x) {
     return XFER_M_NOT_ADDED;
   if (x->state == XFER__STATE_DONE) {
     /* Finished: its sockets and timers went when it ended, so nothing
-     * here depends on time, and no clock is read (the usual remove-and-
-     * re-add of a finished handle costs no read; benchmark target). */
+     * here depends on time, and no clock is read: the usual remove and
+     * re-add of a finished handle costs no read. */
     xfer_detach(m, x, NULL);
     return XFER_M_OK;
   }

@@ -2,11 +2,11 @@
  * Idle connections on the shared side, in lanes (see pool_impl.h and
  * docs/internals/pool.md, "Idle lanes").
  *
- * With one idle list under one lock per destination, 4 threads on 2 CPUs
- * checking connections of one destination in and out failed 3.3% of their
- * trylocks (tests/bench/bench_pool). So a bundle spreads its idle
- * connections over lanes, one per CPU, each with its own lock and list on
- * cache lines of its own. A thread returns a connection to the lane of the
+ * One idle list under one lock per destination makes threads that check
+ * connections of one destination in and out at the same moment collide on
+ * that lock (docs/internals/performance.md has the figures). So a bundle
+ * spreads its idle connections over lanes, one per CPU, each with its own
+ * lock and list on cache lines of its own. A thread returns a connection to the lane of the
  * CPU it runs on and takes one from there first, so threads that run at
  * the same moment (on different CPUs) take different locks.
  *

@@ -13,6 +13,13 @@
  *   - xfer_strerror() and xfer_multi_strerror() may be called from any
  *     thread at any time.
  *
+ * The comment above each function is its contract: what it does, each
+ * value it returns and when, what a failure changes, and which thread may
+ * call it (docs/api/ has a page per function). "Not a transfer" (a multi,
+ * a pool) means a pointer that is not a live handle of that kind: a
+ * freed one is caught while its memory is not reused, a help in finding
+ * bugs, not a licence to use freed handles.
+ *
  * This header is strict C11 and self-contained.
  */
 #ifndef XFER_XFER_H
@@ -107,10 +114,14 @@ typedef enum xfer_mcode {
   XFER_MCODE_LAST_ /* not an error: one past the highest value */
 } xfer_mcode;
 
-/* A static English text for a transfer error code; never NULL. Any
- * thread. An unknown value gives "unknown error code". */
+/* A static English text for a transfer error code (XFER_CODE_MAP's third
+ * column; never free it). Returns the text; "unknown error code" for a
+ * value outside the enum; never NULL. Cannot fail; changes nothing.
+ * Thread: any thread, any time. */
 XFER_EXTERN const char *xfer_strerror(xfer_code code);
-/* The same for multi error codes. */
+/* The same for a multi error code (XFER_MCODE_MAP). Returns the text;
+ * "unknown error code" for a value outside the enum; never NULL. Cannot
+ * fail; changes nothing. Thread: any thread, any time. */
 XFER_EXTERN const char *xfer_multi_strerror(xfer_mcode code);
 
 /* ------------------------------------------------------------------------
@@ -128,35 +139,56 @@ typedef struct xfer_mem {
   void *(*realloc)(void *ptr, size_t size, void *user);
 } xfer_mem;
 
-/* Installs process-wide allocator hooks (copied); NULL restores the C
- * library's. Only while libxfer holds no memory (before the first handle,
- * or after the last is freed): XFER_E_IN_USE otherwise, so that no block
- * is freed by another allocator than the one that made it.
- * XFER_E_BAD_ARGUMENT when a function is missing. Not to be called while
- * another thread uses libxfer. */
+/* Installs process-wide allocator hooks (*mem is copied) for the next
+ * allocation on; NULL restores the C library's.
+ * Returns XFER_OK; XFER_E_BAD_ARGUMENT when one of the four functions is
+ * NULL; XFER_E_IN_USE while libxfer holds any memory (some handle is
+ * alive), so that no block is freed by another allocator than the one
+ * that made it: call it before the first handle, or after the last is
+ * freed. On failure, nothing is changed (the hooks in use stay).
+ * Thread: any one thread, while no other thread calls into libxfer. */
 XFER_EXTERN xfer_code xfer_mem_set(const xfer_mem *mem);
 
 /* ------------------------------------------------------------------------
  * Transfers
  */
 
-/* A new transfer, or NULL when out of memory. The caller owns it and frees
- * it with xfer_free(). Any thread. */
+/* A new transfer, every option at its default; it does nothing until it
+ * is added to a multi. The caller owns it and frees it with xfer_free().
+ * Returns the transfer; NULL when out of memory (nothing is left
+ * allocated). Thread: any thread. */
 XFER_EXTERN xfer *xfer_new(void);
 
-/* Frees a transfer that is not added to a multi. Returns XFER_E_IN_USE
- * (and frees nothing) while it is added; XFER_OK for NULL. */
+/* Frees a transfer that is not added to a multi, and all it holds: the
+ * strings, message and detail it gave out become invalid.
+ * Returns XFER_OK (also for NULL); XFER_E_BAD_HANDLE when x is not a
+ * transfer; XFER_E_IN_USE while x is added (remove it first).
+ * On failure, nothing is freed or changed.
+ * Thread: any thread, one at a time, while x is not added. */
 XFER_EXTERN xfer_code xfer_free(xfer *x);
 
 /* Puts a transfer that is not added back as xfer_new() made it: every
  * option (URL, method, headers, body, callbacks, timeouts, private
- * pointer) to its default and its results (status, headers, timeline,
- * error detail) cleared; the handle stays. XFER_E_IN_USE while it is
- * added (nothing changes). */
+ * pointer) to its default and its results (status, headers, byte counts,
+ * timeline, result, message, error detail) cleared; the handle stays, and
+ * strings it gave out become invalid.
+ * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
+ * XFER_E_IN_USE while x is added (also from its own callbacks).
+ * On failure, nothing is changed.
+ * Thread: any thread, one at a time, while x is not added. */
 XFER_EXTERN xfer_code xfer_reset(xfer *x);
 
-/* An opaque pointer for the application, returned by xfer_get_private(). */
+/* Stores an opaque pointer for the application, returned by
+ * xfer_get_private(); the library never looks at it. Allowed while x is
+ * added. Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a
+ * transfer. On failure, nothing is changed.
+ * Thread: the thread driving x's multi (callbacks included), or any
+ * thread (one at a time) while x is not added. */
 XFER_EXTERN xfer_code xfer_set_private(xfer *x, void *ptr);
+/* The pointer stored with xfer_set_private(). Returns it; NULL when none
+ * was stored or x is not a transfer. Cannot fail; changes nothing.
+ * Thread: the thread driving x's multi (callbacks included), or any
+ * thread (one at a time) while x is not added. */
 XFER_EXTERN void *xfer_get_private(const xfer *x);
 
 /*
@@ -178,39 +210,78 @@ typedef struct xfer_timeline {
   int64_t total_us;         /* done */
 } xfer_timeline;
 
-/* Copies the timeline into *out. The transfer keeps ownership of nothing
- * the caller gets. Called by the thread that drives its multi, or any
- * thread when it is not added. */
+/* Copies the timeline of x's current or last run into *out (the
+ * caller's; all -1 before x was ever added).
+ * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
+ * XFER_E_BAD_ARGUMENT when out is NULL. On failure, *out is not written.
+ * Thread: the thread driving x's multi (callbacks included), or any
+ * thread (one at a time) while x is not added. */
 XFER_EXTERN xfer_code xfer_get_timeline(const xfer *x, xfer_timeline *out);
 
-/* The human-readable detail of the last error of the transfer ("" when
- * there was none). The string belongs to the transfer and stays valid
- * until the transfer is added again, reset or freed. */
+/* The human-readable detail of x's last error, more specific than
+ * xfer_strerror() of its code: of a failed run, or of a setter's refusal.
+ * Returns it; "" when there is none or x is not a transfer; never NULL.
+ * The string belongs to x: its text changes with x's next error, when x
+ * is added again or reset, and when xfer_set_url() accepts a URL
+ * (cleared); it is gone with x. Cannot fail; changes nothing.
+ * Thread: the thread driving x's multi (callbacks included), or any
+ * thread (one at a time) while x is not added. */
 XFER_EXTERN const char *xfer_get_error_detail(const xfer *x);
 
 /* --- what to fetch, and how (all refused with XFER_E_IN_USE while the
- * transfer is added to a multi; strings are copied) --- */
+ * transfer is added to a multi; strings are copied). While x is added only
+ * its multi's thread may call them (to get XFER_E_IN_USE, e.g. from a
+ * callback). A refusal leaves the options as they were. --- */
 
-/* The URL: http://host[:port]/path?query. Checked at once: a bad URL gives
- * XFER_E_BAD_URL (https: XFER_E_UNSUPPORTED_SCHEME until TLS lands) and
- * the reason in xfer_get_error_detail(). URLs that could never be fetched
- * are bad ones too: user info, port 0, an IPvFuture literal ([v1.x]), a
- * host name longer than DNS allows (253 characters, labels of 63). */
+/* The URL: http://host[:port]/path?query, checked at once. URLs that
+ * could never be fetched are bad ones too: user info, port 0, an
+ * IPvFuture literal ([v1.x]), a host name longer than DNS allows (253
+ * characters, labels of 63).
+ * Returns XFER_OK (and clears xfer_get_error_detail()); XFER_E_BAD_HANDLE
+ * when x is NULL or not a transfer; XFER_E_IN_USE while x is added;
+ * XFER_E_BAD_URL for a NULL, empty or bad URL; XFER_E_UNSUPPORTED_SCHEME
+ * for any scheme but http (https included); XFER_E_OUT_OF_MEMORY.
+ * On failure the previous URL stays; the last three put the reason in
+ * xfer_get_error_detail().
+ * Thread: any thread, one at a time, while x is not added. */
 XFER_EXTERN xfer_code xfer_set_url(xfer *x, const char *url);
-/* Any method token (GET when not set). */
+/* The request method: any HTTP token of at most 31 bytes (GET when not
+ * set). Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a
+ * transfer; XFER_E_IN_USE while x is added; XFER_E_BAD_ARGUMENT when
+ * method is NULL, empty, too long or not a token.
+ * On failure the method stays; XFER_E_BAD_ARGUMENT puts the reason in
+ * xfer_get_error_detail().
+ * Thread: any thread, one at a time, while x is not added. */
 XFER_EXTERN xfer_code xfer_set_method(xfer *x, const char *method);
 /* Adds a request header. The name must be a token; neither name nor value
- * may hold a control character (0x00-0x1F but tab, or 0x7F):
- * XFER_E_BAD_ARGUMENT with the reason otherwise. A Host given here replaces
- * ours. A Content-Length must be the decimal length of the body the
- * transfer sends (0 without one), and a Transfer-Encoding must be "chunked"
- * with a streamed body of size -1; both are checked when the transfer
- * starts, which fails with XFER_E_BAD_ARGUMENT and a detail when they do
- * not say the body. */
+ * may hold a control character (0x00-0x1F but tab, or 0x7F). A Host given
+ * here replaces ours. A Content-Length must be the decimal length of the
+ * body the transfer sends (0 without one), and a Transfer-Encoding must be
+ * "chunked" with a streamed body of size -1; both are checked when the
+ * transfer starts, whose run then fails with XFER_E_BAD_ARGUMENT and a
+ * detail when they do not say the body.
+ * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
+ * XFER_E_IN_USE while x is added; XFER_E_BAD_ARGUMENT for a NULL or empty
+ * name, a NULL value, or a character refused above; XFER_E_OUT_OF_MEMORY.
+ * On failure the headers stay as they were; XFER_E_BAD_ARGUMENT puts the
+ * reason in xfer_get_error_detail().
+ * Thread: any thread, one at a time, while x is not added. */
 XFER_EXTERN xfer_code xfer_add_header(xfer *x, const char *name,
                                       const char *value);
+/* Removes every header added with xfer_add_header().
+ * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
+ * XFER_E_IN_USE while x is added. On failure, nothing is changed.
+ * Thread: any thread, one at a time, while x is not added. */
 XFER_EXTERN xfer_code xfer_clear_headers(xfer *x);
-/* A request body from a buffer (copied), sent with Content-Length. */
+/* A request body from a buffer (copied), sent with Content-Length; it
+ * replaces a body callback. NULL data with len 0 removes the body;
+ * non-NULL data with len 0 sends "Content-Length: 0".
+ * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
+ * XFER_E_IN_USE while x is added; XFER_E_BAD_ARGUMENT for NULL data with
+ * a len; XFER_E_OUT_OF_MEMORY.
+ * On failure the body stays as it was; XFER_E_BAD_ARGUMENT puts the
+ * reason in xfer_get_error_detail().
+ * Thread: any thread, one at a time, while x is not added. */
 XFER_EXTERN xfer_code xfer_set_body(xfer *x, const void *data, size_t len);
 
 /* Fills buf with up to len bytes of the request body; returns how many, 0
@@ -218,80 +289,189 @@ XFER_EXTERN xfer_code xfer_set_body(xfer *x, const void *data, size_t len);
  * return above len). */
 typedef long (*xfer_read_cb)(char *buf, size_t len, void *userp);
 /* A streamed request body: `size` bytes (sent with Content-Length), or -1
- * for unknown (sent chunked). The size is a promise: no byte past it is
- * ever sent, and a callback that has more (it is asked for one byte more
- * than is left) or ends before it fails the transfer with
- * XFER_E_BODY_LENGTH and closes the connection. A NULL cb, or a size
- * below -1, is XFER_E_BAD_ARGUMENT. A streamed body cannot be sent twice,
- * so such a request is never retried. */
+ * for unknown (sent chunked); it replaces a buffer body. The size is a
+ * promise: no byte past it is ever sent, and a callback that has more (it
+ * is asked for one byte more than is left) or ends before it fails the
+ * transfer with XFER_E_BODY_LENGTH and closes the connection. A streamed
+ * body cannot be sent twice: such a request is never retried, and a
+ * 307/308 redirect of it fails the run with XFER_E_READ_CALLBACK.
+ * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
+ * XFER_E_IN_USE while x is added; XFER_E_BAD_ARGUMENT for a NULL cb or a
+ * size below -1.
+ * On failure the body stays as it was; XFER_E_BAD_ARGUMENT puts the
+ * reason in xfer_get_error_detail().
+ * Thread: any thread, one at a time, while x is not added. The callback
+ * runs on x's multi's thread and must not call the multi. */
 XFER_EXTERN xfer_code xfer_set_body_cb(xfer *x, xfer_read_cb cb, void *userp,
                                        int64_t size);
 
 /* Receives response body bytes; return len to go on, anything else aborts
  * the transfer (XFER_E_WRITE_CALLBACK). Without one, the body is dropped. */
 typedef size_t (*xfer_write_cb)(const char *data, size_t len, void *userp);
+/* Sets the write callback (NULL: none, the body is dropped); data is
+ * valid during the call only.
+ * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
+ * XFER_E_IN_USE while x is added. On failure, nothing is changed.
+ * Thread: any thread, one at a time, while x is not added. The callback
+ * runs on x's multi's thread and must not call the multi. */
 XFER_EXTERN xfer_code xfer_set_write_cb(xfer *x, xfer_write_cb cb, void *userp);
 /* Receives each final response header (name and value are not
  * NUL-terminated); return 0, anything else aborts the transfer
  * (XFER_E_HEADER_CALLBACK). */
 typedef int (*xfer_header_cb)(const char *name, size_t name_len,
                               const char *value, size_t value_len, void *userp);
+/* Sets the header callback (NULL: none); the strings are valid during the
+ * call only.
+ * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
+ * XFER_E_IN_USE while x is added. On failure, nothing is changed.
+ * Thread: any thread, one at a time, while x is not added. The callback
+ * runs on x's multi's thread and must not call the multi. */
 XFER_EXTERN xfer_code xfer_set_header_cb(xfer *x, xfer_header_cb cb,
                                          void *userp);
 
 #define XFER_IPRESOLVE_ANY 0
 #define XFER_IPRESOLVE_V4 4
 #define XFER_IPRESOLVE_V6 6
-/* Which address family to connect over. A numeric host of the other
- * family fails the transfer with XFER_E_RESOLVE. */
+/* Which address family to resolve and connect over (default ANY). A
+ * numeric host of the other family fails the run with XFER_E_RESOLVE.
+ * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
+ * XFER_E_IN_USE while x is added; XFER_E_BAD_ARGUMENT for a value other
+ * than 0, 4 or 6.
+ * On failure the version stays; XFER_E_BAD_ARGUMENT puts the reason in
+ * xfer_get_error_detail().
+ * Thread: any thread, one at a time, while x is not added. */
 XFER_EXTERN xfer_code xfer_set_ip_version(xfer *x, int version);
-/* Binds the connection to a local IP address (numeric). NULL: any. */
+/* Binds the connection to a local IP address (numeric). NULL: any.
+ * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
+ * XFER_E_IN_USE while x is added; XFER_E_BAD_ARGUMENT when ip is not a
+ * numeric IPv4 or IPv6 address.
+ * On failure the bind stays; XFER_E_BAD_ARGUMENT puts the reason in
+ * xfer_get_error_detail().
+ * Thread: any thread, one at a time, while x is not added. */
 XFER_EXTERN xfer_code xfer_set_local_address(xfer *x, const char *ip);
 /* The time options take any value from 0 to LONG_MAX; one too large for
- * the clock saturates: effectively no limit. Negative: XFER_E_BAD_ARGUMENT.
- * Name lookup and connect together (default 300000); 0: the default. */
+ * the clock saturates: effectively no limit.
+ * Name lookup and connect together (default 300000); 0: the default. Past
+ * it the run fails with XFER_E_RESOLVE_TIMEOUT or XFER_E_CONNECT_TIMEOUT.
+ * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
+ * XFER_E_IN_USE while x is added; XFER_E_BAD_ARGUMENT when ms < 0.
+ * On failure the timeout stays; XFER_E_BAD_ARGUMENT puts the reason in
+ * xfer_get_error_detail().
+ * Thread: any thread, one at a time, while x is not added. */
 XFER_EXTERN xfer_code xfer_set_connect_timeout_ms(xfer *x, long ms);
-/* The whole transfer (default 0: none). */
+/* The whole transfer, from add to done, redirects included (default 0:
+ * none; up to LONG_MAX, saturating). Past it: XFER_E_TIMEOUT.
+ * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
+ * XFER_E_IN_USE while x is added; XFER_E_BAD_ARGUMENT when ms < 0.
+ * On failure the timeout stays; XFER_E_BAD_ARGUMENT puts the reason in
+ * xfer_get_error_detail().
+ * Thread: any thread, one at a time, while x is not added. */
 XFER_EXTERN xfer_code xfer_set_timeout_ms(xfer *x, long ms);
-/* Fails with XFER_E_TOO_SLOW when fewer than `bytes` arrive in any
- * `period_ms` while waiting for the response. 0 bytes: off. */
+/* Fails the run with XFER_E_TOO_SLOW when fewer than `bytes` arrive in
+ * any `period_ms` while waiting for the response. 0 bytes: off (the
+ * default). A period too long for the clock saturates.
+ * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
+ * XFER_E_IN_USE while x is added; XFER_E_BAD_ARGUMENT for a negative
+ * value, or bytes > 0 with period_ms 0.
+ * On failure the limit stays; XFER_E_BAD_ARGUMENT puts the reason in
+ * xfer_get_error_detail().
+ * Thread: any thread, one at a time, while x is not added. */
 XFER_EXTERN xfer_code xfer_set_low_speed(xfer *x, long bytes, long period_ms);
-/* The status line and headers together (default 102400 bytes). */
+/* The status line and headers of a response together (default 102400
+ * bytes); past it, or past 500 header lines, the run fails with
+ * XFER_E_HEADERS_TOO_LARGE.
+ * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
+ * XFER_E_IN_USE while x is added; XFER_E_BAD_ARGUMENT below 64.
+ * On failure the limit stays; XFER_E_BAD_ARGUMENT puts the reason in
+ * xfer_get_error_detail().
+ * Thread: any thread, one at a time, while x is not added. */
 XFER_EXTERN xfer_code xfer_set_max_header_size(xfer *x, size_t bytes);
-/* Follows up to `max` redirects (0: off, the default). 301, 302 and 303
- * turn a POST into a GET as browsers and curl do; 307 and 308 keep the
- * method and body. */
+/* Follows up to `max` redirects (0: off, the default); one more fails the
+ * run with XFER_E_TOO_MANY_REDIRECTS. 301 and 302 turn a POST into a GET,
+ * 303 any method but HEAD, as browsers and curl do; 307 and 308 keep the
+ * method and body.
+ * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
+ * XFER_E_IN_USE while x is added; XFER_E_BAD_ARGUMENT when max < 0.
+ * On failure the limit stays; XFER_E_BAD_ARGUMENT puts the reason in
+ * xfer_get_error_detail().
+ * Thread: any thread, one at a time, while x is not added. */
 XFER_EXTERN xfer_code xfer_set_follow_redirects(xfer *x, int max);
 
-/* --- what happened (valid after the transfer finished; the strings belong
- * to the transfer until it is added again or freed) --- */
+/* --- what happened (valid after the transfer finished, and from its
+ * header and write callbacks; the strings belong to the transfer until it
+ * is added again, reset or freed). None of these changes anything.
+ * Thread, for each: the thread driving x's multi (callbacks included), or
+ * any thread (one at a time) while x is not added. --- */
 
-/* The final response's status code, or 0. */
+/* The final response's status code (interim 1xx responses are skipped).
+ * Returns it; 0 before the final response's headers are in (none yet, or
+ * none came) or when x is not a transfer. Changes nothing.
+ * Thread: the thread driving x's multi, or any thread (one at a time)
+ * while x is not added. */
 XFER_EXTERN int xfer_get_status(const xfer *x);
 /* The final response's reason phrase ("OK", "Not Found": whatever the
- * server wrote after the code, up to 127 bytes), "" when it wrote none or
- * there is no response. Owned by the transfer, valid until it is added
- * again, reset or freed. */
+ * server wrote after the code, up to 127 bytes). Returns it, owned by x
+ * and valid until x is added again, reset or freed; "" when the server
+ * wrote none, before the headers are in, or when x is not a transfer;
+ * never NULL. Changes nothing.
+ * Thread: the thread driving x's multi, or any thread (one at a time)
+ * while x is not added. */
 XFER_EXTERN const char *xfer_get_reason(const xfer *x);
-/* The value of the first response header `name` (case-insensitive), or
- * NULL. */
+/* The value of the final response's first header `name`
+ * (case-insensitive). Returns it, owned by x and valid until x is added
+ * again, reset or freed; NULL when there is none, before the headers are
+ * in, when name is NULL or x is not a transfer. Changes nothing.
+ * Thread: the thread driving x's multi, or any thread (one at a time)
+ * while x is not added. */
 XFER_EXTERN const char *xfer_get_header(const xfer *x, const char *name);
+/* The number of the final response's headers, for xfer_get_header_at().
+ * Returns it; 0 before the headers are in or when x is not a transfer.
+ * Changes nothing.
+ * Thread: the thread driving x's multi, or any thread (one at a time)
+ * while x is not added. */
 XFER_EXTERN size_t xfer_get_header_count(const xfer *x);
+/* The i-th header of the final response, in order of arrival, into *name
+ * and *value (owned by x, valid until x is added again, reset or freed).
+ * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
+ * XFER_E_BAD_ARGUMENT when name or value is NULL or i is not below
+ * xfer_get_header_count(x). On failure, *name and *value are not written.
+ * Thread: the thread driving x's multi, or any thread (one at a time)
+ * while x is not added. */
 XFER_EXTERN xfer_code xfer_get_header_at(const xfer *x, size_t i,
                                          const char **name,
                                          const char **value);
-/* Bytes sent (request head and body) and received (whole responses). */
+/* Bytes sent (request heads and bodies) and received (whole responses,
+ * headers included) by the current or last run, over all its redirect
+ * hops, into *sent and *received (either may be NULL).
+ * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer.
+ * On failure, nothing is written.
+ * Thread: the thread driving x's multi, or any thread (one at a time)
+ * while x is not added. */
 XFER_EXTERN xfer_code xfer_get_bytes(const xfer *x, uint64_t *sent,
                                      uint64_t *received);
-/* The id of the connection the (last) request used, 0 if none. */
+/* The id of the connection the last request used (unique in the
+ * process: equal ids, one connection). Returns it; 0 when none was used
+ * yet or x is not a transfer. Changes nothing.
+ * Thread: the thread driving x's multi, or any thread (one at a time)
+ * while x is not added. */
 XFER_EXTERN uint64_t xfer_get_conn_id(const xfer *x);
-/* 1 when that connection was reused from the pool, else 0. */
+/* Whether the last request went out on a connection it did not open
+ * (idle, attached, or handed over while it waited). Returns 1 when it
+ * did, else 0 (also when x is not a transfer). Changes nothing.
+ * Thread: the thread driving x's multi, or any thread (one at a time)
+ * while x is not added. */
 XFER_EXTERN int xfer_get_reused(const xfer *x);
-/* Redirects followed. */
+/* The number of redirects the current or last run followed. Returns it;
+ * 0 when x is not a transfer. Changes nothing.
+ * Thread: the thread driving x's multi, or any thread (one at a time)
+ * while x is not added. */
 XFER_EXTERN int xfer_get_redirects(const xfer *x);
-/* The result of the last run, the same as its message's (XFER_OK while
- * running or never run; XFER_E_STOPPED when xfer_multi_remove() or
- * xfer_multi_destroy() stopped it before it finished). */
+/* The result of the last run, the same as its message's. Returns it:
+ * XFER_OK while running or never run; XFER_E_STOPPED when
+ * xfer_multi_remove() or xfer_multi_destroy() stopped it before it
+ * finished; XFER_E_BAD_HANDLE when x is NULL or not a transfer. Changes
+ * nothing. Thread: the thread driving x's multi, or any thread (one at a
+ * time) while x is not added. */
 XFER_EXTERN xfer_code xfer_get_result(const xfer *x);
 
 /* ------------------------------------------------------------------------
@@ -337,17 +517,23 @@ typedef struct xfer_pool_opts {
   /* How long a transfer waits for a connection attached to another multi
    * (whose owner it asked to release it) before it opens one of its own,
    * limits permitting: measured with its own clock, so a thread that is
-   * busy or stopped driving its multi never holds up another. A driven
-   * owner answers in well under a millisecond. 0: the default, 10 ms;
-   * negative: never wait for one (open instead). */
+   * busy or stopped driving its multi never holds up another. 0: the
+   * default, 10 ms; negative: never wait for one (open instead). */
   int attached_wait_ms;
 } xfer_pool_opts;
 
 /* A pool that any number of multis may share (one per process is usual).
- * opts may be NULL. NULL when out of memory. Any thread. */
+ * opts (copied) may be NULL: every default. The caller owns the pool and
+ * destroys it after every multi that uses it.
+ * Returns the pool; NULL when out of memory (nothing is left allocated).
+ * Thread: any thread. */
 XFER_EXTERN xfer_pool *xfer_pool_new(const xfer_pool_opts *opts);
-/* Closes the idle connections and frees the pool. XFER_E_IN_USE while a
- * multi still uses it (destroy the multis first). */
+/* Closes the idle connections and frees the pool.
+ * Returns XFER_OK (also for NULL); XFER_E_BAD_HANDLE when pool is not a
+ * pool; XFER_E_IN_USE while a multi still uses it (destroy the multis
+ * first). On failure, nothing is freed or changed.
+ * Thread: any thread, once no multi uses the pool and no other thread
+ * calls into it. */
 XFER_EXTERN xfer_code xfer_pool_destroy(xfer_pool *pool);
 
 typedef struct xfer_pool_stats {
@@ -387,7 +573,11 @@ typedef struct xfer_pool_stats {
                                    reuse (a non-blocking peek each) */
 } xfer_pool_stats;
 
-/* Any thread, any time. */
+/* Copies the pool's counters into *out without stopping the pool: each
+ * counter is exact, the set is not one snapshot.
+ * Returns XFER_OK; XFER_E_BAD_HANDLE when pool is NULL or not a pool;
+ * XFER_E_BAD_ARGUMENT when out is NULL. On failure, *out is not written.
+ * Thread: any thread, any time (while the pool exists). */
 XFER_EXTERN xfer_code xfer_pool_get_stats(xfer_pool *pool,
                                           xfer_pool_stats *out);
 
@@ -418,7 +608,9 @@ XFER_EXTERN xfer_code xfer_pool_get_stats(xfer_pool *pool,
  * may come back at once as a new socket. Return 0; any other value makes
  * the transfer that needed the socket fail with XFER_E_SOCKET_CALLBACK.
  * Called from inside xfer_multi_* calls on the multi's thread; it must not
- * call back into the multi (such calls get XFER_M_RECURSIVE_API_CALL).
+ * call back into the multi (such calls get XFER_M_RECURSIVE_API_CALL) but
+ * for xfer_multi_assign(), xfer_multi_info_read() and
+ * xfer_multi_get_stats().
  */
 typedef int (*xfer_socket_cb)(xfer_multi *multi, int fd, int what,
                               void *userp, void *socketp);
@@ -434,47 +626,81 @@ typedef int (*xfer_socket_cb)(xfer_multi *multi, int fd, int what,
  */
 typedef int (*xfer_timer_cb)(xfer_multi *multi, long timeout_ms, void *userp);
 
-/* A new multi handle using `pool` (NULL: a private pool of its own), or
- * NULL when out of memory. The caller owns it and destroys it with
- * xfer_multi_destroy(), before the pool. Any thread; from then on it is
- * driven by one thread at a time. */
+/* A new multi handle using `pool` (NULL: a private pool of its own,
+ * destroyed with the multi). The caller owns it and destroys it with
+ * xfer_multi_destroy(), before the pool.
+ * Returns the multi; NULL when out of memory or when pool is not a pool
+ * (nothing is left allocated; the pool is untouched).
+ * Thread: any thread; from then on one thread at a time drives it. */
 XFER_EXTERN xfer_multi *xfer_multi_new(xfer_pool *pool);
 
 /* The DNS servers of the multi's resolver, "ip[:port],..." (c-ares'
- * format; [ipv6]:port). Default: the system's. XFER_M_BAD_ARGUMENT for a
- * malformed list, and once the multi has attempted a lookup (whether it
- * worked or not). */
+ * format; [ipv6]:port), copied. NULL: the system's (the default).
+ * Returns XFER_M_OK; XFER_M_BAD_HANDLE when multi is NULL or not a multi;
+ * XFER_M_RECURSIVE_API_CALL from inside a callback; XFER_M_BAD_ARGUMENT
+ * for a malformed list, and once the multi has attempted a lookup of a
+ * name (whether it worked or not); XFER_M_OUT_OF_MEMORY.
+ * On failure, nothing is changed.
+ * Thread: the thread driving the multi, not inside its callbacks. */
 XFER_EXTERN xfer_mcode xfer_multi_set_dns_servers(xfer_multi *multi,
                                                   const char *servers);
-/* Time per try and number of tries of a DNS query (defaults 2000 ms, 3).
- * XFER_M_BAD_ARGUMENT once the multi has attempted a lookup. */
+/* Time per try and number of tries of a DNS query (defaults 2000 ms, 3);
+ * a lookup that runs out fails with XFER_E_RESOLVE_TIMEOUT.
+ * Returns XFER_M_OK; XFER_M_BAD_HANDLE when multi is NULL or not a multi;
+ * XFER_M_RECURSIVE_API_CALL from inside a callback; XFER_M_BAD_ARGUMENT
+ * for timeout_ms outside 1..600000, tries below 1, or once the multi has
+ * attempted a lookup of a name. On failure, nothing is changed.
+ * Thread: the thread driving the multi, not inside its callbacks. */
 XFER_EXTERN xfer_mcode xfer_multi_set_dns_timeout(xfer_multi *multi,
                                                   long timeout_ms, int tries);
 
 /*
- * Destroys the multi. Transfers still added are removed (their sockets
- * closed, REMOVE reported for every watched socket) and stay owned by the
- * application, which frees them. NULL is accepted. Refused from inside a
- * callback.
+ * Destroys the multi. Transfers still added are removed (a running one is
+ * stopped with XFER_E_STOPPED, its sockets closed; unread messages are
+ * dropped) and stay owned by the application, which frees them. Attached
+ * connections go to the pool; a private pool is destroyed. It waits for
+ * its graceful closes to end, at most 2 s after each began. The socket
+ * callback gets REMOVE for every watched socket, the timer callback -1
+ * if a timer is armed.
+ * Returns XFER_M_OK (also for NULL); XFER_M_BAD_HANDLE when multi is not
+ * a multi; XFER_M_RECURSIVE_API_CALL from inside one of its callbacks.
+ * On failure, nothing is changed.
+ * Thread: the thread driving the multi, not inside its callbacks.
  */
 XFER_EXTERN xfer_mcode xfer_multi_destroy(xfer_multi *multi);
 
 /*
  * Sets the socket callback. The event tracking reports nothing until one
- * is set; the next xfer_multi_* call after setting (or replacing) it
- * reports every socket in use as new, so an application may switch from
- * xfer_multi_perform() to events at any time, even in the middle of a
- * transfer. NULL turns reporting off.
+ * is set; after setting (or replacing) it, the next call that runs the
+ * multi (socket_action, socket_timeout, perform, add, or remove of a
+ * transfer not done) reports every socket in use as new, so an
+ * application may switch from xfer_multi_perform() to events at any time,
+ * even in the middle of a transfer. The callback replaced is told nothing
+ * (no REMOVE). NULL turns reporting off.
+ * Returns XFER_M_OK; XFER_M_BAD_HANDLE when multi is NULL or not a multi;
+ * XFER_M_RECURSIVE_API_CALL from inside a callback.
+ * On failure, nothing is changed.
+ * Thread: the thread driving the multi, not inside its callbacks.
  */
 XFER_EXTERN xfer_mcode xfer_multi_set_socket_cb(xfer_multi *multi,
                                                 xfer_socket_cb cb, void *userp);
-/* Sets the timer callback; the next xfer_multi_* call reports the current
- * deadline to it. */
+/* Sets the timer callback (NULL: none); the next call that runs the
+ * multi (as for the socket callback) tells it the current deadline, if
+ * there is one.
+ * Returns XFER_M_OK; XFER_M_BAD_HANDLE when multi is NULL or not a multi;
+ * XFER_M_RECURSIVE_API_CALL from inside a callback.
+ * On failure, nothing is changed.
+ * Thread: the thread driving the multi, not inside its callbacks. */
 XFER_EXTERN xfer_mcode xfer_multi_set_timer_cb(xfer_multi *multi,
                                                xfer_timer_cb cb, void *userp);
 
 /* Stores socketp for fd; the socket callback gets it with later events of
- * that fd. XFER_M_BAD_ARGUMENT when the multi does not track fd. */
+ * that fd, REMOVE included. The library does not own it.
+ * Returns XFER_M_OK; XFER_M_BAD_HANDLE when multi is NULL or not a multi;
+ * XFER_M_BAD_ARGUMENT when the multi does not track fd.
+ * On failure, nothing is changed.
+ * Thread: the thread driving the multi, also from inside its socket
+ * callback. */
 XFER_EXTERN xfer_mcode xfer_multi_assign(xfer_multi *multi, int fd,
                                          void *socketp);
 
@@ -484,38 +710,89 @@ XFER_EXTERN xfer_mcode xfer_multi_assign(xfer_multi *multi, int fd,
  * wait on fd and those whose deadline has passed. *running (may be NULL)
  * gets the number of transfers not done yet. An fd the multi does not
  * track is ignored (an event may race a REMOVE).
+ * Returns XFER_M_OK; XFER_M_BAD_HANDLE when multi is NULL or not a multi;
+ * XFER_M_RECURSIVE_API_CALL from inside a callback; XFER_M_TIMER_CALLBACK
+ * when the timer callback refused the new deadline. A transfer's own
+ * failure is not an error of this call: it comes as a message.
+ * On BAD_HANDLE and RECURSIVE_API_CALL nothing is changed (*running not
+ * set); on TIMER_CALLBACK the work is done, *running is set, and that
+ * deadline is not told again until it changes.
+ * Thread: the thread driving the multi, not inside its callbacks.
  */
 XFER_EXTERN xfer_mcode xfer_multi_socket_action(xfer_multi *multi, int fd,
                                                 int events, int *running);
 
-/* xfer_multi_socket_action(multi, XFER_SOCKET_TIMEOUT, 0, running). */
+/* Exactly xfer_multi_socket_action(multi, XFER_SOCKET_TIMEOUT, 0,
+ * running): call it when the timer the timer callback asked for expires.
+ * Returns as xfer_multi_socket_action() (XFER_M_OK; XFER_M_BAD_HANDLE;
+ * XFER_M_RECURSIVE_API_CALL; XFER_M_TIMER_CALLBACK), with the same
+ * effects of a failure.
+ * Thread: the thread driving the multi, not inside its callbacks. */
 XFER_EXTERN xfer_mcode xfer_multi_socket_timeout(xfer_multi *multi,
                                                  int *running);
 
 /*
- * Without an event loop: runs every transfer that is not done; *running
- * gets the number of transfers not done yet.
+ * Without an event loop: runs every transfer that is not done, without
+ * blocking; *running (may be NULL) gets the number of transfers not done
+ * yet.
+ * Returns XFER_M_OK; XFER_M_BAD_HANDLE when multi is NULL or not a multi;
+ * XFER_M_RECURSIVE_API_CALL from inside a callback; XFER_M_TIMER_CALLBACK
+ * when the timer callback refused the new deadline.
+ * On BAD_HANDLE and RECURSIVE_API_CALL nothing is changed (*running not
+ * set); on TIMER_CALLBACK the work is done, *running is set, and that
+ * deadline is not told again until it changes.
+ * Thread: the thread driving the multi, not inside its callbacks.
  */
 XFER_EXTERN xfer_mcode xfer_multi_perform(xfer_multi *multi, int *running);
 
 /*
  * Without an event loop: waits with poll(2) until a socket of the multi is
- * ready, its earliest deadline passes, or timeout_ms passes. *numfds (may
- * be NULL) gets the number of ready sockets. Follow it with
- * xfer_multi_perform().
+ * ready, its earliest deadline passes, or timeout_ms passes; at once when
+ * a transfer is waiting to run. *numfds (may be NULL) gets the number of
+ * ready sockets. Follow it with xfer_multi_perform().
+ * Returns XFER_M_OK (also when a signal interrupted the wait: 0 ready);
+ * XFER_M_BAD_HANDLE when multi is NULL or not a multi;
+ * XFER_M_RECURSIVE_API_CALL from inside a callback; XFER_M_BAD_ARGUMENT
+ * when timeout_ms < 0; XFER_M_OUT_OF_MEMORY; XFER_M_POLL_FAILED when
+ * poll(2) fails otherwise (errno says why).
+ * On failure, nothing is changed (*numfds is not set).
+ * Thread: the thread driving the multi, not inside its callbacks.
  */
 XFER_EXTERN xfer_mcode xfer_multi_poll(xfer_multi *multi, int timeout_ms,
                                        int *numfds);
 
 /*
  * Adds a transfer. The multi runs it from the next timeout action (the
- * timer callback is told 0) or perform. The application keeps ownership;
- * the transfer must not be freed while added.
+ * timer callback is told 0) or perform. What x's last run left (result,
+ * detail, response, counters, timeline, message) is cleared. The
+ * application keeps ownership; x must not be freed while added.
+ * Returns XFER_M_OK; XFER_M_BAD_HANDLE when multi is NULL or not a multi;
+ * XFER_M_RECURSIVE_API_CALL from inside a callback;
+ * XFER_M_BAD_XFER_HANDLE when x is NULL or not a transfer;
+ * XFER_M_ADDED_ALREADY when x is added to this or another multi;
+ * XFER_M_OUT_OF_MEMORY; XFER_M_TIMER_CALLBACK when the timer callback
+ * refused the new deadline.
+ * On failure, nothing is changed; but on TIMER_CALLBACK x is added all
+ * the same, and runs (or is removed) like any other.
+ * Thread: the thread driving the multi, not inside its callbacks; no
+ * other thread may be using x.
  */
 XFER_EXTERN xfer_mcode xfer_multi_add(xfer_multi *multi, xfer *x);
 
-/* Removes a transfer, done or not; a transfer still running is stopped and
- * its sockets closed. It may be added again afterwards. */
+/* Removes a transfer, done or not; a transfer still running is stopped
+ * (its sockets closed, REMOVE reported first; result XFER_E_STOPPED with
+ * a detail). An unread message about it is dropped. x keeps its results
+ * and may be freed, changed, or added again afterwards.
+ * Returns XFER_M_OK; XFER_M_BAD_HANDLE when multi is NULL or not a multi;
+ * XFER_M_RECURSIVE_API_CALL from inside a callback;
+ * XFER_M_BAD_XFER_HANDLE when x is NULL or not a transfer;
+ * XFER_M_NOT_ADDED when x is not added to this multi;
+ * XFER_M_TIMER_CALLBACK (x was running) when the timer callback refused
+ * the new deadline.
+ * On failure, nothing is changed; but on TIMER_CALLBACK x is removed all
+ * the same.
+ * Thread: the thread driving the multi, not inside its callbacks; once
+ * removed, x is any thread's (one at a time). */
 XFER_EXTERN xfer_mcode xfer_multi_remove(xfer_multi *multi, xfer *x);
 
 /* What xfer_multi_info_read() returns. */
@@ -527,9 +804,14 @@ typedef struct xfer_msg {
 } xfer_msg;
 
 /*
- * The next message about a finished transfer, or NULL. *left (may be NULL)
- * gets the number of messages still queued. The message belongs to the
- * transfer and stays valid until the transfer is removed or freed.
+ * Takes the next message about a finished transfer off the queue, oldest
+ * first; each finished transfer gives one. *left (may be NULL) gets the
+ * number of messages still queued (0 with NULL).
+ * Returns the message, which belongs to the transfer and stays valid
+ * until it is added again, reset or freed (removing it is fine); NULL
+ * when none is queued or multi is not a multi.
+ * NULL changes nothing but *left.
+ * Thread: the thread driving the multi, also from inside its callbacks.
  */
 XFER_EXTERN const xfer_msg *xfer_multi_info_read(xfer_multi *multi, int *left);
 
@@ -548,7 +830,10 @@ typedef struct xfer_multi_stats {
   uint64_t shutting_down;   /* of those, still closing now */
 } xfer_multi_stats;
 
-/* Copies the multi's counters into *out. Reads no clock. */
+/* Copies the multi's counters into *out. Reads no clock.
+ * Returns XFER_M_OK; XFER_M_BAD_HANDLE when multi is NULL or not a multi;
+ * XFER_M_BAD_ARGUMENT when out is NULL. On failure, *out is not written.
+ * Thread: the thread driving the multi, also from inside its callbacks. */
 XFER_EXTERN xfer_mcode xfer_multi_get_stats(xfer_multi *multi,
                                             xfer_multi_stats *out);
 
