@@ -216,7 +216,8 @@ static void he_close(struct xfer__he *cf, struct xfer__mev *ev) {
     drop_attempt(cf, ev, cf->inflight - 1);
 }
 
-/* --- the filter -------------------------------------------------------------- */
+/* --- the filter --------------------------------------------------------------
+ */
 
 struct cf_socket {
   struct xfer__cf base;
@@ -229,8 +230,8 @@ static struct cf_socket *sock_of(const struct xfer__cf *cf) {
   return XFER__CONTAINER_OF(cf, struct cf_socket, base);
 }
 
-static enum xfer__cf_progress sock_connect(struct xfer__cf *cf, struct xfer__mev *ev,
-                                           xfer__time now,
+static enum xfer__cf_progress sock_connect(struct xfer__cf *cf,
+                                           struct xfer__mev *ev, xfer__time now,
                                            xfer__time *next_at, char *why,
                                            size_t why_len) {
   struct cf_socket *s = sock_of(cf);

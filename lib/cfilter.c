@@ -11,9 +11,10 @@ void xfer__cf_push(struct xfer__cf **top, struct xfer__cf *cf) {
   *top = cf;
 }
 
-enum xfer__cf_progress xfer__cf_connect(struct xfer__cf *top, struct xfer__mev *ev,
-                                        xfer__time now, xfer__time *next_at,
-                                        char *why, size_t why_len) {
+enum xfer__cf_progress xfer__cf_connect(struct xfer__cf *top,
+                                        struct xfer__mev *ev, xfer__time now,
+                                        xfer__time *next_at, char *why,
+                                        size_t why_len) {
   enum xfer__cf_progress p;
 
   if (top->connected)

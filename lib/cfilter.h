@@ -75,9 +75,10 @@ void xfer__cf_push(struct xfer__cf **top, struct xfer__cf *cf);
 
 /* Connects the stack from the bottom up: each filter's connect runs once
  * the one below is connected. */
-enum xfer__cf_progress xfer__cf_connect(struct xfer__cf *top, struct xfer__mev *ev,
-                                        xfer__time now, xfer__time *next_at,
-                                        char *why, size_t why_len);
+enum xfer__cf_progress xfer__cf_connect(struct xfer__cf *top,
+                                        struct xfer__mev *ev, xfer__time now,
+                                        xfer__time *next_at, char *why,
+                                        size_t why_len);
 
 static inline void xfer__cf_pollset(struct xfer__cf *top,
                                     struct xfer__pollset *ps, unsigned want) {

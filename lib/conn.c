@@ -125,8 +125,8 @@ struct xfer__conn *xfer__conn_open(const char *key, size_t key_len,
   return c;
 }
 
-enum xfer__cf_progress xfer__conn_connect(struct xfer__conn *c, struct xfer__mev *ev,
-                                          xfer__time now,
+enum xfer__cf_progress xfer__conn_connect(struct xfer__conn *c,
+                                          struct xfer__mev *ev, xfer__time now,
                                           xfer__time *next_at, char *why,
                                           size_t why_len) {
   enum xfer__cf_progress p =

@@ -93,8 +93,8 @@ struct xfer__conn *xfer__conn_open(const char *key, size_t key_len,
 /* Advances the connect of every filter, bottom up. On AGAIN *next_at may
  * be lowered to when to call again without an event; on FAILED `why`
  * says why. Sets fd once the socket is connected. */
-enum xfer__cf_progress xfer__conn_connect(struct xfer__conn *c, struct xfer__mev *ev,
-                                          xfer__time now,
+enum xfer__cf_progress xfer__conn_connect(struct xfer__conn *c,
+                                          struct xfer__mev *ev, xfer__time now,
                                           xfer__time *next_at, char *why,
                                           size_t why_len);
 

@@ -99,7 +99,8 @@ static unsigned char entry_want(const struct xfer__mev_entry *e) {
                          (e->writers ? XFER_POLL_OUT : 0));
 }
 
-static int report_entry(struct xfer__mev *ev, struct xfer__mev_entry *e, int what) {
+static int report_entry(struct xfer__mev *ev, struct xfer__mev_entry *e,
+                        int what) {
   XFER__ASSERT_NO_POOL_LOCK(); /* rule 3: no callback under a pool lock */
   return ev->report(ev->report_owner, e->fd, what, e->socketp);
 }
@@ -134,8 +135,8 @@ static int entry_update(struct xfer__mev *ev, struct xfer__mev_entry *e) {
   return rc;
 }
 
-static void entry_count(struct xfer__mev_entry *e, const struct xfer__mev_use *u,
-                        int sign) {
+static void entry_count(struct xfer__mev_entry *e,
+                        const struct xfer__mev_use *u, int sign) {
   if (u->want & XFER_POLL_IN)
     e->readers += (unsigned)sign;
   if (u->want & XFER_POLL_OUT)

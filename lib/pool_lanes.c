@@ -6,9 +6,10 @@
  * connections of one destination in and out at the same moment collide on
  * that lock (docs/internals/performance.md has the figures). So a bundle
  * spreads its idle connections over lanes, one per CPU, each with its own
- * lock and list on cache lines of its own. A thread returns a connection to the lane of the
- * CPU it runs on and takes one from there first, so threads that run at
- * the same moment (on different CPUs) take different locks.
+ * lock and list on cache lines of its own. A thread returns a connection
+ * to the lane of the CPU it runs on and takes one from there first, so
+ * threads that run at the same moment (on different CPUs) take different
+ * locks.
  *
  * Protected by:
  *   lane->idle                     lane->lock

@@ -393,7 +393,8 @@ static enum xfer__step step_init(xfer *x) {
   h->key_hash = xfer__conn_key_hash(h->key, h->key_len);
   /* A waiter must be wakeable before it can be queued: at a limit, or for
    * a connection another multi holds attached. */
-  if (xfer__pool_limited(m->loop.pool) || xfer__pool_attach_hold(m->loop.pool)) {
+  if (xfer__pool_limited(m->loop.pool) ||
+      xfer__pool_attach_hold(m->loop.pool)) {
     xfer_code rc = m->loop.wake_ready(&m->loop);
     if (rc == XFER_E_SOCKET_CALLBACK)
       return xfer__step_fail(x, rc,
@@ -414,8 +415,8 @@ static enum xfer__step step_init(xfer *x) {
                                h->wait.replayable, x->now)))
     return use_conn(x, c);
   xfer__list_init(&evicted);
-  got = xfer__pool_acquire(m->loop.pool, h->key, h->key_len, h->key_hash, x->now,
-                           &h->wait, &c, &h->saw_dead, &evicted);
+  got = xfer__pool_acquire(m->loop.pool, h->key, h->key_len, h->key_hash,
+                           x->now, &h->wait, &c, &h->saw_dead, &evicted);
   shut_down_evicted(x, &evicted);
   if (got == XFER__ACQUIRE_WAIT) {
     xfer__list_insert_tail(&m->waiting, &h->wait_node);

@@ -3,13 +3,13 @@
 # layers.md): it passes on the real lib/, and it fails on a copy of lib/
 # in the build tree with `#include "multi.h"` planted in timer.c, naming
 # the edge; with a table that allows that edge, it fails on the circle
-# (timer -> multi -> timer). TAP.
+# (timer -> multi -> timer); a new module not in the table fails. TAP.
 srcdir=${srcdir:-.}
 check="$srcdir/tests/check-layers.sh"
 work=tests/layers-work
 rm -rf "$work" && mkdir -p "$work/lib" || exit 1
 trap 'rm -rf "$work"' EXIT
-echo "1..4"
+echo "1..5"
 status=0
 ok() { echo "ok $1 - $2"; }
 not_ok() { echo "not ok $1 - $2"; status=1; }
@@ -51,6 +51,18 @@ if out=$(sh "$check" "$srcdir/lib" "$work/table" 2>&1); then
   ok 4 "the table given as a file is the same table"
 else
   not_ok 4 "the table given as a file is the same table"
+  echo "$out" | sed 's/^/# /'
+fi
+# A new module the table does not know (it includes nothing but common).
+rm -f "$work/lib/timer.c"
+cp "$srcdir/lib/timer.c" "$work/lib/"
+printf '#include "common.h"\nint newmod;\n' > "$work/lib/newmod.c"
+out=$(sh "$check" "$work/lib" 2>&1)
+rc=$?
+if [ $rc -eq 1 ] && echo "$out" | grep -q 'module newmod is not in the table'; then
+  ok 5 "a module missing from the table fails the check"
+else
+  not_ok 5 "a module missing from the table fails the check (exit $rc)"
   echo "$out" | sed 's/^/# /'
 fi
 exit $status

@@ -193,7 +193,8 @@ TH_TEST(multi_ev, shared_socket_counts_readers_and_writers) {
          4);
 }
 
-/* --- done, in any order ----------------------------------------------------- */
+/* --- done, in any order -----------------------------------------------------
+ */
 
 TH_TEST(multi_ev, tracker_done_then_socket_done) {
   struct fake a;
@@ -244,7 +245,8 @@ TH_TEST(multi_ev, socket_done_then_tracker_done) {
 
 /* --- events: due transfers, dispatched connections ----------------------- */
 
-TH_TEST(multi_ev, an_event_makes_its_transfers_due_and_reaches_its_connections) {
+TH_TEST(multi_ev,
+        an_event_makes_its_transfers_due_and_reaches_its_connections) {
   struct fake a, b, c, d;
 
   fake_init(&a, XFER__MEV_XFER);
@@ -315,7 +317,8 @@ TH_TEST(multi_ev, connection_handlers_may_change_the_tracking) {
   xfer__mev_tracker_done(&ev, &c3.t);
 }
 
-/* --- reporting -------------------------------------------------------------- */
+/* --- reporting --------------------------------------------------------------
+ */
 
 TH_TEST(multi_ev, late_report_function_hears_every_socket_anew) {
   struct fake a, c;
@@ -391,7 +394,8 @@ TH_TEST(multi_ev, an_assigned_pointer_comes_back_with_later_reports) {
   cr_assert_eq(xfer__mev_assign(&ev, S, NULL), XFER_M_BAD_ARGUMENT);
 }
 
-/* --- sizes and failures ----------------------------------------------------- */
+/* --- sizes and failures -----------------------------------------------------
+ */
 
 TH_TEST(multi_ev, many_sockets_per_owner) {
   struct fake a, b;

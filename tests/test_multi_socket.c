@@ -44,7 +44,8 @@ static void assess(struct tt *t) {
 
 static struct xfer__mev_socket_info info(int fd) {
   struct xfer__mev_socket_info i;
-  cr_assert(xfer__mev_socket_info(&m->loop.ev, fd, &i), "fd %d is not tracked", fd);
+  cr_assert(xfer__mev_socket_info(&m->loop.ev, fd, &i), "fd %d is not tracked",
+            fd);
   return i;
 }
 
@@ -191,8 +192,10 @@ TH_TEST(multi_socket, connection_interest_is_reported_and_dispatched) {
   xfer__pollset_reset(&ps);
   xfer__pollset_add(&ps, S, XFER_POLL_IN);
   cr_assert_eq(xfer__mev_assess(&m->loop.ev, &conn, &ps), XFER_OK);
-  cr_assert(xfer__mev_expire_xfers(&m->loop.ev, S), "the connection is interested");
-  cr_assert(!xfer__mev_expire_xfers(&m->loop.ev, T), "an untracked fd interests no one");
+  cr_assert(xfer__mev_expire_xfers(&m->loop.ev, S),
+            "the connection is interested");
+  cr_assert(!xfer__mev_expire_xfers(&m->loop.ev, T),
+            "an untracked fd interests no one");
 
   cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK); /* a runs */
   runs = a->runs;
