@@ -328,20 +328,26 @@ static xfer__time run_dirty(xfer_multi *m, xfer__time now) {
   return now;
 }
 
-/* Tells the timer callback when the earliest deadline differs from the
- * one the application's timer is armed for. */
+/*
+ * Tells the timer callback when the earliest deadline is earlier than the
+ * one the application's timer is armed for (or none is armed). A deadline
+ * that moved later, or went away, is not told: the armed timer fires,
+ * finds nothing due, and the next deadline is told then. Deadlines move
+ * later on nearly every request (a connection's attach hold, a transfer's
+ * timeout), and an application whose timer is a timerfd or a libuv timer
+ * pays a system call or a heap update for each telling; a spurious firing
+ * now and then costs less.
+ */
 static xfer_mcode update_timer(xfer_multi *m, xfer__time now) {
   struct xfer__timer_node *top = xfer__timer_heap_top(&m->loop.timers);
   xfer__time deadline = top ? top->deadline : XFER__TIME_NEVER;
   long timeout_ms;
   int rc;
 
-  if (!m->timer_cb || deadline == m->timer_armed)
+  if (!m->timer_cb || deadline >= m->timer_armed)
     return XFER_M_OK;
   m->timer_armed = deadline;
-  if (deadline == XFER__TIME_NEVER)
-    timeout_ms = -1;
-  else if (deadline <= now)
+  if (deadline <= now)
     timeout_ms = 0;
   else /* rounded up, so the timer never fires before the deadline */
     timeout_ms = (long)((deadline - now + XFER__NS_PER_MS - 1) /
@@ -543,6 +549,7 @@ xfer_mcode xfer_multi_destroy(xfer_multi *m) {
   xfer__shutdown_drain(&m->shutdown); /* bounded by the shutdown timeout */
   internal_free(m, m->attached_handle);
   internal_free(m, m->shutdown_handle);
+  m->attached.timer = m->shutdown.timer = NULL; /* their expiries are gone */
   if (m->loop.wake) { /* REMOVE first; the last reference closes the fd */
     xfer__mev_tracker_done(&m->loop.ev, &m->wake_ev);
     xfer__mev_socket_done(&m->loop.ev, m->loop.wake->fd);

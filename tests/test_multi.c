@@ -246,12 +246,63 @@ TH_TEST(multi, timer_callback_hears_only_changes) {
   cr_assert_eq(tr.count, 4);
   cr_assert_eq(tr.timeouts[3], 6);
 
-  /* The last deadline goes away: -1. */
+  /* The last deadline goes away: nothing is told; the armed timer fires,
+   * finds nothing, and nothing is armed after it. */
   cr_assert_eq(xfer_multi_remove(m, t[2]->x), XFER_M_OK);
-  cr_assert_eq(tr.count, 5);
-  cr_assert_eq(tr.timeouts[4], -1);
+  cr_assert_eq(tr.count, 4);
+  th_clock_advance(MS(6));
+  cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
+  cr_assert_eq(tr.count, 4);
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
-  cr_assert_eq(tr.count, 5, "no timer was armed any more");
+  cr_assert_eq(tr.count, 4, "no timer was armed any more");
+}
+
+/* Deadlines that move later are not told one by one: the armed timer
+ * fires, and the next deadline is told then. One that moves earlier is
+ * told at once. xfer_multi_destroy() stops a timer still armed (-1). */
+static enum xfer__step move_deadline(struct tt *t, unsigned due) {
+  (void)due;
+  t->state++;
+  xfer__expire_in(t->x, XFER__EXPIRE_TOTAL, MS(t->user ? 5 : 10 * t->state));
+  return XFER__STEP_AGAIN;
+}
+
+TH_TEST(multi, timer_callback_hears_a_later_deadline_only_when_it_fires) {
+  xfer_multi *m = xfer_multi_new(NULL);
+  struct th_timerrec tr;
+  struct tt *a = tt_new(1);
+  int running;
+
+  th_clock_install(MS(1000), 0);
+  th_timerrec_init(&tr);
+  xfer_multi_set_timer_cb(m, th_timerrec_cb, &tr);
+  a->on_run = move_deadline;
+  xfer_multi_add(m, a->x);
+  cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
+  cr_assert_eq(tr.count, 2);
+  cr_assert_eq(tr.timeouts[1], 10); /* deadline 1010 */
+  /* Events that push the deadline later (1020, 1030, ...) tell nothing. */
+  for (int i = 0; i < 5; i++)
+    cr_assert_eq(xfer_multi_socket_action(m, 77, XFER_CSELECT_IN, &running),
+                 XFER_M_OK) /* 77: not a socket of a: a is not run */;
+  xfer_multi_perform(m, &running); /* runs a: deadline 1020 */
+  xfer_multi_perform(m, &running); /* 1030 */
+  cr_assert_eq(a->runs, 3);
+  cr_assert_eq(tr.count, 2, "later deadlines are not told");
+  /* The armed timer fires at 1010: nothing due, the real one is told. */
+  th_clock_advance(MS(10));
+  cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
+  cr_assert_eq(a->runs, 3, "nothing was due");
+  cr_assert_eq(tr.count, 3);
+  cr_assert_eq(tr.timeouts[2], 20);
+  /* A deadline earlier than the armed one is told at once. */
+  a->user = a;
+  xfer_multi_perform(m, &running); /* 1015 */
+  cr_assert_eq(tr.count, 4);
+  cr_assert_eq(tr.timeouts[3], 5);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(tr.count, 5);
+  cr_assert_eq(tr.timeouts[4], -1, "destroy stops the armed timer");
 }
 
 TH_TEST(multi, timeout_is_rounded_up_to_whole_milliseconds) {

@@ -616,13 +616,17 @@ typedef int (*xfer_socket_cb)(xfer_multi *multi, int fd, int what,
                               void *userp, void *socketp);
 
 /*
- * Told when the multi's earliest deadline changes: call
+ * Told when the multi needs a timer earlier than the one armed: call
  * xfer_multi_socket_action(multi, XFER_SOCKET_TIMEOUT, 0, ...) once
- * timeout_ms milliseconds have passed (0: as soon as possible). -1 means no
- * timer is needed. A timer the application fired is considered gone: after
- * a timeout action the callback is told again if a deadline remains.
- * Return 0; any other value makes the xfer_multi_* call that triggered it
- * return XFER_M_TIMER_CALLBACK.
+ * timeout_ms milliseconds have passed (0: as soon as possible), replacing
+ * any timer set before. A deadline that moves later or goes away is not
+ * told: the armed timer fires, the timeout action finds nothing due, and
+ * the next deadline is told then (so the callback runs about once per
+ * deadline reached, not once per request). The timer is taken as one-shot:
+ * after a timeout action the callback is told again if a deadline
+ * remains. -1 (no timer needed) comes only from xfer_multi_destroy() with
+ * a timer armed. Return 0; any other value makes the xfer_multi_* call
+ * that triggered it return XFER_M_TIMER_CALLBACK.
  */
 typedef int (*xfer_timer_cb)(xfer_multi *multi, long timeout_ms, void *userp);
 
