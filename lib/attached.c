@@ -191,6 +191,26 @@ struct xfer__conn *xfer__attached_take(struct xfer__attached *a,
   return NULL;
 }
 
+struct xfer__conn *xfer__attached_take_trusted(struct xfer__attached *a,
+                                               const char *key, size_t key_len,
+                                               uint64_t hash, bool replayable,
+                                               xfer__time now) {
+  struct xfer__list *pos;
+
+  for (pos = a->conns.prev; pos != &a->conns; pos = pos->prev) {
+    struct xfer__conn *c = XFER__CONTAINER_OF(pos, struct xfer__conn,
+                                              owner_node);
+    if (c->key_hash != hash || c->key_len != key_len ||
+        memcmp(c->key, key, key_len) != 0)
+      continue;
+    if (atomic_load_explicit(&c->release_requested, memory_order_relaxed) ||
+        !xfer__pool_reuse_trusted(a->loop->pool, c, now, replayable))
+      return NULL; /* the run at the timer decides what becomes of it */
+    return unlink_conn(a, c, XFER__TAKE_REUSE) ? c : NULL;
+  }
+  return NULL;
+}
+
 void xfer__attached_release_requested(struct xfer__attached *a,
                                       xfer__time now) {
   struct xfer__list *pos, *tmp;

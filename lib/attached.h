@@ -61,6 +61,14 @@ struct xfer__conn *xfer__attached_take(struct xfer__attached *a,
                                        uint64_t hash, bool replayable,
                                        xfer__time now);
 void xfer__attached_untrack(struct xfer__attached *a, struct xfer__conn *c);
+/* The same, for a start inside xfer_multi_add(): only a connection that
+ * needs no liveness check and nobody asked for, and no side effect
+ * otherwise (nothing released or closed, nothing told to the
+ * application); NULL when there is none. */
+struct xfer__conn *xfer__attached_take_trusted(struct xfer__attached *a,
+                                               const char *key, size_t key_len,
+                                               uint64_t hash, bool replayable,
+                                               xfer__time now);
 
 /* Its timer fired: releases what was held long enough. */
 void xfer__attached_run(struct xfer__attached *a, xfer__time now);

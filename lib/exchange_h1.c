@@ -157,6 +157,12 @@ static enum xfer__step step_send(xfer *x) {
       break;
     }
     n = xfer__conn_send(h->conn, iov, iovcnt, &err);
+    if (n < 0 && h->early) {
+      /* Inside xfer_multi_add(): the rest (waiting for OUT; the failure,
+       * which the socket keeps, and a retry) at the 0 ms timer. */
+      h->early_deferred = true;
+      return XFER__STEP_AGAIN;
+    }
     if (n < 0 && err == EAGAIN)
       return XFER__STEP_AGAIN;
     if (n < 0)
@@ -221,8 +227,13 @@ static enum xfer__step start_receiving(xfer *x) {
   /* The answer cannot be in the socket yet: a read now would only say
    * EAGAIN (a syscall a request), and the socket's IN event brings us
    * back. Bytes a filter holds already would bring no event. */
-  if (xfer__conn_data_pending(h->conn))
+  if (xfer__conn_data_pending(h->conn)) {
+    if (h->early) { /* reading may end the transfer: not inside add */
+      h->early_deferred = true;
+      return XFER__STEP_AGAIN;
+    }
     return step_recv(x);
+  }
   return XFER__STEP_AGAIN;
 }
 

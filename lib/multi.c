@@ -459,6 +459,41 @@ xfer_mcode xfer_multi_poll(xfer_multi *m, int timeout_ms, int *numfds) {
   return XFER_M_OK;
 }
 
+/* The first run of x inside the add, when its handler can make it without
+ * anything the application would hear of (xfer__handler.start_early):
+ * then no 0 ms timer and no timeout action are needed to send a request
+ * on a connection this multi holds. true when x now waits for IN on a
+ * socket already watched for IN, its pollset tracked. */
+static bool start_in_add(xfer_multi *m, xfer *x) {
+  struct xfer__pollset ps;
+
+  if (!x->handler->start_early)
+    return false;
+  switch (x->handler->start_early(x)) {
+  case XFER__EARLY_NO:
+    return false;
+  case XFER__EARLY_DEFERRED:
+    m->stats.xfers_run++;
+    return true; /* its RUN_NOW expiry is set */
+  case XFER__EARLY_WAITING:
+  default:
+    break;
+  }
+  m->stats.xfers_run++;
+  xfer__pollset_reset(&ps);
+  x->handler->pollset(x, &ps);
+  if (xfer__mev_assess(&m->loop.ev, &x->ev, &ps) != XFER_OK) {
+    /* Out of memory (the socket is watched already, so nothing was
+     * refused): the run at the timer tracks it again, or fails. */
+    xfer__expiry_set(&m->loop.timers, &x->expiry, XFER__EXPIRE_RUN_NOW,
+                     x->now);
+    return true;
+  }
+  if (x->handler->assessed)
+    x->handler->assessed(x);
+  return true;
+}
+
 xfer_mcode xfer_multi_add(xfer_multi *m, xfer *x) {
   xfer_mcode rc = api_enter(m);
   xfer__time now;
@@ -483,7 +518,9 @@ xfer_mcode xfer_multi_add(xfer_multi *m, xfer *x) {
   m->num_xfers++;
   m->running++;
   m->stats.xfers_added++;
-  xfer__expiry_set(&m->loop.timers, &x->expiry, XFER__EXPIRE_RUN_NOW, x->now);
+  if (!start_in_add(m, x))
+    xfer__expiry_set(&m->loop.timers, &x->expiry, XFER__EXPIRE_RUN_NOW,
+                     x->now);
   xfer__mev_resync(&m->loop.ev);
   return update_timer(m, now);
 }

@@ -327,6 +327,14 @@ void xfer__pool_learn_keep_alive(xfer_pool *pool, struct xfer__conn *c,
     learn_at_most(c->bundle, (xfer__time)seconds * 1000 * XFER__NS_PER_MS);
 }
 
+bool xfer__pool_reuse_trusted(xfer_pool *pool, const struct xfer__conn *c,
+                              xfer__time now, bool replayable) {
+  return replayable &&
+         xfer__pool_expired(pool, c, now) ==
+             XFER__FRESH &&
+         now - c->last_used < recheck_after(pool, c->bundle);
+}
+
 enum xfer__reuse xfer__pool_reuse_check(xfer_pool *pool, struct xfer__conn *c,
                                         xfer__time now, bool replayable) {
   struct xfer__bundle *b = c->bundle; /* alive: c holds its slot */

@@ -127,6 +127,11 @@ enum xfer__reuse {
  * request that is not replayable; learns from what it finds. */
 enum xfer__reuse xfer__pool_reuse_check(xfer_pool *pool, struct xfer__conn *c,
                                         xfer__time now, bool replayable);
+/* Would xfer__pool_reuse_check() say OK without a liveness check (no
+ * system call): fresh, a replayable request, idle under the recheck
+ * interval? */
+bool xfer__pool_reuse_trusted(xfer_pool *pool, const struct xfer__conn *c,
+                              xfer__time now, bool replayable);
 /* What the server said or did about idle connections of c's destination:
  * a Keep-Alive: timeout=N header (seconds), or one that died unanswered
  * after being idle for `idle` (the peer closed it). */

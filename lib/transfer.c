@@ -252,9 +252,20 @@ static void conn_drop(xfer *x, enum xfer__close_reason why) {
  * its next transfer, or goes to the pool after its socket left this
  * multi's tracking (REMOVE first: rule 4), or is closed when the server
  * does not keep it alive. */
+static void give_back(xfer *x, struct xfer__conn *c) {
+  struct xfer__list evicted;
+
+  if (xfer__attached_keep(&x->multi->attached, c, x->now))
+    return;
+  xfer__attached_untrack(&x->multi->attached, c);
+  xfer__mev_socket_done(&x->loop->ev, c->fd);
+  xfer__list_init(&evicted);
+  xfer__pool_return(x->loop->pool, c, x->now, &evicted);
+  shut_down_evicted(x, &evicted);
+}
+
 static void conn_release(xfer *x, bool keep_alive) {
   struct xfer__http *h = &x->http;
-  struct xfer__list evicted;
 
   if (!h->conn)
     return;
@@ -263,16 +274,8 @@ static void conn_release(xfer *x, bool keep_alive) {
     return;
   }
   h->conn->requests++;
-  if (xfer__attached_keep(&x->multi->attached, h->conn, x->now)) {
-    h->conn = NULL;
-    return;
-  }
-  xfer__attached_untrack(&x->multi->attached, h->conn);
-  xfer__mev_socket_done(&x->loop->ev, h->conn->fd);
-  xfer__list_init(&evicted);
-  xfer__pool_return(x->loop->pool, h->conn, x->now, &evicted);
+  give_back(x, h->conn);
   h->conn = NULL;
-  shut_down_evicted(x, &evicted);
 }
 
 static const char *method_of(const xfer *x) {
@@ -367,13 +370,11 @@ static bool replayable(const xfer *x) {
   return idempotent(h->method) && !(h->send_body && x->opts.read_cb);
 }
 
-static enum xfer__step step_init(xfer *x) {
+/* What the request of this hop is: its method, whether a body goes,
+ * the framing headers checked, the pool key. NEXT, or FAILED. */
+static enum xfer__step prepare_request(xfer *x) {
   struct xfer__http *h = &x->http;
   const struct xfer__url *u = h->url;
-  xfer_multi *m = x->multi;
-  struct xfer__list evicted;
-  struct xfer__conn *c = NULL;
-  enum xfer__acquire got;
 
   if (!u->block)
     return xfer__step_fail(x, XFER_E_NO_URL,
@@ -391,6 +392,19 @@ static enum xfer__step step_init(xfer *x) {
   if (h->key_len >= sizeof(h->key))
     return xfer__step_fail(x, XFER_E_BAD_URL, "the host name is too long");
   h->key_hash = xfer__conn_key_hash(h->key, h->key_len);
+  return XFER__STEP_NEXT;
+}
+
+static enum xfer__step step_init(xfer *x) {
+  struct xfer__http *h = &x->http;
+  xfer_multi *m = x->multi;
+  struct xfer__list evicted;
+  struct xfer__conn *c = NULL;
+  enum xfer__acquire got;
+  enum xfer__step st = prepare_request(x);
+
+  if (st != XFER__STEP_NEXT)
+    return st;
   /* A waiter must be wakeable before it can be queued: at a limit, or for
    * a connection another multi holds attached. */
   if (xfer__pool_limited(m->loop.pool) ||
@@ -675,19 +689,86 @@ static enum xfer__step check_timers(xfer *x, unsigned due) {
   return XFER__STEP_NEXT;
 }
 
+/* The first run: the total timeout counts from add. */
+static void first_run(xfer *x) {
+  struct xfer__http *h = &x->http;
+
+  if (h->started)
+    return;
+  h->started = true;
+  if (x->opts.timeout_ms > 0)
+    xfer__expiry_set(&x->loop->timers, &x->expiry, XFER__EXPIRE_TOTAL,
+                     xfer__time_after(x->added_at,
+                                      xfer__ms_to_ns(x->opts.timeout_ms)));
+}
+
+static bool recv_buf_ready(xfer *x) {
+  return x->loop->recv_buf ||
+         (x->loop->recv_buf = xfer__malloc(XFER__RECV_BUF_SIZE));
+}
+
+/*
+ * The start inside xfer_multi_add() (rule 2: on the add's clock reading),
+ * for the common case of a busy client: the multi holds an attached
+ * connection to the destination that needs no liveness check, and the
+ * request goes out in one send (no body callback). The request is sent,
+ * and the transfer waits for IN on a socket already watched for IN, so
+ * the application hears nothing. Anything else (a check, DNS, a new
+ * connection, a partial send that needs OUT, a failed send and its
+ * retry) goes on at the 0 ms timer as before: nothing here tells the
+ * application anything, fails or finishes the transfer.
+ */
+static enum xfer__early http_start_early(xfer *x) {
+  struct xfer__http *h = &x->http;
+  xfer_multi *m = x->multi;
+  struct xfer__conn *c;
+  enum xfer__step st;
+
+  if (x->opts.read_cb || !m->attached.count || !recv_buf_ready(x) ||
+      prepare_request(x) != XFER__STEP_NEXT) {
+    x->detail[0] = '\0'; /* the run at the timer says it again */
+    return XFER__EARLY_NO;
+  }
+  c = xfer__attached_take_trusted(&m->attached, h->key, h->key_len,
+                                  h->key_hash, replayable(x), x->now);
+  if (!c)
+    return XFER__EARLY_NO;
+  first_run(x);
+  h->wait.wake = m->loop.wake;
+  h->wait.fresh_only = false;
+  h->wait.replayable = true;
+  h->early = true;
+  h->early_deferred = false;
+  st = use_conn(x, c);
+  while (st == XFER__STEP_NEXT)
+    st = step_exchange(x);
+  h->early = false;
+  if (st != XFER__STEP_AGAIN) {
+    /* Only running out of memory for the request head gets here, before
+     * anything was sent: the connection goes back (attached again, as a
+     * rule; the shared way if a waiter came meanwhile), and the run at
+     * the timer tries anew. */
+    assert(st == XFER__STEP_FAILED && h->conn == c);
+    h->conn = NULL;
+    h->state = XFER__HTTP_INIT;
+    x->detail[0] = '\0';
+    give_back(x, c);
+    xfer__expire_in(x, XFER__EXPIRE_RUN_NOW, 0);
+    return XFER__EARLY_DEFERRED;
+  }
+  if (h->early_deferred) {
+    xfer__expire_in(x, XFER__EXPIRE_RUN_NOW, 0);
+    return XFER__EARLY_DEFERRED;
+  }
+  return XFER__EARLY_WAITING;
+}
+
 static enum xfer__step http_run(xfer *x, unsigned due) {
   struct xfer__http *h = &x->http;
   enum xfer__step st;
 
-  if (!h->started) { /* the first run: the total timeout counts from add */
-    h->started = true;
-    if (x->opts.timeout_ms > 0)
-      xfer__expiry_set(&x->loop->timers, &x->expiry, XFER__EXPIRE_TOTAL,
-                       xfer__time_after(x->added_at,
-                                        xfer__ms_to_ns(x->opts.timeout_ms)));
-  }
-  if (!x->loop->recv_buf &&
-      !(x->loop->recv_buf = xfer__malloc(XFER__RECV_BUF_SIZE)))
+  first_run(x);
+  if (!recv_buf_ready(x))
     return xfer__step_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
   st = check_timers(x, due);
   while (st == XFER__STEP_NEXT) {
@@ -765,6 +846,7 @@ const struct xfer__handler xfer__http_handler = {
     .pollset = http_pollset,
     .cleanup = http_cleanup,
     .assessed = http_assessed,
+    .start_early = http_start_early,
 };
 
 void xfer__http_free(xfer *x) {

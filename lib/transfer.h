@@ -40,6 +40,16 @@ enum xfer__phase {
   XFER__PHASE_COUNT
 };
 
+/* What a start inside xfer_multi_add() came to (handler->start_early). */
+enum xfer__early {
+  XFER__EARLY_NO,       /* not tried: the transfer runs at the 0 ms timer */
+  XFER__EARLY_WAITING,  /* started, and waits for IN on a socket the
+                           multi watches for IN already: tracking its
+                           pollset tells the application nothing */
+  XFER__EARLY_DEFERRED  /* started, and goes on at its RUN_NOW expiry
+                           (its pollset not tracked yet) */
+};
+
 /* The protocol work of a transfer. Every function runs on the multi's
  * thread, from inside a multi call, with the transfer's `now` current. */
 struct xfer__handler {
@@ -58,6 +68,10 @@ struct xfer__handler {
   /* The multi has just tracked the pollset of a run that is not done.
    * May be NULL. */
   void (*assessed)(xfer *x);
+  /* Inside xfer_multi_add(), on its clock reading: the first run, when
+   * it needs nothing the application would hear of (no socket callback,
+   * never done or failed here). May be NULL. */
+  enum xfer__early (*start_early)(xfer *x);
 };
 
 #define XFER__DETAIL_MAX 256
@@ -119,6 +133,8 @@ struct xfer__http {
   bool wait_expired;             /* attached_wait passed while waiting */
   bool started;                  /* the first run happened */
   bool fresh_only;               /* a retry: do not take from the pool */
+  bool early;          /* running inside xfer_multi_add() (start_early) */
+  bool early_deferred; /* ... and stopped there, to go on at the timer */
   bool saw_dead;                 /* the pool had a dead one for us */
   int retries;
   const struct xfer__exchange_type *exchange;

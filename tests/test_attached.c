@@ -2,8 +2,15 @@
  * for its own next transfer (brief rule 4's fast path), still watched,
  * and lets it go to the shared side when the hold passes, when another
  * multi asks, and when it is destroyed. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
 
 #include "multi.h"
 #include "testhelp.h"
@@ -283,4 +290,200 @@ TH_TEST(attached, can_be_turned_off) {
   cr_assert_null(m->loop.wake, "no wake-up fd needed");
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+}
+
+/* --- the start inside xfer_multi_add() -------------------------------------- */
+
+static bool told_zero(const struct th_timerrec *tr, int from) {
+  for (int i = from; i < tr->count; i++)
+    if (tr->timeouts[i] == 0)
+      return true;
+  return false;
+}
+
+/* With the connection attached and nothing to check, the request goes out
+ * inside the add, on the add's clock reading: no 0 ms timer, no timeout
+ * action, no socket callback; the answer comes with the socket's IN. */
+TH_TEST(attached, the_next_request_goes_out_inside_add) {
+  static struct th_sockrec rec;
+  static struct th_timerrec tr;
+  xfer_multi *m = xfer_multi_new(NULL);
+  xfer_multi_stats before, after;
+  uint64_t sent = 0;
+  xfer *second;
+  int calls, timers;
+
+  th_sockrec_init(&rec);
+  th_timerrec_init(&tr);
+  xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
+  xfer_multi_set_timer_cb(m, th_timerrec_cb, &tr);
+  fetch(m, "/delay/20/bytes/10");
+  calls = rec.count;
+  timers = tr.count;
+  xfer_multi_get_stats(m, &before);
+  second = get(m, "/bytes/20");
+  xfer_get_bytes(second, &sent, NULL);
+  cr_assert_gt(sent, 0, "the request went out inside the add");
+  cr_assert_eq(rec.count, calls, "no socket callback");
+  cr_assert(!told_zero(&tr, timers), "no 0 ms timer");
+  xfer_multi_get_stats(m, &after);
+  cr_assert_eq(after.clock_reads - before.clock_reads, 1,
+               "the add's one clock reading");
+  cr_assert(ts_wait(web, TS_REQUESTS, 2, 5000));
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, second), XFER_OK, "%s",
+               xfer_get_error_detail(second));
+  cr_assert_eq(xfer_get_reused(second), 1);
+  th_expect_pattern(sinks[1].data, sinks[1].len, 20);
+  cr_assert_eq(rec.count, calls, "and none until the answer");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+}
+
+/* Anything else starts at the 0 ms timer, as before, and the add tells
+ * the application nothing about sockets: a first request (DNS-free, but a
+ * new connection), and one to another destination. */
+TH_TEST(attached, a_new_connection_starts_at_the_timer) {
+  static struct th_sockrec rec;
+  static struct th_timerrec tr;
+  struct ts_server *other = ts_start(NULL);
+  xfer_multi *m = xfer_multi_new(NULL);
+  uint64_t sent = 1;
+  xfer *x;
+  int timers;
+
+  th_sockrec_init(&rec);
+  th_timerrec_init(&tr);
+  xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
+  xfer_multi_set_timer_cb(m, th_timerrec_cb, &tr);
+  x = get(m, "/bytes/5");
+  xfer_get_bytes(x, &sent, NULL);
+  cr_assert_eq(sent, 0);
+  cr_assert_eq(rec.count, 0);
+  cr_assert(told_zero(&tr, 0));
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK);
+  /* th_run drives with perform: the application's timer fires now. */
+  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK);
+  timers = tr.count;
+  xs[nxs++] = x = th_get(m, th_url(ts_port(other), "/bytes/5"), NULL);
+  xfer_get_bytes(x, &sent, NULL);
+  cr_assert_eq(sent, 0, "another destination: a new connection");
+  cr_assert(told_zero(&tr, timers));
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  ts_stop(other);
+}
+
+/* Without callbacks (perform and poll), the start inside the add works
+ * the same: the socket is in the multi's poll set. */
+TH_TEST(attached, perform_and_poll_start_inside_add_too) {
+  xfer_multi *m = xfer_multi_new(NULL);
+  uint64_t sent = 0;
+  xfer *second;
+
+  fetch(m, "/bytes/10");
+  second = get(m, "/bytes/30");
+  xfer_get_bytes(second, &sent, NULL);
+  cr_assert_gt(sent, 0);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, second), XFER_OK);
+  th_expect_pattern(sinks[1].data, sinks[1].len, 30);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+}
+
+/* The attached connection died (the server closed it) and its event was
+ * not processed yet: the request goes out inside the add all the same
+ * (nothing says otherwise without a system call), and the failure that
+ * follows is retried on a new connection, as for any reused one. */
+TH_TEST(attached, a_dead_attached_connection_is_retried) {
+  struct ts_server *closing = ts_start(&(struct ts_config){.idle_close_ms = 20});
+  xfer_multi *m = xfer_multi_new(NULL);
+  xfer_pool_stats ps;
+  uint64_t sent = 0;
+  xfer *x;
+
+  xs[nxs++] = x = th_get(m, th_url(ts_port(closing), "/bytes/3"), NULL);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK);
+  cr_assert(ts_wait(closing, TS_CLOSED_BY_SERVER, 1, 5000));
+  xs[nxs++] = x = th_get(m, th_url(ts_port(closing), "/bytes/4"), NULL);
+  xfer_get_bytes(x, &sent, NULL);
+  cr_assert_gt(sent, 0, "sent on the attached connection");
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  cr_assert_eq(xfer_get_reused(x), 0, "answered on a new connection");
+  xfer_pool_get_stats(m->loop.pool, &ps);
+  cr_assert_eq(ps.retries_total, 1);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  ts_stop(closing);
+}
+
+/* A request too large for one send starts inside the add and goes on at
+ * the 0 ms timer (which is told), where it asks for OUT: the add itself
+ * tells the application nothing about sockets. The server is a plain
+ * socket of the test that answers the first request and then reads
+ * nothing, so the 32 MiB body cannot fit the socket buffers. */
+TH_TEST(attached, a_request_too_large_for_one_send_goes_on_at_the_timer) {
+  enum { BIG = 32 << 20 };
+  static const char answer[] = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx";
+  static struct th_sockrec rec;
+  static struct th_timerrec tr;
+  struct sockaddr_in sa = {.sin_family = AF_INET};
+  socklen_t len = sizeof(sa);
+  xfer_multi *m = xfer_multi_new(NULL);
+  char *body = calloc(1, BIG), url[64], buf[4096];
+  int lfd = socket(AF_INET, SOCK_STREAM, 0), sfd;
+  uint64_t sent = 0;
+  xfer *x;
+  int calls, timers;
+
+  cr_assert_not_null(body);
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  cr_assert_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  cr_assert_eq(listen(lfd, 1), 0);
+  cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/", ntohs(sa.sin_port));
+  th_sockrec_init(&rec);
+  th_timerrec_init(&tr);
+  xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
+  xfer_multi_set_timer_cb(m, th_timerrec_cb, &tr);
+
+  xs[nxs++] = x = th_get(m, url, NULL);
+  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK); /* connects */
+  sfd = accept(lfd, NULL, NULL); /* the backlog holds it: no wait on us */
+  cr_assert_geq(sfd, 0);
+  cr_assert_eq(setsockopt(sfd, SOL_SOCKET, SO_RCVTIMEO,
+                          &(struct timeval){.tv_sec = 5},
+                          sizeof(struct timeval)),
+               0);  /* a bound, should the request not come */
+  th_run_for(m, 1); /* connected: the request goes out in the first run */
+  cr_assert_gt(read(sfd, buf, sizeof(buf)), 0, "the first request");
+  cr_assert_eq(write(sfd, answer, sizeof(answer) - 1),
+               (ssize_t)sizeof(answer) - 1);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK);
+  calls = rec.count;
+  timers = tr.count;
+
+  xs[nxs++] = x = xfer_new();
+  xfer_set_url(x, url);
+  xfer_set_method(x, "PUT"); /* idempotent: a reused connection is fine */
+  xfer_set_body(x, body, BIG);
+  cr_assert_eq(xfer_multi_add(m, x), XFER_M_OK);
+  xfer_get_bytes(x, &sent, NULL);
+  cr_assert_gt(sent, 0, "started inside the add");
+  cr_assert_lt(sent, (uint64_t)BIG, "and could not finish there");
+  cr_assert_eq(rec.count, calls, "the add told nothing about sockets");
+  cr_assert(told_zero(&tr, timers), "the rest goes on at the timer");
+  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK);
+  cr_assert_gt(rec.count, calls, "now it waits for OUT");
+  cr_assert(rec.calls[calls].what & XFER_POLL_OUT);
+  cr_assert_eq(rec.calls[rec.count - 1].what & XFER_POLL_OUT, XFER_POLL_OUT);
+  cr_assert_eq(xfer_multi_remove(m, x), XFER_M_OK);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  close(sfd);
+  close(lfd);
+  free(body);
 }

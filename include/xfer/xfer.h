@@ -766,8 +766,14 @@ XFER_EXTERN xfer_mcode xfer_multi_poll(xfer_multi *multi, int timeout_ms,
                                        int *numfds);
 
 /*
- * Adds a transfer. The multi runs it from the next timeout action (the
- * timer callback is told 0) or perform. What x's last run left (result,
+ * Adds a transfer. When the multi holds an attached connection to x's
+ * destination that needs no liveness check, and x has no body callback,
+ * the request goes out from inside the add (on its clock reading), and x
+ * waits on a socket already watched for input. Otherwise the multi runs
+ * it from the next timeout action (the timer callback is told 0) or
+ * perform; so does the rest of a send that did not finish here. The add
+ * never finishes x, and calls the socket callback for it only when out
+ * of memory (docs/api has the details). What x's last run left (result,
  * detail, response, counters, timeline, message) is cleared. The
  * application keeps ownership; x must not be freed while added.
  * Returns XFER_M_OK; XFER_M_BAD_HANDLE when multi is NULL or not a multi;
