@@ -25,6 +25,7 @@ libuv1-dev
 libcurl4-openssl-dev
 wrk
 valgrind
+strace
 python3
 linux-perf
 clang
@@ -45,6 +46,7 @@ binutils
 # libcurl4-openssl-dev: what the benchmarks compare with (make bench)
 # wrk: the lean load generator the benchmarks compare with
 # valgrind: instructions per request (callgrind) in the benchmarks
+# strace: system calls per request (strace -c) in the benchmarks' counting runs
 # python3: reads xfer-load's JSON in the tests (json module, strict keys);
 #   runs the benchmarks and writes their report
 # linux-perf: profiling (perf record/report) while optimising

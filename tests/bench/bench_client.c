@@ -5,13 +5,24 @@
  * thread, N keep-alive GETs in total, each finished handle re-added at
  * once. Prints one JSON object with what it measured.
  *
- *   bench_client --client xfer-shared|xfer-per-multi|curl|curl-share
+ *   bench_client --client xfer-shared|xfer-per-multi|curl|curl-share|floor
  *                -t T -c C -n N URL
  *
- * The loop never reads the clock itself (a timer callback's timeout is
- * used as the epoll timeout as given), so the clock reads counted by
- * clockcount.so (LD_PRELOAD) during the run are the library's. CPU comes
- * from getrusage() around the run, after start-up.
+ * The loop keeps the timer callback's deadline, as libcurl's ephiperfifo
+ * example does: the timeout becomes an absolute time, the epoll wait ends
+ * at it, and the timeout action runs once it has passed, however busy the
+ * sockets are. The loop's own clock reads are counted (driver_clock_reads)
+ * and subtracted from what clockcount.so (LD_PRELOAD, counting runs only)
+ * counted, so clock_reads are the library's. It also counts its
+ * epoll_wait calls and timer callbacks. CPU comes from getrusage() around
+ * the run, after start-up.
+ *
+ * libcurl is driven as its docs ask of a multi-threaded program:
+ * CURLOPT_NOSIGNAL on every handle (libcurl-thread(3)).
+ *
+ * `floor` is the floor of any HTTP/1.1 client: C keep-alive connections
+ * per thread, each writing one fixed, pre-built GET and reading only the
+ * status line and Content-Length of the answer, with its own epoll loop.
  */
 #define _GNU_SOURCE
 #include <curl/curl.h>
@@ -24,15 +35,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <strings.h>
 #include <sys/epoll.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 #include <xfer/xfer.h>
 
 #include "timeline_check.h"
 
-enum client { XFER_SHARED, XFER_PER_MULTI, CURL_PLAIN, CURL_SHARE };
+enum client { XFER_SHARED, XFER_PER_MULTI, CURL_PLAIN, CURL_SHARE, FLOOR };
 
 static enum client client;
 static int threads = 1, per_thread = 16;
@@ -45,10 +61,14 @@ static xfer_pool *shared_pool;
 static CURLSH *curl_share;
 static pthread_mutex_t share_locks[CURL_LOCK_DATA_LAST];
 
+#define NO_DEADLINE INT64_MAX
+
 struct worker {
   int id;
   int ep;
-  long timeout_ms; /* from the timer callback; -1: none */
+  int64_t deadline_ns; /* from the timer callback; NO_DEADLINE: none */
+  long clock_reads_own; /* the loop's own clock reads */
+  long epoll_waits, timer_cbs;
   int running;
   long outstanding; /* added and not reaped yet */
   xfer_multi *xm;
@@ -128,15 +148,29 @@ static int curl_socket(CURL *e, curl_socket_t fd, int what, void *userp,
   return rc ? -1 : 0;
 }
 
+/* The driver's clock, counted so that its reads can be subtracted. */
+static int64_t own_now_ns(struct worker *w) {
+  struct timespec ts;
+
+  w->clock_reads_own++;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void set_timer(struct worker *w, long ms) {
+  w->timer_cbs++;
+  w->deadline_ns = ms < 0 ? NO_DEADLINE : own_now_ns(w) + ms * 1000000;
+}
+
 static int xfer_timer(xfer_multi *m, long ms, void *userp) {
   (void)m;
-  ((struct worker *)userp)->timeout_ms = ms;
+  set_timer(userp, ms);
   return 0;
 }
 
 static int curl_timer(CURLM *m, long ms, void *userp) {
   (void)m;
-  ((struct worker *)userp)->timeout_ms = ms;
+  set_timer(userp, ms);
   return 0;
 }
 
@@ -152,6 +186,154 @@ static void action(struct worker *w, int fd, int events) {
                                                        : fd,
                              cev, &w->running);
   }
+}
+
+/* --- the floor: a fixed request, the status line and Content-Length ------ */
+
+static struct sockaddr_in floor_addr;
+static char floor_request[512];
+static size_t floor_request_len;
+
+struct floor_conn {
+  int fd;
+  bool busy;          /* a request is out */
+  long body_left;     /* -1: still reading the head */
+  size_t head_len;    /* bytes of the head gathered */
+  char head[4096];
+};
+
+/* The URL's parts through libcurl's URL API, and the request built once. */
+static bool floor_setup(void) {
+  CURLU *u = curl_url();
+  char *host = NULL, *port = NULL, *path = NULL, *query = NULL;
+  bool ok = false;
+
+  if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+      curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) ==
+          CURLUE_OK &&
+      curl_url_get(u, CURLUPART_PATH, &path, 0) == CURLUE_OK) {
+    curl_url_get(u, CURLUPART_QUERY, &query, 0);
+    floor_addr.sin_family = AF_INET;
+    floor_addr.sin_port = htons((uint16_t)atoi(port));
+    ok = inet_pton(AF_INET, host, &floor_addr.sin_addr) == 1;
+    floor_request_len = (size_t)snprintf(
+        floor_request, sizeof(floor_request),
+        "GET %s%s%s HTTP/1.1\r\nHost: %s:%s\r\nAccept: */*\r\n\r\n", path,
+        query ? "?" : "", query ? query : "", host, port);
+  }
+  curl_free(host), curl_free(port), curl_free(path), curl_free(query);
+  curl_url_cleanup(u);
+  return ok && floor_request_len < sizeof(floor_request);
+}
+
+static void floor_send(struct worker *w, struct floor_conn *c) {
+  if (write(c->fd, floor_request, floor_request_len) !=
+      (ssize_t)floor_request_len) {
+    note_error(w, "floor", "short write");
+    return;
+  }
+  c->busy = true;
+  c->body_left = -1;
+  c->head_len = 0;
+}
+
+/* The head is complete in c->head: the status and Content-Length. Returns
+ * the body bytes that came with it, or -1 for a bad head. */
+static long floor_head(struct worker *w, struct floor_conn *c, char *end) {
+  char *line = strstr(c->head, "\r\n");
+  long length = -1;
+
+  if (strncmp(c->head, "HTTP/1.1 200 ", 13) != 0)
+    note_error(w, "status", "not 200");
+  while (line && line < end) {
+    line += 2;
+    if (strncasecmp(line, "Content-Length:", 15) == 0)
+      length = strtol(line + 15, NULL, 10);
+    line = strstr(line, "\r\n");
+  }
+  if (length < 0)
+    note_error(w, "floor", "no Content-Length");
+  return length;
+}
+
+static void floor_readable(struct worker *w, struct floor_conn *c) {
+  char buf[65536];
+  ssize_t n = read(c->fd, buf, sizeof(buf));
+  size_t used = 0;
+
+  if (n <= 0) {
+    note_error(w, "floor", n == 0 ? "closed" : strerror(errno));
+    c->busy = false;
+    w->outstanding--;
+    note_in_flight(-1);
+    return;
+  }
+  if (c->body_left < 0) {
+    size_t room = sizeof(c->head) - 1 - c->head_len;
+    size_t take = (size_t)n < room ? (size_t)n : room;
+    char *end;
+    memcpy(c->head + c->head_len, buf, take);
+    c->head_len += take;
+    c->head[c->head_len] = '\0';
+    end = strstr(c->head, "\r\n\r\n");
+    if (!end)
+      return;
+    used = (size_t)(end + 4 - c->head) - (c->head_len - take);
+    c->body_left = floor_head(w, c, end);
+    if (c->body_left < 0)
+      c->body_left = 0;
+  }
+  c->body_left -= (long)((size_t)n - used);
+  w->bytes += (long)((size_t)n - used);
+  if (c->body_left > 0)
+    return;
+  c->busy = false;
+  note_in_flight(-1);
+  w->done++;
+  if (take_request())
+    floor_send(w, c);
+  else
+    w->outstanding--;
+}
+
+static void *floor_run(struct worker *w) {
+  struct floor_conn *conns = calloc((size_t)per_thread, sizeof(*conns));
+  struct epoll_event evs[256];
+  int one = 1;
+
+  for (int i = 0; i < per_thread; i++) {
+    struct floor_conn *c = &conns[i];
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (connect(c->fd, (struct sockaddr *)&floor_addr, sizeof(floor_addr))) {
+      note_error(w, "floor connect", strerror(errno));
+      close(c->fd);
+      c->fd = -1;
+      continue;
+    }
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &ev);
+    if (take_request()) {
+      w->outstanding++;
+      floor_send(w, c);
+    }
+  }
+  while (w->outstanding > 0) {
+    int n;
+    w->epoll_waits++;
+    n = epoll_wait(w->ep, evs, 256, -1);
+    if (n < 0 && errno == EINTR)
+      continue;
+    for (int i = 0; i < n; i++)
+      floor_readable(w, evs[i].data.ptr);
+  }
+  for (int i = 0; i < per_thread; i++)
+    if (conns[i].fd >= 0)
+      close(conns[i].fd);
+  w->connects = per_thread;
+  free(conns);
+  return NULL;
 }
 
 /* --- finished transfers --------------------------------------------------- */
@@ -230,7 +412,8 @@ static void curl_reap(struct worker *w) {
   }
 }
 
-/* --- set-up ----------------------------------------------------------------- */
+/* --- set-up -----------------------------------------------------------------
+ */
 
 static void share_lock(CURL *e, curl_lock_data data, curl_lock_access a,
                        void *u) {
@@ -253,6 +436,7 @@ static void start_one(struct worker *w) {
   } else {
     CURL *e = curl_easy_init();
     curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, curl_sink);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, w);
     if (curl_share)
@@ -263,14 +447,14 @@ static void start_one(struct worker *w) {
 
 static void worker_open(struct worker *w) {
   w->ep = epoll_create1(EPOLL_CLOEXEC);
-  w->timeout_ms = -1;
+  w->deadline_ns = NO_DEADLINE;
   if (client == XFER_SHARED || client == XFER_PER_MULTI) {
     if (client == XFER_PER_MULTI)
       w->own_pool = xfer_pool_new(NULL);
     w->xm = xfer_multi_new(client == XFER_SHARED ? shared_pool : w->own_pool);
     xfer_multi_set_socket_cb(w->xm, xfer_socket, w);
     xfer_multi_set_timer_cb(w->xm, xfer_timer, w);
-  } else {
+  } else if (client != FLOOR) {
     w->cm = curl_multi_init();
     curl_multi_setopt(w->cm, CURLMOPT_SOCKETFUNCTION, curl_socket);
     curl_multi_setopt(w->cm, CURLMOPT_SOCKETDATA, w);
@@ -283,23 +467,37 @@ static void *worker_run(void *arg) {
   struct worker *w = arg;
   struct epoll_event evs[256];
 
+  if (client == FLOOR)
+    return floor_run(w);
+
   for (int i = 0; i < per_thread && take_request(); i++)
     start_one(w);
   action(w, XFER_SOCKET_TIMEOUT, 0); /* kick off */
   for (;;) {
+    int64_t now;
+    int n, wait_ms = -1;
+
     if (w->xm) /* first: a transfer may end in the very first call */
       xfer_reap(w);
     else
       curl_reap(w);
     if (!w->outstanding)
       break;
-    int n = epoll_wait(w->ep, evs, 256, (int)w->timeout_ms);
+    if (w->deadline_ns != NO_DEADLINE) {
+      now = own_now_ns(w);
+      if (now >= w->deadline_ns) {
+        /* Due, busy sockets or not: the timer fires (a new one comes
+         * through the callback). */
+        w->deadline_ns = NO_DEADLINE;
+        action(w, XFER_SOCKET_TIMEOUT, 0);
+        continue;
+      }
+      wait_ms = (int)((w->deadline_ns - now + 999999) / 1000000);
+    }
+    w->epoll_waits++;
+    n = epoll_wait(w->ep, evs, 256, wait_ms);
     if (n < 0 && errno == EINTR)
       continue;
-    if (n <= 0) {
-      w->timeout_ms = -1; /* fired: a new one comes through the callback */
-      action(w, XFER_SOCKET_TIMEOUT, 0);
-    }
     for (int i = 0; i < n; i++) {
       uint32_t e = evs[i].events;
       action(w, evs[i].data.fd,
@@ -350,7 +548,7 @@ static unsigned long clock_count(void) {
 
 static void usage(void) {
   fprintf(stderr, "usage: bench_client --client xfer-shared|xfer-per-multi|"
-                  "curl|curl-share -t T -c C -n N URL\n");
+                  "curl|curl-share|floor -t T -c C -n N URL\n");
   exit(2);
 }
 
@@ -359,6 +557,7 @@ int main(int argc, char **argv) {
   double cpu0, wall0, cpu, wall;
   unsigned long clocks0, clocks;
   long done = 0, errors = 0, bad = 0, connects = 0;
+  long epoll_waits = 0, timer_cbs = 0, own_reads = 0;
   uint64_t lib_clock_reads = 0;
   const char *first_error = "";
   const char *name = NULL;
@@ -387,10 +586,16 @@ int main(int argc, char **argv) {
     client = CURL_PLAIN;
   else if (!strcmp(name, "curl-share"))
     client = CURL_SHARE;
+  else if (!strcmp(name, "floor"))
+    client = FLOOR;
   else
     usage();
 
   curl_global_init(CURL_GLOBAL_DEFAULT);
+  if (client == FLOOR && !floor_setup()) {
+    fprintf(stderr, "bench_client: floor needs http://IPv4:port/path\n");
+    return 2;
+  }
   if (client == XFER_SHARED)
     shared_pool = xfer_pool_new(NULL);
   if (client == CURL_SHARE) {
@@ -418,18 +623,25 @@ int main(int argc, char **argv) {
   cpu = cpu_seconds() - cpu0;
   wall = wall_seconds() - wall0;
   clocks = clock_count() - clocks0;
-  if (clocks >= 2)
-    clocks -= 2; /* our own two reads of the wall clock */
 
   for (int i = 0; i < threads; i++) {
     done += ws[i].done;
     errors += ws[i].errors;
     bad += ws[i].bad_timelines;
     connects += ws[i].connects;
+    epoll_waits += ws[i].epoll_waits;
+    timer_cbs += ws[i].timer_cbs;
+    own_reads += ws[i].clock_reads_own;
     lib_clock_reads += ws[i].clock_reads;
     if (ws[i].errors && !*first_error)
       first_error = ws[i].first_error;
   }
+  /* The driver's own reads: the loops', and our two of the wall clock;
+   * clock_count() is 0 without clockcount.so (CPU runs). */
+  own_reads += 2;
+  clocks = clocks >= (unsigned long)own_reads
+               ? clocks - (unsigned long)own_reads
+               : 0;
   if (client == XFER_SHARED || client == XFER_PER_MULTI) {
     connects = 0;
     for (int i = 0; i < threads; i++) {
@@ -451,11 +663,14 @@ int main(int argc, char **argv) {
          "\"cpu_us_per_req\":%.3f,\"clock_reads\":%lu,"
          "\"clock_reads_per_req\":%.4f,\"lib_clock_reads\":%llu,"
          "\"connections\":%ld,\"peak_in_flight\":%ld,"
+         "\"epoll_waits_per_req\":%.4f,\"timer_cbs_per_req\":%.4f,"
          "\"first_error\":\"%s\"}\n",
          name, threads, per_thread, done, errors, bad, wall, cpu,
          done / wall, cpu * 1e6 / (double)done, clocks,
          (double)clocks / (double)done, (unsigned long long)lib_clock_reads,
-         connects, atomic_load(&in_flight_peak), first_error);
+         connects, atomic_load(&in_flight_peak),
+         (double)epoll_waits / (double)done, (double)timer_cbs / (double)done,
+         first_error);
   if (shared_pool)
     xfer_pool_destroy(shared_pool);
   if (curl_share)
