@@ -63,6 +63,9 @@ struct xfer__h1 {
   uint64_t body_streamed; /* given by the read callback */
   bool body_done;         /* the read callback said end */
   bool asked_close;       /* our request said Connection: close */
+  uint64_t head_gen;      /* opts.gen `out` holds the head of (alone);
+                             0: none, or a hop's */
+  size_t head_len;
 };
 
 extern const struct xfer__exchange_type xfer__h1_exchange;

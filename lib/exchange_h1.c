@@ -23,22 +23,45 @@
 #include "loop.h"
 #include "transfer.h"
 
-static enum xfer__step h1_start(xfer *x) {
+/* The head of the transfer's own request (no redirect hop) is built once
+ * per change of options and kept in `out`: the method, target, headers
+ * and body length it depends on cannot change while the transfer is
+ * added. A hop's head, or one with a streamed body (whose frames follow
+ * it in `out`), is built for its run. */
+static bool head_ready(xfer *x) {
   struct xfer__http *h = &x->http;
   struct xfer__h1 *e = &h->h1;
+  bool own = h->url == &x->opts.url && h->redirects == 0 && !x->opts.read_cb;
   struct xfer__http1_req req;
 
+  if (own && e->head_gen == x->opts.gen) {
+    e->out.len = e->head_len;
+    return true;
+  }
   req.method = h->method;
   req.authority = h->url->authority;
   req.target = h->url->target;
   req.headers = &x->opts.headers;
   req.body_len = xfer__body_length(x);
   e->asked_close = xfer__http1_asks_close(&x->opts.headers);
+  e->head_gen = 0;
+  if (!xfer__http1_build_head(&e->out, &req))
+    return false;
+  e->head_len = e->out.len;
+  if (own)
+    e->head_gen = x->opts.gen;
+  return true;
+}
+
+static enum xfer__step h1_start(xfer *x) {
+  struct xfer__http *h = &x->http;
+  struct xfer__h1 *e = &h->h1;
+
   e->out_sent = 0;
   e->body_sent = 0;
   e->body_streamed = 0;
   e->body_done = !h->send_body || x->opts.has_body;
-  if (!xfer__http1_build_head(&e->out, &req))
+  if (!head_ready(x))
     return xfer__step_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
   h->conn->proto = &xfer__h1_exchange;
   e->state = XFER__H1_SEND;

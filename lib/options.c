@@ -11,12 +11,14 @@
 #include "mem.h"
 #include "transfer.h"
 
-/* Every setter: a live transfer, not added to a multi. */
+/* Every setter: a live transfer, not added to a multi. The options are
+ * about to change: what was built from them is stale (opts.gen). */
 static xfer_code settable(xfer *x) {
   if (!xfer__valid(x))
     return XFER_E_BAD_HANDLE;
   if (x->multi)
     return XFER_E_IN_USE;
+  x->opts.gen++;
   return XFER_OK;
 }
 

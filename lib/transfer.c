@@ -37,6 +37,7 @@ static void init_fresh(xfer *x) {
   xfer__list_init(&x->dirty_node);
   xfer__list_init(&x->msg_node);
   x->opts.read_size = -1;
+  x->opts.gen = 1;
   xfer__list_init(&x->http.resolve.waiter_node);
   xfer__list_init(&x->http.wait_node);
   xfer__waiter_init(&x->http.wait);
@@ -387,11 +388,18 @@ static enum xfer__step prepare_request(xfer *x) {
                                    x->detail, sizeof(x->detail)))
       return xfer__step_failed(x, XFER_E_BAD_ARGUMENT);
   }
+  /* URL, IP version and local bind cannot change while the transfer is
+   * added: the key of its own URL is built once per change of options. */
+  if (u == &x->opts.url && h->key_gen == x->opts.gen)
+    return XFER__STEP_NEXT;
+  h->key_gen = 0;
   h->key_len = xfer__conn_key(h->key, sizeof(h->key), "http", u->host,
                               u->port, x->opts.ip_version, x->opts.local_text);
   if (h->key_len >= sizeof(h->key))
     return xfer__step_fail(x, XFER_E_BAD_URL, "the host name is too long");
   h->key_hash = xfer__conn_key_hash(h->key, h->key_len);
+  if (u == &x->opts.url)
+    h->key_gen = x->opts.gen;
   return XFER__STEP_NEXT;
 }
 

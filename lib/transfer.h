@@ -80,6 +80,10 @@ struct xfer__handler {
 
 /* What the application set: survives runs, changed only while not added. */
 struct xfer__opts {
+  /* Bumped by every setter (and reset): what is built from the options
+   * once for many runs (the pool key, the request head) remembers the
+   * generation it was built for. Never 0; 0 marks "built for no run". */
+  uint64_t gen;
   struct xfer__url url;          /* parsed by xfer_set_url() */
   char method[XFER__METHOD_MAX]; /* "" means GET */
   struct xfer__buf headers;      /* "Name: value\r\n" lines */
@@ -124,6 +128,7 @@ struct xfer__http {
   char key[XFER__POOL_KEY_MAX];  /* pool key of this hop */
   size_t key_len;
   uint64_t key_hash;
+  uint64_t key_gen;              /* opts.gen the key is of; 0: a hop's */
   struct xfer__waiter wait;      /* place in the pool's FIFO, or slot */
   struct xfer__list wait_node;   /* in multi->waiting while waiting */
   struct xfer__resolve_req resolve;

@@ -736,3 +736,68 @@ TH_TEST(http, framing_headers_must_agree_with_the_body) {
   cr_assert(strstr(sinks[7].data, "Content-Length: 0\n"), "%s",
             sinks[7].data);
 }
+
+/* The pool key and the request head are built once per change of
+ * options and kept between runs of the same handle; every setter makes
+ * them stale. A handle re-added as it is sends the same request; one
+ * changed between runs sends the changed one, to the changed place. */
+TH_TEST(http, request_follows_every_change_of_options_between_runs) {
+  struct ts_server *other = ts_start(NULL);
+  struct ts_stats st;
+
+  prepare(0, "/echo");
+  cr_assert_eq(xfer_add_header(hx[0], "X-One", "1"), XFER_OK);
+  for (int run = 0; run < 6; run++) {
+    sinks[run].len = 0;
+    cr_assert_eq(xfer_set_write_cb(hx[0], th_sink_cb, &sinks[run]), XFER_OK);
+    switch (run) {
+    case 2:
+      cr_assert_eq(xfer_add_header(hx[0], "X-Two", "2"), XFER_OK);
+      break;
+    case 3:
+      cr_assert_eq(xfer_set_method(hx[0], "PUT"), XFER_OK);
+      cr_assert_eq(xfer_set_body(hx[0], "abc", 3), XFER_OK);
+      break;
+    case 4:
+      cr_assert_eq(xfer_set_url(hx[0], th_url(ts_port(other), "/echo?q=4")),
+                   XFER_OK);
+      break;
+    case 5:
+      cr_assert_eq(xfer_set_url(hx[0], th_url(port, "/redirect/302?to=/echo")),
+                   XFER_OK);
+      cr_assert_eq(xfer_set_follow_redirects(hx[0], 1), XFER_OK);
+      cr_assert_eq(xfer_set_method(hx[0], "GET"), XFER_OK);
+      cr_assert_eq(xfer_set_body(hx[0], NULL, 0), XFER_OK);
+      break;
+    }
+    add(0);
+    th_run(hm, 5000);
+    cr_assert_eq(th_result(hm, hx[0]), XFER_OK, "run %d: %s", run,
+                 xfer_get_error_detail(hx[0]));
+    cr_assert_eq(xfer_multi_remove(hm, hx[0]), XFER_M_OK);
+    th_sink_cb("", 1, &sinks[run]); /* a NUL, for strstr */
+  }
+  cr_assert(strstr(sinks[0].data, "GET /echo\n"), "%s", sinks[0].data);
+  cr_assert(strstr(sinks[0].data, "X-One: 1\n"), "%s", sinks[0].data);
+  cr_assert_str_eq(sinks[1].data, sinks[0].data, "the same request again");
+  cr_assert(strstr(sinks[2].data, "X-Two: 2\n"), "%s", sinks[2].data);
+  cr_assert(strstr(sinks[3].data, "PUT /echo\n"), "%s", sinks[3].data);
+  cr_assert(strstr(sinks[3].data, "Content-Length: 3\n"), "%s",
+            sinks[3].data);
+  cr_assert(strstr(sinks[4].data, "PUT /echo?q=4\n"), "%s", sinks[4].data);
+  ts_get_stats(other, &st);
+  cr_assert_eq(st.requests, 1, "the changed URL's server got run 4");
+  cr_assert(strstr(sinks[5].data, "GET /echo\n"), "after the hop: %s",
+            sinks[5].data);
+  /* Run 5's hop built its own head; the handle's own comes back. */
+  cr_assert_eq(xfer_set_url(hx[0], th_url(port, "/echo")), XFER_OK);
+  sinks[6].len = 0;
+  cr_assert_eq(xfer_set_write_cb(hx[0], th_sink_cb, &sinks[6]), XFER_OK);
+  add(0);
+  th_run(hm, 5000);
+  cr_assert_eq(th_result(hm, hx[0]), XFER_OK);
+  th_sink_cb("", 1, &sinks[6]);
+  cr_assert(strstr(sinks[6].data, "GET /echo\n"), "%s", sinks[6].data);
+  cr_assert(strstr(sinks[6].data, "X-Two: 2\n"), "%s", sinks[6].data);
+  ts_stop(other);
+}
