@@ -179,10 +179,17 @@ static enum xfer__step step_send(xfer *x) {
       }
       break;
     }
+    if (h->early_err) { /* the send failed inside xfer_multi_add() */
+      err = h->early_err;
+      h->early_err = 0;
+      return conn_failed(x, err, XFER_E_SEND, "sending the request");
+    }
     n = xfer__conn_send(h->conn, iov, iovcnt, &err);
     if (n < 0 && h->early) {
-      /* Inside xfer_multi_add(): the rest (waiting for OUT; the failure,
-       * which the socket keeps, and a retry) at the 0 ms timer. */
+      /* Inside xfer_multi_add(): the rest (waiting for OUT; the failure
+       * and its retry) at the 0 ms timer. */
+      if (err != EAGAIN)
+        h->early_err = err;
       h->early_deferred = true;
       return XFER__STEP_AGAIN;
     }

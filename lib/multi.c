@@ -356,6 +356,8 @@ static xfer_mcode update_timer(xfer_multi *m, xfer__time now) {
   xfer__loop_callback_enter(&m->loop);
   rc = m->timer_cb(m, timeout_ms, m->timer_userp);
   xfer__loop_callback_leave(&m->loop);
+  if (rc) /* no timer was armed: the next call tells it again */
+    m->timer_armed = XFER__TIME_NEVER;
   return rc ? XFER_M_TIMER_CALLBACK : XFER_M_OK;
 }
 
@@ -400,6 +402,10 @@ xfer_mcode xfer_multi_perform(xfer_multi *m, int *running) {
   call_begin(m);
   now = multi_now(m);
   m->stats.wakeups++;
+  /* An application that performs from its timer instead of the timeout
+   * action: a timer armed for a time passed has fired. */
+  if (m->timer_armed <= now)
+    m->timer_armed = XFER__TIME_NEVER;
   for (pos = m->xfers.next; pos != &m->xfers; pos = pos->next)
     xfer__multi_mark_dirty(m, XFER__CONTAINER_OF(pos, xfer, multi_node));
   return run_and_leave(m, now, running);
@@ -467,7 +473,9 @@ xfer_mcode xfer_multi_poll(xfer_multi *m, int timeout_ms, int *numfds) {
 static bool start_in_add(xfer_multi *m, xfer *x) {
   struct xfer__pollset ps;
 
-  if (!x->handler->start_early)
+  /* A socket callback set since the last call hears every socket anew
+   * (at the resync below): the start waits for the timer then. */
+  if (!x->handler->start_early || m->loop.ev.resync)
     return false;
   switch (x->handler->start_early(x)) {
   case XFER__EARLY_NO:
@@ -483,8 +491,8 @@ static bool start_in_add(xfer_multi *m, xfer *x) {
   xfer__pollset_reset(&ps);
   x->handler->pollset(x, &ps);
   if (xfer__mev_assess(&m->loop.ev, &x->ev, &ps) != XFER_OK) {
-    /* Out of memory (the socket is watched already, so nothing was
-     * refused): the run at the timer tracks it again, or fails. */
+    /* Out of memory (the socket is watched and reported already, so no
+     * callback ran): the run at the timer tracks it again, or fails. */
     xfer__expiry_set(&m->loop.timers, &x->expiry, XFER__EXPIRE_RUN_NOW,
                      x->now);
     return true;

@@ -747,20 +747,27 @@ static enum xfer__early http_start_early(xfer *x) {
   h->wait.replayable = true;
   h->early = true;
   h->early_deferred = false;
+  h->early_err = 0;
   st = use_conn(x, c);
   while (st == XFER__STEP_NEXT)
     st = step_exchange(x);
   h->early = false;
   if (st != XFER__STEP_AGAIN) {
     /* Only running out of memory for the request head gets here, before
-     * anything was sent: the connection goes back (attached again, as a
-     * rule; the shared way if a waiter came meanwhile), and the run at
-     * the timer tries anew. */
-    assert(st == XFER__STEP_FAILED && h->conn == c);
-    h->conn = NULL;
+     * anything was sent: the connection goes back as it was (attached
+     * again, as a rule; the shared way if a waiter came meanwhile; its
+     * idle time not restarted), and the run at the timer tries anew. */
+    assert(st == XFER__STEP_FAILED);
+    if (h->conn == c) {
+      xfer__time last_used = c->last_used;
+      h->conn = NULL;
+      if (xfer__attached_keep(&m->attached, c, x->now))
+        c->last_used = last_used; /* still this thread's alone */
+      else
+        give_back(x, c);
+    }
     h->state = XFER__HTTP_INIT;
     x->detail[0] = '\0';
-    give_back(x, c);
     xfer__expire_in(x, XFER__EXPIRE_RUN_NOW, 0);
     return XFER__EARLY_DEFERRED;
   }

@@ -140,6 +140,7 @@ struct xfer__http {
   bool fresh_only;               /* a retry: do not take from the pool */
   bool early;          /* running inside xfer_multi_add() (start_early) */
   bool early_deferred; /* ... and stopped there, to go on at the timer */
+  int early_err;       /* a send failed there (errno): said at the timer */
   bool saw_dead;                 /* the pool had a dead one for us */
   int retries;
   const struct xfer__exchange_type *exchange;

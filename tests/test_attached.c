@@ -392,6 +392,27 @@ TH_TEST(attached, perform_and_poll_start_inside_add_too) {
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
 }
 
+/* A socket callback set since the last call hears every socket anew at
+ * the next call; the add does not start the request then (that would
+ * report inside the add), the timer run does. */
+TH_TEST(attached, no_start_inside_add_right_after_a_new_socket_callback) {
+  static struct th_sockrec rec;
+  xfer_multi *m = xfer_multi_new(NULL);
+  uint64_t sent = 1;
+  xfer *second;
+
+  fetch(m, "/bytes/10"); /* perform and poll: no callback */
+  th_sockrec_init(&rec);
+  xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
+  second = get(m, "/bytes/30");
+  xfer_get_bytes(second, &sent, NULL);
+  cr_assert_eq(sent, 0, "not started inside the add");
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, second), XFER_OK);
+  cr_assert_eq(xfer_get_reused(second), 1);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+}
+
 /* The attached connection died (the server closed it) and its event was
  * not processed yet: the request goes out inside the add all the same
  * (nothing says otherwise without a system call), and the failure that

@@ -326,10 +326,18 @@ TH_TEST(multi, refusing_timer_callback_is_an_error) {
   struct th_timerrec tr;
   struct tt *a = tt_new(1);
 
+  th_clock_install(MS(1000), 0);
   th_timerrec_init(&tr);
   tr.answer = -1;
+  a->on_run = expire_by_id; /* wants to run again 10 ms later */
   xfer_multi_set_timer_cb(m, th_timerrec_cb, &tr);
   cr_assert_eq(xfer_multi_add(m, a->x), XFER_M_TIMER_CALLBACK);
+  /* Refused, so no timer is armed: the next call tells it again. */
+  tr.answer = 0;
+  cr_assert_eq(xfer_multi_socket_action(m, 77, XFER_CSELECT_IN, NULL),
+               XFER_M_OK); /* a is due (its run now), and runs */
+  cr_assert_eq(tr.count, 2);
+  cr_assert_eq(tr.timeouts[1], 10);
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
 }
 

@@ -227,13 +227,26 @@ static bool floor_setup(void) {
   return ok && floor_request_len < sizeof(floor_request);
 }
 
+/* A connection that failed: out of the loop, its request given up. */
+static void floor_drop(struct worker *w, struct floor_conn *c) {
+  epoll_ctl(w->ep, EPOLL_CTL_DEL, c->fd, NULL);
+  close(c->fd);
+  c->fd = -1;
+  if (c->busy) {
+    c->busy = false;
+    w->outstanding--;
+    note_in_flight(-1);
+  }
+}
+
 static void floor_send(struct worker *w, struct floor_conn *c) {
-  if (write(c->fd, floor_request, floor_request_len) !=
+  c->busy = true;
+  if (send(c->fd, floor_request, floor_request_len, MSG_NOSIGNAL) !=
       (ssize_t)floor_request_len) {
     note_error(w, "floor", "short write");
+    floor_drop(w, c);
     return;
   }
-  c->busy = true;
   c->body_left = -1;
   c->head_len = 0;
 }
@@ -262,11 +275,10 @@ static void floor_readable(struct worker *w, struct floor_conn *c) {
   ssize_t n = read(c->fd, buf, sizeof(buf));
   size_t used = 0;
 
-  if (n <= 0) {
-    note_error(w, "floor", n == 0 ? "closed" : strerror(errno));
-    c->busy = false;
-    w->outstanding--;
-    note_in_flight(-1);
+  if (n <= 0 || !c->busy) {
+    note_error(w, "floor", n == 0 ? "closed" : n < 0 ? strerror(errno)
+                                                     : "bytes nobody asked for");
+    floor_drop(w, c);
     return;
   }
   if (c->body_left < 0) {
@@ -277,6 +289,11 @@ static void floor_readable(struct worker *w, struct floor_conn *c) {
     c->head_len += take;
     c->head[c->head_len] = '\0';
     end = strstr(c->head, "\r\n\r\n");
+    if (!end && c->head_len == sizeof(c->head) - 1) {
+      note_error(w, "floor", "a response head over 4 KiB");
+      floor_drop(w, c);
+      return;
+    }
     if (!end)
       return;
     used = (size_t)(end + 4 - c->head) - (c->head_len - take);
@@ -313,6 +330,7 @@ static void *floor_run(struct worker *w) {
       continue;
     }
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    w->connects++;
     epoll_ctl(w->ep, EPOLL_CTL_ADD, c->fd, &ev);
     if (take_request()) {
       w->outstanding++;
@@ -331,7 +349,6 @@ static void *floor_run(struct worker *w) {
   for (int i = 0; i < per_thread; i++)
     if (conns[i].fd >= 0)
       close(conns[i].fd);
-  w->connects = per_thread;
   free(conns);
   return NULL;
 }

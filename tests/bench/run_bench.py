@@ -117,9 +117,16 @@ def counted(cmd, env, args):
     out = tempfile.NamedTemporaryFile(prefix="xfer-bench-strace-",
                                       delete=False)
     out.close()
-    env = dict(env, LD_PRELOAD=args.clockcount)
-    p = subprocess.run(["strace", "-f", "-c", "-o", out.name] + cmd, env=env,
-                       capture_output=True, text=True, timeout=600)
+    # The counter is preloaded into the client only (strace -E), so that
+    # strace's own clock reads neither count nor overwrite wrk's file.
+    try:
+        p = subprocess.run(["strace", "-f", "-c", "-o", out.name, "-E",
+                            "LD_PRELOAD=" + args.clockcount] + cmd, env=env,
+                           capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        os.unlink(out.name)
+        return subprocess.CompletedProcess(cmd, -1, "", "timed out"), \
+            None, None
     try:
         calls, epoll = strace_counts(out.name)
     except (OSError, ValueError):
@@ -201,13 +208,15 @@ def run_wrk(args, t, c, url, count=False):
             "cpu_us_per_req": cpu * 1e6 / reqs, "clock_reads": clocks,
             "clock_reads_per_req": clocks / reqs,
             "syscalls_per_req": calls / reqs if calls else None,
-            "epoll_waits_per_req": epoll / reqs if count else None,
+            "epoll_waits_per_req": epoll / reqs if count and epoll is not None
+            else None,
             "timer_cbs_per_req": None,
             "connections": t * c, "peak_in_flight": t * c}
 
 
 def median_of(runs, key):
-    vals = [r[key] for r in runs if key in r and "failed" not in r]
+    vals = [r[key] for r in runs
+            if r.get(key) is not None and "failed" not in r]
     return statistics.median(vals) if vals else None
 
 
