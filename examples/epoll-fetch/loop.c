@@ -76,8 +76,11 @@ xfer_code loop_run(struct loop *l, xfer *x) {
         return msg->result;
     if (l->deadline_ms >= 0) {
       wait = l->deadline_ms - now_ms();
-      if (wait < 0)
-        wait = 0; /* already due */
+      if (wait <= 0) { /* due, busy sockets or not: a fired timer is gone */
+        l->deadline_ms = -1;
+        xfer_multi_socket_action(m, XFER_SOCKET_TIMEOUT, 0, &running);
+        continue;
+      }
     }
     n = epoll_wait(l->ep, evs, 16, (int)wait);
     if (n < 0 && errno == EINTR)
@@ -85,11 +88,6 @@ xfer_code loop_run(struct loop *l, xfer *x) {
     if (n < 0) {
       perror("epoll_wait");
       abort();
-    }
-    if (n == 0) { /* the deadline came: a timer the loop fired is gone */
-      l->deadline_ms = -1;
-      xfer_multi_socket_action(m, XFER_SOCKET_TIMEOUT, 0, &running);
-      continue;
     }
     for (int i = 0; i < n; i++) {
       unsigned e = evs[i].events;

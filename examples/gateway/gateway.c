@@ -36,6 +36,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 #include <xfer/xfer.h>
 
@@ -100,7 +101,7 @@ struct worker {
   pthread_t thread;
   int ep;
   struct handle listener, stop;
-  long timeout_ms;
+  long long timer_at_ms; /* the timer callback's deadline; -1: none */
   xfer_multi *m;
   struct client *clients; /* every open client connection */
   /* Upstream handles REMOVEd during a batch of events: a later event of
@@ -561,9 +562,18 @@ static int on_socket(xfer_multi *m, int fd, int what, void *userp,
   return epoll_ctl(w->ep, EPOLL_CTL_MOD, fd, &ev) ? -1 : 0;
 }
 
+static long long now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The timer callback, kept as a deadline: the loop fires it when due,
+ * however busy the sockets are (an upstream's timeout must not wait for
+ * a quiet moment). */
 static int on_timer(xfer_multi *m, long ms, void *userp) {
   (void)m;
-  ((struct worker *)userp)->timeout_ms = ms;
+  ((struct worker *)userp)->timer_at_ms = ms < 0 ? -1 : now_ms() + ms;
   return 0;
 }
 
@@ -593,13 +603,22 @@ static void *worker_main(void *arg) {
   struct epoll_event evs[256];
 
   while (!w->stopping || w->in_flight > 0) {
-    int n = epoll_wait(w->ep, evs, 256, (int)w->timeout_ms);
+    int n, wait_ms = -1;
+
+    if (w->timer_at_ms >= 0) {
+      long long left = w->timer_at_ms - now_ms();
+      if (left <= 0) {
+        w->timer_at_ms = -1; /* fired: the timer callback arms the next */
+        xfer_multi_socket_action(w->m, XFER_SOCKET_TIMEOUT, 0, NULL);
+        reap(w); /* what the timeout action finished */
+        free_removed(w);
+        continue;
+      }
+      wait_ms = (int)left;
+    }
+    n = epoll_wait(w->ep, evs, 256, wait_ms);
     if (n < 0 && errno == EINTR)
       continue;
-    if (n == 0) {
-      w->timeout_ms = -1; /* fired: the timer callback arms the next */
-      xfer_multi_socket_action(w->m, XFER_SOCKET_TIMEOUT, 0, NULL);
-    }
     for (int i = 0; i < n; i++) {
       struct handle *h = evs[i].data.ptr;
       uint32_t e = evs[i].events;
@@ -641,7 +660,7 @@ static bool worker_init(struct worker *w) {
   struct epoll_event ev = {.events = EPOLLIN};
 
   w->ep = epoll_create1(EPOLL_CLOEXEC);
-  w->timeout_ms = -1;
+  w->timer_at_ms = -1;
   w->listener.kind = KIND_LISTEN;
   w->listener.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
                           0);

@@ -87,9 +87,12 @@ static int on_socket(xfer_multi *m, int fd, int what, void *userp,
   return epoll_ctl(w->ep, EPOLL_CTL_MOD, fd, &ev) ? -1 : 0;
 }
 
+/* The timer callback, kept as a deadline: the loop fires it when it is
+ * due, however busy the sockets are (a request's timeout must not wait
+ * for a quiet moment). */
 static int on_timer(xfer_multi *m, long ms, void *userp) {
   (void)m;
-  ((struct worker *)userp)->timer_ms = ms;
+  ((struct worker *)userp)->timer_at = ms < 0 ? -1 : load_now_s() + ms / 1e3;
   return 0;
 }
 
@@ -198,19 +201,25 @@ static void *worker_main(void *arg) {
       break;
   action(w, XFER_SOCKET_TIMEOUT, 0);
   for (;;) {
-    int n;
+    int n, wait_ms;
     reap(w);
     if (w->outstanding && atomic_load(&w->run->cut))
       cut_in_flight(w);
     if (!w->outstanding)
       break;
-    n = epoll_wait(w->ep, evs, 128, (int)w->timer_ms);
+    wait_ms = -1;
+    if (w->timer_at >= 0) {
+      double left = w->timer_at - load_now_s();
+      if (left <= 0) {
+        w->timer_at = -1; /* fired: the callback arms the next */
+        action(w, XFER_SOCKET_TIMEOUT, 0);
+        continue;
+      }
+      wait_ms = (int)(left * 1e3) + 1; /* never wake before it */
+    }
+    n = epoll_wait(w->ep, evs, 128, wait_ms);
     if (n < 0 && errno == EINTR) /* a signal landed on this thread */
       continue;
-    if (n == 0) {
-      w->timer_ms = -1; /* fired: the callback arms the next */
-      action(w, XFER_SOCKET_TIMEOUT, 0);
-    }
     for (int i = 0; i < n; i++) {
       uint32_t e = evs[i].events;
       if (evs[i].data.fd == w->wake_fd) {
@@ -254,7 +263,7 @@ void worker_init(struct worker *w, int id, int nslots, struct load_run *run) {
   memset(w, 0, sizeof(*w));
   w->id = id;
   w->run = run;
-  w->timer_ms = -1;
+  w->timer_at = -1;
   w->nslots = nslots;
   w->ep = epoll_create1(EPOLL_CLOEXEC);
   w->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);

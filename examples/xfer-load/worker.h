@@ -43,7 +43,8 @@ struct worker {
   pthread_t thread;
   struct load_run *run;
   int ep, wake_fd;
-  long timer_ms; /* what the timer callback asked for; -1: none */
+  double timer_at; /* when the timer callback's timer fires (load_now_s()
+                     time); < 0: none */
   int running;
   long outstanding;
   xfer_multi *m;
