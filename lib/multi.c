@@ -471,6 +471,7 @@ xfer_mcode xfer_multi_poll(xfer_multi *m, int timeout_ms, int *numfds) {
  * on a connection this multi holds. true when x now waits for IN on a
  * socket already watched for IN, its pollset tracked. */
 static bool start_in_add(xfer_multi *m, xfer *x) {
+  struct xfer__mev_socket_info info;
   struct xfer__pollset ps;
 
   /* A socket callback set since the last call hears every socket anew
@@ -490,6 +491,17 @@ static bool start_in_add(xfer_multi *m, xfer *x) {
   m->stats.xfers_run++;
   xfer__pollset_reset(&ps);
   x->handler->pollset(x, &ps);
+  /* Tracking it here must tell the application nothing: IN on one socket
+   * already reported as IN. A stack that wants more (a filter that must
+   * write to read) is tracked at the timer run. */
+  if (ps.count != 1 || ps.want[0] != XFER_POLL_IN ||
+      (m->socket_cb &&
+       !(xfer__mev_socket_info(&m->loop.ev, ps.fd[0], &info) &&
+         info.reported == XFER_POLL_IN))) {
+    xfer__expiry_set(&m->loop.timers, &x->expiry, XFER__EXPIRE_RUN_NOW,
+                     x->now);
+    return true;
+  }
   if (xfer__mev_assess(&m->loop.ev, &x->ev, &ps) != XFER_OK) {
     /* Out of memory (the socket is watched and reported already, so no
      * callback ran): the run at the timer tracks it again, or fails. */
