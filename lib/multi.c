@@ -469,46 +469,35 @@ xfer_mcode xfer_multi_poll(xfer_multi *m, int timeout_ms, int *numfds) {
  * anything the application would hear of (xfer__handler.start_early):
  * then no 0 ms timer and no timeout action are needed to send a request
  * on a connection this multi holds. true when x now waits for IN on a
- * socket already watched for IN, its pollset tracked. */
+ * socket already watched for IN, its pollset tracked; false: x runs (or
+ * goes on) at the 0 ms timer. */
 static bool start_in_add(xfer_multi *m, xfer *x) {
   struct xfer__mev_socket_info info;
   struct xfer__pollset ps;
+  enum xfer__early early;
 
   /* A socket callback set since the last call hears every socket anew
    * (at the resync below): the start waits for the timer then. */
   if (!x->handler->start_early || m->loop.ev.resync)
     return false;
-  switch (x->handler->start_early(x)) {
-  case XFER__EARLY_NO:
+  early = x->handler->start_early(x);
+  if (early == XFER__EARLY_NO)
     return false;
-  case XFER__EARLY_DEFERRED:
-    m->stats.xfers_run++;
-    return true; /* its RUN_NOW expiry is set */
-  case XFER__EARLY_WAITING:
-  default:
-    break;
-  }
   m->stats.xfers_run++;
+  if (early == XFER__EARLY_DEFERRED)
+    return false;
   xfer__pollset_reset(&ps);
   x->handler->pollset(x, &ps);
   /* Tracking it here must tell the application nothing: IN on one socket
    * already reported as IN. A stack that wants more (a filter that must
-   * write to read) is tracked at the timer run. */
+   * write to read) is tracked at the timer run, as is one that ran out of
+   * memory tracking (no callback ran: the socket was reported already). */
   if (ps.count != 1 || ps.want[0] != XFER_POLL_IN ||
       (m->socket_cb &&
        !(xfer__mev_socket_info(&m->loop.ev, ps.fd[0], &info) &&
-         info.reported == XFER_POLL_IN))) {
-    xfer__expiry_set(&m->loop.timers, &x->expiry, XFER__EXPIRE_RUN_NOW,
-                     x->now);
-    return true;
-  }
-  if (xfer__mev_assess(&m->loop.ev, &x->ev, &ps) != XFER_OK) {
-    /* Out of memory (the socket is watched and reported already, so no
-     * callback ran): the run at the timer tracks it again, or fails. */
-    xfer__expiry_set(&m->loop.timers, &x->expiry, XFER__EXPIRE_RUN_NOW,
-                     x->now);
-    return true;
-  }
+         info.reported == XFER_POLL_IN)) ||
+      xfer__mev_assess(&m->loop.ev, &x->ev, &ps) != XFER_OK)
+    return false;
   if (x->handler->assessed)
     x->handler->assessed(x);
   return true;

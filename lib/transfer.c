@@ -768,14 +768,9 @@ static enum xfer__early http_start_early(xfer *x) {
     }
     h->state = XFER__HTTP_INIT;
     x->detail[0] = '\0';
-    xfer__expire_in(x, XFER__EXPIRE_RUN_NOW, 0);
     return XFER__EARLY_DEFERRED;
   }
-  if (h->early_deferred) {
-    xfer__expire_in(x, XFER__EXPIRE_RUN_NOW, 0);
-    return XFER__EARLY_DEFERRED;
-  }
-  return XFER__EARLY_WAITING;
+  return h->early_deferred ? XFER__EARLY_DEFERRED : XFER__EARLY_WAITING;
 }
 
 static enum xfer__step http_run(xfer *x, unsigned due) {

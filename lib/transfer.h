@@ -46,8 +46,8 @@ enum xfer__early {
   XFER__EARLY_WAITING,  /* started, and waits for IN on a socket the
                            multi watches for IN already: tracking its
                            pollset tells the application nothing */
-  XFER__EARLY_DEFERRED  /* started, and goes on at its RUN_NOW expiry
-                           (its pollset not tracked yet) */
+  XFER__EARLY_DEFERRED  /* started, and goes on at the 0 ms timer (its
+                           pollset not tracked yet) */
 };
 
 /* The protocol work of a transfer. Every function runs on the multi's
