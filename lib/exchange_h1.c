@@ -214,8 +214,6 @@ static int resp_on_header(void *owner, const char *name, size_t name_len,
   xfer *x = owner;
   int rc;
 
-  if (!x->opts.header_cb)
-    return 0;
   xfer__loop_callback_enter(x->loop);
   rc = x->opts.header_cb(name, name_len, value, value_len,
                          x->opts.header_userp);
@@ -235,8 +233,12 @@ static int resp_on_body(void *owner, const char *data, size_t len) {
   return taken != len;
 }
 
+/* Without a header callback the parser makes no header strings (they
+ * are made when a getter asks). */
 static const struct xfer__http1_events resp_events = {resp_on_header,
                                                       resp_on_body};
+static const struct xfer__http1_events resp_events_body = {NULL,
+                                                           resp_on_body};
 
 static enum xfer__step step_recv(xfer *x);
 
@@ -245,7 +247,8 @@ static enum xfer__step step_recv(xfer *x);
 static enum xfer__step start_receiving(xfer *x) {
   struct xfer__http *h = &x->http;
 
-  xfer__http1_resp_init(&h->resp, &resp_events, x,
+  xfer__http1_resp_init(&h->resp,
+                        x->opts.header_cb ? &resp_events : &resp_events_body, x,
                         strcmp(h->method, "HEAD") == 0,
                         x->opts.max_header_bytes);
   h->h1.state = XFER__H1_RECV;

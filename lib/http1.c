@@ -1,6 +1,7 @@
 /* HTTP/1.1 request heads and the llhttp response parser (see http1.h). */
 #include "common.h"
 
+#include <assert.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -216,6 +217,15 @@ bool xfer__http1_build_head(struct xfer__buf *out,
 
 /* --- response parser -------------------------------------------------------- */
 
+/*
+ * The parse that every response gets checks the head (llhttp), counts its
+ * header lines, keeps the block and the first Keep-Alive value, and makes
+ * no strings: on_headers_complete pauses llhttp, so that feed() knows where
+ * the head ends and copies it. The strings for the getters are made on
+ * demand by running llhttp once more over that block with the callbacks of
+ * the loader below. llhttp parses in both; nothing here splits HTTP itself.
+ */
+
 static struct xfer__http1_resp *resp_of(llhttp_t *p) { return p->data; }
 
 /* Records our own error and stops llhttp (HPE_USER). */
@@ -231,14 +241,19 @@ fail(struct xfer__http1_resp *r, xfer_code code, const char *fmt, ...) {
   return HPE_USER;
 }
 
-/* Counts header bytes against the limit; -1 (HPE_USER) past it. */
-static int count_header_bytes(struct xfer__http1_resp *r, size_t len) {
-  r->header_bytes += len;
-  if (r->header_bytes <= r->max_header_bytes)
-    return 0;
+static int too_large(struct xfer__http1_resp *r) {
   return fail(r, XFER_E_HEADERS_TOO_LARGE,
               "the response headers exceed the limit of %zu bytes",
               r->max_header_bytes);
+}
+
+/* Trailer lines of a chunked body are not in the head; they count
+ * against the same limit as they come. */
+static int count_trailer_bytes(struct xfer__http1_resp *r, size_t len) {
+  if (!r->headers_done)
+    return 0; /* the head is counted exactly, as it is kept */
+  r->trailer_bytes += len;
+  return r->trailer_bytes <= r->max_header_bytes ? 0 : too_large(r);
 }
 
 /* The reason phrase may come in pieces; kept up to its buffer's size
@@ -251,7 +266,7 @@ static int on_status(llhttp_t *p, const char *at, size_t len) {
   memcpy(r->reason + r->reason_len, at, take);
   r->reason_len += take;
   r->reason[r->reason_len] = '\0';
-  return count_header_bytes(r, len + 16);
+  return 0;
 }
 
 static int on_status_complete(llhttp_t *p) {
@@ -259,139 +274,86 @@ static int on_status_complete(llhttp_t *p) {
   return 0;
 }
 
-/* Closes the header being stored: "name\0value\0". A header whose value
- * was empty got no value callback, so its name is closed here too. */
-static bool close_header(struct xfer__http1_resp *r) {
-  struct xfer__header *h;
+static const char keep_alive_name[] = "keep-alive";
+#define KEEP_ALIVE_NAME_LEN (sizeof(keep_alive_name) - 1)
 
-  if (!r->header_open)
-    return true;
-  h = &r->headers[r->header_count - 1];
-  r->header_open = false;
-  if (!r->in_value) {
-    if (!xfer__buf_append(&r->header_text, "", 1))
-      return false;
-    h->value_off = (uint32_t)r->header_text.len;
+/* A name may come in pieces: each piece is matched against the rest of
+ * "Keep-Alive" (the first byte decides for nearly every other name). */
+static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+  struct xfer__http1_resp *r = resp_of(p);
+  uint32_t done = r->name_len;
+
+  if (done == 0)
+    r->name_may_be_ka = !r->ka_seen;
+  if (r->name_may_be_ka && len) {
+    r->name_may_be_ka =
+        done + len <= KEEP_ALIVE_NAME_LEN && (at[0] | 0x20) == keep_alive_name[done] &&
+        strncasecmp(at, keep_alive_name + done, len) == 0;
   }
-  return xfer__buf_append(&r->header_text, "", 1);
+  r->name_len = done + (uint32_t)len;
+  return count_trailer_bytes(r, len);
 }
 
 /* llhttp 8.1 passes a header line with an empty name (": value") on as an
  * empty field; RFC 9110 names are one token or more. Found by
  * tests/fuzz/fuzz_response. */
-static int nameless(struct xfer__http1_resp *r) {
-  if (r->header_open && r->headers[r->header_count - 1].name_len == 0)
+static int on_header_field_complete(llhttp_t *p) {
+  struct xfer__http1_resp *r = resp_of(p);
+
+  if (r->name_len == 0)
     return fail(r, XFER_E_BAD_HEADER, "a response header line has no name");
-  return 0;
-}
-
-static int open_header(struct xfer__http1_resp *r) {
-  struct xfer__header *h;
-  int rc = nameless(r);
-
-  if (rc)
-    return rc;
-  if (!close_header(r))
-    return fail(r, XFER_E_OUT_OF_MEMORY, "out of memory");
-  if (r->header_count == r->max_headers) {
+  if (r->line_count == r->max_headers) {
     return fail(r, XFER_E_HEADERS_TOO_LARGE,
                 "the response has more than %u header lines", r->max_headers);
   }
-  if (r->header_count == r->header_cap) {
-    unsigned cap = r->header_cap ? 2 * r->header_cap : 16;
-    struct xfer__header *grown =
-        xfer__realloc(r->headers, cap * sizeof(*grown));
-    if (!grown)
-      return fail(r, XFER_E_OUT_OF_MEMORY, "out of memory");
-    r->headers = grown;
-    r->header_cap = cap;
-  }
-  h = &r->headers[r->header_count++];
-  h->name_off = (uint32_t)r->header_text.len;
-  h->name_len = 0;
-  h->value_off = h->name_off;
-  h->value_len = 0;
-  r->in_value = false;
-  r->header_open = true;
-  return 0;
-}
-
-static int on_header_field(llhttp_t *p, const char *at, size_t len) {
-  struct xfer__http1_resp *r = resp_of(p);
-  int rc = count_header_bytes(r, len);
-
-  if (rc)
-    return rc;
-  /* A field after a value (or the first one) starts a new header; llhttp
-   * may hand one name over in several pieces. */
-  if (!r->header_open || r->in_value) {
-    if ((rc = open_header(r)))
-      return rc;
-  }
-  if (!xfer__buf_append(&r->header_text, at, len))
-    return fail(r, XFER_E_OUT_OF_MEMORY, "out of memory");
-  r->headers[r->header_count - 1].name_len += (uint32_t)len;
+  r->line_count++;
+  r->in_ka_value = r->name_may_be_ka && r->name_len == KEEP_ALIVE_NAME_LEN;
+  r->ka_seen |= r->in_ka_value;
+  r->name_len = 0;
   return 0;
 }
 
 static int on_header_value(llhttp_t *p, const char *at, size_t len) {
   struct xfer__http1_resp *r = resp_of(p);
-  struct xfer__header *h = &r->headers[r->header_count - 1];
-  int rc = count_header_bytes(r, len + 4);
 
-  if (rc)
-    return rc;
-  if (!r->header_open) /* a value without any name before it */
-    return fail(r, XFER_E_BAD_HEADER, "a response header line has no name");
-  if ((rc = nameless(r)))
-    return rc;
-  if (!r->in_value) { /* the name is complete: terminate it */
-    if (!xfer__buf_append(&r->header_text, "", 1))
-      return fail(r, XFER_E_OUT_OF_MEMORY, "out of memory");
-    h->value_off = (uint32_t)r->header_text.len;
-    r->in_value = true;
+  if (r->in_ka_value) {
+    size_t room = sizeof(r->ka_value) - 1 - r->ka_value_len;
+    size_t take = len < room ? len : room;
+
+    memcpy(r->ka_value + r->ka_value_len, at, take);
+    r->ka_value_len += take;
+    r->ka_value[r->ka_value_len] = '\0';
   }
-  if (!xfer__buf_append(&r->header_text, at, len))
-    return fail(r, XFER_E_OUT_OF_MEMORY, "out of memory");
-  h->value_len += (uint32_t)len;
-  return 0;
+  return count_trailer_bytes(r, len + 4);
 }
 
-static void reset_headers(struct xfer__http1_resp *r) {
+/* Forgets the head of an interim (1xx) response, or of an earlier use. */
+static void reset_head(struct xfer__http1_resp *r) {
+  r->head.len = 0;
   r->header_text.len = 0;
+  r->in_head = true;
+  r->head_ended = false;
+  r->interim_ended = false;
+  r->headers_loaded = false;
   r->header_count = 0;
-  r->header_bytes = 0;
-  r->in_value = false;
-  r->header_open = false;
+  r->line_count = 0;
+  r->trailer_bytes = 0;
+  r->name_len = 0;
+  r->name_may_be_ka = false;
+  r->in_ka_value = false;
+  r->ka_seen = false;
+  r->ka_value_len = 0;
+  r->ka_value[0] = '\0';
   r->status_seen = false;
   r->reason_len = 0;
   r->reason[0] = '\0';
 }
 
+/* Pauses, so that feed() learns where the head ends (llhttp's position
+ * after the pause); feed() then finishes the head (head_complete). */
 static int on_headers_complete(llhttp_t *p) {
-  struct xfer__http1_resp *r = resp_of(p);
-
-  r->status = p->status_code;
-  if (r->status < 200)
-    return 0; /* 1xx: llhttp ends that message without a body */
-  if (nameless(r))
-    return -1;
-  if (!close_header(r))
-    return fail(r, XFER_E_OUT_OF_MEMORY, "out of memory");
-  r->headers_done = true;
-  if (r->events && r->events->on_header) {
-    for (unsigned i = 0; i < r->header_count; i++) {
-      const struct xfer__header *h = &r->headers[i];
-      if (r->events->on_header(r->owner, r->header_text.data + h->name_off,
-                               h->name_len, r->header_text.data + h->value_off,
-                               h->value_len))
-        return fail(r, XFER_E_HEADER_CALLBACK,
-                    "the header callback aborted the transfer");
-    }
-  }
-  /* 1: no body follows. RFC 9110: a response to HEAD, a 204 and a 304
-   * have none, whatever Content-Length says (llhttp would wait for it). */
-  return r->head_request || r->status == 204 || r->status == 304 ? 1 : 0;
+  resp_of(p)->head_ended = true;
+  return HPE_PAUSED;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {
@@ -408,8 +370,8 @@ static int on_message_complete(llhttp_t *p) {
   struct xfer__http1_resp *r = resp_of(p);
 
   if (!r->headers_done) { /* an interim 1xx response: skip it */
-    reset_headers(r);
-    return 0;
+    r->interim_ended = true;
+    return HPE_PAUSED; /* the next head starts where llhttp stopped */
   }
   r->complete = true;
   r->keep_alive = llhttp_should_keep_alive(p) != 0;
@@ -424,6 +386,7 @@ static void settings_init(void) {
   settings.on_status = on_status;
   settings.on_status_complete = on_status_complete;
   settings.on_header_field = on_header_field;
+  settings.on_header_field_complete = on_header_field_complete;
   settings.on_header_value = on_header_value;
   settings.on_headers_complete = on_headers_complete;
   settings.on_body = on_body;
@@ -453,18 +416,156 @@ void xfer__http1_resp_init(struct xfer__http1_resp *r,
   r->complete = false;
   r->keep_alive = false;
   r->body_bytes = 0;
-  reset_headers(r);
+  reset_head(r);
   r->error = XFER_OK;
   r->detail[0] = '\0';
 }
 
 void xfer__http1_resp_free(struct xfer__http1_resp *r) {
+  xfer__buf_free(&r->head);
   xfer__buf_free(&r->header_text);
   xfer__free(r->headers);
   r->headers = NULL;
   r->header_cap = 0;
   r->header_count = 0;
+  r->headers_loaded = false;
 }
+
+/* --- the header strings, on demand -------------------------------------------- */
+
+/* The loader's own state: llhttp runs over a head it accepted before. */
+struct loader {
+  struct xfer__http1_resp *r;
+  unsigned count;
+  bool open;   /* a header is being filled */
+  bool failed; /* out of memory */
+};
+
+static struct loader *loader_of(llhttp_t *p) { return p->data; }
+
+static int load_field(llhttp_t *p, const char *at, size_t len) {
+  struct loader *l = loader_of(p);
+  struct xfer__http1_resp *r = l->r;
+  struct xfer__header *h;
+
+  if (!l->open) {
+    if (l->count == r->header_count)
+      return HPE_USER; /* more than the parse counted: cannot be */
+    h = &r->headers[l->count++];
+    h->name_off = (uint32_t)r->header_text.len;
+    h->name_len = 0;
+    h->value_len = 0;
+    l->open = true;
+  }
+  h = &r->headers[l->count - 1];
+  if (!xfer__buf_append(&r->header_text, at, len))
+    return l->failed = true, HPE_USER;
+  h->name_len += (uint32_t)len;
+  return 0;
+}
+
+static int load_field_complete(llhttp_t *p) {
+  struct loader *l = loader_of(p);
+  struct xfer__http1_resp *r = l->r;
+
+  if (!xfer__buf_append(&r->header_text, "", 1))
+    return l->failed = true, HPE_USER;
+  r->headers[l->count - 1].value_off = (uint32_t)r->header_text.len;
+  return 0;
+}
+
+static int load_value(llhttp_t *p, const char *at, size_t len) {
+  struct loader *l = loader_of(p);
+  struct xfer__http1_resp *r = l->r;
+
+  if (!xfer__buf_append(&r->header_text, at, len))
+    return l->failed = true, HPE_USER;
+  r->headers[l->count - 1].value_len += (uint32_t)len;
+  return 0;
+}
+
+/* llhttp calls this for every value, an empty one too. */
+static int load_value_complete(llhttp_t *p) {
+  struct loader *l = loader_of(p);
+
+  l->open = false;
+  if (!xfer__buf_append(&l->r->header_text, "", 1))
+    return l->failed = true, HPE_USER;
+  return 0;
+}
+
+static int load_headers_complete(llhttp_t *p) {
+  (void)p;
+  return HPE_PAUSED; /* the end of the block: nothing after it */
+}
+
+static llhttp_settings_t load_settings;
+static pthread_once_t load_settings_once = PTHREAD_ONCE_INIT;
+
+static void load_settings_init(void) {
+  llhttp_settings_init(&load_settings);
+  load_settings.on_header_field = load_field;
+  load_settings.on_header_field_complete = load_field_complete;
+  load_settings.on_header_value = load_value;
+  load_settings.on_header_value_complete = load_value_complete;
+  load_settings.on_headers_complete = load_headers_complete;
+}
+
+bool xfer__http1_resp_load_headers(const struct xfer__http1_resp *cr) {
+  struct xfer__http1_resp *r = (struct xfer__http1_resp *)cr;
+  struct loader l = {r, 0, false, false};
+  llhttp_t parser;
+  llhttp_errno_t err;
+
+  if (!r->headers_done)
+    return false;
+  if (r->headers_loaded)
+    return true;
+  if (r->header_count > r->header_cap) {
+    struct xfer__header *grown =
+        xfer__realloc(r->headers, r->header_count * sizeof(*grown));
+    if (!grown)
+      return false;
+    r->headers = grown;
+    r->header_cap = r->header_count;
+  }
+  r->header_text.len = 0;
+  /* Names and values are the head less its separators, plus two NULs. */
+  if (!xfer__buf_reserve(&r->header_text, r->head.len + 2 * r->header_count))
+    return false;
+  pthread_once(&load_settings_once, load_settings_init);
+  llhttp_init(&parser, HTTP_RESPONSE, &load_settings);
+  parser.data = &l;
+  err = llhttp_execute(&parser, r->head.data, r->head.len);
+  if (err != HPE_PAUSED || l.failed || l.count != r->header_count) {
+    /* Only memory can fail here: llhttp accepted these bytes before. */
+    assert(l.failed);
+    return false;
+  }
+  r->headers_loaded = true;
+  return true;
+}
+
+const char *xfer__http1_resp_header(const struct xfer__http1_resp *r,
+                                    const char *name) {
+  size_t n = strlen(name);
+
+  if (!xfer__http1_resp_load_headers(r))
+    return NULL;
+  for (unsigned i = 0; i < r->header_count; i++) {
+    const struct xfer__header *h = &r->headers[i];
+    if (h->name_len == n &&
+        strncasecmp(r->header_text.data + h->name_off, name, n) == 0)
+      return r->header_text.data + h->value_off;
+  }
+  return NULL;
+}
+
+const char *xfer__http1_resp_keep_alive(const struct xfer__http1_resp *r) {
+  return r->headers_done && r->ka_seen ? r->ka_value : NULL;
+}
+
+/* --- feeding bytes ------------------------------------------------------------ */
 
 /* Maps an llhttp error to ours: where in the response it happened decides. */
 static xfer_code map_error(struct xfer__http1_resp *r, llhttp_errno_t err) {
@@ -499,10 +600,65 @@ static xfer_code parse_error(struct xfer__http1_resp *r, llhttp_errno_t err) {
   return code;
 }
 
+/* Keeps head bytes llhttp has read, within the limit: checked as the bytes
+ * come, so a head that never ends fails once it is too long. */
+static bool keep_head(struct xfer__http1_resp *r, const char *from,
+                      const char *to) {
+  size_t n = (size_t)(to - from);
+
+  if (r->head.len + n > r->max_header_bytes) {
+    too_large(r);
+    return false;
+  }
+  if (!xfer__buf_append(&r->head, from, n)) {
+    r->error = XFER_E_OUT_OF_MEMORY;
+    snprintf(r->detail, sizeof(r->detail), "out of memory");
+    return false;
+  }
+  return true;
+}
+
+/* The head of a response is complete (llhttp paused there). */
+static xfer_code head_complete(struct xfer__http1_resp *r) {
+  const struct xfer__http1_events *ev = r->events;
+
+  r->in_head = false;
+  r->status = r->parser.status_code;
+  if (r->status < 200)
+    return XFER_OK; /* 1xx: llhttp ends that message without a body */
+  r->headers_done = true;
+  r->header_count = r->line_count;
+  /* RFC 9110: a response to HEAD, a 204 and a 304 have no body, whatever
+   * Content-Length says (llhttp would wait for it); what llhttp does when
+   * on_headers_complete returns 1. */
+  if (r->head_request || r->status == 204 || r->status == 304)
+    r->parser.flags |= F_SKIPBODY;
+  if (!ev || !ev->on_header)
+    return XFER_OK;
+  if (!xfer__http1_resp_load_headers(r)) {
+    r->error = XFER_E_OUT_OF_MEMORY;
+    snprintf(r->detail, sizeof(r->detail), "out of memory");
+    return r->error;
+  }
+  for (unsigned i = 0; i < r->header_count; i++) {
+    const struct xfer__header *h = &r->headers[i];
+    if (ev->on_header(r->owner, r->header_text.data + h->name_off, h->name_len,
+                      r->header_text.data + h->value_off, h->value_len)) {
+      r->error = XFER_E_HEADER_CALLBACK;
+      snprintf(r->detail, sizeof(r->detail),
+               "the header callback aborted the transfer");
+      return r->error;
+    }
+  }
+  return XFER_OK;
+}
+
 xfer_code xfer__http1_resp_feed(struct xfer__http1_resp *r, const char *data,
                                 size_t len) {
+  const char *end = data + len;
+  const char *stop;
   llhttp_errno_t err;
-  size_t used;
+  xfer_code rc;
 
   if (r->error)
     return r->error;
@@ -510,16 +666,33 @@ xfer_code xfer__http1_resp_feed(struct xfer__http1_resp *r, const char *data,
     return XFER_OK;
   if (r->complete)
     goto extra_bytes;
-  err = llhttp_execute(&r->parser, data, len);
-  if (err == HPE_OK)
+  /* One pass a pause: at the end of a head, of an interim response, of
+   * the response; the next pass starts where llhttp stopped. */
+  for (;;) {
+    err = llhttp_execute(&r->parser, data, (size_t)(end - data));
+    if (err != HPE_OK && err != HPE_PAUSED)
+      return parse_error(r, err);
+    stop = err == HPE_OK ? end : llhttp_get_error_pos(&r->parser);
+    if (r->in_head && !keep_head(r, data, stop))
+      return r->error;
+    if (err == HPE_OK)
+      return XFER_OK;
+    data = stop;
+    if (r->complete)
+      break;
+    if (r->head_ended) {
+      r->head_ended = false;
+      if ((rc = head_complete(r)))
+        return rc;
+    } else { /* an interim response ended: a new head follows */
+      assert(r->interim_ended);
+      reset_head(r);
+    }
+    llhttp_resume(&r->parser);
+  }
+  len = (size_t)(end - data);
+  if (len == 0)
     return XFER_OK;
-  if (err != HPE_PAUSED || !r->complete)
-    return parse_error(r, err);
-  used = (size_t)(llhttp_get_error_pos(&r->parser) - data);
-  if (used >= len)
-    return XFER_OK;
-  data += used;
-  len -= used;
 extra_bytes:
   r->keep_alive = false;
   if (r->parser.flags & F_CONTENT_LENGTH) {
@@ -561,19 +734,4 @@ xfer_code xfer__http1_resp_eof(struct xfer__http1_resp *r) {
              r->parser.flags & F_CHUNKED ? " (chunked body incomplete)"
                                          : " (fewer than announced)");
   return r->error;
-}
-
-const char *xfer__http1_resp_header(const struct xfer__http1_resp *r,
-                                    const char *name) {
-  size_t n = strlen(name);
-
-  if (!r->headers_done)
-    return NULL;
-  for (unsigned i = 0; i < r->header_count; i++) {
-    const struct xfer__header *h = &r->headers[i];
-    if (h->name_len == n &&
-        strncasecmp(r->header_text.data + h->name_off, name, n) == 0)
-      return r->header_text.data + h->value_off;
-  }
-  return NULL;
 }

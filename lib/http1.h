@@ -89,7 +89,7 @@ struct xfer__http1_resp {
   void *owner;
 
   size_t max_header_bytes; /* status line and headers together */
-  unsigned max_headers;
+  unsigned max_headers;    /* header and trailer lines together */
   bool head_request;       /* the response to a HEAD has no body */
 
   int status;
@@ -99,14 +99,30 @@ struct xfer__http1_resp {
   bool headers_done;       /* the final (non-1xx) headers are complete */
   bool complete;           /* the whole response is in */
   bool keep_alive;         /* the connection may be reused after it */
-  bool in_value;           /* last header callback was a value */
-  bool header_open;        /* the last header is not terminated yet */
   uint64_t body_bytes;
 
-  size_t header_bytes;
-  struct xfer__buf header_text;  /* names and values, back to back */
+  /* The status line and headers as received, the block llhttp parsed.
+   * The header strings are made from it only when someone asks (a getter,
+   * a header callback, a redirect): a response nobody asks about costs
+   * one copy of its head (docs/internals/performance.md). */
+  struct xfer__buf head;
+  bool in_head;            /* the bytes llhttp reads now belong to the head */
+  bool head_ended;         /* on_headers_complete paused the parser */
+  bool interim_ended;      /* on_message_complete of a 1xx paused it */
+  unsigned header_count;   /* the final response's header lines */
+  unsigned line_count;     /* header and trailer lines so far (the limit) */
+  size_t trailer_bytes;    /* counted against the limit too */
+  uint32_t name_len;       /* of the header name being received */
+  bool name_may_be_ka;     /* that name so far starts "Keep-Alive" */
+  bool in_ka_value;        /* the value being received is Keep-Alive's */
+  bool ka_seen;            /* the first Keep-Alive header was captured */
+  char ka_value[128];      /* its value, cut to fit */
+  size_t ka_value_len;
+
+  /* Made from `head` on demand (xfer__http1_resp_load_headers). */
+  bool headers_loaded;
+  struct xfer__buf header_text;  /* "name\0value\0", back to back */
   struct xfer__header *headers;
-  unsigned header_count;
   unsigned header_cap;
 
   xfer_code error;
@@ -136,8 +152,19 @@ xfer_code xfer__http1_resp_feed(struct xfer__http1_resp *r, const char *data,
  * fails with XFER_E_PEER_CLOSED. */
 xfer_code xfer__http1_resp_eof(struct xfer__http1_resp *r);
 
-/* Value of the first response header `name` (case-insensitive), or NULL. */
+/* Makes the header strings of the final response from its head, once a
+ * response (the parser itself only checks and counts them). false when
+ * there is no final head yet or memory ran out. The const is logical: the
+ * strings are a cache of the head. */
+bool xfer__http1_resp_load_headers(const struct xfer__http1_resp *r);
+
+/* Value of the first response header `name` (case-insensitive), or NULL
+ * (also when the headers could not be made: out of memory). */
 const char *xfer__http1_resp_header(const struct xfer__http1_resp *r,
                                     const char *name);
+
+/* The value of the first Keep-Alive header (kept while parsing, so that
+ * learning the server's idle timeout makes no strings), or NULL. */
+const char *xfer__http1_resp_keep_alive(const struct xfer__http1_resp *r);
 
 #endif /* XFER_HTTP1_H */

@@ -287,6 +287,8 @@ xfer_code xfer_get_header_at(const xfer *x, size_t i, const char **name,
   r = &x->http.resp;
   if (!name || !value || i >= xfer_get_header_count(x))
     return XFER_E_BAD_ARGUMENT;
+  if (!xfer__http1_resp_load_headers(r))
+    return XFER_E_OUT_OF_MEMORY;
   *name = r->header_text.data + r->headers[i].name_off;
   *value = r->header_text.data + r->headers[i].value_off;
   return XFER_OK;

@@ -583,7 +583,7 @@ static bool is_redirect(int status) {
 /* "Keep-Alive: timeout=N" (RFC 2068 19.7.1.1, what Apache and nginx
  * send): the server closes idle connections after N seconds. */
 static void learn_keep_alive(xfer *x) {
-  const char *v = xfer__http1_resp_header(&x->http.resp, "Keep-Alive");
+  const char *v = xfer__http1_resp_keep_alive(&x->http.resp);
   const char *t = v ? strstr(v, "timeout=") : NULL;
   long seconds;
 
@@ -607,9 +607,12 @@ static enum xfer__step exchange_done(xfer *x) {
   xfer__expire_clear(x, XFER__EXPIRE_LOW_SPEED);
   if (keep)
     learn_keep_alive(x);
-  location = xfer__http1_resp_header(&h->resp, "Location");
+  /* Only a redirect to follow makes the header strings. */
+  location = x->opts.max_redirects > 0 && is_redirect(status)
+                 ? xfer__http1_resp_header(&h->resp, "Location")
+                 : NULL;
   conn_release(x, keep);
-  if (x->opts.max_redirects <= 0 || !is_redirect(status) || !location)
+  if (!location)
     return XFER__STEP_DONE;
   if (h->redirects >= x->opts.max_redirects)
     return xfer__step_fail(x, XFER_E_TOO_MANY_REDIRECTS,

@@ -1,6 +1,7 @@
 /* lib/http1.c: request heads and the response parser, fed bytes directly. */
 #include <criterion/criterion.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "http1.h"
@@ -22,6 +23,12 @@ static int on_body(void *owner, const char *data, size_t len) {
 }
 
 static const struct xfer__http1_events events = {on_header, on_body};
+/* Without a header callback the parser keeps the head and makes the
+ * header strings only when asked: every parse runs both ways. */
+static const struct xfer__http1_events lazy_events = {NULL, on_body};
+static const struct xfer__http1_events *const modes[] = {&lazy_events,
+                                                         &events};
+static const struct xfer__http1_events *mode = &events;
 
 static void http1_end(void) {
   xfer__http1_resp_free(&r);
@@ -33,7 +40,7 @@ static xfer_code feed(const char *text, size_t step, bool head) {
   size_t len = strlen(text);
   xfer_code rc = XFER_OK;
 
-  xfer__http1_resp_init(&r, &events, NULL, head, 0);
+  xfer__http1_resp_init(&r, mode, NULL, head, 0);
   body.len = 0;
   header_calls = 0;
   if (!step)
@@ -49,7 +56,10 @@ static void expect_complete(const char *text, bool head, int status,
                             const char *expected_body, bool keep_alive) {
   size_t steps[] = {0, 1, 2, 3, 7, 13};
 
+  /* The eager mode last: the callers look at header_calls. */
+  for (size_t m = 0; m < XFER__ARRAY_SIZE(modes); m++)
   for (size_t i = 0; i < XFER__ARRAY_SIZE(steps); i++) {
+    mode = modes[m];
     cr_assert_eq(feed(text, steps[i], head), XFER_OK, "step %zu: %s",
                  steps[i], r.detail);
     cr_assert(r.complete, "step %zu: not complete", steps[i]);
@@ -153,10 +163,179 @@ TH_TEST(http1, headers_split_anywhere_and_empty_values) {
   cr_assert_eq(r.header_count, 4);
 }
 
+/* What the header callback saw, to hold the strings made later against. */
+static struct {
+  char name[32], value[32];
+} seen[8];
+static unsigned seen_count;
+
+static int record_header(void *owner, const char *name, size_t nl,
+                         const char *value, size_t vl) {
+  cr_assert_lt(seen_count, XFER__ARRAY_SIZE(seen));
+  snprintf(seen[seen_count].name, sizeof(seen[0].name), "%.*s", (int)nl, name);
+  snprintf(seen[seen_count].value, sizeof(seen[0].value), "%.*s", (int)vl,
+           value);
+  seen_count++;
+  return 0;
+}
+
+/* Feeds a private copy in pieces of `step`, then scribbles over it: the
+ * parser may keep nothing that points into the reads. */
+static xfer_code feed_copy(const struct xfer__http1_events *ev,
+                           const char *text, size_t step) {
+  size_t len = strlen(text);
+  char *copy = malloc(len);
+  xfer_code rc = XFER_OK;
+
+  cr_assert_not_null(copy);
+  memcpy(copy, text, len);
+  xfer__http1_resp_init(&r, ev, NULL, false, 0);
+  body.len = 0;
+  for (size_t off = 0; off < len && rc == XFER_OK; off += step)
+    rc = xfer__http1_resp_feed(&r, copy + off,
+                               len - off < step ? len - off : step);
+  memset(copy, '#', len);
+  free(copy);
+  return rc;
+}
+
+/* A response nobody asks about makes no header strings; asked later, they
+ * are the ones the header callback gets (same names, values, order). */
+TH_TEST(http1, header_strings_are_made_only_when_asked) {
+  static const struct xfer__http1_events recording = {record_header, on_body};
+  const char *text = "HTTP/1.1 200 OK\r\nServer: t\r\nX-A: one\r\nx-a:two\r\n"
+                     "X-Fold: a\r\n  b\r\nX-Empty:\r\nContent-Length: 3\r\n"
+                     "\r\nabc";
+
+  for (size_t step = 1; step <= strlen(text); step += 4) {
+    seen_count = 0;
+    cr_assert_eq(feed_copy(&recording, text, step), XFER_OK, "%s", r.detail);
+    cr_assert_eq(seen_count, 6);
+
+    cr_assert_eq(feed_copy(&lazy_events, text, step), XFER_OK, "%s",
+                 r.detail);
+    cr_assert(r.complete);
+    cr_assert_eq(body.len, 3);
+    cr_assert_eq(r.header_count, 6, "counted by the parse");
+    cr_assert(!r.headers_loaded, "no strings made while parsing");
+    cr_assert_eq(r.header_text.len, 0);
+    cr_assert_str_eq(xfer__http1_resp_header(&r, "x-A"), "one");
+    cr_assert(r.headers_loaded);
+    for (unsigned i = 0; i < seen_count; i++) {
+      const struct xfer__header *h = &r.headers[i];
+      cr_assert_str_eq(r.header_text.data + h->name_off, seen[i].name);
+      cr_assert_str_eq(r.header_text.data + h->value_off, seen[i].value);
+      cr_assert_eq(h->name_len, strlen(seen[i].name));
+      cr_assert_eq(h->value_len, strlen(seen[i].value));
+    }
+    cr_assert_str_eq(xfer__http1_resp_header(&r, "x-fold"), seen[3].value);
+    cr_assert_null(xfer__http1_resp_header(&r, "X-Missing"));
+  }
+}
+
+/* The pool learns the server's idle timeout from Keep-Alive on every
+ * response: the parse keeps that one value, whatever the split. */
+TH_TEST(http1, keep_alive_value_is_kept_without_strings) {
+  static const struct {
+    const char *headers, *value;
+  } cases[] = {
+      {"Keep-Alive: timeout=5, max=100\r\n", "timeout=5, max=100"},
+      {"keep-ALIVE:   timeout=7\r\n", "timeout=7"},
+      {"Keep-Alive-X: timeout=1\r\nKeep-Alive: timeout=2\r\n", "timeout=2"},
+      {"Keep-Aliv: timeout=1\r\nX-Keep-Alive: timeout=1\r\n", NULL},
+      {"Keep-Alive: timeout=3\r\nKeep-Alive: timeout=4\r\n", "timeout=3"},
+      {"Keep-Alive:\r\n", ""},
+      {"X: y\r\n", NULL},
+  };
+  char text[256];
+
+  for (size_t c = 0; c < XFER__ARRAY_SIZE(cases); c++) {
+    snprintf(text, sizeof(text),
+             "HTTP/1.1 200 OK\r\n%sContent-Length: 0\r\n\r\n",
+             cases[c].headers);
+    for (size_t step = 1; step <= strlen(text); step++) {
+      const char *v;
+
+      cr_assert_eq(feed_copy(&lazy_events, text, step), XFER_OK);
+      v = xfer__http1_resp_keep_alive(&r);
+      if (cases[c].value)
+        cr_assert(v && strcmp(v, cases[c].value) == 0,
+                  "case %zu step %zu: '%s'", c, step, v ? v : "(null)");
+      else
+        cr_assert_null(v, "case %zu step %zu: '%s'", c, step, v);
+      cr_assert(!r.headers_loaded);
+    }
+  }
+  /* An interim response's Keep-Alive is not the final one's. */
+  cr_assert_eq(feed_copy(&lazy_events,
+                         "HTTP/1.1 100 Continue\r\nKeep-Alive: timeout=1\r\n"
+                         "\r\nHTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+                         5),
+               XFER_OK);
+  cr_assert_null(xfer__http1_resp_keep_alive(&r));
+}
+
+/* The limits stop a head that never ends, while it comes, without a
+ * header callback too; trailers count against them, and are not headers. */
+TH_TEST(http1, limits_hold_while_the_head_comes) {
+  struct xfer__buf text = {0};
+  char spaces[64];
+  xfer_code rc = XFER_OK;
+
+  for (size_t m = 0; m < XFER__ARRAY_SIZE(modes); m++) {
+    /* 501 header lines, no end of the head yet. */
+    xfer__http1_resp_init(&r, modes[m], NULL, false, 1024 * 1024);
+    rc = xfer__http1_resp_feed(&r, "HTTP/1.1 200 OK\r\n", 17);
+    for (int i = 0; i < 501 && rc == XFER_OK; i++)
+      rc = xfer__http1_resp_feed(&r, "X-H: v\r\n", 8);
+    cr_assert_eq(rc, XFER_E_HEADERS_TOO_LARGE);
+    cr_assert(strstr(r.detail, "more than 500 header lines"), "%s", r.detail);
+
+    /* A value whose leading whitespace never ends: llhttp calls nothing
+     * for it, the kept head still counts every byte. */
+    memset(spaces, ' ', sizeof(spaces));
+    xfer__http1_resp_init(&r, modes[m], NULL, false, 1024);
+    rc = xfer__http1_resp_feed(&r, "HTTP/1.1 200 OK\r\nA:", 19);
+    for (int i = 0; i < 100 && rc == XFER_OK; i++)
+      rc = xfer__http1_resp_feed(&r, spaces, sizeof(spaces));
+    cr_assert_eq(rc, XFER_E_HEADERS_TOO_LARGE);
+    cr_assert(strstr(r.detail, "limit of 1024 bytes"), "%s", r.detail);
+    cr_assert_leq(r.head.len, 1024, "the kept head stays in the limit");
+
+    /* Trailer lines: counted, and not among the headers. */
+    text.len = 0;
+    xfer__buf_append(&text, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked"
+                            "\r\n\r\n1\r\nx\r\n0\r\n", 56);
+    for (int i = 0; i < 600; i++)
+      xfer__buf_append(&text, "X-T: v\r\n", 8);
+    xfer__buf_append(&text, "\r\n", 2);
+    xfer__http1_resp_init(&r, modes[m], NULL, false, 1024 * 1024);
+    cr_assert_eq(xfer__http1_resp_feed(&r, text.data, text.len),
+                 XFER_E_HEADERS_TOO_LARGE);
+    cr_assert(strstr(r.detail, "more than 500 header lines"), "%s", r.detail);
+    xfer__http1_resp_init(&r, modes[m], NULL, false, 2048);
+    cr_assert_eq(xfer__http1_resp_feed(&r, text.data, 56 + 300 * 8),
+                 XFER_E_HEADERS_TOO_LARGE);
+    cr_assert(strstr(r.detail, "limit of 2048 bytes"), "%s", r.detail);
+    xfer__http1_resp_init(&r, modes[m], NULL, false, 0);
+    cr_assert_eq(xfer__http1_resp_feed(&r, text.data, 56), XFER_OK);
+    cr_assert_eq(xfer__http1_resp_feed(&r, "X-Trailer: 1\r\n\r\n", 16),
+                 XFER_OK);
+    cr_assert(r.complete);
+    cr_assert_eq(r.header_count, 1);
+    cr_assert_null(xfer__http1_resp_header(&r, "X-Trailer"));
+    cr_assert_str_eq(xfer__http1_resp_header(&r, "transfer-encoding"),
+                     "chunked");
+  }
+  xfer__buf_free(&text);
+}
+
 static void expect_error(const char *text, xfer_code code, const char *words) {
   size_t steps[] = {0, 1, 5};
 
+  for (size_t m = 0; m < XFER__ARRAY_SIZE(modes); m++)
   for (size_t i = 0; i < XFER__ARRAY_SIZE(steps); i++) {
+    mode = modes[m];
     cr_assert_eq(feed(text, steps[i], false), code,
                  "step %zu: got %d (%s)", steps[i], r.error, r.detail);
     cr_assert(strstr(r.detail, words), "detail '%s' lacks '%s'", r.detail,

@@ -315,9 +315,9 @@ typedef size_t (*xfer_write_cb)(const char *data, size_t len, void *userp);
  * Thread: any thread, one at a time, while x is not added. The callback
  * runs on x's multi's thread and must not call the multi. */
 XFER_EXTERN xfer_code xfer_set_write_cb(xfer *x, xfer_write_cb cb, void *userp);
-/* Receives each final response header (name and value are not
- * NUL-terminated); return 0, anything else aborts the transfer
- * (XFER_E_HEADER_CALLBACK). */
+/* Receives each final response header once the head is complete (name
+ * and value are not NUL-terminated; trailer fields are not passed);
+ * return 0, anything else aborts the transfer (XFER_E_HEADER_CALLBACK). */
 typedef int (*xfer_header_cb)(const char *name, size_t name_len,
                               const char *value, size_t value_len, void *userp);
 /* Sets the header callback (NULL: none); the strings are valid during the
@@ -418,15 +418,19 @@ XFER_EXTERN int xfer_get_status(const xfer *x);
  * while x is not added. */
 XFER_EXTERN const char *xfer_get_reason(const xfer *x);
 /* The value of the final response's first header `name`
- * (case-insensitive). Returns it, owned by x and valid until x is added
- * again, reset or freed; NULL when there is none, before the headers are
- * in, when name is NULL or x is not a transfer. Changes nothing.
+ * (case-insensitive; trailer fields of a chunked body are not headers
+ * here). Returns it, owned by x and valid until x is added again, reset or
+ * freed; NULL when there is none, before the headers are in, when name is
+ * NULL or x is not a transfer, or when memory ran out. The first call for
+ * a response makes the header strings from the head as received (the
+ * parse keeps the head, not strings); nothing else changes.
  * Thread: the thread driving x's multi, or any thread (one at a time)
  * while x is not added. */
 XFER_EXTERN const char *xfer_get_header(const xfer *x, const char *name);
-/* The number of the final response's headers, for xfer_get_header_at().
+/* The number of the final response's header lines, for
+ * xfer_get_header_at() (trailer fields not included).
  * Returns it; 0 before the headers are in or when x is not a transfer.
- * Changes nothing.
+ * Changes nothing (the parse counted them).
  * Thread: the thread driving x's multi, or any thread (one at a time)
  * while x is not added. */
 XFER_EXTERN size_t xfer_get_header_count(const xfer *x);
@@ -434,7 +438,9 @@ XFER_EXTERN size_t xfer_get_header_count(const xfer *x);
  * and *value (owned by x, valid until x is added again, reset or freed).
  * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
  * XFER_E_BAD_ARGUMENT when name or value is NULL or i is not below
- * xfer_get_header_count(x). On failure, *name and *value are not written.
+ * xfer_get_header_count(x); XFER_E_OUT_OF_MEMORY when the header strings
+ * could not be made (the first call for a response makes them, as
+ * xfer_get_header() does). On failure, *name and *value are not written.
  * Thread: the thread driving x's multi, or any thread (one at a time)
  * while x is not added. */
 XFER_EXTERN xfer_code xfer_get_header_at(const xfer *x, size_t i,

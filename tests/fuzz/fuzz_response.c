@@ -1,11 +1,12 @@
 /*
  * libFuzzer target 1: the response path. The input's first byte picks the
- * options (HEAD request, a small header limit) and the next bytes the
- * points where the rest is split into the reads a transfer would get;
- * those reads go to the receive side's parser (lib/http1.c over llhttp),
- * then the end of the connection. Whatever the bytes, the parser gives a
- * result or an error with a detail, never a crash, a leak or a body byte
- * past what was framed.
+ * options (HEAD request, a small header limit, a header callback or none)
+ * and the next bytes the points where the rest is split into the reads a
+ * transfer would get; those reads go to the receive side's parser
+ * (lib/http1.c over llhttp), then the end of the connection. Whatever the
+ * bytes, the parser gives a result or an error with a detail, never a
+ * crash, a leak or a body byte past what was framed; the header strings
+ * made afterwards from the kept head agree with what the parse counted.
  */
 #include "common.h"
 
@@ -37,6 +38,34 @@ static int on_body(void *owner, const char *data, size_t len) {
 }
 
 static const struct xfer__http1_events events = {on_header, on_body};
+/* No header callback: the parse keeps the head and makes no strings. */
+static const struct xfer__http1_events lazy_events = {NULL, on_body};
+
+/* The strings made on demand from the kept head: as many as the parse
+ * counted (and the callback saw), each with a name, each found by name. */
+static void check_headers(const struct xfer__http1_resp *r,
+                          const struct seen *seen, bool eager) {
+  if (!r->headers_done)
+    return;
+  if (eager && seen->headers != r->header_count)
+    __builtin_trap();
+  if (!xfer__http1_resp_load_headers(r))
+    __builtin_trap(); /* only memory can fail, and the fuzzer has it */
+  for (unsigned i = 0; i < r->header_count; i++) {
+    const struct xfer__header *h = &r->headers[i];
+    const char *name = r->header_text.data + h->name_off;
+    const char *found;
+
+    if (!h->name_len || strlen(name) != h->name_len)
+      __builtin_trap();
+    found = xfer__http1_resp_header(r, name);
+    if (!found)
+      __builtin_trap();
+    if (found == r->header_text.data + h->value_off &&
+        strlen(found) != h->value_len)
+      __builtin_trap();
+  }
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -53,7 +82,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   data += 5;
   size -= 5;
   memset(&r, 0, sizeof(r));
-  xfer__http1_resp_init(&r, &events, &seen, flags & 1,
+  xfer__http1_resp_init(&r, (flags & 16) ? &lazy_events : &events, &seen,
+                        flags & 1,
                         (flags & 2) ? 256 : XFER__HTTP1_DEFAULT_MAX_HEADER_BYTES);
   ncuts = (flags >> 2) & 3;
   for (size_t i = 0; i <= ncuts && rc == XFER_OK && !r.complete; i++) {
@@ -67,6 +97,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     __builtin_trap(); /* every error says what */
   if (r.complete && r.body_bytes != seen.body)
     __builtin_trap();
+  check_headers(&r, &seen, !(flags & 16));
   xfer__http1_resp_free(&r);
   return 0;
 }
