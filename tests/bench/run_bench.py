@@ -5,8 +5,10 @@ nginx.
 Runs the grid of tests/bench/README.md with every client interleaved (so a
 noisy machine slows all of them alike), takes medians, and writes the table
 to stdout, RESULTS.md and results.json. CPU runs have no instrumentation;
-clock reads and system calls are counted in separate runs of each client
-(LD_PRELOAD clock counter and `strace -c`). See `--help`.
+clock reads and system calls are counted in two more runs of each client,
+one with the LD_PRELOAD clock counter, one under `strace -c` (which slows
+a client several times over, and a slower client may take other paths).
+See `--help`.
 """
 import argparse
 import datetime
@@ -111,18 +113,18 @@ def strace_counts(path):
     return total, epoll or 0
 
 
-def counted(cmd, env, args):
-    """Runs cmd under strace -f -c with the clock counter preloaded.
-    Returns (process, calls, epoll_waits)."""
+def straced(cmd, env):
+    """Runs cmd under strace -f -c. Returns (process, calls, epoll_waits).
+    No clock counter here: strace slows the client several times over, and
+    a slower client takes timer paths a normal one does not (at T=4 the
+    shared pool then rebalances connections through 0 ms timers)."""
     out = tempfile.NamedTemporaryFile(prefix="xfer-bench-strace-",
                                       delete=False)
     out.close()
-    # The counter is preloaded into the client only (strace -E), so that
-    # strace's own clock reads neither count nor overwrite wrk's file.
     try:
-        p = subprocess.run(["strace", "-f", "-c", "-o", out.name, "-E",
-                            "LD_PRELOAD=" + args.clockcount] + cmd, env=env,
-                           capture_output=True, text=True, timeout=600)
+        p = subprocess.run(["strace", "-f", "-c", "-o", out.name] + cmd,
+                           env=env, capture_output=True, text=True,
+                           timeout=600)
     except subprocess.TimeoutExpired:
         os.unlink(out.name)
         return subprocess.CompletedProcess(cmd, -1, "", "timed out"), \
@@ -137,19 +139,23 @@ def counted(cmd, env, args):
 
 def run_client(args, name, t, c, n, url, count=False):
     """One bench_client run in a process of its own; a dict of figures.
-    count: the counting run (clock counter preloaded, under strace), whose
-    CPU figures are not used."""
+    count: the counting runs (one with the clock counter preloaded, one
+    under strace), whose CPU figures are not used."""
     env = dict(os.environ)
     cmd = [args.bench_client, "--client", name, "-t", str(t), "-c", str(c),
            "-n", str(n), url]
     if count:
-        p, calls, _ = counted(cmd, env, args)
+        p = subprocess.run(cmd, env=dict(env, LD_PRELOAD=args.clockcount),
+                           capture_output=True, text=True, timeout=300)
+        ps, calls, _ = straced(cmd, env)
         try:
             r = json.loads(p.stdout.strip().splitlines()[-1])
+            rs = json.loads(ps.stdout.strip().splitlines()[-1])
         except (ValueError, IndexError):
-            return {"client": name, "failed": "counting run: exit %d: %s" % (
-                p.returncode, (p.stderr or p.stdout).strip()[-200:])}
-        r["syscalls_per_req"] = calls / r["requests"] if calls else None
+            return {"client": name, "failed": "counting run: exit %d/%d: %s" % (
+                p.returncode, ps.returncode,
+                (p.stderr or p.stdout or ps.stderr).strip()[-200:])}
+        r["syscalls_per_req"] = calls / rs["requests"] if calls else None
         return r
     try:
         p = subprocess.run(cmd, env=env, capture_output=True, text=True,
@@ -169,20 +175,20 @@ def run_client(args, name, t, c, n, url, count=False):
 
 def run_wrk(args, t, c, url, count=False):
     """wrk with matching threads and connections, for a fixed duration.
-    count: the counting run (clock counter, strace), CPU not used."""
+    count: the counting runs (one with the clock counter preloaded, one
+    under strace), CPU not used."""
     out = tempfile.NamedTemporaryFile(prefix="xfer-bench-clock-",
                                       delete=False)
     out.close()
-    env = dict(os.environ, CLOCKCOUNT_OUT=out.name)
     cmd = ["wrk", "-t", str(t), "-c", str(t * c), "-d",
            "%ds" % (args.count_seconds if count else args.wrk_seconds), url]
     calls = epoll = None
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    env = dict(os.environ)
     if count:
-        p, calls, epoll = counted(cmd, env, args)
-    else:
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True,
-                           timeout=120)
+        env.update(CLOCKCOUNT_OUT=out.name, LD_PRELOAD=args.clockcount)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True,
+                       timeout=120)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime -
                                                 before.ru_stime)
@@ -194,6 +200,12 @@ def run_wrk(args, t, c, url, count=False):
         return {"client": "wrk", "failed": "exit %d: %s" % (
             p.returncode, p.stderr.strip()[-200:])}
     reqs = int(m.group(1))
+    if count:
+        ps, calls, epoll = straced(cmd, dict(os.environ))
+        ms = re.search(r"(\d+) requests in", ps.stdout)
+        sreqs = int(ms.group(1)) if ms and not ps.returncode else 0
+        calls = calls / sreqs if calls and sreqs else None
+        epoll = epoll / sreqs if epoll is not None and sreqs else None
     secs = float(m.group(2)) / (1000 if m.group(3) == "ms" else 1)
     errors = 0
     for pat in (r"Non-2xx or 3xx responses: (\d+)",
@@ -207,9 +219,8 @@ def run_wrk(args, t, c, url, count=False):
             "wall_s": secs, "cpu_s": cpu, "rps": reqs / secs,
             "cpu_us_per_req": cpu * 1e6 / reqs, "clock_reads": clocks,
             "clock_reads_per_req": clocks / reqs,
-            "syscalls_per_req": calls / reqs if calls else None,
-            "epoll_waits_per_req": epoll / reqs if count and epoll is not None
-            else None,
+            "syscalls_per_req": calls,
+            "epoll_waits_per_req": epoll,
             "timer_cbs_per_req": None,
             "connections": t * c, "peak_in_flight": t * c}
 
@@ -585,7 +596,11 @@ def markdown(out):
     L.append("- CPU runs carry no instrumentation. Clock reads (an "
              "`LD_PRELOAD` counter of clock_gettime and gettimeofday, the "
              "same for every client) and system calls (`strace -f -c`) are "
-             "counted in a separate run of each client per cell; "
+             "counted in two more runs of each client per cell, one each: "
+             "strace slows a client several times over, and a slowed "
+             "client takes other paths (at T=4 the shared pool then "
+             "rebalances connections between threads through 0 ms timers, "
+             "up to 2.06 clock reads a request). "
              "epoll_wait and timer callbacks per request are the loop's "
              "own counts in the CPU runs (wrk's epoll_wait: from strace).")
     L.append("")
