@@ -345,7 +345,7 @@ def main():
     ap.add_argument("--builddir", required=True)
     ap.add_argument("--out-md")
     ap.add_argument("--out-json")
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("-n", type=int, default=100000,
                     help="requests per client run (CPU runs)")
     ap.add_argument("--wrk-seconds", type=int, default=5)
