@@ -624,15 +624,16 @@ static xfer_code head_complete(struct xfer__http1_resp *r) {
 
   r->in_head = false;
   r->status = r->parser.status_code;
+  /* RFC 9110: a 1xx response ends with its head, and a response to HEAD,
+   * a 204 and a 304 have no body, whatever Content-Length says (llhttp
+   * would read one); what llhttp does when on_headers_complete returns 1. */
+  if (r->status < 200 || r->head_request || r->status == 204 ||
+      r->status == 304)
+    r->parser.flags |= F_SKIPBODY;
   if (r->status < 200)
-    return XFER_OK; /* 1xx: llhttp ends that message without a body */
+    return XFER_OK; /* an interim response: its end pauses llhttp again */
   r->headers_done = true;
   r->header_count = r->line_count;
-  /* RFC 9110: a response to HEAD, a 204 and a 304 have no body, whatever
-   * Content-Length says (llhttp would wait for it); what llhttp does when
-   * on_headers_complete returns 1. */
-  if (r->head_request || r->status == 204 || r->status == 304)
-    r->parser.flags |= F_SKIPBODY;
   if (!ev || !ev->on_header)
     return XFER_OK;
   if (!xfer__http1_resp_load_headers(r)) {

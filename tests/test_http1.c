@@ -70,6 +70,8 @@ static void expect_complete(const char *text, bool head, int status,
   }
 }
 
+static void expect_error(const char *text, xfer_code code, const char *words);
+
 TH_TEST(http1, content_length_body) {
   expect_complete("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false,
                   200, "hello", true);
@@ -112,6 +114,12 @@ TH_TEST(http1, interim_responses_are_skipped) {
   cr_assert_null(xfer__http1_resp_header(&r, "Link"), "1xx headers dropped");
   cr_assert_str_eq(xfer__http1_resp_header(&r, "x-a"), "b");
   cr_assert_eq(header_calls, 2);
+  /* A 1xx has no body (RFC 9110, 15.2), whatever it announces: what
+   * follows its head is the next response, here not one. */
+  expect_error("HTTP/1.1 199 Odd\r\nContent-Length: 3\r\n\r\nabc"
+               "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+               XFER_E_BAD_STATUS_LINE, "HPE_");
+  cr_assert_eq(body.len, 0, "no byte of it was passed on as the body");
 }
 
 /* The reason phrase of the final response, whatever the split; an interim
