@@ -247,13 +247,15 @@ static int too_large(struct xfer__http1_resp *r) {
               r->max_header_bytes);
 }
 
-/* Trailer lines of a chunked body are not in the head; they count
- * against the same limit as they come. */
+/* Trailer lines of a chunked body are not in the head; they count with
+ * it against the one limit, as they come (names and values: the
+ * whitespace around them costs llhttp time, not us memory). */
 static int count_trailer_bytes(struct xfer__http1_resp *r, size_t len) {
   if (!r->headers_done)
     return 0; /* the head is counted exactly, as it is kept */
   r->trailer_bytes += len;
-  return r->trailer_bytes <= r->max_header_bytes ? 0 : too_large(r);
+  return r->head.len + r->trailer_bytes <= r->max_header_bytes ? 0
+                                                               : too_large(r);
 }
 
 /* The reason phrase may come in pieces; kept up to its buffer's size
@@ -283,8 +285,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
   struct xfer__http1_resp *r = resp_of(p);
   uint32_t done = r->name_len;
 
-  if (done == 0)
-    r->name_may_be_ka = !r->ka_seen;
+  if (done == 0) /* a trailer is not the head's Keep-Alive */
+    r->name_may_be_ka = !r->ka_seen && !r->headers_done;
   if (r->name_may_be_ka && len) {
     r->name_may_be_ka =
         done + len <= KEEP_ALIVE_NAME_LEN && (at[0] | 0x20) == keep_alive_name[done] &&

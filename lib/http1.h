@@ -22,8 +22,8 @@ void xfer__buf_free(struct xfer__buf *b);
 /* Makes room for `cap` bytes (plus a terminating NUL). */
 bool xfer__buf_reserve(struct xfer__buf *b, size_t cap);
 
-/* Appends and keeps the buffer a C string. Inline: the response parser
- * appends every piece of every header with it, dozens of times a request
+/* Appends and keeps the buffer a C string. Inline: the request head and
+ * the header strings are made with it, a dozen appends a request
  * (docs/internals/performance.md). */
 static inline bool xfer__buf_append(struct xfer__buf *b, const void *data,
                                     size_t len) {
@@ -88,7 +88,7 @@ struct xfer__http1_resp {
   const struct xfer__http1_events *events;
   void *owner;
 
-  size_t max_header_bytes; /* status line and headers together */
+  size_t max_header_bytes; /* status line, headers, trailers together */
   unsigned max_headers;    /* header and trailer lines together */
   bool head_request;       /* the response to a HEAD has no body */
 
@@ -111,12 +111,13 @@ struct xfer__http1_resp {
   bool interim_ended;      /* on_message_complete of a 1xx paused it */
   unsigned header_count;   /* the final response's header lines */
   unsigned line_count;     /* header and trailer lines so far (the limit) */
-  size_t trailer_bytes;    /* counted against the limit too */
+  size_t trailer_bytes;    /* counted with the head against the limit */
   uint32_t name_len;       /* of the header name being received */
   bool name_may_be_ka;     /* that name so far starts "Keep-Alive" */
   bool in_ka_value;        /* the value being received is Keep-Alive's */
   bool ka_seen;            /* the first Keep-Alive header was captured */
-  char ka_value[128];      /* its value, cut to fit */
+  char ka_value[128];      /* its value, cut to fit ("timeout=N, max=M"
+                              is a tenth of it) */
   size_t ka_value_len;
 
   /* Made from `head` on demand (xfer__http1_resp_load_headers). */

@@ -602,16 +602,21 @@ static enum xfer__step exchange_done(xfer *x) {
   xfer_code rc;
   int status = h->resp.status;
   bool keep = h->exchange->keep_alive(x);
+  bool follow, loaded;
 
   h->receiving = false;
   xfer__expire_clear(x, XFER__EXPIRE_LOW_SPEED);
   if (keep)
     learn_keep_alive(x);
   /* Only a redirect to follow makes the header strings. */
-  location = x->opts.max_redirects > 0 && is_redirect(status)
-                 ? xfer__http1_resp_header(&h->resp, "Location")
-                 : NULL;
+  follow = x->opts.max_redirects > 0 && is_redirect(status);
+  loaded = !follow || xfer__http1_resp_load_headers(&h->resp);
+  location = follow && loaded ? xfer__http1_resp_header(&h->resp, "Location")
+                              : NULL;
   conn_release(x, keep);
+  if (!loaded)
+    return xfer__step_fail(x, XFER_E_OUT_OF_MEMORY,
+                           "out of memory reading the redirect's Location");
   if (!location)
     return XFER__STEP_DONE;
   if (h->redirects >= x->opts.max_redirects)

@@ -377,9 +377,9 @@ XFER_EXTERN xfer_code xfer_set_timeout_ms(xfer *x, long ms);
  * xfer_get_error_detail().
  * Thread: any thread, one at a time, while x is not added. */
 XFER_EXTERN xfer_code xfer_set_low_speed(xfer *x, long bytes, long period_ms);
-/* The status line and headers of a response together (default 102400
- * bytes); past it, or past 500 header lines, the run fails with
- * XFER_E_HEADERS_TOO_LARGE.
+/* The status line and headers of a response together, with a chunked
+ * body's trailer fields (default 102400 bytes); past it, or past 500
+ * header and trailer lines, the run fails with XFER_E_HEADERS_TOO_LARGE.
  * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
  * XFER_E_IN_USE while x is added; XFER_E_BAD_ARGUMENT below 64.
  * On failure the limit stays; XFER_E_BAD_ARGUMENT puts the reason in

@@ -356,7 +356,17 @@ def main():
     ap.add_argument("--callgrind-n", type=int, default=2000)
     ap.add_argument("--scaling-n", type=int, default=20000)
     ap.add_argument("--pool-rounds", type=int, default=500000)
+    ap.add_argument("--render", metavar="JSON",
+                    help="only write the report of an earlier run's JSON")
     args = ap.parse_args()
+    if args.render:
+        with open(args.render) as f:
+            out = json.load(f)
+        # JSON made the held-transfer counts of socket_scaling strings.
+        out["socket_scaling"] = {int(k) if k.isdigit() else k: v for k, v
+                                 in out["socket_scaling"].items()}
+        write_markdown(args, out)
+        return
     b = os.path.join(args.builddir, "tests/bench")
     args.bench_client = os.path.join(b, "bench_client")
     args.bench_scaling = os.path.join(b, "bench_scaling")
@@ -481,15 +491,21 @@ def report(args, results, counts, instr, scale, pool, seconds):
         "socket_scaling": scale, "pool_contention": pool,
     }
     out["targets"] = targets(out)
+    # The figures first: a report that fails to render loses no run
+    # (--render re-makes it from the JSON).
+    if args.out_json:
+        with open(args.out_json, "w") as f:
+            json.dump(out, f, indent=1)
+            f.write("\n")
+    write_markdown(args, out)
+
+
+def write_markdown(args, out):
     md = markdown(out)
     print(md)
     if args.out_md:
         with open(args.out_md, "w") as f:
             f.write(md)
-    if args.out_json:
-        with open(args.out_json, "w") as f:
-            json.dump(out, f, indent=1)
-            f.write("\n")
 
 
 def targets(out):
@@ -641,7 +657,7 @@ def markdown(out):
             if f["failed"]:
                 note = " (failed: %s)" % "; ".join(sorted(set(f["failed"])))
             L.append("| %s | %s%s | %s | %s | %s | %s | %s | %s | %s | %s "
-                     "| %d | %d |" % (
+                     "| %d | %s |" % (
                          label, name, note, fmt(f["rps"], 0),
                          fmt(f["cpu_us_per_req"]),
                          fmt(f["epoll_waits_per_req"]),

@@ -65,6 +65,14 @@ static void check_headers(const struct xfer__http1_resp *r,
         strlen(found) != h->value_len)
       __builtin_trap();
   }
+  /* The Keep-Alive value kept while parsing is the first one's, cut to
+   * fit its buffer. */
+  const char *ka = xfer__http1_resp_keep_alive(r);
+  const char *loaded = xfer__http1_resp_header(r, "Keep-Alive");
+  if (!ka != !loaded)
+    __builtin_trap();
+  if (ka && strncmp(ka, loaded, sizeof(r->ka_value) - 1) != 0)
+    __builtin_trap();
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
