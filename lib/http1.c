@@ -380,22 +380,12 @@ static int on_message_complete(llhttp_t *p) {
   return HPE_PAUSED; /* anything after this is not ours */
 }
 
-static llhttp_settings_t settings;
+/* The callbacks of the parse (settings) and of the loader below
+ * (load_settings) are the same for every parser in the process. */
+static llhttp_settings_t settings, load_settings;
 static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
+static void settings_init(void);
 
-static void settings_init(void) {
-  llhttp_settings_init(&settings);
-  settings.on_status = on_status;
-  settings.on_status_complete = on_status_complete;
-  settings.on_header_field = on_header_field;
-  settings.on_header_field_complete = on_header_field_complete;
-  settings.on_header_value = on_header_value;
-  settings.on_headers_complete = on_headers_complete;
-  settings.on_body = on_body;
-  settings.on_message_complete = on_message_complete;
-}
-
-/* The callbacks are the same for every parser in the process. */
 static const llhttp_settings_t *parser_settings(void) {
   pthread_once(&settings_once, settings_init);
   return &settings;
@@ -501,10 +491,17 @@ static int load_headers_complete(llhttp_t *p) {
   return HPE_PAUSED; /* the end of the block: nothing after it */
 }
 
-static llhttp_settings_t load_settings;
-static pthread_once_t load_settings_once = PTHREAD_ONCE_INIT;
+static void settings_init(void) {
+  llhttp_settings_init(&settings);
+  settings.on_status = on_status;
+  settings.on_status_complete = on_status_complete;
+  settings.on_header_field = on_header_field;
+  settings.on_header_field_complete = on_header_field_complete;
+  settings.on_header_value = on_header_value;
+  settings.on_headers_complete = on_headers_complete;
+  settings.on_body = on_body;
+  settings.on_message_complete = on_message_complete;
 
-static void load_settings_init(void) {
   llhttp_settings_init(&load_settings);
   load_settings.on_header_field = load_field;
   load_settings.on_header_field_complete = load_field_complete;
@@ -535,7 +532,7 @@ bool xfer__http1_resp_load_headers(const struct xfer__http1_resp *cr) {
   /* Names and values are the head less its separators, plus two NULs. */
   if (!xfer__buf_reserve(&r->header_text, r->head.len + 2 * r->header_count))
     return false;
-  pthread_once(&load_settings_once, load_settings_init);
+  pthread_once(&settings_once, settings_init);
   llhttp_init(&parser, HTTP_RESPONSE, &load_settings);
   parser.data = &l;
   err = llhttp_execute(&parser, r->head.data, r->head.len);
