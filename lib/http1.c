@@ -288,9 +288,9 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len) {
   if (done == 0) /* a trailer is not the head's Keep-Alive */
     r->name_may_be_ka = !r->ka_seen && !r->headers_done;
   if (r->name_may_be_ka && len) {
-    r->name_may_be_ka =
-        done + len <= KEEP_ALIVE_NAME_LEN && (at[0] | 0x20) == keep_alive_name[done] &&
-        strncasecmp(at, keep_alive_name + done, len) == 0;
+    r->name_may_be_ka = done + len <= KEEP_ALIVE_NAME_LEN &&
+                        (at[0] | 0x20) == keep_alive_name[done] &&
+                        strncasecmp(at, keep_alive_name + done, len) == 0;
   }
   r->name_len = done + (uint32_t)len;
   return count_trailer_bytes(r, len);
@@ -423,7 +423,7 @@ void xfer__http1_resp_free(struct xfer__http1_resp *r) {
   r->headers_loaded = false;
 }
 
-/* --- the header strings, on demand -------------------------------------------- */
+/* --- the header strings, on demand ---------------------------------------- */
 
 /* The loader's own state: llhttp runs over a head it accepted before. */
 struct loader {
@@ -564,7 +564,7 @@ const char *xfer__http1_resp_keep_alive(const struct xfer__http1_resp *r) {
   return r->headers_done && r->ka_seen ? r->ka_value : NULL;
 }
 
-/* --- feeding bytes ------------------------------------------------------------ */
+/* --- feeding bytes --------------------------------------------------------- */
 
 /* Maps an llhttp error to ours: where in the response it happened decides. */
 static xfer_code map_error(struct xfer__http1_resp *r, llhttp_errno_t err) {
