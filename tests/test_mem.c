@@ -99,17 +99,19 @@ static void main_paths(int port) {
   xfer_pool *pool = xfer_pool_new(&(xfer_pool_opts){.max_idle_per_destination
                                                     = 1});
   xfer_multi *m = pool ? xfer_multi_new(pool) : NULL;
-  xfer *xs[3] = {NULL, NULL, NULL};
-  const char *paths[3] = {"/delay/10/bytes/100", "/delay/10/bytes/50",
-                          "/delay/10/chunked/300/7"};
+  xfer *xs[4] = {NULL, NULL, NULL, NULL};
+  const char *paths[4] = {"/delay/10/bytes/100", "/delay/10/bytes/50",
+                          "/delay/10/chunked/300/7",
+                          "/redirect/302?to=/delay/10/bytes/20"};
 
   for (int round = 0; m && round < 2; round++) {
-    int first = round == 0 ? 0 : 1, last = round == 0 ? 0 : 2;
+    int first = round == 0 ? 0 : 1, last = round == 0 ? 0 : 3;
     for (int i = first; i <= last; i++) {
       xs[i] = xfer_new();
       if (!xs[i])
         continue;
       if (xfer_set_url(xs[i], th_url(port, paths[i])) != XFER_OK ||
+          xfer_set_follow_redirects(xs[i], 1) != XFER_OK ||
           xfer_multi_add(m, xs[i]) != XFER_M_OK) {
         xfer_free(xs[i]);
         xs[i] = NULL;
@@ -124,6 +126,11 @@ static void main_paths(int port) {
       cr_assert(rc == XFER_OK || rc == XFER_E_OUT_OF_MEMORY,
                 "fail at %ld: %s: %s", fail_at, xfer_strerror(rc),
                 xfer_get_error_detail(xs[i]));
+      /* Done means the redirect was followed: a Location that could not
+       * be read for memory is an error, not a 302 as the result. */
+      cr_assert(rc != XFER_OK || xfer_get_status(xs[i]) == 200,
+                "fail at %ld: %s ended with %d", fail_at, paths[i],
+                xfer_get_status(xs[i]));
       xfer_multi_remove(m, xs[i]);
       xfer_free(xs[i]);
       xs[i] = NULL;
@@ -133,6 +140,54 @@ static void main_paths(int port) {
     cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   if (pool)
     cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
+}
+
+/* The header strings are made when first asked: each allocation that
+ * makes them may fail, the getter says so, and the next ask makes them. */
+TH_TEST(mem, header_strings_made_on_demand_survive_failing_allocations) {
+  struct ts_server *web = ts_start(NULL);
+  xfer_multi *m;
+  xfer *x;
+  const char *name, *value;
+  long made;
+
+  cr_assert_eq(xfer_mem_set(&th_mem), XFER_OK);
+  th_mem_fail_at(0);
+  m = xfer_multi_new(NULL);
+  x = th_get(m, th_url(ts_port(web), "/bytes/10"), NULL);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK);
+  cr_assert_eq(xfer_multi_remove(m, x), XFER_M_OK);
+  cr_assert_gt(xfer_get_header_count(x), 0);
+  /* How many allocations making them takes (the buffers stay between
+   * responses, so at most the first response's strings allocate). */
+  th_mem_fail_at(0);
+  cr_assert_str_eq(xfer_get_header(x, "content-length"), "10");
+  made = th_mem_calls();
+  cr_assert_gt(made, 0, "the parse made no strings: the getter did");
+  xfer_free(x);
+
+  for (long n = 1; n <= made; n++) {
+    th_mem_fail_at(0);
+    x = th_get(m, th_url(ts_port(web), "/bytes/10"), NULL);
+    th_run(m, 5000);
+    cr_assert_eq(th_result(m, x), XFER_OK);
+    cr_assert_eq(xfer_multi_remove(m, x), XFER_M_OK);
+    th_mem_fail_at(n);
+    if (n % 2)
+      cr_assert_null(xfer_get_header(x, "content-length"), "fail at %ld", n);
+    else
+      cr_assert_eq(xfer_get_header_at(x, 0, &name, &value),
+                   XFER_E_OUT_OF_MEMORY, "fail at %ld", n);
+    th_mem_fail_at(0);
+    cr_assert_str_eq(xfer_get_header(x, "content-length"), "10");
+    cr_assert_eq(xfer_get_header_at(x, 0, &name, &value), XFER_OK);
+    xfer_free(x);
+  }
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(th_mem_live_bytes(), 0);
+  cr_assert_eq(xfer_mem_set(NULL), XFER_OK);
+  ts_stop(web);
 }
 
 /* Every allocation of the main paths fails once, in turn. */
