@@ -25,9 +25,12 @@
  *     in a lane and no free destination slot (unless a release of an
  *     attached one it waits for is pending); a waiter for room has no free
  *     total slot and no idle connection anywhere in a lane;
- *   - waiters of a destination are served in the order they came, and
- *     total slots go to the waiters for room in the order they began to
- *     wait for it;
+ *   - waiters of a destination are served in the order they came (but a
+ *     waiter that gave up waiting for an attached connection, waiting for
+ *     room with its destination slot, is served before an older one that
+ *     has not given up yet: each gives up on its own multi's clock, rule
+ *     4), and total slots go to the waiters for room in the order they
+ *     began to wait for it;
  *   - the statistics equal the model's counts;
  *   - a checkout that meets a destination being removed meets it once.
  * At the end everything is closed, the pool destroyed, and no allocation
@@ -262,14 +265,26 @@ static unsigned lane_total(struct xfer__bundle *b) {
 /* A granted waiter is handed a connection (busy in the model since the
  * grant) or both slots. */
 static void note_grants(void) {
+  /* First when each began to wait for room, in the order of the pool's
+   * room FIFO: several may begin in one operation (a give-up that frees a
+   * destination slot moves a queued one to room too), and only the pool
+   * knows which came first. */
+  for (struct xfer__list *p = pool->room.next; p != &pool->room; p = p->next) {
+    struct xfer__waiter *w =
+        XFER__CONTAINER_OF(p, struct xfer__waiter, room_node);
+    for (int t = 0; t < NXFER; t++)
+      if (&xfers[t].w == w && !xfers[t].room_at)
+        xfers[t].room_at = ++seq;
+  }
+  for (int t = 0; t < NXFER; t++) /* (a room waiter is in that FIFO) */
+    CHECK(!(xfers[t].st == T_WAIT && xfers[t].w.state == XFER__WAIT_ROOM) ||
+          xfers[t].room_at);
   for (int t = 0; t < NXFER; t++) {
     struct mxfer *x = &xfers[t];
     int i;
 
     if (x->st != T_WAIT)
       continue;
-    if (x->w.state == XFER__WAIT_ROOM && !x->room_at)
-      x->room_at = ++seq;
     if (!atomic_load(&x->w.granted) || x->w.state != XFER__WAIT_GRANTED)
       continue;
     if (x->w.granted_conn) {
@@ -281,13 +296,22 @@ static void note_grants(void) {
       CHECK(x->w.replace == x->fresh);
     }
     /* In order: nobody of its destination who came earlier still waits,
-     * and for a total slot, nobody who began to wait for room earlier. */
+     * and for a total slot, nobody who began to wait for room earlier.
+     * One exception (rule 4): a waiter that gave up waiting for another
+     * multi's attached connection, on its own clock, waits for room
+     * holding its destination slot, ahead of an older one that gave up
+     * later or not yet (its multi may not be driven at all); it is served
+     * first, with a total slot or a connection given back. */
     for (int u = 0; u < NXFER; u++) {
       struct mxfer *y = &xfers[u];
       bool still = y->st == T_WAIT && !atomic_load(&y->w.granted);
+      bool gave_up_first =
+          x->room_at &&
+          ((y->w.state == XFER__WAIT_QUEUED && y->w.bounded) ||
+           (y->w.state == XFER__WAIT_ROOM && y->room_at > x->room_at));
       if (!still || u == t)
         continue;
-      if (y->dest == x->dest)
+      if (y->dest == x->dest && !gave_up_first)
         CHECK(y->arrived > x->arrived);
       if (!x->w.granted_conn && x->room_at && y->room_at &&
           y->w.state == XFER__WAIT_ROOM)
