@@ -297,11 +297,12 @@ static void note_grants(void) {
     }
     /* In order: nobody of its destination who came earlier still waits,
      * and for a total slot, nobody who began to wait for room earlier.
-     * One exception (rule 4): a waiter that gave up waiting for another
-     * multi's attached connection, on its own clock, waits for room
-     * holding its destination slot, ahead of an older one that gave up
-     * later or not yet (its multi may not be driven at all); it is served
-     * first, with a total slot or a connection given back. */
+     * One exception (rule 4): a waiter for room (it gave up waiting for
+     * another multi's attached connection, on its own clock, or found
+     * none left to ask for) holds its destination slot and is served
+     * first, with a total slot or a connection given back, ahead of an
+     * older one still waiting for an attached connection (its multi may
+     * not be driven at all) or one that began to wait for room later. */
     for (int u = 0; u < NXFER; u++) {
       struct mxfer *y = &xfers[u];
       bool still = y->st == T_WAIT && !atomic_load(&y->w.granted);
