@@ -19,6 +19,13 @@ void xfer__attached_untrack(struct xfer__attached *a, struct xfer__conn *c) {
   }
 }
 
+/* Is c a connection to the destination of this pool key? */
+static bool has_key(const struct xfer__conn *c, const char *key,
+                    size_t key_len, uint64_t hash) {
+  return c->key_hash == hash && c->key_len == key_len &&
+         memcmp(c->key, key, key_len) == 0;
+}
+
 /* Off this multi's list and the pool's; false when a waiter asked for
  * it first (reuse only). */
 static bool unlink_conn(struct xfer__attached *a, struct xfer__conn *c,
@@ -165,8 +172,7 @@ struct xfer__conn *xfer__attached_take(struct xfer__attached *a,
     struct xfer__conn *c = XFER__CONTAINER_OF(pos, struct xfer__conn,
                                               owner_node);
     prev = pos->prev;
-    if (c->key_hash != hash || c->key_len != key_len ||
-        memcmp(c->key, key, key_len) != 0)
+    if (!has_key(c, key, key_len, hash))
       continue;
     if (atomic_load_explicit(&c->release_requested, memory_order_relaxed)) {
       release(a, c, now, true); /* promised to a waiter: it goes now */
@@ -200,8 +206,7 @@ struct xfer__conn *xfer__attached_take_trusted(struct xfer__attached *a,
   for (pos = a->conns.prev; pos != &a->conns; pos = pos->prev) {
     struct xfer__conn *c = XFER__CONTAINER_OF(pos, struct xfer__conn,
                                               owner_node);
-    if (c->key_hash != hash || c->key_len != key_len ||
-        memcmp(c->key, key, key_len) != 0)
+    if (!has_key(c, key, key_len, hash))
       continue;
     if (atomic_load_explicit(&c->release_requested, memory_order_relaxed) ||
         !xfer__pool_reuse_trusted(a->loop->pool, c, now, replayable))

@@ -216,8 +216,7 @@ static void he_close(struct xfer__he *cf, struct xfer__mev *ev) {
     drop_attempt(cf, ev, cf->inflight - 1);
 }
 
-/* --- the filter --------------------------------------------------------------
- */
+/* --- the filter ----------------------------------------------------------- */
 
 struct cf_socket {
   struct xfer__cf base;

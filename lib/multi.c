@@ -256,6 +256,23 @@ static void xfer_finish(xfer_multi *m, xfer *x, xfer_code result) {
   m->stats.xfers_done++;
 }
 
+/* The sockets x's handler wants watched now, and how. */
+static void wanted_pollset(xfer *x, struct xfer__pollset *ps) {
+  xfer__pollset_reset(ps);
+  if (x->handler->pollset)
+    x->handler->pollset(x, ps);
+}
+
+/* Tracks ps as x's sockets (multi_ev reports what changed), then tells
+ * the handler they are tracked. */
+static xfer_code track(xfer_multi *m, xfer *x, const struct xfer__pollset *ps) {
+  xfer_code rc = xfer__mev_assess(&m->loop.ev, &x->ev, ps);
+
+  if (rc == XFER_OK && x->handler->assessed)
+    x->handler->assessed(x);
+  return rc;
+}
+
 static void xfer_run(xfer_multi *m, xfer *x) {
   unsigned due = x->due;
   enum xfer__step st;
@@ -270,15 +287,10 @@ static void xfer_run(xfer_multi *m, xfer *x) {
     struct xfer__pollset ps;
     xfer_code assessed;
 
-    xfer__pollset_reset(&ps);
-    if (x->handler->pollset)
-      x->handler->pollset(x, &ps);
-    assessed = xfer__mev_assess(&m->loop.ev, &x->ev, &ps);
-    if (assessed == XFER_OK) {
-      if (x->handler->assessed)
-        x->handler->assessed(x);
+    wanted_pollset(x, &ps);
+    assessed = track(m, x, &ps);
+    if (assessed == XFER_OK)
       return;
-    }
     st = assessed == XFER_E_SOCKET_CALLBACK
              ? xfer__step_fail(x, assessed,
                                "the socket callback refused a socket")
@@ -486,8 +498,7 @@ static bool start_in_add(xfer_multi *m, xfer *x) {
   m->stats.xfers_run++;
   if (early == XFER__EARLY_DEFERRED)
     return false;
-  xfer__pollset_reset(&ps);
-  x->handler->pollset(x, &ps);
+  wanted_pollset(x, &ps);
   /* Tracking it here must tell the application nothing: IN on one socket
    * already reported as IN. A stack that wants more (a filter that must
    * write to read) is tracked at the timer run, as is one that ran out of
@@ -495,12 +506,9 @@ static bool start_in_add(xfer_multi *m, xfer *x) {
   if (ps.count != 1 || ps.want[0] != XFER_POLL_IN ||
       (m->socket_cb &&
        !(xfer__mev_socket_info(&m->loop.ev, ps.fd[0], &info) &&
-         info.reported == XFER_POLL_IN)) ||
-      xfer__mev_assess(&m->loop.ev, &x->ev, &ps) != XFER_OK)
+         info.reported == XFER_POLL_IN)))
     return false;
-  if (x->handler->assessed)
-    x->handler->assessed(x);
-  return true;
+  return track(m, x, &ps) == XFER_OK;
 }
 
 xfer_mcode xfer_multi_add(xfer_multi *m, xfer *x) {

@@ -329,9 +329,7 @@ void xfer__pool_learn_keep_alive(xfer_pool *pool, struct xfer__conn *c,
 
 bool xfer__pool_reuse_trusted(xfer_pool *pool, const struct xfer__conn *c,
                               xfer__time now, bool replayable) {
-  return replayable &&
-         xfer__pool_expired(pool, c, now) ==
-             XFER__FRESH &&
+  return replayable && xfer__pool_expired(pool, c, now) == XFER__FRESH &&
          now - c->last_used < recheck_after(pool, c->bundle);
 }
 

@@ -602,7 +602,7 @@ static enum xfer__step exchange_done(xfer *x) {
   xfer_code rc;
   int status = h->resp.status;
   bool keep = h->exchange->keep_alive(x);
-  bool follow, loaded;
+  bool follow;
 
   h->receiving = false;
   xfer__expire_clear(x, XFER__EXPIRE_LOW_SPEED);
@@ -610,11 +610,9 @@ static enum xfer__step exchange_done(xfer *x) {
     learn_keep_alive(x);
   /* Only a redirect to follow makes the header strings. */
   follow = x->opts.max_redirects > 0 && is_redirect(status);
-  loaded = !follow || xfer__http1_resp_load_headers(&h->resp);
-  location = follow && loaded ? xfer__http1_resp_header(&h->resp, "Location")
-                              : NULL;
+  location = follow ? xfer__http1_resp_header(&h->resp, "Location") : NULL;
   conn_release(x, keep);
-  if (!loaded)
+  if (follow && !h->resp.headers_loaded)
     return xfer__step_fail(x, XFER_E_OUT_OF_MEMORY,
                            "out of memory reading the redirect's Location");
   if (!location)
