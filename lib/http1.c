@@ -381,10 +381,44 @@ static int on_message_complete(llhttp_t *p) {
 }
 
 /* The callbacks of the parse (settings) and of the loader below
- * (load_settings) are the same for every parser in the process. */
+ * (load_settings) are the same for every parser in the process, and so is
+ * the build of llhttp's parser that runs them (http1.h): both are set
+ * once, under settings_once. */
 static llhttp_settings_t settings, load_settings;
 static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
 static void settings_init(void);
+
+/* llhttp_execute(p, data, len) is llhttp__internal_execute(p, data,
+ * data + len); calling the execute of the build we picked is the same. */
+typedef int (*execute_fn)(llhttp_t *parser, const char *p, const char *endp);
+static execute_fn execute = llhttp__internal_execute;
+#if XFER_LLHTTP_SSE42
+int llhttp__sse42_execute(llhttp_t *parser, const char *p, const char *endp);
+
+static bool cpu_has_sse42(void) {
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("sse4.2");
+}
+#endif
+
+bool xfer__http1_use_sse42(bool on) {
+  pthread_once(&settings_once, settings_init);
+  execute = llhttp__internal_execute;
+#if XFER_LLHTTP_SSE42
+  if (on && cpu_has_sse42())
+    execute = llhttp__sse42_execute;
+#endif
+  return on == xfer__http1_uses_sse42();
+}
+
+bool xfer__http1_uses_sse42(void) {
+  pthread_once(&settings_once, settings_init);
+#if XFER_LLHTTP_SSE42
+  return execute == llhttp__sse42_execute;
+#else
+  return false;
+#endif
+}
 
 static const llhttp_settings_t *parser_settings(void) {
   pthread_once(&settings_once, settings_init);
@@ -508,6 +542,10 @@ static void settings_init(void) {
   load_settings.on_header_value = load_value;
   load_settings.on_header_value_complete = load_value_complete;
   load_settings.on_headers_complete = load_headers_complete;
+#if XFER_LLHTTP_SSE42
+  if (cpu_has_sse42())
+    execute = llhttp__sse42_execute;
+#endif
 }
 
 bool xfer__http1_resp_load_headers(const struct xfer__http1_resp *cr) {
@@ -535,7 +573,7 @@ bool xfer__http1_resp_load_headers(const struct xfer__http1_resp *cr) {
   pthread_once(&settings_once, settings_init);
   llhttp_init(&parser, HTTP_RESPONSE, &load_settings);
   parser.data = &l;
-  err = llhttp_execute(&parser, r->head.data, r->head.len);
+  err = execute(&parser, r->head.data, r->head.data + r->head.len);
   if (err != HPE_PAUSED || l.failed || l.count != r->header_count) {
     /* Only memory can fail here: llhttp accepted these bytes before. */
     assert(l.failed);
@@ -669,7 +707,7 @@ xfer_code xfer__http1_resp_feed(struct xfer__http1_resp *r, const char *data,
   /* One pass a pause: at the end of a head, of an interim response, of
    * the response; the next pass starts where llhttp stopped. */
   for (;;) {
-    err = llhttp_execute(&r->parser, data, (size_t)(end - data));
+    err = execute(&r->parser, data, end);
     if (err != HPE_OK && err != HPE_PAUSED)
       return parse_error(r, err);
     stop = err == HPE_OK ? end : llhttp_get_error_pos(&r->parser);

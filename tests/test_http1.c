@@ -24,11 +24,32 @@ static int on_body(void *owner, const char *data, size_t len) {
 
 static const struct xfer__http1_events events = {on_header, on_body};
 /* Without a header callback the parser keeps the head and makes the
- * header strings only when asked: every parse runs both ways. */
+ * header strings only when asked: every parse runs both ways, and with
+ * both builds of llhttp's parser (baseline and SSE4.2, where it runs). */
 static const struct xfer__http1_events lazy_events = {NULL, on_body};
-static const struct xfer__http1_events *const modes[] = {&lazy_events,
-                                                         &events};
+static const struct parse_mode {
+  const struct xfer__http1_events *events;
+  bool sse42;
+} modes[] = {{&lazy_events, false}, {&lazy_events, true}, {&events, false},
+             {&events, true}};
 static const struct xfer__http1_events *mode = &events;
+
+static bool sse42_runs_here(void) {
+#if XFER_LLHTTP_SSE42
+  __builtin_cpu_init();
+  return __builtin_cpu_supports("sse4.2");
+#else
+  return false;
+#endif
+}
+
+static const struct xfer__http1_events *use_mode(size_t m) {
+  bool switched = xfer__http1_use_sse42(modes[m].sse42);
+
+  cr_assert(switched || (modes[m].sse42 && !sse42_runs_here()));
+  mode = modes[m].events;
+  return mode;
+}
 
 static void http1_end(void) {
   xfer__http1_resp_free(&r);
@@ -59,7 +80,7 @@ static void expect_complete(const char *text, bool head, int status,
   /* The eager mode last: the callers look at header_calls. */
   for (size_t m = 0; m < XFER__ARRAY_SIZE(modes); m++)
   for (size_t i = 0; i < XFER__ARRAY_SIZE(steps); i++) {
-    mode = modes[m];
+    use_mode(m);
     cr_assert_eq(feed(text, steps[i], head), XFER_OK, "step %zu: %s",
                  steps[i], r.detail);
     cr_assert(r.complete, "step %zu: not complete", steps[i]);
@@ -97,7 +118,7 @@ TH_TEST(http1, close_delimited_body_ends_at_eof) {
   cr_assert_eq(body.len, 10);
   /* The head ends exactly at the end of a read, then the close. */
   for (size_t m = 0; m < XFER__ARRAY_SIZE(modes); m++) {
-    mode = modes[m];
+    use_mode(m);
     cr_assert_eq(feed("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", 0,
                       false),
                  XFER_OK);
@@ -118,6 +139,33 @@ TH_TEST(http1, responses_without_body) {
                   "", true);
 }
 
+/* The SSE4.2 build is the default wherever the CPU can run it. */
+TH_TEST(http1, the_sse42_parser_runs_where_the_cpu_has_it) {
+  cr_assert_eq(xfer__http1_uses_sse42(), sse42_runs_here());
+}
+
+/* SSE4.2 scans a header value 16 bytes at a time: values longer than
+ * that, with a tab and bytes above 0x7f (obs-text) in them, come out the
+ * same in both builds, and a control byte deep in one fails both. */
+TH_TEST(http1, both_parser_builds_agree_on_long_values) {
+  const char *value = "a value longer than sixteen bytes,\twith obs-text "
+                      "\xc3\xa9 inside, and more than 32 of them";
+  char text[512], bad[512];
+
+  snprintf(text, sizeof(text),
+           "HTTP/1.1 200 OK\r\nX-Long: %s\r\nContent-Length: 2\r\n\r\nok",
+           value);
+  expect_complete(text, false, 200, "ok", true);
+  for (size_t m = 0; m < XFER__ARRAY_SIZE(modes); m++) {
+    use_mode(m);
+    cr_assert_eq(feed(text, 0, false), XFER_OK, "%s", r.detail);
+    cr_assert_str_eq(xfer__http1_resp_header(&r, "x-long"), value);
+  }
+  snprintf(bad, sizeof(bad),
+           "HTTP/1.1 200 OK\r\nX-Long: %.40s\x01%s\r\n\r\n", value, value);
+  expect_error(bad, XFER_E_BAD_HEADER, "header");
+}
+
 TH_TEST(http1, interim_responses_are_skipped) {
   expect_complete("HTTP/1.1 100 Continue\r\n\r\n"
                   "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
@@ -130,7 +178,7 @@ TH_TEST(http1, interim_responses_are_skipped) {
    * follows its head is the next response, here not one. */
   for (size_t m = 0; m < XFER__ARRAY_SIZE(modes); m++) {
     for (size_t step = 1; step < 20; step++) {
-      mode = modes[m];
+      use_mode(m);
       cr_assert_eq(feed("HTTP/1.1 199 Odd\r\nContent-Length: 3\r\n\r\nabc"
                         "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
                         step, false),
@@ -322,7 +370,7 @@ TH_TEST(http1, limits_hold_while_the_head_comes) {
 
   for (size_t m = 0; m < XFER__ARRAY_SIZE(modes); m++) {
     /* 501 header lines, no end of the head yet. */
-    xfer__http1_resp_init(&r, modes[m], NULL, false, 1024 * 1024);
+    xfer__http1_resp_init(&r, use_mode(m), NULL, false, 1024 * 1024);
     rc = xfer__http1_resp_feed(&r, "HTTP/1.1 200 OK\r\n", 17);
     for (int i = 0; i < 501 && rc == XFER_OK; i++)
       rc = xfer__http1_resp_feed(&r, "X-H: v\r\n", 8);
@@ -332,7 +380,7 @@ TH_TEST(http1, limits_hold_while_the_head_comes) {
     /* A value whose leading whitespace never ends: llhttp calls nothing
      * for it, the kept head still counts every byte. */
     memset(spaces, ' ', sizeof(spaces));
-    xfer__http1_resp_init(&r, modes[m], NULL, false, 1024);
+    xfer__http1_resp_init(&r, use_mode(m), NULL, false, 1024);
     rc = xfer__http1_resp_feed(&r, "HTTP/1.1 200 OK\r\nA:", 19);
     for (int i = 0; i < 100 && rc == XFER_OK; i++)
       rc = xfer__http1_resp_feed(&r, spaces, sizeof(spaces));
@@ -347,15 +395,15 @@ TH_TEST(http1, limits_hold_while_the_head_comes) {
     for (int i = 0; i < 600; i++)
       xfer__buf_append(&text, "X-T: v\r\n", 8);
     xfer__buf_append(&text, "\r\n", 2);
-    xfer__http1_resp_init(&r, modes[m], NULL, false, 1024 * 1024);
+    xfer__http1_resp_init(&r, use_mode(m), NULL, false, 1024 * 1024);
     cr_assert_eq(xfer__http1_resp_feed(&r, text.data, text.len),
                  XFER_E_HEADERS_TOO_LARGE);
     cr_assert(strstr(r.detail, "more than 500 header lines"), "%s", r.detail);
-    xfer__http1_resp_init(&r, modes[m], NULL, false, 2048);
+    xfer__http1_resp_init(&r, use_mode(m), NULL, false, 2048);
     cr_assert_eq(xfer__http1_resp_feed(&r, text.data, 56 + 300 * 8),
                  XFER_E_HEADERS_TOO_LARGE);
     cr_assert(strstr(r.detail, "limit of 2048 bytes"), "%s", r.detail);
-    xfer__http1_resp_init(&r, modes[m], NULL, false, 0);
+    xfer__http1_resp_init(&r, use_mode(m), NULL, false, 0);
     cr_assert_eq(xfer__http1_resp_feed(&r, text.data, 56), XFER_OK);
     cr_assert_eq(xfer__http1_resp_feed(&r, "X-Trailer: 1\r\n\r\n", 16),
                  XFER_OK);
@@ -373,7 +421,7 @@ static void expect_error(const char *text, xfer_code code, const char *words) {
 
   for (size_t m = 0; m < XFER__ARRAY_SIZE(modes); m++)
   for (size_t i = 0; i < XFER__ARRAY_SIZE(steps); i++) {
-    mode = modes[m];
+    use_mode(m);
     cr_assert_eq(feed(text, steps[i], false), code,
                  "step %zu: got %d (%s)", steps[i], r.error, r.detail);
     cr_assert(strstr(r.detail, words), "detail '%s' lacks '%s'", r.detail,

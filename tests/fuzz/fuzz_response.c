@@ -7,6 +7,8 @@
  * bytes, the parser gives a result or an error with a detail, never a
  * crash, a leak or a body byte past what was framed; the header strings
  * made afterwards from the kept head agree with what the parse counted.
+ * Every input is parsed by both builds of llhttp's parser (baseline and
+ * SSE4.2, where the CPU has it), which must give the same result.
  */
 #include "common.h"
 
@@ -75,20 +77,23 @@ static void check_headers(const struct xfer__http1_resp *r,
     __builtin_trap();
 }
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+/* What one parse gave, for the two builds to be compared. */
+struct outcome {
+  xfer_code rc;
+  bool complete, keep_alive;
+  int status;
+  uint64_t body;
+  unsigned headers;
+};
+
+static struct outcome parse(uint8_t flags, const uint8_t *cuts,
+                            const uint8_t *data, size_t size) {
   struct xfer__http1_resp r;
   struct seen seen = {0, 0};
-  uint8_t flags, cuts[4];
+  struct outcome out;
   size_t off = 0, ncuts;
   xfer_code rc = XFER_OK;
 
-  if (size < 5)
-    return 0;
-  flags = data[0];
-  memcpy(cuts, data + 1, 4);
-  data += 5;
-  size -= 5;
   memset(&r, 0, sizeof(r));
   xfer__http1_resp_init(&r, (flags & 16) ? &lazy_events : &events, &seen,
                         flags & 1,
@@ -106,6 +111,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (r.complete && r.body_bytes != seen.body)
     __builtin_trap();
   check_headers(&r, &seen, !(flags & 16));
+  out = (struct outcome){rc,       r.complete, r.keep_alive,
+                         r.status, seen.body,  r.header_count};
   xfer__http1_resp_free(&r);
+  return out;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+  struct outcome base, sse42;
+
+  if (size < 5)
+    return 0;
+  xfer__http1_use_sse42(false);
+  base = parse(data[0], data + 1, data + 5, size - 5);
+  if (!xfer__http1_use_sse42(true))
+    return 0; /* this CPU runs the baseline build only */
+  sse42 = parse(data[0], data + 1, data + 5, size - 5);
+  if (base.rc != sse42.rc || base.complete != sse42.complete ||
+      base.keep_alive != sse42.keep_alive || base.status != sse42.status ||
+      base.body != sse42.body || base.headers != sse42.headers)
+    __builtin_trap(); /* the two builds of llhttp's parser disagree */
   return 0;
 }
