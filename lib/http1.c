@@ -251,8 +251,7 @@ static int too_large(struct xfer__http1_resp *r) {
  * it against the one limit, as they come (names and values: the
  * whitespace around them costs llhttp time, not us memory). */
 static int count_trailer_bytes(struct xfer__http1_resp *r, size_t len) {
-  if (!r->headers_done)
-    return 0; /* the head is counted exactly, as it is kept */
+  assert(r->headers_done); /* the head is counted exactly, as it is kept */
   r->trailer_bytes += len;
   return r->head.len + r->trailer_bytes <= r->max_header_bytes ? 0
                                                                : too_large(r);
@@ -279,20 +278,37 @@ static int on_status_complete(llhttp_t *p) {
 static const char keep_alive_name[] = "keep-alive";
 #define KEEP_ALIVE_NAME_LEN (sizeof(keep_alive_name) - 1)
 
-/* A name may come in pieces: each piece is matched against the rest of
- * "Keep-Alive" (the first byte decides for nearly every other name). */
-static int on_header_field(llhttp_t *p, const char *at, size_t len) {
+/*
+ * Header lines. The head's and the trailers' have callbacks of their own
+ * (head_settings, body_settings: head_complete() switches), so that the
+ * head's, run nine times a response, do only what the head needs.
+ */
+
+/* A name may come in pieces. Nearly every name is told from "Keep-Alive"
+ * by its first byte; the pieces of one that may be it are matched against
+ * the rest of it. Only the first Keep-Alive header counts. */
+__attribute__((noinline)) static void
+match_keep_alive(struct xfer__http1_resp *r, uint32_t done, const char *at,
+                 size_t len) {
+  r->name_may_be_ka = !r->ka_seen && done + len <= KEEP_ALIVE_NAME_LEN &&
+                      strncasecmp(at, keep_alive_name + done, len) == 0;
+}
+
+static int head_field(llhttp_t *p, const char *at, size_t len) {
   struct xfer__http1_resp *r = resp_of(p);
   uint32_t done = r->name_len;
 
-  if (done == 0) /* a trailer is not the head's Keep-Alive */
-    r->name_may_be_ka = !r->ka_seen && !r->headers_done;
-  if (r->name_may_be_ka && len) {
-    r->name_may_be_ka = done + len <= KEEP_ALIVE_NAME_LEN &&
-                        (at[0] | 0x20) == keep_alive_name[done] &&
-                        strncasecmp(at, keep_alive_name + done, len) == 0;
-  }
   r->name_len = done + (uint32_t)len;
+  if (done == 0 ? len && (at[0] | 0x20) == 'k' : r->name_may_be_ka)
+    match_keep_alive(r, done, at, len);
+  return 0;
+}
+
+static int trailer_field(llhttp_t *p, const char *at, size_t len) {
+  struct xfer__http1_resp *r = resp_of(p);
+
+  (void)at;
+  r->name_len += (uint32_t)len;
   return count_trailer_bytes(r, len);
 }
 
@@ -311,22 +327,34 @@ static int on_header_field_complete(llhttp_t *p) {
   r->line_count++;
   r->in_ka_value = r->name_may_be_ka && r->name_len == KEEP_ALIVE_NAME_LEN;
   r->ka_seen |= r->in_ka_value;
+  r->name_may_be_ka = false;
   r->name_len = 0;
   return 0;
 }
 
-static int on_header_value(llhttp_t *p, const char *at, size_t len) {
+/* The Keep-Alive value, cut to fit its buffer (out of line: the calls
+ * for every other value stay a test and a return). */
+__attribute__((noinline)) static void
+keep_keep_alive_value(struct xfer__http1_resp *r, const char *at, size_t len) {
+  size_t room = sizeof(r->ka_value) - 1 - r->ka_value_len;
+  size_t take = len < room ? len : room;
+
+  memcpy(r->ka_value + r->ka_value_len, at, take);
+  r->ka_value_len += take;
+  r->ka_value[r->ka_value_len] = '\0';
+}
+
+static int head_value(llhttp_t *p, const char *at, size_t len) {
   struct xfer__http1_resp *r = resp_of(p);
 
-  if (r->in_ka_value) {
-    size_t room = sizeof(r->ka_value) - 1 - r->ka_value_len;
-    size_t take = len < room ? len : room;
+  if (r->in_ka_value)
+    keep_keep_alive_value(r, at, len);
+  return 0;
+}
 
-    memcpy(r->ka_value + r->ka_value_len, at, take);
-    r->ka_value_len += take;
-    r->ka_value[r->ka_value_len] = '\0';
-  }
-  return count_trailer_bytes(r, len + 4);
+static int trailer_value(llhttp_t *p, const char *at, size_t len) {
+  (void)at;
+  return count_trailer_bytes(resp_of(p), len + 4);
 }
 
 /* Forgets the head of an interim (1xx) response, or of an earlier use. */
@@ -380,11 +408,12 @@ static int on_message_complete(llhttp_t *p) {
   return HPE_PAUSED; /* anything after this is not ours */
 }
 
-/* The callbacks of the parse (settings) and of the loader below
- * (load_settings) are the same for every parser in the process, and so is
- * the build of llhttp's parser that runs them (http1.h): both are set
- * once, under settings_once. */
-static llhttp_settings_t settings, load_settings;
+/* The callbacks of the parse (head_settings until the final head is
+ * complete, then body_settings) and of the loader below (load_settings)
+ * are the same for every parser in the process, and so is the build of
+ * llhttp's parser that runs them (http1.h): all set once, under
+ * settings_once. */
+static llhttp_settings_t head_settings, body_settings, load_settings;
 static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
 static void settings_init(void);
 
@@ -422,7 +451,7 @@ bool xfer__http1_uses_sse42(void) {
 
 static const llhttp_settings_t *parser_settings(void) {
   pthread_once(&settings_once, settings_init);
-  return &settings;
+  return &head_settings;
 }
 
 void xfer__http1_resp_init(struct xfer__http1_resp *r,
@@ -526,15 +555,18 @@ static int load_headers_complete(llhttp_t *p) {
 }
 
 static void settings_init(void) {
-  llhttp_settings_init(&settings);
-  settings.on_status = on_status;
-  settings.on_status_complete = on_status_complete;
-  settings.on_header_field = on_header_field;
-  settings.on_header_field_complete = on_header_field_complete;
-  settings.on_header_value = on_header_value;
-  settings.on_headers_complete = on_headers_complete;
-  settings.on_body = on_body;
-  settings.on_message_complete = on_message_complete;
+  llhttp_settings_init(&head_settings);
+  head_settings.on_status = on_status;
+  head_settings.on_status_complete = on_status_complete;
+  head_settings.on_header_field = head_field;
+  head_settings.on_header_field_complete = on_header_field_complete;
+  head_settings.on_header_value = head_value;
+  head_settings.on_headers_complete = on_headers_complete;
+  head_settings.on_body = on_body;
+  head_settings.on_message_complete = on_message_complete;
+  body_settings = head_settings;
+  body_settings.on_header_field = trailer_field;
+  body_settings.on_header_value = trailer_value;
 
   llhttp_settings_init(&load_settings);
   load_settings.on_header_field = load_field;
@@ -671,6 +703,7 @@ static xfer_code head_complete(struct xfer__http1_resp *r) {
     return XFER_OK; /* an interim response: its end pauses llhttp again */
   r->headers_done = true;
   r->header_count = r->line_count;
+  r->parser.settings = (void *)&body_settings; /* trailers from now on */
   if (!ev || !ev->on_header)
     return XFER_OK;
   if (!xfer__http1_resp_load_headers(r)) {

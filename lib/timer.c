@@ -130,6 +130,8 @@ static xfer__time expiry_earliest(const struct xfer__expiry *e) {
 void xfer__expiry_set(struct xfer__timer_heap *h, struct xfer__expiry *e,
                       enum xfer__expire_id id, xfer__time at) {
   assert(id < XFER__EXPIRE_COUNT);
+  if (e->at[id] == at)
+    return; /* the node's deadline is the earliest of at[]: unchanged */
   e->at[id] = at;
   heap_update(h, &e->node, expiry_earliest(e));
 }

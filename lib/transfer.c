@@ -31,6 +31,7 @@ static void init_fresh(xfer *x) {
   x->now = 0;
   for (size_t i = 0; i < XFER__PHASE_COUNT; i++)
     x->stamps[i] = XFER__TIME_NEVER;
+  x->stamped = 0;
   xfer__expiry_init(&x->expiry);
   xfer__mev_tracker_init(&x->ev, XFER__MEV_XFER, &xfer__multi_xfer_ev_ops, x);
   xfer__list_init(&x->multi_node);
@@ -136,6 +137,7 @@ void xfer__start(xfer *x, xfer__time now) {
   x->added_at = x->now;
   for (size_t i = 0; i < XFER__PHASE_COUNT; i++)
     x->stamps[i] = XFER__TIME_NEVER;
+  x->stamped = 0;
   x->due = 0;
   x->pending_error = XFER_OK;
   x->failure = XFER_OK;
@@ -173,17 +175,17 @@ void xfer__now_refresh(xfer *x) {
 }
 
 void xfer__stamp(xfer *x, enum xfer__phase p) {
-  xfer__time previous = x->added_at;
+  unsigned i;
 
   assert(p < XFER__PHASE_COUNT);
-  for (size_t i = 0; i < (size_t)p; i++) {
-    if (x->stamps[i] == XFER__TIME_NEVER)
-      x->stamps[i] = previous;
-    previous = x->stamps[i];
-  }
+  /* Phases that did not happen take the previous phase's time; phases
+   * after p are not reached (again, after a retry) yet. */
+  for (i = x->stamped; i < (unsigned)p; i++)
+    x->stamps[i] = i ? x->stamps[i - 1] : x->added_at;
   x->stamps[p] = x->now;
-  for (size_t i = (size_t)p + 1; i < XFER__PHASE_COUNT; i++)
+  for (i = (unsigned)p + 1; i < x->stamped; i++)
     x->stamps[i] = XFER__TIME_NEVER;
+  x->stamped = (unsigned)p + 1;
 }
 
 void xfer__expire_in(xfer *x, enum xfer__expire_id id, xfer__time delay_ns) {

@@ -169,6 +169,7 @@ struct xfer {
   xfer__time now;      /* this transfer's clock: never goes back */
   xfer__time added_at; /* timeline origin */
   xfer__time stamps[XFER__PHASE_COUNT]; /* XFER__TIME_NEVER: not reached */
+  unsigned stamped; /* stamps[0 .. stamped) are set, the rest NEVER */
 
   unsigned due;             /* expiries fired, handed to the next run */
   xfer_code pending_error;  /* fail with this at the next run */
