@@ -249,7 +249,7 @@ static enum xfer__step start_receiving(xfer *x) {
 
   xfer__http1_resp_init(&h->resp,
                         x->opts.header_cb ? &resp_events : &resp_events_body, x,
-                        strcmp(h->method, "HEAD") == 0,
+                        h->head_request,
                         x->opts.max_header_bytes);
   h->h1.state = XFER__H1_RECV;
   h->receiving = true;

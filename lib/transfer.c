@@ -365,12 +365,19 @@ static bool idempotent(const char *method) {
   return false;
 }
 
+/* What the request's method tells, worked out when it is set (the
+ * options or a redirect), not for every request. */
+static void method_set(struct xfer__http *h) {
+  h->idempotent = idempotent(h->method);
+  h->head_request = strcmp(h->method, "HEAD") == 0;
+}
+
 /* Could the request be sent again if a reused connection died before
  * any response byte (rule 6)? */
 static bool replayable(const xfer *x) {
   const struct xfer__http *h = &x->http;
 
-  return idempotent(h->method) && !(h->send_body && x->opts.read_cb);
+  return h->idempotent && !(h->send_body && x->opts.read_cb);
 }
 
 /* What the request of this hop is: its method, whether a body goes,
@@ -382,13 +389,17 @@ static enum xfer__step prepare_request(xfer *x) {
   if (!u->block)
     return xfer__step_fail(x, XFER_E_NO_URL,
                            "the transfer has no URL to fetch");
-  if (h->redirects == 0) {
+  /* The method and body of the options are looked at once per change of
+   * options, as the key below. */
+  if (h->redirects == 0 && h->method_gen != x->opts.gen) {
     const char *method = method_of(x); /* shorter than the buffer */
     memcpy(h->method, method, strlen(method) + 1);
+    method_set(h);
     h->send_body = x->opts.has_body || x->opts.read_cb;
     if (!xfer__http1_check_framing(&x->opts.headers, xfer__body_length(x),
                                    x->detail, sizeof(x->detail)))
       return xfer__step_failed(x, XFER_E_BAD_ARGUMENT);
+    h->method_gen = x->opts.gen;
   }
   /* URL, IP version and local bind cannot change while the transfer is
    * added: the key of its own URL is built once per change of options. */
@@ -561,7 +572,7 @@ static enum xfer__step retry_or_fail(xfer *x) {
   conn_drop(x, XFER__CLOSE_PEER);
   h->receiving = false;
   xfer__expire_clear(x, XFER__EXPIRE_LOW_SPEED);
-  if (!streamed && idempotent(h->method) && h->retries < XFER__MAX_RETRIES) {
+  if (!streamed && h->idempotent && h->retries < XFER__MAX_RETRIES) {
     h->retries++;
     xfer__pool_count_retry(x->loop->pool);
     h->fresh_only = true;
@@ -635,8 +646,10 @@ static enum xfer__step exchange_done(xfer *x) {
   if ((status == 303 && strcmp(h->method, "HEAD") != 0) ||
       ((status == 301 || status == 302) && strcmp(h->method, "POST") == 0)) {
     snprintf(h->method, sizeof(h->method), "GET");
+    method_set(h);
     h->send_body = false;
   }
+  h->method_gen = 0; /* the next use of the options starts from them */
   if (h->send_body && x->opts.read_cb)
     return xfer__step_fail(x, XFER_E_READ_CALLBACK,
                            "cannot follow a %d redirect: the streamed body "

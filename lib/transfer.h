@@ -125,6 +125,9 @@ struct xfer__http {
   const struct xfer__url *url;   /* &opts.url, or &hop */
   char method[XFER__METHOD_MAX]; /* for this hop (303 turns POST into GET) */
   bool send_body;                /* for this hop */
+  bool idempotent;               /* method is (RFC 9110 9.2.2) */
+  bool head_request;             /* method is HEAD: the response has no body */
+  uint64_t method_gen;           /* opts.gen the four above are of; 0: a hop's */
   char key[XFER__POOL_KEY_MAX];  /* pool key of this hop */
   size_t key_len;
   uint64_t key_hash;

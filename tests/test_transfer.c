@@ -437,6 +437,37 @@ TH_TEST(http, redirects) {
   cr_assert_eq(xfer_get_status(hx[4]), 404, "/redirect/bytes/3 is unknown");
 }
 
+/* A transfer added again after a redirect changed its method (303: POST
+ * to GET, without the body) starts from its own options again: the same
+ * requests, byte for byte (the method is worked out once per change of
+ * options, and a redirect's change must not stick). */
+TH_TEST(http, added_again_after_a_redirect_it_starts_from_its_options) {
+  struct ts_stats before, after;
+  long first, second;
+
+  prepare(0, "/redirect/303?to=/echo");
+  xfer_set_method(hx[0], "POST");
+  xfer_set_body(hx[0], "data", 4);
+  xfer_set_follow_redirects(hx[0], 1);
+  for (int run = 0; run < 2; run++) {
+    ts_get_stats(srv, &before);
+    sinks[0].len = 0;
+    add(0);
+    th_run(hm, 5000);
+    cr_assert_eq(th_result(hm, hx[0]), XFER_OK, "%s",
+                 xfer_get_error_detail(hx[0]));
+    cr_assert_eq(xfer_multi_remove(hm, hx[0]), XFER_M_OK);
+    cr_assert(strstr(sinks[0].data, "GET /echo\n"), "303 turns POST into GET");
+    ts_get_stats(srv, &after);
+    cr_assert_eq(after.requests - before.requests, 2);
+    if (run == 0)
+      first = after.bytes_in - before.bytes_in;
+    else
+      second = after.bytes_in - before.bytes_in;
+  }
+  cr_assert_eq(second, first, "the second run sent POST with its body again");
+}
+
 /* A port nothing listens on: bound, then closed. */
 static int closed_port(void) {
   struct sockaddr_in a = {.sin_family = AF_INET};
