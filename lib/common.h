@@ -21,6 +21,12 @@
 
 #define XFER__ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 
+/* The library's thread-local variables (a few bytes, in glibc's static
+ * TLS surplus): initial-exec, so that libxfer.so reads them with one
+ * thread-pointer-relative load, as a program does, instead of a call to
+ * __tls_get_addr on every pool lock and clock read. */
+#define XFER__THREAD_LOCAL _Thread_local __attribute__((tls_model("initial-exec")))
+
 /* Handle magics. A freed handle gets XFER__MAGIC_DEAD so that a use after
  * free is refused where the memory has not been reused yet. */
 #define XFER__MAGIC_XFER 0x78666572u  /* "xfer" */

@@ -8,7 +8,7 @@
 
 #include "now.h"
 
-_Thread_local int xfer__pool_lock_depth;
+XFER__THREAD_LOCAL int xfer__pool_lock_depth;
 
 static xfer__clock_fn clock_override;
 static void *clock_override_userp;

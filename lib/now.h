@@ -46,7 +46,7 @@ void xfer__now_set_clock(xfer__clock_fn fn, void *userp);
  * it is zero in debug builds. Kept in every build (it costs one TLS
  * increment) so that a debug test program and a release library agree.
  */
-extern _Thread_local int xfer__pool_lock_depth;
+extern XFER__THREAD_LOCAL int xfer__pool_lock_depth;
 
 #define XFER__ASSERT_NO_POOL_LOCK() assert(xfer__pool_lock_depth == 0)
 

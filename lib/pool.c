@@ -15,10 +15,10 @@
 
 #include "mem.h"
 
-_Thread_local unsigned xfer__pool_visits;
+XFER__THREAD_LOCAL unsigned xfer__pool_visits;
 #ifdef XFER_DEBUG
-_Thread_local unsigned xfer__pool_visits_peak;
-_Thread_local unsigned long xfer__pool_locks_taken;
+XFER__THREAD_LOCAL unsigned xfer__pool_visits_peak;
+XFER__THREAD_LOCAL unsigned long xfer__pool_locks_taken;
 #endif
 xfer__pool_hook_fn xfer__pool_hook;
 
@@ -191,7 +191,7 @@ void xfer__pool_count_retry(xfer_pool *pool) {
 atomic_ulong xfer__lock_hold_hist[XFER__LOCK_HIST_BUCKETS];
 atomic_ulong xfer__lock_acquisitions;
 /* Indexed by lock depth: locks nest (pool_impl.h gives the order). */
-static _Thread_local uint64_t lock_taken_at[4];
+static XFER__THREAD_LOCAL uint64_t lock_taken_at[4];
 
 void xfer__lock_stats_taken(int depth) {
   atomic_fetch_add_explicit(&xfer__lock_acquisitions, 1, memory_order_relaxed);

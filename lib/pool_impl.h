@@ -189,13 +189,13 @@ struct xfer_pool {
 
 /* Nodes visited in the calling thread's current outermost lock hold
  * (pool.c). */
-extern _Thread_local unsigned xfer__pool_visits;
+extern XFER__THREAD_LOCAL unsigned xfer__pool_visits;
 
 #ifdef XFER_DEBUG
 /* Debug builds, for the tests: the most nodes one hold of this thread
  * visited, and the pool locks it took (both reset by the tests). */
-extern _Thread_local unsigned xfer__pool_visits_peak;
-extern _Thread_local unsigned long xfer__pool_locks_taken;
+extern XFER__THREAD_LOCAL unsigned xfer__pool_visits_peak;
+extern XFER__THREAD_LOCAL unsigned long xfer__pool_locks_taken;
 #define XFER__POOL_DEBUG_LOCKED() (xfer__pool_locks_taken++)
 #define XFER__POOL_DEBUG_VISITED()                                            \
   (xfer__pool_visits > xfer__pool_visits_peak                                 \
