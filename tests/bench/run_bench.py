@@ -3,7 +3,8 @@
 nginx.
 
 Runs the grid of tests/bench/README.md with every client interleaved (so a
-noisy machine slows all of them alike), takes medians, and writes the table
+noisy machine slows all of them alike; every other repetition of a cell in
+reverse order), takes medians, and writes the table
 to stdout, RESULTS.md and results.json. CPU runs have no instrumentation;
 clock reads and system calls are counted in two more runs of each client,
 one with the LD_PRELOAD clock counter, one under `strace -c` (which slows
@@ -34,8 +35,22 @@ GRID = [  # (threads, in flight per thread, body)
     (2, 16, "16k"),
 ]
 BODIES = {"100": 100, "16k": 16384}
-CLIENTS = ["xfer-shared", "xfer-per-multi", "curl", "curl-share", "floor",
-           "wrk"]
+# The order within a cell: the clients a target compares libxfer with
+# (the floor, the pool per multi, wrk) run next to it. Every other
+# repetition runs the cell in reverse (ABBA), so that a machine speeding up
+# or slowing down during a cell favours no client.
+CLIENTS = ["floor", "xfer-shared", "xfer-per-multi", "wrk", "curl",
+           "curl-share"]
+
+
+# How the tables list them.
+SHOWN = ["xfer-shared", "xfer-per-multi", "curl", "curl-share", "floor",
+         "wrk"]
+assert sorted(SHOWN) == sorted(CLIENTS)
+
+
+def cell_order(run):
+    return CLIENTS if run % 2 == 0 else CLIENTS[::-1]
 
 
 def log(*a):
@@ -383,7 +398,7 @@ def main():
         for run in range(args.runs):
             for (t, c, body) in GRID:
                 url = nginx.url(body)
-                for name in CLIENTS:
+                for name in cell_order(run):
                     if name == "curl-share" and t > 1 and run > 0:
                         continue  # once is enough to see what happens
                     if name == "wrk":
@@ -399,7 +414,7 @@ def main():
         counts = {}
         for (t, c, body) in GRID:
             url = nginx.url(body)
-            for name in CLIENTS:
+            for name in SHOWN:
                 if name == "wrk":
                     r = run_wrk(args, t, c, url, count=True)
                 else:
@@ -424,7 +439,7 @@ def report(args, results, counts, instr, scale, pool, seconds):
     cells = []
     for (t, c, body) in GRID:
         cell = {"threads": t, "per_thread": c, "body": body, "clients": {}}
-        for name in CLIENTS:
+        for name in SHOWN:
             runs = results.get((t, c, body, name), [])
             failed = [r["failed"] for r in runs if "failed" in r]
             fig = {k: median_of(runs, k) for k in
@@ -587,18 +602,23 @@ def markdown(out):
     for k, v in out["versions"].items():
         L.append("- %s: %s" % (k, v))
     L.append("- %d requests per client run (wrk: %d s), medians of %d "
-             "runs, clients interleaved; counting runs of %d requests "
+             "runs, clients interleaved (every other run in reverse "
+             "order); counting runs of %d requests "
              "(wrk: %d s); nginx on 127.0.0.1, one worker" % (
                  out["requests_per_run"], out["wrk_seconds"], out["runs"],
                  out["count_n"], out["count_seconds"]))
     L.append("")
     L.append("## How each client is driven")
     L.append("")
-    L.append("- **xfer-shared / xfer-per-multi**: `bench_client`, T threads, "
+    L.append("- **xfer-shared / xfer-per-multi**: `bench_client`, linked "
+             "against the shared libxfer.so as a user's program is (and "
+             "against Debian's shared libcurl), T threads, "
              "each with its own epoll loop and multi (one pool for all, or "
              "one per multi), socket and timer callbacks, "
              "`xfer_multi_socket_action`; C transfers in flight per thread, "
-             "each finished handle removed and re-added at once.")
+             "each finished handle removed and re-added at once. On x86 "
+             "libxfer parses with llhttp's SSE4.2 build when the CPU has "
+             "SSE4.2.")
     L.append("- **curl / curl-share**: the same loop around a CURLM per "
              "thread, as libcurl's docs ask of a threaded program: "
              "`CURLOPT_NOSIGNAL` on every handle; curl-share adds a CURLSH "
