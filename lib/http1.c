@@ -421,7 +421,7 @@ static void settings_init(void);
  * data + len); calling the execute of the build we picked is the same. */
 typedef int (*execute_fn)(llhttp_t *parser, const char *p, const char *endp);
 static execute_fn execute = llhttp__internal_execute;
-#if XFER_LLHTTP_SSE42
+#ifdef XFER_LLHTTP_SSE42
 int llhttp__sse42_execute(llhttp_t *parser, const char *p, const char *endp);
 
 static bool cpu_has_sse42(void) {
@@ -433,7 +433,7 @@ static bool cpu_has_sse42(void) {
 bool xfer__http1_use_sse42(bool on) {
   pthread_once(&settings_once, settings_init);
   execute = llhttp__internal_execute;
-#if XFER_LLHTTP_SSE42
+#ifdef XFER_LLHTTP_SSE42
   if (on && cpu_has_sse42())
     execute = llhttp__sse42_execute;
 #endif
@@ -442,7 +442,7 @@ bool xfer__http1_use_sse42(bool on) {
 
 bool xfer__http1_uses_sse42(void) {
   pthread_once(&settings_once, settings_init);
-#if XFER_LLHTTP_SSE42
+#ifdef XFER_LLHTTP_SSE42
   return execute == llhttp__sse42_execute;
 #else
   return false;
@@ -574,7 +574,7 @@ static void settings_init(void) {
   load_settings.on_header_value = load_value;
   load_settings.on_header_value_complete = load_value_complete;
   load_settings.on_headers_complete = load_headers_complete;
-#if XFER_LLHTTP_SSE42
+#ifdef XFER_LLHTTP_SSE42
   if (cpu_has_sse42())
     execute = llhttp__sse42_execute;
 #endif
