@@ -171,11 +171,11 @@ const char *xfer__http1_resp_keep_alive(const struct xfer__http1_resp *r);
 /*
  * Which build of llhttp's parser runs. On x86 configure builds llhttp
  * twice: its baseline build, and one with SSE4.2, which scans runs of
- * header (and URL) bytes 16 at a time (Makefile.am,
- * lib/llhttp/llhttp_sse42.c). The
- * first parse picks SSE4.2 when the CPU has it. Tests switch builds with
- * xfer__http1_use_sse42(), only while no other thread parses; it returns
- * false, and keeps the baseline, when the SSE4.2 build cannot run here.
+ * header (and URL) bytes 16 at a time (Makefile.am makes
+ * lib/llhttp/llhttp_sse42.c). The first parse picks SSE4.2 when the CPU
+ * has it. Tests switch builds with xfer__http1_use_sse42(), only while no
+ * other thread parses; it returns false, and keeps the baseline, when the
+ * SSE4.2 build cannot run here.
  */
 bool xfer__http1_use_sse42(bool on);
 bool xfer__http1_uses_sse42(void);
