@@ -423,7 +423,7 @@ def main():
                 counts[(t, c, body, name)] = r
         log("callgrind (T=1, C=16) ...")
         instr = {name: callgrind_instructions(args, name, nginx.url("100"))
-                 for name in ("xfer-shared", "curl")}
+                 for name in ("xfer-shared", "curl", "floor")}
         log("socket scaling ...")
         scale = scaling(args, nginx.url("100"))
         log("pool contention ...")
@@ -697,9 +697,10 @@ def markdown(out):
     L.append("")
     i = out["instructions_per_req"]
     L.append("- instructions per request (callgrind, T=1 C=16, difference of "
-             "two runs): libxfer %s, libcurl %s, ratio %s" % (
+             "two runs): libxfer %s, libcurl %s, ratio %s; the floor "
+             "client %s" % (
                  fmt(i.get("xfer-shared"), 0), fmt(i.get("curl"), 0),
-                 fmt(i.get("ratio_vs_curl"))))
+                 fmt(i.get("ratio_vs_curl")), fmt(i.get("floor"), 0)))
     s = out["socket_scaling"]
     if "failed" in s:
         L.append("- socket scaling: failed: %s" % s["failed"])
@@ -742,7 +743,47 @@ def markdown(out):
         L.append("| %s | %s | %s |" % (t["target"], fmt(t["value"], 3),
                                        "yes" if t["met"] else "**no**"))
     L.append("")
+    missed = [t["target"] for t in out["targets"] if not t["met"]]
+    if missed:
+        L.append("## Why a target is missed")
+        L.append("")
+        L.extend(why_missed(out, missed))
+        L.append("")
     return "\n".join(L)
+
+
+def why_missed(out, missed):
+    """The figures of this run that explain each missed target; what the
+    run cannot show (which code the instructions are spent in) is in
+    docs/internals/performance.md."""
+    L = []
+    i = out["instructions_per_req"]
+    x, f = i.get("xfer-shared"), i.get("floor")
+    first = out["cells"][0]["clients"]
+    for target in missed:
+        if target.startswith("instructions/req") and x and f:
+            L.append("- %s: libxfer takes %s instructions a request, the "
+                     "floor client's whole process %s. The target leaves %s "
+                     "for all that libxfer does beyond the floor, less than "
+                     "llhttp's walk over the response head alone (about "
+                     "2,750 in a callgrind profile; "
+                     "docs/internals/performance.md)." % (
+                         target, fmt(x, 0), fmt(f, 0), fmt(5000 - f, 0)))
+        elif target.startswith("CPU/req <= 1.10x the floor") and x and f:
+            xs, fs = first["xfer-shared"], first["floor"]
+            L.append("- %s: the kernel's part is the same for both (system "
+                     "calls a request: libxfer %s, the floor %s; epoll_wait: "
+                     "%s and %s), so the gap is user-space work: %s against "
+                     "%s instructions a request (T=1 C=16)." % (
+                         target, fmt(xs["syscalls_per_req"]),
+                         fmt(fs["syscalls_per_req"]),
+                         fmt(xs["epoll_waits_per_req"]),
+                         fmt(fs["epoll_waits_per_req"]), fmt(x, 0),
+                         fmt(f, 0)))
+        else:
+            L.append("- %s: this run does not say why; see the figures "
+                     "above and the issue's notes." % target)
+    return L
 
 
 if __name__ == "__main__":
