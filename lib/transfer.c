@@ -643,7 +643,7 @@ static enum xfer__step exchange_done(xfer *x) {
   h->redirects++;
   /* 301/302/303 turn a POST into a GET (what browsers and curl do), 303
    * anything but HEAD; 307/308 keep the method and body. */
-  if ((status == 303 && strcmp(h->method, "HEAD") != 0) ||
+  if ((status == 303 && !h->head_request) ||
       ((status == 301 || status == 302) && strcmp(h->method, "POST") == 0)) {
     snprintf(h->method, sizeof(h->method), "GET");
     method_set(h);
