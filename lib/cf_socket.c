@@ -272,13 +272,18 @@ static ssize_t sock_send(struct xfer__cf *cf, const struct iovec *iov,
   ssize_t n;
 
   /* One call for head and body, like writev, but without SIGPIPE when the
-   * peer is gone. */
+   * peer is gone. A lone buffer (a request without a body, the common
+   * case) goes by send(): the kernel then copies no msghdr and imports no
+   * iovec array. */
   XFER__ASSERT_NO_POOL_LOCK();
   do
-    n = sendmsg(sock_of(cf)->fd,
-                &(struct msghdr){.msg_iov = (struct iovec *)iov,
-                                 .msg_iovlen = (size_t)iovcnt},
-                MSG_NOSIGNAL);
+    n = iovcnt == 1
+            ? send(sock_of(cf)->fd, iov[0].iov_base, iov[0].iov_len,
+                   MSG_NOSIGNAL)
+            : sendmsg(sock_of(cf)->fd,
+                      &(struct msghdr){.msg_iov = (struct iovec *)iov,
+                                       .msg_iovlen = (size_t)iovcnt},
+                      MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
   if (n < 0)
     *err = errno == EWOULDBLOCK ? EAGAIN : errno;

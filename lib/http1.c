@@ -279,10 +279,16 @@ static const char keep_alive_name[] = "keep-alive";
 #define KEEP_ALIVE_NAME_LEN (sizeof(keep_alive_name) - 1)
 
 /*
- * Header lines. The head's and the trailers' have callbacks of their own
- * (head_settings, body_settings: head_complete() switches), so that the
- * head's, run nine times a response, do only what the head needs.
+ * Header lines. The head's, run eight times a response, have callbacks
+ * of their own (head_settings) that do only what the head needs: the
+ * name's length, and the end of each line, where the line is counted and
+ * checked. A name that may be "Keep-Alive" switches the parser to
+ * ka_settings for the rest of its line, which add the callbacks that take
+ * its value; the trailers' (body_settings) count bytes against the limit.
+ * head_complete() and reset_head() switch between them.
  */
+static llhttp_settings_t head_settings, ka_settings, body_settings,
+    load_settings;
 
 /* A name may come in pieces. Nearly every name is told from "Keep-Alive"
  * by its first byte; the pieces of one that may be it are matched against
@@ -292,64 +298,112 @@ match_keep_alive(struct xfer__http1_resp *r, uint32_t done, const char *at,
                  size_t len) {
   r->name_may_be_ka = !r->ka_seen && done + len <= KEEP_ALIVE_NAME_LEN &&
                       strncasecmp(at, keep_alive_name + done, len) == 0;
+  if (r->name_may_be_ka)
+    r->parser.settings = &ka_settings;
 }
 
+/* A line begins with the first bytes of its name: counted then, so that
+ * the limit holds before the line ends. (A name whose pieces are all
+ * empty is refused at the end of its line.) */
+static int too_many_lines(struct xfer__http1_resp *r) {
+  return fail(r, XFER_E_HEADERS_TOO_LARGE,
+              "the response has more than %u header lines", r->max_headers);
+}
+
+/* The lines head_field() does not settle itself: the first piece of a
+ * name that may be "Keep-Alive", the next pieces of one, and the line
+ * over the limit. */
+__attribute__((noinline)) static int
+head_field_rare(struct xfer__http1_resp *r, uint32_t done, const char *at,
+                size_t len) {
+  if (done == 0) {
+    if (r->line_count == r->max_headers)
+      return too_many_lines(r);
+    r->line_count++;
+  }
+  r->name_len = done + (uint32_t)len;
+  match_keep_alive(r, done, at, len);
+  return 0;
+}
+
+/* Out of line above, everything but the two common cases: so these need
+ * no stack frame. */
 static int head_field(llhttp_t *p, const char *at, size_t len) {
   struct xfer__http1_resp *r = resp_of(p);
   uint32_t done = r->name_len;
 
-  r->name_len = done + (uint32_t)len;
-  if (done == 0 ? len && (at[0] | 0x20) == 'k' : r->name_may_be_ka)
-    match_keep_alive(r, done, at, len);
-  return 0;
+  if (done == 0) {
+    if (len == 0)
+      return 0; /* refused at the end of the line if nothing follows */
+    if ((at[0] | 0x20) != 'k' && r->line_count != r->max_headers) {
+      r->line_count++;
+      r->name_len = (uint32_t)len;
+      return 0;
+    }
+  } else if (!r->name_may_be_ka) {
+    r->name_len = done + (uint32_t)len;
+    return 0;
+  }
+  return head_field_rare(r, done, at, len);
 }
 
 static int trailer_field(llhttp_t *p, const char *at, size_t len) {
   struct xfer__http1_resp *r = resp_of(p);
 
   (void)at;
+  if (r->name_len == 0 && len) {
+    if (r->line_count == r->max_headers)
+      return too_many_lines(r);
+    r->line_count++;
+  }
   r->name_len += (uint32_t)len;
   return count_trailer_bytes(r, len);
 }
 
-/* llhttp 8.1 passes a header line with an empty name (": value") on as an
- * empty field; RFC 9110 names are one token or more. Found by
+/* The end of a header (or trailer) line: llhttp calls it for every value,
+ * an empty one too. llhttp 8.1 passes a line with an empty name (": value")
+ * on as an empty field; RFC 9110 names are one token or more. Found by
  * tests/fuzz/fuzz_response. */
-static int on_header_field_complete(llhttp_t *p) {
+static int on_line_complete(llhttp_t *p) {
   struct xfer__http1_resp *r = resp_of(p);
 
   if (r->name_len == 0)
     return fail(r, XFER_E_BAD_HEADER, "a response header line has no name");
-  if (r->line_count == r->max_headers) {
-    return fail(r, XFER_E_HEADERS_TOO_LARGE,
-                "the response has more than %u header lines", r->max_headers);
-  }
-  r->line_count++;
-  r->in_ka_value = r->name_may_be_ka && r->name_len == KEEP_ALIVE_NAME_LEN;
-  r->ka_seen |= r->in_ka_value;
-  r->name_may_be_ka = false;
   r->name_len = 0;
   return 0;
 }
 
-/* The Keep-Alive value, cut to fit its buffer (out of line: the calls
- * for every other value stay a test and a return). */
-__attribute__((noinline)) static void
-keep_keep_alive_value(struct xfer__http1_resp *r, const char *at, size_t len) {
+/* Below, the callbacks of ka_settings: the rest of a line whose name
+ * began like "Keep-Alive". */
+static int ka_field_complete(llhttp_t *p) {
+  struct xfer__http1_resp *r = resp_of(p);
+
+  r->in_ka_value = r->name_may_be_ka && r->name_len == KEEP_ALIVE_NAME_LEN;
+  r->ka_seen |= r->in_ka_value;
+  r->name_may_be_ka = false;
+  return 0;
+}
+
+/* The Keep-Alive value, cut to fit its buffer. */
+static int ka_value(llhttp_t *p, const char *at, size_t len) {
+  struct xfer__http1_resp *r = resp_of(p);
   size_t room = sizeof(r->ka_value) - 1 - r->ka_value_len;
   size_t take = len < room ? len : room;
 
-  memcpy(r->ka_value + r->ka_value_len, at, take);
-  r->ka_value_len += take;
-  r->ka_value[r->ka_value_len] = '\0';
+  if (r->in_ka_value) {
+    memcpy(r->ka_value + r->ka_value_len, at, take);
+    r->ka_value_len += take;
+    r->ka_value[r->ka_value_len] = '\0';
+  }
+  return 0;
 }
 
-static int head_value(llhttp_t *p, const char *at, size_t len) {
+static int ka_line_complete(llhttp_t *p) {
   struct xfer__http1_resp *r = resp_of(p);
 
-  if (r->in_ka_value)
-    keep_keep_alive_value(r, at, len);
-  return 0;
+  r->in_ka_value = false;
+  r->parser.settings = &head_settings;
+  return on_line_complete(p);
 }
 
 static int trailer_value(llhttp_t *p, const char *at, size_t len) {
@@ -359,6 +413,7 @@ static int trailer_value(llhttp_t *p, const char *at, size_t len) {
 
 /* Forgets the head of an interim (1xx) response, or of an earlier use. */
 static void reset_head(struct xfer__http1_resp *r) {
+  r->parser.settings = &head_settings;
   r->head.len = 0;
   r->header_text.len = 0;
   r->in_head = true;
@@ -408,12 +463,12 @@ static int on_message_complete(llhttp_t *p) {
   return HPE_PAUSED; /* anything after this is not ours */
 }
 
-/* The callbacks of the parse (head_settings until the final head is
- * complete, then body_settings) and of the loader below (load_settings)
+/* The callbacks of the parse (head_settings and ka_settings until the
+ * final head is complete, then body_settings) and of the loader below
+ * (load_settings)
  * are the same for every parser in the process, and so is the build of
  * llhttp's parser that runs them (http1.h): all set once, under
  * settings_once. */
-static llhttp_settings_t head_settings, body_settings, load_settings;
 static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
 static void settings_init(void);
 
@@ -559,11 +614,14 @@ static void settings_init(void) {
   head_settings.on_status = on_status;
   head_settings.on_status_complete = on_status_complete;
   head_settings.on_header_field = head_field;
-  head_settings.on_header_field_complete = on_header_field_complete;
-  head_settings.on_header_value = head_value;
+  head_settings.on_header_value_complete = on_line_complete;
   head_settings.on_headers_complete = on_headers_complete;
   head_settings.on_body = on_body;
   head_settings.on_message_complete = on_message_complete;
+  ka_settings = head_settings;
+  ka_settings.on_header_field_complete = ka_field_complete;
+  ka_settings.on_header_value = ka_value;
+  ka_settings.on_header_value_complete = ka_line_complete;
   body_settings = head_settings;
   body_settings.on_header_field = trailer_field;
   body_settings.on_header_value = trailer_value;

@@ -10,6 +10,7 @@
  */
 #include "pool_impl.h"
 
+#include <sched.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -21,6 +22,34 @@ XFER__THREAD_LOCAL unsigned xfer__pool_visits_peak;
 XFER__THREAD_LOCAL unsigned long xfer__pool_locks_taken;
 #endif
 xfer__pool_hook_fn xfer__pool_hook;
+
+/* Tries a few hundred times a busy lock, between `pause`s, then gives its
+ * CPU away once and tries again: holders keep a lock for a few pointer
+ * moves, so a lock still held after the spin is one whose holder was
+ * preempted, and yielding lets it run. While this thread holds another
+ * pool lock it only spins: no system call under a pool lock (rule 3). */
+#define XFER__POOL_SPINS 256
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
+void xfer__pool_lock_contended(xfer_pool *pool, xfer__spinlock *l) {
+  atomic_fetch_add_explicit(&pool->contention, 1, memory_order_relaxed);
+  for (;;) {
+    for (unsigned i = 0; i < XFER__POOL_SPINS; i++) {
+      cpu_relax();
+      if (pthread_spin_trylock(l) == 0)
+        return;
+    }
+    if (xfer__pool_lock_depth == 0)
+      sched_yield();
+  }
+}
 
 bool xfer__pool_valid(const xfer_pool *pool) {
   return pool && pool->magic == XFER__MAGIC_POOL;
@@ -78,9 +107,9 @@ xfer_pool *xfer_pool_new(const xfer_pool_opts *opts) {
   /* Sweeping a quarter of the idle timeout late at most. */
   pool->sweep_every = pool->idle_timeout / 4;
   atomic_init(&pool->next_sweep, 0);
-  pthread_mutex_init(&pool->total_lock, NULL);
+  xfer__spinlock_init(&pool->total_lock);
   xfer__list_init(&pool->room);
-  pthread_mutex_init(&pool->index_lock, NULL);
+  xfer__spinlock_init(&pool->index_lock);
   xfer__list_init(&pool->idle_index);
   return pool;
 }
@@ -109,7 +138,7 @@ xfer_code xfer_pool_destroy(xfer_pool *pool) {
     xfer__lanes_drain(b, &idle);
     TSAN_BEFORE_FREE(&b->rcu);
     xfer__lanes_destroy(b);
-    pthread_mutex_destroy(&b->lock);
+    xfer__spinlock_destroy(&b->lock);
     xfer__free(b);
   }
   rcu_read_unlock();
@@ -120,8 +149,8 @@ xfer_code xfer_pool_destroy(xfer_pool *pool) {
     xfer__conn_close(c, NULL);
   }
   cds_lfht_destroy(pool->bundles, NULL);
-  pthread_mutex_destroy(&pool->total_lock);
-  pthread_mutex_destroy(&pool->index_lock);
+  xfer__spinlock_destroy(&pool->total_lock);
+  xfer__spinlock_destroy(&pool->index_lock);
   pool->magic = XFER__MAGIC_DEAD;
   xfer__free(pool);
   return XFER_OK;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "dnsserver.h"
+#include "pool_impl.h"
 #include "pool_probe.h"
 #include "testhelp.h"
 #include "testserver.h"
@@ -556,5 +557,66 @@ TH_TEST(pool, idle_connections_kept_up_to_the_peak_by_default) {
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   xfer_pool_get_stats(pool, &ps);
   cr_assert_eq(ps.idle, 80, "released to the shared side, all kept");
+  cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
+}
+
+/* The pool's locks are spin locks (pool_impl.h): one held when tried is
+ * counted as contention, waited for, and taken once released, with the
+ * holder's writes visible; while the waiter holds another pool lock it
+ * waits too (spinning only), and the depth comes back to zero. */
+struct lock_waiter {
+  xfer_pool *pool;
+  xfer__spinlock *wanted;
+  xfer__spinlock *held_meanwhile; /* NULL: none */
+  int *guarded;
+  int seen;
+  int depth_after; /* its lock depth once it let go of both */
+};
+
+static void *wait_for_lock(void *arg) {
+  struct lock_waiter *w = arg;
+
+  if (w->held_meanwhile)
+    xfer__pool_lock(w->pool, w->held_meanwhile);
+  xfer__pool_lock(w->pool, w->wanted);
+  w->seen = *w->guarded;
+  (*w->guarded)++;
+  xfer__pool_unlock(w->wanted);
+  if (w->held_meanwhile)
+    xfer__pool_unlock(w->held_meanwhile);
+  w->depth_after = xfer__pool_lock_depth;
+  return NULL;
+}
+
+TH_TEST(pool, a_held_lock_is_counted_waited_for_and_then_taken) {
+  xfer_pool *pool = xfer_pool_new(NULL);
+  int guarded = 0;
+  xfer_pool_stats ps;
+
+  for (int nested = 0; nested < 2; nested++) {
+    struct lock_waiter w = {pool, &pool->total_lock,
+                            nested ? &pool->index_lock : NULL, &guarded, -1, -1};
+    pthread_t t;
+    long before = atomic_load(&pool->contention);
+
+    xfer__pool_lock(pool, &pool->total_lock);
+    guarded = 10 * (nested + 1);
+    cr_assert_eq(pthread_create(&t, NULL, wait_for_lock, &w), 0);
+    /* Its trylock failed once it counted: it waits from then on. */
+    for (long i = 0; atomic_load(&pool->contention) == before; i++) {
+      cr_assert_lt(i, 10L * 1000 * 1000, "the other thread never tried");
+      sched_yield();
+    }
+    cr_assert_eq(w.seen, -1, "not taken while held");
+    guarded++;
+    xfer__pool_unlock(&pool->total_lock);
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    cr_assert_eq(w.seen, 10 * (nested + 1) + 1, "the holder's writes seen");
+    cr_assert_eq(guarded, 10 * (nested + 1) + 2);
+    cr_assert_eq(w.depth_after, 0);
+  }
+  xfer_pool_get_stats(pool, &ps);
+  cr_assert_eq(ps.lock_contention, 2);
+  cr_assert_eq(xfer__pool_lock_depth, 0);
   cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
 }
