@@ -542,11 +542,12 @@ static void worker_close(struct worker *w) {
   close(w->ep);
 }
 
-static double cpu_seconds(void) {
+/* The process's CPU so far, in user space and in the kernel. */
+static void cpu_seconds(double *user, double *sys) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-  return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
-         (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+  *user = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6;
+  *sys = (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
 static double wall_seconds(void) {
@@ -575,7 +576,7 @@ static void usage(void) {
 
 int main(int argc, char **argv) {
   struct worker *ws;
-  double cpu0, wall0, cpu, wall;
+  double user0, sys0, user, sys, wall0, cpu, wall;
   unsigned long clocks0, clocks;
   long done = 0, errors = 0, bad = 0, connects = 0;
   long epoll_waits = 0, timer_cbs = 0, own_reads = 0;
@@ -638,12 +639,15 @@ int main(int argc, char **argv) {
 
   clocks0 = clock_count();
   wall0 = wall_seconds();
-  cpu0 = cpu_seconds();
+  cpu_seconds(&user0, &sys0);
   for (int i = 0; i < threads; i++)
     pthread_create(&ws[i].thread, NULL, worker_run, &ws[i]);
   for (int i = 0; i < threads; i++)
     pthread_join(ws[i].thread, NULL);
-  cpu = cpu_seconds() - cpu0;
+  cpu_seconds(&user, &sys);
+  user -= user0;
+  sys -= sys0;
+  cpu = user + sys;
   wall = wall_seconds() - wall0;
   clocks = clock_count() - clocks0;
 
@@ -683,14 +687,16 @@ int main(int argc, char **argv) {
   printf("{\"client\":\"%s\",\"threads\":%d,\"per_thread\":%d,"
          "\"requests\":%ld,\"errors\":%ld,\"timeline_violations\":%ld,"
          "\"wall_s\":%.6f,\"cpu_s\":%.6f,\"rps\":%.1f,"
-         "\"cpu_us_per_req\":%.3f,\"clock_reads\":%lu,"
+         "\"cpu_us_per_req\":%.3f,\"user_us_per_req\":%.3f,"
+         "\"sys_us_per_req\":%.3f,\"clock_reads\":%lu,"
          "\"clock_reads_per_req\":%.4f,\"lib_clock_reads\":%llu,"
          "\"connections\":%ld,\"peak_in_flight\":%ld,"
          "\"epoll_waits_per_req\":%.4f,\"timer_cbs_per_req\":%.4f,"
          "\"first_error\":\"%s\"}\n",
          name, threads, per_thread, done, errors, check_timelines ? bad : -1,
          wall, cpu,
-         done / wall, cpu * 1e6 / (double)done, clocks,
+         done / wall, cpu * 1e6 / (double)done, user * 1e6 / (double)done,
+         sys * 1e6 / (double)done, clocks,
          (double)clocks / (double)done, (unsigned long long)lib_clock_reads,
          connects, atomic_load(&in_flight_peak),
          (double)epoll_waits / (double)done, (double)timer_cbs / (double)done,

@@ -206,8 +206,9 @@ def run_wrk(args, t, c, url, count=False):
     p = subprocess.run(cmd, env=env, capture_output=True, text=True,
                        timeout=120)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime -
-                                                before.ru_stime)
+    user = after.ru_utime - before.ru_utime
+    sys_ = after.ru_stime - before.ru_stime
+    cpu = user + sys_
     with open(out.name) as f:
         clocks = int(f.read().strip() or 0)
     os.unlink(out.name)
@@ -233,7 +234,9 @@ def run_wrk(args, t, c, url, count=False):
     return {"client": "wrk", "threads": t, "per_thread": c,
             "requests": reqs, "errors": errors, "timeline_violations": 0,
             "wall_s": secs, "cpu_s": cpu, "rps": reqs / secs,
-            "cpu_us_per_req": cpu * 1e6 / reqs, "clock_reads": clocks,
+            "cpu_us_per_req": cpu * 1e6 / reqs,
+            "user_us_per_req": user * 1e6 / reqs,
+            "sys_us_per_req": sys_ * 1e6 / reqs, "clock_reads": clocks,
             "clock_reads_per_req": clocks / reqs,
             "syscalls_per_req": calls,
             "epoll_waits_per_req": epoll,
@@ -443,7 +446,8 @@ def report(args, results, counts, instr, scale, pool, seconds):
             runs = results.get((t, c, body, name), [])
             failed = [r["failed"] for r in runs if "failed" in r]
             fig = {k: median_of(runs, k) for k in
-                   ("rps", "cpu_us_per_req", "epoll_waits_per_req",
+                   ("rps", "cpu_us_per_req", "user_us_per_req",
+                    "sys_us_per_req", "epoll_waits_per_req",
                     "timer_cbs_per_req", "connections", "peak_in_flight")}
             cnt = counts.get((t, c, body, name), {})
             if "failed" in cnt:
@@ -651,23 +655,25 @@ def markdown(out):
     L.append("## Per cell")
     L.append("")
     L.append("CPU is the client's (user + system) per request, the median "
-             "over the runs; the ratios are the medians of each run's own "
+             "over the runs (user + sys: the medians of each part, from "
+             "getrusage); the ratios are the medians of each run's own "
              "ratio (the clients of a run ran back to back), so drift of "
              "the machine between runs cancels. libxfer's own clock count "
              "(xfer_multi_stats, CPU runs) is in brackets. results.json "
              "also holds the ratios of the medians.")
     L.append("")
-    L.append("| cell | client | req/s | CPU us/req | epoll_wait/req | "
+    L.append("| cell | client | req/s | CPU us/req | user + sys us/req | "
+             "epoll_wait/req | "
              "syscalls/req | clock reads/req | timer cbs/req | connections "
              "| peak in flight | errors | timeline violations |")
     L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
-             "---: | ---: | ---: |")
+             "---: | ---: | ---: | ---: |")
     for cell in out["cells"]:
         label = "T=%d C=%d %s B" % (cell["threads"], cell["per_thread"],
                                     cell["body"])
         for name, f in cell["clients"].items():
             if f["runs"] == 0:
-                L.append("| %s | %s | %s |  |  |  |  |  |  |  |  |  |" % (
+                L.append("| %s | %s | %s |  |  |  |  |  |  |  |  |  |  |" % (
                     label, name, "; ".join(sorted(set(f["failed"]))) or "-"))
                 continue
             reads = fmt(f["clock_reads_per_req"])
@@ -676,10 +682,11 @@ def markdown(out):
             note = ""
             if f["failed"]:
                 note = " (failed: %s)" % "; ".join(sorted(set(f["failed"])))
-            L.append("| %s | %s%s | %s | %s | %s | %s | %s | %s | %s | %s "
-                     "| %d | %s |" % (
+            L.append("| %s | %s%s | %s | %s | %s + %s | %s | %s | %s | %s "
+                     "| %s | %s | %d | %s |" % (
                          label, name, note, fmt(f["rps"], 0),
                          fmt(f["cpu_us_per_req"]),
+                         fmt(f.get("user_us_per_req")), fmt(f.get("sys_us_per_req")),
                          fmt(f["epoll_waits_per_req"]),
                          fmt(f["syscalls_per_req"]), reads,
                          fmt(f["timer_cbs_per_req"]),
@@ -688,7 +695,7 @@ def markdown(out):
                          fmt(f["timeline_violations"], 0)))
         r = cell["ratios"]
         L.append("| %s | **libxfer (shared) / libcurl, / wrk, / floor** | | "
-                 "**%s, %s, %s** | | | **%s** | | | | | |" % (
+                 "**%s, %s, %s** | | | | **%s** | | | | | |" % (
                      label, fmt(r["cpu_vs_curl"]), fmt(r["cpu_vs_wrk"]),
                      fmt(r["cpu_vs_floor"]),
                      fmt(r["clock_reads_vs_curl"], 3)))
@@ -763,23 +770,38 @@ def why_missed(out, missed):
     for target in missed:
         if target.startswith("instructions/req") and x and f:
             L.append("- %s: libxfer takes %s instructions a request, the "
-                     "floor client's whole process %s. The target leaves %s "
-                     "for all that libxfer does beyond the floor, less than "
-                     "llhttp's walk over the response head alone (about "
-                     "2,750 in a callgrind profile; "
-                     "docs/internals/performance.md)." % (
-                         target, fmt(x, 0), fmt(f, 0), fmt(5000 - f, 0)))
+                     "floor client's whole process %s. Of libxfer's, llhttp "
+                     "takes about 2,690 and the system call wrappers and "
+                     "the bench's loop about 290 (a callgrind profile: "
+                     "docs/internals/performance.md), which leaves about "
+                     "2,000 for the rest of libxfer where it now spends "
+                     "about %s." % (target, fmt(x, 0), fmt(f, 0),
+                                    fmt(x - 2690 - 290, 0)))
         elif target.startswith("CPU/req <= 1.10x the floor") and x and f:
             xs, fs = first["xfer-shared"], first["floor"]
-            L.append("- %s: the kernel's part is the same for both (system "
-                     "calls a request: libxfer %s, the floor %s; epoll_wait: "
-                     "%s and %s), so the gap is user-space work: %s against "
-                     "%s instructions a request (T=1 C=16)." % (
-                         target, fmt(xs["syscalls_per_req"]),
-                         fmt(fs["syscalls_per_req"]),
-                         fmt(xs["epoll_waits_per_req"]),
-                         fmt(fs["epoll_waits_per_req"]), fmt(x, 0),
-                         fmt(f, 0)))
+            parts = (xs.get("user_us_per_req"), xs.get("sys_us_per_req"),
+                     fs.get("user_us_per_req"), fs.get("sys_us_per_req"))
+            line = ("- %s: the kernel's part is about the same for both "
+                    "(system calls a request: libxfer %s, the floor %s; "
+                    "epoll_wait: %s and %s), so the gap is user-space work: "
+                    "%s against %s instructions a request (T=1 C=16)." % (
+                        target, fmt(xs["syscalls_per_req"]),
+                        fmt(fs["syscalls_per_req"]),
+                        fmt(xs["epoll_waits_per_req"]),
+                        fmt(fs["epoll_waits_per_req"]), fmt(x, 0),
+                        fmt(f, 0)))
+            if None not in parts:
+                xu, xk, fu, fk = parts
+                room = 1.10 * (fu + fk) - xk  # user time 1.10x allows
+                line += (" In us a request, user + system: libxfer %s + %s, "
+                         "the floor %s + %s. With its kernel time, 1.10x "
+                         "leaves libxfer %s us of user time: about %s "
+                         "instructions a request at this run's %s ns an "
+                         "instruction." % (
+                             fmt(xu), fmt(xk), fmt(fu), fmt(fk), fmt(room),
+                             fmt(max(room, 0) / (xu / x), 0),
+                             fmt(1000 * xu / x, 3)))
+            L.append(line)
         else:
             L.append("- %s: this run does not say why; see the figures "
                      "above and the issue's notes." % target)
