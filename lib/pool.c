@@ -10,8 +10,9 @@
  */
 #include "pool_impl.h"
 
-#include <sched.h>
+#include <linux/futex.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "mem.h"
@@ -23,12 +24,10 @@ XFER__THREAD_LOCAL unsigned long xfer__pool_locks_taken;
 #endif
 xfer__pool_hook_fn xfer__pool_hook;
 
-/* Tries a few hundred times a busy lock, between `pause`s, then gives its
- * CPU away once and tries again: holders keep a lock for a few pointer
- * moves, so a lock still held after the spin is one whose holder was
- * preempted, and yielding lets it run. While this thread holds another
- * pool lock it only spins: no system call under a pool lock (rule 3). */
-#define XFER__POOL_SPINS 256
+/* A held lock is looked at this many times, between `pause`s, before its
+ * waiter sleeps: holders keep a lock for a few pointer moves, so most
+ * waits end within the spin, without a system call. */
+#define XFER__POOL_SPINS 128
 
 static inline void cpu_relax(void) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -38,17 +37,29 @@ static inline void cpu_relax(void) {
 #endif
 }
 
-void xfer__pool_lock_contended(xfer_pool *pool, xfer__spinlock *l) {
+/* U. Drepper's "Futexes Are Tricky", mutex 3: whoever sleeps leaves the
+ * state at 2, so that the release wakes it; a thread that takes the lock
+ * after a sleep leaves it at 2 too (at worst one wake-up too many). */
+void xfer__pool_lock_contended(xfer_pool *pool, xfer__lock *l) {
+  int free_;
+
   atomic_fetch_add_explicit(&pool->contention, 1, memory_order_relaxed);
-  for (;;) {
-    for (unsigned i = 0; i < XFER__POOL_SPINS; i++) {
-      cpu_relax();
-      if (pthread_spin_trylock(l) == 0)
-        return;
-    }
-    if (xfer__pool_lock_depth == 0)
-      sched_yield();
+  for (unsigned i = 0; i < XFER__POOL_SPINS; i++) {
+    cpu_relax();
+    free_ = 0;
+    /* Read first: the spin does not take the line from the holder. */
+    if (atomic_load_explicit(&l->state, memory_order_relaxed) == 0 &&
+        atomic_compare_exchange_strong_explicit(&l->state, &free_, 1,
+                                                memory_order_acquire,
+                                                memory_order_relaxed))
+      return;
   }
+  while (atomic_exchange_explicit(&l->state, 2, memory_order_acquire) != 0)
+    syscall(SYS_futex, &l->state, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+}
+
+void xfer__lock_wake(xfer__lock *l) {
+  syscall(SYS_futex, &l->state, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 bool xfer__pool_valid(const xfer_pool *pool) {
@@ -107,9 +118,9 @@ xfer_pool *xfer_pool_new(const xfer_pool_opts *opts) {
   /* Sweeping a quarter of the idle timeout late at most. */
   pool->sweep_every = pool->idle_timeout / 4;
   atomic_init(&pool->next_sweep, 0);
-  xfer__spinlock_init(&pool->total_lock);
+  xfer__lock_init(&pool->total_lock);
   xfer__list_init(&pool->room);
-  xfer__spinlock_init(&pool->index_lock);
+  xfer__lock_init(&pool->index_lock);
   xfer__list_init(&pool->idle_index);
   return pool;
 }
@@ -137,8 +148,6 @@ xfer_code xfer_pool_destroy(xfer_pool *pool) {
     cds_lfht_del(pool->bundles, node);
     xfer__lanes_drain(b, &idle);
     TSAN_BEFORE_FREE(&b->rcu);
-    xfer__lanes_destroy(b);
-    xfer__spinlock_destroy(&b->lock);
     xfer__free(b);
   }
   rcu_read_unlock();
@@ -149,8 +158,6 @@ xfer_code xfer_pool_destroy(xfer_pool *pool) {
     xfer__conn_close(c, NULL);
   }
   cds_lfht_destroy(pool->bundles, NULL);
-  xfer__spinlock_destroy(&pool->total_lock);
-  xfer__spinlock_destroy(&pool->index_lock);
   pool->magic = XFER__MAGIC_DEAD;
   xfer__free(pool);
   return XFER_OK;

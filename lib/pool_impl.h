@@ -59,23 +59,23 @@
 #define XFER__MAGIC_POOL 0x706f6f6cu /* "pool" */
 
 /*
- * The pool's locks. Each guards a few pointer moves (rule 3), so they are
- * spin locks: a free one costs one atomic instruction to take and a store
- * to release, where glibc's mutex spent about 60 instructions on the pair
- * (and the attached fast path takes a bundle lock twice a request). A
- * thread that finds one held spins a short while, then yields its CPU, to
- * the holder if that was preempted (pool.c): it never sleeps on the lock,
- * and no holder makes a system call to release it.
+ * The pool's locks: a word and the kernel's futex, a mutex cut to what a
+ * lock that guards a few pointer moves (rule 3) needs. A free one costs
+ * one atomic instruction to take and one to release, where glibc's mutex
+ * spent about 60 instructions on the pair, and the attached fast path
+ * takes a bundle lock twice a request. A thread that finds one held spins
+ * a short while (its holder is most likely running), then sleeps in the
+ * kernel until the holder wakes it, as a mutex does: a preempted holder
+ * gets the CPU, whatever the threads' priorities. Zero is unlocked.
  */
-typedef pthread_spinlock_t xfer__spinlock;
+typedef struct {
+  atomic_int state; /* 0 free; 1 held; 2 held, and a thread may sleep on it */
+} xfer__lock;
 
-static inline void xfer__spinlock_init(xfer__spinlock *l) {
-  pthread_spin_init(l, PTHREAD_PROCESS_PRIVATE); /* cannot fail (glibc) */
-}
+static inline void xfer__lock_init(xfer__lock *l) { atomic_init(&l->state, 0); }
 
-static inline void xfer__spinlock_destroy(xfer__spinlock *l) {
-  pthread_spin_destroy(l);
-}
+/* Wakes one thread that sleeps on l (pool.c). */
+void xfer__lock_wake(xfer__lock *l);
 
 /* Lanes a bundle's idle connections are spread over: one per CPU, up to
  * this many (CPUs beyond share lanes, modulo). */
@@ -89,7 +89,7 @@ static inline void xfer__spinlock_destroy(xfer__spinlock *l) {
 /* A destination's idle connections on the shared side, one lane per CPU
  * (pool_lanes.c). */
 struct xfer__lane {
-  xfer__spinlock lock;    /* guards idle */
+  xfer__lock lock;        /* guards idle */
   struct xfer__list idle; /* xfer__conn.idle_node, oldest first */
   atomic_uint count;      /* idle's length: exact under the lock, a hint
                              without it */
@@ -108,7 +108,7 @@ union xfer__lane_slot {
 struct xfer__bundle {
   struct cds_lfht_node node;
   struct rcu_head rcu;
-  xfer__spinlock lock;  /* guards what follows, up to `dead` */
+  xfer__lock lock;      /* guards what follows, up to `dead` */
   unsigned conns;       /* destination slots held: connections open (or
                            closing) and waiters that will open one */
   struct xfer__list waiters; /* QUEUED xfer__waiter.node, oldest first */
@@ -168,13 +168,13 @@ struct xfer_pool {
    * checked; lowered only under total_lock, which also guards the room
    * FIFO, so a freed total slot always reaches a waiter. */
   atomic_long total;
-  xfer__spinlock total_lock;
+  xfer__lock total_lock;
   struct xfer__list room; /* ROOM xfer__waiter.room_node, oldest first */
   /* ROOM waiters, and ones about to enter (announced): read by returners
    * under a lane lock, which then close their connection for room. */
   atomic_long total_waiting;
 
-  xfer__spinlock index_lock;
+  xfer__lock index_lock;
   struct xfer__list idle_index; /* bundles with idle connections in lanes,
                                    by the time they got their first */
 
@@ -233,12 +233,17 @@ void xfer__lock_stats_released(int depth);
 #endif
 
 /* A lock that was held when tried: counted, then waited for (pool.c). */
-void xfer__pool_lock_contended(xfer_pool *pool, xfer__spinlock *l);
+void xfer__pool_lock_contended(xfer_pool *pool, xfer__lock *l);
 
 /* Every pool lock is taken here: contention is counted, and the depth
  * lets debug builds catch a clock read or a long walk under it. */
-static inline void xfer__pool_lock(xfer_pool *pool, xfer__spinlock *l) {
-  if (__builtin_expect(pthread_spin_trylock(l) != 0, 0))
+static inline void xfer__pool_lock(xfer_pool *pool, xfer__lock *l) {
+  int free_ = 0;
+
+  if (__builtin_expect(!atomic_compare_exchange_strong_explicit(
+                           &l->state, &free_, 1, memory_order_acquire,
+                           memory_order_relaxed),
+                       0))
     xfer__pool_lock_contended(pool, l);
   xfer__lock_stats_taken(xfer__pool_lock_depth);
   XFER__POOL_DEBUG_LOCKED();
@@ -246,10 +251,13 @@ static inline void xfer__pool_lock(xfer_pool *pool, xfer__spinlock *l) {
     xfer__pool_visits = 0;
 }
 
-static inline void xfer__pool_unlock(xfer__spinlock *l) {
+static inline void xfer__pool_unlock(xfer__lock *l) {
   xfer__pool_lock_depth--;
   xfer__lock_stats_released(xfer__pool_lock_depth);
-  pthread_spin_unlock(l);
+  if (__builtin_expect(atomic_exchange_explicit(&l->state, 0,
+                                                memory_order_release) == 2,
+                       0))
+    xfer__lock_wake(l);
 }
 
 /* One list node (or lane) visited, counted when under a lock. */
@@ -386,7 +394,6 @@ static inline bool xfer__bundle_wanted(const struct xfer__bundle *b) {
 /* --- pool_lanes.c: idle lanes ------------------------------------------------ */
 
 void xfer__lanes_init(struct xfer__bundle *b, unsigned nlanes);
-void xfer__lanes_destroy(struct xfer__bundle *b);
 
 /* The lane of the CPU this thread runs on (taken before any lock). */
 unsigned xfer__lanes_home(const xfer_pool *pool);

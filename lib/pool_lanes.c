@@ -33,15 +33,10 @@
 void xfer__lanes_init(struct xfer__bundle *b, unsigned nlanes) {
   b->nlanes = nlanes;
   for (unsigned i = 0; i < nlanes; i++) {
-    xfer__spinlock_init(&b->lanes[i].lane.lock);
+    xfer__lock_init(&b->lanes[i].lane.lock);
     xfer__list_init(&b->lanes[i].lane.idle);
   }
   xfer__list_init(&b->index_node);
-}
-
-void xfer__lanes_destroy(struct xfer__bundle *b) {
-  for (unsigned i = 0; i < b->nlanes; i++)
-    xfer__spinlock_destroy(&b->lanes[i].lane.lock);
 }
 
 /* sched_getcpu() reads the kernel's rseq area on x86_64 (glibc 2.35 and

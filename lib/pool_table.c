@@ -63,7 +63,7 @@ static struct xfer__bundle *bundle_new(const xfer_pool *pool, const char *key,
   b->lanes = (union xfer__lane_slot *)lanes;
   xfer__lanes_init(b, pool->nlanes);
   cds_lfht_node_init(&b->node);
-  xfer__spinlock_init(&b->lock);
+  xfer__lock_init(&b->lock);
   xfer__list_init(&b->waiters);
   xfer__list_init(&b->room);
   xfer__list_init(&b->attached);
@@ -77,8 +77,6 @@ static struct xfer__bundle *bundle_new(const xfer_pool *pool, const char *key,
 }
 
 static void bundle_free(struct xfer__bundle *b) {
-  xfer__lanes_destroy(b);
-  xfer__spinlock_destroy(&b->lock);
   xfer__free(b);
 }
 
