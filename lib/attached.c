@@ -114,7 +114,7 @@ void xfer__attached_init(struct xfer__attached *a, struct xfer__loop *loop,
 }
 
 bool xfer__attached_keep(struct xfer__attached *a, struct xfer__conn *c,
-                         xfer__time now) {
+                         struct xfer__mev_tracker *user, xfer__time now) {
   struct xfer__loop *loop = a->loop;
   struct xfer__pollset ps;
   bool armed;
@@ -123,13 +123,17 @@ bool xfer__attached_keep(struct xfer__attached *a, struct xfer__conn *c,
       !xfer__pool_keep_attached(loop->pool, c, loop->wake, now))
     return false;
   /* IN, like the finishing transfer: the application hears no change,
-   * and a peer that closes it makes it readable. */
+   * and a peer that closes it makes it readable. Where the transfer's
+   * last pollset was just that, its use passes to the connection. */
   if (!c->ev_live)
     xfer__mev_tracker_init(&c->ev, XFER__MEV_CONN, &conn_ev_ops, a);
   xfer__pollset_reset(&ps);
   xfer__conn_pollset(c, &ps, XFER_POLL_IN);
   c->ev_live = true;
-  if (xfer__mev_assess(&loop->ev, &c->ev, &ps) != XFER_OK) {
+  if (user && ps.count == 1 && c->ev.count == 0 &&
+      xfer__mev_hand_over(&loop->ev, user, &c->ev, ps.fd[0], ps.want[0]))
+    ; /* tracked as it was */
+  else if (xfer__mev_assess(&loop->ev, &c->ev, &ps) != XFER_OK) {
     xfer__pool_take_attached(loop->pool, c, XFER__TAKE_CLOSE);
     xfer__attached_untrack(a, c);
     return false;

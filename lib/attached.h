@@ -44,11 +44,13 @@ void xfer__attached_init(struct xfer__attached *a, struct xfer__loop *loop,
                          struct xfer__shutdown *shutdown,
                          struct xfer__expiry *timer);
 
-/* c's response completed on this loop (the transfer still tracks its
- * socket): keep it attached. false: attaching is off or refused; return c
- * the shared way. */
+/* c's response completed on this loop (the transfer, whose tracker is
+ * `user`, still tracks its socket; NULL: no transfer does): keep it
+ * attached. The transfer's use of the socket passes to c where it is what
+ * c wants (xfer__mev_hand_over()). false: attaching is off or refused;
+ * return c the shared way. */
 bool xfer__attached_keep(struct xfer__attached *a, struct xfer__conn *c,
-                         xfer__time now);
+                         struct xfer__mev_tracker *user, xfer__time now);
 
 /* An attached connection for the key that passes the pool's reuse check
  * for a request that is `replayable` or not (xfer__pool_reuse_check():

@@ -263,6 +263,36 @@ xfer_code xfer__mev_assess(struct xfer__mev *ev, struct xfer__mev_tracker *t,
   return result;
 }
 
+bool xfer__mev_hand_over(struct xfer__mev *ev, struct xfer__mev_tracker *from,
+                         struct xfer__mev_tracker *to, int fd, unsigned want) {
+  int i = tracker_find(from, fd);
+  struct xfer__mev_use *u, *v;
+  unsigned last;
+
+  (void)ev;
+  if (i < 0 || from->uses[i].want != want || tracker_find(to, fd) >= 0 ||
+      !(v = tracker_append(to)))
+    return false;
+  u = &from->uses[i];
+  *v = *u;
+  v->tracker = to;
+  xfer__list_relink(&v->entry_node); /* its neighbours point at v now */
+  /* Readers and writers stay; only a connection's use counts apart. */
+  if (from->kind != to->kind) {
+    if (to->kind == XFER__MEV_CONN)
+      v->entry->conns++;
+    else
+      v->entry->conns--;
+  }
+  last = from->count - 1;
+  if ((unsigned)i != last) {
+    *u = from->uses[last];
+    xfer__list_relink(&u->entry_node);
+  }
+  from->count = last;
+  return true;
+}
+
 void xfer__mev_tracker_done(struct xfer__mev *ev, struct xfer__mev_tracker *t) {
   while (t->count)
     entry_update(ev, use_drop(t, t->count - 1));

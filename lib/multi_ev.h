@@ -112,6 +112,19 @@ void xfer__mev_tracker_init(struct xfer__mev_tracker *t,
 xfer_code xfer__mev_assess(struct xfer__mev *ev, struct xfer__mev_tracker *t,
                            const struct xfer__pollset *ps);
 
+/*
+ * Moves `from`'s use of fd, when it wants exactly `want`, to `to`, which
+ * has none: the diff both owners' next assessments would make (one use
+ * dropped, the same one added) without a lookup. The socket keeps its
+ * readers and writers, so the application hears nothing. For a socket
+ * that passes between a transfer and its connection (a connection kept
+ * attached after its response, taken by the next request): its pollset
+ * then lives on in the new owner's. false, and nothing changed, when
+ * `from` has no such use, `to` has one of fd, or memory ran out.
+ */
+bool xfer__mev_hand_over(struct xfer__mev *ev, struct xfer__mev_tracker *from,
+                         struct xfer__mev_tracker *to, int fd, unsigned want);
+
 /* Tells `due` to every transfer that uses fd. Returns true when a
  * connection is interested in fd too. */
 bool xfer__mev_expire_xfers(struct xfer__mev *ev, int fd);

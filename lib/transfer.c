@@ -258,7 +258,7 @@ static void conn_drop(xfer *x, enum xfer__close_reason why) {
 static void give_back(xfer *x, struct xfer__conn *c) {
   struct xfer__list evicted;
 
-  if (xfer__attached_keep(&x->multi->attached, c, x->now))
+  if (xfer__attached_keep(&x->multi->attached, c, &x->ev, x->now))
     return;
   xfer__attached_untrack(&x->multi->attached, c);
   xfer__mev_socket_done(&x->loop->ev, c->fd);
@@ -762,6 +762,12 @@ static enum xfer__early http_start_early(xfer *x) {
                                   h->key_hash, replayable(x), x->now);
   if (!c)
     return XFER__EARLY_NO;
+  /* The connection's use of its socket (IN) becomes this transfer's, which
+   * wants IN once its request is out: its tracking then finds nothing to
+   * change (a partial send adds OUT there). */
+  if (c->ev_live && c->ev.count == 1 &&
+      xfer__mev_hand_over(&m->loop.ev, &c->ev, &x->ev, c->fd, XFER_POLL_IN))
+    xfer__attached_untrack(&m->attached, c);
   first_run(x);
   h->wait.wake = m->loop.wake;
   h->wait.fresh_only = false;
@@ -782,7 +788,7 @@ static enum xfer__early http_start_early(xfer *x) {
     if (h->conn == c) {
       xfer__time last_used = c->last_used;
       h->conn = NULL;
-      if (xfer__attached_keep(&m->attached, c, x->now))
+      if (xfer__attached_keep(&m->attached, c, &x->ev, x->now))
         c->last_used = last_used; /* still this thread's alone */
       else
         give_back(x, c);

@@ -308,10 +308,11 @@ TH_TEST(attached, the_next_request_goes_out_inside_add) {
   static struct th_sockrec rec;
   static struct th_timerrec tr;
   xfer_multi *m = xfer_multi_new(NULL);
-  xfer_multi_stats before, after;
+  xfer_multi_stats before = {0}, after = {0};
+  struct xfer__mev_socket_info info;
   uint64_t sent = 0;
   xfer *second;
-  int calls, timers;
+  int calls, timers, fd;
 
   th_sockrec_init(&rec);
   th_timerrec_init(&tr);
@@ -325,6 +326,13 @@ TH_TEST(attached, the_next_request_goes_out_inside_add) {
   xfer_get_bytes(second, &sent, NULL);
   cr_assert_gt(sent, 0, "the request went out inside the add");
   cr_assert_eq(rec.count, calls, "no socket callback");
+  /* The connection's use of its socket became the transfer's... */
+  fd = rec.calls[rec.count - 1].fd;
+  cr_assert(xfer__mev_socket_info(&m->loop.ev, fd, &info));
+  cr_assert_eq(info.conns, 0);
+  cr_assert_eq(info.users, 1);
+  cr_assert_eq(info.readers, 1);
+  cr_assert_eq(second->ev.count, 1);
   cr_assert(!told_zero(&tr, timers), "no 0 ms timer");
   xfer_multi_get_stats(m, &after);
   cr_assert_eq(after.clock_reads - before.clock_reads, 1,
@@ -336,6 +344,12 @@ TH_TEST(attached, the_next_request_goes_out_inside_add) {
   cr_assert_eq(xfer_get_reused(second), 1);
   th_expect_pattern(sinks[1].data, sinks[1].len, 20);
   cr_assert_eq(rec.count, calls, "and none until the answer");
+  /* ...and the connection's again once it is attached anew. */
+  cr_assert(xfer__mev_socket_info(&m->loop.ev, fd, &info));
+  cr_assert_eq(info.conns, 1);
+  cr_assert_eq(info.users, 1);
+  cr_assert_eq(info.readers, 1);
+  cr_assert_eq(second->ev.count, 0);
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
 }
 

@@ -193,6 +193,60 @@ TH_TEST(multi_ev, shared_socket_counts_readers_and_writers) {
          4);
 }
 
+/* A socket passed between a transfer and its connection (kept attached
+ * after the response, then taken by the next request): the use moves with
+ * its want, the application hears nothing, events reach the new owner
+ * only, and the socket's end purges it from there. */
+TH_TEST(multi_ev, a_use_handed_over_keeps_the_socket_as_reported) {
+  struct fake x, c, other;
+
+  fake_init(&x, XFER__MEV_XFER);
+  fake_init(&c, XFER__MEV_CONN);
+  fake_init(&other, XFER__MEV_XFER);
+  cr_assert_eq(want(&x, (int[]){S, XFER_POLL_IN, T, XFER_POLL_OUT}, 2),
+               XFER_OK);
+  want1(&other, S, XFER_POLL_IN);
+  nreports = 0;
+
+  /* Refused, and nothing changes: another want, a socket not used, a
+   * new owner that has the socket already. */
+  cr_assert(!xfer__mev_hand_over(&ev, &x.t, &c.t, S, XFER_POLL_INOUT));
+  cr_assert(!xfer__mev_hand_over(&ev, &x.t, &c.t, U, XFER_POLL_IN));
+  cr_assert(!xfer__mev_hand_over(&ev, &x.t, &other.t, S, XFER_POLL_IN));
+  cr_assert_eq(x.t.count, 2);
+  cr_assert_eq(c.t.count, 0);
+
+  cr_assert(xfer__mev_hand_over(&ev, &x.t, &c.t, S, XFER_POLL_IN));
+  cr_assert_eq(nreports, 0, "the same readers: nothing to tell");
+  cr_assert_eq(x.t.count, 1);
+  cr_assert_eq(x.t.uses[0].fd, T, "x keeps its other socket");
+  cr_assert_eq(c.t.count, 1);
+  cr_assert_eq(info(S).readers, 2);
+  cr_assert_eq(info(S).users, 2);
+  cr_assert_eq(info(S).conns, 1, "now a connection's use");
+  cr_assert(xfer__mev_expire_xfers(&ev, S));
+  cr_assert_eq(x.due, 0, "x no longer hears S");
+  cr_assert_eq(other.due, 1);
+  xfer__mev_dispatch_conns(&ev, S, XFER_CSELECT_IN);
+  cr_assert_eq(c.events, 1);
+  /* The new owner's next assessment finds it as it was; x's drops T. */
+  want1(&c, S, XFER_POLL_IN);
+  want1(&x, T, 0);
+  expect(0, (int[]){T, XFER_POLL_REMOVE}, 1);
+
+  /* And back, to a transfer: the connection's count goes. */
+  cr_assert(xfer__mev_hand_over(&ev, &c.t, &x.t, S, XFER_POLL_IN));
+  cr_assert_eq(info(S).conns, 0);
+  cr_assert(!xfer__mev_expire_xfers(&ev, S), "no connection left on S");
+  cr_assert_eq(x.due, 1);
+  xfer__mev_tracker_done(&ev, &c.t);
+  xfer__mev_tracker_done(&ev, &other.t);
+  cr_assert_eq(nreports, 1, "x still reads S");
+  xfer__mev_socket_done(&ev, S);
+  cr_assert_eq(x.t.count, 0, "purged from its new owner");
+  expect(1, (int[]){S, XFER_POLL_REMOVE}, 1);
+}
+
 /* --- done, in any order -----------------------------------------------------
  */
 
