@@ -4,7 +4,8 @@
  * remove transfers, change a transfer's or a connection's pollset, run the
  * multi (perform, socket_action on an fd, the timer), forget a socket
  * (socket_done, after which its number comes back at once: fd reuse),
- * finish a transfer, set the socket callback late. The sockets are fake
+ * finish a transfer, set the socket callback late, hand a socket's use
+ * between a transfer and the connection. The sockets are fake
  * numbers; nothing is ever polled.
  *
  * After every operation, the calls the socket callback got are checked
@@ -146,6 +147,14 @@ static void assess_conn(xfer_multi *m) {
   xfer__mev_assess(&m->loop.ev, &conn, &ps);
 }
 
+/* The want of t's use of fd, 0 when it has none. */
+static unsigned char tracked_want(const struct xfer__mev_tracker *t, int fd) {
+  for (unsigned i = 0; i < t->count; i++)
+    if (t->uses[i].fd == fd)
+      return t->uses[i].want;
+  return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   xfer_multi *m = xfer_multi_new(NULL);
@@ -224,6 +233,29 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     case 11:
       conn_want[fd] = (unsigned char)want;
       assess_conn(m);
+      break;
+    case 13: /* a socket's use passes between a transfer and the
+                connection (xfer__mev_hand_over): nothing is told, and the
+                union stays; the transfer's next assessment diffs against
+                what it holds then */
+      if (!conn_live) {
+        xfer__mev_tracker_init(&conn, XFER__MEV_CONN, &conn_ops, NULL);
+        conn_live = true;
+      }
+      if (!f->added || f->x->state != XFER__STATE_RUNNING)
+        break;
+      if (want & 1) { /* to the connection, as the transfer last wanted */
+        unsigned char w = tracked_want(&f->x->ev, FD0 + (int)fd);
+        if (xfer__mev_hand_over(&m->loop.ev, &f->x->ev, &conn, FD0 + (int)fd,
+                                w)) {
+          CHECK(w && !conn_want[fd]);
+          conn_want[fd] = w;
+        }
+      } else if (conn_want[fd] &&
+                 xfer__mev_hand_over(&m->loop.ev, &conn, &f->x->ev,
+                                     FD0 + (int)fd, conn_want[fd])) {
+        conn_want[fd] = 0;
+      }
       break;
     case 12: /* the connection is done */
       if (conn_live) {
