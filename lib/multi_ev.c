@@ -215,8 +215,23 @@ static int pollset_find(const struct xfer__pollset *ps, int fd) {
  * at once, so the application sees exactly the changes. Pollsets hold at
  * most XFER__POLLSET_MAX sockets, so the quadratic matching is cheap.
  */
+static xfer_code assess_diff(struct xfer__mev *ev, struct xfer__mev_tracker *t,
+                             const struct xfer__pollset *ps);
+
+/* The common case first: the same one socket, wanted the same way (a
+ * transfer tracked again after a run that changed nothing, or after its
+ * connection's use was handed over to it). */
 xfer_code xfer__mev_assess(struct xfer__mev *ev, struct xfer__mev_tracker *t,
                            const struct xfer__pollset *ps) {
+  if (t->count == 1 && ps->count == 1 && t->uses[0].fd == ps->fd[0] &&
+      t->uses[0].want == ps->want[0])
+    return XFER_OK;
+  return assess_diff(ev, t, ps);
+}
+
+__attribute__((noinline)) static xfer_code
+assess_diff(struct xfer__mev *ev, struct xfer__mev_tracker *t,
+            const struct xfer__pollset *ps) {
   xfer_code result = XFER_OK;
 
   for (unsigned i = t->count; i-- > 0;) {
