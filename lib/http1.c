@@ -257,17 +257,31 @@ static int count_trailer_bytes(struct xfer__http1_resp *r, size_t len) {
                                                                : too_large(r);
 }
 
-/* The reason phrase may come in pieces; kept up to its buffer's size
- * (the header limit bounds what is read). */
+/* The reason phrase may come in pieces, which follow each other in the
+ * kept head: where it starts there, and its length (the header limit
+ * bounds it), for xfer__http1_resp_reason(). */
 static int on_status(llhttp_t *p, const char *at, size_t len) {
   struct xfer__http1_resp *r = resp_of(p);
-  size_t room = sizeof(r->reason) - 1 - r->reason_len;
-  size_t take = len < room ? len : room;
 
-  memcpy(r->reason + r->reason_len, at, take);
-  r->reason_len += take;
-  r->reason[r->reason_len] = '\0';
+  if (r->reason_len == 0)
+    r->reason_off = (uint32_t)(r->head.len + (size_t)(at - r->feed_base));
+  r->reason_len += (uint32_t)len;
   return 0;
+}
+
+const char *xfer__http1_resp_reason(const struct xfer__http1_resp *cr) {
+  struct xfer__http1_resp *r = (struct xfer__http1_resp *)cr;
+  size_t n = r->reason_len < sizeof(r->reason) - 1 ? r->reason_len
+                                                   : sizeof(r->reason) - 1;
+
+  if (!r->headers_done)
+    return "";
+  if (!r->reason_made) {
+    memcpy(r->reason, r->head.data + r->reason_off, n);
+    r->reason[n] = '\0';
+    r->reason_made = true;
+  }
+  return r->reason;
 }
 
 static int on_status_complete(llhttp_t *p) {
@@ -430,8 +444,9 @@ static void reset_head(struct xfer__http1_resp *r) {
   r->ka_value_len = 0;
   r->ka_value[0] = '\0';
   r->status_seen = false;
+  r->reason_off = 0;
   r->reason_len = 0;
-  r->reason[0] = '\0';
+  r->reason_made = false;
 }
 
 /* Pauses, so that feed() learns where the head ends (llhttp's position
@@ -798,6 +813,7 @@ xfer_code xfer__http1_resp_feed(struct xfer__http1_resp *r, const char *data,
   /* One pass a pause: at the end of a head, of an interim response, of
    * the response; the next pass starts where llhttp stopped. */
   for (;;) {
+    r->feed_base = data;
     err = execute(&r->parser, data, end);
     if (err != HPE_OK && err != HPE_PAUSED)
       return parse_error(r, err);

@@ -93,8 +93,10 @@ struct xfer__http1_resp {
   bool head_request;       /* the response to a HEAD has no body */
 
   int status;
-  char reason[128];        /* the status line's reason phrase, cut to fit */
-  size_t reason_len;
+  uint32_t reason_off;     /* the reason phrase: where in `head`, */
+  uint32_t reason_len;     /* and how long */
+  bool reason_made;        /* `reason` holds it (xfer__http1_resp_reason) */
+  char reason[128];        /* made on demand, cut to fit */
   bool status_seen;        /* the status line was parsed */
   bool headers_done;       /* the final (non-1xx) headers are complete */
   bool complete;           /* the whole response is in */
@@ -106,6 +108,8 @@ struct xfer__http1_resp {
    * a header callback, a redirect): a response nobody asks about costs
    * one copy of its head (docs/internals/performance.md). */
   struct xfer__buf head;
+  const char *feed_base;   /* where llhttp's current run started: the
+                              bytes before it in the head are head.len */
   bool in_head;            /* the bytes llhttp reads now belong to the head */
   bool head_ended;         /* on_headers_complete paused the parser */
   bool interim_ended;      /* on_message_complete of a 1xx paused it */
@@ -163,6 +167,11 @@ bool xfer__http1_resp_load_headers(const struct xfer__http1_resp *r);
  * (also when the headers could not be made: out of memory). */
 const char *xfer__http1_resp_header(const struct xfer__http1_resp *r,
                                     const char *name);
+
+/* The final response's reason phrase, cut to 127 bytes ("" when there
+ * is none, or no final head yet). Made from `head` when first asked: the
+ * const is logical, as for the header strings. */
+const char *xfer__http1_resp_reason(const struct xfer__http1_resp *r);
 
 /* The value of the first Keep-Alive header (kept while parsing, so that
  * learning the server's idle timeout makes no strings), or NULL. */

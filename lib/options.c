@@ -263,8 +263,7 @@ int xfer_get_status(const xfer *x) {
 }
 
 const char *xfer_get_reason(const xfer *x) {
-  return xfer__valid(x) && x->http.resp.headers_done ? x->http.resp.reason
-                                                     : "";
+  return xfer__valid(x) ? xfer__http1_resp_reason(&x->http.resp) : "";
 }
 
 const char *xfer_get_header(const xfer *x, const char *name) {

@@ -77,6 +77,28 @@ static void check_headers(const struct xfer__http1_resp *r,
     __builtin_trap();
 }
 
+/* The reason phrase made on demand is the start of the span the parse saw
+ * in the kept head: within it, on one line. (The head may begin with the
+ * empty lines llhttp skips before a status line.) */
+static void check_reason(const struct xfer__http1_resp *r, char *out,
+                         size_t out_len) {
+  const char *reason = xfer__http1_resp_reason(r);
+  size_t n = strlen(reason);
+
+  if (!r->headers_done) {
+    if (n)
+      __builtin_trap();
+    return;
+  }
+  if ((size_t)r->reason_off + r->reason_len > r->head.len ||
+      memchr(r->head.data + r->reason_off, '\n', r->reason_len) ||
+      memchr(r->head.data + r->reason_off, '\r', r->reason_len) ||
+      n > r->reason_len || n >= out_len ||
+      memcmp(reason, r->head.data + r->reason_off, n) != 0)
+    __builtin_trap();
+  memcpy(out, reason, n + 1);
+}
+
 /* What one parse gave, for the two builds to be compared. */
 struct outcome {
   xfer_code rc;
@@ -84,6 +106,7 @@ struct outcome {
   int status;
   uint64_t body;
   unsigned headers;
+  char reason[128];
 };
 
 static struct outcome parse(uint8_t flags, const uint8_t *cuts,
@@ -112,7 +135,8 @@ static struct outcome parse(uint8_t flags, const uint8_t *cuts,
     __builtin_trap();
   check_headers(&r, &seen, !(flags & 16));
   out = (struct outcome){rc,       r.complete, r.keep_alive,
-                         r.status, seen.body,  r.header_count};
+                         r.status, seen.body,  r.header_count, ""};
+  check_reason(&r, out.reason, sizeof(out.reason));
   xfer__http1_resp_free(&r);
   return out;
 }
@@ -130,7 +154,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   sse42 = parse(data[0], data + 1, data + 5, size - 5);
   if (base.rc != sse42.rc || base.complete != sse42.complete ||
       base.keep_alive != sse42.keep_alive || base.status != sse42.status ||
-      base.body != sse42.body || base.headers != sse42.headers)
+      base.body != sse42.body || base.headers != sse42.headers ||
+      strcmp(base.reason, sse42.reason) != 0)
     __builtin_trap(); /* the two builds of llhttp's parser disagree */
   return 0;
 }
