@@ -285,8 +285,11 @@ bool xfer__mev_hand_over(struct xfer__mev *ev, struct xfer__mev_tracker *from,
   unsigned last;
 
   (void)ev;
-  if (i < 0 || from->uses[i].want != want || tracker_find(to, fd) >= 0 ||
-      !(v = tracker_append(to)))
+  if (i < 0 || from->uses[i].want != want || tracker_find(to, fd) >= 0)
+    return false;
+  if (to->count < to->capacity) /* room: no call */
+    v = &to->uses[to->count++];
+  else if (!(v = tracker_append(to)))
     return false;
   u = &from->uses[i];
   *v = *u;

@@ -158,6 +158,12 @@ enum xfer__acquire xfer__pool_take_grant(xfer_pool *pool,
 void xfer__pool_cancel(xfer_pool *pool, struct xfer__waiter *w,
                        xfer__time now, struct xfer__list *evicted);
 
+/* Does w hold nothing (no place, no slot, no grant)? Then a cancel has
+ * nothing to do. The owner's view, without a lock. */
+static inline bool xfer__pool_waiter_idle(const struct xfer__waiter *w) {
+  return !w->waiting && w->state == XFER__WAIT_NONE;
+}
+
 /* A connection was opened with w's slots (which move into it); `reopen`:
  * because a reused one was dead. */
 void xfer__pool_opened(xfer_pool *pool, struct xfer__waiter *w,

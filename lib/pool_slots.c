@@ -456,7 +456,7 @@ void xfer__pool_cancel(xfer_pool *pool, struct xfer__waiter *w,
   struct xfer__bundle *b = w->bundle;
   enum xfer__wait_state held;
 
-  if (!w->waiting && w->state == XFER__WAIT_NONE)
+  if (xfer__pool_waiter_idle(w))
     return;
   if (w->waiting) {
     /* QUEUED, ROOM or GRANTED (maybe at this very moment): under both

@@ -143,6 +143,12 @@ void xfer__expiry_clear(struct xfer__timer_heap *h, struct xfer__expiry *e,
 
 void xfer__expiry_clear_all(struct xfer__timer_heap *h,
                             struct xfer__expiry *e) {
+  /* The node's deadline is always the earliest of at[]: NEVER means
+   * there is nothing to clear (a transfer that ends with no timeout). */
+  if (e->node.deadline == XFER__TIME_NEVER) {
+    assert(expiry_earliest(e) == XFER__TIME_NEVER);
+    return;
+  }
   for (size_t i = 0; i < XFER__EXPIRE_COUNT; i++)
     e->at[i] = XFER__TIME_NEVER;
   heap_update(h, &e->node, XFER__TIME_NEVER);

@@ -858,9 +858,11 @@ static void http_cleanup(xfer *x) {
     xfer__list_remove(&h->wait_node);
   /* A place in a FIFO, a slot, or a grant not taken yet is passed on, so
    * a transfer timing out while it waits leaves nothing stuck. */
-  xfer__list_init(&evicted);
-  xfer__pool_cancel(x->loop->pool, &h->wait, x->now, &evicted);
-  shut_down_evicted(x, &evicted);
+  if (!xfer__pool_waiter_idle(&h->wait)) {
+    xfer__list_init(&evicted);
+    xfer__pool_cancel(x->loop->pool, &h->wait, x->now, &evicted);
+    shut_down_evicted(x, &evicted);
+  }
   xfer__resolve_cancel(&h->resolve);
   if (h->state == XFER__HTTP_CONNECT && h->conn)
     conn_abandon(x);
