@@ -293,13 +293,14 @@ static const char keep_alive_name[] = "keep-alive";
 #define KEEP_ALIVE_NAME_LEN (sizeof(keep_alive_name) - 1)
 
 /*
- * Header lines. The head's, run eight times a response, have callbacks
- * of their own (head_settings) that do only what the head needs: the
- * name's length, and the end of each line, where the line is counted and
- * checked. A name that may be "Keep-Alive" switches the parser to
+ * Header lines. The head's, run eight times a response, have one callback
+ * of their own (head_settings): at the first piece of a name, the line is
+ * counted and checked, and the name's first byte tells it from
+ * "Keep-Alive". A name that may be Keep-Alive switches the parser to
  * ka_settings for the rest of its line, which add the callbacks that take
- * its value; the trailers' (body_settings) count bytes against the limit.
- * head_complete() and reset_head() switch between them.
+ * its value. The trailers' callbacks (body_settings) count lines and bytes
+ * against the limits. head_complete() and reset_head() switch between
+ * them.
  */
 static llhttp_settings_t head_settings, ka_settings, body_settings,
     load_settings;
@@ -316,49 +317,59 @@ match_keep_alive(struct xfer__http1_resp *r, uint32_t done, const char *at,
     r->parser.settings = &ka_settings;
 }
 
-/* A line begins with the first bytes of its name: counted then, so that
- * the limit holds before the line ends. (A name whose pieces are all
- * empty is refused at the end of its line.) */
 static int too_many_lines(struct xfer__http1_resp *r) {
   return fail(r, XFER_E_HEADERS_TOO_LARGE,
               "the response has more than %u header lines", r->max_headers);
 }
 
-/* The lines head_field() does not settle itself: the first piece of a
- * name that may be "Keep-Alive", the next pieces of one, and the line
- * over the limit. */
+/* The first piece of a name that head_field() does not settle itself: an
+ * empty one, one over the line limit, one that may be "Keep-Alive".
+ * llhttp 8.1 passes a line with an empty name (": value") on as an empty
+ * piece; RFC 9110 names are one token or more. Found by
+ * tests/fuzz/fuzz_response. */
 __attribute__((noinline)) static int
-head_field_rare(struct xfer__http1_resp *r, uint32_t done, const char *at,
-                size_t len) {
-  if (done == 0) {
-    if (r->line_count == r->max_headers)
-      return too_many_lines(r);
-    r->line_count++;
-  }
-  r->name_len = done + (uint32_t)len;
-  match_keep_alive(r, done, at, len);
+head_field_rare(struct xfer__http1_resp *r, const char *at, size_t len) {
+  if (len == 0)
+    return fail(r, XFER_E_BAD_HEADER, "a response header line has no name");
+  if (r->line_count == r->max_headers)
+    return too_many_lines(r);
+  r->line_count++;
+  r->name_len = (uint32_t)len;
+  r->name_open = at + len == r->feed_end;
+  match_keep_alive(r, 0, at, len);
   return 0;
 }
 
-/* Out of line above, everything but the two common cases: so these need
- * no stack frame. */
+/* The rest of a name that the end of the bytes fed before cut. */
+__attribute__((noinline)) static int
+head_field_rest(struct xfer__http1_resp *r, const char *at, size_t len) {
+  r->name_open = at + len == r->feed_end;
+  if (r->name_may_be_ka)
+    match_keep_alive(r, r->name_len, at, len);
+  r->name_len += (uint32_t)len;
+  return 0;
+}
+
+/*
+ * llhttp passes a name in one piece, unless the bytes fed end inside it:
+ * then it passes what it has, and the rest as the first piece of the next
+ * run (the span starts again at that run's first byte). So a piece that
+ * ends where the bytes fed end, and then one that starts where the next
+ * bytes start, are one name; any other piece begins a line, where it is
+ * counted, so that the limit holds before the line ends. The rare cases
+ * are out of line above: this one needs no stack frame.
+ */
 static int head_field(llhttp_t *p, const char *at, size_t len) {
   struct xfer__http1_resp *r = resp_of(p);
-  uint32_t done = r->name_len;
 
-  if (done == 0) {
-    if (len == 0)
-      return 0; /* refused at the end of the line if nothing follows */
-    if ((at[0] | 0x20) != 'k' && r->line_count != r->max_headers) {
-      r->line_count++;
-      r->name_len = (uint32_t)len;
-      return 0;
-    }
-  } else if (!r->name_may_be_ka) {
-    r->name_len = done + (uint32_t)len;
-    return 0;
-  }
-  return head_field_rare(r, done, at, len);
+  if (r->name_open && at == r->feed_base)
+    return head_field_rest(r, at, len);
+  if (len == 0 || (at[0] | 0x20) == 'k' || r->line_count == r->max_headers)
+    return head_field_rare(r, at, len);
+  r->line_count++;
+  r->name_len = (uint32_t)len;
+  r->name_open = at + len == r->feed_end;
+  return 0;
 }
 
 static int trailer_field(llhttp_t *p, const char *at, size_t len) {
@@ -374,11 +385,9 @@ static int trailer_field(llhttp_t *p, const char *at, size_t len) {
   return count_trailer_bytes(r, len);
 }
 
-/* The end of a header (or trailer) line: llhttp calls it for every value,
- * an empty one too. llhttp 8.1 passes a line with an empty name (": value")
- * on as an empty field; RFC 9110 names are one token or more. Found by
- * tests/fuzz/fuzz_response. */
-static int on_line_complete(llhttp_t *p) {
+/* The end of a trailer line: llhttp calls it for every value, an empty
+ * one too. An empty name is refused, as in the head. */
+static int trailer_line_complete(llhttp_t *p) {
   struct xfer__http1_resp *r = resp_of(p);
 
   if (r->name_len == 0)
@@ -417,7 +426,7 @@ static int ka_line_complete(llhttp_t *p) {
 
   r->in_ka_value = false;
   r->parser.settings = &head_settings;
-  return on_line_complete(p);
+  return 0;
 }
 
 static int trailer_value(llhttp_t *p, const char *at, size_t len) {
@@ -438,6 +447,7 @@ static void reset_head(struct xfer__http1_resp *r) {
   r->line_count = 0;
   r->trailer_bytes = 0;
   r->name_len = 0;
+  r->name_open = false;
   r->name_may_be_ka = false;
   r->in_ka_value = false;
   r->ka_seen = false;
@@ -629,7 +639,6 @@ static void settings_init(void) {
   head_settings.on_status = on_status;
   head_settings.on_status_complete = on_status_complete;
   head_settings.on_header_field = head_field;
-  head_settings.on_header_value_complete = on_line_complete;
   head_settings.on_headers_complete = on_headers_complete;
   head_settings.on_body = on_body;
   head_settings.on_message_complete = on_message_complete;
@@ -640,6 +649,7 @@ static void settings_init(void) {
   body_settings = head_settings;
   body_settings.on_header_field = trailer_field;
   body_settings.on_header_value = trailer_value;
+  body_settings.on_header_value_complete = trailer_line_complete;
 
   llhttp_settings_init(&load_settings);
   load_settings.on_header_field = load_field;
@@ -776,7 +786,8 @@ static xfer_code head_complete(struct xfer__http1_resp *r) {
     return XFER_OK; /* an interim response: its end pauses llhttp again */
   r->headers_done = true;
   r->header_count = r->line_count;
-  r->parser.settings = (void *)&body_settings; /* trailers from now on */
+  r->name_len = 0; /* the trailers' names, from now on */
+  r->parser.settings = (void *)&body_settings;
   if (!ev || !ev->on_header)
     return XFER_OK;
   if (!xfer__http1_resp_load_headers(r)) {
@@ -812,6 +823,7 @@ xfer_code xfer__http1_resp_feed(struct xfer__http1_resp *r, const char *data,
     goto extra_bytes;
   /* One pass a pause: at the end of a head, of an interim response, of
    * the response; the next pass starts where llhttp stopped. */
+  r->feed_end = end;
   for (;;) {
     r->feed_base = data;
     err = execute(&r->parser, data, end);

@@ -110,6 +110,7 @@ struct xfer__http1_resp {
   struct xfer__buf head;
   const char *feed_base;   /* where llhttp's current run started: the
                               bytes before it in the head are head.len */
+  const char *feed_end;    /* and where the bytes it has end */
   bool in_head;            /* the bytes llhttp reads now belong to the head */
   bool head_ended;         /* on_headers_complete paused the parser */
   bool interim_ended;      /* on_message_complete of a 1xx paused it */
@@ -117,6 +118,7 @@ struct xfer__http1_resp {
   unsigned line_count;     /* header and trailer lines so far (the limit) */
   size_t trailer_bytes;    /* counted with the head against the limit */
   uint32_t name_len;       /* of the header name being received */
+  bool name_open;          /* its last piece ended with the bytes fed */
   bool name_may_be_ka;     /* that name so far starts "Keep-Alive" */
   bool in_ka_value;        /* the value being received is Keep-Alive's */
   bool ka_seen;            /* the first Keep-Alive header was captured */

@@ -484,7 +484,6 @@ xfer_mcode xfer_multi_poll(xfer_multi *m, int timeout_ms, int *numfds) {
  * socket already watched for IN, its pollset tracked; false: x runs (or
  * goes on) at the 0 ms timer. */
 static bool start_in_add(xfer_multi *m, xfer *x) {
-  struct xfer__mev_socket_info info;
   struct xfer__pollset ps;
   enum xfer__early early;
 
@@ -505,8 +504,7 @@ static bool start_in_add(xfer_multi *m, xfer *x) {
    * memory tracking (no callback ran: the socket was reported already). */
   if (ps.count != 1 || ps.want[0] != XFER_POLL_IN ||
       (m->socket_cb &&
-       !(xfer__mev_socket_info(&m->loop.ev, ps.fd[0], &info) &&
-         info.reported == XFER_POLL_IN)))
+       xfer__mev_reported(&m->loop.ev, ps.fd[0]) != XFER_POLL_IN))
     return false;
   return track(m, x, &ps) == XFER_OK;
 }

@@ -468,6 +468,12 @@ bool xfer__mev_socket_info(const struct xfer__mev *ev, int fd,
   return true;
 }
 
+unsigned xfer__mev_reported(const struct xfer__mev *ev, int fd) {
+  const struct xfer__mev_entry *e = entry_find(ev, fd);
+
+  return e ? e->reported : 0;
+}
+
 size_t xfer__mev_pollfds(const struct xfer__mev *ev, struct pollfd *out,
                          size_t max) {
   const struct xfer__list *pos;

@@ -162,6 +162,10 @@ struct xfer__mev_socket_info {
 bool xfer__mev_socket_info(const struct xfer__mev *ev, int fd,
                            struct xfer__mev_socket_info *out);
 
+/* What the application was last told of fd (XFER_POLL_IN, _OUT, _INOUT),
+ * 0 when nothing or fd is not tracked. */
+unsigned xfer__mev_reported(const struct xfer__mev *ev, int fd);
+
 /* Fills up to `max` pollfds with every tracked socket and the events its
  * users want; returns how many. */
 struct pollfd;

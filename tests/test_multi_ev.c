@@ -131,8 +131,10 @@ TH_TEST(multi_ev, only_changes_are_reported) {
   struct fake a;
 
   fake_init(&a, XFER__MEV_XFER);
+  cr_assert_eq(xfer__mev_reported(&ev, S), 0, "not tracked");
   want1(&a, S, XFER_POLL_IN);
   want1(&a, S, XFER_POLL_IN); /* the same pollset: nothing to say */
+  cr_assert_eq(xfer__mev_reported(&ev, S), XFER_POLL_IN);
   want1(&a, S, XFER_POLL_INOUT);
   want1(&a, S, XFER_POLL_OUT);
   want1(&a, S, 0);
@@ -142,6 +144,7 @@ TH_TEST(multi_ev, only_changes_are_reported) {
                  XFER_POLL_REMOVE},
          4);
   cr_assert(!tracked(S));
+  cr_assert_eq(xfer__mev_reported(&ev, S), 0);
   cr_assert_eq(a.t.count, 0);
 }
 
