@@ -119,7 +119,7 @@ bool xfer__attached_keep(struct xfer__attached *a, struct xfer__conn *c,
   struct xfer__pollset ps;
   bool armed;
 
-  if (!xfer__pool_attach_hold(loop->pool) || loop->wake_ready(loop) ||
+  if (!xfer__pool_attach_hold(loop->pool) || xfer__loop_wake_ready(loop) ||
       !xfer__pool_keep_attached(loop->pool, c, loop->wake, now))
     return false;
   /* IN, like the finishing transfer: the application hears no change,

@@ -289,6 +289,8 @@ static enum xfer__step check_after_end(xfer *x) {
   int err = 0;
   ssize_t n;
 
+  if (!xfer__conn_data_pending(h->conn))
+    return XFER__STEP_DONE; /* the common case: nothing held */
   for (int tries = 0; tries < 64 && got < XFER__RECV_BUF_SIZE &&
                       xfer__conn_data_pending(h->conn);
        tries++) {

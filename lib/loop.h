@@ -44,6 +44,12 @@ static inline xfer__time xfer__loop_now(struct xfer__loop *loop) {
   return loop->last_now;
 }
 
+/* loop->wake_ready(), with the check that is nearly always the answer
+ * (the wake-up exists, once a transfer needed it) made without a call. */
+static inline xfer_code xfer__loop_wake_ready(struct xfer__loop *loop) {
+  return loop->wake ? XFER_OK : loop->wake_ready(loop);
+}
+
 /* An application callback runs between these two (API calls from it are
  * refused where they would break the caller). */
 static inline void xfer__loop_callback_enter(struct xfer__loop *loop) {

@@ -430,7 +430,7 @@ static enum xfer__step step_init(xfer *x) {
    * a connection another multi holds attached. */
   if (xfer__pool_limited(m->loop.pool) ||
       xfer__pool_attach_hold(m->loop.pool)) {
-    xfer_code rc = m->loop.wake_ready(&m->loop);
+    xfer_code rc = xfer__loop_wake_ready(&m->loop);
     if (rc == XFER_E_SOCKET_CALLBACK)
       return xfer__step_fail(x, rc,
                              "the socket callback refused the multi's wake-up "
@@ -866,7 +866,8 @@ static void http_cleanup(xfer *x) {
   xfer__resolve_cancel(&h->resolve);
   if (h->state == XFER__HTTP_CONNECT && h->conn)
     conn_abandon(x);
-  conn_drop(x, XFER__CLOSE_ERROR);
+  if (h->conn)
+    conn_drop(x, XFER__CLOSE_ERROR);
 }
 
 /* A connection taken attached: now that the multi tracks the transfer's
