@@ -459,16 +459,72 @@ static void reset_head(struct xfer__http1_resp *r) {
   r->reason_made = false;
 }
 
-/* Pauses, so that feed() learns where the head ends (llhttp's position
- * after the pause); feed() then finishes the head (head_complete). */
+static bool keep_head(struct xfer__http1_resp *r, const char *from,
+                      const char *to);
+
+/* The rest of a head finished without a pause, up to `to`. It fits the
+ * limit (on_headers_complete() made sure), so only memory can fail; the
+ * headers are then not done, as no head is kept whole. */
+static bool keep_head_rest(struct xfer__http1_resp *r, const char *from,
+                           const char *to) {
+  r->in_head = false;
+  if (keep_head(r, from, to))
+    return true;
+  r->headers_done = false;
+  return false;
+}
+
+/* What a complete head tells: its status, whether a body follows, and,
+ * for the final head, that the headers are done (trailers may follow). */
+static void head_facts(struct xfer__http1_resp *r) {
+  r->status = r->parser.status_code;
+  /* RFC 9110: a 1xx response ends with its head, and a response to HEAD,
+   * a 204 and a 304 have no body, whatever Content-Length says (llhttp
+   * would read one); what llhttp does when on_headers_complete returns 1. */
+  if (r->status < 200 || r->head_request || r->status == 204 ||
+      r->status == 304)
+    r->parser.flags |= F_SKIPBODY;
+  if (r->status < 200)
+    return; /* an interim response: its end pauses llhttp again */
+  r->headers_done = true;
+  r->header_count = r->line_count;
+  r->name_len = 0; /* the trailers' names, from now on */
+  r->parser.settings = (void *)&body_settings;
+}
+
+/*
+ * The end of a head. Where nothing must run between the head and its
+ * body, every byte after the head is the body's, and the head fits the
+ * limit whatever its end (a final head, no header callback, no chunked
+ * framing, and all bytes of the head with this run's are within the
+ * limit), the head is finished here and llhttp goes on: the head is kept
+ * up to the first body byte (on_body()), or up to where llhttp stopped
+ * (feed()). Otherwise llhttp pauses, so that feed() learns where the head
+ * ends (llhttp's position after the pause) and finishes it there
+ * (head_complete()), before any body byte.
+ */
 static int on_headers_complete(llhttp_t *p) {
-  resp_of(p)->head_ended = true;
-  return HPE_PAUSED;
+  struct xfer__http1_resp *r = resp_of(p);
+
+  if ((r->events && r->events->on_header) || p->status_code < 200 ||
+      (p->flags & F_CHUNKED) ||
+      r->head.len + (size_t)(r->feed_end - r->feed_base) >
+          r->max_header_bytes) {
+    r->head_ended = true;
+    return HPE_PAUSED;
+  }
+  head_facts(r);
+  return 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {
   struct xfer__http1_resp *r = resp_of(p);
 
+  /* The head ended in this run of llhttp, without a pause: it is kept,
+   * whole, before the application hears of the body (its callback may
+   * ask for a header). */
+  if (r->in_head && !keep_head_rest(r, r->feed_base, at))
+    return HPE_USER;
   r->body_bytes += len;
   if (r->events && r->events->on_body && r->events->on_body(r->owner, at, len))
     return fail(r, XFER_E_WRITE_CALLBACK,
@@ -775,19 +831,9 @@ static xfer_code head_complete(struct xfer__http1_resp *r) {
   const struct xfer__http1_events *ev = r->events;
 
   r->in_head = false;
-  r->status = r->parser.status_code;
-  /* RFC 9110: a 1xx response ends with its head, and a response to HEAD,
-   * a 204 and a 304 have no body, whatever Content-Length says (llhttp
-   * would read one); what llhttp does when on_headers_complete returns 1. */
-  if (r->status < 200 || r->head_request || r->status == 204 ||
-      r->status == 304)
-    r->parser.flags |= F_SKIPBODY;
+  head_facts(r);
   if (r->status < 200)
     return XFER_OK; /* an interim response: its end pauses llhttp again */
-  r->headers_done = true;
-  r->header_count = r->line_count;
-  r->name_len = 0; /* the trailers' names, from now on */
-  r->parser.settings = (void *)&body_settings;
   if (!ev || !ev->on_header)
     return XFER_OK;
   if (!xfer__http1_resp_load_headers(r)) {
@@ -830,7 +876,10 @@ xfer_code xfer__http1_resp_feed(struct xfer__http1_resp *r, const char *data,
     if (err != HPE_OK && err != HPE_PAUSED)
       return parse_error(r, err);
     stop = err == HPE_OK ? end : llhttp_get_error_pos(&r->parser);
-    if (r->in_head && !keep_head(r, data, stop))
+    /* (A head finished without a pause, with no body byte after it in
+     * this run, ends here.) */
+    if (r->in_head && !(r->headers_done ? keep_head_rest(r, data, stop)
+                                        : keep_head(r, data, stop)))
       return r->error;
     if (err == HPE_OK)
       return XFER_OK;

@@ -199,6 +199,59 @@ TH_TEST(http1, interim_responses_are_skipped) {
   }
 }
 
+/* Whichever way the head ends (llhttp paused there, or the parser went on
+ * into the body: no header callback, no chunked framing, the head within
+ * the limit), it is kept whole before the first body byte is passed on:
+ * a body callback may ask for any header. */
+static const char *seen_at_body; /* X-Late as the first body bytes saw it */
+static int header_asking_body(void *owner, const char *data, size_t len) {
+  if (!body.len)
+    seen_at_body = xfer__http1_resp_header(&r, "X-Late");
+  return on_body(owner, data, len);
+}
+
+TH_TEST(http1, the_head_is_whole_before_the_body) {
+  static const struct xfer__http1_events asking[] = {
+      {NULL, header_asking_body}, {on_header, header_asking_body}};
+  static const char *texts[] = {
+      "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Late: yes\r\n\r\nhello",
+      "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nX-Late: yes\r\n"
+      "Content-Length: 5\r\n\r\nhello",
+      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Late: yes\r\n"
+      "\r\n5\r\nhello\r\n0\r\n\r\n",
+      "HTTP/1.0 200 OK\r\nX-Late: yes\r\n\r\nhello", /* to the close */
+  };
+  size_t limits[] = {0, 64}; /* 64: the head fits, head and body do not */
+
+  for (int sse42 = 0; sse42 < 2; sse42++)
+  for (size_t e = 0; e < XFER__ARRAY_SIZE(asking); e++)
+  for (size_t t = 0; t < XFER__ARRAY_SIZE(texts); t++)
+  for (size_t l = 0; l < XFER__ARRAY_SIZE(limits); l++)
+  for (size_t step = 1; step <= strlen(texts[t]); step++) {
+    size_t len = strlen(texts[t]);
+    xfer_code rc = XFER_OK;
+
+    use_build(sse42);
+    xfer__http1_resp_init(&r, &asking[e], NULL, false, limits[l]);
+    body.len = 0;
+    seen_at_body = NULL;
+    for (size_t off = 0; off < len && rc == XFER_OK; off += step)
+      rc = xfer__http1_resp_feed(&r, texts[t] + off,
+                                 len - off < step ? len - off : step);
+    if (rc == XFER_OK && !r.complete)
+      rc = xfer__http1_resp_eof(&r);
+    cr_assert_eq(rc, XFER_OK, "text %zu step %zu: %s", t, step, r.detail);
+    cr_assert(r.complete);
+    cr_assert_eq(body.len, 5);
+    cr_assert(seen_at_body && strcmp(seen_at_body, "yes") == 0,
+              "text %zu step %zu limit %zu: the head was not whole", t, step,
+              limits[l]);
+    cr_assert_eq(r.status, 200);
+    cr_assert_str_eq(xfer__http1_resp_reason(&r), "OK");
+    cr_assert_eq(r.header_count, t == 3 ? 1 : 2);
+  }
+}
+
 /* The reason phrase of the final response, whatever the split; an interim
  * response's phrase does not stay. */
 static void expect_reason(const char *text, const char *reason) {
