@@ -111,7 +111,9 @@ struct xfer__http1_resp {
   const char *feed_base;   /* where llhttp's current run started: the
                               bytes before it in the head are head.len */
   const char *feed_end;    /* and where the bytes it has end */
-  bool in_head;            /* the bytes llhttp reads now belong to the head */
+  bool in_head;            /* the bytes llhttp reads now belong to the head
+                              (after a head that ended without a pause:
+                              until it is kept, at the first body byte) */
   bool head_ended;         /* on_headers_complete paused the parser */
   bool interim_ended;      /* on_message_complete of a 1xx paused it */
   unsigned header_count;   /* the final response's header lines */
