@@ -546,10 +546,9 @@ static int on_message_complete(llhttp_t *p) {
 
 /* The callbacks of the parse (head_settings and ka_settings until the
  * final head is complete, then body_settings) and of the loader below
- * (load_settings)
- * are the same for every parser in the process, and so is the build of
- * llhttp's parser that runs them (http1.h): all set once, under
- * settings_once. */
+ * (load_settings) are the same for every parser in the process, and so
+ * is the build of llhttp's parser that runs them (http1.h): all set once,
+ * under settings_once. */
 static pthread_once_t settings_once = PTHREAD_ONCE_INIT;
 static void settings_init(void);
 
@@ -867,8 +866,9 @@ xfer_code xfer__http1_resp_feed(struct xfer__http1_resp *r, const char *data,
     return XFER_OK;
   if (r->complete)
     goto extra_bytes;
-  /* One pass a pause: at the end of a head, of an interim response, of
-   * the response; the next pass starts where llhttp stopped. */
+  /* One pass a pause: at the end of a head (where it pauses there), of
+   * an interim response, of the response; the next pass starts where
+   * llhttp stopped. */
   r->feed_end = end;
   for (;;) {
     r->feed_base = data;
