@@ -317,20 +317,25 @@ match_keep_alive(struct xfer__http1_resp *r, uint32_t done, const char *at,
     r->parser.settings = &ka_settings;
 }
 
+/* llhttp 8.1 passes a line with an empty name (": value") on as an empty
+ * name; RFC 9110 names are one token or more. Found by
+ * tests/fuzz/fuzz_response. */
+static int no_name(struct xfer__http1_resp *r) {
+  return fail(r, XFER_E_BAD_HEADER, "a response header line has no name");
+}
+
 static int too_many_lines(struct xfer__http1_resp *r) {
   return fail(r, XFER_E_HEADERS_TOO_LARGE,
               "the response has more than %u header lines", r->max_headers);
 }
 
 /* The first piece of a name that head_field() does not settle itself: an
- * empty one, one over the line limit, one that may be "Keep-Alive".
- * llhttp 8.1 passes a line with an empty name (": value") on as an empty
- * piece; RFC 9110 names are one token or more. Found by
- * tests/fuzz/fuzz_response. */
+ * empty one (an empty name comes as an empty first piece), one over the
+ * line limit, one that may be "Keep-Alive". */
 __attribute__((noinline)) static int
 head_field_rare(struct xfer__http1_resp *r, const char *at, size_t len) {
   if (len == 0)
-    return fail(r, XFER_E_BAD_HEADER, "a response header line has no name");
+    return no_name(r);
   if (r->line_count == r->max_headers)
     return too_many_lines(r);
   r->line_count++;
@@ -391,7 +396,7 @@ static int trailer_line_complete(llhttp_t *p) {
   struct xfer__http1_resp *r = resp_of(p);
 
   if (r->name_len == 0)
-    return fail(r, XFER_E_BAD_HEADER, "a response header line has no name");
+    return no_name(r);
   r->name_len = 0;
   return 0;
 }

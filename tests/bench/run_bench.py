@@ -770,13 +770,10 @@ def why_missed(out, missed):
     for target in missed:
         if target.startswith("instructions/req") and x and f:
             L.append("- %s: libxfer takes %s instructions a request, the "
-                     "floor client's whole process %s. Of libxfer's, llhttp "
-                     "takes about 2,690 and the system call wrappers and "
-                     "the bench's loop about 290 (a callgrind profile: "
-                     "docs/internals/performance.md), which leaves about "
-                     "2,000 for the rest of libxfer where it now spends "
-                     "about %s." % (target, fmt(x, 0), fmt(f, 0),
-                                    fmt(x - 2690 - 290, 0)))
+                     "floor client's whole process %s. Where libxfer's go "
+                     "(llhttp's share, ours, libc's), by a callgrind "
+                     "profile: docs/internals/performance.md." % (
+                         target, fmt(x, 0), fmt(f, 0)))
         elif target.startswith("CPU/req <= 1.10x the floor") and x and f:
             xs, fs = first["xfer-shared"], first["floor"]
             parts = (xs.get("user_us_per_req"), xs.get("sys_us_per_req"),
