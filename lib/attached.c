@@ -30,7 +30,7 @@ static bool has_key(const struct xfer__conn *c, const char *key,
  * it first (reuse only). */
 static bool unlink_conn(struct xfer__attached *a, struct xfer__conn *c,
                         enum xfer__take why) {
-  if (!xfer__pool_take_attached(a->loop->pool, c, why))
+  if (!xfer__pool_take_attached(a->loop->pool, c, a->tally, why))
     return false;
   xfer__list_remove(&c->owner_node);
   a->count--;
@@ -48,7 +48,8 @@ static void release(struct xfer__attached *a, struct xfer__conn *c,
   xfer__attached_untrack(a, c);
   xfer__mev_socket_done(&a->loop->ev, c->fd);
   xfer__list_init(&evicted);
-  xfer__pool_release_attached(a->loop->pool, c, on_demand, now, &evicted);
+  xfer__pool_release_attached(a->loop->pool, c, a->tally, on_demand, now,
+                              &evicted);
   xfer__shutdown_adopt_list(a->shutdown, &evicted, now);
 }
 
@@ -105,9 +106,11 @@ void xfer__attached_run(struct xfer__attached *a, xfer__time now) {
 
 void xfer__attached_init(struct xfer__attached *a, struct xfer__loop *loop,
                          struct xfer__shutdown *shutdown,
-                         struct xfer__expiry *timer) {
+                         struct xfer__expiry *timer,
+                         struct xfer__pool_tally *tally) {
   memset(a, 0, sizeof(*a));
   a->loop = loop;
+  a->tally = tally;
   a->shutdown = shutdown;
   a->timer = timer;
   xfer__list_init(&a->conns);
@@ -120,7 +123,7 @@ bool xfer__attached_keep(struct xfer__attached *a, struct xfer__conn *c,
   bool armed;
 
   if (!xfer__pool_attach_hold(loop->pool) || xfer__loop_wake_ready(loop) ||
-      !xfer__pool_keep_attached(loop->pool, c, loop->wake, now))
+      !xfer__pool_keep_attached(loop->pool, c, loop->wake, a->tally, now))
     return false;
   /* IN, like the finishing transfer: the application hears no change,
    * and a peer that closes it makes it readable. Where the transfer's
@@ -134,7 +137,7 @@ bool xfer__attached_keep(struct xfer__attached *a, struct xfer__conn *c,
       xfer__mev_hand_over(&loop->ev, user, &c->ev, ps.fd[0], ps.want[0]))
     ; /* tracked as it was */
   else if (xfer__mev_assess(&loop->ev, &c->ev, &ps) != XFER_OK) {
-    xfer__pool_take_attached(loop->pool, c, XFER__TAKE_CLOSE);
+    xfer__pool_take_attached(loop->pool, c, a->tally, XFER__TAKE_CLOSE);
     xfer__attached_untrack(a, c);
     return false;
   }

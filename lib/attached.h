@@ -38,11 +38,13 @@ struct xfer__attached {
                                       xfer__attached_run() then) */
   struct xfer__list conns; /* xfer__conn.owner_node, oldest first */
   size_t count;
+  struct xfer__pool_tally *tally; /* the multi's, in the pool */
 };
 
 void xfer__attached_init(struct xfer__attached *a, struct xfer__loop *loop,
                          struct xfer__shutdown *shutdown,
-                         struct xfer__expiry *timer);
+                         struct xfer__expiry *timer,
+                         struct xfer__pool_tally *tally);
 
 /* c's response completed on this loop (the transfer, whose tracker is
  * `user`, still tracks its socket; NULL: no transfer does): keep it

@@ -144,7 +144,7 @@ xfer_multi *xfer_multi_new(xfer_pool *pool) {
     }
   }
   m->loop.pool = pool;
-  xfer__pool_attach(pool);
+  xfer__pool_attach(pool, &m->pool_tally);
   m->magic = XFER__MAGIC_MULTI;
   m->timer_armed = XFER__TIME_NEVER;
   xfer__mev_init(&m->loop.ev);
@@ -162,7 +162,7 @@ xfer_multi *xfer_multi_new(xfer_pool *pool) {
     internal_free(m, m->attached_handle);
     m->magic = XFER__MAGIC_DEAD;
     xfer__timer_heap_free(&m->loop.timers);
-    xfer__pool_detach(pool);
+    xfer__pool_detach(pool, &m->pool_tally);
     if (m->private_pool)
       xfer_pool_destroy(m->private_pool);
     xfer__free(m);
@@ -170,7 +170,7 @@ xfer_multi *xfer_multi_new(xfer_pool *pool) {
   }
   xfer__shutdown_init(&m->shutdown, &m->loop, &m->shutdown_handle->expiry);
   xfer__attached_init(&m->attached, &m->loop, &m->shutdown,
-                      &m->attached_handle->expiry);
+                      &m->attached_handle->expiry, &m->pool_tally);
   return m;
 }
 
@@ -617,7 +617,7 @@ xfer_mcode xfer_multi_destroy(xfer_multi *m) {
   xfer__timer_heap_free(&m->loop.timers);
   xfer__free(m->pollfds);
   xfer__free(m->loop.recv_buf);
-  xfer__pool_detach(m->loop.pool);
+  xfer__pool_detach(m->loop.pool, &m->pool_tally);
   if (m->private_pool)
     xfer_pool_destroy(m->private_pool);
   m->magic = XFER__MAGIC_DEAD;

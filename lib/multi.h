@@ -57,6 +57,7 @@ struct xfer_multi {
   xfer_pool *private_pool; /* when it was given none; loop.pool either way */
 
   struct xfer__shutdown shutdown; /* graceful closes (shutdown.h) */
+  struct xfer__pool_tally pool_tally; /* this multi's pool statistics */
   struct xfer__attached attached; /* kept for our next transfer
                                      (attached.h) */
   xfer *shutdown_handle;          /* internal: their timers */

@@ -120,6 +120,8 @@ xfer_pool *xfer_pool_new(const xfer_pool_opts *opts) {
   atomic_init(&pool->next_sweep, 0);
   xfer__lock_init(&pool->total_lock);
   xfer__list_init(&pool->room);
+  xfer__lock_init(&pool->tally_lock);
+  xfer__list_init(&pool->tallies);
   xfer__lock_init(&pool->index_lock);
   xfer__list_init(&pool->idle_index);
   return pool;
@@ -163,6 +165,28 @@ xfer_code xfer_pool_destroy(xfer_pool *pool) {
   return XFER_OK;
 }
 
+/* out->attached and out->reused_total: the pool's counts and its
+ * multis' tallies, read in one hold of the lock under which a leaving
+ * multi folds its tally into the pool's counts, so that it is counted
+ * once. */
+static void read_tallies(xfer_pool *pool, xfer_pool_stats *out) {
+  struct xfer__list *pos;
+  long attached, reused;
+
+  xfer__pool_lock(pool, &pool->tally_lock);
+  attached = atomic_load_explicit(&pool->attached, memory_order_relaxed);
+  reused = atomic_load_explicit(&pool->reused, memory_order_relaxed);
+  for (pos = pool->tallies.next; pos != &pool->tallies; pos = pos->next) {
+    struct xfer__pool_tally *t =
+        XFER__CONTAINER_OF(pos, struct xfer__pool_tally, node);
+    attached += atomic_load_explicit(&t->attached, memory_order_relaxed);
+    reused += atomic_load_explicit(&t->reused, memory_order_relaxed);
+  }
+  xfer__pool_unlock(&pool->tally_lock);
+  out->attached = (uint64_t)(attached > 0 ? attached : 0);
+  out->reused_total = (uint64_t)reused;
+}
+
 /* Statistics are relaxed atomics: each exact, the set only roughly a
  * snapshot (they move apart while read). */
 #define LOAD(field)                                                            \
@@ -176,11 +200,10 @@ xfer_code xfer_pool_get_stats(xfer_pool *pool, xfer_pool_stats *out) {
   if (!out)
     return XFER_E_BAD_ARGUMENT;
   memset(out, 0, sizeof(*out));
-  out->attached = LOAD(attached);
+  read_tallies(pool, out);
   out->idle = LOAD(idle) + out->attached; /* attached ones are idle too */
   out->opened_total = LOAD(opened);
   out->reopened_total = LOAD(reopened);
-  out->reused_total = LOAD(reused);
   out->closed_total = LOAD(closed);
   out->closed_idle_timeout = LOAD(closed_idle_timeout);
   out->closed_lifetime = LOAD(closed_lifetime);
@@ -208,9 +231,27 @@ xfer_code xfer_pool_get_stats(xfer_pool *pool, xfer_pool_stats *out) {
 
 #undef LOAD
 
-void xfer__pool_attach(xfer_pool *pool) { atomic_fetch_add(&pool->multis, 1); }
+void xfer__pool_attach(xfer_pool *pool, struct xfer__pool_tally *tally) {
+  atomic_fetch_add(&pool->multis, 1);
+  xfer__pool_lock(pool, &pool->tally_lock);
+  xfer__list_insert_tail(&pool->tallies, &tally->node);
+  xfer__pool_unlock(&pool->tally_lock);
+}
 
-void xfer__pool_detach(xfer_pool *pool) { atomic_fetch_sub(&pool->multis, 1); }
+void xfer__pool_detach(xfer_pool *pool, struct xfer__pool_tally *tally) {
+  xfer__pool_lock(pool, &pool->tally_lock);
+  xfer__list_remove(&tally->node);
+  /* Folded in under the lock: a statistics read counts them once. */
+  atomic_fetch_add_explicit(
+      &pool->attached,
+      atomic_load_explicit(&tally->attached, memory_order_relaxed),
+      memory_order_relaxed);
+  atomic_fetch_add_explicit(
+      &pool->reused, atomic_load_explicit(&tally->reused, memory_order_relaxed),
+      memory_order_relaxed);
+  xfer__pool_unlock(&pool->tally_lock);
+  atomic_fetch_sub(&pool->multis, 1);
+}
 
 void xfer__pool_count_retry(xfer_pool *pool) {
   XFER__POOL_COUNT(pool, retries);

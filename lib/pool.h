@@ -191,6 +191,22 @@ void xfer__pool_closing(xfer_pool *pool, struct xfer__conn *c,
                         struct xfer__list *evicted);
 
 /*
+ * A multi's share of the pool's statistics: the counts that its attached
+ * fast path makes on every request. Only that multi's thread writes them,
+ * with a relaxed load and store: no locked instruction, and no cache line
+ * that the threads of other multis write too (a pool-wide atomic counter
+ * costs both on every request). xfer_pool_get_stats() adds them up.
+ *
+ * Protected by: `node` by pool->tally_lock; the counts by nothing (one
+ * writer, read relaxed).
+ */
+struct xfer__pool_tally {
+  atomic_long attached; /* its connections attached now */
+  atomic_long reused;   /* attached connections it took back for reuse */
+  struct xfer__list node;
+};
+
+/*
  * The attached fast path (brief rule 4). A multi that just finished with
  * c (its socket still tracked there) keeps it attached: it counts as idle,
  * and a waiter of another thread that finds no shared idle connection
@@ -200,7 +216,8 @@ void xfer__pool_closing(xfer_pool *pool, struct xfer__conn *c,
  * way.
  */
 bool xfer__pool_keep_attached(xfer_pool *pool, struct xfer__conn *c,
-                              struct xfer__wake *owner, xfer__time now);
+                              struct xfer__wake *owner,
+                              struct xfer__pool_tally *tally, xfer__time now);
 
 enum xfer__take {
   XFER__TAKE_REUSE, /* the owner's next transfer uses it */
@@ -212,11 +229,13 @@ enum xfer__take {
 /* The owner takes c off its destination's attached list. false (for
  * XFER__TAKE_REUSE only): a waiter has asked for it; release it. */
 bool xfer__pool_take_attached(xfer_pool *pool, struct xfer__conn *c,
+                              struct xfer__pool_tally *tally,
                               enum xfer__take why);
 /* The owner releases c to the shared side (its socket no longer tracked
  * by the owner), as xfer__pool_return() does. `on_demand`: a waiter asked
  * for it. */
 void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
+                                 struct xfer__pool_tally *tally,
                                  bool on_demand, xfer__time now,
                                  struct xfer__list *evicted);
 /* Is c past the pool's maximum lifetime at `now`? */
@@ -227,10 +246,11 @@ xfer__time xfer__pool_attach_hold(const xfer_pool *pool);
 /* Counts a request retried on a fresh connection. */
 void xfer__pool_count_retry(xfer_pool *pool);
 
-/* A multi attaches to the pool for its life; the pool cannot be destroyed
- * while multis are attached. */
-void xfer__pool_attach(xfer_pool *pool);
-void xfer__pool_detach(xfer_pool *pool);
+/* A multi attaches to the pool for its life, with its tally; the pool
+ * cannot be destroyed while multis are attached. Detaching folds the
+ * tally's counts into the pool's. */
+void xfer__pool_attach(xfer_pool *pool, struct xfer__pool_tally *tally);
+void xfer__pool_detach(xfer_pool *pool, struct xfer__pool_tally *tally);
 
 bool xfer__pool_valid(const xfer_pool *pool);
 /* Does the pool limit connections (so transfers may have to wait)? */

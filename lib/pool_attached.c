@@ -6,8 +6,11 @@
  *
  * Protected by:
  *   bundle->attached, requested, nrequested   bundle->lock
- *   bundle->attached_count                    written under bundle->lock;
- *                                             read by the idle limit
+ *   bundle->attached_count                    kept only with an idle limit
+ *                                             (the one reader): written
+ *                                             under bundle->lock, read by
+ *                                             the lanes without it
+ *   the owner's tally (pool.h)                the owner's thread alone
  *   conn->owner_wake      set before the connection joins a list; read by
  *                         waiters under bundle->lock
  *   conn->release_requested   set by a waiter under bundle->lock; read by
@@ -15,8 +18,16 @@
  */
 #include "pool_impl.h"
 
+/* A count of the owner's tally: one writer, so no locked instruction. */
+static void tally_add(atomic_long *count, long delta) {
+  atomic_store_explicit(
+      count, atomic_load_explicit(count, memory_order_relaxed) + delta,
+      memory_order_relaxed);
+}
+
 bool xfer__pool_keep_attached(xfer_pool *pool, struct xfer__conn *c,
-                              struct xfer__wake *owner, xfer__time now) {
+                              struct xfer__wake *owner,
+                              struct xfer__pool_tally *tally, xfer__time now) {
   struct xfer__bundle *b = c->bundle;
   bool kept = false;
 
@@ -32,33 +43,35 @@ bool xfer__pool_keep_attached(xfer_pool *pool, struct xfer__conn *c,
   if (xfer__list_empty(&b->waiters) &&
       !atomic_load_explicit(&b->nroom, memory_order_relaxed) &&
       !xfer__room_wanted(pool)) {
-    /* Raise, then check, as the lanes' idle_reserve() does. */
-    unsigned attached = atomic_fetch_add(&b->attached_count, 1);
-
-    if (pool->max_idle_per_destination &&
-        attached + atomic_load(&b->idle_count) >=
-            pool->max_idle_per_destination) {
-      atomic_fetch_sub_explicit(&b->attached_count, 1, memory_order_relaxed);
-    } else {
+    /* Raise, then check, as the lanes' idle_reserve() does. Without an
+     * idle limit nobody reads the count: no locked instruction for it. */
+    kept = !pool->max_idle_per_destination ||
+           atomic_fetch_add(&b->attached_count, 1) +
+                   atomic_load(&b->idle_count) <
+               pool->max_idle_per_destination;
+    if (kept)
       xfer__list_insert_tail(&b->attached, &c->idle_node);
-      kept = true;
-    }
+    else
+      atomic_fetch_sub_explicit(&b->attached_count, 1, memory_order_relaxed);
   }
   xfer__bundle_unlock(b);
   if (kept)
-    XFER__POOL_COUNT(pool, attached);
+    tally_add(&tally->attached, 1);
   return kept;
 }
 
 /* Under b's lock: c leaves b's attached lists. */
-static void unlink_locked(struct xfer__bundle *b, struct xfer__conn *c) {
+static void unlink_locked(xfer_pool *pool, struct xfer__bundle *b,
+                          struct xfer__conn *c) {
   xfer__list_remove(&c->idle_node);
-  atomic_fetch_sub_explicit(&b->attached_count, 1, memory_order_relaxed);
+  if (pool->max_idle_per_destination)
+    atomic_fetch_sub_explicit(&b->attached_count, 1, memory_order_relaxed);
   if (atomic_load_explicit(&c->release_requested, memory_order_relaxed))
     b->nrequested--;
 }
 
 bool xfer__pool_take_attached(xfer_pool *pool, struct xfer__conn *c,
+                              struct xfer__pool_tally *tally,
                               enum xfer__take why) {
   struct xfer__bundle *b = c->bundle;
   bool promised;
@@ -71,17 +84,18 @@ bool xfer__pool_take_attached(xfer_pool *pool, struct xfer__conn *c,
   promised = why == XFER__TAKE_REUSE &&
              atomic_load_explicit(&c->release_requested, memory_order_relaxed);
   if (!promised)
-    unlink_locked(b, c);
+    unlink_locked(pool, b, c);
   xfer__bundle_unlock(b);
   if (promised)
     return false;
-  XFER__POOL_UNCOUNT(pool, attached);
+  tally_add(&tally->attached, -1);
   if (why == XFER__TAKE_REUSE)
-    XFER__POOL_COUNT(pool, reused);
+    tally_add(&tally->reused, 1);
   return true;
 }
 
 void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
+                                 struct xfer__pool_tally *tally,
                                  bool on_demand, xfer__time now,
                                  struct xfer__list *evicted) {
   struct xfer__bundle *b = c->bundle;
@@ -97,7 +111,7 @@ void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
    * lock: no moment in which a waiter would find neither and open a
    * connection it does not need (sharing must not cost connections). */
   xfer__bundle_lock(pool, b);
-  unlink_locked(b, c);
+  unlink_locked(pool, b, c);
   /* Before it is published: once given or idle, another thread may take
    * it, and even close and free it. */
   atomic_store_explicit(&c->release_requested, false, memory_order_relaxed);
@@ -110,7 +124,7 @@ void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
    * slot, if one is free. */
   xfer__slots_pump_locked(pool, b, &ws, &room);
   xfer__bundle_unlock(b);
-  XFER__POOL_UNCOUNT(pool, attached);
+  tally_add(&tally->attached, -1);
   if (on_demand)
     XFER__POOL_COUNT(pool, released_on_demand);
   xfer__wakeups_flush(&ws);

@@ -174,6 +174,12 @@ struct xfer_pool {
    * under a lane lock, which then close their connection for room. */
   atomic_long total_waiting;
 
+  /* The tallies of the attached multis (xfer__pool_tally.node): taken
+   * when a multi comes or goes and by a statistics read, which visits one
+   * node a multi; never on a request's way. */
+  xfer__lock tally_lock;
+  struct xfer__list tallies;
+
   xfer__lock index_lock;
   struct xfer__list idle_index; /* bundles with idle connections in lanes,
                                    by the time they got their first */
@@ -181,7 +187,8 @@ struct xfer_pool {
   /* Statistics: relaxed atomics. */
   atomic_long idle; /* in lanes (attached ones are counted apart) */
   atomic_long opened;
-  atomic_long reused;
+  atomic_long reused; /* shared ones; attached ones in the tallies (and
+                         here once their multi is gone) */
   atomic_long closed;
   atomic_long reopened;
   atomic_long dead_on_checkout;
@@ -194,7 +201,8 @@ struct xfer_pool {
   atomic_long contention;
   atomic_long waiting; /* QUEUED and ROOM waiters */
   atomic_long waited;
-  atomic_long attached;
+  atomic_long attached; /* the tallies of multis gone: 0 unless one left
+                           connections attached */
   atomic_long released_on_demand;
   atomic_long closed_peer;
   atomic_long closed_error;

@@ -257,6 +257,42 @@ TH_TEST(attached, destroy_releases_them) {
   cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
 }
 
+/* The pool's counts of attached connections and of their reuse are kept
+ * by each multi apart (its tally, no shared counter a request): the pool's
+ * statistics add up the multis that share it, and keep what a destroyed
+ * multi counted. */
+TH_TEST(attached, the_pool_counts_every_multis_reuse) {
+  xfer_pool *p = xfer_pool_new(NULL);
+  xfer_multi *m1 = xfer_multi_new(p), *m2 = xfer_multi_new(p);
+  xfer_pool_stats ps;
+
+  fetch(m1, "/bytes/1");
+  fetch(m1, "/bytes/1");
+  fetch(m1, "/bytes/1"); /* m1: two reuses, one attached */
+  fetch(m2, "/bytes/1");
+  fetch(m2, "/bytes/1"); /* m2: one reuse, one attached */
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.attached, 2);
+  cr_assert_eq(ps.idle, 2);
+  cr_assert_eq(ps.reused_total, 3);
+  cr_assert_eq(ps.checkout_hits, 3);
+  cr_assert_eq(xfer_multi_destroy(m1), XFER_M_OK);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.attached, 1, "m1's went to the shared side");
+  cr_assert_eq(ps.idle, 2);
+  cr_assert_eq(ps.reused_total, 3, "m1's reuses stay counted");
+  fetch(m2, "/bytes/1");
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.reused_total, 4);
+  cr_assert_eq(ps.opened_total, 2);
+  cr_assert_eq(xfer_multi_destroy(m2), XFER_M_OK);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.attached, 0);
+  cr_assert_eq(ps.idle, 2);
+  cr_assert_eq(ps.reused_total, 4);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+}
+
 /* The lifetime limit holds for attached connections too (test clock). */
 TH_TEST(attached, too_old_is_not_reused) {
   xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.max_lifetime_ms = 5000,

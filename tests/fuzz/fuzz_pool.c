@@ -88,6 +88,7 @@ struct mxfer {
 
 static xfer_pool *pool;
 static struct xfer__wake *wakes[NMULTI];
+static struct xfer__pool_tally tallies[NMULTI]; /* the multis' counts */
 static struct mconn conns[NCONN];
 static struct mxfer xfers[NXFER];
 static xfer__time now;
@@ -321,6 +322,16 @@ static void note_grants(void) {
   }
 }
 
+/* The multis' tallies are folded into the pool's counts when they leave:
+ * nothing counted is lost or counted twice. */
+static void check_stats_after_detach(void) {
+  xfer_pool_stats ps;
+
+  xfer_pool_get_stats(pool, &ps);
+  CHECK(ps.attached == 0);
+  CHECK(ps.reused_total == (uint64_t)counted.reused);
+}
+
 static void check_all(void) {
   long total_owned = 0, waiting = 0;
   xfer_pool_stats ps;
@@ -550,7 +561,8 @@ static void release_attached(int i, bool on_demand) {
 
   xfer__list_init(&evicted);
   conns[i].st = C_IDLE; /* wherever it goes, it leaves the owner */
-  xfer__pool_release_attached(pool, conns[i].c, on_demand, now, &evicted);
+  xfer__pool_release_attached(pool, conns[i].c, &tallies[conns[i].owner],
+                              on_demand, now, &evicted);
   take_evicted(&evicted, conns[i].owner);
 }
 
@@ -676,7 +688,8 @@ static void step(unsigned op, unsigned arg) {
     if (x->st == T_BUSY) {
       i = x->conn;
       x->st = T_FREE;
-      if (xfer__pool_keep_attached(pool, conns[i].c, wakes[x->multi], now)) {
+      if (xfer__pool_keep_attached(pool, conns[i].c, wakes[x->multi],
+                                   &tallies[x->multi], now)) {
         conns[i].st = C_ATTACHED;
         conns[i].owner = x->multi;
       } else {
@@ -699,7 +712,8 @@ static void step(unsigned op, unsigned arg) {
     break;
   case 10: /* the owner's next transfer takes its attached one */
     if (conns[i].st == C_ATTACHED && xfers[t].st == T_FREE) {
-      if (xfer__pool_take_attached(pool, conns[i].c, XFER__TAKE_REUSE)) {
+      if (xfer__pool_take_attached(pool, conns[i].c, &tallies[conns[i].owner],
+                                   XFER__TAKE_REUSE)) {
         counted.reused++;
         conns[i].st = C_BUSY;
         x->st = T_BUSY;
@@ -720,7 +734,8 @@ static void step(unsigned op, unsigned arg) {
     break;
   case 12: /* an attached one's peer closes it */
     if (conns[i].st == C_ATTACHED) {
-      xfer__pool_take_attached(pool, conns[i].c, XFER__TAKE_CLOSE);
+      xfer__pool_take_attached(pool, conns[i].c, &tallies[conns[i].owner],
+                               XFER__TAKE_CLOSE);
       close_conn(i, XFER__CLOSE_PEER, conns[i].owner);
     }
     break;
@@ -751,7 +766,8 @@ static void close_everything(void) {
       cancel_xfer(t);
   for (int i = 0; i < NCONN; i++) {
     if (conns[i].st == C_ATTACHED)
-      xfer__pool_take_attached(pool, conns[i].c, XFER__TAKE_CLOSE);
+      xfer__pool_take_attached(pool, conns[i].c, &tallies[conns[i].owner],
+                               XFER__TAKE_CLOSE);
     if (conns[i].st == C_BUSY || conns[i].st == C_ATTACHED)
       close_conn(i, XFER__CLOSE_ERROR, 0);
   }
@@ -786,9 +802,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (tracing)
     fprintf(stderr, "limits: destination %u total %u idle %u, attach %s\n",
             max_dest, max_total, max_idle, data[1] & 1 ? "on" : "off");
-  for (int m = 0; m < NMULTI; m++)
+  CHECK(pool);
+  for (int m = 0; m < NMULTI; m++) {
     wakes[m] = xfer__wake_new();
-  CHECK(pool && wakes[0] && wakes[1]);
+    memset(&tallies[m], 0, sizeof(tallies[m]));
+    xfer__pool_attach(pool, &tallies[m]);
+  }
+  CHECK(wakes[0] && wakes[1]);
   memset(conns, 0, sizeof(conns));
   memset(xfers, 0, sizeof(xfers));
   memset(&counted, 0, sizeof(counted));
@@ -799,6 +819,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   for (size_t p = 2; p + 1 < size; p += 2)
     step(data[p], data[p + 1]);
   close_everything();
+  for (int m = 0; m < NMULTI; m++)
+    xfer__pool_detach(pool, &tallies[m]);
+  check_stats_after_detach();
   CHECK(xfer_pool_destroy(pool) == XFER_OK);
   for (int m = 0; m < NMULTI; m++)
     xfer__wake_unref(wakes[m]);
