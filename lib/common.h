@@ -27,6 +27,11 @@
  * __tls_get_addr on every pool lock and clock read. */
 #define XFER__THREAD_LOCAL _Thread_local __attribute__((tls_model("initial-exec")))
 
+/* A function that reports a failure: the compiler moves the code that
+ * calls it out of the hot path (a separate .cold part), so that the code
+ * a request runs through stays dense (docs/internals/performance.md). */
+#define XFER__COLD __attribute__((cold))
+
 /* Handle magics. A freed handle gets XFER__MAGIC_DEAD so that a use after
  * free is refused where the memory has not been reused yet. */
 #define XFER__MAGIC_XFER 0x78666572u  /* "xfer" */

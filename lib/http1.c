@@ -229,7 +229,7 @@ bool xfer__http1_build_head(struct xfer__buf *out,
 static struct xfer__http1_resp *resp_of(llhttp_t *p) { return p->data; }
 
 /* Records our own error and stops llhttp (HPE_USER). */
-__attribute__((format(printf, 3, 4))) static int
+__attribute__((format(printf, 3, 4))) XFER__COLD static int
 fail(struct xfer__http1_resp *r, xfer_code code, const char *fmt, ...) {
   va_list ap;
 

@@ -243,12 +243,12 @@ int64_t xfer__body_length(const xfer *x);
 /* Records the detail text of an error (printf format) and returns `code`,
  * so that a refusal is one statement: return xfer__fail(x, code, ...). */
 xfer_code xfer__fail(xfer *x, xfer_code code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4))) XFER__COLD;
 
 /* The same for a step: records the detail and the code (x->failure) and
  * returns XFER__STEP_FAILED: return xfer__step_fail(x, code, ...). */
 enum xfer__step xfer__step_fail(xfer *x, xfer_code code, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4))) XFER__COLD;
 
 /* A step failed with `code`, its detail already in x->detail. */
 static inline enum xfer__step xfer__step_failed(xfer *x, xfer_code code) {
