@@ -43,16 +43,22 @@ bool xfer__pool_keep_attached(xfer_pool *pool, struct xfer__conn *c,
   if (xfer__list_empty(&b->waiters) &&
       !atomic_load_explicit(&b->nroom, memory_order_relaxed) &&
       !xfer__room_wanted(pool)) {
-    /* Raise, then check, as the lanes' idle_reserve() does. Without an
-     * idle limit nobody reads the count: no locked instruction for it. */
-    kept = !pool->max_idle_per_destination ||
-           atomic_fetch_add(&b->attached_count, 1) +
-                   atomic_load(&b->idle_count) <
-               pool->max_idle_per_destination;
+    /* Raise, then check (two statements: the operands of one
+     * expression may be evaluated in either order), as the lanes'
+     * idle_reserve() does. Without an idle limit nobody reads the count:
+     * no locked instruction for it. */
+    kept = true;
+    if (pool->max_idle_per_destination) {
+      unsigned attached = atomic_fetch_add(&b->attached_count, 1);
+
+      kept = attached + atomic_load(&b->idle_count) <
+             pool->max_idle_per_destination;
+      if (!kept)
+        atomic_fetch_sub_explicit(&b->attached_count, 1,
+                                  memory_order_relaxed);
+    }
     if (kept)
       xfer__list_insert_tail(&b->attached, &c->idle_node);
-    else
-      atomic_fetch_sub_explicit(&b->attached_count, 1, memory_order_relaxed);
   }
   xfer__bundle_unlock(b);
   if (kept)

@@ -14,12 +14,16 @@
  *   lane->lock        one lane's idle list
  *   pool->index_lock  the index of bundles with idle connections in lanes
  *                     (kept only with a total or idle limit)
+ *   pool->tally_lock  the list of the attached multis' tallies (pool.h)
  *
  * Order: a bundle's lock, then total_lock or one lane's lock (never both
  * of those at once); index_lock is a leaf, taken under any of them or
- * alone, and takes none. Every hold is a few pointer moves: no clock read,
- * system call, allocation or callback (rule 3; debug builds assert the
- * first and count the list nodes a hold visits).
+ * alone, and takes none; tally_lock is taken alone. Every hold is a few
+ * pointer moves: no clock read, system call, allocation or callback
+ * (rule 3; debug builds assert the first and count the list nodes a hold
+ * visits). The one walk is a statistics read's under tally_lock, one node
+ * a multi, which no request waits for: a multi's creation and destruction
+ * are the only other holders.
  */
 #ifndef XFER_POOL_IMPL_H
 #define XFER_POOL_IMPL_H
@@ -124,7 +128,8 @@ struct xfer__bundle {
   struct xfer__list attached;  /* attached, not asked for: oldest first */
   struct xfer__list requested; /* attached, asked for by a waiter */
   unsigned nrequested;         /* requested's length */
-  atomic_uint attached_count;  /* both lists: written under `lock` */
+  atomic_uint attached_count;  /* both lists, kept only with an idle
+                                  limit: written under `lock` */
   bool dead; /* a sweep removes it from the table: look it up again */
   /* What the server of this destination does with idle connections,
    * learned (0: not known yet): it closes them after at most this long.

@@ -7,7 +7,8 @@
  *   1. 20,000 GETs in bursts, every body checked, no error, no timeline
  *      out of order; connections opened <= the largest number of
  *      transfers in flight at once over all threads (measured here);
- *      and no fd is ever watched by two event loops at once.
+ *      no fd is ever watched by two event loops at once; and the pool's
+ *      statistics, read meanwhile by another thread, stay consistent.
  *   2. Threads taking turns: the second reuses what the first opened.
  *   3. Keys under concurrency: localhost, 127.0.0.1 and a local bind
  *      never share a connection.
@@ -548,6 +549,30 @@ static void run_threads(struct worker *w, int n, void *(*fn)(void *)) {
     pthread_join(t[i], NULL);
 }
 
+/* A thread that reads the pool's statistics while the workers' multis
+ * come, reuse and go (their tallies join, count and fold into the pool's
+ * under its tally lock): the reuse count never goes back, which it would
+ * if a leaving multi's count were missed or folded in twice. */
+static atomic_bool stats_stop;
+static long stats_reads, stats_bad;
+
+static void *read_stats(void *arg) {
+  uint64_t last_reused = 0;
+
+  (void)arg;
+  while (!atomic_load(&stats_stop)) {
+    xfer_pool_stats ps;
+
+    xfer_pool_get_stats(pool, &ps);
+    stats_reads++;
+    if (ps.reused_total < last_reused)
+      stats_bad++;
+    last_reused = ps.reused_total;
+    sched_yield();
+  }
+  return NULL;
+}
+
 static long sum(const struct worker *w, int n, size_t offset) {
   long total = 0;
   for (int i = 0; i < n; i++)
@@ -832,7 +857,14 @@ int main(void) {
     w[i].id = i;
     w[i].target = TOTAL / THREADS;
   }
-  run_threads(w, THREADS, bursts);
+  {
+    pthread_t reader;
+
+    pthread_create(&reader, NULL, read_stats, NULL);
+    run_threads(w, THREADS, bursts);
+    atomic_store(&stats_stop, true);
+    pthread_join(reader, NULL);
+  }
   done = sum(w, THREADS, offsetof(struct worker, done));
   errors = sum(w, THREADS, offsetof(struct worker, errors));
   xfer_pool_get_stats(pool, &after);
@@ -865,6 +897,9 @@ int main(void) {
                  after.reused_total);
   tap_result("nothing open is counted busy once all is done",
              after.busy == 0 && after.open == after.idle);
+  printf("# %ld statistics reads meanwhile\n", stats_reads);
+  tap_result("statistics read meanwhile: the reuse count never went back",
+             stats_reads > 0 && stats_bad == 0);
 
   /* 2. taking turns: the second thread reuses what the first opened, on
    * a pool of its own, so that the first turn's connections are all the

@@ -429,6 +429,12 @@ static void check_all(void) {
   xfer_pool_get_stats(pool, &ps);
   CHECK(ps.open == (uint64_t)(NCONN - count_conns(-1, C_FREE)));
   CHECK(ps.attached == (uint64_t)count_conns(-1, C_ATTACHED));
+  for (int m = 0; m < NMULTI; m++) { /* each in its owner's tally */
+    long mine = 0;
+    for (int i = 0; i < NCONN; i++)
+      mine += conns[i].st == C_ATTACHED && conns[i].owner == m;
+    CHECK(atomic_load(&tallies[m].attached) == mine);
+  }
   CHECK(ps.idle == (uint64_t)(count_conns(-1, C_IDLE) +
                               count_conns(-1, C_ATTACHED)));
   CHECK(ps.busy == (uint64_t)count_conns(-1, C_BUSY));
