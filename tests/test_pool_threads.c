@@ -560,7 +560,7 @@ static void *read_stats(void *arg) {
   uint64_t last_reused = 0;
 
   (void)arg;
-  while (!atomic_load(&stats_stop)) {
+  do { /* one read at least, however the threads are scheduled */
     xfer_pool_stats ps;
 
     xfer_pool_get_stats(pool, &ps);
@@ -569,7 +569,7 @@ static void *read_stats(void *arg) {
       stats_bad++;
     last_reused = ps.reused_total;
     sched_yield();
-  }
+  } while (!atomic_load(&stats_stop));
   return NULL;
 }
 
