@@ -329,6 +329,15 @@ static int too_many_lines(struct xfer__http1_resp *r) {
               "the response has more than %u header lines", r->max_headers);
 }
 
+/* A name's first piece begins a line: counted (the caller checked the
+ * limit), and whether the bytes fed end inside the name. */
+static inline void begin_line(struct xfer__http1_resp *r, const char *at,
+                              size_t len) {
+  r->line_count++;
+  r->name_len = (uint32_t)len;
+  r->name_open = at + len == r->feed_end;
+}
+
 /* The first piece of a name that head_field() does not settle itself: an
  * empty one (an empty name comes as an empty first piece), one over the
  * line limit, one that may be "Keep-Alive". */
@@ -338,9 +347,7 @@ head_field_rare(struct xfer__http1_resp *r, const char *at, size_t len) {
     return no_name(r);
   if (r->line_count == r->max_headers)
     return too_many_lines(r);
-  r->line_count++;
-  r->name_len = (uint32_t)len;
-  r->name_open = at + len == r->feed_end;
+  begin_line(r, at, len);
   match_keep_alive(r, 0, at, len);
   return 0;
 }
@@ -371,9 +378,7 @@ static int head_field(llhttp_t *p, const char *at, size_t len) {
     return head_field_rest(r, at, len);
   if (len == 0 || (at[0] | 0x20) == 'k' || r->line_count == r->max_headers)
     return head_field_rare(r, at, len);
-  r->line_count++;
-  r->name_len = (uint32_t)len;
-  r->name_open = at + len == r->feed_end;
+  begin_line(r, at, len);
   return 0;
 }
 
