@@ -116,10 +116,19 @@ void xfer__attached_init(struct xfer__attached *a, struct xfer__loop *loop,
   xfer__list_init(&a->conns);
 }
 
+/* c's stack waiting for IN, tracked as c's own use; false when that
+ * failed (out of memory, or the socket callback refused). */
+static bool track_in(struct xfer__loop *loop, struct xfer__conn *c) {
+  struct xfer__pollset ps;
+
+  xfer__pollset_reset(&ps);
+  xfer__conn_pollset(c, &ps, XFER_POLL_IN);
+  return xfer__mev_assess(&loop->ev, &c->ev, &ps) == XFER_OK;
+}
+
 bool xfer__attached_keep(struct xfer__attached *a, struct xfer__conn *c,
                          struct xfer__mev_tracker *user, xfer__time now) {
   struct xfer__loop *loop = a->loop;
-  struct xfer__pollset ps;
   bool armed;
 
   if (!xfer__pool_attach_hold(loop->pool) || xfer__loop_wake_ready(loop) ||
@@ -127,16 +136,15 @@ bool xfer__attached_keep(struct xfer__attached *a, struct xfer__conn *c,
     return false;
   /* IN, like the finishing transfer: the application hears no change,
    * and a peer that closes it makes it readable. Where the transfer's
-   * last pollset was just that, its use passes to the connection. */
+   * last pollset was just that (the socket alone wants IN on c->fd), its
+   * use passes to the connection. */
   if (!c->ev_live)
     xfer__mev_tracker_init(&c->ev, XFER__MEV_CONN, &conn_ev_ops, a);
-  xfer__pollset_reset(&ps);
-  xfer__conn_pollset(c, &ps, XFER_POLL_IN);
   c->ev_live = true;
-  if (user && ps.count == 1 && c->ev.count == 0 &&
-      xfer__mev_hand_over(&loop->ev, user, &c->ev, ps.fd[0], ps.want[0]))
+  if (user && c->ev.count == 0 && xfer__conn_socket_alone(c) &&
+      xfer__mev_hand_over(&loop->ev, user, &c->ev, c->fd, XFER_POLL_IN))
     ; /* tracked as it was */
-  else if (xfer__mev_assess(&loop->ev, &c->ev, &ps) != XFER_OK) {
+  else if (!track_in(loop, c)) {
     xfer__pool_take_attached(loop->pool, c, a->tally, XFER__TAKE_CLOSE);
     xfer__attached_untrack(a, c);
     return false;

@@ -358,6 +358,7 @@ static const struct xfer__cf_type socket_type = {
     .shutdown = sock_shutdown,
     .alive = sock_alive,
     .close = sock_close,
+    .waits_as_asked = true,
 };
 
 static struct cf_socket *sock_new(void) {

@@ -61,6 +61,10 @@ struct xfer__cf_type {
   /* Frees the filter; the socket closes its sockets through socket_done
    * of ev (NULL: a socket no event tracking knows). */
   void (*close)(struct xfer__cf *cf, struct xfer__mev *ev);
+  /* Once connected, it waits on its own socket for just what the layer
+   * above waits for, and holds no received bytes (the socket): a stack
+   * of this filter alone has a pollset known without asking it. */
+  bool waits_as_asked;
 };
 
 struct xfer__cf {

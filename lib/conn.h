@@ -98,12 +98,24 @@ enum xfer__cf_progress xfer__conn_connect(struct xfer__conn *c,
                                           xfer__time *next_at, char *why,
                                           size_t why_len);
 
+/* Is the stack one connected socket (no TLS, no test filter)? Then it
+ * waits on c->fd for just what the exchange waits for: the pollset of
+ * most requests, known without a call down the stack. */
+static inline bool xfer__conn_socket_alone(const struct xfer__conn *c) {
+  const struct xfer__cf *top = c->filters;
+
+  return !top->below && top->connected && top->type->waits_as_asked;
+}
+
 /* What the stack waits on when the exchange waits for `want` (0 while
  * connecting). */
 static inline void xfer__conn_pollset(struct xfer__conn *c,
                                       struct xfer__pollset *ps,
                                       unsigned want) {
-  xfer__cf_pollset(c->filters, ps, want);
+  if (!xfer__conn_socket_alone(c))
+    xfer__cf_pollset(c->filters, ps, want);
+  else if (want)
+    xfer__pollset_add(ps, c->fd, want);
 }
 
 static inline ssize_t xfer__conn_send(struct xfer__conn *c,

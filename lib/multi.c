@@ -497,6 +497,9 @@ static bool start_in_add(xfer_multi *m, xfer *x) {
   m->stats.xfers_run++;
   if (early == XFER__EARLY_DEFERRED)
     return false;
+  if (early == XFER__EARLY_TRACKED) /* x's one use: {fd, IN} */
+    return !m->socket_cb ||
+           xfer__mev_reported(&m->loop.ev, x->ev.uses[0].fd) == XFER_POLL_IN;
   wanted_pollset(x, &ps);
   /* Tracking it here must tell the application nothing: IN on one socket
    * already reported as IN. A stack that wants more (a filter that must

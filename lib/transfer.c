@@ -752,6 +752,7 @@ static enum xfer__early http_start_early(xfer *x) {
   xfer_multi *m = x->multi;
   struct xfer__conn *c;
   enum xfer__step st;
+  bool handed = false;
 
   if (x->opts.read_cb || !m->attached.count || !recv_buf_ready(x) ||
       prepare_request(x) != XFER__STEP_NEXT) {
@@ -766,8 +767,10 @@ static enum xfer__early http_start_early(xfer *x) {
    * wants IN once its request is out: its tracking then finds nothing to
    * change (a partial send adds OUT there). */
   if (c->ev_live && c->ev.count == 1 &&
-      xfer__mev_hand_over(&m->loop.ev, &c->ev, &x->ev, c->fd, XFER_POLL_IN))
+      xfer__mev_hand_over(&m->loop.ev, &c->ev, &x->ev, c->fd, XFER_POLL_IN)) {
     xfer__attached_untrack(&m->attached, c);
+    handed = true;
+  }
   first_run(x);
   h->wait.wake = m->loop.wake;
   h->wait.fresh_only = false;
@@ -797,7 +800,13 @@ static enum xfer__early http_start_early(xfer *x) {
     x->detail[0] = '\0';
     return XFER__EARLY_DEFERRED;
   }
-  return h->early_deferred ? XFER__EARLY_DEFERRED : XFER__EARLY_WAITING;
+  if (h->early_deferred)
+    return XFER__EARLY_DEFERRED;
+  /* Waiting for IN on the connection: a socket alone wants that on c->fd,
+   * the use it was handed (and the connection's own use is gone). */
+  return handed && x->ev.count == 1 && xfer__conn_socket_alone(c)
+             ? XFER__EARLY_TRACKED
+             : XFER__EARLY_WAITING;
 }
 
 static enum xfer__step http_run(xfer *x, unsigned due) {

@@ -42,12 +42,15 @@ enum xfer__phase {
 
 /* What a start inside xfer_multi_add() came to (handler->start_early). */
 enum xfer__early {
-  XFER__EARLY_NO,       /* not tried: the transfer runs at the 0 ms timer */
-  XFER__EARLY_WAITING,  /* started, and waits for IN on a socket the
-                           multi watches for IN already: tracking its
-                           pollset tells the application nothing */
-  XFER__EARLY_DEFERRED  /* started, and goes on at the 0 ms timer (its
-                           pollset not tracked yet) */
+  XFER__EARLY_NO,      /* not tried: the transfer runs at the 0 ms timer */
+  XFER__EARLY_WAITING, /* started, and waits for IN on a socket the
+                          multi watches for IN already: tracking its
+                          pollset tells the application nothing */
+  XFER__EARLY_TRACKED, /* the same, and its tracked pollset is that
+                          already (the socket's use was handed to it):
+                          nothing to track */
+  XFER__EARLY_DEFERRED /* started, and goes on at the 0 ms timer (its
+                          pollset not tracked yet) */
 };
 
 /* The protocol work of a transfer. Every function runs on the multi's

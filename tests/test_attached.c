@@ -12,6 +12,9 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "cfilter.h"
+#include "conn.h"
+#include "mem.h"
 #include "multi.h"
 #include "testhelp.h"
 #include "testserver.h"
@@ -362,6 +365,8 @@ TH_TEST(attached, the_next_request_goes_out_inside_add) {
   xfer_get_bytes(second, &sent, NULL);
   cr_assert_gt(sent, 0, "the request went out inside the add");
   cr_assert_eq(rec.count, calls, "no socket callback");
+  cr_assert(xfer__conn_socket_alone(second->http.conn),
+            "a plain socket: its pollset needed no call down the stack");
   /* The connection's use of its socket became the transfer's... */
   fd = rec.calls[rec.count - 1].fd;
   cr_assert(xfer__mev_socket_info(&m->loop.ev, fd, &info));
@@ -387,6 +392,92 @@ TH_TEST(attached, the_next_request_goes_out_inside_add) {
   cr_assert_eq(info.readers, 1);
   cr_assert_eq(second->ev.count, 0);
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+}
+
+/* A filter that passes everything to the socket below it, and is not the
+ * socket: its stack's pollset must be asked for (TLS will be such a
+ * filter). */
+static struct xfer__cf *first_pass; /* the first one made */
+static int npass;
+
+static enum xfer__cf_progress pass_connect(struct xfer__cf *cf,
+                                           struct xfer__mev *ev, xfer__time now,
+                                           xfer__time *next_at, char *why,
+                                           size_t why_len) {
+  (void)cf, (void)ev, (void)now, (void)next_at, (void)why, (void)why_len;
+  return XFER__CF_DONE;
+}
+
+static void pass_close(struct xfer__cf *cf, struct xfer__mev *ev) {
+  (void)ev;
+  xfer__free(cf);
+}
+
+static const struct xfer__cf_type pass_type = {
+    .name = "pass",
+    .connect = pass_connect,
+    .pollset = xfer__cf_pass_pollset,
+    .send = xfer__cf_pass_send,
+    .recv = xfer__cf_pass_recv,
+    .close = pass_close,
+};
+
+static void add_pass(struct xfer__conn *c) {
+  struct xfer__cf *cf = xfer__calloc(1, sizeof(*cf));
+
+  cr_assert_not_null(cf);
+  cf->type = &pass_type;
+  xfer__cf_push(&c->filters, cf);
+  if (npass++ == 0)
+    first_pass = cf;
+}
+
+/* With a filter over the socket, the start inside the add asks the stack
+ * for its pollset (the socket-alone shortcut does not apply) and comes to
+ * the same: no socket callback, the socket's use the transfer's and then
+ * the connection's again. */
+TH_TEST(attached, a_filter_over_the_socket_starts_inside_add_too) {
+  static struct th_sockrec rec;
+  xfer_multi *m = xfer_multi_new(NULL);
+  struct xfer__mev_socket_info info;
+  uint64_t sent = 0;
+  xfer *first, *second;
+  int calls, fd;
+
+  npass = 0;
+  xfer__cf_test_hook = add_pass;
+  th_sockrec_init(&rec);
+  xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
+  first = fetch(m, "/delay/20/bytes/10");
+  cr_assert_eq(npass, 1);
+  calls = rec.count;
+  fd = rec.calls[rec.count - 1].fd;
+  second = get(m, "/bytes/20");
+  xfer_get_bytes(second, &sent, NULL);
+  cr_assert_gt(sent, 0, "the request went out inside the add");
+  cr_assert_eq(rec.count, calls, "no socket callback");
+  cr_assert_not_null(second->http.conn);
+  cr_assert_eq(second->http.conn->filters, first_pass, "the same stack");
+  cr_assert(!xfer__conn_socket_alone(second->http.conn));
+  cr_assert(xfer__mev_socket_info(&m->loop.ev, fd, &info));
+  cr_assert_eq(info.conns, 0);
+  cr_assert_eq(info.users, 1);
+  cr_assert_eq(info.readers, 1);
+  cr_assert_eq(second->ev.count, 1);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, second), XFER_OK, "%s",
+               xfer_get_error_detail(second));
+  cr_assert_eq(xfer_get_reused(second), 1);
+  th_expect_pattern(sinks[1].data, sinks[1].len, 20);
+  cr_assert_eq(rec.count, calls, "and none until the answer");
+  cr_assert(xfer__mev_socket_info(&m->loop.ev, fd, &info));
+  cr_assert_eq(info.conns, 1);
+  cr_assert_eq(info.users, 1);
+  cr_assert_eq(info.readers, 1);
+  cr_assert_eq(second->ev.count, 0);
+  cr_assert_eq(xfer_get_reused(first), 0);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  xfer__cf_test_hook = NULL;
 }
 
 /* Anything else starts at the 0 ms timer, as before, and the add tells
