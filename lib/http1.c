@@ -257,31 +257,22 @@ static int count_trailer_bytes(struct xfer__http1_resp *r, size_t len) {
                                                                : too_large(r);
 }
 
-/* The reason phrase may come in pieces, which follow each other in the
- * kept head: where it starts there, and its length (the header limit
- * bounds it), for xfer__http1_resp_reason(). */
-static int on_status(llhttp_t *p, const char *at, size_t len) {
+/* The reason phrase is made on demand, as the header strings are: llhttp
+ * runs over the kept head with these callbacks (reason_settings), and
+ * the status line's end pauses it. */
+static int reason_piece(llhttp_t *p, const char *at, size_t len) {
   struct xfer__http1_resp *r = resp_of(p);
+  size_t room = sizeof(r->reason) - 1 - r->reason_len;
+  size_t take = len < room ? len : room;
 
-  if (r->reason_len == 0)
-    r->reason_off = (uint32_t)(r->head.len + (size_t)(at - r->feed_base));
-  r->reason_len += (uint32_t)len;
+  memcpy(r->reason + r->reason_len, at, take);
+  r->reason_len += (uint32_t)take;
   return 0;
 }
 
-const char *xfer__http1_resp_reason(const struct xfer__http1_resp *cr) {
-  struct xfer__http1_resp *r = (struct xfer__http1_resp *)cr;
-  size_t n = r->reason_len < sizeof(r->reason) - 1 ? r->reason_len
-                                                   : sizeof(r->reason) - 1;
-
-  if (!r->headers_done)
-    return "";
-  if (!r->reason_made) {
-    memcpy(r->reason, r->head.data + r->reason_off, n);
-    r->reason[n] = '\0';
-    r->reason_made = true;
-  }
-  return r->reason;
+static int reason_end(llhttp_t *p) {
+  (void)p;
+  return HPE_PAUSED;
 }
 
 static int on_status_complete(llhttp_t *p) {
@@ -303,7 +294,7 @@ static const char keep_alive_name[] = "keep-alive";
  * them.
  */
 static llhttp_settings_t head_settings, ka_settings, body_settings,
-    load_settings;
+    load_settings, reason_settings;
 
 /* A name may come in pieces. Nearly every name is told from "Keep-Alive"
  * by its first byte; the pieces of one that may be it are matched against
@@ -464,8 +455,6 @@ static void reset_head(struct xfer__http1_resp *r) {
   r->ka_value_len = 0;
   r->ka_value[0] = '\0';
   r->status_seen = false;
-  r->reason_off = 0;
-  r->reason_len = 0;
   r->reason_made = false;
 }
 
@@ -701,7 +690,6 @@ static int load_headers_complete(llhttp_t *p) {
 
 static void settings_init(void) {
   llhttp_settings_init(&head_settings);
-  head_settings.on_status = on_status;
   head_settings.on_status_complete = on_status_complete;
   head_settings.on_header_field = head_field;
   head_settings.on_headers_complete = on_headers_complete;
@@ -722,6 +710,10 @@ static void settings_init(void) {
   load_settings.on_header_value = load_value;
   load_settings.on_header_value_complete = load_value_complete;
   load_settings.on_headers_complete = load_headers_complete;
+
+  llhttp_settings_init(&reason_settings);
+  reason_settings.on_status = reason_piece;
+  reason_settings.on_status_complete = reason_end;
 #ifdef XFER_LLHTTP_SSE42
   if (cpu_has_sse42())
     execute = llhttp__sse42_execute;
@@ -761,6 +753,24 @@ bool xfer__http1_resp_load_headers(const struct xfer__http1_resp *cr) {
   }
   r->headers_loaded = true;
   return true;
+}
+
+const char *xfer__http1_resp_reason(const struct xfer__http1_resp *cr) {
+  struct xfer__http1_resp *r = (struct xfer__http1_resp *)cr;
+  llhttp_t parser;
+
+  if (!r->headers_done)
+    return "";
+  if (!r->reason_made) {
+    pthread_once(&settings_once, settings_init);
+    llhttp_init(&parser, HTTP_RESPONSE, &reason_settings);
+    parser.data = r;
+    r->reason_len = 0;
+    (void)execute(&parser, r->head.data, r->head.data + r->head.len);
+    r->reason[r->reason_len] = '\0';
+    r->reason_made = true;
+  }
+  return r->reason;
 }
 
 const char *xfer__http1_resp_header(const struct xfer__http1_resp *r,

@@ -93,8 +93,7 @@ struct xfer__http1_resp {
   bool head_request;       /* the response to a HEAD has no body */
 
   int status;
-  uint32_t reason_off;     /* the reason phrase: where in `head`, */
-  uint32_t reason_len;     /* and how long */
+  uint32_t reason_len;     /* the bytes of `reason` made */
   bool reason_made;        /* `reason` holds it (xfer__http1_resp_reason) */
   char reason[128];        /* made on demand, cut to fit */
   bool status_seen;        /* the status line was parsed */

@@ -93,9 +93,8 @@ static void check_headers(const struct xfer__http1_resp *r,
     __builtin_trap();
 }
 
-/* The reason phrase made on demand is the start of the span the parse saw
- * in the kept head: within it, on one line. (The head may begin with the
- * empty lines llhttp skips before a status line.) */
+/* The reason phrase made on demand (llhttp runs over the kept head once
+ * more) is a piece of that head, on one line, cut to fit. */
 static void check_reason(const struct xfer__http1_resp *r, char *out,
                          size_t out_len) {
   const char *reason = xfer__http1_resp_reason(r);
@@ -106,11 +105,9 @@ static void check_reason(const struct xfer__http1_resp *r, char *out,
       __builtin_trap();
     return;
   }
-  if ((size_t)r->reason_off + r->reason_len > r->head.len ||
-      memchr(r->head.data + r->reason_off, '\n', r->reason_len) ||
-      memchr(r->head.data + r->reason_off, '\r', r->reason_len) ||
-      n > r->reason_len || n >= out_len ||
-      memcmp(reason, r->head.data + r->reason_off, n) != 0)
+  if (n >= out_len || n >= sizeof(r->reason) || memchr(reason, '\r', n) ||
+      memchr(reason, '\n', n) ||
+      (n && !memmem(r->head.data, r->head.len, reason, n)))
     __builtin_trap();
   memcpy(out, reason, n + 1);
 }
