@@ -260,12 +260,16 @@ static inline void xfer__pool_lock(xfer_pool *pool, xfer__lock *l) {
     xfer__pool_lock_contended(pool, l);
   xfer__lock_stats_taken(xfer__pool_lock_depth);
   XFER__POOL_DEBUG_LOCKED();
+#ifdef XFER__POOL_LOCK_DEPTH_KEPT
   if (xfer__pool_lock_depth++ == 0)
     xfer__pool_visits = 0;
+#endif
 }
 
 static inline void xfer__pool_unlock(xfer__lock *l) {
+#ifdef XFER__POOL_LOCK_DEPTH_KEPT
   xfer__pool_lock_depth--;
+#endif
   xfer__lock_stats_released(xfer__pool_lock_depth);
   if (__builtin_expect(atomic_exchange_explicit(&l->state, 0,
                                                 memory_order_release) == 2,
@@ -273,7 +277,9 @@ static inline void xfer__pool_unlock(xfer__lock *l) {
     xfer__lock_wake(l);
 }
 
-/* One list node (or lane) visited, counted when under a lock. */
+/* One list node (or lane) visited, counted when under a lock (debug
+ * builds: only their assertion reads the count). */
+#ifdef XFER_DEBUG
 #define XFER__POOL_VISIT()                                                    \
   do {                                                                         \
     if (xfer__pool_lock_depth > 0) {                                           \
@@ -282,6 +288,9 @@ static inline void xfer__pool_unlock(xfer__lock *l) {
       assert(xfer__pool_visits <= XFER__POOL_VISITS_MAX);                      \
     }                                                                          \
   } while (0)
+#else
+#define XFER__POOL_VISIT() ((void)0)
+#endif
 
 static inline void xfer__bundle_lock(xfer_pool *pool, struct xfer__bundle *b) {
   xfer__pool_lock(pool, &b->lock);

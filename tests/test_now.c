@@ -36,7 +36,7 @@ TH_TEST(now, test_clock_replaces_and_restores) {
 }
 
 TH_TEST(now, read_without_pool_lock_is_fine) {
-  cr_assert_eq(xfer__pool_lock_depth, 0);
+  TH_ASSERT_NO_POOL_LOCK();
   (void)xfer__now_read(NULL);
 }
 

@@ -28,7 +28,7 @@ static void pool_end(void) {
   for (int i = 0; i < nxs; i++)
     cr_assert_eq(xfer_free(xs[i]), XFER_OK);
   ts_stop(web);
-  cr_assert_eq(xfer__pool_lock_depth, 0);
+  TH_ASSERT_NO_POOL_LOCK();
 }
 
 TestSuite(pool, .init = setup);
@@ -616,12 +616,14 @@ TH_TEST(pool, a_held_lock_is_counted_slept_on_and_then_taken) {
     cr_assert_eq(pthread_join(t, NULL), 0);
     cr_assert_eq(w.seen, 10 * (nested + 1) + 1, "the holder's writes seen");
     cr_assert_eq(guarded, 10 * (nested + 1) + 2);
+#ifdef XFER__POOL_LOCK_DEPTH_KEPT
     cr_assert_eq(w.depth_after, 0);
+#endif
     cr_assert_eq(atomic_load(&pool->total_lock.state), 0, "free again");
   }
   xfer_pool_get_stats(pool, &ps);
   cr_assert_eq(ps.lock_contention, 2);
-  cr_assert_eq(xfer__pool_lock_depth, 0);
+  TH_ASSERT_NO_POOL_LOCK();
   cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
 }
 

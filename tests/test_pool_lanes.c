@@ -15,7 +15,7 @@
 #include "pool_probe.h"
 #include "testhelp.h"
 
-static void lanes_end(void) { cr_assert_eq(xfer__pool_lock_depth, 0); }
+static void lanes_end(void) { TH_ASSERT_NO_POOL_LOCK(); }
 
 TestSuite(lanes);
 

@@ -28,7 +28,7 @@ static void slots_end(void) {
                "every test closes what it evicted");
   cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
   xfer__wake_unref(wake);
-  cr_assert_eq(xfer__pool_lock_depth, 0);
+  TH_ASSERT_NO_POOL_LOCK();
 }
 
 static void start(xfer_pool_opts opts) {

@@ -25,7 +25,7 @@ static atomic_bool released;
 
 static void table_end(void) {
   xfer__pool_hook = NULL;
-  cr_assert_eq(xfer__pool_lock_depth, 0);
+  TH_ASSERT_NO_POOL_LOCK();
 }
 
 TestSuite(table);

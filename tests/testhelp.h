@@ -107,6 +107,14 @@ void th_socketpair(int sv[2]);
  * lib/mem.c), and in ASan builds if LeakSanitizer sees a leak. */
 void th_expect_no_leaks(void);
 
+/* This thread holds no pool lock: checked where the build keeps the depth
+ * (debug builds, now.h); elsewhere nothing keeps it to check. */
+#ifdef XFER__POOL_LOCK_DEPTH_KEPT
+#define TH_ASSERT_NO_POOL_LOCK() cr_assert_eq(xfer__pool_lock_depth, 0)
+#else
+#define TH_ASSERT_NO_POOL_LOCK() ((void)0)
+#endif
+
 /*
  * A Criterion test that ends with its suite's teardown, `<suite>_end()`
  * (each test file defines one), and th_expect_no_leaks(), inside the test
