@@ -757,6 +757,7 @@ bool xfer__http1_resp_load_headers(const struct xfer__http1_resp *cr) {
 
 const char *xfer__http1_resp_reason(const struct xfer__http1_resp *cr) {
   struct xfer__http1_resp *r = (struct xfer__http1_resp *)cr;
+  llhttp_errno_t err;
   llhttp_t parser;
 
   if (!r->headers_done)
@@ -766,7 +767,10 @@ const char *xfer__http1_resp_reason(const struct xfer__http1_resp *cr) {
     llhttp_init(&parser, HTTP_RESPONSE, &reason_settings);
     parser.data = r;
     r->reason_len = 0;
-    (void)execute(&parser, r->head.data, r->head.data + r->head.len);
+    err = execute(&parser, r->head.data, r->head.data + r->head.len);
+    /* llhttp accepted this status line before: its end pauses it. */
+    assert(err == HPE_PAUSED);
+    (void)err;
     r->reason[r->reason_len] = '\0';
     r->reason_made = true;
   }

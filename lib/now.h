@@ -7,6 +7,8 @@
 #ifndef XFER_NOW_H
 #define XFER_NOW_H
 
+#include "common.h"
+
 #include <stdint.h>
 
 /* Nanoseconds on the monotonic clock (an arbitrary origin). */
@@ -45,14 +47,19 @@ void xfer__now_set_clock(xfer__clock_fn fn, void *userp);
  * in the builds that read it (XFER__POOL_LOCK_DEPTH_KEPT): debug builds,
  * where xfer__now_read() and the other "never under a pool lock" places
  * assert it is zero, and the lock statistics build of the bench. Other
- * builds leave it at zero: two TLS updates a lock hold that nothing
- * reads cost the attached fast path about 25 instructions a request.
+ * builds leave it at zero, and their assertion is empty: thread-local
+ * updates on every lock hold that nothing reads would cost the attached
+ * fast path (docs/internals/performance.md).
  */
 #if defined(XFER_DEBUG) || defined(XFER_LOCK_STATS)
 #define XFER__POOL_LOCK_DEPTH_KEPT 1
 #endif
 extern XFER__THREAD_LOCAL int xfer__pool_lock_depth;
 
+#ifdef XFER__POOL_LOCK_DEPTH_KEPT
 #define XFER__ASSERT_NO_POOL_LOCK() assert(xfer__pool_lock_depth == 0)
+#else
+#define XFER__ASSERT_NO_POOL_LOCK() ((void)0)
+#endif
 
 #endif /* XFER_NOW_H */

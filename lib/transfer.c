@@ -804,7 +804,8 @@ static enum xfer__early http_start_early(xfer *x) {
     return XFER__EARLY_DEFERRED;
   /* Waiting for IN on the connection: a socket alone wants that on c->fd,
    * the use it was handed (and the connection's own use is gone). */
-  return handed && x->ev.count == 1 && xfer__conn_socket_alone(c)
+  return handed && h->conn == c && x->ev.count == 1 &&
+                 xfer__conn_socket_alone(c)
              ? XFER__EARLY_TRACKED
              : XFER__EARLY_WAITING;
 }

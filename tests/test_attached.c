@@ -527,6 +527,11 @@ TH_TEST(attached, perform_and_poll_start_inside_add_too) {
   second = get(m, "/bytes/30");
   xfer_get_bytes(second, &sent, NULL);
   cr_assert_gt(sent, 0);
+  /* The socket's use was handed to it: its one use, IN. */
+  cr_assert_eq(second->ev.count, 1);
+  cr_assert_eq(second->ev.uses[0].fd, second->http.conn->fd);
+  cr_assert_eq(second->ev.uses[0].want, XFER_POLL_IN);
+  cr_assert(!second->http.conn->ev_live, "the connection's own use is gone");
   th_run(m, 5000);
   cr_assert_eq(th_result(m, second), XFER_OK);
   th_expect_pattern(sinks[1].data, sinks[1].len, 30);

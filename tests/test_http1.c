@@ -282,6 +282,13 @@ TH_TEST(http1, reason_phrases) {
                 "HTTP/1.1 201 Made\r\nContent-Length: 0\r\n\r\n",
                 "Made");
   expect_reason("HTTP/1.1 204 \r\n\r\n", "");
+  expect_reason("HTTP/1.1 204\r\n\r\n", "");
+  /* llhttp skips empty lines before a status line, the final one too. */
+  expect_reason("\r\nHTTP/1.1 200 Fine\r\nContent-Length: 0\r\n\r\n",
+                "Fine");
+  expect_reason("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+                "\r\nHTTP/1.1 200 After\r\nContent-Length: 0\r\n\r\n",
+                "After");
   snprintf(line, sizeof(line),
            "HTTP/1.1 200 %0300d\r\nContent-Length: 0\r\n\r\n", 0);
   cr_assert_eq(feed(line, 0, false), XFER_OK, "%s", r.detail);

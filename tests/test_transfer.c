@@ -613,6 +613,67 @@ TH_TEST(http, header_callback_aborts) {
                  aborting_headers);
 }
 
+/* The getters inside the callbacks: the reason phrase and a header are
+ * made from the kept head while the parse that kept it is paused (the
+ * header callback) or running (the write callback). */
+struct asking {
+  xfer *x;
+  char reason_at_header[32], reason_at_body[32], length_at_body[32];
+  size_t body;
+};
+
+static int ask_at_header(const char *n, size_t nl, const char *v, size_t vl,
+                         void *u) {
+  struct asking *a = u;
+
+  (void)n, (void)nl, (void)v, (void)vl;
+  if (!a->reason_at_header[0])
+    snprintf(a->reason_at_header, sizeof(a->reason_at_header), "%s",
+             xfer_get_reason(a->x));
+  return 0;
+}
+
+static size_t ask_at_body(const char *data, size_t len, void *u) {
+  struct asking *a = u;
+  const char *length = xfer_get_header(a->x, "Content-Length");
+
+  (void)data;
+  if (a->body == 0) {
+    snprintf(a->reason_at_body, sizeof(a->reason_at_body), "%s",
+             xfer_get_reason(a->x));
+    snprintf(a->length_at_body, sizeof(a->length_at_body), "%s",
+             length ? length : "(none)");
+  }
+  a->body += len;
+  return len;
+}
+
+TH_TEST(http, getters_work_inside_the_callbacks) {
+  struct asking with = {0}, without = {0};
+
+  /* With a header callback, and without one (the head then runs on
+   * without a pause into the body). */
+  with.x = prepare(0, "/bytes/300");
+  xfer_set_header_cb(with.x, ask_at_header, &with);
+  xfer_set_write_cb(with.x, ask_at_body, &with);
+  add(0);
+  without.x = prepare(1, "/bytes/300");
+  xfer_set_write_cb(without.x, ask_at_body, &without);
+  add(1);
+  th_run(hm, 5000);
+  for (int i = 0; i < 2; i++)
+    cr_assert_eq(th_result(hm, hx[i]), XFER_OK, "%s",
+                 xfer_get_error_detail(hx[i]));
+  cr_assert_str_eq(with.reason_at_header, "OK");
+  cr_assert_str_eq(with.reason_at_body, "OK");
+  cr_assert_str_eq(with.length_at_body, "300");
+  cr_assert_eq(with.body, 300);
+  cr_assert_str_eq(without.reason_at_body, "OK");
+  cr_assert_str_eq(without.length_at_body, "300");
+  cr_assert_eq(without.body, 300);
+  cr_assert_str_eq(xfer_get_reason(hx[1]), "OK");
+}
+
 /* The largest value of every time option means "no limit", not an
  * overflow (UBSan builds trap on one) nor a transfer that fails at once. */
 TH_TEST(http, the_largest_time_options_mean_no_limit) {
