@@ -403,7 +403,10 @@ static int ka_field_complete(llhttp_t *p) {
   struct xfer__http1_resp *r = resp_of(p);
 
   r->in_ka_value = r->name_may_be_ka && r->name_len == KEEP_ALIVE_NAME_LEN;
-  r->ka_seen |= r->in_ka_value;
+  if (r->in_ka_value) { /* its value, which may be empty, starts */
+    r->ka_seen = true;
+    r->ka_value[0] = '\0';
+  }
   r->name_may_be_ka = false;
   return 0;
 }
@@ -453,7 +456,6 @@ static void reset_head(struct xfer__http1_resp *r) {
   r->in_ka_value = false;
   r->ka_seen = false;
   r->ka_value_len = 0;
-  r->ka_value[0] = '\0';
   r->status_seen = false;
   r->reason_made = false;
 }

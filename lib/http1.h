@@ -95,7 +95,6 @@ struct xfer__http1_resp {
   int status;
   uint32_t reason_len;     /* the bytes of `reason` made */
   bool reason_made;        /* `reason` holds it (xfer__http1_resp_reason) */
-  char reason[128];        /* made on demand, cut to fit */
   bool status_seen;        /* the status line was parsed */
   bool headers_done;       /* the final (non-1xx) headers are complete */
   bool complete;           /* the whole response is in */
@@ -123,8 +122,6 @@ struct xfer__http1_resp {
   bool name_may_be_ka;     /* that name so far starts "Keep-Alive" */
   bool in_ka_value;        /* the value being received is Keep-Alive's */
   bool ka_seen;            /* the first Keep-Alive header was captured */
-  char ka_value[128];      /* its value, cut to fit ("timeout=N, max=M"
-                              is a tenth of it) */
   size_t ka_value_len;
 
   /* Made from `head` on demand (xfer__http1_resp_load_headers). */
@@ -134,7 +131,12 @@ struct xfer__http1_resp {
   unsigned header_cap;
 
   xfer_code error;
+  /* The arrays last: a response writes only detail's first byte, and the
+   * fields above fill few cache lines (docs/internals/performance.md). */
   char detail[192];
+  char ka_value[128];      /* the Keep-Alive value, cut to fit ("timeout=N,
+                              max=M" is a tenth of it); set once ka_seen */
+  char reason[128];        /* made on demand, cut to fit */
 };
 
 #define XFER__HTTP1_DEFAULT_MAX_HEADER_BYTES (100 * 1024)

@@ -80,10 +80,11 @@ struct xfer__mev_tracker {
   unsigned count;
   unsigned capacity;
   struct xfer__mev_use *uses; /* inline_uses, or a heap array when larger */
-  struct xfer__mev_use inline_uses[XFER__MEV_INLINE_USES];
   const struct xfer__mev_ops *ops;
   void *owner;            /* for ops: whatever the owner needs */
   uint64_t dispatch_mark; /* see xfer__mev_dispatch_conns() */
+  /* Last: the first use shares a cache line with the fields above. */
+  struct xfer__mev_use inline_uses[XFER__MEV_INLINE_USES];
 };
 
 struct xfer__mev {

@@ -87,12 +87,12 @@ struct xfer__opts {
    * once for many runs (the pool key, the request head) remembers the
    * generation it was built for. Never 0; 0 marks "built for no run". */
   uint64_t gen;
+  /* What every run reads, first and together (struct xfer__http). */
   struct xfer__url url;          /* parsed by xfer_set_url() */
-  char method[XFER__METHOD_MAX]; /* "" means GET */
-  struct xfer__buf headers;      /* "Name: value\r\n" lines */
   char *body;                    /* copy of the body buffer */
   size_t body_len;
   bool has_body;
+  int ip_version;                /* 0, 4, 6 */
   xfer_read_cb read_cb;
   void *read_userp;
   int64_t read_size;             /* -1: unknown, chunked */
@@ -100,15 +100,17 @@ struct xfer__opts {
   void *write_userp;
   xfer_header_cb header_cb;
   void *header_userp;
-  int ip_version;                /* 0, 4, 6 */
-  char local_text[48];           /* "" when not bound */
-  struct xfer__addr local;
   long connect_timeout_ms;
   long timeout_ms;
   long low_speed_bytes;
   long low_speed_period_ms;
   size_t max_header_bytes;
   int max_redirects;
+  /* Read once per change of options. */
+  char method[XFER__METHOD_MAX]; /* "" means GET */
+  struct xfer__buf headers;      /* "Name: value\r\n" lines */
+  char local_text[48];           /* "" when not bound */
+  struct xfer__addr local;
 };
 
 enum xfer__http_state {
@@ -123,44 +125,49 @@ struct xfer__conn;
 
 /* One run of the HTTP sequence (and its redirect hops). */
 struct xfer__http {
+  /* What a request uses, first and together: a request touches few cache
+   * lines of its transfer (docs/internals/performance.md). */
   enum xfer__http_state state;
-  struct xfer__url hop;          /* the URL of a redirect hop */
-  const struct xfer__url *url;   /* &opts.url, or &hop */
-  char method[XFER__METHOD_MAX]; /* for this hop (303 turns POST into GET) */
   bool send_body;                /* for this hop */
   bool idempotent;               /* method is (RFC 9110 9.2.2) */
   bool head_request;             /* method is HEAD: the response has no body */
-  uint64_t method_gen;           /* opts.gen the four above are of; 0: a hop's */
-  char key[XFER__POOL_KEY_MAX];  /* pool key of this hop */
-  size_t key_len;
-  uint64_t key_hash;
-  uint64_t key_gen;              /* opts.gen the key is of; 0: a hop's */
-  struct xfer__waiter wait;      /* place in the pool's FIFO, or slot */
-  struct xfer__list wait_node;   /* in multi->waiting while waiting */
-  struct xfer__resolve_req resolve;
-  struct xfer__conn *conn;       /* connecting, or the exchange's */
   bool reused;
-  xfer__time reused_idle;        /* how long it had been idle when taken */
   bool wait_expired;             /* attached_wait passed while waiting */
   bool started;                  /* the first run happened */
   bool fresh_only;               /* a retry: do not take from the pool */
   bool early;          /* running inside xfer_multi_add() (start_early) */
   bool early_deferred; /* ... and stopped there, to go on at the timer */
-  int early_err;       /* a send failed there (errno): said at the timer */
   bool saw_dead;                 /* the pool had a dead one for us */
-  int retries;
-  const struct xfer__exchange_type *exchange;
-  struct xfer__h1 h1;            /* the HTTP/1.1 exchange's state */
   bool receiving;                /* the exchange waits for the response
                                     (the low-speed limit applies) */
-  int died_errno;                /* XFER__STEP_RETRY: why (0: EOF) */
   bool got_byte;                 /* a response byte arrived */
-  struct xfer__http1_resp resp;
+  int early_err;       /* a send failed there (errno): said at the timer */
+  int retries;
+  int died_errno;                /* XFER__STEP_RETRY: why (0: EOF) */
+  int redirects;
+  const struct xfer__url *url;   /* &opts.url, or &hop */
+  uint64_t method_gen;           /* opts.gen the method fields are of; 0: a
+                                    hop's */
+  size_t key_len;
+  uint64_t key_hash;
+  uint64_t key_gen;              /* opts.gen the key is of; 0: a hop's */
+  struct xfer__conn *conn;       /* connecting, or the exchange's */
+  xfer__time reused_idle;        /* how long it had been idle when taken */
+  const struct xfer__exchange_type *exchange;
   uint64_t bytes_sent;
   uint64_t bytes_received;
   uint64_t low_speed_mark;       /* bytes_received at the period start */
   uint64_t conn_id;
-  int redirects;
+  struct xfer__waiter wait;      /* place in the pool's FIFO, or slot */
+  struct xfer__list wait_node;   /* in multi->waiting while waiting */
+  struct xfer__h1 h1;            /* the HTTP/1.1 exchange's state */
+  struct xfer__http1_resp resp;
+
+  /* Read once per change of options, a hop, or a lookup. */
+  struct xfer__url hop;          /* the URL of a redirect hop */
+  char method[XFER__METHOD_MAX]; /* for this hop (303 turns POST into GET) */
+  char key[XFER__POOL_KEY_MAX];  /* pool key of this hop */
+  struct xfer__resolve_req resolve;
 };
 
 struct xfer {
