@@ -340,6 +340,32 @@ static bool told_zero(const struct th_timerrec *tr, int from) {
   return false;
 }
 
+/* fd's one user (a reader) is x's use of it (conns 0, x's tracker holds
+ * it), or the connection's (conns 1, x's tracker empty). */
+static void expect_one_use(xfer_multi *m, int fd, const xfer *x, bool by_conn) {
+  struct xfer__mev_socket_info info;
+
+  cr_assert(xfer__mev_socket_info(&m->loop.ev, fd, &info));
+  cr_assert_eq(info.conns, by_conn ? 1 : 0);
+  cr_assert_eq(info.users, 1);
+  cr_assert_eq(info.readers, 1);
+  cr_assert_eq(x->ev.count, by_conn ? 0 : 1);
+}
+
+/* The second request of a test, started inside the add on the attached
+ * connection, gets its 20-byte answer on it with no socket callback
+ * since `calls`, and the socket's use is the connection's again. */
+static void expect_answer_on_attached(xfer_multi *m, int fd, xfer *second,
+                                      const struct th_sockrec *rec, int calls) {
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, second), XFER_OK, "%s",
+               xfer_get_error_detail(second));
+  cr_assert_eq(xfer_get_reused(second), 1);
+  th_expect_pattern(sinks[1].data, sinks[1].len, 20);
+  cr_assert_eq(rec->count, calls, "and none until the answer");
+  expect_one_use(m, fd, second, true);
+}
+
 /* With the connection attached and nothing to check, the request goes out
  * inside the add, on the add's clock reading: no 0 ms timer, no timeout
  * action, no socket callback; the answer comes with the socket's IN. */
@@ -348,7 +374,6 @@ TH_TEST(attached, the_next_request_goes_out_inside_add) {
   static struct th_timerrec tr;
   xfer_multi *m = xfer_multi_new(NULL);
   xfer_multi_stats before = {0}, after = {0};
-  struct xfer__mev_socket_info info;
   uint64_t sent = 0;
   xfer *second;
   int calls, timers, fd;
@@ -369,28 +394,14 @@ TH_TEST(attached, the_next_request_goes_out_inside_add) {
             "a plain socket: its pollset needed no call down the stack");
   /* The connection's use of its socket became the transfer's... */
   fd = rec.calls[rec.count - 1].fd;
-  cr_assert(xfer__mev_socket_info(&m->loop.ev, fd, &info));
-  cr_assert_eq(info.conns, 0);
-  cr_assert_eq(info.users, 1);
-  cr_assert_eq(info.readers, 1);
-  cr_assert_eq(second->ev.count, 1);
+  expect_one_use(m, fd, second, false);
   cr_assert(!told_zero(&tr, timers), "no 0 ms timer");
   xfer_multi_get_stats(m, &after);
   cr_assert_eq(after.clock_reads - before.clock_reads, 1,
                "the add's one clock reading");
   cr_assert(ts_wait(web, TS_REQUESTS, 2, 5000));
-  th_run(m, 5000);
-  cr_assert_eq(th_result(m, second), XFER_OK, "%s",
-               xfer_get_error_detail(second));
-  cr_assert_eq(xfer_get_reused(second), 1);
-  th_expect_pattern(sinks[1].data, sinks[1].len, 20);
-  cr_assert_eq(rec.count, calls, "and none until the answer");
   /* ...and the connection's again once it is attached anew. */
-  cr_assert(xfer__mev_socket_info(&m->loop.ev, fd, &info));
-  cr_assert_eq(info.conns, 1);
-  cr_assert_eq(info.users, 1);
-  cr_assert_eq(info.readers, 1);
-  cr_assert_eq(second->ev.count, 0);
+  expect_answer_on_attached(m, fd, second, &rec, calls);
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
 }
 
@@ -439,7 +450,6 @@ static void add_pass(struct xfer__conn *c) {
 TH_TEST(attached, a_filter_over_the_socket_starts_inside_add_too) {
   static struct th_sockrec rec;
   xfer_multi *m = xfer_multi_new(NULL);
-  struct xfer__mev_socket_info info;
   uint64_t sent = 0;
   xfer *first, *second;
   int calls, fd;
@@ -459,22 +469,8 @@ TH_TEST(attached, a_filter_over_the_socket_starts_inside_add_too) {
   cr_assert_not_null(second->http.conn);
   cr_assert_eq(second->http.conn->filters, first_pass, "the same stack");
   cr_assert(!xfer__conn_socket_alone(second->http.conn));
-  cr_assert(xfer__mev_socket_info(&m->loop.ev, fd, &info));
-  cr_assert_eq(info.conns, 0);
-  cr_assert_eq(info.users, 1);
-  cr_assert_eq(info.readers, 1);
-  cr_assert_eq(second->ev.count, 1);
-  th_run(m, 5000);
-  cr_assert_eq(th_result(m, second), XFER_OK, "%s",
-               xfer_get_error_detail(second));
-  cr_assert_eq(xfer_get_reused(second), 1);
-  th_expect_pattern(sinks[1].data, sinks[1].len, 20);
-  cr_assert_eq(rec.count, calls, "and none until the answer");
-  cr_assert(xfer__mev_socket_info(&m->loop.ev, fd, &info));
-  cr_assert_eq(info.conns, 1);
-  cr_assert_eq(info.users, 1);
-  cr_assert_eq(info.readers, 1);
-  cr_assert_eq(second->ev.count, 0);
+  expect_one_use(m, fd, second, false);
+  expect_answer_on_attached(m, fd, second, &rec, calls);
   cr_assert_eq(xfer_get_reused(first), 0);
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   xfer__cf_test_hook = NULL;
