@@ -722,10 +722,23 @@ static void settings_init(void) {
 #endif
 }
 
+/* llhttp once more over the kept head, which it accepted before, with
+ * the callbacks of `settings` (the loader's, or the reason's) and `data`
+ * for them: what the strings are made by, on demand. */
+static llhttp_errno_t rerun_head(const struct xfer__http1_resp *r,
+                                 const llhttp_settings_t *settings,
+                                 void *data) {
+  llhttp_t parser;
+
+  pthread_once(&settings_once, settings_init);
+  llhttp_init(&parser, HTTP_RESPONSE, settings);
+  parser.data = data;
+  return execute(&parser, r->head.data, r->head.data + r->head.len);
+}
+
 bool xfer__http1_resp_load_headers(const struct xfer__http1_resp *cr) {
   struct xfer__http1_resp *r = (struct xfer__http1_resp *)cr;
   struct loader l = {r, 0, false, false};
-  llhttp_t parser;
   llhttp_errno_t err;
 
   if (!r->headers_done)
@@ -744,10 +757,7 @@ bool xfer__http1_resp_load_headers(const struct xfer__http1_resp *cr) {
   /* Names and values are the head less its separators, plus two NULs. */
   if (!xfer__buf_reserve(&r->header_text, r->head.len + 2 * r->header_count))
     return false;
-  pthread_once(&settings_once, settings_init);
-  llhttp_init(&parser, HTTP_RESPONSE, &load_settings);
-  parser.data = &l;
-  err = execute(&parser, r->head.data, r->head.data + r->head.len);
+  err = rerun_head(r, &load_settings, &l);
   if (err != HPE_PAUSED || l.failed || l.count != r->header_count) {
     /* Only memory can fail here: llhttp accepted these bytes before. */
     assert(l.failed);
@@ -760,16 +770,12 @@ bool xfer__http1_resp_load_headers(const struct xfer__http1_resp *cr) {
 const char *xfer__http1_resp_reason(const struct xfer__http1_resp *cr) {
   struct xfer__http1_resp *r = (struct xfer__http1_resp *)cr;
   llhttp_errno_t err;
-  llhttp_t parser;
 
   if (!r->headers_done)
     return "";
   if (!r->reason_made) {
-    pthread_once(&settings_once, settings_init);
-    llhttp_init(&parser, HTTP_RESPONSE, &reason_settings);
-    parser.data = r;
     r->reason_len = 0;
-    err = execute(&parser, r->head.data, r->head.data + r->head.len);
+    err = rerun_head(r, &reason_settings, r);
     /* llhttp accepted this status line before: its end pauses it. */
     assert(err == HPE_PAUSED);
     (void)err;
