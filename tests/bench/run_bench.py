@@ -403,21 +403,26 @@ def main():
     nginx = Nginx(args.srcdir)
     try:
         results = {}
+
+        def cpu_run(run, t, c, body, name):
+            # One CPU run of a client in a cell, kept and logged.
+            url = nginx.url(body)
+            if name == "wrk":
+                r = run_wrk(args, t, c, url)
+            else:
+                r = run_client(args, name, t, c, args.n, url)
+            results.setdefault((t, c, body, name), []).append(r)
+            log("run %d T=%d C=%d %s %-14s %s" % (
+                run + 1, t, c, body, name,
+                r.get("failed") or "%.0f req/s, %.1f us CPU/req" % (
+                    r["rps"], r["cpu_us_per_req"])))
+
         for run in range(args.runs):
             for (t, c, body) in GRID:
-                url = nginx.url(body)
                 for name in cell_order(run):
                     if name == "curl-share" and t > 1 and run > 0:
                         continue  # once is enough to see what happens
-                    if name == "wrk":
-                        r = run_wrk(args, t, c, url)
-                    else:
-                        r = run_client(args, name, t, c, args.n, url)
-                    results.setdefault((t, c, body, name), []).append(r)
-                    log("run %d T=%d C=%d %s %-14s %s" % (
-                        run + 1, t, c, body, name,
-                        r.get("failed") or "%.0f req/s, %.1f us CPU/req" % (
-                            r["rps"], r["cpu_us_per_req"])))
+                    cpu_run(run, t, c, body, name)
         # The target libxfer / floor <= 1.10 is within the spread of one
         # cell's seven repetitions (their ratios ranged over 0.15 in one
         # run): more pairs of the two, back to back in turns, make its
@@ -426,12 +431,7 @@ def main():
         for run in range(args.runs, args.headline_runs):
             pair = ["floor", "xfer-shared"]
             for name in pair if run % 2 == 0 else pair[::-1]:
-                r = run_client(args, name, t, c, args.n, nginx.url(body))
-                results.setdefault((t, c, body, name), []).append(r)
-                log("run %d T=%d C=%d %s %-14s %s" % (
-                    run + 1, t, c, body, name,
-                    r.get("failed") or "%.0f req/s, %.1f us CPU/req" % (
-                        r["rps"], r["cpu_us_per_req"])))
+                cpu_run(run, t, c, body, name)
         log("counting runs (clock reads, system calls) ...")
         counts = {}
         for (t, c, body) in GRID:
