@@ -5,7 +5,8 @@
  * thread, N keep-alive GETs in total, each finished handle re-added at
  * once. Prints one JSON object with what it measured.
  *
- *   bench_client --client xfer-shared|xfer-per-multi|curl|curl-share|floor
+ *   bench_client --client xfer-shared|xfer-per-multi|curl|curl-share|
+ *                         floor|floor-llhttp
  *                -t T -c C -n N [--check-timelines] URL
  *
  * The loop keeps the timer callback's deadline, as libcurl's ephiperfifo
@@ -25,8 +26,14 @@
  * `floor` is the floor of any HTTP/1.1 client: C keep-alive connections
  * per thread, each writing one fixed, pre-built GET and reading only the
  * status line and Content-Length of the answer, with its own epoll loop.
+ * `floor-llhttp` is the same client with llhttp, the parser the brief
+ * fixes for libxfer, parsing each answer where it was read instead of
+ * the floor's own search for the status line and Content-Length: what
+ * the parser alone adds to the floor (the same llhttp build as libxfer's,
+ * SSE4.2 where the CPU has it).
  */
 #define _GNU_SOURCE
+#include "config.h" /* XFER_LLHTTP_SSE42: which llhttp build libxfer runs */
 #include <curl/curl.h>
 #include <dlfcn.h>
 #include <errno.h>
@@ -46,11 +53,19 @@
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
+#include <llhttp.h>
 #include <xfer/xfer.h>
 
 #include "timeline_check.h"
 
-enum client { XFER_SHARED, XFER_PER_MULTI, CURL_PLAIN, CURL_SHARE, FLOOR };
+enum client {
+  XFER_SHARED,
+  XFER_PER_MULTI,
+  CURL_PLAIN,
+  CURL_SHARE,
+  FLOOR,
+  FLOOR_LLHTTP
+};
 
 static enum client client;
 static int threads = 1, per_thread = 16;
@@ -203,6 +218,11 @@ struct floor_conn {
   long body_left;     /* -1: still reading the head */
   size_t head_len;    /* bytes of the head gathered */
   char head[4096];
+  /* floor-llhttp: the parser, and what its callbacks found */
+  llhttp_t parser;
+  long body_bytes;
+  bool complete;
+  bool not_200;
 };
 
 /* The URL's parts through libcurl's URL API, and the request built once. */
@@ -252,6 +272,17 @@ static void floor_send(struct worker *w, struct floor_conn *c) {
   }
   c->body_left = -1;
   c->head_len = 0;
+}
+
+/* The answer is whole: the next request goes out on c, if any is left. */
+static void floor_answered(struct worker *w, struct floor_conn *c) {
+  c->busy = false;
+  note_in_flight(-1);
+  w->done++;
+  if (take_request())
+    floor_send(w, c);
+  else
+    w->outstanding--;
 }
 
 /* The head is complete in c->head: the status and Content-Length. Returns
@@ -308,20 +339,104 @@ static void floor_readable(struct worker *w, struct floor_conn *c) {
   w->bytes += (long)((size_t)n - used);
   if (c->body_left > 0)
     return;
-  c->busy = false;
-  note_in_flight(-1);
-  w->done++;
-  if (take_request())
-    floor_send(w, c);
-  else
-    w->outstanding--;
+  floor_answered(w, c);
+}
+
+/* floor-llhttp: llhttp_execute() over each read, in place (no copy of
+ * the head). The callbacks note the status, count the body and pause at
+ * the end of the answer, as libxfer's do. */
+static int floor_on_headers_complete(llhttp_t *p) {
+  struct floor_conn *c = p->data;
+
+  c->not_200 = p->status_code != 200;
+  return 0;
+}
+
+static int floor_on_body(llhttp_t *p, const char *at, size_t len) {
+  struct floor_conn *c = p->data;
+
+  (void)at;
+  c->body_bytes += (long)len;
+  return 0;
+}
+
+static int floor_on_message_complete(llhttp_t *p) {
+  struct floor_conn *c = p->data;
+
+  c->complete = true;
+  return HPE_PAUSED;
+}
+
+static llhttp_settings_t floor_settings;
+
+/* libxfer's choice of llhttp's build (lib/http1.c): llhttp_execute(p,
+ * data, len) is llhttp__internal_execute(p, data, data + len). */
+typedef int (*floor_execute_fn)(llhttp_t *p, const char *data,
+                                const char *end);
+int llhttp__internal_execute(llhttp_t *p, const char *data, const char *end);
+#ifdef XFER_LLHTTP_SSE42
+int llhttp__sse42_execute(llhttp_t *p, const char *data, const char *end);
+#endif
+static floor_execute_fn floor_execute = llhttp__internal_execute;
+
+static void floor_llhttp_setup(struct floor_conn *conns) {
+  llhttp_settings_init(&floor_settings);
+  floor_settings.on_headers_complete = floor_on_headers_complete;
+  floor_settings.on_body = floor_on_body;
+  floor_settings.on_message_complete = floor_on_message_complete;
+#ifdef XFER_LLHTTP_SSE42
+  if (__builtin_cpu_supports("sse4.2"))
+    floor_execute = llhttp__sse42_execute;
+#endif
+  for (int i = 0; i < per_thread; i++) {
+    llhttp_init(&conns[i].parser, HTTP_RESPONSE, &floor_settings);
+    conns[i].parser.data = &conns[i];
+  }
+}
+
+static void floor_llhttp_readable(struct worker *w, struct floor_conn *c) {
+  char buf[65536];
+  ssize_t n = read(c->fd, buf, sizeof(buf));
+  int err;
+
+  if (n <= 0 || !c->busy) {
+    note_error(w, "floor-llhttp", n == 0 ? "closed"
+                                  : n < 0 ? strerror(errno)
+                                          : "bytes nobody asked for");
+    floor_drop(w, c);
+    return;
+  }
+  c->body_bytes = 0;
+  err = floor_execute(&c->parser, buf, buf + n);
+  w->bytes += c->body_bytes;
+  if (err != HPE_OK && err != HPE_PAUSED) {
+    note_error(w, "floor-llhttp", llhttp_errno_name(err));
+    floor_drop(w, c);
+    return;
+  }
+  if (!c->complete)
+    return;
+  /* The answer ended where llhttp paused; nothing may follow it. */
+  if (llhttp_get_error_pos(&c->parser) != buf + n) {
+    note_error(w, "floor-llhttp", "bytes after the answer");
+    floor_drop(w, c);
+    return;
+  }
+  c->complete = false;
+  llhttp_resume(&c->parser);
+  if (c->not_200)
+    note_error(w, "status", "not 200");
+  floor_answered(w, c);
 }
 
 static void *floor_run(struct worker *w) {
   struct floor_conn *conns = calloc((size_t)per_thread, sizeof(*conns));
   struct epoll_event evs[256];
   int one = 1;
+  bool with_llhttp = client == FLOOR_LLHTTP;
 
+  if (with_llhttp)
+    floor_llhttp_setup(conns);
   for (int i = 0; i < per_thread; i++) {
     struct floor_conn *c = &conns[i];
     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
@@ -346,8 +461,12 @@ static void *floor_run(struct worker *w) {
     n = epoll_wait(w->ep, evs, 256, -1);
     if (n < 0 && errno == EINTR)
       continue;
-    for (int i = 0; i < n; i++)
-      floor_readable(w, evs[i].data.ptr);
+    for (int i = 0; i < n; i++) {
+      if (with_llhttp)
+        floor_llhttp_readable(w, evs[i].data.ptr);
+      else
+        floor_readable(w, evs[i].data.ptr);
+    }
   }
   for (int i = 0; i < per_thread; i++)
     if (conns[i].fd >= 0)
@@ -474,7 +593,7 @@ static void worker_open(struct worker *w) {
     w->xm = xfer_multi_new(client == XFER_SHARED ? shared_pool : w->own_pool);
     xfer_multi_set_socket_cb(w->xm, xfer_socket, w);
     xfer_multi_set_timer_cb(w->xm, xfer_timer, w);
-  } else if (client != FLOOR) {
+  } else if (client != FLOOR && client != FLOOR_LLHTTP) {
     w->cm = curl_multi_init();
     curl_multi_setopt(w->cm, CURLMOPT_SOCKETFUNCTION, curl_socket);
     curl_multi_setopt(w->cm, CURLMOPT_SOCKETDATA, w);
@@ -487,7 +606,7 @@ static void *worker_run(void *arg) {
   struct worker *w = arg;
   struct epoll_event evs[256];
 
-  if (client == FLOOR)
+  if (client == FLOOR || client == FLOOR_LLHTTP)
     return floor_run(w);
 
   for (int i = 0; i < per_thread && take_request(); i++)
@@ -569,7 +688,7 @@ static unsigned long clock_count(void) {
 
 static void usage(void) {
   fprintf(stderr, "usage: bench_client --client xfer-shared|xfer-per-multi|"
-                  "curl|curl-share|floor -t T -c C -n N "
+                  "curl|curl-share|floor|floor-llhttp -t T -c C -n N "
                   "[--check-timelines] URL\n");
   exit(2);
 }
@@ -612,12 +731,14 @@ int main(int argc, char **argv) {
     client = CURL_SHARE;
   else if (!strcmp(name, "floor"))
     client = FLOOR;
+  else if (!strcmp(name, "floor-llhttp"))
+    client = FLOOR_LLHTTP;
   else
     usage();
 
   curl_global_init(CURL_GLOBAL_DEFAULT);
-  if (client == FLOOR && !floor_setup()) {
-    fprintf(stderr, "bench_client: floor needs http://IPv4:port/path\n");
+  if ((client == FLOOR || client == FLOOR_LLHTTP) && !floor_setup()) {
+    fprintf(stderr, "bench_client: %s needs http://IPv4:port/path\n", name);
     return 2;
   }
   if (client == XFER_SHARED)

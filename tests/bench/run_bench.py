@@ -40,13 +40,13 @@ HEADLINE = GRID[0]  # the cell of the CPU target against the floor client
 # (the floor, the pool per multi, wrk) run next to it. Every other
 # repetition runs the cell in reverse (ABBA), so that a machine speeding up
 # or slowing down during a cell favours no client.
-CLIENTS = ["floor", "xfer-shared", "xfer-per-multi", "wrk", "curl",
-           "curl-share"]
+CLIENTS = ["floor-llhttp", "floor", "xfer-shared", "xfer-per-multi", "wrk",
+           "curl", "curl-share"]
 
 
 # How the tables list them.
 SHOWN = ["xfer-shared", "xfer-per-multi", "curl", "curl-share", "floor",
-         "wrk"]
+         "floor-llhttp", "wrk"]
 assert sorted(SHOWN) == sorted(CLIENTS)
 
 
@@ -426,11 +426,12 @@ def main():
         # The target libxfer / floor <= 1.10 is within the spread of one
         # cell's seven repetitions (their ratios ranged over 0.15 in one
         # run): more pairs of the two, back to back in turns, make its
-        # median repeatable. Every pair is one repetition's ratio.
+        # median repeatable. Every pair is one repetition's ratio. The
+        # floor with llhttp runs beside them: what the parser alone adds.
         t, c, body = HEADLINE
         for run in range(args.runs, args.headline_runs):
-            pair = ["floor", "xfer-shared"]
-            for name in pair if run % 2 == 0 else pair[::-1]:
+            turn = ["floor-llhttp", "floor", "xfer-shared"]
+            for name in turn if run % 2 == 0 else turn[::-1]:
                 cpu_run(run, t, c, body, name)
         log("counting runs (clock reads, system calls) ...")
         counts = {}
@@ -445,7 +446,7 @@ def main():
                 counts[(t, c, body, name)] = r
         log("callgrind (T=1, C=16) ...")
         instr = {name: callgrind_instructions(args, name, nginx.url("100"))
-                 for name in ("xfer-shared", "curl", "floor")}
+                 for name in ("xfer-shared", "curl", "floor", "floor-llhttp")}
         log("socket scaling ...")
         scale = scaling(args, nginx.url("100"))
         log("pool contention ...")
@@ -500,6 +501,13 @@ def report(args, results, counts, instr, scale, pool, seconds):
                                        "cpu_us_per_req"),
             "cpu_vs_floor": paired_ratio(results, key, "xfer-shared",
                                          "floor", "cpu_us_per_req"),
+            # The floor's split: the parser the brief fixes, and libxfer's
+            # own work over a client that has nothing but that parser.
+            "floor_llhttp_vs_floor": paired_ratio(
+                results, key, "floor-llhttp", "floor", "cpu_us_per_req"),
+            "cpu_vs_floor_llhttp": paired_ratio(
+                results, key, "xfer-shared", "floor-llhttp",
+                "cpu_us_per_req"),
             "cpu_shared_vs_per_multi": paired_ratio(
                 results, key, "xfer-shared", "xfer-per-multi",
                 "cpu_us_per_req"),
@@ -629,9 +637,9 @@ def markdown(out):
              "runs, clients interleaved (every other run in reverse "
              "order); counting runs of %d requests "
              "(wrk: %d s); nginx on 127.0.0.1, one worker. In the T=1 "
-             "C=16 100 B cell the floor client and xfer-shared run %d "
-             "times, in pairs back to back (every other pair in reverse), "
-             "for the CPU target against the floor" % (
+             "C=16 100 B cell the floor client, xfer-shared and "
+             "floor-llhttp run %d times, back to back (every other turn in "
+             "reverse), for the CPU target against the floor" % (
                  out["requests_per_run"], out["wrk_seconds"], out["runs"],
                  out["count_n"], out["count_seconds"],
                  out.get("headline_runs", out["runs"])))
@@ -661,6 +669,14 @@ def markdown(out):
              "thread, each writing one fixed pre-built GET and reading only "
              "the status line and Content-Length, with its own epoll loop: "
              "what any HTTP/1.1 client must at least do.")
+    L.append("- **floor-llhttp**: the floor client with llhttp (the build "
+             "libxfer runs, SSE4.2 where the CPU has it) parsing each "
+             "answer where it was read, instead of the floor's own "
+             "search for the status line and Content-Length: what the "
+             "parser the brief fixes adds to the floor; libxfer / "
+             "floor-llhttp is what "
+             "libxfer's own work (event tracking, pool, timers, timeline, "
+             "API) adds to a client that has nothing but that parser.")
     L.append("- **wrk**: the same threads and connections for a fixed time.")
     L.append("- CPU runs carry no instrumentation. Clock reads (an "
              "`LD_PRELOAD` counter of clock_gettime and gettimeofday, the "
@@ -718,20 +734,24 @@ def markdown(out):
                          fmt(f["peak_in_flight"], 0), f["errors"],
                          fmt(f["timeline_violations"], 0)))
         r = cell["ratios"]
-        L.append("| %s | **libxfer (shared) / libcurl, / wrk, / floor** | | "
-                 "**%s, %s, %s** | | | | **%s** | | | | | |" % (
+        L.append("| %s | **libxfer (shared) / libcurl, / wrk, / floor, "
+                 "/ floor-llhttp** | | **%s, %s, %s, %s** | | | | **%s** "
+                 "| | | | | |" % (
                      label, fmt(r["cpu_vs_curl"]), fmt(r["cpu_vs_wrk"]),
-                     fmt(r["cpu_vs_floor"]),
+                     fmt(r["cpu_vs_floor"]), fmt(r.get("cpu_vs_floor_llhttp")),
                      fmt(r["clock_reads_vs_curl"], 3)))
+        L.append("| %s | floor-llhttp / floor | | %s | | | | | | | | | |" % (
+            label, fmt(r.get("floor_llhttp_vs_floor"))))
     L.append("")
     L.append("## Instructions, socket scaling, pool contention")
     L.append("")
     i = out["instructions_per_req"]
     L.append("- instructions per request (callgrind, T=1 C=16, difference of "
              "two runs): libxfer %s, libcurl %s, ratio %s; the floor "
-             "client %s" % (
+             "client %s, with llhttp %s" % (
                  fmt(i.get("xfer-shared"), 0), fmt(i.get("curl"), 0),
-                 fmt(i.get("ratio_vs_curl")), fmt(i.get("floor"), 0)))
+                 fmt(i.get("ratio_vs_curl")), fmt(i.get("floor"), 0),
+                 fmt(i.get("floor-llhttp"), 0)))
     s = out["socket_scaling"]
     if "failed" in s:
         L.append("- socket scaling: failed: %s" % s["failed"])
@@ -800,28 +820,24 @@ def why_missed(out, missed):
                          target, fmt(x, 0), fmt(f, 0)))
         elif target.startswith("CPU/req <= 1.10x the floor") and x and f:
             xs, fs = first["xfer-shared"], first["floor"]
-            parts = (xs.get("user_us_per_req"), xs.get("sys_us_per_req"),
-                     fs.get("user_us_per_req"), fs.get("sys_us_per_req"))
-            line = ("- %s: the kernel's part is about the same for both "
-                    "(system calls a request: libxfer %s, the floor %s; "
-                    "epoll_wait: %s and %s), so the gap is user-space work: "
-                    "%s against %s instructions a request (T=1 C=16)." % (
+            r = out["cells"][0]["ratios"]
+            line = ("- %s: the kernel's work is the same for both (system "
+                    "calls a request: libxfer %s, the floor %s; epoll_wait: "
+                    "%s and %s), so the gap is user-space work: %s against "
+                    "%s instructions a request (T=1 C=16)." % (
                         target, fmt(xs["syscalls_per_req"]),
                         fmt(fs["syscalls_per_req"]),
                         fmt(xs["epoll_waits_per_req"]),
                         fmt(fs["epoll_waits_per_req"]), fmt(x, 0),
                         fmt(f, 0)))
-            if None not in parts:
-                xu, xk, fu, fk = parts
-                room = 1.10 * (fu + fk) - xk  # user time 1.10x allows
-                line += (" In us a request, user + system: libxfer %s + %s, "
-                         "the floor %s + %s. With its kernel time, 1.10x "
-                         "leaves libxfer %s us of user time: about %s "
-                         "instructions a request at this run's %s ns an "
-                         "instruction." % (
-                             fmt(xu), fmt(xk), fmt(fu), fmt(fk), fmt(room),
-                             fmt(max(room, 0) / (xu / x), 0),
-                             fmt(1000 * xu / x, 3)))
+            if r.get("floor_llhttp_vs_floor") and \
+                    r.get("cpu_vs_floor_llhttp"):
+                line += (" The floor with llhttp costs %s of the floor "
+                         "(the parser the brief fixes), and libxfer %s of "
+                         "that client (libxfer's own work: event tracking, "
+                         "pool, timers, timeline, API)." % (
+                             fmt(r["floor_llhttp_vs_floor"], 3),
+                             fmt(r["cpu_vs_floor_llhttp"], 3)))
             L.append(line)
         else:
             L.append("- %s: this run does not say why; see the figures "
