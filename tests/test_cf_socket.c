@@ -4,6 +4,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
@@ -55,13 +56,23 @@ TH_TEST(cf_socket, families_interleave_ipv6_first) {
 
 /* A listener whose accept queue is full: SYNs to it go unanswered, so a
  * connect to it hangs (the kernel drops them). Returns the listener; the
- * clients that filled it are in fill[]. */
+ * clients that filled it are in fill[], -1 where unused (fill_close()).
+ *
+ * Linux drops a SYN once the queue holds more than the backlog, so with a
+ * backlog of 0 one queued connection fills it. Each client's handshake
+ * completes (the queue had room when its SYN came), and the listener
+ * turns readable once it is queued: poll() waits for that event, bounded
+ * only in case it never comes. TCP_INFO on a listener tells the queue's
+ * length (tcpi_unacked) and its backlog (tcpi_sacked), so the queue is
+ * known to be full without waiting for a connect that does not happen. */
 static int full_listener(int family, const char *ip, int port, int fill[4]) {
   struct xfer__addr a = addr(ip, port);
   int one = 1, lfd = socket(family, SOCK_STREAM, 0);
   struct sockaddr_storage got;
   socklen_t len = sizeof(got);
 
+  for (int i = 0; i < 4; i++)
+    fill[i] = -1;
   cr_assert_geq(lfd, 0);
   setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   if (family == AF_INET6)
@@ -72,16 +83,28 @@ static int full_listener(int family, const char *ip, int port, int fill[4]) {
   getsockname(lfd, (struct sockaddr *)&got, &len);
   a.sa = got;
   for (int i = 0; i < 4; i++) {
-    struct pollfd p;
+    struct pollfd queued = {.fd = lfd, .events = POLLIN};
+    struct tcp_info info;
+    socklen_t info_len = sizeof(info);
+
     fill[i] = socket(family, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    cr_assert_geq(fill[i], 0);
     connect(fill[i], (struct sockaddr *)&a.sa, a.len);
-    p.fd = fill[i];
-    p.events = POLLOUT;
-    if (poll(&p, 1, 100) == 0) /* this one hangs: the queue is full */
-      return lfd;
+    cr_assert_eq(poll(&queued, 1, 5000), 1,
+                 "no connection reached the accept queue of %s", ip);
+    cr_assert_eq(getsockopt(lfd, IPPROTO_TCP, TCP_INFO, &info, &info_len),
+                 0);
+    if (info.tcpi_unacked > info.tcpi_sacked)
+      return lfd; /* more queued than the backlog: SYNs are dropped */
   }
   cr_assert_fail("could not fill the accept queue of %s", ip);
   return -1;
+}
+
+static void fill_close(const int fill[4]) {
+  for (int i = 0; i < 4; i++)
+    if (fill[i] >= 0)
+      close(fill[i]);
 }
 
 static int port_of(int fd) {
@@ -134,8 +157,7 @@ TH_TEST(cf_socket, ipv6_that_does_not_answer_falls_back_to_ipv4) {
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   xfer_free(x);
   th_sink_free(&sink);
-  for (int i = 0; i < 4; i++)
-    close(fill[i]);
+  fill_close(fill);
   close(v6);
   ds_stop(dns);
   ts_stop(web);
@@ -162,8 +184,7 @@ TH_TEST(cf_socket, full_backlog_times_out) {
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   xfer_free(x);
   xfer_free(other);
-  for (int i = 0; i < 4; i++)
-    close(fill[i]);
+  fill_close(fill);
   close(lfd);
   ts_stop(web);
 }
