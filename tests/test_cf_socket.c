@@ -59,12 +59,13 @@ TH_TEST(cf_socket, families_interleave_ipv6_first) {
  * clients that filled it are in fill[], -1 where unused (fill_close()).
  *
  * Linux drops a SYN once the queue holds more than the backlog, so with a
- * backlog of 0 one queued connection fills it. Each client's handshake
- * completes (the queue had room when its SYN came), and the listener
- * turns readable once it is queued: poll() waits for that event, bounded
- * only in case it never comes. TCP_INFO on a listener tells the queue's
- * length (tcpi_unacked) and its backlog (tcpi_sacked), so the queue is
- * known to be full without waiting for a connect that does not happen. */
+ * backlog of 0 one queued connection fills it. The first client's
+ * handshake completes (the queue is empty when its SYN comes), and the
+ * listener turns readable once it is queued: poll() waits for that event,
+ * bounded only in case it never comes. TCP_INFO on a listener tells the
+ * queue's length (tcpi_unacked) and its backlog (tcpi_sacked), so the
+ * queue is known to be full without waiting for a connect that does not
+ * happen. */
 static int full_listener(int family, const char *ip, int port, int fill[4]) {
   struct xfer__addr a = addr(ip, port);
   int one = 1, lfd = socket(family, SOCK_STREAM, 0);
