@@ -175,13 +175,14 @@ void xfer__now_refresh(xfer *x) {
 }
 
 void xfer__stamp(xfer *x, enum xfer__phase p) {
-  unsigned i;
+  unsigned i = x->stamped;
+  xfer__time previous = i ? x->stamps[i - 1] : x->added_at;
 
   assert(p < XFER__PHASE_COUNT);
   /* Phases that did not happen take the previous phase's time; phases
    * after p are not reached (again, after a retry) yet. */
-  for (i = x->stamped; i < (unsigned)p; i++)
-    x->stamps[i] = i ? x->stamps[i - 1] : x->added_at;
+  for (; i < (unsigned)p; i++)
+    x->stamps[i] = previous;
   x->stamps[p] = x->now;
   for (i = (unsigned)p + 1; i < x->stamped; i++)
     x->stamps[i] = XFER__TIME_NEVER;
@@ -560,8 +561,9 @@ static enum xfer__step step_connect(xfer *x) {
 
 /* The exchange said RETRY: a reused connection died before any response
  * byte. The request goes again on a fresh connection when that is
- * harmless, else a clear error says why not. */
-static enum xfer__step retry_or_fail(xfer *x) {
+ * harmless, else a clear error says why not. Out of line, as
+ * follow_redirect() below. */
+__attribute__((noinline)) static enum xfer__step retry_or_fail(xfer *x) {
   struct xfer__http *h = &x->http;
   bool streamed = h->send_body && x->opts.read_cb;
   int err = h->died_errno;
@@ -606,26 +608,19 @@ static void learn_keep_alive(xfer *x) {
   xfer__pool_learn_keep_alive(x->loop->pool, x->http.conn, seconds);
 }
 
-/* The exchange is done: the connection goes back (or is closed), and the
- * transfer is done, or on to a redirect hop. */
-static enum xfer__step exchange_done(xfer *x) {
+/* A redirect to follow (the exchange is done): the connection goes back
+ * (or is closed), and the transfer is done, or on to the next hop. Out of
+ * line: inlined, its frame was set up for every response. */
+__attribute__((noinline)) static enum xfer__step
+follow_redirect(xfer *x, int status, bool keep) {
   struct xfer__http *h = &x->http;
-  const char *location;
   struct xfer__url next;
   xfer_code rc;
-  int status = h->resp.status;
-  bool keep = h->exchange->keep_alive(x);
-  bool follow;
-
-  h->receiving = false;
-  xfer__expire_clear(x, XFER__EXPIRE_LOW_SPEED);
-  if (keep)
-    learn_keep_alive(x);
   /* Only a redirect to follow makes the header strings. */
-  follow = x->opts.max_redirects > 0 && is_redirect(status);
-  location = follow ? xfer__http1_resp_header(&h->resp, "Location") : NULL;
+  const char *location = xfer__http1_resp_header(&h->resp, "Location");
+
   conn_release(x, keep);
-  if (follow && !h->resp.headers_loaded)
+  if (!h->resp.headers_loaded)
     return xfer__step_fail(x, XFER_E_OUT_OF_MEMORY,
                            "out of memory reading the redirect's Location");
   if (!location)
@@ -658,6 +653,23 @@ static enum xfer__step exchange_done(xfer *x) {
   h->state = XFER__HTTP_INIT;
   h->got_byte = false;
   return XFER__STEP_NEXT;
+}
+
+/* The exchange is done: the connection goes back (or is closed), and the
+ * transfer is done, or on to a redirect hop. */
+static enum xfer__step exchange_done(xfer *x) {
+  struct xfer__http *h = &x->http;
+  int status = h->resp.status;
+  bool keep = h->exchange->keep_alive(x);
+
+  h->receiving = false;
+  xfer__expire_clear(x, XFER__EXPIRE_LOW_SPEED);
+  if (keep)
+    learn_keep_alive(x);
+  if (x->opts.max_redirects > 0 && is_redirect(status))
+    return follow_redirect(x, status, keep);
+  conn_release(x, keep);
+  return XFER__STEP_DONE;
 }
 
 static enum xfer__step step_exchange(xfer *x) {
@@ -858,26 +870,36 @@ static void http_pollset(xfer *x, struct xfer__pollset *ps) {
   }
 }
 
-/* Whatever the run still holds goes: a connection in use was interrupted,
- * so it is closed, never pooled. */
+/* A place in a FIFO, a slot, or a grant not taken yet is passed on, so
+ * a transfer timing out while it waits leaves nothing stuck. */
+__attribute__((noinline)) static void cancel_wait(xfer *x) {
+  struct xfer__list evicted;
+
+  xfer__list_init(&evicted);
+  xfer__pool_cancel(x->loop->pool, &x->http.wait, x->now, &evicted);
+  shut_down_evicted(x, &evicted);
+}
+
+/* A connection in use was interrupted: closed, never pooled. */
+__attribute__((noinline)) static void drop_interrupted(xfer *x) {
+  if (x->http.state == XFER__HTTP_CONNECT)
+    conn_abandon(x);
+  if (x->http.conn)
+    conn_drop(x, XFER__CLOSE_ERROR);
+}
+
+/* Whatever the run still holds goes. A finished transfer holds nothing:
+ * the checks alone, out of line what they find. */
 static void http_cleanup(xfer *x) {
   struct xfer__http *h = &x->http;
-  struct xfer__list evicted;
 
   if (xfer__list_linked(&h->wait_node))
     xfer__list_remove(&h->wait_node);
-  /* A place in a FIFO, a slot, or a grant not taken yet is passed on, so
-   * a transfer timing out while it waits leaves nothing stuck. */
-  if (!xfer__pool_waiter_idle(&h->wait)) {
-    xfer__list_init(&evicted);
-    xfer__pool_cancel(x->loop->pool, &h->wait, x->now, &evicted);
-    shut_down_evicted(x, &evicted);
-  }
+  if (!xfer__pool_waiter_idle(&h->wait))
+    cancel_wait(x);
   xfer__resolve_cancel(&h->resolve);
-  if (h->state == XFER__HTTP_CONNECT && h->conn)
-    conn_abandon(x);
   if (h->conn)
-    conn_drop(x, XFER__CLOSE_ERROR);
+    drop_interrupted(x);
 }
 
 /* A connection taken attached: now that the multi tracks the transfer's
