@@ -280,16 +280,12 @@ assess_diff(struct xfer__mev *ev, struct xfer__mev_tracker *t,
 
 bool xfer__mev_hand_over(struct xfer__mev *ev, struct xfer__mev_tracker *from,
                          struct xfer__mev_tracker *to, int fd, unsigned want) {
-  /* The usual case (a connection's one use to a transfer with none, and
-   * back) needs no search. */
-  int i = from->count == 1 && from->uses[0].fd == fd ? 0
-                                                     : tracker_find(from, fd);
+  int i = tracker_find(from, fd);
   struct xfer__mev_use *u, *v;
   unsigned last;
 
   (void)ev;
-  if (i < 0 || from->uses[i].want != want ||
-      (to->count && tracker_find(to, fd) >= 0))
+  if (i < 0 || from->uses[i].want != want || tracker_find(to, fd) >= 0)
     return false;
   if (to->count < to->capacity) /* room: no call */
     v = &to->uses[to->count++];
