@@ -170,8 +170,8 @@ static void close_dead(struct xfer__attached *a, struct xfer__conn *c,
   (void)unlink_conn(a, c, XFER__TAKE_CLOSE);
   xfer__attached_untrack(a, c);
   xfer__list_init(&evicted);
-  xfer__pool_closing(a->loop->pool, c, XFER__CLOSE_PEER, &evicted);
-  xfer__conn_close(c, &a->loop->ev);
+  xfer__pool_close(a->loop->pool, c, XFER__CLOSE_PEER, &a->loop->ev,
+                   &evicted);
   xfer__shutdown_adopt_list(a->shutdown, &evicted, now);
 }
 

@@ -310,7 +310,7 @@ void xfer__pool_evict(xfer_pool *pool, struct xfer__conn *c,
   XFER__POOL_COUNT(pool, closing);
   /* Closing gracefully, it no longer counts against max_total (xfer.h);
    * its destination slot stays until the socket is closed, which the
-   * server still sees (xfer__pool_closing()). */
+   * server still sees (xfer__pool_close()). */
   if (c->holds_total) {
     c->holds_total = false;
     xfer__slots_release(pool, NULL, true, evicted);
@@ -330,9 +330,9 @@ void xfer__pool_opened(xfer_pool *pool, struct xfer__waiter *w,
   w->state = XFER__WAIT_NONE;
 }
 
-void xfer__pool_closing(xfer_pool *pool, struct xfer__conn *c,
-                        enum xfer__close_reason why,
-                        struct xfer__list *evicted) {
+void xfer__pool_close(xfer_pool *pool, struct xfer__conn *c,
+                      enum xfer__close_reason why, struct xfer__mev *ev,
+                      struct xfer__list *evicted) {
   struct xfer__bundle *b = c->bundle;
   bool total = c->holds_total;
 
@@ -352,8 +352,11 @@ void xfer__pool_closing(xfer_pool *pool, struct xfer__conn *c,
     XFER__POOL_COUNT(pool, closed_error);
     break;
   }
-  c->bundle = NULL;
-  c->holds_total = false;
+  /* Closed before its slots pass on: a waiter handed its destination
+   * slot may connect at once, and the server must never see more than
+   * max_per_destination sockets (a closing one counts until it is
+   * closed). */
+  xfer__conn_close(c, ev);
   if (b || total)
     xfer__slots_release(pool, b, total, evicted);
 }

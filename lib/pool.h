@@ -60,10 +60,13 @@ struct xfer__waiter {
   bool replace;    /* granted_conn is to be closed at once; its slots
                       are the waiter's (fresh_only) */
   bool waiting;    /* the owner's view: queued, no grant taken yet */
-  bool bounded;    /* queued while its destination had a free slot (for
-                      attached connections of other multis): its owner
-                      stops waiting after attached_wait
-                      (xfer__pool_stop_waiting()) */
+  bool bounded;    /* queued where another multi's release may be what
+                      it waits for, or while its destination had a free
+                      slot: its owner stops waiting after attached_wait
+                      (xfer__pool_stop_waiting()), and looks again every
+                      attached_wait while its destination is at its
+                      limit. The owner's alone (written under b's lock
+                      in a checkout) */
   atomic_bool granted; /* the owner reads it without a lock */
 };
 
@@ -183,12 +186,14 @@ enum xfer__close_reason {
   XFER__CLOSE_ERROR    /* a transfer failed or was stopped on it */
 };
 
-/* c is about to be closed by its user (before its memory goes): the slots
- * it still holds pass to the oldest waiters that can use them (which may
- * close an idle connection for room onto `evicted`). */
-void xfer__pool_closing(xfer_pool *pool, struct xfer__conn *c,
-                        enum xfer__close_reason why,
-                        struct xfer__list *evicted);
+/* Closes c (xfer__conn_close(c, ev): socket_done on ev, then close; c is
+ * freed), then passes the slots it held to the oldest waiters that can
+ * use them (which may close an idle connection for room onto `evicted`).
+ * In that order: its destination slot counts until the socket is closed.
+ * No pool lock may be held. */
+void xfer__pool_close(xfer_pool *pool, struct xfer__conn *c,
+                      enum xfer__close_reason why, struct xfer__mev *ev,
+                      struct xfer__list *evicted);
 
 /*
  * A multi's share of the pool's statistics: the counts that its attached
@@ -223,7 +228,7 @@ enum xfer__take {
   XFER__TAKE_REUSE, /* the owner's next transfer uses it */
   XFER__TAKE_CLOSE  /* it closes: the peer closed it while attached, or the
                        owner could not keep watching it; the caller calls
-                       xfer__pool_closing() next, which serves a waiter
+                       xfer__pool_close() next, which serves a waiter
                        that asked for it */
 };
 /* The owner takes c off its destination's attached list. false (for

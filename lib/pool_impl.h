@@ -383,7 +383,8 @@ bool xfer__slots_give_locked(xfer_pool *pool, struct xfer__bundle *b,
 /* Under b's lock: a bounded waiter gives up waiting for attached
  * connections. Queued with a destination slot free, it leaves the queue
  * with that slot (OPEN with a total slot, or NEED_ROOM); otherwise it
- * keeps its place (WAIT). */
+ * keeps its place (WAIT), and no longer bounded unless still queued (a
+ * waiter for room, or one granted, waits on no other multi's loop). */
 enum xfer__slots_decision xfer__slots_leave_queue_locked(
     xfer_pool *pool, struct xfer__bundle *b, struct xfer__waiter *w,
     struct xfer__wakeups *ws);

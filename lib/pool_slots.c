@@ -361,9 +361,14 @@ enum xfer__slots_decision xfer__slots_decide_locked(
     xfer__attached_ask_locked(b, asked);
     xfer__wakeups_add(ws, asked->owner_wake);
   }
-  /* Queued with a slot free, it waits for attached connections of other
-   * multis: for attached_wait at most, on its own clock. */
-  w->bounded = dest_slot_free(pool, b);
+  /* Queued where a release asked of another multi may be what it waits
+   * for (its own ask, or ones asked before it that cover the head of the
+   * queue), its wait is bounded on its own clock (rule 4): with a slot
+   * free, it opens its own after attached_wait; without one, it looks
+   * again every attached_wait, for a slot may come free while every
+   * queued waiter is covered by a release, and then the pump serves
+   * none of them. */
+  w->bounded = dest_slot_free(pool, b) || (attached_ok && b->nrequested > 0);
   /* The queue may be beyond what pending releases cover, with a slot
    * free (w itself, or an older one, is served now). */
   xfer__slots_pump_locked(pool, b, ws, room);
@@ -373,7 +378,22 @@ enum xfer__slots_decision xfer__slots_decide_locked(
 enum xfer__slots_decision xfer__slots_leave_queue_locked(
     xfer_pool *pool, struct xfer__bundle *b, struct xfer__waiter *w,
     struct xfer__wakeups *ws) {
-  if (w->state != XFER__WAIT_QUEUED || !dest_slot_free(pool, b))
+  enum xfer__wait_state state;
+
+  /* Under both locks, as a cancel reads it: a waiter for room is granted
+   * under total_lock alone. */
+  if (pool->max_total)
+    total_lock(pool);
+  state = w->state;
+  if (pool->max_total)
+    total_unlock(pool);
+  if (state != XFER__WAIT_QUEUED) {
+    /* Moved on to wait for room (holding its destination slot), or
+     * granted: its bound is spent, no other multi's release is awaited. */
+    w->bounded = false;
+    return XFER__DECIDE_WAIT;
+  }
+  if (!dest_slot_free(pool, b))
     return XFER__DECIDE_WAIT;
   xfer__list_remove(&w->node);
   atomic_fetch_sub_explicit(&b->nwaiters, 1, memory_order_relaxed);

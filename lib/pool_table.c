@@ -293,8 +293,8 @@ static bool usable(xfer_pool *pool, struct xfer__waiter *w,
   *saw_dead = true;
   XFER__POOL_COUNT(pool, closed);
   XFER__POOL_COUNT(pool, dead_on_checkout);
-  xfer__pool_closing(pool, c, XFER__CLOSE_DEAD, evicted);
-  xfer__conn_close(c, NULL); /* tracked by no multi while idle */
+  /* Tracked by no multi while idle: no socket_done. */
+  xfer__pool_close(pool, c, XFER__CLOSE_DEAD, NULL, evicted);
   return false;
 }
 

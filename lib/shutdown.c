@@ -21,10 +21,10 @@ static void finish(struct xfer__shutdown *s, struct xfer__conn *c) {
   s->count--;
   xfer__mev_tracker_done(&loop->ev, &c->ev);
   xfer__list_init(&evicted);
-  /* Its destination slot passes on (to a waiter, which may close an idle
-   * connection for room: this handle takes that one too). */
-  xfer__pool_closing(loop->pool, c, XFER__CLOSE_EVICTED, &evicted);
-  xfer__conn_close(c, &loop->ev); /* socket_done, then close */
+  /* Closed (socket_done, then close), and its destination slot passes on
+   * (to a waiter, which may close an idle connection for room: this
+   * handle takes that one too). */
+  xfer__pool_close(loop->pool, c, XFER__CLOSE_EVICTED, &loop->ev, &evicted);
   xfer__shutdown_adopt_list(s, &evicted, loop->last_now);
 }
 

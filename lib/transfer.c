@@ -244,10 +244,9 @@ static void conn_drop(xfer *x, enum xfer__close_reason why) {
     return;
   xfer__attached_untrack(&x->multi->attached, h->conn);
   xfer__list_init(&evicted);
-  /* Its slots pass on, which may close an idle one for room. */
-  xfer__pool_closing(x->loop->pool, h->conn, why, &evicted);
-  /* socket_done is a no-op for a socket this multi never tracked. */
-  xfer__conn_close(h->conn, &x->loop->ev);
+  /* Closed, then its slots pass on, which may close an idle one for
+   * room (socket_done is a no-op for a socket this multi never tracked). */
+  xfer__pool_close(x->loop->pool, h->conn, why, &x->loop->ev, &evicted);
   h->conn = NULL;
   shut_down_evicted(x, &evicted);
 }
@@ -487,8 +486,10 @@ static enum xfer__step step_wait(xfer *x) {
   }
   shut_down_evicted(x, &evicted);
   if (got == XFER__ACQUIRE_WAIT) {
-    /* Still waiting: for a slot, or (again, after a connection handed
-     * over failed its check) for an attached one, bounded anew. */
+    /* Still waiting: for a slot, or for an attached one (again, after a
+     * connection handed over failed its check). Bounded anew while
+     * another multi's release may be what it waits for: at its
+     * destination's limit, it looks again every attached_wait. */
     if (h->wait.bounded &&
         x->expiry.at[XFER__EXPIRE_ATTACHED_WAIT] == XFER__TIME_NEVER)
       xfer__expire_in(x, XFER__EXPIRE_ATTACHED_WAIT,

@@ -68,8 +68,7 @@ static inline int probe_close_evicted(xfer_pool *pool,
     struct xfer__conn *c = XFER__CONTAINER_OF(evicted->next,
                                               struct xfer__conn, idle_node);
     xfer__list_remove(&c->idle_node);
-    xfer__pool_closing(pool, c, XFER__CLOSE_EVICTED, evicted);
-    xfer__conn_close(c, NULL);
+    xfer__pool_close(pool, c, XFER__CLOSE_EVICTED, NULL, evicted);
     n++;
   }
   return n;

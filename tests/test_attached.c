@@ -215,6 +215,61 @@ TH_TEST(attached, a_multi_never_driven_again_holds_nobody_up) {
   cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
 }
 
+/* The same at the destination's limit. A transfer queues with no slot
+ * free and asks the owner, who is never driven again; then a slot comes
+ * free (another multi's connection closes). The freed slot goes to no
+ * one (every queued waiter is covered by the release asked for), so the
+ * transfer must bound its wait on its own clock and open its own with
+ * that slot. It did not: it waited for a loop nobody drives. */
+TH_TEST(attached, a_slot_freed_while_waiting_on_a_stopped_owner_is_taken) {
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){
+      .max_per_destination = 2, .attached_wait_ms = 100});
+  xfer_multi *owner = xfer_multi_new(p), *other = xfer_multi_new(p),
+             *busy = xfer_multi_new(p);
+  xfer_pool_stats ps;
+  struct ts_stats st;
+  xfer *held, *first, *theirs;
+  int rounds = 0;
+
+  /* One slot: a transfer the server holds until the test says. */
+  held = xs[nxs++] = xfer_new();
+  cr_assert_not_null(held);
+  cr_assert_eq(xfer_set_url(held, th_url(ts_port(web), "/gather/2/bytes/3")),
+               XFER_OK);
+  cr_assert_eq(xfer_add_header(held, "Connection", "close"), XFER_OK);
+  cr_assert_eq(xfer_multi_add(busy, held), XFER_M_OK);
+  do { /* until the server has its request (bounded: 5 s) */
+    cr_assert_eq(xfer_multi_perform(busy, NULL), XFER_M_OK);
+    cr_assert_eq(xfer_multi_poll(busy, 50, NULL), XFER_M_OK);
+    ts_get_stats(web, &st);
+  } while (st.requests < 1 && ++rounds < 100);
+  cr_assert_eq(st.requests, 1);
+  /* The other slot: attached to `owner`, which is not driven again. */
+  first = fetch(owner, "/bytes/1");
+  theirs = get(other, "/bytes/4");
+  cr_assert_eq(xfer_multi_perform(other, NULL), XFER_M_OK); /* asks */
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.waiting, 1);
+  /* The held transfer ends, and its connection closes: a slot is free. */
+  cr_assert(ts_fetch(web, "/gather/2/bytes/3"));
+  th_run(busy, 5000);
+  cr_assert_eq(th_result(busy, held), XFER_OK, "%s",
+               xfer_get_error_detail(held));
+  th_run(other, 5000);
+  cr_assert_eq(th_result(other, theirs), XFER_OK, "%s",
+               xfer_get_error_detail(theirs));
+  th_expect_pattern(sinks[2].data, sinks[2].len, 4);
+  cr_assert_eq(xfer_get_reused(theirs), 0, "its own, with the freed slot");
+  cr_assert_neq(xfer_get_conn_id(theirs), xfer_get_conn_id(first));
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.opened_total, 3);
+  cr_assert_eq(ps.waiting, 0);
+  cr_assert_eq(xfer_multi_destroy(owner), XFER_M_OK);
+  cr_assert_eq(xfer_multi_destroy(other), XFER_M_OK);
+  cr_assert_eq(xfer_multi_destroy(busy), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+}
+
 /* Once another multi asked for the connection, the owner's own next
  * transfer does not take it back: the waiter would wait as long as that
  * transfer lasts. */

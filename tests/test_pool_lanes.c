@@ -162,11 +162,9 @@ TH_TEST(lanes, making_room_finds_the_idle_one_without_a_walk) {
   cr_assert_eq(ps.closed_limit, 1);
   for (int i = 0; i < N; i++)
     if (i != N / 2) {
-      xfer__pool_closing(pool, c[i], XFER__CLOSE_ERROR, &evicted);
-      xfer__conn_close(c[i], NULL);
+      xfer__pool_close(pool, c[i], XFER__CLOSE_ERROR, NULL, &evicted);
     }
-  xfer__pool_closing(pool, fresh, XFER__CLOSE_ERROR, &evicted);
-  xfer__conn_close(fresh, NULL);
+  xfer__pool_close(pool, fresh, XFER__CLOSE_ERROR, NULL, &evicted);
   cr_assert(xfer__list_empty(&evicted));
   cr_assert_eq(xfer_pool_destroy(pool), XFER_OK);
 }

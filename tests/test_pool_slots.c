@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "cfilter.h"
 #include "pool_impl.h"
 #include "pool_probe.h"
 #include "testhelp.h"
@@ -91,8 +92,7 @@ TH_TEST(slots, a_cancelled_waiter_for_room_passes_its_slot_on) {
   cr_assert_eq(b2.state, XFER__WAIT_ROOM, "B's slot went to the next of B");
   cr_assert_not(atomic_load(&b2.granted), "the pool is still full");
 
-  xfer__pool_closing(pool, a, XFER__CLOSE_ERROR, &evicted);
-  xfer__conn_close(a, NULL);
+  xfer__pool_close(pool, a, XFER__CLOSE_ERROR, NULL, &evicted);
   cr_assert(atomic_load(&b2.granted), "A's room went to B's waiter");
   cr_assert_eq(probe_take(pool, &b2, NOW_TAKE, &c, &evicted), XFER__ACQUIRE_OPEN);
   c = probe_open(pool, &b2, KEY_B, 4000);
@@ -115,11 +115,46 @@ TH_TEST(slots, a_cancelled_queued_waiter_leaves_the_slot_to_the_next) {
   waits(&w1, KEY_A, 2000, false);
   waits(&w2, KEY_A, 2000, false);
   xfer__pool_cancel(pool, &w1, 3000, &evicted);
-  xfer__pool_closing(pool, a, XFER__CLOSE_PEER, &evicted);
-  xfer__conn_close(a, NULL);
+  xfer__pool_close(pool, a, XFER__CLOSE_PEER, NULL, &evicted);
   cr_assert_not(atomic_load(&w1.granted));
   cr_assert_eq(probe_take(pool, &w2, NOW_TAKE, &c, &evicted), XFER__ACQUIRE_OPEN);
   c = probe_open(pool, &w2, KEY_A, 4000);
+  xfer__pool_return(pool, c, 5000, &evicted);
+}
+
+/* A filter on top of a closing connection's socket: what its waiter had
+ * been given when the close reached the stack. */
+static const struct xfer__waiter *watched;
+static bool granted_when_closed;
+
+static void watch_close(struct xfer__cf *cf, struct xfer__mev *ev) {
+  (void)cf;
+  (void)ev;
+  granted_when_closed = atomic_load(&watched->granted);
+}
+
+static const struct xfer__cf_type watch_type = {.name = "watch",
+                                                .close = watch_close};
+
+/* A closed connection's destination slot passes to the next in line only
+ * after its socket is closed: that waiter may connect at once, and the
+ * server must never see more than max_per_destination sockets. */
+TH_TEST(slots, a_slot_passes_on_after_its_socket_closed) {
+  struct xfer__cf watch = {.type = &watch_type};
+  struct xfer__waiter w;
+  struct xfer__conn *a, *c;
+
+  start((xfer_pool_opts){.max_per_destination = 1});
+  a = busy(KEY_A, 1000);
+  xfer__cf_push(&a->filters, &watch);
+  waits(&w, KEY_A, 2000, false);
+  watched = &w;
+  granted_when_closed = true;
+  xfer__pool_close(pool, a, XFER__CLOSE_PEER, NULL, &evicted);
+  cr_assert_not(granted_when_closed, "the socket closed first");
+  cr_assert(atomic_load(&w.granted), "then the slot went to the waiter");
+  cr_assert_eq(probe_take(pool, &w, NOW_TAKE, &c, &evicted), XFER__ACQUIRE_OPEN);
+  c = probe_open(pool, &w, KEY_A, 4000);
   xfer__pool_return(pool, c, 5000, &evicted);
 }
 
@@ -269,8 +304,7 @@ TH_TEST(slots, waiters_of_a_destination_are_served_in_order) {
   cr_assert_eq(c, a);
   cr_assert_eq(second.state, XFER__WAIT_ROOM, "first's slot is second's");
 
-  xfer__pool_closing(pool, b, XFER__CLOSE_ERROR, &evicted);
-  xfer__conn_close(b, NULL);
+  xfer__pool_close(pool, b, XFER__CLOSE_ERROR, NULL, &evicted);
   cr_assert_eq(probe_take(pool, &second, NOW_TAKE, &c, &evicted), XFER__ACQUIRE_OPEN);
   c = probe_open(pool, &second, KEY_A, 4000);
   cr_assert_eq(total_held(), 2);
@@ -289,8 +323,7 @@ TH_TEST(slots, a_freed_total_slot_goes_to_the_oldest_waiter_for_room) {
   a = busy(KEY_A, 1000);
   waits(&for_b, KEY_B, 2000, false); /* room */
   waits(&for_a, KEY_A, 2000, false); /* A's limit */
-  xfer__pool_closing(pool, a, XFER__CLOSE_PEER, &evicted);
-  xfer__conn_close(a, NULL);
+  xfer__pool_close(pool, a, XFER__CLOSE_PEER, NULL, &evicted);
   cr_assert(atomic_load(&for_b.granted), "B came first");
   cr_assert_eq(for_a.state, XFER__WAIT_ROOM, "A's slot, and now room");
   cr_assert_eq(probe_take(pool, &for_b, NOW_TAKE, &c, &evicted), XFER__ACQUIRE_OPEN);

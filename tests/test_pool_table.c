@@ -66,8 +66,7 @@ static void *sweeper(void *arg) {
   if (probe_acquire(pool, OTHER, MS(200000), &w, NULL, &c, &evicted) ==
       XFER__ACQUIRE_OPEN) {
     c = probe_open(pool, &w, OTHER, MS(200000));
-    xfer__pool_closing(pool, c, XFER__CLOSE_ERROR, &evicted);
-    xfer__conn_close(c, NULL);
+    xfer__pool_close(pool, c, XFER__CLOSE_ERROR, NULL, &evicted);
   }
   return NULL;
 }
@@ -89,8 +88,7 @@ TH_TEST(table, a_checkout_deletes_a_dead_destination_itself) {
   cr_assert_eq(probe_acquire(pool, KEY, MS(1000), &w, NULL, &c, &evicted),
                XFER__ACQUIRE_OPEN);
   c = probe_open(pool, &w, KEY, MS(1000));
-  xfer__pool_closing(pool, c, XFER__CLOSE_ERROR, &evicted);
-  xfer__conn_close(c, NULL);
+  xfer__pool_close(pool, c, XFER__CLOSE_ERROR, NULL, &evicted);
 
   xfer__pool_hook = hook;
   pthread_create(&t, NULL, sweeper, NULL);
@@ -130,8 +128,7 @@ TH_TEST(table, the_sweep_forgets_only_unused_destinations) {
   cr_assert_eq(probe_acquire(pool, OTHER, MS(1000), &w, NULL, &kept, &evicted),
                XFER__ACQUIRE_OPEN);
   kept = probe_open(pool, &w, OTHER, MS(1000));
-  xfer__pool_closing(pool, gone, XFER__CLOSE_PEER, &evicted);
-  xfer__conn_close(gone, NULL);
+  xfer__pool_close(pool, gone, XFER__CLOSE_PEER, NULL, &evicted);
   xfer_pool_get_stats(pool, &ps);
   cr_assert_eq(ps.destinations, 2);
   xfer__pool_sweep(pool, MS(200000), &evicted);

@@ -522,9 +522,11 @@ typedef struct xfer_pool_opts {
   int attach_hold_ms;
   /* How long a transfer waits for a connection attached to another multi
    * (whose owner it asked to release it) before it opens one of its own,
-   * limits permitting: measured with its own clock, so a thread that is
-   * busy or stopped driving its multi never holds up another. 0: the
-   * default, 10 ms; negative: never wait for one (open instead). */
+   * limits permitting (at a limit it keeps its place, and looks again
+   * every attached_wait_ms for a slot that came free): measured with its
+   * own clock, so a thread that is busy or stopped driving its multi
+   * never holds up another. 0: the default, 10 ms; negative: never wait
+   * for one (open instead). */
   int attached_wait_ms;
 } xfer_pool_opts;
 

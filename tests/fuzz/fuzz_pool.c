@@ -576,8 +576,7 @@ static void close_conn(int i, enum xfer__close_reason why, int multi) {
   struct xfer__list evicted;
 
   xfer__list_init(&evicted);
-  xfer__pool_closing(pool, conns[i].c, why, &evicted);
-  xfer__conn_close(conns[i].c, NULL);
+  xfer__pool_close(pool, conns[i].c, why, NULL, &evicted);
   if (why == XFER__CLOSE_PEER)
     counted.closed_peer++, counted.closed++;
   else if (why == XFER__CLOSE_ERROR)
