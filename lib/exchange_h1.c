@@ -16,12 +16,19 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/uio.h>
 
 #include "conn.h"
 #include "exchange.h"
 #include "loop.h"
 #include "transfer.h"
+
+/* Do two URLs name one origin? (HTTP alone today: the host as given,
+ * case-insensitive, and the port.) */
+static bool same_origin(const struct xfer__url *a, const struct xfer__url *b) {
+  return a->port == b->port && strcasecmp(a->host, b->host) == 0;
+}
 
 /* The head of the transfer's own request (no redirect hop) is built once
  * per change of options and kept in `out`: the method, target, headers
@@ -43,6 +50,8 @@ static bool head_ready(xfer *x) {
   req.target = h->url->target;
   req.headers = &x->opts.headers;
   req.body_len = xfer__body_length(x);
+  req.body_dropped = h->redirects > 0 && !h->send_body;
+  req.other_origin = h->redirects > 0 && !same_origin(h->url, &x->opts.url);
   e->asked_close = xfer__http1_asks_close(&x->opts.headers);
   e->head_gen = 0;
   if (!xfer__http1_build_head(&e->out, &req))
@@ -227,7 +236,9 @@ static int resp_on_body(void *owner, const char *data, size_t len) {
   xfer *x = owner;
   size_t taken;
 
-  if (!x->opts.write_cb)
+  /* A redirect's body (a server's little HTML page) is not the user's
+   * when the transfer goes on to its Location, as in curl. */
+  if (!x->opts.write_cb || xfer__http_redirect_followed(x))
     return 0;
   xfer__loop_callback_enter(x->loop);
   taken = x->opts.write_cb(data, len, x->opts.write_userp);

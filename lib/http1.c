@@ -172,21 +172,32 @@ bool xfer__http1_check_framing(const struct xfer__buf *headers,
   return true;
 }
 
-/* The user's header lines. The framing ones go where ours say the same
- * (xfer__http1_check_framing() made sure they agree); with no body of
- * ours, a user's "Content-Length: 0" (the only one it allows) stays, so a
- * POST without a body still says its length. */
+/* Does the user's line [line, stop) stay out of this request? The
+ * framing ones go where ours say the same (xfer__http1_check_framing()
+ * made sure they agree); with no body of ours, a user's
+ * "Content-Length: 0" (the only one it allows) stays, so a POST without a
+ * body still says its length, unless a redirect dropped the body. On a
+ * hop to another origin, the credentials and the Host of the first do
+ * not follow. */
+static bool left_out(const struct xfer__http1_req *req, const char *line,
+                     const char *stop) {
+  if (line_is(line, stop, "Transfer-Encoding"))
+    return true;
+  if (line_is(line, stop, "Content-Length"))
+    return req->body_len != -1 || req->body_dropped;
+  return req->other_origin && (line_is(line, stop, "Authorization") ||
+                               line_is(line, stop, "Cookie") ||
+                               line_is(line, stop, "Host"));
+}
+
 static bool put_user_headers(struct xfer__buf *out,
-                             const struct xfer__buf *headers,
-                             int64_t body_len) {
+                             const struct xfer__http1_req *req) {
   struct header_walk w;
   const char *line, *stop, *after;
-  bool ours = body_len != -1;
 
-  walk_start(&w, headers);
+  walk_start(&w, req->headers);
   while (walk_next(&w, &line, &stop, &after))
-    if (!(ours && line_is(line, stop, "Content-Length")) &&
-        !line_is(line, stop, "Transfer-Encoding") &&
+    if (!left_out(req, line, stop) &&
         !xfer__buf_append(out, line, (size_t)(after - line)))
       return false;
   return true;
@@ -200,11 +211,12 @@ bool xfer__http1_build_head(struct xfer__buf *out,
   out->len = 0;
   ok = buf_puts(out, req->method) && buf_puts(out, " ") &&
        buf_puts(out, req->target) && buf_puts(out, " HTTP/1.1\r\n");
-  if (ok && !xfer__http1_has_header(req->headers, "Host"))
+  if (ok &&
+      (req->other_origin || !xfer__http1_has_header(req->headers, "Host")))
     ok = buf_puts(out, "Host: ") && buf_puts(out, req->authority) &&
          buf_puts(out, "\r\n");
   if (ok && req->headers->len)
-    ok = put_user_headers(out, req->headers, req->body_len);
+    ok = put_user_headers(out, req);
   if (ok && req->body_len >= 0) {
     snprintf(number, sizeof(number), "%lld", (long long)req->body_len);
     ok = buf_puts(out, "Content-Length: ") && buf_puts(out, number) &&
@@ -243,8 +255,9 @@ fail(struct xfer__http1_resp *r, xfer_code code, const char *fmt, ...) {
 
 static int too_large(struct xfer__http1_resp *r) {
   return fail(r, XFER_E_HEADERS_TOO_LARGE,
-              "the response headers exceed the limit of %zu bytes",
-              r->max_header_bytes);
+              "the response headers exceed the limit of %zu bytes%s",
+              r->max_header_bytes + r->interim_bytes,
+              r->interim_bytes ? " (interim responses' heads included)" : "");
 }
 
 /* Trailer lines of a chunked body are not in the head; they count with
@@ -317,7 +330,9 @@ static int no_name(struct xfer__http1_resp *r) {
 
 static int too_many_lines(struct xfer__http1_resp *r) {
   return fail(r, XFER_E_HEADERS_TOO_LARGE,
-              "the response has more than %u header lines", r->max_headers);
+              "the response has more than %u header lines%s",
+              r->max_headers + r->interim_lines,
+              r->interim_lines ? " (interim responses' included)" : "");
 }
 
 /* A name's first piece begins a line: counted (the caller checked the
@@ -607,6 +622,8 @@ void xfer__http1_resp_init(struct xfer__http1_resp *r,
   r->complete = false;
   r->keep_alive = false;
   r->body_bytes = 0;
+  r->interim_bytes = 0;
+  r->interim_lines = 0;
   reset_head(r);
   r->error = XFER_OK;
   r->detail[0] = '\0';
@@ -857,12 +874,36 @@ static bool keep_head(struct xfer__http1_resp *r, const char *from,
   return true;
 }
 
+/* An interim (1xx) response ended: its head goes, but what it took
+ * counts against the limits of the response's heads together (bytes and
+ * lines), so that an endless run of them ends. */
+static void spend_interim(struct xfer__http1_resp *r) {
+  /* (The head was checked against both: neither goes under zero.) */
+  size_t spent = r->head.len < r->max_header_bytes ? r->head.len
+                                                   : r->max_header_bytes;
+  unsigned lines = r->line_count < r->max_headers ? r->line_count
+                                                  : r->max_headers;
+
+  reset_head(r);
+  r->max_header_bytes -= spent;
+  r->interim_bytes += spent;
+  r->max_headers -= lines;
+  r->interim_lines += lines;
+}
+
 /* The head of a response is complete (llhttp paused there). */
 static xfer_code head_complete(struct xfer__http1_resp *r) {
   const struct xfer__http1_events *ev = r->events;
 
   r->in_head = false;
   head_facts(r);
+  if (r->status < 100) { /* llhttp takes any three digits */
+    r->error = XFER_E_BAD_STATUS_LINE;
+    snprintf(r->detail, sizeof(r->detail),
+             "the status code %03d is under 100 (HTTP's are 100 to 599)",
+             r->status);
+    return r->error;
+  }
   if (r->status < 200)
     return XFER_OK; /* an interim response: its end pauses llhttp again */
   if (!ev || !ev->on_header)
@@ -924,7 +965,7 @@ xfer_code xfer__http1_resp_feed(struct xfer__http1_resp *r, const char *data,
         return rc;
     } else { /* an interim response ended: a new head follows */
       assert(r->interim_ended);
-      reset_head(r);
+      spend_interim(r);
     }
     llhttp_resume(&r->parser);
   }

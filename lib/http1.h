@@ -43,11 +43,18 @@ struct xfer__http1_req {
   const char *target;    /* request target */
   const struct xfer__buf *headers; /* "Name: value\r\n" lines of the user */
   int64_t body_len;      /* -1: no body; -2: streamed, chunked */
+  bool body_dropped;     /* a redirect hop without the body: the user's
+                            Content-Length and Transfer-Encoding lines go */
+  bool other_origin;     /* a redirect hop to another host or port than
+                            the transfer's URL: the user's Authorization,
+                            Cookie and Host lines go (as curl does:
+                            CVE-2018-1000007, CVE-2022-27776) */
 };
 
-/* Builds the request head (request line, Host unless the user gave one,
- * the user's lines, Content-Length or chunked framing, blank line) into
- * `out`, replacing its content. false when out of memory. */
+/* Builds the request head (request line, Host unless the user gave one
+ * that goes, the user's lines that go, Content-Length or chunked framing,
+ * blank line) into `out`, replacing its content. false when out of
+ * memory. */
 bool xfer__http1_build_head(struct xfer__buf *out,
                             const struct xfer__http1_req *req);
 
@@ -117,6 +124,9 @@ struct xfer__http1_resp {
   unsigned header_count;   /* the final response's header lines */
   unsigned line_count;     /* header and trailer lines so far (the limit) */
   size_t trailer_bytes;    /* counted with the head against the limit */
+  size_t interim_bytes;    /* heads of interim responses, taken off
+                              max_header_bytes */
+  unsigned interim_lines;  /* and their lines, taken off max_headers */
   uint32_t name_len;       /* of the header name being received */
   bool name_open;          /* its last piece ended with the bytes fed */
   bool name_may_be_ka;     /* that name so far starts "Keep-Alive" */

@@ -596,6 +596,13 @@ static bool is_redirect(int status) {
          status == 308;
 }
 
+bool xfer__http_redirect_followed(xfer *x) {
+  struct xfer__http *h = &x->http;
+
+  return x->opts.max_redirects > 0 && is_redirect(h->resp.status) &&
+         xfer__http1_resp_header(&h->resp, "Location") != NULL;
+}
+
 /* "Keep-Alive: timeout=N" (RFC 2068 19.7.1.1, what Apache and nginx
  * send): the server closes idle connections after N seconds. */
 static void learn_keep_alive(xfer *x) {

@@ -210,6 +210,11 @@ bool xfer__valid(const xfer *x);
 /* Frees what a run left (connection, buffers), for xfer_free(). */
 void xfer__http_free(xfer *x);
 
+/* Is the response in hand (its head complete) a redirect that x goes on
+ * to follow? (Then its body is not the user's.) Makes the header strings
+ * when they are not made yet. */
+bool xfer__http_redirect_followed(xfer *x);
+
 /* Installs the handler that does the transfer's work (tests install their
  * own). Refused while the transfer is added. */
 xfer_code xfer__set_handler(xfer *x, const struct xfer__handler *h, void *ctx);

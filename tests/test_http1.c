@@ -228,18 +228,20 @@ TH_TEST(http1, the_head_is_whole_before_the_body) {
   for (int exact = 0; exact < 2; exact++)
   for (size_t step = 1; step <= strlen(texts[t]); step++) {
     size_t len = strlen(texts[t]);
-    /* The default limit, or the final head's length: the head fits, but
-     * not with the bytes after it, so the parse pauses at its end. */
+    /* The default limit, or the heads' length (an interim one's counts
+     * too): the head fits, but not with the bytes after it, so the parse
+     * pauses at its end. */
     const char *final = strstr(texts[t] + 1, "HTTP/"); /* after a 1xx */
-    size_t head_len;
+    size_t head_len, limit;
     xfer_code rc = XFER_OK;
 
     if (!final)
       final = texts[t];
     head_len = (size_t)(strstr(final, "\r\n\r\n") + 4 - final);
+    limit = exact ? head_len + (size_t)(final - texts[t]) : 0;
 
     use_build(sse42);
-    xfer__http1_resp_init(&r, &asking[e], NULL, false, exact ? head_len : 0);
+    xfer__http1_resp_init(&r, &asking[e], NULL, false, limit);
     body.len = 0;
     seen_at_body = NULL;
     for (size_t off = 0; off < len && rc == XFER_OK; off += step)
@@ -252,7 +254,7 @@ TH_TEST(http1, the_head_is_whole_before_the_body) {
     cr_assert_eq(body.len, 5);
     cr_assert(seen_at_body && strcmp(seen_at_body, "yes") == 0,
               "text %zu step %zu limit %zu: the head was not whole", t, step,
-              exact ? head_len : 0);
+              limit);
     cr_assert_eq(r.head.len, head_len, "the head kept, and only it");
     cr_assert_eq(r.status, 200);
     cr_assert_str_eq(xfer__http1_resp_reason(&r), "OK");
@@ -578,6 +580,43 @@ TH_TEST(http1, oversized_and_too_many_headers) {
   xfer__buf_free(&text);
 }
 
+/* Interim responses' heads count against the limits of the response's
+ * heads together, so an endless run of them ends (it did only at the
+ * transfer's timeout). A status under 100 is no interim response but a
+ * bad status line. */
+TH_TEST(http1, interim_responses_spend_the_limits) {
+  const char *hint = "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n";
+  xfer_code rc = XFER_OK;
+  int n;
+
+  xfer__http1_resp_init(&r, &events, NULL, false, 1024);
+  for (n = 0; n < 1000 && rc == XFER_OK; n++)
+    rc = xfer__http1_resp_feed(&r, hint, strlen(hint));
+  cr_assert_eq(rc, XFER_E_HEADERS_TOO_LARGE, "%d interims: %s", n, r.detail);
+  cr_assert_leq(n, (int)(1024 / strlen(hint)) + 1, "%d interims", n);
+  cr_assert(strstr(r.detail, "limit of 1024 bytes (interim"), "%s", r.detail);
+
+  rc = XFER_OK;
+  xfer__http1_resp_init(&r, &events, NULL, false, 1024 * 1024);
+  for (n = 0; n < 1000 && rc == XFER_OK; n++)
+    rc = xfer__http1_resp_feed(&r, hint, strlen(hint));
+  cr_assert_eq(rc, XFER_E_HEADERS_TOO_LARGE, "%d interims: %s", n, r.detail);
+  cr_assert_eq(n, 501, "one line each, 500 at most");
+  cr_assert(strstr(r.detail, "more than 500 header lines (interim"), "%s",
+            r.detail);
+
+  /* A few interims leave the final response its own lines to count. */
+  cr_assert_eq(feed("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+                    "HTTP/1.1 200 OK\r\nA: 1\r\nContent-Length: 2\r\n\r\nok",
+                    0, false),
+               XFER_OK, "%s", r.detail);
+  cr_assert(r.complete);
+  cr_assert_eq(r.header_count, 2);
+
+  expect_error("HTTP/1.1 099 Odd\r\n\r\n", XFER_E_BAD_STATUS_LINE,
+               "under 100");
+}
+
 TH_TEST(http1, early_eof_is_peer_closed) {
   cr_assert_eq(feed("", 0, false), XFER_OK);
   cr_assert_eq(xfer__http1_resp_eof(&r), XFER_E_PEER_CLOSED);
@@ -604,7 +643,7 @@ TH_TEST(http1, aborting_write_callback_stops_the_parse) {
 
 TH_TEST(http1, request_head) {
   struct xfer__buf head = {0}, user = {0};
-  struct xfer__http1_req req = {"GET", "h:81", "/a?b", &user, -1};
+  struct xfer__http1_req req = {"GET", "h:81", "/a?b", &user, -1, false, false};
 
   cr_assert(xfer__http1_build_head(&head, &req));
   cr_assert_str_eq(head.data, "GET /a?b HTTP/1.1\r\nHost: h:81\r\n\r\n");

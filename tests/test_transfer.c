@@ -437,6 +437,87 @@ TH_TEST(http, redirects) {
   cr_assert_eq(xfer_get_status(hx[4]), 404, "/redirect/bytes/3 is unknown");
 }
 
+/* A followed redirect's body (nginx's carry a small HTML page) is not
+ * the user's: the write callback gets the final response's body alone. A
+ * 3xx that is not followed is the result, body and all. */
+TH_TEST(http, a_followed_redirects_body_is_not_written) {
+  prepare(0, "/redirect/302/50?to=/redirect/301/20?to=/bytes/7");
+  xfer_set_follow_redirects(hx[0], 5);
+  add(0);
+  get(1, "/redirect/302/50?to=/bytes/7"); /* not followed by default */
+  prepare(2, "/redirect/302/50?to=/redirect/302/50?to=/bytes/7");
+  xfer_set_follow_redirects(hx[2], 1); /* one hop too many */
+  add(2);
+  th_run(hm, 5000);
+  cr_assert_eq(th_result(hm, hx[0]), XFER_OK, "%s",
+               xfer_get_error_detail(hx[0]));
+  cr_assert_eq(xfer_get_redirects(hx[0]), 2);
+  th_expect_pattern(sinks[0].data, sinks[0].len, 7);
+  cr_assert_eq(th_result(hm, hx[1]), XFER_OK);
+  cr_assert_eq(xfer_get_status(hx[1]), 302);
+  th_expect_pattern(sinks[1].data, sinks[1].len, 50);
+  cr_assert_eq(th_result(hm, hx[2]), XFER_E_TOO_MANY_REDIRECTS);
+  cr_assert_eq(sinks[2].len, 0, "no byte of the redirects");
+}
+
+/* A 303 turns a POST into a GET without its body: a Content-Length the
+ * user set for that body stays behind too (the server would wait for
+ * bytes that never come). */
+TH_TEST(http, a_redirect_that_drops_the_body_drops_its_length) {
+  prepare(0, "/redirect/303?to=/echo");
+  xfer_set_method(hx[0], "POST");
+  cr_assert_eq(xfer_set_body(hx[0], "data", 4), XFER_OK);
+  cr_assert_eq(xfer_add_header(hx[0], "Content-Length", "4"), XFER_OK);
+  xfer_set_follow_redirects(hx[0], 1);
+  add(0);
+  th_run(hm, 5000);
+  cr_assert_eq(th_result(hm, hx[0]), XFER_OK, "%s",
+               xfer_get_error_detail(hx[0]));
+  cr_assert(strstr(sinks[0].data, "GET /echo\n"), "%s", sinks[0].data);
+  cr_assert_null(strstr(sinks[0].data, "Content-Length"), "%s",
+                 sinks[0].data);
+}
+
+/* A redirect to another origin (here another port) does not take the
+ * user's credentials or Host there (as curl: CVE-2018-1000007,
+ * CVE-2022-27776); one to the same origin does, and every other header
+ * goes to both. */
+TH_TEST(http, credentials_do_not_follow_to_another_origin) {
+  struct ts_server *other = ts_start(NULL);
+  char to[128], host[64];
+
+  cr_assert_not_null(other);
+  snprintf(to, sizeof(to), "/redirect/302?to=http://127.0.0.1:%d/echo",
+           ts_port(other));
+  snprintf(host, sizeof(host), "Host: 127.0.0.1:%d\n", ts_port(other));
+  prepare(0, to);
+  prepare(1, "/redirect/302?to=/echo");
+  for (int i = 0; i < 2; i++) {
+    cr_assert_eq(xfer_add_header(hx[i], "Authorization", "Bearer secret"),
+                 XFER_OK);
+    cr_assert_eq(xfer_add_header(hx[i], "Cookie", "a=b"), XFER_OK);
+    cr_assert_eq(xfer_add_header(hx[i], "Host", "named.test"), XFER_OK);
+    cr_assert_eq(xfer_add_header(hx[i], "X-Kept", "yes"), XFER_OK);
+    xfer_set_follow_redirects(hx[i], 1);
+    add(i);
+  }
+  th_run(hm, 5000);
+  for (int i = 0; i < 2; i++) {
+    cr_assert_eq(th_result(hm, hx[i]), XFER_OK, "%s",
+                 xfer_get_error_detail(hx[i]));
+    cr_assert(strstr(sinks[i].data, "X-Kept: yes\n"), "%s", sinks[i].data);
+  }
+  cr_assert_null(strstr(sinks[0].data, "Authorization"), "%s", sinks[0].data);
+  cr_assert_null(strstr(sinks[0].data, "Cookie"), "%s", sinks[0].data);
+  cr_assert(strstr(sinks[0].data, host), "%s", sinks[0].data);
+  cr_assert_null(strstr(sinks[0].data, "named.test"), "%s", sinks[0].data);
+  cr_assert(strstr(sinks[1].data, "Authorization: Bearer secret\n"));
+  cr_assert(strstr(sinks[1].data, "Cookie: a=b\n"));
+  cr_assert(strstr(sinks[1].data, "Host: named.test\n"), "%s",
+            sinks[1].data);
+  ts_stop(other);
+}
+
 /* A transfer added again after a redirect changed its method (303: POST
  * to GET, without the body) starts from its own options again: the same
  * requests, byte for byte (the method is worked out once per change of

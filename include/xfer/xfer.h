@@ -315,8 +315,9 @@ typedef size_t (*xfer_write_cb)(const char *data, size_t len, void *userp);
  * Thread: any thread, one at a time, while x is not added. The callback
  * runs on x's multi's thread and must not call the multi. */
 XFER_EXTERN xfer_code xfer_set_write_cb(xfer *x, xfer_write_cb cb, void *userp);
-/* Receives each final response header once the head is complete (name
- * and value are not NUL-terminated; trailer fields are not passed);
+/* Receives each final response header once the head is complete (each
+ * followed redirect's too; name and value are not NUL-terminated; trailer
+ * fields are not passed);
  * return 0, anything else aborts the transfer (XFER_E_HEADER_CALLBACK). */
 typedef int (*xfer_header_cb)(const char *name, size_t name_len,
                               const char *value, size_t value_len, void *userp);
@@ -380,6 +381,7 @@ XFER_EXTERN xfer_code xfer_set_low_speed(xfer *x, long bytes, long period_ms);
 /* The status line and headers of a response together, with a chunked
  * body's trailer fields (default 102400 bytes); past it, or past 500
  * header and trailer lines, the run fails with XFER_E_HEADERS_TOO_LARGE.
+ * The heads of interim (1xx) responses before it count toward both.
  * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
  * XFER_E_IN_USE while x is added; XFER_E_BAD_ARGUMENT below 64.
  * On failure the limit stays; XFER_E_BAD_ARGUMENT puts the reason in
@@ -389,7 +391,10 @@ XFER_EXTERN xfer_code xfer_set_max_header_size(xfer *x, size_t bytes);
 /* Follows up to `max` redirects (0: off, the default); one more fails the
  * run with XFER_E_TOO_MANY_REDIRECTS. 301 and 302 turn a POST into a GET,
  * 303 any method but HEAD, as browsers and curl do; 307 and 308 keep the
- * method and body.
+ * method and body. A followed redirect's body does not reach the write
+ * callback. A hop without the body goes without the Content-Length and
+ * Transfer-Encoding headers added; one to another host or port without
+ * the Authorization, Cookie and Host headers added.
  * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
  * XFER_E_IN_USE while x is added; XFER_E_BAD_ARGUMENT when max < 0.
  * On failure the limit stays; XFER_E_BAD_ARGUMENT puts the reason in

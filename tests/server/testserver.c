@@ -831,13 +831,18 @@ static bool route_status(struct ts_conn *c, const char *a) {
 }
 
 static bool route_redirect(struct ts_conn *c, const char *a) {
-  unsigned long long code;
-  if (!take_number(&a, 399, &code) || code < 300 || !take_prefix(&a, "?to="))
+  unsigned long long code, n = 0;
+  if (!take_number(&a, 399, &code) || code < 300)
+    return false;
+  if (take_prefix(&a, "/") && !take_number(&a, TS_MAX_BODY_LEN, &n))
+    return false;
+  if (!take_prefix(&a, "?to="))
     return false;
   head_begin(c, (int)code);
   buf_printf(&c->out, "Location: %s\r\n", a);
-  put_content_length(c, 0);
+  put_content_length(c, n);
   head_end(c);
+  body_pattern(c, n);
   return true;
 }
 

@@ -22,6 +22,8 @@
  *   /redirect/CODE?to=LOC  CODE 300..399, "Location: LOC" with LOC exactly
  *                          as given (all of the query after "to="),
  *                          Content-Length: 0.
+ *   /redirect/CODE/N?to=LOC  the same with a body of N pattern bytes (as
+ *                          nginx's redirects carry a small HTML page).
  *   /delay/MS/REST         waits MS ms (at most 600000), then answers as
  *                          /REST would.
  *   /echo                  200, text/plain: "METHOD TARGET\n", one
