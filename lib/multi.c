@@ -56,7 +56,8 @@ static void xfer_due(struct xfer__mev_tracker *t, int fd) {
 }
 
 /* A socket of x was refused when everything was reported anew: x fails
- * at its next run, in this call. */
+ * at its next run, in this call when it runs transfers, else at once at
+ * the timer (a remove runs none). */
 static void xfer_refused(struct xfer__mev_tracker *t, int fd) {
   xfer *x = t->owner;
 
@@ -65,6 +66,7 @@ static void xfer_refused(struct xfer__mev_tracker *t, int fd) {
                                   "the socket callback refused fd %d", fd);
   }
   xfer__multi_mark_dirty(x->multi, x);
+  xfer__expiry_set(&x->loop->timers, &x->expiry, XFER__EXPIRE_RUN_NOW, x->now);
 }
 
 const struct xfer__mev_ops xfer__multi_xfer_ev_ops = {

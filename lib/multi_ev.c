@@ -128,10 +128,11 @@ static int entry_update(struct xfer__mev *ev, struct xfer__mev_entry *e) {
     entry_free(ev, e);
     return rc;
   }
-  if (want != e->reported && ev->report) {
+  /* `reported` is what the application took: a refused change leaves it
+   * (a socket it never took gets no REMOVE; one it watches keeps its
+   * REMOVE), and the next update asks again. */
+  if (want != e->reported && ev->report && !(rc = report_entry(ev, e, want)))
     e->reported = want;
-    rc = report_entry(ev, e, want);
-  }
   return rc;
 }
 
@@ -386,8 +387,14 @@ void xfer__mev_set_report(struct xfer__mev *ev, xfer__mev_report_fn report,
                           void *owner) {
   struct xfer__list *pos;
 
-  for (pos = ev->entries.next; pos != &ev->entries; pos = pos->next)
-    XFER__CONTAINER_OF(pos, struct xfer__mev_entry, node)->reported = 0;
+  /* A replaced function knows nothing: not the sockets, nor the pointers
+   * the old one assigned (it is told every socket anew, as new). */
+  for (pos = ev->entries.next; pos != &ev->entries; pos = pos->next) {
+    struct xfer__mev_entry *e = XFER__CONTAINER_OF(pos, struct xfer__mev_entry,
+                                                   node);
+    e->reported = 0;
+    e->socketp = NULL;
+  }
   ev->report = report;
   ev->report_owner = owner;
   ev->resync = report != NULL;
@@ -417,10 +424,16 @@ void xfer__mev_resync(struct xfer__mev *ev) {
     struct xfer__mev_entry *e = XFER__CONTAINER_OF(pos, struct xfer__mev_entry,
                                                    node);
     unsigned char want = entry_want(e);
-    if (want != e->reported) {
+    if (want == e->reported)
+      continue;
+    if (!report_entry(ev, e, want)) {
       e->reported = want;
-      if (report_entry(ev, e, want))
-        refuse_users(e);
+    } else {
+      /* Its transfers fail; a socket of connections alone (the wake-up
+       * fd, an attached or closing connection) is asked for again at
+       * the next call, rather than taken for watched. */
+      refuse_users(e);
+      ev->resync = true;
     }
   }
 }

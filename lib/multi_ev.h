@@ -140,11 +140,14 @@ void xfer__mev_tracker_done(struct xfer__mev *ev, struct xfer__mev_tracker *t);
 void xfer__mev_socket_done(struct xfer__mev *ev, int fd);
 
 /* Sets (or clears) what reports to the application. Nothing was reported
- * to the new one: the next xfer__mev_resync() reports every socket anew. */
+ * to the new one: the next xfer__mev_resync() reports every socket anew,
+ * without the pointers the old one assigned. */
 void xfer__mev_set_report(struct xfer__mev *ev, xfer__mev_report_fn report,
                           void *owner);
 /* Reports every socket whose wanted action differs from what was
- * reported; the users of a refused socket are told `refused`. */
+ * reported; the users of a refused socket are told `refused`, and it is
+ * reported again at the next resync. (A refused report, here or on a
+ * change, leaves what was reported as the application last took it.) */
 void xfer__mev_resync(struct xfer__mev *ev);
 
 /* The pointer given back with fd's later reports. XFER_M_BAD_ARGUMENT

@@ -433,6 +433,69 @@ TH_TEST(multi_ev, a_refused_socket_is_told_to_its_transfers_only) {
   xfer__mev_tracker_done(&ev, &c.t);
 }
 
+/* A socket refused when everything is reported anew is not taken for
+ * watched: one of connections alone (the wake-up fd, an attached
+ * connection) is asked for again at the next resync, and a socket the
+ * application never took gets no REMOVE. */
+TH_TEST(multi_ev, a_refused_socket_is_asked_again_and_never_removed) {
+  struct fake c, d;
+
+  xfer__mev_set_report(&ev, NULL, NULL);
+  fake_init(&c, XFER__MEV_CONN);
+  fake_init(&d, XFER__MEV_CONN);
+  want1(&c, S, XFER_POLL_IN);
+  want1(&d, T, XFER_POLL_IN);
+  refuse_fd = S;
+  xfer__mev_set_report(&ev, record, &report_owner_tag);
+  xfer__mev_resync(&ev);
+  expect(0, (int[]){S, XFER_POLL_IN, T, XFER_POLL_IN}, 2);
+  cr_assert_eq(xfer__mev_reported(&ev, S), 0, "not taken");
+  cr_assert_eq(xfer__mev_reported(&ev, T), XFER_POLL_IN);
+  xfer__mev_resync(&ev);
+  expect(2, (int[]){S, XFER_POLL_IN}, 1); /* refused again */
+  refuse_fd = -1;
+  xfer__mev_resync(&ev);
+  expect(3, (int[]){S, XFER_POLL_IN}, 1);
+  cr_assert_eq(xfer__mev_reported(&ev, S), XFER_POLL_IN, "taken now");
+  xfer__mev_resync(&ev);
+  cr_assert_eq(nreports, 4, "nothing left to ask");
+
+  /* A change refused keeps what was taken: its REMOVE still comes. */
+  refuse_fd = T;
+  cr_assert_eq(want(&d, (int[]){T, XFER_POLL_INOUT}, 1),
+               XFER_E_SOCKET_CALLBACK);
+  cr_assert_eq(xfer__mev_reported(&ev, T), XFER_POLL_IN);
+  refuse_fd = -1;
+  xfer__mev_tracker_done(&ev, &d.t);
+  expect(4, (int[]){T, XFER_POLL_INOUT, T, XFER_POLL_REMOVE}, 2);
+
+  /* A new socket refused, then dropped: no REMOVE of what was never
+   * taken. */
+  fake_init(&d, XFER__MEV_CONN);
+  refuse_fd = U;
+  cr_assert_eq(want(&d, (int[]){U, XFER_POLL_IN}, 1), XFER_E_SOCKET_CALLBACK);
+  xfer__mev_tracker_done(&ev, &d.t);
+  refuse_fd = -1;
+  expect(6, (int[]){U, XFER_POLL_IN}, 1);
+  xfer__mev_tracker_done(&ev, &c.t);
+}
+
+/* A replaced socket callback hears every socket as new: without the
+ * pointer the old one assigned (it may have freed what it pointed to). */
+TH_TEST(multi_ev, a_replaced_callback_gets_no_pointer_of_the_old_one) {
+  struct fake a;
+  int marker;
+
+  fake_init(&a, XFER__MEV_XFER);
+  want1(&a, S, XFER_POLL_IN);
+  cr_assert_eq(xfer__mev_assign(&ev, S, &marker), XFER_M_OK);
+  xfer__mev_set_report(&ev, record, &report_owner_tag);
+  xfer__mev_resync(&ev);
+  expect(1, (int[]){S, XFER_POLL_IN}, 1);
+  cr_assert_null(reports[1].socketp, "new to the new function");
+  xfer__mev_tracker_done(&ev, &a.t);
+}
+
 TH_TEST(multi_ev, an_assigned_pointer_comes_back_with_later_reports) {
   struct fake a;
   int marker;

@@ -620,7 +620,9 @@ XFER_EXTERN xfer_code xfer_pool_get_stats(xfer_pool *pool,
  * xfer_multi_assign() stored), and REMOVE. After REMOVE the same fd number
  * may come back at once as a new socket. Return 0; any other value makes
  * the transfer that needed the socket fail with XFER_E_SOCKET_CALLBACK.
- * Called from inside xfer_multi_* calls on the multi's thread; it must not
+ * A refused report counts as not made: a socket refused as new gets no
+ * REMOVE; one only the multi itself needs is asked for again at the next
+ * call. Called from inside xfer_multi_* calls on the multi's thread; it must not
  * call back into the multi (such calls get XFER_M_RECURSIVE_API_CALL) but
  * for xfer_multi_assign(), xfer_multi_info_read() and
  * xfer_multi_get_stats().
@@ -693,7 +695,8 @@ XFER_EXTERN xfer_mcode xfer_multi_destroy(xfer_multi *multi);
  * transfer not done) reports every socket in use as new, so an
  * application may switch from xfer_multi_perform() to events at any time,
  * even in the middle of a transfer. The callback replaced is told nothing
- * (no REMOVE). NULL turns reporting off.
+ * (no REMOVE), and the new one gets no pointer the old one assigned.
+ * NULL turns reporting off.
  * Returns XFER_M_OK; XFER_M_BAD_HANDLE when multi is NULL or not a multi;
  * XFER_M_RECURSIVE_API_CALL from inside a callback.
  * On failure, nothing is changed.
