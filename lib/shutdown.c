@@ -120,11 +120,15 @@ void xfer__shutdown_adopt_list(struct xfer__shutdown *s,
 }
 
 void xfer__shutdown_drain(struct xfer__shutdown *s) {
+  /* The caller's reading first (rule 2: one a call), then one after each
+   * wait. */
+  xfer__time now = s->loop->last_now;
+
   while (s->count) {
     struct pollfd pfd[64];
     nfds_t n = 0;
     struct xfer__list *pos, *tmp;
-    xfer__time now = xfer__loop_now(s->loop), first = XFER__TIME_NEVER;
+    xfer__time first = XFER__TIME_NEVER;
 
     XFER__LIST_FOREACH_SAFE(pos, tmp, &s->conns) {
       struct xfer__conn *c = XFER__CONTAINER_OF(pos, struct xfer__conn,
@@ -150,6 +154,7 @@ void xfer__shutdown_drain(struct xfer__shutdown *s) {
     if (!s->count)
       break;
     poll(pfd, n, (int)((first - now + XFER__NS_PER_MS - 1) / XFER__NS_PER_MS));
+    now = xfer__loop_now(s->loop);
     XFER__LIST_FOREACH_SAFE(pos, tmp, &s->conns) {
       struct xfer__conn *c = XFER__CONTAINER_OF(pos, struct xfer__conn,
                                                 idle_node);

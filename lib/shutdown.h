@@ -46,7 +46,8 @@ void xfer__shutdown_adopt_list(struct xfer__shutdown *s,
  * timer for the next. */
 void xfer__shutdown_run(struct xfer__shutdown *s, xfer__time now);
 /* Blocks until every connection closed or its deadline passed (for
- * xfer_multi_destroy()), then closes the rest. */
+ * xfer_multi_destroy()), then closes the rest. Starts from the loop's last
+ * reading (the caller's, rule 2) and reads the clock after each wait. */
 void xfer__shutdown_drain(struct xfer__shutdown *s);
 
 #endif /* XFER_SHUTDOWN_H */

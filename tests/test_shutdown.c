@@ -185,6 +185,27 @@ TH_TEST(shutdown, destroy_drains_within_the_timeout) {
   close(silent);
 }
 
+/* Rule 2 in xfer_multi_destroy(): one clock read for the call, and one
+ * after each wait of its drain, none between. Here the one connection
+ * closing is past its deadline: the drain closes it with no wait, on the
+ * call's own reading (it read the clock a second time). */
+TH_TEST(shutdown, destroy_reads_the_clock_once_without_a_wait) {
+  xfer_multi *m;
+  xfer__time before;
+  int peer;
+
+  th_clock_install(MS(1000), 1); /* each read moves it 1 ns: a count */
+  m = xfer_multi_new(NULL);
+  m->shutdown.timeout = MS(10);
+  peer = adopt_pair(m);
+  th_clock_advance(MS(20));
+  before = th_clock_peek();
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(th_clock_peek() - before, 1, "clock reads in destroy");
+  th_clock_uninstall();
+  close(peer);
+}
+
 static int fetches_done;
 static bool two_done_nothing_closing(xfer_multi *m) {
   const xfer_msg *msg;
