@@ -50,7 +50,8 @@
 /* RCU's publish and grace-period guarantees, told to TSan (see
  * notes/tsan-liburcu.md). */
 #define TSAN_PUBLISH(node) __tsan_release(node)
-#define TSAN_READ_BEGIN(node) __tsan_acquire(node)
+/* (Its argument is an address to TSan, never written: const may go.) */
+#define TSAN_READ_BEGIN(node) __tsan_acquire((void *)(node))
 #define TSAN_READ_END(rcu) __tsan_release(rcu)
 #define TSAN_BEFORE_FREE(rcu) __tsan_acquire(rcu)
 #else

@@ -25,7 +25,7 @@ static void multi_end(void) {
 TH_TEST(multi, null_and_wrong_handles_are_refused) {
   xfer_multi *m = xfer_multi_new(NULL);
   xfer *x = xfer_new();
-  xfer_multi_stats st;
+  xfer_multi_stats st = {0};
   int left = 7;
 
   cr_assert_eq(xfer_multi_add(NULL, x), XFER_M_BAD_HANDLE);
@@ -383,7 +383,7 @@ TH_TEST(multi, every_transfer_run_has_at_least_the_entry_reading) {
 
 static void expect_reads_per_call(int n) {
   xfer_multi *m = xfer_multi_new(NULL);
-  xfer_multi_stats before, after;
+  xfer_multi_stats before = {0}, after = {0};
 
   for (int i = 0; i < n; i++)
     xfer_multi_add(m, tt_new(i)->x);
@@ -641,7 +641,7 @@ TH_TEST(multi, epoll_loop_drives_the_multi_through_its_callbacks) {
   struct app app = {.ep = epoll_create1(EPOLL_CLOEXEC), .deadline_ms = -1};
   int64_t give_up = mono_ms() + 5000;
   int running = 1, iterations = 0;
-  xfer_multi_stats st;
+  xfer_multi_stats st = {0};
 
   cr_assert_geq(app.ep, 0);
   xfer_multi_set_socket_cb(m, app_socket_cb, &app);
@@ -721,7 +721,7 @@ TH_TEST(multi, stats_count_what_happened) {
   struct th_sockrec rec;
   struct th_timerrec tr;
   struct tt *a = tt_new(1);
-  xfer_multi_stats st;
+  xfer_multi_stats st = {0};
 
   th_sockrec_init(&rec);
   th_timerrec_init(&tr);

@@ -434,7 +434,7 @@ TH_TEST(multi_socket, assigned_pointer_comes_back_with_later_events) {
 TH_TEST(multi_socket, one_event_touches_one_socket_among_thousands) {
   enum { N = 5000, BASE = 1000 };
   static struct tt *t[N];
-  xfer_multi_stats before, after;
+  xfer_multi_stats before = {0}, after = {0};
 
   for (int i = 0; i < N; i++) {
     t[i] = added(i);

@@ -106,7 +106,7 @@ static int adopt_pair(xfer_multi *m) {
 TH_TEST(shutdown, silent_peer_is_closed_at_the_timeout_without_spinning) {
   struct loop l;
   xfer_multi *m = loop_multi(&l, NULL);
-  xfer_multi_stats before, after;
+  xfer_multi_stats before = {0}, after = {0};
   int peer = adopt_pair(m);
   int64_t start = mono_ms();
   char byte;
@@ -226,7 +226,7 @@ TH_TEST(shutdown, connections_the_pool_evicts_are_shut_down_gracefully) {
   xfer_multi *m = loop_multi(&l, p);
   xfer *a = th_get(m, th_url(ts_port(web), "/delay/50/bytes/1"), NULL);
   xfer *b = th_get(m, th_url(ts_port(web), "/delay/50/bytes/1"), NULL);
-  xfer_multi_stats st;
+  xfer_multi_stats st = {0};
   struct ts_stats ss;
 
   xfer_multi_socket_timeout(m, NULL);

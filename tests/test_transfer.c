@@ -154,7 +154,7 @@ static void add(int i) { cr_assert_eq(xfer_multi_add(hm, hx[i]), XFER_M_OK); }
 
 TH_TEST(http, get_with_content_length) {
   xfer_pool_stats ps;
-  uint64_t sent, received;
+  uint64_t sent = 0, received = 0;
 
   get(0, "/bytes/100");
   th_run(hm, 5000);
@@ -272,7 +272,7 @@ TH_TEST(http, body_framings) {
 /* More than 16 reads of 64 KiB: the transfer yields and comes back
  * through its run-now timer, and the body arrives whole and in order. */
 TH_TEST(http, large_body_over_many_runs) {
-  xfer_multi_stats st;
+  xfer_multi_stats st = {0};
 
   get(0, "/bytes/4000000");
   th_run(hm, 10000);
@@ -524,7 +524,7 @@ TH_TEST(http, credentials_do_not_follow_to_another_origin) {
  * options, and a redirect's change must not stick). */
 TH_TEST(http, added_again_after_a_redirect_it_starts_from_its_options) {
   struct ts_stats before, after;
-  long first, second;
+  long first = 0, second = 0;
 
   prepare(0, "/redirect/303?to=/echo");
   xfer_set_method(hx[0], "POST");
@@ -652,7 +652,7 @@ TH_TEST(http, thousand_transfers_in_flight_at_once) {
   enum { N = 1000 };
   static xfer *x[N];
   static struct th_sink s[N];
-  xfer_multi_stats st;
+  xfer_multi_stats st = {0};
   struct ts_stats ss;
 
   th_raise_nofile(4 * N);
@@ -798,7 +798,7 @@ static xfer *post_fed(int i, struct feed *f, int64_t size) {
 }
 
 static uint64_t sent(xfer *x) {
-  uint64_t n;
+  uint64_t n = 0;
 
   cr_assert_eq(xfer_get_bytes(x, &n, NULL), XFER_OK);
   return n;
