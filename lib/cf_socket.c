@@ -112,6 +112,14 @@ static bool start_attempt(struct xfer__he *cf) {
   const struct xfer__addr *a = &cf->addrs[idx];
   int one = 1, fd;
 
+  /* Skipped: a source bound to the other family cannot reach it. That is
+   * the reason given only when no address was tried (ENOENT: nothing
+   * recorded yet), not over a real failure of another. */
+  if (cf->local && cf->local->sa.ss_family != a->sa.ss_family) {
+    if (cf->last_errno == ENOENT)
+      record_failure(cf, idx, EAFNOSUPPORT);
+    return false;
+  }
   fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
               IPPROTO_TCP);
   if (fd < 0) {
@@ -124,11 +132,6 @@ static bool start_attempt(struct xfer__he *cf) {
       bind(fd, (const struct sockaddr *)&cf->local->sa, cf->local->len) != 0) {
     record_failure(cf, idx, errno);
     close(fd); /* never reported to the multi: no socket_done needed */
-    return false;
-  }
-  if (cf->local && cf->local->sa.ss_family != a->sa.ss_family) {
-    record_failure(cf, idx, EAFNOSUPPORT);
-    close(fd);
     return false;
   }
   if (connect(fd, (const struct sockaddr *)&a->sa, a->len) != 0 &&
@@ -173,6 +176,20 @@ static int check_attempts(struct xfer__he *cf, struct xfer__mev *ev) {
   return -1;
 }
 
+/* With the most attempts in flight and the next address due, the oldest
+ * (the lowest address index: they start in order) gives its place: every
+ * address gets its turn within the connect timeout, SYNs dropped or not,
+ * and the next attempt's time is never one that cannot start. */
+static void retire_oldest(struct xfer__he *cf, struct xfer__mev *ev) {
+  unsigned oldest = 0;
+
+  for (unsigned i = 1; i < cf->inflight; i++)
+    if (cf->fd_addr[i] < cf->fd_addr[oldest])
+      oldest = i;
+  record_failure(cf, cf->fd_addr[oldest], ETIMEDOUT);
+  drop_attempt(cf, ev, oldest);
+}
+
 static int he_step(struct xfer__he *cf, struct xfer__mev *ev,
                          xfer__time now, int *fd) {
   int won;
@@ -188,8 +205,10 @@ static int he_step(struct xfer__he *cf, struct xfer__mev *ev,
     }
     /* Start the next attempt when it is due, or at once when nothing is
      * in flight any more (the previous ones failed). */
-    if (cf->next < cf->naddrs && cf->inflight < XFER__HE_MAX_INFLIGHT &&
+    if (cf->next < cf->naddrs &&
         (cf->inflight == 0 || now >= cf->next_attempt_at)) {
+      if (cf->inflight == XFER__HE_MAX_INFLIGHT)
+        retire_oldest(cf, ev);
       if (start_attempt(cf))
         cf->next_attempt_at = now + XFER__HE_DELAY;
       continue; /* a loopback connect may have completed at once */

@@ -6,8 +6,10 @@
  *
  * Happy eyeballs: addresses interleaved by family, IPv6 first when the
  * resolver gave both; the next attempt starts XFER__HE_DELAY after the
- * previous one, or at once when every attempt in flight has failed; the
- * first to connect wins and the others are closed through socket_done.
+ * previous one, or at once when every attempt in flight has failed; with
+ * XFER__HE_MAX_INFLIGHT in flight, the oldest gives its place to the next
+ * address when that one is due; the first to connect wins and the others
+ * are closed through socket_done.
  */
 #ifndef XFER_CF_SOCKET_H
 #define XFER_CF_SOCKET_H

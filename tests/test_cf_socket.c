@@ -164,6 +164,58 @@ TH_TEST(cf_socket, ipv6_that_does_not_answer_falls_back_to_ipv4) {
   ts_stop(web);
 }
 
+/* More addresses that drop SYNs than attempts may be in flight, and a
+ * working one after them: the oldest attempt gives its place to the next
+ * address when that one is due, so the working address gets its turn
+ * (1 s in: five before it, 200 ms apart). The timer spun instead (the next
+ * attempt's time passed, with no room to start it), and the fifth
+ * address and later were never tried. */
+TH_TEST(cf_socket, every_address_gets_its_turn) {
+  struct ts_server *web = ts_start(NULL);
+  struct ds_server *dns = ds_start(NULL);
+  static const char *dead[] = {"127.0.0.2", "127.0.0.3", "127.0.0.4",
+                               "127.0.0.5", "127.0.0.6"};
+  int fill[5][4], lfd[5];
+  xfer_multi *m = xfer_multi_new(NULL);
+  struct th_sink sink = {0};
+  char servers[64], url[128];
+  xfer_multi_stats st = {0};
+  xfer_timeline tl;
+  xfer *x;
+
+  for (int i = 0; i < 5; i++) {
+    lfd[i] = full_listener(AF_INET, dead[i], ts_port(web), fill[i]);
+    ds_add_a(dns, "many.test", dead[i], 60);
+  }
+  ds_add_a(dns, "many.test", "127.0.0.1", 60);
+  snprintf(servers, sizeof(servers), "127.0.0.1:%d", ds_port(dns));
+  xfer_multi_set_dns_servers(m, servers);
+  snprintf(url, sizeof(url), "http://many.test:%d/bytes/10", ts_port(web));
+  x = xfer_new();
+  cr_assert_eq(xfer_set_url(x, url), XFER_OK);
+  cr_assert_eq(xfer_set_write_cb(x, th_sink_cb, &sink), XFER_OK);
+  cr_assert_eq(xfer_set_connect_timeout_ms(x, 5000), XFER_OK);
+  cr_assert_eq(xfer_multi_add(m, x), XFER_M_OK);
+  th_run(m, 8000);
+  cr_assert_eq(th_result(m, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  th_expect_pattern(sink.data, sink.len, 10);
+  xfer_get_timeline(x, &tl);
+  cr_assert_geq(tl.connect_us - tl.namelookup_us, 950000, "%lld us",
+                (long long)(tl.connect_us - tl.namelookup_us));
+  xfer_multi_get_stats(m, &st);
+  cr_assert_lt(st.xfers_run, 200, "%lu runs: the timer spun",
+               (unsigned long)st.xfers_run);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  xfer_free(x);
+  th_sink_free(&sink);
+  for (int i = 0; i < 5; i++) {
+    fill_close(fill[i]);
+    close(lfd[i]);
+  }
+  ds_stop(dns);
+  ts_stop(web);
+}
+
 TH_TEST(cf_socket, full_backlog_times_out) {
   int fill[4], lfd = full_listener(AF_INET, "127.0.0.1", 0, fill);
   xfer_multi *m = xfer_multi_new(NULL);
