@@ -896,14 +896,16 @@ static xfer_code head_complete(struct xfer__http1_resp *r) {
   const struct xfer__http1_events *ev = r->events;
 
   r->in_head = false;
-  head_facts(r);
-  if (r->status < 100) { /* llhttp takes any three digits */
+  /* llhttp takes any three digits; refused before the head counts as the
+   * response's (no status, no headers for the getters). */
+  if (r->parser.status_code < 100) {
     r->error = XFER_E_BAD_STATUS_LINE;
     snprintf(r->detail, sizeof(r->detail),
              "the status code %03d is under 100 (HTTP's are 100 to 599)",
-             r->status);
+             r->parser.status_code);
     return r->error;
   }
+  head_facts(r);
   if (r->status < 200)
     return XFER_OK; /* an interim response: its end pauses llhttp again */
   if (!ev || !ev->on_header)

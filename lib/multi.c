@@ -591,18 +591,25 @@ xfer_mcode xfer_multi_remove(xfer_multi *m, xfer *x) {
 
 xfer_mcode xfer_multi_destroy(xfer_multi *m) {
   xfer_mcode rc;
+  xfer__time now;
 
   if (!m)
     return XFER_M_OK;
   rc = api_enter(m);
   if (rc)
     return rc;
-  while (!xfer__list_empty(&m->xfers))
-    xfer_detach(m, XFER__CONTAINER_OF(m->xfers.next, xfer, multi_node),
-                "its multi was destroyed");
+  /* The call's one reading, before the transfers stop: what they give
+   * back (a connection, a grant) is idle from now, not from their last
+   * run. */
+  now = multi_now(m);
+  while (!xfer__list_empty(&m->xfers)) {
+    xfer *x = XFER__CONTAINER_OF(m->xfers.next, xfer, multi_node);
+    xfer__now_at_least(x, now);
+    xfer_detach(m, x, "its multi was destroyed");
+  }
   xfer__dns_cleanup(&m->dns); /* c-ares closes its sockets through
                                  socket_done */
-  xfer__attached_release_all(&m->attached, multi_now(m));
+  xfer__attached_release_all(&m->attached, now);
   xfer__shutdown_drain(&m->shutdown); /* bounded by the shutdown timeout */
   internal_free(m, m->attached_handle);
   internal_free(m, m->shutdown_handle);

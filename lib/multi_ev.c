@@ -123,10 +123,12 @@ static int entry_update(struct xfer__mev *ev, struct xfer__mev_entry *e) {
 
   if (xfer__list_empty(&e->users)) {
     assert(!want && !e->conns);
+    /* Its answer is not looked at: nobody needs the socket any more, so
+     * there is no transfer to fail, and nothing to ask again. */
     if (e->reported && ev->report)
-      rc = report_entry(ev, e, XFER_POLL_REMOVE);
+      (void)report_entry(ev, e, XFER_POLL_REMOVE);
     entry_free(ev, e);
-    return rc;
+    return 0;
   }
   /* `reported` is what the application took: a refused change leaves it
    * (a socket it never took gets no REMOVE; one it watches keeps its

@@ -596,10 +596,24 @@ static bool is_redirect(int status) {
          status == 308;
 }
 
+/* 301/302/303 turn a POST into a GET (what browsers and curl do), 303
+ * anything but HEAD; 307/308 keep the method and body. */
+static bool drops_body(const struct xfer__http *h, int status) {
+  return (status == 303 && !h->head_request) ||
+         ((status == 301 || status == 302) && strcmp(h->method, "POST") == 0);
+}
+
+/* A hop that would send the streamed body again, which cannot be. */
+static bool cannot_resend(const xfer *x, int status) {
+  return x->http.send_body && x->opts.read_cb && !drops_body(&x->http, status);
+}
+
 bool xfer__http_redirect_followed(xfer *x) {
   struct xfer__http *h = &x->http;
+  int status = h->resp.status;
 
-  return x->opts.max_redirects > 0 && is_redirect(h->resp.status) &&
+  return x->opts.max_redirects > 0 && is_redirect(status) &&
+         h->redirects < x->opts.max_redirects && !cannot_resend(x, status) &&
          xfer__http1_resp_header(&h->resp, "Location") != NULL;
 }
 
@@ -637,6 +651,13 @@ follow_redirect(xfer *x, int status, bool keep) {
     return xfer__step_fail(x, XFER_E_TOO_MANY_REDIRECTS,
                            "stopped after %d redirects (the limit)",
                            h->redirects);
+  /* Refused before anything changes: the redirect is not followed (nor
+   * counted). */
+  if (cannot_resend(x, status))
+    return xfer__step_fail(x, XFER_E_READ_CALLBACK,
+                           "cannot follow a %d redirect: the streamed body "
+                           "cannot be sent again",
+                           status);
   rc = xfer__url_resolve(&next, h->url, location, x->detail, sizeof(x->detail));
   if (rc)
     return xfer__step_failed(x, rc);
@@ -644,20 +665,12 @@ follow_redirect(xfer *x, int status, bool keep) {
   h->hop = next;
   h->url = &h->hop;
   h->redirects++;
-  /* 301/302/303 turn a POST into a GET (what browsers and curl do), 303
-   * anything but HEAD; 307/308 keep the method and body. */
-  if ((status == 303 && !h->head_request) ||
-      ((status == 301 || status == 302) && strcmp(h->method, "POST") == 0)) {
+  if (drops_body(h, status)) {
     snprintf(h->method, sizeof(h->method), "GET");
     method_set(h);
     h->send_body = false;
   }
   h->method_gen = 0; /* the next use of the options starts from them */
-  if (h->send_body && x->opts.read_cb)
-    return xfer__step_fail(x, XFER_E_READ_CALLBACK,
-                           "cannot follow a %d redirect: the streamed body "
-                           "cannot be sent again",
-                           status);
   h->state = XFER__HTTP_INIT;
   h->got_byte = false;
   return XFER__STEP_NEXT;

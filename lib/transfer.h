@@ -211,8 +211,9 @@ bool xfer__valid(const xfer *x);
 void xfer__http_free(xfer *x);
 
 /* Is the response in hand (its head complete) a redirect that x goes on
- * to follow? (Then its body is not the user's.) Makes the header strings
- * when they are not made yet. */
+ * to follow (within the limit, with a Location, and a body it can send
+ * again)? Then its body is not the user's. Makes the header strings when
+ * they are not made yet. */
 bool xfer__http_redirect_followed(xfer *x);
 
 /* Installs the handler that does the transfer's work (tests install their

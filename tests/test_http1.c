@@ -613,8 +613,10 @@ TH_TEST(http1, interim_responses_spend_the_limits) {
   cr_assert(r.complete);
   cr_assert_eq(r.header_count, 2);
 
-  expect_error("HTTP/1.1 099 Odd\r\n\r\n", XFER_E_BAD_STATUS_LINE,
+  expect_error("HTTP/1.1 099 Odd\r\nA: 1\r\n\r\n", XFER_E_BAD_STATUS_LINE,
                "under 100");
+  cr_assert_eq(r.status, 0, "no status for the getters");
+  cr_assert(!r.headers_done);
 }
 
 TH_TEST(http1, early_eof_is_peer_closed) {

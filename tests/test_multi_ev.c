@@ -480,6 +480,21 @@ TH_TEST(multi_ev, a_refused_socket_is_asked_again_and_never_removed) {
   xfer__mev_tracker_done(&ev, &c.t);
 }
 
+/* A REMOVE the application refuses fails nobody: no transfer needs the
+ * socket any more. */
+TH_TEST(multi_ev, a_refused_remove_fails_nobody) {
+  struct fake a;
+
+  fake_init(&a, XFER__MEV_XFER);
+  want1(&a, S, XFER_POLL_IN);
+  refuse_fd = S;
+  cr_assert_eq(want(&a, (int[]){T, XFER_POLL_IN}, 1), XFER_OK);
+  expect(0, (int[]){S, XFER_POLL_IN, S, XFER_POLL_REMOVE, T, XFER_POLL_IN},
+         3);
+  cr_assert(!tracked(S));
+  xfer__mev_tracker_done(&ev, &a.t);
+}
+
 /* A replaced socket callback hears every socket as new: without the
  * pointer the old one assigned (it may have freed what it pointed to). */
 TH_TEST(multi_ev, a_replaced_callback_gets_no_pointer_of_the_old_one) {

@@ -620,8 +620,8 @@ XFER_EXTERN xfer_code xfer_pool_get_stats(xfer_pool *pool,
  * xfer_multi_assign() stored), and REMOVE. After REMOVE the same fd number
  * may come back at once as a new socket. Return 0; any other value makes
  * the transfer that needed the socket fail with XFER_E_SOCKET_CALLBACK.
- * A refused report counts as not made: a socket refused as new gets no
- * REMOVE; one only the multi itself needs is asked for again at the next
+ * The answer to REMOVE is not looked at. A refused report counts as not
+ * made: a socket refused as new gets no REMOVE; one only the multi itself needs is asked for again at the next
  * call. Called from inside xfer_multi_* calls on the multi's thread; it must not
  * call back into the multi (such calls get XFER_M_RECURSIVE_API_CALL) but
  * for xfer_multi_assign(), xfer_multi_info_read() and
@@ -735,8 +735,8 @@ XFER_EXTERN xfer_mcode xfer_multi_assign(xfer_multi *multi, int fd,
  * when the timer callback refused the new deadline. A transfer's own
  * failure is not an error of this call: it comes as a message.
  * On BAD_HANDLE and RECURSIVE_API_CALL nothing is changed (*running not
- * set); on TIMER_CALLBACK the work is done, *running is set, and that
- * deadline is not told again until it changes.
+ * set); on TIMER_CALLBACK the work is done, *running is set, and no
+ * timer counts as armed: the next call tells the deadline again.
  * Thread: the thread driving the multi, not inside its callbacks.
  */
 XFER_EXTERN xfer_mcode xfer_multi_socket_action(xfer_multi *multi, int fd,
@@ -759,8 +759,8 @@ XFER_EXTERN xfer_mcode xfer_multi_socket_timeout(xfer_multi *multi,
  * XFER_M_RECURSIVE_API_CALL from inside a callback; XFER_M_TIMER_CALLBACK
  * when the timer callback refused the new deadline.
  * On BAD_HANDLE and RECURSIVE_API_CALL nothing is changed (*running not
- * set); on TIMER_CALLBACK the work is done, *running is set, and that
- * deadline is not told again until it changes.
+ * set); on TIMER_CALLBACK the work is done, *running is set, and no
+ * timer counts as armed: the next call tells the deadline again.
  * Thread: the thread driving the multi, not inside its callbacks.
  */
 XFER_EXTERN xfer_mcode xfer_multi_perform(xfer_multi *multi, int *running);
