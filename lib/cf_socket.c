@@ -56,7 +56,17 @@ void xfer__he_init(struct xfer__he *cf, const struct xfer__addr *addrs,
   const struct xfer__addr *six[XFER__HE_MAX_ADDRS], *four[XFER__HE_MAX_ADDRS];
 
   memset(cf, 0, sizeof(*cf));
+  cf->last_errno = ENOENT;
   for (unsigned i = 0; i < naddrs && i < XFER__HE_MAX_ADDRS; i++) {
+    /* A source bound to the other family cannot reach it: not tried (the
+     * reason given when no address is left to try). */
+    if (local && addrs[i].sa.ss_family != local->sa.ss_family) {
+      if (cf->last_errno == ENOENT) {
+        cf->last_errno = EAFNOSUPPORT;
+        xfer__addr_text(&addrs[i], cf->last_addr, sizeof(cf->last_addr));
+      }
+      continue;
+    }
     if (addrs[i].sa.ss_family == AF_INET6)
       six[v6++] = &addrs[i];
     else
@@ -76,7 +86,6 @@ void xfer__he_init(struct xfer__he *cf, const struct xfer__addr *addrs,
     cf->local = &cf->local_addr;
   }
   cf->next_attempt_at = 0;
-  cf->last_errno = ENOENT;
 }
 
 static void he_close(struct xfer__he *cf, struct xfer__mev *ev);
@@ -112,14 +121,6 @@ static bool start_attempt(struct xfer__he *cf) {
   const struct xfer__addr *a = &cf->addrs[idx];
   int one = 1, fd;
 
-  /* Skipped: a source bound to the other family cannot reach it. That is
-   * the reason given only when no address was tried (ENOENT: nothing
-   * recorded yet), not over a real failure of another. */
-  if (cf->local && cf->local->sa.ss_family != a->sa.ss_family) {
-    if (cf->last_errno == ENOENT)
-      record_failure(cf, idx, EAFNOSUPPORT);
-    return false;
-  }
   fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
               IPPROTO_TCP);
   if (fd < 0) {

@@ -219,6 +219,47 @@ TH_TEST(cf_socket, every_address_gets_its_turn) {
   ts_stop(web);
 }
 
+/* A local bind of one family: the addresses of the other are not tried,
+ * and do not hide the failure of those that were (a refused IPv4 attempt
+ * between two IPv6 addresses read "Address family not supported"). With
+ * none of its family, the error says why. */
+TH_TEST(cf_socket, a_local_bind_tries_its_family_only) {
+  struct ds_server *dns = ds_start(NULL);
+  xfer_multi *m = xfer_multi_new(NULL);
+  int port = th_free_port(); /* nothing listens there */
+  char servers[64], url[128];
+  xfer *refused = xfer_new(), *other = xfer_new();
+
+  ds_add_aaaa(dns, "refused.test", "::1", 60);
+  ds_add_a(dns, "refused.test", "127.0.0.1", 60);
+  ds_add_aaaa(dns, "refused.test", "::2", 60);
+  ds_add_aaaa(dns, "six.test", "::1", 60);
+  snprintf(servers, sizeof(servers), "127.0.0.1:%d", ds_port(dns));
+  xfer_multi_set_dns_servers(m, servers);
+  snprintf(url, sizeof(url), "http://refused.test:%d/", port);
+  cr_assert_eq(xfer_set_url(refused, url), XFER_OK);
+  snprintf(url, sizeof(url), "http://six.test:%d/", port);
+  cr_assert_eq(xfer_set_url(other, url), XFER_OK);
+  cr_assert_eq(xfer_set_local_address(refused, "127.0.0.1"), XFER_OK);
+  cr_assert_eq(xfer_set_local_address(other, "127.0.0.1"), XFER_OK);
+  cr_assert_eq(xfer_multi_add(m, refused), XFER_M_OK);
+  cr_assert_eq(xfer_multi_add(m, other), XFER_M_OK);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, refused), XFER_E_CONNECT);
+  cr_assert(strstr(xfer_get_error_detail(refused),
+                   "127.0.0.1 port") &&
+                strstr(xfer_get_error_detail(refused), "refused"),
+            "%s", xfer_get_error_detail(refused));
+  cr_assert_eq(th_result(m, other), XFER_E_CONNECT);
+  cr_assert(strstr(xfer_get_error_detail(other), "::1 port") &&
+                strstr(xfer_get_error_detail(other), "family"),
+            "%s", xfer_get_error_detail(other));
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  xfer_free(refused);
+  xfer_free(other);
+  ds_stop(dns);
+}
+
 TH_TEST(cf_socket, full_backlog_times_out) {
   int fill[4], lfd = full_listener(AF_INET, "127.0.0.1", 0, fill);
   xfer_multi *m = xfer_multi_new(NULL);
