@@ -129,6 +129,14 @@ static bool start_attempt(struct xfer__he *cf) {
   }
   /* Requests are written whole; do not let Nagle hold them back. */
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+#ifdef IP_BIND_ADDRESS_NO_PORT
+  /* A bound source takes its port at connect(), per destination, not at
+   * bind() from the whole ephemeral range: a load generator with a local
+   * address is not held to one port range's worth of connections (curl
+   * does the same). Linux 4.2 on; elsewhere, or refused, bind() as ever. */
+  if (cf->local)
+    setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+#endif
   if (cf->local && cf->local->sa.ss_family == a->sa.ss_family &&
       bind(fd, (const struct sockaddr *)&cf->local->sa, cf->local->len) != 0) {
     record_failure(cf, idx, errno);

@@ -260,6 +260,35 @@ TH_TEST(cf_socket, a_local_bind_tries_its_family_only) {
   ds_stop(dns);
 }
 
+/* A bound source takes its port at connect(), per destination
+ * (IP_BIND_ADDRESS_NO_PORT): bind() alone would reserve one of the whole
+ * ephemeral range for each connection. */
+TH_TEST(cf_socket, a_local_bind_takes_its_port_at_connect) {
+  struct ts_server *web = ts_start(NULL);
+  xfer_multi *m = xfer_multi_new(NULL);
+  struct th_sockrec rec;
+  xfer *x = xfer_new();
+  int on = 0;
+  socklen_t len = sizeof(on);
+
+  th_sockrec_init(&rec);
+  xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
+  cr_assert_eq(xfer_set_url(x, th_url(ts_port(web), "/bytes/1")), XFER_OK);
+  cr_assert_eq(xfer_set_local_address(x, "127.0.0.1"), XFER_OK);
+  cr_assert_eq(xfer_multi_add(m, x), XFER_M_OK);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  cr_assert_gt(rec.count, 0);
+  /* Its connection is kept (attached): the socket is still open. */
+  cr_assert_eq(getsockopt(rec.calls[rec.count - 1].fd, IPPROTO_IP,
+                          IP_BIND_ADDRESS_NO_PORT, &on, &len),
+               0, "%s", strerror(errno));
+  cr_assert_eq(on, 1);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  xfer_free(x);
+  ts_stop(web);
+}
+
 TH_TEST(cf_socket, full_backlog_times_out) {
   int fill[4], lfd = full_listener(AF_INET, "127.0.0.1", 0, fill);
   xfer_multi *m = xfer_multi_new(NULL);
