@@ -2,12 +2,15 @@
  * server and in front of nginx, driven by xfer-load; upstream connections
  * stay within the concurrency, nothing fails, SIGTERM stops it cleanly. */
 #define _GNU_SOURCE /* memmem */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -366,6 +369,74 @@ TH_TEST(gateway, long_headers_many_connection_headers_and_empty_posts) {
 
 /* A HEAD the gateway answers itself (the upstream refused) gets the head
  * alone: the next response on the connection stays in step. */
+/* A target the gateway cannot make an upstream URL of gets its own 400 at
+ * once (it was queued and never sent: the client waited), and the
+ * connection stays usable for the next request. */
+TH_TEST(gateway, its_own_400_is_sent) {
+  struct ts_server *web = gateway_to_test_server("");
+
+  cr_assert_eq(curl((const char *[]){"-X", "OPTIONS", "--request-target",
+                                     "*", gw("/"), NULL}),
+               0, "%s", err);
+  cr_assert(strstr(err, "< HTTP/1.1 400 Bad Request"), "%s", err);
+  cr_assert_eq(curl((const char *[]){"-X", "OPTIONS", "--request-target",
+                                     "*", gw("/"), "--next", gw("/bytes/3"),
+                                     NULL}),
+               0, "%s", err);
+  cr_assert(strstr(err, "Re-using existing connection"), "%s", err);
+  cr_assert(strstr(out, "012"), "%s", out);
+  stop_gateway();
+  ts_stop(web);
+}
+
+/* A stop lets every answer reach its client whole: one that the upstream
+ * finished but the client had not read yet was cut when the last
+ * transfer ended (the worker closed its clients at once). The upstream
+ * holds the answer until the test completes its group, then sends it all
+ * and closes; the client reads only after that. */
+TH_TEST(gateway, a_stop_sends_every_answer_whole) {
+  struct ts_server *web = gateway_to_test_server("");
+  /* More than the kernel's buffers hold (client and gateway sockets). */
+  static char got[65536];
+  char tail[7] = {0};
+  size_t len = 0;
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)gw_port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  const char req[] = "GET /close-silently/gather/2/bytes/40000000 HTTP/1.1\r\n"
+                     "Host: gw\r\n\r\n";
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ssize_t n;
+
+  cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  cr_assert_eq(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+  cr_assert(ts_wait(web, TS_REQUESTS, 1, 10000), "the upstream got it");
+  kill(gw_pid, SIGTERM); /* a request in flight: it finishes */
+  cr_assert(ts_fetch(web, "/gather/2/bytes/40000000"), "the group is done");
+  cr_assert(ts_wait(web, TS_CLOSED_BY_SERVER, 1, 10000),
+            "the upstream sent it all and closed");
+  for (;;) {
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    cr_assert_gt(poll(&pfd, 1, 30000), 0, "the gateway stopped sending");
+    n = read(fd, got, sizeof(got));
+    if (n <= 0)
+      break;
+    len += (size_t)n;
+    /* The last 7 bytes so far. */
+    if (n >= 7) {
+      memcpy(tail, got + n - 7, 7);
+    } else {
+      memmove(tail, tail + n, (size_t)(7 - n));
+      memcpy(tail + 7 - n, got, (size_t)n);
+    }
+  }
+  close(fd);
+  cr_assert_gt(len, 40000000, "%zu bytes", len);
+  cr_assert_eq(memcmp(tail, "\r\n0\r\n\r\n", 7), 0, "the last chunk came");
+  stop_gateway();
+  ts_stop(web);
+}
+
 TH_TEST(gateway, its_own_errors_to_head_have_no_body) {
   char upstream[64];
 

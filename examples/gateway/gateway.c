@@ -109,6 +109,7 @@ struct worker {
   struct handle *removed;
   int in_flight;
   bool stopping;
+  long long drain_until_ms; /* stopping: answers still sending, until then */
 };
 
 static void client_close(struct client *c);
@@ -429,14 +430,23 @@ static void feed(struct client *c) {
   if (c->busy || c->closing || !c->in.len)
     return;
   rc = llhttp_execute(&c->parser, c->in.data, c->in.len);
-  if (rc == HPE_OK) {
-    c->in.len = 0;
-    return;
-  }
-  if (rc == HPE_PAUSED) { /* keep the bytes after the request */
-    used = (size_t)(llhttp_get_error_pos(&c->parser) - c->in.data);
-    memmove(c->in.data, c->in.data + used, c->in.len - used);
-    c->in.len -= used;
+  if (rc == HPE_OK || rc == HPE_PAUSED) {
+    if (rc == HPE_OK) {
+      c->in.len = 0;
+    } else { /* keep the bytes after the request */
+      used = (size_t)(llhttp_get_error_pos(&c->parser) - c->in.data);
+      memmove(c->in.data, c->in.data + used, c->in.len - used);
+      c->in.len -= used;
+    }
+    /* The gateway's own answers (a target it could not make a URL of, an
+     * upstream request it could not start) go out now, before any
+     * upstream's; after the last, a request that did not keep the
+     * connection alive closes it. */
+    if (c->out.len && (!flush_out(c) || (!c->busy && !c->keep_alive))) {
+      c->closing = true;
+      if (c->out.len == 0)
+        client_close(c);
+    }
     return;
   }
   send_error(c, 400, llhttp_get_error_reason(&c->parser));
@@ -583,8 +593,13 @@ static void reap(struct worker *w) {
     request_done(xfer_get_private(msg->x), msg);
 }
 
+/* How long a stop waits for clients to take what is left of their
+ * answers (a client that reads nothing cannot hold the stop up). */
+#define DRAIN_MS 10000
+
 static void stop_accepting(struct worker *w) {
   w->stopping = true;
+  w->drain_until_ms = now_ms() + DRAIN_MS;
   epoll_ctl(w->ep, EPOLL_CTL_DEL, w->stop.fd, NULL);
   epoll_ctl(w->ep, EPOLL_CTL_DEL, w->listener.fd, NULL);
   close(w->listener.fd);
@@ -598,13 +613,27 @@ static void free_removed(struct worker *w) {
   }
 }
 
+/* A stop goes on while an answer is still on its way to its client. */
+static bool answers_sending(const struct worker *w) {
+  for (const struct client *c = w->clients; c; c = c->next)
+    if (c->out.len)
+      return true;
+  return false;
+}
+
 static void *worker_main(void *arg) {
   struct worker *w = arg;
   struct epoll_event evs[256];
 
-  while (!w->stopping || w->in_flight > 0) {
+  while (!w->stopping || w->in_flight > 0 ||
+         (answers_sending(w) && now_ms() < w->drain_until_ms)) {
     int n, wait_ms = -1;
 
+    if (w->stopping && answers_sending(w)) { /* the drain's end */
+      long long left = w->drain_until_ms - now_ms();
+      if (left > 0)
+        wait_ms = (int)left;
+    }
     if (w->timer_at_ms >= 0) {
       long long left = w->timer_at_ms - now_ms();
       if (left <= 0) {
@@ -614,7 +643,8 @@ static void *worker_main(void *arg) {
         free_removed(w);
         continue;
       }
-      wait_ms = (int)left;
+      if (wait_ms < 0 || left < wait_ms)
+        wait_ms = (int)left;
     }
     n = epoll_wait(w->ep, evs, 256, wait_ms);
     if (n < 0 && errno == EINTR)
@@ -647,7 +677,7 @@ static void *worker_main(void *arg) {
     reap(w);
     free_removed(w);
   }
-  while (w->clients) /* idle keep-alive clients: nothing left to send */
+  while (w->clients) /* idle keep-alive clients, or past the drain */
     client_close(w->clients);
   return NULL;
 }
