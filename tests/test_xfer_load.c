@@ -276,9 +276,19 @@ TH_TEST(xfer_load, usage_errors_are_one_line) {
   usage_error((const char *[]){"--frobnicate", NULL},
               "unknown option '--frobnicate'");
   usage_error((const char *[]){"-c", NULL}, "needs a value");
+  /* Counts past an int were taken modulo 2^32: 0 (the default) and 1. */
+  usage_error((const char *[]){"-c", "4294967296", NULL},
+              "too many connections (4294967296");
+  usage_error((const char *[]){"-t", "4294967297", NULL},
+              "too many threads (4294967297");
+  usage_error((const char *[]){"-t", "2147483648", NULL}, "too many threads");
   close(mkstemp(list));
   usage_error((const char *[]){"--urls", list, "http://127.0.0.1/", NULL},
               "URLs both");
+  /* -n repeats lines; -o saves each line once (slots wrote one file). */
+  usage_error((const char *[]){"--urls", list, "-n", "10", "-o", "/tmp",
+                               NULL},
+              "-o with -n");
   unlink(list);
 }
 

@@ -35,9 +35,11 @@ static int on_socket(xfer_multi *m, int fd, int what, void *userp,
     return epoll_ctl(l->ep, EPOLL_CTL_DEL, fd, NULL);
   ev.events = (what & XFER_POLL_IN ? EPOLLIN : 0) |
               (what & XFER_POLL_OUT ? EPOLLOUT : 0);
-  if (!socketp) { /* new to us: remember that epoll knows it */
+  if (!socketp) { /* new to us: once epoll knows it, remember that */
+    if (epoll_ctl(l->ep, EPOLL_CTL_ADD, fd, &ev))
+      return -1; /* refused: asked again as new, if it is asked again */
     xfer_multi_assign(m, fd, l);
-    return epoll_ctl(l->ep, EPOLL_CTL_ADD, fd, &ev);
+    return 0;
   }
   return epoll_ctl(l->ep, EPOLL_CTL_MOD, fd, &ev);
 }
@@ -103,8 +105,12 @@ bool loop_init(struct loop *l, xfer_pool *pool) {
   l->deadline_ms = -1;
   l->ep = epoll_create1(EPOLL_CLOEXEC);
   l->m = xfer_multi_new(pool);
-  if (l->ep < 0 || !l->m)
+  if (l->ep < 0 || !l->m) { /* nothing left behind (the pool is free) */
+    xfer_multi_destroy(l->m);
+    if (l->ep >= 0)
+      close(l->ep);
     return false;
+  }
   xfer_multi_set_socket_cb(l->m, on_socket, l);
   xfer_multi_set_timer_cb(l->m, on_timer, l);
   return true;

@@ -31,8 +31,10 @@ static void *fetch_times(void *arg) {
   struct loop l;
   xfer *x = xfer_new();
 
-  if (!x || !loop_init(&l, j->pool))
+  if (!x || !loop_init(&l, j->pool)) {
+    xfer_free(x);
     return NULL;
+  }
   xfer_set_timeout_ms(x, 30000);
   for (int i = 0; i < j->times; i++) {
     xfer_set_url(x, j->url);
@@ -46,7 +48,7 @@ static void *fetch_times(void *arg) {
 
 int main(int argc, char **argv) {
   int threads = argc > 2 ? atoi(argv[2]) : 4;
-  int times = argc > 3 ? atoi(argv[3]) : 25, ok = 0;
+  int times = argc > 3 ? atoi(argv[3]) : 25, ok = 0, started;
   xfer_pool *pool = xfer_pool_new(NULL); /* one for every thread */
   xfer_pool_stats st;
   struct job *jobs;
@@ -56,11 +58,22 @@ int main(int argc, char **argv) {
     return 2;
   }
   jobs = calloc((size_t)threads, sizeof(*jobs));
-  for (int i = 0; i < threads; i++) {
-    jobs[i] = (struct job){.pool = pool, .url = argv[1], .times = times};
-    pthread_create(&jobs[i].thread, NULL, fetch_times, &jobs[i]);
+  if (!jobs) {
+    fprintf(stderr, "threads-fetch: out of memory\n");
+    xfer_pool_destroy(pool);
+    return 1;
   }
-  for (int i = 0; i < threads; i++) {
+  for (started = 0; started < threads; started++) {
+    jobs[started] = (struct job){.pool = pool, .url = argv[1],
+                                 .times = times};
+    if (pthread_create(&jobs[started].thread, NULL, fetch_times,
+                       &jobs[started])) {
+      fprintf(stderr, "threads-fetch: could not start thread %d of %d\n",
+              started + 1, threads);
+      break; /* those started run to their end; the run fails */
+    }
+  }
+  for (int i = 0; i < started; i++) {
     pthread_join(jobs[i].thread, NULL);
     ok += jobs[i].ok;
   }

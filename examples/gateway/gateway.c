@@ -564,9 +564,13 @@ static int on_socket(xfer_multi *m, int fd, int what, void *userp,
       return -1;
     u->kind = KIND_UPSTREAM;
     u->fd = fd;
-    xfer_multi_assign(m, fd, u);
     ev.data.ptr = u;
-    return epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) ? -1 : 0;
+    if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev)) {
+      free(u); /* refused: no REMOVE will come for it */
+      return -1;
+    }
+    xfer_multi_assign(m, fd, u); /* remembered once epoll knows it */
+    return 0;
   }
   ev.data.ptr = u;
   return epoll_ctl(w->ep, EPOLL_CTL_MOD, fd, &ev) ? -1 : 0;

@@ -18,6 +18,10 @@ int main(int argc, char **argv) {
   xfer_code result;
   int running = 1;
 
+  if (!m || !x) {
+    fprintf(stderr, "out of memory\n");
+    return 1;
+  }
   if (xfer_set_url(x, argc > 1 ? argv[1] : "http://127.0.0.1/")) {
     fprintf(stderr, "%s\n", xfer_get_error_detail(x));
     return 1;

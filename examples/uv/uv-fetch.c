@@ -103,6 +103,10 @@ static int socket_cb(xfer_multi *m, int fd, int what, void *userp,
     }
     return 0;
   }
+  if (what & XFER_POLL_IN)
+    events |= UV_READABLE;
+  if (what & XFER_POLL_OUT)
+    events |= UV_WRITABLE;
   if (!w) { /* a new socket */
     w = malloc(sizeof(*w));
     if (!w || uv_poll_init_socket(loop, &w->poll, fd) != 0) {
@@ -111,12 +115,15 @@ static int socket_cb(xfer_multi *m, int fd, int what, void *userp,
     }
     w->fd = fd;
     w->poll.data = w;
-    xfer_multi_assign(m, fd, w);
+    if (uv_poll_start(&w->poll, events, on_poll) != 0) {
+      /* Refused: not remembered, so no REMOVE comes for it; the handle
+       * goes through its close callback. */
+      uv_close((uv_handle_t *)&w->poll, free_watch);
+      return -1;
+    }
+    xfer_multi_assign(m, fd, w); /* remembered once libuv watches it */
+    return 0;
   }
-  if (what & XFER_POLL_IN)
-    events |= UV_READABLE;
-  if (what & XFER_POLL_OUT)
-    events |= UV_WRITABLE;
   return uv_poll_start(&w->poll, events, on_poll) == 0 ? 0 : -1;
 }
 

@@ -165,10 +165,15 @@ void load_parse_args(int argc, char **argv, struct load_opts *o) {
   while ((c = getopt_long(argc, argv, ":t:c:n:d:X:H:o:Vh", longs, NULL)) !=
          -1) {
     switch (c) {
-    case 't':
+    case 't': /* bounded as a long, before it becomes an int */
+      if (parse_count(optarg, "thread count") > 1024)
+        load_usage_error("too many threads (%s; at most 1024)", optarg);
       o->threads = (int)parse_count(optarg, "thread count");
       break;
     case 'c':
+      if (parse_count(optarg, "connection count") > 1000000)
+        load_usage_error("too many connections (%s; at most 1000000)",
+                         optarg);
       o->connections = (int)parse_count(optarg, "connection count");
       break;
     case 'n':
@@ -224,8 +229,6 @@ void load_parse_args(int argc, char **argv, struct load_opts *o) {
   o->urls = argv + optind;
   o->nurls = argc - optind;
 
-  if (o->threads > 1024)
-    load_usage_error("too many threads (%d; at most 1024)", o->threads);
   if (!o->connections)
     o->connections =
         o->threads > DEFAULT_CONNECTIONS ? o->threads : DEFAULT_CONNECTIONS;
@@ -233,13 +236,13 @@ void load_parse_args(int argc, char **argv, struct load_opts *o) {
     load_usage_error("-c %d is below -t %d: each thread needs at least one "
                      "connection",
                      o->connections, o->threads);
-  if (o->connections > 1000000)
-    load_usage_error("too many connections (%d; at most 1000000)",
-                     o->connections);
   if (o->requests && o->duration_ms)
     load_usage_error("-n and -d both given: a run is by count or by time");
   if (o->out_dir && !o->urls_file)
     load_usage_error("-o needs --urls (it saves each line's body)");
+  if (o->out_dir && o->requests)
+    load_usage_error("-o with -n: -o saves each line's body once (without "
+                     "-n, each --urls line is fetched once)");
   if (o->urls_file && o->nurls)
     load_usage_error("URLs both on the command line and in --urls");
   if (o->urls_file && o->duration_ms)

@@ -80,9 +80,11 @@ static int on_socket(xfer_multi *m, int fd, int what, void *userp,
    * has room, so an edge could be missed. */
   ev.events = ((what & XFER_POLL_IN) ? EPOLLIN : 0) |
               ((what & XFER_POLL_OUT) ? EPOLLOUT : 0);
-  if (!socketp) {
+  if (!socketp) { /* remembered once epoll knows it */
+    if (epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev))
+      return -1;
     xfer_multi_assign(m, fd, w);
-    return epoll_ctl(w->ep, EPOLL_CTL_ADD, fd, &ev) ? -1 : 0;
+    return 0;
   }
   return epoll_ctl(w->ep, EPOLL_CTL_MOD, fd, &ev) ? -1 : 0;
 }
