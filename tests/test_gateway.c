@@ -367,8 +367,6 @@ TH_TEST(gateway, long_headers_many_connection_headers_and_empty_posts) {
   ts_stop(web);
 }
 
-/* A HEAD the gateway answers itself (the upstream refused) gets the head
- * alone: the next response on the connection stays in step. */
 /* A target the gateway cannot make an upstream URL of gets its own 400 at
  * once (it was queued and never sent: the client waited), and the
  * connection stays usable for the next request. */
@@ -376,13 +374,10 @@ TH_TEST(gateway, its_own_400_is_sent) {
   struct ts_server *web = gateway_to_test_server("");
 
   cr_assert_eq(curl((const char *[]){"-X", "OPTIONS", "--request-target",
-                                     "*", gw("/"), NULL}),
-               0, "%s", err);
-  cr_assert(strstr(err, "< HTTP/1.1 400 Bad Request"), "%s", err);
-  cr_assert_eq(curl((const char *[]){"-X", "OPTIONS", "--request-target",
                                      "*", gw("/"), "--next", gw("/bytes/3"),
                                      NULL}),
                0, "%s", err);
+  cr_assert(strstr(err, "< HTTP/1.1 400 Bad Request"), "%s", err);
   cr_assert(strstr(err, "Re-using existing connection"), "%s", err);
   cr_assert(strstr(out, "012"), "%s", out);
   stop_gateway();
@@ -437,6 +432,8 @@ TH_TEST(gateway, a_stop_sends_every_answer_whole) {
   ts_stop(web);
 }
 
+/* A HEAD the gateway answers itself (the upstream refused) gets the head
+ * alone: the next response on the connection stays in step. */
 TH_TEST(gateway, its_own_errors_to_head_have_no_body) {
   char upstream[64];
 
