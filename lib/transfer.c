@@ -372,12 +372,16 @@ static void method_set(struct xfer__http *h) {
   h->head_request = strcmp(h->method, "HEAD") == 0;
 }
 
+/* Does this hop send a body from the read callback (which cannot be sent
+ * again)? */
+static bool body_streamed(const xfer *x) {
+  return x->http.send_body && x->opts.read_cb;
+}
+
 /* Could the request be sent again if a reused connection died before
  * any response byte (rule 6)? */
 static bool replayable(const xfer *x) {
-  const struct xfer__http *h = &x->http;
-
-  return h->idempotent && !(h->send_body && x->opts.read_cb);
+  return x->http.idempotent && !body_streamed(x);
 }
 
 /* What the request of this hop is: its method, whether a body goes,
@@ -566,7 +570,7 @@ static enum xfer__step step_connect(xfer *x) {
  * follow_redirect() below. */
 __attribute__((noinline)) static enum xfer__step retry_or_fail(xfer *x) {
   struct xfer__http *h = &x->http;
-  bool streamed = h->send_body && x->opts.read_cb;
+  bool streamed = body_streamed(x);
   int err = h->died_errno;
 
   /* The server closed it after it had been idle this long: its idle
@@ -603,18 +607,38 @@ static bool drops_body(const struct xfer__http *h, int status) {
          ((status == 301 || status == 302) && strcmp(h->method, "POST") == 0);
 }
 
-/* A hop that would send the streamed body again, which cannot be. */
-static bool cannot_resend(const xfer *x, int status) {
-  return x->http.send_body && x->opts.read_cb && !drops_body(&x->http, status);
-}
+enum redirect_verdict {
+  REDIRECT_NONE,          /* not one to follow: off, not a redirect, or
+                             no Location */
+  REDIRECT_TOO_MANY,      /* past max_redirects */
+  REDIRECT_CANNOT_RESEND, /* the hop would send the streamed body again */
+  REDIRECT_FOLLOW
+};
 
-bool xfer__http_redirect_followed(xfer *x) {
+/* What becomes of the response in hand as a redirect: the one decision
+ * that the write path (whose body is it?) and the end of the exchange
+ * both take. *location is the Location header, where one was looked for
+ * (it makes the header strings). */
+static enum redirect_verdict redirect_verdict(xfer *x, const char **location) {
   struct xfer__http *h = &x->http;
   int status = h->resp.status;
 
-  return x->opts.max_redirects > 0 && is_redirect(status) &&
-         h->redirects < x->opts.max_redirects && !cannot_resend(x, status) &&
-         xfer__http1_resp_header(&h->resp, "Location") != NULL;
+  *location = NULL;
+  if (x->opts.max_redirects <= 0 || !is_redirect(status))
+    return REDIRECT_NONE;
+  if (!(*location = xfer__http1_resp_header(&h->resp, "Location")))
+    return REDIRECT_NONE;
+  if (h->redirects >= x->opts.max_redirects)
+    return REDIRECT_TOO_MANY;
+  if (body_streamed(x) && !drops_body(h, status))
+    return REDIRECT_CANNOT_RESEND;
+  return REDIRECT_FOLLOW;
+}
+
+bool xfer__http_redirect_followed(xfer *x) {
+  const char *location;
+
+  return redirect_verdict(x, &location) == REDIRECT_FOLLOW;
 }
 
 /* "Keep-Alive: timeout=N" (RFC 2068 19.7.1.1, what Apache and nginx
@@ -639,25 +663,30 @@ follow_redirect(xfer *x, int status, bool keep) {
   struct xfer__url next;
   xfer_code rc;
   /* Only a redirect to follow makes the header strings. */
-  const char *location = xfer__http1_resp_header(&h->resp, "Location");
+  const char *location;
+  enum redirect_verdict verdict = redirect_verdict(x, &location);
 
   conn_release(x, keep);
   if (!h->resp.headers_loaded)
     return xfer__step_fail(x, XFER_E_OUT_OF_MEMORY,
                            "out of memory reading the redirect's Location");
-  if (!location)
+  /* Refused before anything changes: a redirect not followed is not
+   * counted either. */
+  switch (verdict) {
+  case REDIRECT_NONE:
     return XFER__STEP_DONE;
-  if (h->redirects >= x->opts.max_redirects)
+  case REDIRECT_TOO_MANY:
     return xfer__step_fail(x, XFER_E_TOO_MANY_REDIRECTS,
                            "stopped after %d redirects (the limit)",
                            h->redirects);
-  /* Refused before anything changes: the redirect is not followed (nor
-   * counted). */
-  if (cannot_resend(x, status))
+  case REDIRECT_CANNOT_RESEND:
     return xfer__step_fail(x, XFER_E_READ_CALLBACK,
                            "cannot follow a %d redirect: the streamed body "
                            "cannot be sent again",
                            status);
+  case REDIRECT_FOLLOW:
+    break;
+  }
   rc = xfer__url_resolve(&next, h->url, location, x->detail, sizeof(x->detail));
   if (rc)
     return xfer__step_failed(x, rc);
