@@ -63,6 +63,12 @@ struct xfer__h1 {
   uint64_t body_streamed; /* given by the read callback */
   bool body_done;         /* the read callback said end */
   bool asked_close;       /* our request said Connection: close */
+  bool answer_begun;      /* the response parser runs (it may begin while
+                             the request still goes out) */
+  bool cut;               /* the request stopped before its end (the
+                             server answered first): never reused */
+  int send_err;           /* the send failed (an errno): only the answer
+                             that may have come before is read */
   uint64_t head_gen;      /* opts.gen `out` holds the head of (alone);
                              0: none, or a hop's */
   size_t head_len;

@@ -10,6 +10,12 @@
  *
  * A reused connection that fails before any response byte says RETRY: the
  * transfer decides whether the request goes again on a fresh one.
+ *
+ * A server may answer before it has read the whole request, most often to
+ * refuse it (413, 401, a redirect), and then stop reading or close. While
+ * a send waits (or fails) the exchange also reads, so that the transfer
+ * gets that answer rather than a wait until its timeout or the server's
+ * reset (RFC 9112, 9.5; curl does the same): see read_while_sending().
  */
 #include "common.h"
 
@@ -69,6 +75,9 @@ static enum xfer__step h1_start(xfer *x) {
   e->out_sent = 0;
   e->body_sent = 0;
   e->body_streamed = 0;
+  e->answer_begun = false;
+  e->cut = false;
+  e->send_err = 0;
   e->body_done = !h->send_body || x->opts.has_body;
   if (!head_ready(x))
     return xfer__step_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
@@ -160,6 +169,7 @@ static enum xfer__step conn_failed(xfer *x, int err, xfer_code code,
 }
 
 static enum xfer__step start_receiving(xfer *x);
+static enum xfer__step read_while_sending(xfer *x, int send_err);
 
 /* Out of line: inlined into h1_run(), its frame (the iovecs, the saved
  * registers) was set up for every receive too. */
@@ -170,6 +180,8 @@ __attribute__((noinline)) static enum xfer__step step_send(xfer *x) {
   int iovcnt, err = 0;
   ssize_t n;
 
+  if (e->send_err)
+    return read_while_sending(x, e->send_err);
   for (;;) {
     iovcnt = 0;
     if (e->out_sent < e->out.len) {
@@ -204,10 +216,8 @@ __attribute__((noinline)) static enum xfer__step step_send(xfer *x) {
       h->early_deferred = true;
       return XFER__STEP_AGAIN;
     }
-    if (n < 0 && err == EAGAIN)
-      return XFER__STEP_AGAIN;
     if (n < 0)
-      return conn_failed(x, err, XFER_E_SEND, "sending the request");
+      return read_while_sending(x, err == EAGAIN ? 0 : err);
     h->bytes_sent += (uint64_t)n;
     if (e->out_sent < e->out.len) {
       size_t head_left = e->out.len - e->out_sent;
@@ -255,15 +265,25 @@ static const struct xfer__http1_events resp_events_body = {NULL,
 
 static enum xfer__step step_recv(xfer *x);
 
-/* The request is out: the response parser starts, the low-speed limit
- * applies from now. */
+/* The response parser starts at the end of the request, or earlier when
+ * the server answers while the request still goes out. */
+static void answer_begin(xfer *x) {
+  struct xfer__http *h = &x->http;
+
+  if (h->h1.answer_begun)
+    return;
+  h->h1.answer_begun = true;
+  xfer__http1_resp_init(&h->resp,
+                        x->opts.header_cb ? &resp_events : &resp_events_body, x,
+                        h->head_request, x->opts.max_header_bytes);
+}
+
+/* The request is out (or stops, the server having answered first): the
+ * response parser runs, the low-speed limit applies from now. */
 static enum xfer__step start_receiving(xfer *x) {
   struct xfer__http *h = &x->http;
 
-  xfer__http1_resp_init(&h->resp,
-                        x->opts.header_cb ? &resp_events : &resp_events_body, x,
-                        h->head_request,
-                        x->opts.max_header_bytes);
+  answer_begin(x);
   h->h1.state = XFER__H1_RECV;
   h->receiving = true;
   h->low_speed_mark = h->bytes_received;
@@ -364,21 +384,91 @@ static enum xfer__step step_recv(xfer *x) {
   return XFER__STEP_AGAIN;
 }
 
+/*
+ * The request is not all out: its send would block (send_err 0) or failed
+ * (an errno). Has the server answered already? What it sent is read, and
+ * decides:
+ *   - nothing: the send's wait stands; after a failed send, the server's
+ *     end or reset (or the timeout) fails it with the send's error, and
+ *     until then only IN is waited for (a filter may need more bytes to
+ *     hand over an answer, as TLS a record's rest);
+ *   - an interim answer (100 Continue) or part of a head: the request goes
+ *     on;
+ *   - a final head of 300 or more: the rest of the request is not sent
+ *     (the server refuses it, and may have stopped reading); the answer
+ *     is received to its end and the connection closed after it;
+ *   - a 2xx head: the request goes on while the answer comes (a server
+ *     may answer as it reads); if the answer ends first, the request ends
+ *     there too, and the connection is closed.
+ * The server's close or reset after an answer is the answer's end, not
+ * the send's failure.
+ */
+static enum xfer__step read_while_sending(xfer *x, int send_err) {
+  struct xfer__http *h = &x->http;
+  struct xfer__h1 *e = &h->h1;
+  char *buf = x->loop->recv_buf;
+  xfer_code rc;
+  int err = 0;
+  ssize_t n;
+
+  e->send_err = send_err;
+  for (int reads = 0; reads < 16; reads++) {
+    n = xfer__conn_recv(h->conn, buf, XFER__RECV_BUF_SIZE, &err);
+    if (n < 0 && err == EAGAIN)
+      return XFER__STEP_AGAIN;
+    if (n <= 0 && !h->got_byte) /* no answer: the send's failure */
+      return conn_failed(x, send_err ? send_err : n < 0 ? err : 0,
+                         XFER_E_SEND, "sending the request");
+    e->cut = true; /* from here, the request never ends on this connection */
+    if (n < 0)
+      return conn_failed(x, err, XFER_E_RECV, "receiving the response");
+    if (n == 0) {
+      rc = xfer__http1_resp_eof(&h->resp);
+      return rc ? recv_failed(x, rc) : XFER__STEP_DONE;
+    }
+    answer_begin(x);
+    if (!h->got_byte) {
+      h->got_byte = true;
+      xfer__stamp(x, XFER__PHASE_STARTTRANSFER);
+    }
+    h->bytes_received += (uint64_t)n;
+    rc = xfer__http1_resp_feed(&h->resp, buf, (size_t)n);
+    if (rc)
+      return recv_failed(x, rc);
+    if (h->resp.complete)
+      return check_after_end(x);
+    if (h->resp.headers_done && h->resp.status >= 300)
+      return start_receiving(x);
+    e->cut = false; /* an interim answer, a head in part, or a 2xx: the
+                       request goes on (unless its send failed) */
+  }
+  xfer__expire_in(x, XFER__EXPIRE_RUN_NOW, 0); /* more may wait: as in
+                                                  step_recv() */
+  return XFER__STEP_AGAIN;
+}
+
 static enum xfer__step h1_run(xfer *x) {
   return x->http.h1.state == XFER__H1_SEND ? step_send(x) : step_recv(x);
 }
 
+/* A request waiting to go on also waits for the server's answer (see
+ * read_while_sending()); one whose send failed waits for that alone. */
 static void h1_pollset(xfer *x, struct xfer__pollset *ps) {
+  const struct xfer__h1 *e = &x->http.h1;
+
   xfer__conn_pollset(x->http.conn, ps,
-                     x->http.h1.state == XFER__H1_SEND ? XFER_POLL_OUT
-                                                       : XFER_POLL_IN);
+                     e->state == XFER__H1_SEND && !e->send_err
+                         ? XFER_POLL_INOUT
+                         : XFER_POLL_IN);
 }
 
-/* The server keeps the connection only if its response says so and our
+/* The server keeps the connection only if its response says so, our
  * request did not say "Connection: close" (RFC 9112, 9.6: then it closes
- * after answering, whether it says so or not). */
+ * after answering, whether it says so or not), and our request went out
+ * whole (the rest of one cut short would be read as the next request). */
 static bool h1_keep_alive(const xfer *x) {
-  return x->http.resp.keep_alive && !x->http.h1.asked_close;
+  return x->http.resp.keep_alive && !x->http.h1.asked_close &&
+         !x->http.h1.cut;
 }
 
 /* HTTP/1.1 has no goodbye of its own and no state of an idle connection

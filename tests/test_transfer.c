@@ -865,6 +865,121 @@ TH_TEST(http, a_streamed_body_is_held_to_its_announced_length) {
   cr_assert_eq(th_result(hm, x), XFER_OK, "%s", xfer_get_error_detail(x));
 }
 
+/*
+ * A server may answer before it has read the whole request (a 413, a
+ * 401) and stop reading. The upload here is far more than the socket
+ * buffers and the server's 1 MiB of input hold, so the send blocks: the
+ * transfer hears the answer, stops sending, and ends with it, on a reused
+ * connection too (an answer is not a dead connection to retry). The
+ * connection, its request cut short, is closed, not pooled.
+ */
+TH_TEST(http, an_answer_before_the_request_ends_is_heard) {
+  struct feed big = {64u << 20, 16384, 0};
+  xfer_pool_stats ps;
+  struct ts_stats ss;
+  xfer *x;
+
+  get(0, "/bytes/10"); /* a keep-alive connection to reuse */
+  th_run(hm, 5000);
+  cr_assert_eq(th_result(hm, hx[0]), XFER_OK);
+  x = prepare(1, "/early/413");
+  cr_assert_eq(xfer_set_method(x, "PUT"), XFER_OK);
+  cr_assert_eq(xfer_set_body_cb(x, feed_read, &big, (int64_t)big.total),
+               XFER_OK);
+  add(1);
+  th_run(hm, 10000);
+  cr_assert_eq(th_result(hm, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  cr_assert_eq(xfer_get_status(x), 413);
+  cr_assert_eq(xfer_get_reused(x), 1);
+  cr_assert_lt(sent(x), big.total, "the upload stopped at the answer");
+  xfer_pool_get_stats(hm->loop.pool, &ps);
+  cr_assert_eq(ps.idle, 0, "a connection with half a request is not kept");
+  ts_get_stats(srv, &ss);
+  cr_assert_eq(ss.accepted, 1);
+  /* The next request takes a connection of its own. */
+  get(2, "/bytes/10");
+  th_run(hm, 5000);
+  cr_assert_eq(th_result(hm, hx[2]), XFER_OK);
+  cr_assert_eq(xfer_get_reused(hx[2]), 0);
+}
+
+/* The same answer, then the server closes at once: its reset makes the
+ * send fail, and the answer that came before it is what the transfer
+ * gets (a buffer body, sent from the same iovecs as the head). */
+TH_TEST(http, an_answer_before_a_reset_is_heard) {
+  size_t len = 32u << 20;
+  char *body = malloc(len);
+  xfer *x;
+
+  cr_assert_not_null(body);
+  memset(body, 'b', len);
+  x = prepare(0, "/early/401?close");
+  cr_assert_eq(xfer_set_method(x, "POST"), XFER_OK);
+  cr_assert_eq(xfer_set_body(x, body, len), XFER_OK);
+  add(0);
+  th_run(hm, 10000);
+  cr_assert_eq(th_result(hm, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  cr_assert_eq(xfer_get_status(x), 401);
+  cr_assert_lt(sent(x), len);
+  free(body);
+}
+
+/* A server that closes mid-request without answering still fails the
+ * send, with the send's words. */
+TH_TEST(http, a_close_without_an_answer_fails_the_send) {
+  struct feed big = {64u << 20, 16384, 0};
+  xfer *x = prepare(0, "/close-at-head");
+
+  cr_assert_eq(xfer_set_method(x, "POST"), XFER_OK);
+  cr_assert_eq(xfer_set_body_cb(x, feed_read, &big, (int64_t)big.total),
+               XFER_OK);
+  add(0);
+  th_run(hm, 10000);
+  cr_assert_eq(th_result(hm, x), XFER_E_SEND, "%s", xfer_get_error_detail(x));
+  cr_assert(strstr(xfer_get_error_detail(x), "sending the request failed"),
+            "%s", xfer_get_error_detail(x));
+}
+
+/* What does not refuse the request leaves it going: a 2xx head that comes
+ * first (the server answers as it reads, and sends the body once it has
+ * read everything), after an interim 100 Continue or alone. The server
+ * reads nothing for 200 ms after the head, so the upload waits with the
+ * head to read. Every byte is sent, and the connection is kept. (Through
+ * the pieces filter, which sends a few bytes a call and refuses 1 send in
+ * 4, a smaller body waits as often.) */
+TH_TEST(http, an_early_head_or_interim_answer_lets_the_request_finish) {
+  size_t size = xfer__cf_test_hook ? 256u << 10 : 32u << 20;
+  struct feed a = {size, 16384, 0}, b = {size, 16384, 0};
+  xfer_pool_stats ps;
+  xfer *x;
+
+  x = prepare(0, "/early-head/100");
+  cr_assert_eq(xfer_set_method(x, "POST"), XFER_OK);
+  cr_assert_eq(xfer_set_body_cb(x, feed_read, &a, (int64_t)a.total), XFER_OK);
+  add(0);
+  th_run(hm, 10000);
+  cr_assert_eq(th_result(hm, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  cr_assert_eq(xfer_get_status(x), 200);
+  th_expect_pattern(sinks[0].data, sinks[0].len, 100);
+  cr_assert_eq(a.given, a.total, "the whole body was sent");
+  cr_assert_gt(sent(x), a.total);
+
+  x = prepare(1, "/early-head/10");
+  cr_assert_eq(xfer_set_method(x, "POST"), XFER_OK);
+  cr_assert_eq(xfer_add_header(x, "Expect", "100-continue"), XFER_OK);
+  cr_assert_eq(xfer_set_body_cb(x, feed_read, &b, (int64_t)b.total), XFER_OK);
+  add(1);
+  th_run(hm, 10000);
+  cr_assert_eq(th_result(hm, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  cr_assert_eq(xfer_get_status(x), 200);
+  th_expect_pattern(sinks[1].data, sinks[1].len, 10);
+  cr_assert_eq(b.given, b.total);
+  cr_assert_eq(xfer_get_reused(x), 1, "the first connection was kept");
+  cr_assert_gt(sent(x), b.total);
+  xfer_pool_get_stats(hm->loop.pool, &ps);
+  cr_assert_eq(ps.idle, 1, "and this one is kept too");
+}
+
 TH_TEST(http, a_body_callback_is_required_with_a_size) {
   prepare(0, "/echo");
   cr_assert_eq(xfer_set_body_cb(hx[0], NULL, NULL, 5), XFER_E_BAD_ARGUMENT);

@@ -295,6 +295,9 @@ typedef long (*xfer_read_cb)(char *buf, size_t len, void *userp);
  * transfer with XFER_E_BODY_LENGTH and closes the connection. A streamed
  * body cannot be sent twice: such a request is never retried, and a
  * 307/308 redirect of it fails the run with XFER_E_READ_CALLBACK.
+ * A server's final answer (300 or more) that comes before the body is all
+ * sent, with a buffer body as well, stops the upload: the transfer ends
+ * with that answer and its connection is closed (xfer_set_body_cb(3)).
  * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
  * XFER_E_IN_USE while x is added; XFER_E_BAD_ARGUMENT for a NULL cb or a
  * size below -1.

@@ -63,6 +63,7 @@
 #define TS_TIMERS_PER_TURN 4096
 #define TS_EVENTS 256
 #define TS_RESET_TRIES 1000 /* 1 ms apart: about a second */
+#define TS_EARLY_HEAD_PAUSE_MS 200 /* /early-head/: no reading meanwhile */
 
 #define TS_DEFAULT_BACKLOG 1024
 #define TS_WANT_NOFILE 8192 /* 2,000 server plus 2,000 client sockets */
@@ -83,7 +84,14 @@ struct ts_buf {
 
 enum ts_body { BODY_NONE, BODY_PATTERN, BODY_CHUNKED, BODY_DRIP };
 enum ts_after { AFTER_KEEP, AFTER_CLOSE, AFTER_RESET, AFTER_HANG };
-enum ts_timer { TIMER_NONE, TIMER_IDLE, TIMER_DELAY, TIMER_DRIP, TIMER_RESET };
+enum ts_timer {
+  TIMER_NONE,
+  TIMER_IDLE,
+  TIMER_DELAY,
+  TIMER_DRIP,
+  TIMER_RESET,
+  TIMER_READ_PAUSE
+};
 enum ts_close { CLOSE_PEER, CLOSE_ERROR, CLOSE_SERVER, CLOSE_RESET };
 
 struct ts_request {
@@ -96,6 +104,7 @@ struct ts_request {
   bool in_field;
   bool expect_continue;
   bool keep_body;
+  bool answer_at_head; /* /early/: answered before its body is read */
   bool complete;
   bool keep_alive;
   uint8_t method;
@@ -124,6 +133,7 @@ struct ts_conn {
   int fd;
   uint32_t events; /* registered epoll mask */
   bool more_work;  /* the turn's budget ran out with work left */
+  bool read_paused; /* /early-head/: reads nothing until its timer */
   long served;     /* responses begun on this connection */
   llhttp_t parser;
   struct ts_buf in;
@@ -466,7 +476,7 @@ static void conn_close(struct ts_conn *c, enum ts_close why) {
 
 static void conn_set_events(struct ts_conn *c) {
   uint32_t want = EPOLLRDHUP;
-  if (buf_pending(&c->in) < TS_MAX_UNPARSED)
+  if (buf_pending(&c->in) < TS_MAX_UNPARSED && !c->read_paused)
     want |= EPOLLIN;
   /* EPOLLOUT also serves as "come back soon" when the turn's budget ran out
    * or a producer has more: a connected socket with room reports it at
@@ -489,7 +499,7 @@ static void conn_set_events(struct ts_conn *c) {
  * those would make tests depend on how fast the client writes). */
 static void conn_update_idle(struct ts_conn *c, bool activity) {
   int idle_ms = c->srv->cfg.idle_close_ms;
-  bool idle = c->served > 0 && !c->resp.active &&
+  bool idle = c->served > 0 && !c->resp.active && !c->read_paused &&
               buf_pending(&c->out) == 0 && buf_pending(&c->in) == 0;
   if (idle_ms <= 0)
     return;
@@ -544,6 +554,7 @@ static int on_message_begin(llhttp_t *p) {
   buf_reset(&r->headers);
   buf_reset(&r->body);
   r->in_field = r->expect_continue = r->keep_body = false;
+  r->answer_at_head = false;
   r->complete = r->keep_alive = false;
   return 0;
 }
@@ -631,15 +642,40 @@ static bool target_is_echo(const char *target) {
 static int on_headers_complete(llhttp_t *p) {
   struct ts_conn *c = p->data;
   struct ts_request *r = &c->req;
+  const char *target;
+  unsigned long long n;
+
   buf_terminate(&r->url);
   if (r->url.failed)
     return -1;
-  r->keep_body = target_is_echo(r->url.data ? r->url.data : "");
+  target = r->url.data ? r->url.data : "";
+  r->keep_body = target_is_echo(target);
   bool has_body = (p->flags & F_CHUNKED) || p->content_length > 0;
   /* Parsing only runs when no response is in progress, so this interim
    * response cannot land inside another one. */
   if (r->expect_continue && has_body)
     buf_puts(&c->out, "HTTP/1.1 100 Continue\r\n\r\n");
+  /* /early/ and /close-at-head: answered now, the body never parsed
+   * (route_early(), route_close_at_head()). */
+  if (take_prefix(&target, "/early/") ||
+      take_prefix(&target, "/close-at-head")) {
+    r->answer_at_head = true;
+    r->method = llhttp_get_method(p);
+    count(c->srv, &c->srv->requests, 1);
+    return HPE_PAUSED;
+  }
+  /* /early-head/N: the head goes out now, like a 100 Continue, and the
+   * connection reads nothing for a while, so that a client sending a large
+   * body must wait with the head to read; the body once the request is
+   * read (route_early_head()). */
+  if (take_prefix(&target, "/early-head/") &&
+      take_number(&target, TS_MAX_BODY_LEN, &n) && at_target_end(target)) {
+    buf_printf(&c->out, "HTTP/1.1 200 OK\r\nContent-Length: %llu\r\n\r\n",
+               llhttp_get_method(p) == HTTP_HEAD ? 0 : n);
+    c->read_paused = true;
+    if (!timer_arm(c, TIMER_READ_PAUSE, TS_EARLY_HEAD_PAUSE_MS))
+      c->out.failed = true;
+  }
   return 0;
 }
 
@@ -1060,6 +1096,41 @@ static bool route_close_now(struct ts_conn *c, const char *a) {
   return true;
 }
 
+/* /early/CODE[?close]: answered as its head arrives; what follows is not
+ * read beyond the input limit. Then the connection hangs, or closes at
+ * once with "?close" (the unread bytes make that a reset). */
+static bool route_early(struct ts_conn *c, const char *a) {
+  unsigned long long code;
+  if (!take_number(&a, 599, &code) || code < 200)
+    return false;
+  if (*a == '?' && strcmp(a, "?close") != 0)
+    return false;
+  if (!at_target_end(a))
+    return false;
+  c->resp.close_header = true;
+  send_empty(c, (int)code);
+  c->resp.after = *a == '?' ? AFTER_CLOSE : AFTER_HANG;
+  return true;
+}
+
+/* /close-at-head: closed as the head arrives, the body unread (a reset). */
+static bool route_close_at_head(struct ts_conn *c, const char *a) {
+  if (!at_target_end(a))
+    return false;
+  c->resp.after = AFTER_CLOSE;
+  return true;
+}
+
+/* /early-head/N: the head was sent as the request's head arrived
+ * (on_headers_complete()); now that the whole request is read, the body. */
+static bool route_early_head(struct ts_conn *c, const char *a) {
+  unsigned long long n;
+  if (!take_number(&a, TS_MAX_BODY_LEN, &n) || !at_target_end(a))
+    return false;
+  body_pattern(c, n);
+  return true;
+}
+
 static void route(struct ts_conn *c, const char *target);
 
 /* The first request with this ID: closed without a response; later ones
@@ -1146,6 +1217,9 @@ static void route(struct ts_conn *c, const char *target) {
       {"/close-once/", route_close_once},
       {"/close-silently", route_close_silently},
       {"/gather/", route_gather},
+      {"/early/", route_early},
+      {"/early-head/", route_early_head},
+      {"/close-at-head", route_close_at_head},
   };
   for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
     const char *args = target;
@@ -1270,6 +1344,9 @@ static enum ts_parse parse_next_request(struct ts_conn *c) {
       llhttp_resume_after_upgrade(&c->parser);
       continue;
     }
+    if (c->req.answer_at_head)
+      return PARSE_REQUEST; /* and the parser stays paused: the rest of
+                               the request is never parsed */
     llhttp_resume(&c->parser);
     if (c->req.complete)
       return PARSE_REQUEST;
@@ -1291,6 +1368,10 @@ static void start_response(struct ts_conn *c) {
   ts_log(s, "fd %d: %s %.200s", c->fd,
          llhttp_method_name((llhttp_method_t)c->req.method), c->req.url.data);
   route(c, c->req.url.data);
+  /* An /early/ request's parser stays paused: nothing more is answered on
+   * its connection (a bad one's 404 included). */
+  if (c->req.answer_at_head && c->resp.after == AFTER_KEEP)
+    c->resp.after = AFTER_CLOSE;
 }
 
 static void start_bad_request(struct ts_conn *c) {
@@ -1470,6 +1551,9 @@ static void conn_timer_fired(struct ts_conn *c) {
     break;
   case TIMER_DRIP:
     drip_one_byte(c);
+    break;
+  case TIMER_READ_PAUSE:
+    c->read_paused = false;
     break;
   case TIMER_RESET:
   case TIMER_NONE:

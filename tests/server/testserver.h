@@ -63,6 +63,25 @@
  *   /close-silently/REST   answered as /REST without "Connection: close"
  *                          (even to a request that said it), then
  *                          closed.
+ *   /early/CODE            CODE 200..599, Content-Length: 0 and
+ *                          "Connection: close", sent as soon as the
+ *                          request's head is parsed, before its body: the
+ *                          server answers first. The rest of the request is
+ *                          never parsed; the connection reads on until 1 MiB
+ *                          waits unparsed, then stops reading, and stays
+ *                          open until the peer closes.
+ *   /early/CODE?close      the same, then closed at once (with the request's
+ *                          body unread, the close sends a reset).
+ *   /close-at-head         closes, without a response, as soon as the
+ *                          request's head is parsed (a body not read yet
+ *                          makes the close a reset).
+ *   /early-head/N          "200, Content-Length: N" sent as soon as the
+ *                          request's head is parsed (after the 100
+ *                          Continue an Expect asks for); then nothing is
+ *                          read for 200 ms (a client sending a large body
+ *                          has to wait, with the head to read); the N body
+ *                          bytes once the whole request is read. The head
+ *                          never says "Connection: close".
  *   anything else          404, Content-Length: 0 (bad numbers too).
  * HEAD gets the same status line and headers without body bytes; what
  * follows the body (close, reset, keep-alive) is unchanged.

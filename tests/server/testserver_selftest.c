@@ -601,6 +601,40 @@ static bool test_odd_routes(int port) {
   return true;
 }
 
+/* /early/, /close-at-head and /early-head/ answer (or close) as the
+ * request's head arrives: here no byte of the announced body is ever
+ * sent, and the answers come all the same. */
+static bool test_answers_before_the_body(int port) {
+  static const char head[] = " HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n";
+  struct client c;
+  struct response *r = response_new();
+  char body[5];
+
+  CHECK(r && client_open(&c, port));
+  CHECK(send_str(&c, "POST /early/413") && send_str(&c, head));
+  CHECK(read_head(&c, r) && r->status == 413 && r->content_length == 0);
+  CHECK(r->close);
+  client_close(&c);
+  CHECK(client_open(&c, port));
+  CHECK(send_str(&c, "POST /early/401?close") && send_str(&c, head));
+  CHECK(read_head(&c, r) && r->status == 401 && r->close);
+  CHECK(client_sees_eof(&c));
+  client_close(&c);
+  CHECK(client_open(&c, port));
+  CHECK(send_str(&c, "POST /close-at-head") && send_str(&c, head));
+  CHECK(client_sees_eof(&c));
+  client_close(&c);
+  CHECK(client_open(&c, port));
+  CHECK(send_str(&c, "POST /early-head/5") && send_str(&c, head));
+  CHECK(read_head(&c, r) && r->status == 200 && r->content_length == 5);
+  CHECK(send_str(&c, "abc"));
+  CHECK(client_take(&c, body, 5) && body_is_pattern(body, 5));
+  CHECK(get(&c, r, "/bytes/1") && r->status == 200); /* kept */
+  client_close(&c);
+  response_free(r);
+  return true;
+}
+
 static bool test_bad_request(struct ts_server *s, int port) {
   struct client c;
   struct response *r = response_new();
@@ -755,6 +789,7 @@ int main(void) {
   run("large-bodies", test_large_bodies(port));
   run("broken", test_broken_responses(port));
   run("odd-routes", test_odd_routes(port));
+  run("answers-before-the-body", test_answers_before_the_body(port));
   run("bad-request", test_bad_request(s, port));
   run("idle-close", test_idle_close());
   run("wait-for-events", test_wait_for_events());
