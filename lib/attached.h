@@ -56,7 +56,10 @@ bool xfer__attached_keep(struct xfer__attached *a, struct xfer__conn *c,
 
 /* An attached connection for the key that passes the pool's reuse check
  * for a request that is `replayable` or not (xfer__pool_reuse_check():
- * dead ones are closed, others not fit go to the shared side), or NULL.
+ * dead ones are closed and the next is tried), or NULL. The first that is
+ * expired or idle too long for this request goes to the shared side, and
+ * the walk stops there with NULL: the pool decides on it (its checkout
+ * sees it with the others idle there).
  * Its socket stays tracked by c->ev (c->ev_live) until
  * xfer__attached_untrack(), which the user calls once its transfer tracks
  * the socket itself. */

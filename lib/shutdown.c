@@ -1,6 +1,7 @@
 /* The shutdown handle (see shutdown.h). */
 #include "common.h"
 
+#include <assert.h>
 #include <poll.h>
 #include <string.h>
 
@@ -13,19 +14,29 @@ static struct xfer__conn *conn_of(struct xfer__mev_tracker *t) {
   return XFER__CONTAINER_OF(t, struct xfer__conn, ev);
 }
 
-static void finish(struct xfer__shutdown *s, struct xfer__conn *c) {
+/* Closes c (socket_done, then close), and its destination slot passes
+ * on: to a waiter, which may close an idle connection for room. This
+ * handle takes that one too, but the caller adopts it (from `later`) only
+ * once its walk of s->conns is over: adopted during the walk, behind the
+ * one just closed, it could land past the walk's end, never stepped,
+ * never timed, never polled. */
+static void finish_into(struct xfer__shutdown *s, struct xfer__conn *c,
+                        struct xfer__list *later) {
   struct xfer__loop *loop = s->loop;
-  struct xfer__list evicted;
 
   xfer__list_remove(&c->idle_node);
   s->count--;
   xfer__mev_tracker_done(&loop->ev, &c->ev);
-  xfer__list_init(&evicted);
-  /* Closed (socket_done, then close), and its destination slot passes on
-   * (to a waiter, which may close an idle connection for room: this
-   * handle takes that one too). */
-  xfer__pool_close(loop->pool, c, XFER__CLOSE_EVICTED, &loop->ev, &evicted);
-  xfer__shutdown_adopt_list(s, &evicted, loop->last_now);
+  xfer__pool_close(loop->pool, c, XFER__CLOSE_EVICTED, &loop->ev, later);
+}
+
+/* The same outside a walk: what it frees room for is adopted at once. */
+static void finish(struct xfer__shutdown *s, struct xfer__conn *c) {
+  struct xfer__list later;
+
+  xfer__list_init(&later);
+  finish_into(s, c, &later);
+  xfer__shutdown_adopt_list(s, &later, s->loop->last_now);
 }
 
 /* One step of its graceful close (the exchange's part, then each
@@ -65,18 +76,21 @@ static void on_event(struct xfer__mev_tracker *t, int fd, int events) {
 static const struct xfer__mev_ops conn_ev_ops = {.event = on_event};
 
 void xfer__shutdown_run(struct xfer__shutdown *s, xfer__time now) {
-  struct xfer__list *pos, *tmp;
+  struct xfer__list *pos, *tmp, later;
   xfer__time next = XFER__TIME_NEVER;
 
+  xfer__list_init(&later);
   XFER__LIST_FOREACH_SAFE(pos, tmp, &s->conns) {
     struct xfer__conn *c = XFER__CONTAINER_OF(pos, struct xfer__conn,
                                               idle_node);
     if (c->shutdown_deadline <= now)
-      finish(s, c);
+      finish_into(s, c, &later);
     else if (c->shutdown_deadline < next)
       next = c->shutdown_deadline;
   }
   xfer__expiry_set(&s->loop->timers, s->timer, XFER__EXPIRE_SHUTDOWN, next);
+  /* After the timer is set: each adoption moves it earlier if it must. */
+  xfer__shutdown_adopt_list(s, &later, now);
 }
 
 void xfer__shutdown_init(struct xfer__shutdown *s, struct xfer__loop *loop,
@@ -86,11 +100,14 @@ void xfer__shutdown_init(struct xfer__shutdown *s, struct xfer__loop *loop,
   s->timer = timer;
   xfer__list_init(&s->conns);
   s->timeout = XFER__SHUTDOWN_TIMEOUT;
+  s->close_by = XFER__TIME_NEVER;
 }
 
 void xfer__shutdown_adopt(struct xfer__shutdown *s, struct xfer__conn *c,
                           xfer__time now) {
   c->shutdown_deadline = now + s->timeout;
+  if (c->shutdown_deadline > s->close_by)
+    c->shutdown_deadline = s->close_by;
   xfer__mev_tracker_init(&c->ev, XFER__MEV_CONN, &conn_ev_ops, s);
   c->ev_live = true;
   xfer__list_insert_tail(&s->conns, &c->idle_node);
@@ -124,17 +141,22 @@ void xfer__shutdown_drain(struct xfer__shutdown *s) {
    * wait. */
   xfer__time now = s->loop->last_now;
 
+  /* What the drain adopts meanwhile (room made for other threads'
+   * waiters as slots pass on) closes by the drain's own end: however busy
+   * the other threads are, the drain is bounded by one timeout. */
+  s->close_by = now + s->timeout;
   while (s->count) {
     struct pollfd pfd[64];
     nfds_t n = 0;
-    struct xfer__list *pos, *tmp;
+    struct xfer__list *pos, *tmp, later;
     xfer__time first = XFER__TIME_NEVER;
 
+    xfer__list_init(&later);
     XFER__LIST_FOREACH_SAFE(pos, tmp, &s->conns) {
       struct xfer__conn *c = XFER__CONTAINER_OF(pos, struct xfer__conn,
                                                 idle_node);
       if (c->shutdown_deadline <= now) {
-        finish(s, c);
+        finish_into(s, c, &later);
         continue;
       }
       if (c->shutdown_deadline < first)
@@ -151,15 +173,24 @@ void xfer__shutdown_drain(struct xfer__shutdown *s) {
         }
       }
     }
+    if (!xfer__list_empty(&later)) {
+      /* Walked again before any wait: polled and timed with the rest. */
+      xfer__shutdown_adopt_list(s, &later, now);
+      continue;
+    }
     if (!s->count)
       break;
+    /* Every connection listed was seen: one of them is due first. */
+    assert(first != XFER__TIME_NEVER);
     poll(pfd, n, (int)((first - now + XFER__NS_PER_MS - 1) / XFER__NS_PER_MS));
     now = xfer__loop_now(s->loop);
     XFER__LIST_FOREACH_SAFE(pos, tmp, &s->conns) {
       struct xfer__conn *c = XFER__CONTAINER_OF(pos, struct xfer__conn,
                                                 idle_node);
       if (step(c))
-        finish(s, c);
+        finish_into(s, c, &later);
     }
+    xfer__shutdown_adopt_list(s, &later, now);
   }
+  s->close_by = XFER__TIME_NEVER;
 }

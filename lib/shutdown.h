@@ -3,9 +3,11 @@
  * gracefully, top down (xfer__conn_shutdown_step): the exchange's part
  * (HTTP/1.1: none), then each filter's (the socket: shutdown(SHUT_WR),
  * then what the peer still sends is read and dropped until its EOF). The
- * connection is watched for IN only (assess_conn: never OUT, so a silent
- * peer cannot make the loop spin); when its close ends, or the timeout
- * (default 2 s) passes, it is closed through socket_done.
+ * connection is watched for what its stack waits on to go on with the
+ * close (IN, unless a filter must write first; never OUT for a socket
+ * alone, so a silent peer cannot make the loop spin); when its close
+ * ends, or the timeout (default 2 s) passes, it is closed through
+ * socket_done.
  * Its timeouts run on a timer the multi gives it (the expiry of an
  * internal transfer of the multi, set to the earliest shutdown deadline;
  * the multi calls xfer__shutdown_run() when it fires).
@@ -32,6 +34,8 @@ struct xfer__shutdown {
   size_t count;
   uint64_t total;             /* connections shut down so far */
   xfer__time timeout;
+  xfer__time close_by;        /* NEVER; during a drain, its end: nothing
+                                 adopted then closes later */
 };
 
 void xfer__shutdown_init(struct xfer__shutdown *s, struct xfer__loop *loop,

@@ -1,7 +1,10 @@
 /* lib/shutdown.c: the multi's shutdown handle closes connections
  * gracefully, tracked with assess_conn, without ever spinning. */
+#define _GNU_SOURCE /* accept4 */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
+#include <netinet/in.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -243,4 +246,148 @@ TH_TEST(shutdown, connections_the_pool_evicts_are_shut_down_gracefully) {
   xfer_free(b);
   ts_stop(web);
   close(l.ep);
+}
+
+/* A peer that answers one keep-alive request by hand, then neither reads
+ * nor closes: a connection to it stays in the shutdown handle until its
+ * deadline. */
+struct silent_peer {
+  int listener, fd, port;
+};
+
+static void silent_listen(struct silent_peer *p) {
+  struct sockaddr_in sa = {.sin_family = AF_INET};
+  socklen_t len = sizeof(sa);
+
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  p->listener = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+  cr_assert_geq(p->listener, 0);
+  cr_assert_eq(bind(p->listener, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  cr_assert_eq(listen(p->listener, 8), 0);
+  cr_assert_eq(getsockname(p->listener, (struct sockaddr *)&sa, &len), 0);
+  p->port = ntohs(sa.sin_port);
+  p->fd = -1;
+}
+
+/* Runs m until the request has arrived (bounded: 500 turns of at most
+ * 10 ms), then answers it. */
+static void silent_answer(struct silent_peer *p, xfer_multi *m) {
+  static const char answer[] = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx";
+  char req[4096];
+  size_t got = 0;
+
+  for (int turn = 0; turn < 500; turn++) {
+    ssize_t n;
+    cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
+    if (p->fd < 0)
+      p->fd = accept4(p->listener, NULL, NULL, SOCK_NONBLOCK);
+    if (p->fd >= 0 &&
+        (n = recv(p->fd, req + got, sizeof(req) - 1 - got, 0)) > 0) {
+      got += (size_t)n;
+      req[got] = '\0';
+      if (strstr(req, "\r\n\r\n"))
+        break;
+    }
+    cr_assert_eq(xfer_multi_poll(m, 10, NULL), XFER_M_OK);
+  }
+  cr_assert(strstr(req, "\r\n\r\n"), "the request arrived");
+  cr_assert_eq(send(p->fd, answer, strlen(answer), 0), (ssize_t)strlen(answer));
+}
+
+/*
+ * A connection that finishes its close passes its destination slot on; a
+ * waiter for that destination (another multi's) may then need room, and
+ * an idle connection is closed for it, into this handle. With the one
+ * that finished last in the handle's list, that newcomer joined behind
+ * the walk's end: the timer was set as if nothing were closing (it waited
+ * forever on a silent peer), and a drain waited on no socket with no end
+ * (xfer_multi_destroy() hung). Here max_total is 1: A (to silent peer X)
+ * is closed for B's room (to silent peer Y), then the waiter for X takes
+ * B's place when A's deadline passes.
+ */
+struct room_chain {
+  struct silent_peer x, y;
+  xfer_pool *p;
+  xfer_multi *m, *m2;
+  xfer *a, *b, *t;
+};
+
+static xfer *fetch_from(struct silent_peer *peer, xfer_multi *m) {
+  char url[64];
+  xfer *x;
+
+  silent_listen(peer);
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/", peer->port);
+  x = th_get(m, url, NULL);
+  silent_answer(peer, m);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  return x;
+}
+
+static void set_up_room_chain(struct room_chain *rc) {
+  xfer_pool_stats ps;
+  char url[64];
+
+  rc->p = xfer_pool_new(&(xfer_pool_opts){.max_total = 1,
+                                          .max_per_destination = 1,
+                                          .attach_hold_ms = TH_NO_ATTACH});
+  rc->m = xfer_multi_new(rc->p);
+  rc->m2 = xfer_multi_new(rc->p);
+  rc->a = fetch_from(&rc->x, rc->m);
+  rc->b = fetch_from(&rc->y, rc->m); /* needs A's room: A goes to m's handle */
+  cr_assert_eq(rc->m->shutdown.count, 1, "A closes, its peer silent");
+  /* The waiter, at X's limit while A closes. */
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/", rc->x.port);
+  rc->t = th_get(rc->m2, url, NULL);
+  cr_assert_eq(xfer_multi_perform(rc->m2, NULL), XFER_M_OK);
+  xfer_pool_get_stats(rc->p, &ps);
+  cr_assert_eq(ps.waiting, 1);
+  /* A's deadline passes. */
+  XFER__CONTAINER_OF(rc->m->shutdown.conns.next, struct xfer__conn, idle_node)
+      ->shutdown_deadline = 0;
+}
+
+static void tear_down_room_chain(struct room_chain *rc) {
+  cr_assert_eq(xfer_multi_destroy(rc->m2), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(rc->p), XFER_OK);
+  xfer_free(rc->a);
+  xfer_free(rc->b);
+  xfer_free(rc->t);
+  close(rc->x.fd);
+  close(rc->x.listener);
+  close(rc->y.fd);
+  close(rc->y.listener);
+}
+
+TH_TEST(shutdown, room_made_at_a_deadline_is_timed_too) {
+  struct room_chain rc;
+  struct xfer__conn *b;
+
+  set_up_room_chain(&rc);
+  xfer__shutdown_run(&rc.m->shutdown, rc.m->loop.last_now);
+  cr_assert_eq(rc.m->shutdown.count, 1, "B took A's place");
+  b = XFER__CONTAINER_OF(rc.m->shutdown.conns.next, struct xfer__conn,
+                         idle_node);
+  cr_assert_neq(b->shutdown_deadline, 0, "not A");
+  cr_assert_eq(rc.m->shutdown.timer->at[XFER__EXPIRE_SHUTDOWN],
+               b->shutdown_deadline, "the timer is B's deadline");
+  cr_assert_eq(xfer_multi_destroy(rc.m), XFER_M_OK);
+  tear_down_room_chain(&rc);
+}
+
+/* The same in xfer_multi_destroy(): closing A for good makes B's room in
+ * the drain, which then drains B too, to its deadline (here 200 ms). */
+TH_TEST(shutdown, room_made_in_a_drain_is_drained, .timeout = 60) {
+  struct room_chain rc;
+  xfer_pool_stats ps;
+  char byte;
+
+  set_up_room_chain(&rc);
+  rc.m->shutdown.timeout = MS(200);
+  cr_assert_eq(xfer_multi_destroy(rc.m), XFER_M_OK, "returned, not hung");
+  cr_assert_eq(read(rc.y.fd, &byte, 1), 0, "B was closed");
+  xfer_pool_get_stats(rc.p, &ps);
+  cr_assert_eq(ps.waiting, 0, "the waiter has its slots");
+  tear_down_room_chain(&rc);
 }
