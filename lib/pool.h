@@ -177,6 +177,11 @@ void xfer__pool_opened(xfer_pool *pool, struct xfer__waiter *w,
  * `evicted` (too old, over the idle limit, or closed for room). */
 void xfer__pool_return(xfer_pool *pool, struct xfer__conn *c, xfer__time now,
                        struct xfer__list *evicted);
+/* The same for one that served no request since it was taken (a grant
+ * not taken, a start that could not go on): it keeps the time it went
+ * idle, so the reuse checks (rule 6) see its true idle time. */
+void xfer__pool_give_back(xfer_pool *pool, struct xfer__conn *c,
+                          xfer__time now, struct xfer__list *evicted);
 
 /* Why a connection closes, for the statistics. */
 enum xfer__close_reason {

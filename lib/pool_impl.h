@@ -462,11 +462,6 @@ void xfer__lanes_drain(struct xfer__bundle *b, struct xfer__list *out);
 
 /* --- pool_table.c -------------------------------------------------------------- */
 
-/* c (idle, holding its slots) goes back as xfer__pool_return() takes it,
- * keeping the time it went idle (a grant that was not taken). */
-void xfer__pool_give_back(xfer_pool *pool, struct xfer__conn *c,
-                          xfer__time now, struct xfer__list *evicted);
-
 /* The idle sweep, when this `now` passes its time (one thread at a time). */
 void xfer__pool_sweep(xfer_pool *pool, xfer__time now,
                       struct xfer__list *evicted);

@@ -254,16 +254,24 @@ static void conn_drop(xfer *x, enum xfer__close_reason why) {
 /* A connection whose response completed stays attached to this multi for
  * its next transfer, or goes to the pool after its socket left this
  * multi's tracking (REMOVE first: rule 4), or is closed when the server
- * does not keep it alive. */
-static void give_back(xfer *x, struct xfer__conn *c) {
+ * does not keep it alive. `used`: it served a request (its idle time
+ * starts now); else it goes back as it came, its idle time its own. */
+static void give_back(xfer *x, struct xfer__conn *c, bool used) {
   struct xfer__list evicted;
+  xfer__time last_used = c->last_used;
 
-  if (xfer__attached_keep(&x->multi->attached, c, &x->ev, x->now))
+  if (xfer__attached_keep(&x->multi->attached, c, &x->ev, x->now)) {
+    if (!used)
+      c->last_used = last_used; /* still this thread's alone */
     return;
+  }
   xfer__attached_untrack(&x->multi->attached, c);
   xfer__mev_socket_done(&x->loop->ev, c->fd);
   xfer__list_init(&evicted);
-  xfer__pool_return(x->loop->pool, c, x->now, &evicted);
+  if (used)
+    xfer__pool_return(x->loop->pool, c, x->now, &evicted);
+  else
+    xfer__pool_give_back(x->loop->pool, c, x->now, &evicted);
   shut_down_evicted(x, &evicted);
 }
 
@@ -277,7 +285,7 @@ static void conn_release(xfer *x, bool keep_alive) {
     return;
   }
   h->conn->requests++;
-  give_back(x, h->conn);
+  give_back(x, h->conn, true);
   h->conn = NULL;
 }
 
@@ -851,12 +859,8 @@ static enum xfer__early http_start_early(xfer *x) {
      * idle time not restarted), and the run at the timer tries anew. */
     assert(st == XFER__STEP_FAILED);
     if (h->conn == c) {
-      xfer__time last_used = c->last_used;
       h->conn = NULL;
-      if (xfer__attached_keep(&m->attached, c, &x->ev, x->now))
-        c->last_used = last_used; /* still this thread's alone */
-      else
-        give_back(x, c);
+      give_back(x, c, false);
     }
     h->state = XFER__HTTP_INIT;
     x->detail[0] = '\0';
