@@ -151,6 +151,9 @@ struct xfer__http1_resp {
 
 #define XFER__HTTP1_DEFAULT_MAX_HEADER_BYTES (100 * 1024)
 #define XFER__HTTP1_DEFAULT_MAX_HEADERS 500u
+/* The most xfer_set_max_header_size() takes: offsets into the head are
+ * 32 bits (struct xfer__header). */
+#define XFER__MAX_HEADER_BYTES_LIMIT ((size_t)1 << 30)
 
 /* Prepares r for a new response (keeps its buffers). */
 void xfer__http1_resp_init(struct xfer__http1_resp *r,

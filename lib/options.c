@@ -102,7 +102,7 @@ xfer_code xfer_clear_headers(xfer *x) {
 
   if (rc)
     return rc;
-  x->opts.headers.len = 0;
+  xfer__buf_free(&x->opts.headers); /* as its doc says: not kept for later */
   return XFER_OK;
 }
 
@@ -241,6 +241,12 @@ xfer_code xfer_set_max_header_size(xfer *x, size_t bytes) {
   if (bytes < 64)
     return xfer__fail(x, XFER_E_BAD_ARGUMENT, "header size limit %zu < 64",
                       bytes);
+  /* The head's offsets are 32 bits (http1.h); a gibibyte of headers is
+   * far past anything a server sends. */
+  if (bytes > XFER__MAX_HEADER_BYTES_LIMIT)
+    return xfer__fail(x, XFER_E_BAD_ARGUMENT,
+                      "header size limit %zu over the most, %zu (1 GiB)",
+                      bytes, (size_t)XFER__MAX_HEADER_BYTES_LIMIT);
   x->opts.max_header_bytes = bytes;
   return XFER_OK;
 }

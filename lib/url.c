@@ -2,13 +2,45 @@
 #include "common.h"
 
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <uriparser/Uri.h>
 
 #include "mem.h"
 #include "url.h"
+
+/* uriparser allocates through the library's allocator too: the hooks of
+ * xfer_mem_set() see those blocks, and failing-allocation tests reach
+ * them. */
+static void *uri_malloc(UriMemoryManager *m, size_t n) {
+  (void)m;
+  return xfer__malloc(n);
+}
+
+static void *uri_calloc(UriMemoryManager *m, size_t count, size_t n) {
+  (void)m;
+  return xfer__calloc(count, n);
+}
+
+static void *uri_realloc(UriMemoryManager *m, void *p, size_t n) {
+  (void)m;
+  return xfer__realloc(p, n);
+}
+
+static void uri_free(UriMemoryManager *m, void *p) {
+  (void)m;
+  xfer__free(p);
+}
+
+/* Read only (uriparser takes it by a non-const pointer). */
+static UriMemoryManager uri_memory = {uri_malloc, uri_calloc, uri_realloc,
+                                      uriEmulateReallocarray, uri_free, NULL};
+
+/* (uriparser 0.9.7 refuses a NULL end here, though its header allows it) */
+static int parse_uri(UriUriA *uri, const char *text, const char **error_pos) {
+  return uriParseSingleUriExMmA(uri, text, text + strlen(text), error_pos,
+                                &uri_memory);
+}
 
 static size_t range_len(const UriTextRangeA *r) {
   return r->first ? (size_t)(r->afterLast - r->first) : 0;
@@ -49,13 +81,60 @@ static xfer_code check_scheme(const UriUriA *uri, char *detail, size_t len) {
   return XFER_E_UNSUPPORTED_SCHEME;
 }
 
+static int hex_value(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  c = (char)(c | 0x20);
+  return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* A character a host name can have: letters, digits, '-', '.', and '_'
+ * (not in DNS host names, but in names that resolvers look up, as curl
+ * takes it too). */
+static bool host_char(unsigned char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+         (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
+}
+
+/* A registered name as a resolver will see it: its percent-encoding
+ * decoded (as curl does), into out (room for len bytes, the decoded name
+ * being no longer). A name that then has any other character (a
+ * sub-delimiter the URL grammar allows there, a space, a NUL, a byte past
+ * ASCII) could never be looked up: refused now, with the reason, rather
+ * than at the lookup. Its decoded length, or 0. */
+static size_t decode_host(const char *h, size_t len, char *out, char *detail,
+                          size_t detail_len) {
+  size_t n = 0;
+
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = (unsigned char)h[i];
+    if (c == '%' && i + 2 < len && hex_value(h[i + 1]) >= 0 &&
+        hex_value(h[i + 2]) >= 0) {
+      c = (unsigned char)(hex_value(h[i + 1]) * 16 + hex_value(h[i + 2]));
+      i += 2;
+    }
+    if (!host_char(c)) {
+      snprintf(detail, detail_len,
+               c > 0x20 && c < 0x7f
+                   ? "the host name '%.*s' has a character no host name can "
+                     "have: '%c'"
+                   : "the host name '%.*s' has a character no host name can "
+                     "have: byte 0x%02x",
+               (int)(len < 64 ? len : 64), h, c);
+      return 0;
+    }
+    out[n++] = (char)c;
+  }
+  return n;
+}
+
 /* A host no request could reach is refused here, with the reason: an
  * IPvFuture literal ([v1.x]: no address family knows it, and as a name
  * it would go to DNS), or a name longer than DNS allows (253 characters,
- * a trailing dot aside; labels of 63). */
-static xfer_code check_host(const UriUriA *uri, size_t host_len, char *detail,
-                            size_t len) {
-  const char *h = uri->hostText.first, *label = h, *end = h + host_len;
+ * a trailing dot aside; labels of 63), `h` being the name decoded. */
+static xfer_code check_host(const UriUriA *uri, const char *h, size_t host_len,
+                            char *detail, size_t len) {
+  const char *label = h, *end = h + host_len;
 
   if (uri->hostData.ipFuture.first) {
     snprintf(detail, len,
@@ -147,31 +226,41 @@ static xfer_code build(struct xfer__url *u, const UriUriA *uri,
     snprintf(detail, len, "the URL has no host");
     return XFER_E_BAD_URL;
   }
-  if ((rc = check_host(uri, host_len, detail, len)))
-    return rc;
   if ((rc = parse_port(uri, &port, detail, len)))
     return rc;
   target_span(uri, text, ipv6, &target, &target_len);
   slash = target_len == 0 || target[0] != '/';
 
-  /* host\0 authority\0 target\0, in one block */
+  /* host\0 authority\0 target\0, in one block (a decoded host is no
+   * longer than as written) */
   size = host_len + 1 + (host_len + 2 + 7) + 1 + target_len + 2;
   block = xfer__malloc(size);
-  u->text = dup_text(text);
-  if (!block || !u->text) {
-    xfer__free(block);
-    xfer__free(u->text);
-    u->text = NULL;
+  if (!block) {
     snprintf(detail, len, "out of memory");
     return XFER_E_OUT_OF_MEMORY;
   }
   p = block;
   u->host = p;
-  memcpy(p, uri->hostText.first, host_len);
+  if (uri->hostData.ip4 || uri->hostData.ip6 || uri->hostData.ipFuture.first)
+    memcpy(p, uri->hostText.first, host_len);
+  else if (!(host_len = decode_host(uri->hostText.first, host_len, p, detail,
+                                    len))) {
+    xfer__free(block);
+    return XFER_E_BAD_URL;
+  }
+  if ((rc = check_host(uri, p, host_len, detail, len))) {
+    xfer__free(block);
+    return rc;
+  }
+  if (!(u->text = dup_text(text))) {
+    xfer__free(block);
+    snprintf(detail, len, "out of memory");
+    return XFER_E_OUT_OF_MEMORY;
+  }
   p += host_len;
   *p++ = '\0';
   u->authority = p;
-  p += sprintf(p, ipv6 ? "[%.*s]" : "%.*s", (int)host_len, uri->hostText.first);
+  p += sprintf(p, ipv6 ? "[%s]" : "%s", u->host);
   if (uri->portText.first && port != 80)
     p += sprintf(p, ":%u", (unsigned)port);
   *p++ = '\0';
@@ -197,51 +286,108 @@ xfer_code xfer__url_parse(struct xfer__url *u, const char *text, char *detail,
     snprintf(detail, detail_len, "empty URL");
     return XFER_E_BAD_URL;
   }
-  if (uriParseSingleUriA(&uri, text, &error_pos) != URI_SUCCESS) {
+  switch (parse_uri(&uri, text, &error_pos)) {
+  case URI_SUCCESS:
+    break;
+  case URI_ERROR_MALLOC:
+    snprintf(detail, detail_len, "out of memory");
+    return XFER_E_OUT_OF_MEMORY;
+  default:
     snprintf(detail, detail_len, "malformed URL at offset %ld: '%.40s'",
              error_pos ? (long)(error_pos - text) : 0L,
              error_pos ? error_pos : text);
     return XFER_E_BAD_URL;
   }
   rc = build(u, &uri, text, detail, detail_len);
-  uriFreeUriMembersA(&uri);
+  uriFreeUriMembersMmA(&uri, &uri_memory);
   return rc;
+}
+
+/* uriparser failed: out of memory, or `what` (with the reference as
+ * received, when there is one). */
+static xfer_code url_error(int err, const char *what, char *detail,
+                           size_t len, const char *reference) {
+  if (err == URI_ERROR_MALLOC) {
+    snprintf(detail, len, "out of memory");
+    return XFER_E_OUT_OF_MEMORY;
+  }
+  if (reference)
+    snprintf(detail, len, "%s '%.80s'", what, reference);
+  else
+    snprintf(detail, len, "%s", what);
+  return XFER_E_BAD_URL;
+}
+
+/* A Location as servers send it, made a URI reference: a space, a
+ * control byte, a byte past ASCII (UTF-8 paths) and the few printable
+ * characters RFC 3986 has no place for (a '%' that starts no escape too)
+ * are percent-encoded, as curl and browsers do, rather than the redirect
+ * failing. NULL when out of memory. */
+static char *encode_location(const char *ref) {
+  static const char hex[] = "0123456789ABCDEF";
+  size_t len = strlen(ref);
+  char *out = xfer__malloc(3 * len + 1), *p = out;
+
+  if (!out)
+    return NULL;
+  for (const unsigned char *q = (const unsigned char *)ref; *q; q++) {
+    bool stray_percent = *q == '%' && !(hex_value((char)q[1]) >= 0 &&
+                                        hex_value((char)q[2]) >= 0);
+    if (*q <= 0x20 || *q >= 0x7f || strchr("\"<>\\^`{|}", *q) ||
+        stray_percent) {
+      *p++ = '%';
+      *p++ = hex[*q >> 4];
+      *p++ = hex[*q & 15];
+    } else {
+      *p++ = (char)*q;
+    }
+  }
+  *p = '\0';
+  return out;
 }
 
 xfer_code xfer__url_resolve(struct xfer__url *out, const struct xfer__url *base,
                             const char *reference, char *detail,
                             size_t detail_len) {
   UriUriA base_uri, ref_uri, abs_uri;
-  const char *error_pos = NULL;
-  char *text = NULL;
-  int chars = 0;
+  char *text = NULL, *encoded;
+  int chars = 0, err;
   xfer_code rc = XFER_E_BAD_URL;
 
   memset(out, 0, sizeof(*out));
-  if (uriParseSingleUriA(&base_uri, base->text, NULL) != URI_SUCCESS) {
-    snprintf(detail, detail_len, "malformed base URL");
-    return XFER_E_BAD_URL;
+  if (!(encoded = encode_location(reference))) {
+    snprintf(detail, detail_len, "out of memory");
+    return XFER_E_OUT_OF_MEMORY;
   }
-  if (uriParseSingleUriA(&ref_uri, reference, &error_pos) != URI_SUCCESS) {
-    snprintf(detail, detail_len, "malformed redirect location '%.80s'",
-             reference);
-    uriFreeUriMembersA(&base_uri);
-    return XFER_E_BAD_URL;
+  if ((err = parse_uri(&base_uri, base->text, NULL)) != URI_SUCCESS) {
+    xfer__free(encoded);
+    return url_error(err, "malformed base URL", detail, detail_len, NULL);
   }
-  if (uriAddBaseUriA(&abs_uri, &ref_uri, &base_uri) != URI_SUCCESS) {
-    snprintf(detail, detail_len, "cannot resolve redirect location '%.80s'",
-             reference);
+  if ((err = parse_uri(&ref_uri, encoded, NULL)) != URI_SUCCESS) {
+    xfer__free(encoded);
+    uriFreeUriMembersMmA(&base_uri, &uri_memory);
+    return url_error(err, "malformed redirect location", detail, detail_len,
+                     reference);
+  }
+  if ((err = uriAddBaseUriExMmA(&abs_uri, &ref_uri, &base_uri,
+                                URI_RESOLVE_STRICTLY, &uri_memory)) !=
+      URI_SUCCESS) {
+    rc = url_error(err, "cannot resolve redirect location", detail, detail_len,
+                   reference);
   } else {
-    if (uriToStringCharsRequiredA(&abs_uri, &chars) == URI_SUCCESS &&
-        (text = malloc((size_t)chars + 1)) &&
-        uriToStringA(text, &abs_uri, chars + 1, NULL) == URI_SUCCESS)
-      rc = xfer__url_parse(out, text, detail, detail_len);
-    else
-      snprintf(detail, detail_len, "cannot resolve redirect location");
-    free(text);
-    uriFreeUriMembersA(&abs_uri);
+    if ((err = uriToStringCharsRequiredA(&abs_uri, &chars)) == URI_SUCCESS)
+      err = !(text = xfer__malloc((size_t)chars + 1))
+                ? URI_ERROR_MALLOC
+                : uriToStringA(text, &abs_uri, chars + 1, NULL);
+    rc = err == URI_SUCCESS
+             ? xfer__url_parse(out, text, detail, detail_len)
+             : url_error(err, "cannot resolve redirect location", detail,
+                         detail_len, reference);
+    xfer__free(text);
+    uriFreeUriMembersMmA(&abs_uri, &uri_memory);
   }
-  uriFreeUriMembersA(&ref_uri);
-  uriFreeUriMembersA(&base_uri);
+  xfer__free(encoded);
+  uriFreeUriMembersMmA(&ref_uri, &uri_memory);
+  uriFreeUriMembersMmA(&base_uri, &uri_memory);
   return rc;
 }

@@ -55,6 +55,9 @@ TH_TEST(options, headers_cannot_inject) {
   cr_assert_str_eq(x->opts.headers.data, "X-Ok: value\r\nX-Tab: a\tb\r\n");
   cr_assert_eq(xfer_clear_headers(x), XFER_OK);
   cr_assert_eq(x->opts.headers.len, 0);
+  cr_assert_null(x->opts.headers.data, "the lines' memory is freed too");
+  cr_assert_eq(xfer_add_header(x, "X-Again", "1"), XFER_OK);
+  cr_assert_str_eq(x->opts.headers.data, "X-Again: 1\r\n");
 }
 
 TH_TEST(options, numbers_and_addresses) {
@@ -73,6 +76,13 @@ TH_TEST(options, numbers_and_addresses) {
   cr_assert_eq(xfer_set_low_speed(x, 100, 0), XFER_E_BAD_ARGUMENT);
   cr_assert_eq(xfer_set_low_speed(x, 100, 1000), XFER_OK);
   cr_assert_eq(xfer_set_max_header_size(x, 10), XFER_E_BAD_ARGUMENT);
+  /* Offsets into a head are 32 bits: a limit past 1 GiB is refused. */
+  cr_assert_eq(xfer_set_max_header_size(x, ((size_t)1 << 30) + 1),
+               XFER_E_BAD_ARGUMENT);
+  cr_assert(strstr(xfer_get_error_detail(x), "over the most"), "%s",
+            xfer_get_error_detail(x));
+  cr_assert_eq(xfer_set_max_header_size(x, SIZE_MAX), XFER_E_BAD_ARGUMENT);
+  cr_assert_eq(xfer_set_max_header_size(x, (size_t)1 << 30), XFER_OK);
   cr_assert_eq(xfer_set_follow_redirects(x, -1), XFER_E_BAD_ARGUMENT);
   cr_assert_eq(xfer_set_body_cb(x, NULL, NULL, -2), XFER_E_BAD_ARGUMENT);
   cr_assert_eq(xfer_set_body(x, NULL, 5), XFER_E_BAD_ARGUMENT);

@@ -130,3 +130,70 @@ TH_TEST(url, hosts_no_request_could_reach_are_refused) {
   cr_assert_eq(strlen(u.host), 253);
   expect_url("http://[::1]/", "::1", "[::1]", 80, "/"); /* literals aside */
 }
+
+/* A host name is what a resolver looks up: its percent-encoding decoded
+ * (in the lookup and the Host header alike), and then nothing but what a
+ * name can hold; the URL grammar's sub-delimiters, a NUL, a byte past
+ * ASCII are refused when the URL is set, with the character. */
+TH_TEST(url, host_names_are_decoded_and_checked) {
+  expect_url("http://ex%61mple.COM:81/p%61th", "example.COM", "example.COM:81",
+             81, "/p%61th");
+  expect_url("http://a_b.example/", "a_b.example", "a_b.example", 80, "/");
+  expect_error("http://a;b/", XFER_E_BAD_URL, "no host name can have: ';'");
+  expect_error("http://a,b.example/", XFER_E_BAD_URL, "have: ','");
+  expect_error("http://a%00b/", XFER_E_BAD_URL, "byte 0x00");
+  expect_error("http://a%2Fb/", XFER_E_BAD_URL, "have: '/'");
+  expect_error("http://caf%C3%A9.example/", XFER_E_BAD_URL, "byte 0xc3");
+  expect_error("http://a!b/", XFER_E_BAD_URL, "have: '!'");
+}
+
+/* A Location as servers send it: spaces, UTF-8 and the characters a URI
+ * has no place for are percent-encoded rather than failing the redirect,
+ * a '%' that starts no escape too; escapes are kept. */
+TH_TEST(url, redirect_locations_are_encoded_as_curl_does) {
+  expect_resolved("http://h/a", "/a b/\xc3\xbc?x=|{}", "h",
+                  "/a%20b/%C3%BC?x=%7C%7B%7D");
+  expect_resolved("http://h/a", "/100%?q=%41", "h", "/100%25?q=%41");
+  expect_resolved("http://h/a/b", "c d", "h", "/a/c%20d");
+}
+
+/* uriparser allocates through the library's allocator: each of its
+ * allocations, in a parse and in a redirect's resolution, can fail, and
+ * that is XFER_E_OUT_OF_MEMORY ("out of memory"), never a bad URL, with
+ * nothing left allocated. */
+TH_TEST(url, out_of_memory_is_said_as_such) {
+  const char *text = "http://h:81/a/b?q=1";
+  struct xfer__url base, out;
+  long calls;
+  xfer_code rc;
+
+  cr_assert_eq(xfer_mem_set(&th_mem), XFER_OK);
+  th_mem_fail_at(0); /* counting from here */
+  cr_assert_eq(xfer__url_parse(&base, text, detail, sizeof(detail)), XFER_OK);
+  calls = th_mem_calls();
+  cr_assert_gt(calls, 2, "uriparser's blocks are counted: %ld", calls);
+  for (long n = 1; n <= calls; n++) {
+    th_mem_fail_at(n);
+    rc = xfer__url_parse(&u, text, detail, sizeof(detail));
+    cr_assert_eq(rc, XFER_E_OUT_OF_MEMORY, "failing call %ld: %s", n, detail);
+    cr_assert_str_eq(detail, "out of memory");
+    xfer__url_free(&u);
+  }
+  th_mem_fail_at(0);
+  cr_assert_eq(xfer__url_resolve(&out, &base, "../x y", detail,
+                                 sizeof(detail)),
+               XFER_OK, "%s", detail);
+  calls = th_mem_calls();
+  xfer__url_free(&out);
+  for (long n = 1; n <= calls; n++) {
+    th_mem_fail_at(n);
+    rc = xfer__url_resolve(&out, &base, "../x y", detail, sizeof(detail));
+    cr_assert_eq(rc, XFER_E_OUT_OF_MEMORY, "failing call %ld: %s", n, detail);
+    cr_assert_str_eq(detail, "out of memory");
+    xfer__url_free(&out);
+  }
+  th_mem_fail_at(0);
+  xfer__url_free(&base);
+  cr_assert_eq(th_mem_live_bytes(), 0);
+  cr_assert_eq(xfer_mem_set(NULL), XFER_OK);
+}

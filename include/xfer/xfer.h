@@ -236,7 +236,8 @@ XFER_EXTERN const char *xfer_get_error_detail(const xfer *x);
 /* The URL: http://host[:port]/path?query, checked at once. URLs that
  * could never be fetched are bad ones too: user info, port 0, an
  * IPvFuture literal ([v1.x]), a host name longer than DNS allows (253
- * characters, labels of 63).
+ * characters, labels of 63), or one that holds anything but letters,
+ * digits, '-', '.' and '_' once its percent-encoding is decoded.
  * Returns XFER_OK (and clears xfer_get_error_detail()); XFER_E_BAD_HANDLE
  * when x is NULL or not a transfer; XFER_E_IN_USE while x is added;
  * XFER_E_BAD_URL for a NULL, empty or bad URL; XFER_E_UNSUPPORTED_SCHEME
@@ -294,7 +295,8 @@ typedef long (*xfer_read_cb)(char *buf, size_t len, void *userp);
  * is asked for one byte more than is left) or ends before it fails the
  * transfer with XFER_E_BODY_LENGTH and closes the connection. A streamed
  * body cannot be sent twice: such a request is never retried, and a
- * 307/308 redirect of it fails the run with XFER_E_READ_CALLBACK.
+ * followed redirect that keeps the body (307, 308; 301, 302 of a method
+ * other than POST) fails the run with XFER_E_READ_CALLBACK.
  * A server's final answer (300 or more) that comes before the body is all
  * sent, with a buffer body as well, stops the upload: the transfer ends
  * with that answer and its connection is closed (xfer_set_body_cb(3)).
@@ -386,7 +388,8 @@ XFER_EXTERN xfer_code xfer_set_low_speed(xfer *x, long bytes, long period_ms);
  * header and trailer lines, the run fails with XFER_E_HEADERS_TOO_LARGE.
  * The heads of interim (1xx) responses before it count toward both.
  * Returns XFER_OK; XFER_E_BAD_HANDLE when x is NULL or not a transfer;
- * XFER_E_IN_USE while x is added; XFER_E_BAD_ARGUMENT below 64.
+ * XFER_E_IN_USE while x is added; XFER_E_BAD_ARGUMENT below 64 or above
+ * 1 GiB (1073741824).
  * On failure the limit stays; XFER_E_BAD_ARGUMENT puts the reason in
  * xfer_get_error_detail().
  * Thread: any thread, one at a time, while x is not added. */
