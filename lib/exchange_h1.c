@@ -171,6 +171,13 @@ static enum xfer__step conn_failed(xfer *x, int err, xfer_code code,
 static enum xfer__step start_receiving(xfer *x);
 static enum xfer__step read_while_sending(xfer *x, int send_err);
 
+/* A send failed because the server ended the connection: what it sent
+ * before may be an answer (read_while_sending()). */
+static bool peer_gone(int err) {
+  return err == EPIPE || err == ECONNRESET || err == ECONNABORTED ||
+         err == ETIMEDOUT;
+}
+
 /* Out of line: inlined into h1_run(), its frame (the iovecs, the saved
  * registers) was set up for every receive too. */
 __attribute__((noinline)) static enum xfer__step step_send(xfer *x) {
@@ -216,8 +223,11 @@ __attribute__((noinline)) static enum xfer__step step_send(xfer *x) {
       h->early_deferred = true;
       return XFER__STEP_AGAIN;
     }
-    if (n < 0)
+    if (n < 0 && (err == EAGAIN || peer_gone(err)))
       return read_while_sending(x, err == EAGAIN ? 0 : err);
+    if (n < 0) /* our own side failed (ENOBUFS, ENOMEM): no answer to wait
+                  for */
+      return conn_failed(x, err, XFER_E_SEND, "sending the request");
     h->bytes_sent += (uint64_t)n;
     if (e->out_sent < e->out.len) {
       size_t head_left = e->out.len - e->out_sent;
@@ -290,9 +300,10 @@ static enum xfer__step start_receiving(xfer *x) {
   if (x->opts.low_speed_bytes > 0)
     xfer__expire_in(x, XFER__EXPIRE_LOW_SPEED,
                     xfer__ms_to_ns(x->opts.low_speed_period_ms));
-  /* The answer cannot be in the socket yet: a read now would only say
-   * EAGAIN (a syscall a request), and the socket's IN event brings us
-   * back. Bytes a filter holds already would bring no event. */
+  /* The answer is seldom in the socket yet: a read now would most often
+   * only say EAGAIN (a syscall a request), and the socket's IN event
+   * brings us back (bytes already there raise it too). Bytes a filter
+   * holds already would bring no event. */
   if (xfer__conn_data_pending(h->conn)) {
     if (h->early) { /* reading may end the transfer: not inside add */
       h->early_deferred = true;

@@ -259,12 +259,12 @@ static void conn_drop(xfer *x, enum xfer__close_reason why) {
 static void give_back(xfer *x, struct xfer__conn *c, bool used) {
   struct xfer__list evicted;
   xfer__time last_used = c->last_used;
+  bool kept = xfer__attached_keep(&x->multi->attached, c, &x->ev, x->now);
 
-  if (xfer__attached_keep(&x->multi->attached, c, &x->ev, x->now)) {
-    if (!used)
-      c->last_used = last_used; /* still this thread's alone */
+  if (!used) /* kept or refused, still this thread's alone */
+    c->last_used = last_used;
+  if (kept)
     return;
-  }
   xfer__attached_untrack(&x->multi->attached, c);
   xfer__mev_socket_done(&x->loop->ev, c->fd);
   xfer__list_init(&evicted);

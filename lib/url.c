@@ -318,6 +318,21 @@ static xfer_code url_error(int err, const char *what, char *detail,
   return XFER_E_BAD_URL;
 }
 
+/* Where a reference's authority ends: after "scheme://host:port" or
+ * "//host:port" (at the first '/', '?' or '#' after it), or at its start
+ * when it has none (a path, a query). */
+static const char *authority_end(const char *ref) {
+  const char *p = ref;
+
+  while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+         (p > ref && ((*p >= '0' && *p <= '9') || strchr("+-.", *p))))
+    p++;
+  p = p > ref && *p == ':' ? p + 1 : ref; /* a scheme, or none */
+  if (p[0] != '/' || p[1] != '/')
+    return ref;
+  return p + 2 + strcspn(p + 2, "/?#");
+}
+
 /* A Location as servers send it, made a URI reference: a space, a
  * control byte, a byte past ASCII (UTF-8 paths) and the few printable
  * characters RFC 3986 has no place for (a '%' that starts no escape too)
@@ -326,6 +341,7 @@ static xfer_code url_error(int err, const char *what, char *detail,
 static char *encode_location(const char *ref) {
   static const char hex[] = "0123456789ABCDEF";
   size_t len = strlen(ref);
+  const char *path = authority_end(ref);
   char *out = xfer__malloc(3 * len + 1), *p = out;
 
   if (!out)
@@ -333,8 +349,11 @@ static char *encode_location(const char *ref) {
   for (const unsigned char *q = (const unsigned char *)ref; *q; q++) {
     bool stray_percent = *q == '%' && !(hex_value((char)q[1]) >= 0 &&
                                         hex_value((char)q[2]) >= 0);
+    /* Brackets belong to an IPv6 literal; past the authority ("?a[]=1",
+     * as PHP and Rails write) they are data. */
+    bool bracket = (*q == '[' || *q == ']') && (const char *)q >= path;
     if (*q <= 0x20 || *q >= 0x7f || strchr("\"<>\\^`{|}", *q) ||
-        stray_percent) {
+        stray_percent || bracket) {
       *p++ = '%';
       *p++ = hex[*q >> 4];
       *p++ = hex[*q & 15];

@@ -155,6 +155,22 @@ TH_TEST(url, redirect_locations_are_encoded_as_curl_does) {
                   "/a%20b/%C3%BC?x=%7C%7B%7D");
   expect_resolved("http://h/a", "/100%?q=%41", "h", "/100%25?q=%41");
   expect_resolved("http://h/a/b", "c d", "h", "/a/c%20d");
+  /* Brackets past the authority are data; in it, an IPv6 literal. */
+  expect_resolved("http://h/a", "/search?a[]=1", "h", "/search?a%5B%5D=1");
+  expect_resolved("http://h/a", "http://h2:8/x[1]", "h2:8", "/x%5B1%5D");
+  {
+    struct xfer__url b, out;
+    cr_assert_eq(xfer__url_parse(&b, "http://h/a", detail, sizeof(detail)),
+                 XFER_OK);
+    cr_assert_eq(xfer__url_resolve(&out, &b, "//[::1]:8/y?[", detail,
+                                   sizeof(detail)),
+                 XFER_OK, "%s", detail);
+    cr_assert(out.host_is_ipv6);
+    cr_assert_eq(out.port, 8);
+    cr_assert_str_eq(out.target, "/y?%5B");
+    xfer__url_free(&b);
+    xfer__url_free(&out);
+  }
 }
 
 /* uriparser allocates through the library's allocator: each of its

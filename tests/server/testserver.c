@@ -1386,6 +1386,7 @@ static void start_bad_request(struct ts_conn *c) {
 
 static void finish_response(struct ts_conn *c) {
   timer_cancel(c);
+  c->read_paused = false; /* its timer, if it still ran, is gone */
   memset(&c->resp, 0, sizeof c->resp);
   buf_reset(&c->req.body);
   if (buf_pending(&c->in) == 0)

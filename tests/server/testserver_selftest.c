@@ -630,6 +630,12 @@ static bool test_answers_before_the_body(int port) {
   CHECK(send_str(&c, "abc"));
   CHECK(client_take(&c, body, 5) && body_is_pattern(body, 5));
   CHECK(get(&c, r, "/bytes/1") && r->status == 200); /* kept */
+  /* Head and body in one write: the request ends within the pause, and
+   * the connection reads the next one all the same. */
+  CHECK(send_str(&c, "POST /early-head/5 HTTP/1.1\r\nHost: x\r\n"
+                     "Content-Length: 3\r\n\r\nabc"));
+  CHECK(read_response(&c, r, false) && r->status == 200 && r->body_len == 5);
+  CHECK(get(&c, r, "/bytes/1") && r->status == 200);
   client_close(&c);
   response_free(r);
   return true;
