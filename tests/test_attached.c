@@ -76,14 +76,17 @@ TH_TEST(attached, own_reuse_needs_no_socket_callback) {
   cr_assert_eq(ps.idle, 1, "an attached connection counts as idle");
   cr_assert_eq(ps.busy, 0);
   calls = rec.count;
-  second = get(m, "/delay/50/bytes/20");
-  th_run_for(m, 20); /* sent, the answer not there yet */
+  /* Held by the server until the test's own /gather request comes: sent
+   * (inside the add), the answer not there yet. */
+  second = get(m, "/gather/2/bytes/20");
+  cr_assert(ts_wait(web, TS_REQUESTS, 2, 5000));
   { /* the socket passed from the connection's tracking to the transfer's */
     struct xfer__mev_socket_info info;
     cr_assert(xfer__mev_socket_info(&m->loop.ev, rec.calls[rec.count - 1].fd, &info));
     cr_assert_eq(info.conns, 0, "the connection no longer tracks it");
     cr_assert_eq(info.readers, 1, "the transfer does");
   }
+  cr_assert(ts_fetch(web, "/gather/2/bytes/1"));
   th_run(m, 5000);
   cr_assert_eq(th_result(m, second), XFER_OK);
   cr_assert_eq(rec.count, calls, "zero socket callback calls on reuse");
@@ -96,8 +99,8 @@ TH_TEST(attached, own_reuse_needs_no_socket_callback) {
   cr_assert_eq(ps.checkout_hits, 1);
   cr_assert_eq(ps.opened_total, 1);
   ts_get_stats(web, &st);
-  cr_assert_eq(st.accepted, 1);
-  cr_assert_eq(st.requests, 2);
+  cr_assert_eq(st.accepted, 2, "ours, and the test's own /gather");
+  cr_assert_eq(st.requests, 3);
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
 }
 
@@ -105,19 +108,26 @@ TH_TEST(attached, own_reuse_needs_no_socket_callback) {
  * connection goes to the shared side: REMOVE, then the pool. */
 TH_TEST(attached, hold_time_releases_to_the_shared_side) {
   static struct th_sockrec rec;
-  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.attach_hold_ms = 50});
-  xfer_multi *m = xfer_multi_new(p);
+  xfer_pool *p;
+  xfer_multi *m;
   xfer_pool_stats ps;
   int fd;
 
+  /* The multi's clock is the test's: the hold passes when the test says,
+   * however slow the machine. */
+  th_clock_install(MS(1000), 0);
+  p = xfer_pool_new(&(xfer_pool_opts){.attach_hold_ms = 50});
+  m = xfer_multi_new(p);
   th_sockrec_init(&rec);
   xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
   fetch(m, "/delay/20/bytes/1");
   fd = rec.calls[rec.count - 1].fd;
-  th_run_for(m, 20);
+  th_clock_advance(MS(40));
+  cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
   xfer_pool_get_stats(p, &ps);
   cr_assert_eq(ps.attached, 1, "still within the hold");
-  th_run_for(m, 120);
+  th_clock_advance(MS(30)); /* past it, and past the timers' slack */
+  cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
   xfer_pool_get_stats(p, &ps);
   cr_assert_eq(ps.attached, 0);
   cr_assert_eq(ps.idle, 1, "on the shared side");
@@ -127,21 +137,31 @@ TH_TEST(attached, hold_time_releases_to_the_shared_side) {
                "and reused from there");
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+  th_clock_uninstall();
 }
 
 /* A server that closes the idle connection makes its socket readable:
  * the attached connection is closed at once, and the next request opens
  * a new one without a failed attempt. */
 TH_TEST(attached, peer_close_while_attached_closes_it) {
-  struct ts_server *closing = ts_start(&(struct ts_config){.idle_close_ms = 20});
-  xfer_multi *m = xfer_multi_new(NULL);
+  struct ts_server *closing = ts_start(NULL);
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.attach_hold_ms = 600000});
+  xfer_multi *m = xfer_multi_new(p);
   xfer_pool_stats ps;
   xfer *x;
 
   xs[nxs++] = x = th_get(m, th_url(ts_port(closing), "/bytes/3"), NULL);
   th_run(m, 5000);
   cr_assert_eq(th_result(m, x), XFER_OK);
-  th_run_for(m, 60); /* within the 100 ms hold */
+  ts_close_idle(closing);
+  cr_assert(ts_wait(closing, TS_CLOSED_BY_SERVER, 1, 5000));
+  /* The multi hears the close on its watched socket (bounded turns). */
+  for (int turn = 0; turn < 500; turn++) {
+    xfer_pool_get_stats(p, &ps);
+    if (ps.closed_peer)
+      break;
+    th_run_for(m, 10);
+  }
   xfer_pool_get_stats(m->loop.pool, &ps);
   cr_assert_eq(ps.attached, 0);
   cr_assert_eq(ps.open, 0);
@@ -153,6 +173,7 @@ TH_TEST(attached, peer_close_while_attached_closes_it) {
   xfer_pool_get_stats(m->loop.pool, &ps);
   cr_assert_eq(ps.retries_total, 0, "no request met the dead connection");
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
   ts_stop(closing);
 }
 
@@ -615,8 +636,9 @@ TH_TEST(attached, no_start_inside_add_right_after_a_new_socket_callback) {
  * (nothing says otherwise without a system call), and the failure that
  * follows is retried on a new connection, as for any reused one. */
 TH_TEST(attached, a_dead_attached_connection_is_retried) {
-  struct ts_server *closing = ts_start(&(struct ts_config){.idle_close_ms = 20});
-  xfer_multi *m = xfer_multi_new(NULL);
+  struct ts_server *closing = ts_start(NULL);
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){.attach_hold_ms = 600000});
+  xfer_multi *m = xfer_multi_new(p);
   xfer_pool_stats ps;
   uint64_t sent = 0;
   xfer *x;
@@ -624,6 +646,7 @@ TH_TEST(attached, a_dead_attached_connection_is_retried) {
   xs[nxs++] = x = th_get(m, th_url(ts_port(closing), "/bytes/3"), NULL);
   th_run(m, 5000);
   cr_assert_eq(th_result(m, x), XFER_OK);
+  ts_close_idle(closing);
   cr_assert(ts_wait(closing, TS_CLOSED_BY_SERVER, 1, 5000));
   xs[nxs++] = x = th_get(m, th_url(ts_port(closing), "/bytes/4"), NULL);
   xfer_get_bytes(x, &sent, NULL);
@@ -634,6 +657,7 @@ TH_TEST(attached, a_dead_attached_connection_is_retried) {
   xfer_pool_get_stats(m->loop.pool, &ps);
   cr_assert_eq(ps.retries_total, 1);
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
   ts_stop(closing);
 }
 

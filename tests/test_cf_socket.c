@@ -232,7 +232,7 @@ TH_TEST(cf_socket, a_local_bind_tries_its_family_only) {
 
   ds_add_aaaa(dns, "refused.test", "::1", 60);
   ds_add_a(dns, "refused.test", "127.0.0.1", 60);
-  ds_add_aaaa(dns, "refused.test", "::2", 60);
+  ds_add_aaaa(dns, "refused.test", "::ffff:127.0.0.2", 60); /* loopback too */
   ds_add_aaaa(dns, "six.test", "::1", 60);
   snprintf(servers, sizeof(servers), "127.0.0.1:%d", ds_port(dns));
   xfer_multi_set_dns_servers(m, servers);

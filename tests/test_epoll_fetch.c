@@ -59,8 +59,13 @@ TH_TEST(epoll_fetch, threads_share_one_pool) {
   int rc, ok = 0, all = 0;
 
   snprintf(url, sizeof(url), "http://127.0.0.1:%d/bytes/100", ts_port(web));
-  rc = th_spawn((const char *[]){THREADS_FETCH_BIN, url, "4", "25", NULL},
-                out, sizeof(out), err, sizeof(err));
+  /* Each thread keeps its own connection attached; a thread that finds
+   * none idle asks another for its own and waits for it. That wait is 1 s
+   * here, not the default 10 ms: a loaded machine may not run the owner
+   * within 10 ms, and each thread that gave up would open one more. */
+  rc = th_spawn(
+      (const char *[]){THREADS_FETCH_BIN, url, "4", "25", "1000", NULL}, out,
+      sizeof(out), err, sizeof(err));
   cr_assert_eq(rc, 0, "%s%s", out, err);
   cr_assert_eq(sscanf(out,
                       "%d of %d fetches ok; %lu connections opened, %lu "

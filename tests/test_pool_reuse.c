@@ -1,9 +1,10 @@
 /*
  * Rule 6, through real transfers: a stale pooled connection never fails a
- * request (lib/pool.c's reuse check, lib/transfer.c's retry). The server
- * closes idle connections; each test waits for that close (an event of
- * the test server, not a sleep), then sets how long the connection has
- * been idle on the multi's clock with the test clock.
+ * request (lib/pool.c's reuse check, lib/transfer.c's retry). The test
+ * has the server close its idle connections (ts_close_idle(), as a
+ * keep-alive timeout would) and waits for that close (an event of the
+ * test server, not a sleep), then sets how long the connection has been
+ * idle on the multi's clock with the test clock.
  */
 #include <criterion/criterion.h>
 #include <string.h>
@@ -74,8 +75,11 @@ static xfer_pool_stats stats(void) {
   return ps;
 }
 
-/* The server has closed `n` connections (it closes idle ones). */
+/* The server closes its idle connections now (as a keep-alive timeout
+ * would, but at an event of the test rather than after a time the test
+ * could overrun on a loaded machine), `n` closed in all. */
 static void server_closed(long n) {
+  ts_close_idle(srv);
   cr_assert(ts_wait(srv, TS_CLOSED_BY_SERVER, n, 5000),
             "the server did not close connection %ld", n);
 }
@@ -85,7 +89,7 @@ static void server_closed(long n) {
 TH_TEST(reuse, a_dead_connection_is_found_on_checkout) {
   xfer_pool_stats ps;
 
-  start((struct ts_config){.idle_close_ms = 20},
+  start((struct ts_config){0},
         (xfer_pool_opts){.recheck_ms = 100, .attach_hold_ms = TH_NO_ATTACH});
   run(NULL, "/bytes/3");
   server_closed(1);
@@ -109,7 +113,7 @@ TH_TEST(reuse, stale_gets_are_retried_and_teach_the_idle_close_time) {
   xfer_pool_stats ps, after_round_2 = {0};
   long closed = 0;
 
-  start((struct ts_config){.idle_close_ms = 20},
+  start((struct ts_config){0},
         (xfer_pool_opts){.attach_hold_ms = TH_NO_ATTACH});
   for (int round = 0; round < 4; round++) {
     for (int i = 0; i < 3; i++)
@@ -156,7 +160,7 @@ TH_TEST(reuse, after_a_retry_a_redirect_reuses) {
   xfer_pool_stats ps;
   xfer *x;
 
-  start((struct ts_config){.idle_close_ms = 20}, (xfer_pool_opts){0});
+  start((struct ts_config){0}, (xfer_pool_opts){0});
   run(NULL, "/bytes/1");
   server_closed(1);
   th_clock_advance(MS(100)); /* under the recheck interval: not checked */
@@ -183,7 +187,7 @@ TH_TEST(reuse, a_post_is_sent_on_a_reused_connection_only_after_a_check) {
   xfer_pool_stats ps;
   xfer *x;
 
-  start((struct ts_config){.idle_close_ms = 20},
+  start((struct ts_config){0},
         (xfer_pool_opts){.attach_hold_ms = TH_NO_ATTACH});
   run("POST", "/echo");
   server_closed(1);
@@ -232,7 +236,7 @@ TH_TEST(reuse, attached_connections_obey_the_same_rules) {
   xfer_pool_stats ps;
   xfer *x;
 
-  start((struct ts_config){.idle_close_ms = 20},
+  start((struct ts_config){0},
         (xfer_pool_opts){.attach_hold_ms = 600000});
   run(NULL, "/bytes/1");
   cr_assert_eq(stats().attached, 1);

@@ -5,6 +5,7 @@
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -120,7 +121,7 @@ TH_TEST(shutdown, silent_peer_is_closed_at_the_timeout_without_spinning) {
   xfer_multi_get_stats(m, &after);
   cr_assert_eq(after.shutting_down, 0);
   cr_assert_geq(mono_ms() - start, 1900, "closed before the 2 s timeout");
-  cr_assert_lt(mono_ms() - start, 3000);
+  cr_assert_lt(mono_ms() - start, 10000, "closed at the timeout, not never");
   cr_assert_leq(after.wakeups - before.wakeups, 10, "%llu wakeups in 2 s",
                 (unsigned long long)(after.wakeups - before.wakeups));
   cr_assert_eq(l.removes, 1, "REMOVE before the close");
@@ -133,38 +134,61 @@ TH_TEST(shutdown, silent_peer_is_closed_at_the_timeout_without_spinning) {
 TH_TEST(shutdown, peer_that_closes_ends_it_at_once) {
   struct loop l;
   xfer_multi *m = loop_multi(&l, NULL);
-  int peer = adopt_pair(m);
-  int64_t start = mono_ms();
+  int peer;
+  int64_t start;
   char buf[16];
 
+  m->shutdown.timeout = MS(60000); /* "at once" is then far from it */
+  peer = adopt_pair(m);
+  start = mono_ms();
   cr_assert_eq(read(peer, buf, sizeof(buf)), 0, "our FIN arrived");
   close(peer);
-  loop_run(&l, m, nothing_closing, 5000);
-  cr_assert_lt(mono_ms() - start, 500);
+  loop_run(&l, m, nothing_closing, 30000);
+  cr_assert_lt(mono_ms() - start, 20000, "at the peer's close, not the "
+                                         "timeout");
   cr_assert_eq(m->shutdown.count, 0);
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   close(l.ep);
 }
 
+/* What the peer sends after our FIN is read and dropped: 4 MiB, far more
+ * than the socket buffers hold, so the peer can send it only as the
+ * handle drains; then the peer's close ends it, long before the timeout
+ * (60 s here). */
+static int draining_peer;
+static bool peer_has_room(xfer_multi *m) {
+  struct pollfd pfd = {.fd = draining_peer, .events = POLLOUT};
+  return poll(&pfd, 1, 0) > 0 || m->shutdown.count == 0;
+}
+
 TH_TEST(shutdown, what_the_peer_still_sends_is_drained) {
   struct loop l;
   xfer_multi *m = loop_multi(&l, NULL);
-  int peer = adopt_pair(m);
-  static char junk[200000];
+  static char junk[4 << 20];
   size_t sent = 0;
+  int peer;
+  int64_t closed_at;
 
-  fcntl(peer, F_SETFL, 0); /* blocking: the drain makes room */
-  while (sent < sizeof(junk)) {
-    ssize_t n = write(peer, junk + sent, sizeof(junk) - sent);
-    if (n <= 0)
-      break;
-    sent += (size_t)n;
-    loop_run(&l, m, nothing_closing, 50); /* let the handle drain */
+  m->shutdown.timeout = MS(60000);
+  peer = adopt_pair(m);
+  for (int turn = 0; sent < sizeof(junk) && turn < 100000; turn++) {
+    ssize_t n = send(peer, junk + sent, sizeof(junk) - sent, MSG_NOSIGNAL);
+    if (n > 0) {
+      sent += (size_t)n;
+      continue;
+    }
+    cr_assert(n < 0 && errno == EAGAIN, "the handle is still reading");
+    draining_peer = peer;
+    loop_run(&l, m, peer_has_room, 5000); /* it drains: room for more */
+    cr_assert(peer_has_room(m), "the handle read nothing for 5 s");
   }
   cr_assert_eq(sent, sizeof(junk));
+  cr_assert_eq(m->shutdown.count, 1, "still closing: no EOF yet");
   close(peer);
-  loop_run(&l, m, nothing_closing, 2000);
+  closed_at = mono_ms();
+  loop_run(&l, m, nothing_closing, 30000);
   cr_assert_eq(m->shutdown.count, 0);
+  cr_assert_lt(mono_ms() - closed_at, 20000, "at the EOF, not the timeout");
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   close(l.ep);
 }
@@ -183,7 +207,7 @@ TH_TEST(shutdown, destroy_drains_within_the_timeout) {
   start = mono_ms();
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   cr_assert_geq(mono_ms() - start, 250, "waited for the silent peer");
-  cr_assert_lt(mono_ms() - start, 1500, "but not beyond the timeout");
+  cr_assert_lt(mono_ms() - start, 5000, "but not much beyond the timeout");
   cr_assert_eq(read(silent, buf, sizeof(buf)), 0, "closed gracefully");
   close(silent);
 }

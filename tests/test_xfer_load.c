@@ -127,16 +127,17 @@ TH_TEST(xfer_load, exact_min_max_mean_and_stdev) {
 }
 
 /* The elapsed time runs from the first request to the last completion:
- * for one request, its own latency and a few clock reads, not a poll
- * period of the main thread. */
+ * for one request, its own latency (which it holds) and a few clock
+ * reads, not the start or join of threads or a wait of the main thread
+ * (a second's progress period). The margin above the latency allows for
+ * the worker being descheduled between its reads on a loaded machine. */
 TH_TEST(xfer_load, elapsed_time_ends_at_the_last_completion) {
   cr_assert_eq(run((const char *[]){"-c", "1", "-n", "1", "--json", NULL}), 0,
                "%s%s", out, err);
   check_json(out, (const char *[]){
                       "d['seconds'] > 0",
-                      "d['seconds'] * 1000 <= d['latency_ms']['max'] + 5",
-                      "d['requests_per_s'] > 1000 / (d['latency_ms']['max'] "
-                      "+ 5)",
+                      "d['seconds'] * 1000 >= d['latency_ms']['max'] - 0.01",
+                      "d['seconds'] * 1000 <= d['latency_ms']['max'] + 250",
                       NULL});
 }
 

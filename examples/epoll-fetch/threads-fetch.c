@@ -4,7 +4,11 @@
  * serve another's next request. Each thread fetches URL N times, one at a
  * time, and the pool's statistics show what was shared.
  *
- *   threads-fetch URL [THREADS [TIMES]]     (4 threads, 25 times each)
+ *   threads-fetch URL [THREADS [TIMES [WAIT_MS]]]
+ *
+ * (4 threads, 25 times each). WAIT_MS is how long a thread waits for an
+ * idle connection another thread holds (the pool's attached_wait_ms,
+ * 10 ms by default) before it opens one of its own.
  *   cc threads-fetch.c loop.c $(pkg-config --cflags --libs libxfer) -pthread
  *
  * What may be called from which thread: docs/threading.md. Here each multi
@@ -49,12 +53,15 @@ static void *fetch_times(void *arg) {
 int main(int argc, char **argv) {
   int threads = argc > 2 ? atoi(argv[2]) : 4;
   int times = argc > 3 ? atoi(argv[3]) : 25, ok = 0, started;
-  xfer_pool *pool = xfer_pool_new(NULL); /* one for every thread */
+  int wait_ms = argc > 4 ? atoi(argv[4]) : 0; /* 0: the pool's default */
+  /* One pool for every thread. */
+  xfer_pool *pool =
+      xfer_pool_new(&(xfer_pool_opts){.attached_wait_ms = wait_ms});
   xfer_pool_stats st;
   struct job *jobs;
 
   if (argc < 2 || threads < 1 || times < 1 || !pool) {
-    fprintf(stderr, "usage: threads-fetch URL [THREADS [TIMES]]\n");
+    fprintf(stderr, "usage: threads-fetch URL [THREADS [TIMES [WAIT_MS]]]\n");
     return 2;
   }
   jobs = calloc((size_t)threads, sizeof(*jobs));

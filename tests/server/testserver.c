@@ -153,6 +153,8 @@ struct ts_server {
   int listen_fd;
   int epoll_fd;
   int wake_fd;
+  atomic_bool stop_asked;       /* ts_stop() */
+  atomic_bool close_idle_asked; /* ts_close_idle() */
   int reserve_fd; /* spare fd, given up to shed a connection on EMFILE */
   int port;
   bool stopping;
@@ -1622,11 +1624,41 @@ static void accept_ready(struct ts_server *s) {
   }
 }
 
+/* ts_close_idle(): every keep-alive connection between requests is
+ * closed, as the idle timer would (conn_update_idle()'s test). */
+static void close_idle_now(struct ts_server *s) {
+  struct ts_conn *c = s->conns, *next;
+
+  for (; c; c = next) {
+    next = c->next;
+    if (c->served > 0 && !c->resp.active && !c->read_paused &&
+        buf_pending(&c->out) == 0 && buf_pending(&c->in) == 0)
+      conn_close(c, CLOSE_SERVER);
+  }
+}
+
+static void wake_server(struct ts_server *s) {
+  uint64_t one = 1;
+  /* An eventfd counter write cannot block or fail short at this value. */
+  while (write(s->wake_fd, &one, sizeof one) < 0 && errno == EINTR)
+    ;
+}
+
+void ts_close_idle(struct ts_server *s) {
+  atomic_store(&s->close_idle_asked, true);
+  wake_server(s);
+}
+
 static void dispatch_event(struct ts_server *s, struct epoll_event *ev) {
   if (ev->data.ptr == &s->listen_fd) {
     accept_ready(s);
   } else if (ev->data.ptr == &s->wake_fd) {
-    s->stopping = true;
+    eventfd_t drained;
+    eventfd_read(s->wake_fd, &drained);
+    if (atomic_load(&s->stop_asked))
+      s->stopping = true;
+    else if (atomic_exchange(&s->close_idle_asked, false))
+      close_idle_now(s);
   } else {
     conn_event(ev->data.ptr, ev->events);
   }
@@ -1831,10 +1863,8 @@ void ts_stop(struct ts_server *s) {
   if (!s)
     return;
   if (s->thread_started) {
-    uint64_t one = 1;
-    /* An eventfd counter write cannot block or fail short at this value. */
-    while (write(s->wake_fd, &one, sizeof one) < 0 && errno == EINTR)
-      ;
+    atomic_store(&s->stop_asked, true);
+    wake_server(s);
     pthread_join(s->thread, NULL);
   }
   ts_log(s, "stopped");

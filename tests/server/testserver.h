@@ -173,6 +173,13 @@ bool ts_wait(struct ts_server *s, enum ts_stat which, long at_least,
  * complete a /gather group. true when an answer came. */
 bool ts_fetch(const struct ts_server *s, const char *target);
 
+/* Closes every keep-alive connection that is between requests (answered
+ * at least once, nothing being answered, sent or received), as the idle
+ * timer would, but now: a test makes a pooled connection dead by an
+ * event, not by a time. Returns at once; ts_wait(TS_CLOSED_BY_SERVER)
+ * says when they are closed. Any thread. */
+void ts_close_idle(struct ts_server *s);
+
 /* Wakes the thread, joins it, closes every socket (open connections
  * included) and frees everything. NULL is a no-op. */
 void ts_stop(struct ts_server *s);

@@ -77,6 +77,7 @@ static void *xfer_thread(void *arg) {
       xfer_set_body(x, "a request body", 14);
     else
       xfer_set_body(x, NULL, 0);
+    xfer_set_timeout_ms(x, 30000); /* a stuck request fails, the run ends */
     xfer_multi_add(m, x);
     while (running) {
       xfer_multi_perform(m, &running);
