@@ -325,7 +325,8 @@ static const char *authority_end(const char *ref) {
   const char *p = ref;
 
   while ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-         (p > ref && ((*p >= '0' && *p <= '9') || strchr("+-.", *p))))
+         (p > ref && ((*p >= '0' && *p <= '9') || *p == '+' || *p == '-' ||
+                      *p == '.')))
     p++;
   p = p > ref && *p == ':' ? p + 1 : ref; /* a scheme, or none */
   if (p[0] != '/' || p[1] != '/')
