@@ -63,8 +63,6 @@ struct xfer__h1 {
   uint64_t body_streamed; /* given by the read callback */
   bool body_done;         /* the read callback said end */
   bool asked_close;       /* our request said Connection: close */
-  bool answer_begun;      /* the response parser runs (it may begin while
-                             the request still goes out) */
   bool cut;               /* the request stopped before its end (the
                              server answered first): never reused */
   int send_err;           /* the send failed (an errno): only the answer

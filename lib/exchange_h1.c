@@ -68,6 +68,10 @@ static bool head_ready(xfer *x) {
   return true;
 }
 
+static const struct xfer__http1_events resp_events, resp_events_body;
+
+/* The response parser is set up with the request: the server may answer
+ * before the request is all sent (read_while_sending()). */
 static enum xfer__step h1_start(xfer *x) {
   struct xfer__http *h = &x->http;
   struct xfer__h1 *e = &h->h1;
@@ -75,12 +79,14 @@ static enum xfer__step h1_start(xfer *x) {
   e->out_sent = 0;
   e->body_sent = 0;
   e->body_streamed = 0;
-  e->answer_begun = false;
   e->cut = false;
   e->send_err = 0;
   e->body_done = !h->send_body || x->opts.has_body;
   if (!head_ready(x))
     return xfer__step_fail(x, XFER_E_OUT_OF_MEMORY, "out of memory");
+  xfer__http1_resp_init(&h->resp,
+                        x->opts.header_cb ? &resp_events : &resp_events_body, x,
+                        h->head_request, x->opts.max_header_bytes);
   h->conn->proto = &xfer__h1_exchange;
   e->state = XFER__H1_SEND;
   return XFER__STEP_NEXT;
@@ -168,7 +174,7 @@ static enum xfer__step conn_failed(xfer *x, int err, xfer_code code,
                                                "connection");
 }
 
-static enum xfer__step start_receiving(xfer *x);
+static inline enum xfer__step start_receiving(xfer *x);
 static enum xfer__step read_while_sending(xfer *x, int send_err);
 
 /* A send failed because the server ended the connection: what it sent
@@ -275,25 +281,14 @@ static const struct xfer__http1_events resp_events_body = {NULL,
 
 static enum xfer__step step_recv(xfer *x);
 
-/* The response parser starts at the end of the request, or earlier when
- * the server answers while the request still goes out. */
-static void answer_begin(xfer *x) {
-  struct xfer__http *h = &x->http;
-
-  if (h->h1.answer_begun)
-    return;
-  h->h1.answer_begun = true;
-  xfer__http1_resp_init(&h->resp,
-                        x->opts.header_cb ? &resp_events : &resp_events_body, x,
-                        h->head_request, x->opts.max_header_bytes);
-}
-
 /* The request is out (or stops, the server having answered first): the
- * response parser runs, the low-speed limit applies from now. */
-static enum xfer__step start_receiving(xfer *x) {
+ * response is what the exchange waits for, and the low-speed limit applies
+ * from now. Inlined into step_send() as well as the rarer
+ * read_while_sending(): out of line it costs every request a call. */
+static inline __attribute__((always_inline)) enum xfer__step
+start_receiving(xfer *x) {
   struct xfer__http *h = &x->http;
 
-  answer_begin(x);
   h->h1.state = XFER__H1_RECV;
   h->receiving = true;
   h->low_speed_mark = h->bytes_received;
@@ -325,7 +320,8 @@ static enum xfer__step recv_failed(xfer *x, xfer_code rc) {
  * them (as TLS holds a record's rest): they are gathered and the parser
  * says which error. A connection whose stack cannot hand them over, or
  * ends or fails meanwhile, is not kept. */
-static enum xfer__step check_after_end(xfer *x) {
+static inline __attribute__((always_inline)) enum xfer__step
+check_after_end(xfer *x) {
   struct xfer__http *h = &x->http;
   char *buf = x->loop->recv_buf;
   size_t got = 0;
@@ -437,7 +433,6 @@ static enum xfer__step read_while_sending(xfer *x, int send_err) {
       rc = xfer__http1_resp_eof(&h->resp);
       return rc ? recv_failed(x, rc) : XFER__STEP_DONE;
     }
-    answer_begin(x);
     if (!h->got_byte) {
       h->got_byte = true;
       xfer__stamp(x, XFER__PHASE_STARTTRANSFER);
