@@ -354,6 +354,21 @@ check_after_end(xfer *x) {
   return XFER__STEP_DONE;
 }
 
+/* n bytes of the answer arrived: the first of them stamps the timeline,
+ * all go to the parser. Its verdict: XFER_OK while more is expected or
+ * once the answer is complete (resp.complete). */
+static inline __attribute__((always_inline)) xfer_code
+answer_bytes(xfer *x, const char *buf, size_t n) {
+  struct xfer__http *h = &x->http;
+
+  if (!h->got_byte) {
+    h->got_byte = true;
+    xfer__stamp(x, XFER__PHASE_STARTTRANSFER);
+  }
+  h->bytes_received += (uint64_t)n;
+  return xfer__http1_resp_feed(&h->resp, buf, n);
+}
+
 static enum xfer__step step_recv(xfer *x) {
   struct xfer__http *h = &x->http;
   char *buf = x->loop->recv_buf;
@@ -374,13 +389,7 @@ static enum xfer__step step_recv(xfer *x) {
       rc = xfer__http1_resp_eof(&h->resp);
       return rc ? recv_failed(x, rc) : XFER__STEP_DONE;
     }
-    if (!h->got_byte) {
-      h->got_byte = true;
-      xfer__stamp(x, XFER__PHASE_STARTTRANSFER);
-    }
-    h->bytes_received += (uint64_t)n;
-    rc = xfer__http1_resp_feed(&h->resp, buf, (size_t)n);
-    if (rc)
+    if ((rc = answer_bytes(x, buf, (size_t)n)))
       return recv_failed(x, rc);
     if (h->resp.complete)
       return check_after_end(x);
@@ -433,13 +442,7 @@ static enum xfer__step read_while_sending(xfer *x, int send_err) {
       rc = xfer__http1_resp_eof(&h->resp);
       return rc ? recv_failed(x, rc) : XFER__STEP_DONE;
     }
-    if (!h->got_byte) {
-      h->got_byte = true;
-      xfer__stamp(x, XFER__PHASE_STARTTRANSFER);
-    }
-    h->bytes_received += (uint64_t)n;
-    rc = xfer__http1_resp_feed(&h->resp, buf, (size_t)n);
-    if (rc)
+    if ((rc = answer_bytes(x, buf, (size_t)n)))
       return recv_failed(x, rc);
     if (h->resp.complete)
       return check_after_end(x);

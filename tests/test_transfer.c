@@ -873,6 +873,17 @@ TH_TEST(http, a_streamed_body_is_held_to_its_announced_length) {
  * connection too (an answer is not a dead connection to retry). The
  * connection, its request cut short, is closed, not pooled.
  */
+/* A transfer in slot i that uploads f's body (its whole length
+ * announced) with `method` to path; not added yet. */
+static xfer *prepare_upload(int i, const char *path, const char *method,
+                            struct feed *f) {
+  xfer *x = prepare(i, path);
+
+  cr_assert_eq(xfer_set_method(x, method), XFER_OK);
+  cr_assert_eq(xfer_set_body_cb(x, feed_read, f, (int64_t)f->total), XFER_OK);
+  return x;
+}
+
 TH_TEST(http, an_answer_before_the_request_ends_is_heard) {
   struct feed big = {64u << 20, 16384, 0};
   xfer_pool_stats ps;
@@ -882,10 +893,7 @@ TH_TEST(http, an_answer_before_the_request_ends_is_heard) {
   get(0, "/bytes/10"); /* a keep-alive connection to reuse */
   th_run(hm, 5000);
   cr_assert_eq(th_result(hm, hx[0]), XFER_OK);
-  x = prepare(1, "/early/413");
-  cr_assert_eq(xfer_set_method(x, "PUT"), XFER_OK);
-  cr_assert_eq(xfer_set_body_cb(x, feed_read, &big, (int64_t)big.total),
-               XFER_OK);
+  x = prepare_upload(1, "/early/413", "PUT", &big);
   add(1);
   th_run(hm, 10000);
   cr_assert_eq(th_result(hm, x), XFER_OK, "%s", xfer_get_error_detail(x));
@@ -928,11 +936,8 @@ TH_TEST(http, an_answer_before_a_reset_is_heard) {
  * send, with the send's words. */
 TH_TEST(http, a_close_without_an_answer_fails_the_send) {
   struct feed big = {64u << 20, 16384, 0};
-  xfer *x = prepare(0, "/close-at-head");
+  xfer *x = prepare_upload(0, "/close-at-head", "POST", &big);
 
-  cr_assert_eq(xfer_set_method(x, "POST"), XFER_OK);
-  cr_assert_eq(xfer_set_body_cb(x, feed_read, &big, (int64_t)big.total),
-               XFER_OK);
   add(0);
   th_run(hm, 10000);
   cr_assert_eq(th_result(hm, x), XFER_E_SEND, "%s", xfer_get_error_detail(x));
@@ -953,9 +958,7 @@ TH_TEST(http, an_early_head_or_interim_answer_lets_the_request_finish) {
   xfer_pool_stats ps;
   xfer *x;
 
-  x = prepare(0, "/early-head/100");
-  cr_assert_eq(xfer_set_method(x, "POST"), XFER_OK);
-  cr_assert_eq(xfer_set_body_cb(x, feed_read, &a, (int64_t)a.total), XFER_OK);
+  x = prepare_upload(0, "/early-head/100", "POST", &a);
   add(0);
   th_run(hm, 10000);
   cr_assert_eq(th_result(hm, x), XFER_OK, "%s", xfer_get_error_detail(x));
@@ -964,10 +967,8 @@ TH_TEST(http, an_early_head_or_interim_answer_lets_the_request_finish) {
   cr_assert_eq(a.given, a.total, "the whole body was sent");
   cr_assert_gt(sent(x), a.total);
 
-  x = prepare(1, "/early-head/10");
-  cr_assert_eq(xfer_set_method(x, "POST"), XFER_OK);
+  x = prepare_upload(1, "/early-head/10", "POST", &b);
   cr_assert_eq(xfer_add_header(x, "Expect", "100-continue"), XFER_OK);
-  cr_assert_eq(xfer_set_body_cb(x, feed_read, &b, (int64_t)b.total), XFER_OK);
   add(1);
   th_run(hm, 10000);
   cr_assert_eq(th_result(hm, x), XFER_OK, "%s", xfer_get_error_detail(x));
