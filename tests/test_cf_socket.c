@@ -226,7 +226,7 @@ TH_TEST(cf_socket, every_address_gets_its_turn) {
 TH_TEST(cf_socket, a_local_bind_tries_its_family_only) {
   struct ds_server *dns = ds_start(NULL);
   xfer_multi *m = xfer_multi_new(NULL);
-  int port = th_free_port(); /* nothing listens there */
+  int port = th_refused_port();
   char servers[64], url[128];
   xfer *refused = xfer_new(), *other = xfer_new();
 

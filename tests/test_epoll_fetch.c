@@ -38,7 +38,7 @@ TH_TEST(epoll_fetch, a_failure_is_said_and_the_next_url_still_runs) {
   char refused[64], good[64];
   int rc;
 
-  snprintf(refused, sizeof(refused), "http://127.0.0.1:%d/", th_free_port());
+  snprintf(refused, sizeof(refused), "http://127.0.0.1:%d/", th_refused_port());
   snprintf(good, sizeof(good), "http://127.0.0.1:%d/bytes/5", ts_port(web));
   rc = th_spawn((const char *[]){EPOLL_FETCH_BIN, refused, "nope://x", good,
                                  NULL},

@@ -454,7 +454,8 @@ TH_TEST(gateway, a_stop_sends_every_answer_whole) {
 TH_TEST(gateway, its_own_errors_to_head_have_no_body) {
   char upstream[64];
 
-  snprintf(upstream, sizeof(upstream), "http://127.0.0.1:%d", th_free_port());
+  snprintf(upstream, sizeof(upstream), "http://127.0.0.1:%d",
+           th_refused_port());
   start_gateway(upstream);
   cr_assert_eq(curl((const char *[]){"-I", gw("/a"), gw("/b"), NULL}), 0,
                "%s", err);

@@ -117,7 +117,7 @@ TH_TEST(shutdown, silent_peer_is_closed_at_the_timeout_without_spinning) {
 
   xfer_multi_get_stats(m, &before);
   cr_assert_eq(before.shutting_down, 1);
-  loop_run(&l, m, nothing_closing, 5000);
+  loop_run(&l, m, nothing_closing, 15000);
   xfer_multi_get_stats(m, &after);
   cr_assert_eq(after.shutting_down, 0);
   cr_assert_geq(mono_ms() - start, 1900, "closed before the 2 s timeout");

@@ -562,19 +562,6 @@ TH_TEST(http, added_again_after_a_redirect_it_starts_from_its_options) {
   cr_assert_eq(second, first, "the second run sent POST with its body again");
 }
 
-/* A port nothing listens on: bound, then closed. */
-static int closed_port(void) {
-  struct sockaddr_in a = {.sin_family = AF_INET};
-  socklen_t len = sizeof(a);
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-  cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 /* Each error, produced on loopback, beside a good transfer that must not
  * notice; a broken connection is never pooled. */
 static void expect_failure(const char *path, xfer_code code, const char *words,
@@ -648,7 +635,7 @@ static void to_refused(xfer *x) {
 }
 
 TH_TEST(http, refused) {
-  refused_port = closed_port();
+  refused_port = th_refused_port();
   expect_failure("/", XFER_E_CONNECT, "Connection refused", to_refused);
   cr_assert(strstr(xfer_get_error_detail(hx[0]), "127.0.0.1 port"));
 }
@@ -865,14 +852,6 @@ TH_TEST(http, a_streamed_body_is_held_to_its_announced_length) {
   cr_assert_eq(th_result(hm, x), XFER_OK, "%s", xfer_get_error_detail(x));
 }
 
-/*
- * A server may answer before it has read the whole request (a 413, a
- * 401) and stop reading. The upload here is far more than the socket
- * buffers and the server's 1 MiB of input hold, so the send blocks: the
- * transfer hears the answer, stops sending, and ends with it, on a reused
- * connection too (an answer is not a dead connection to retry). The
- * connection, its request cut short, is closed, not pooled.
- */
 /* A transfer in slot i that uploads f's body (its whole length
  * announced) with `method` to path; not added yet. */
 static xfer *prepare_upload(int i, const char *path, const char *method,
@@ -884,6 +863,14 @@ static xfer *prepare_upload(int i, const char *path, const char *method,
   return x;
 }
 
+/*
+ * A server may answer before it has read the whole request (a 413, a
+ * 401) and stop reading. The upload here is far more than the socket
+ * buffers and the server's 1 MiB of input hold, so the send blocks: the
+ * transfer hears the answer, stops sending, and ends with it, on a reused
+ * connection too (an answer is not a dead connection to retry). The
+ * connection, its request cut short, is closed, not pooled.
+ */
 TH_TEST(http, an_answer_before_the_request_ends_is_heard) {
   struct feed big = {64u << 20, 16384, 0};
   xfer_pool_stats ps;

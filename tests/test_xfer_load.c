@@ -57,7 +57,7 @@ static void check_json(const char *json, const char *const *exprs) {
 }
 
 /* A loopback port nothing listens on: connect is refused. */
-static int closed_port(void) { return th_free_port(); }
+static int closed_port(void) { return th_refused_port(); }
 
 /* What make demo runs, smaller: the embedded server, the whole report. */
 TH_TEST(xfer_load, embedded_server_and_the_report) {

@@ -441,6 +441,21 @@ int th_free_port(void) {
   return ntohs(a.sin_port);
 }
 
+int th_refused_port(void) {
+  struct sockaddr_in a = {.sin_family = AF_INET};
+  socklen_t len = sizeof(a);
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+  cr_assert_geq(fd, 0);
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+  /* Kept bound, never listening, until the process ends: a connect is
+   * refused, and no other socket (another test's server) can take the
+   * port meanwhile. */
+  return ntohs(a.sin_port);
+}
+
 bool th_port_answers(int port) {
   struct sockaddr_in a = {.sin_family = AF_INET,
                           .sin_port = htons((uint16_t)port)};

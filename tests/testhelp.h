@@ -201,6 +201,10 @@ void th_mem_fail_at(long n);
 /* A port on 127.0.0.1 that was free a moment ago (for servers that
  * cannot listen on port 0), and whether something answers on one. */
 int th_free_port(void);
+/* A port on 127.0.0.1 that refuses connections for the rest of the
+ * process: bound by a socket that never listens (a port merely free a
+ * moment ago could be taken by another test's server meanwhile). */
+int th_refused_port(void);
 bool th_port_answers(int port);
 
 /* Debian's nginx from tests/nginx/nginx.conf: one process (master_process

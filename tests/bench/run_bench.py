@@ -302,18 +302,26 @@ def scaling(args, url):
             try:
                 r = json.loads(p.stdout.strip().splitlines()[-1])
             except (ValueError, IndexError):
-                return {"failed": (p.stderr or p.stdout).strip()[-200:]}
+                r = {"failed": (p.stderr or p.stdout).strip()[-200:]}
             out[held]["runs"].append(r)
             pair[held] = r
-        if not pair[10].get("errors") and not pair[10000].get("errors"):
+        # A pair counts only when both runs finished without an error; the
+        # others are reported (errors, failed) and left out.
+        if all("failed" not in r and not r.get("errors")
+               for r in pair.values()):
             ratios.append(pair[10000]["cpu_us_per_fast_req"] /
                           pair[10]["cpu_us_per_fast_req"])
     for held in (10, 10000):
         runs = out[held].pop("runs")
+        good = [r for r in runs if not r.get("errors")]
         out[held] = {"cpu_us_per_fast_req":
-                     median_of(runs, "cpu_us_per_fast_req"),
-                     "errors": sum(r.get("errors", 0) for r in runs)}
-    out["ratio"] = statistics.median(ratios) if ratios else None
+                     median_of(good, "cpu_us_per_fast_req"),
+                     "errors": sum(r.get("errors", 0) for r in runs),
+                     "failed": [r["failed"] for r in runs if "failed" in r]}
+    if not ratios:
+        return {"failed": "no pair of runs finished cleanly: %s" % (
+            out[10]["failed"] + out[10000]["failed"])[:3]}
+    out["ratio"] = statistics.median(ratios)
     out["pairs"] = len(ratios)
     return out
 
@@ -777,7 +785,9 @@ def markdown(out):
     L.append("- CPU, every client alike: the rusage of its whole process "
              "(wait4), start-up and teardown included; each client's own "
              "figure for its request window is in results.json "
-             "(window_cpu_us_per_req).")
+             "(window_cpu_us_per_req). The start-up and teardown add about "
+             "0.1 us a request to every client, which moves each ratio a "
+             "little towards 1 (libxfer / floor by about 0.001).")
     L.append("- CPU runs carry no instrumentation. Clock reads (an "
              "`LD_PRELOAD` counter of clock_gettime and gettimeofday, the "
              "same for every client) and system calls (`strace -f -c`) are "
@@ -797,7 +807,8 @@ def markdown(out):
     L.append("CPU is the client process's (user + system) per request, "
              "start-up and teardown included, measured alike for every "
              "client as the child's rusage; the median over the runs, "
-             "which are %d for every client except, in the T=1 C=16 100 B "
+             "which are %d for every client except curl-share at T > 1 (one "
+             "run: reported, not a target) and, in the T=1 C=16 100 B "
              "cell, the floor, floor-llhttp and xfer-shared (%d). So a "
              "ratio of two printed medians need not equal the ratio row: "
              "the ratios are the medians of each run's own ratio (the "

@@ -105,6 +105,7 @@ struct ts_request {
   bool expect_continue;
   bool keep_body;
   bool answer_at_head; /* /early/: answered before its body is read */
+  bool in_progress;    /* begun, not complete: the connection is not idle */
   bool complete;
   bool keep_alive;
   uint8_t method;
@@ -557,6 +558,7 @@ static int on_message_begin(llhttp_t *p) {
   buf_reset(&r->body);
   r->in_field = r->expect_continue = r->keep_body = false;
   r->answer_at_head = false;
+  r->in_progress = true;
   r->complete = r->keep_alive = false;
   return 0;
 }
@@ -692,6 +694,7 @@ static int on_message_complete(llhttp_t *p) {
   struct ts_conn *c = p->data;
   struct ts_request *r = &c->req;
   r->complete = true;
+  r->in_progress = false;
   r->method = llhttp_get_method(p);
   /* Read now: the flags behind it are cleared once parsing resumes. */
   r->keep_alive = llhttp_should_keep_alive(p) != 0;
@@ -1632,7 +1635,8 @@ static void close_idle_now(struct ts_server *s) {
   for (; c; c = next) {
     next = c->next;
     if (c->served > 0 && !c->resp.active && !c->read_paused &&
-        buf_pending(&c->out) == 0 && buf_pending(&c->in) == 0)
+        !c->req.in_progress && buf_pending(&c->out) == 0 &&
+        buf_pending(&c->in) == 0)
       conn_close(c, CLOSE_SERVER);
   }
 }
@@ -1657,8 +1661,8 @@ static void dispatch_event(struct ts_server *s, struct epoll_event *ev) {
     eventfd_read(s->wake_fd, &drained);
     if (atomic_load(&s->stop_asked))
       s->stopping = true;
-    else if (atomic_exchange(&s->close_idle_asked, false))
-      close_idle_now(s);
+    /* A close-idle request runs after the batch (close_idle_now()): a
+     * connection closed now may have an event later in it. */
   } else {
     conn_event(ev->data.ptr, ev->events);
   }
@@ -1677,6 +1681,8 @@ static void *server_main(void *arg) {
     }
     for (int i = 0; i < n && !s->stopping; i++)
       dispatch_event(s, &events[i]);
+    if (!s->stopping && atomic_exchange(&s->close_idle_asked, false))
+      close_idle_now(s);
     if (!s->stopping)
       run_due_timers(s);
   }
