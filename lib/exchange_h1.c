@@ -369,10 +369,30 @@ answer_bytes(xfer *x, const char *buf, size_t n) {
   return xfer__http1_resp_feed(&h->resp, buf, n);
 }
 
+/* What one read of the answer gave (n bytes, 0 at the peer's end, or
+ * -1 with err): the step it ends with, or NEXT to read on. */
+static inline __attribute__((always_inline)) enum xfer__step
+answer_read(xfer *x, const char *buf, ssize_t n, int err) {
+  struct xfer__http *h = &x->http;
+  xfer_code rc;
+
+  if (n < 0)
+    return conn_failed(x, err, XFER_E_RECV, "receiving the response");
+  if (n == 0) {
+    rc = xfer__http1_resp_eof(&h->resp);
+    return rc ? recv_failed(x, rc) : XFER__STEP_DONE;
+  }
+  if ((rc = answer_bytes(x, buf, (size_t)n)))
+    return recv_failed(x, rc);
+  if (h->resp.complete)
+    return check_after_end(x);
+  return XFER__STEP_NEXT;
+}
+
 static enum xfer__step step_recv(xfer *x) {
   struct xfer__http *h = &x->http;
   char *buf = x->loop->recv_buf;
-  xfer_code rc;
+  enum xfer__step st;
   int err = 0;
   ssize_t n;
 
@@ -381,18 +401,10 @@ static enum xfer__step step_recv(xfer *x) {
     n = xfer__conn_recv(h->conn, buf, XFER__RECV_BUF_SIZE, &err);
     if (n < 0 && err == EAGAIN)
       return XFER__STEP_AGAIN;
-    if (n < 0)
-      return conn_failed(x, err, XFER_E_RECV, "receiving the response");
-    if (n == 0) {
-      if (h->reused && !h->got_byte)
-        return conn_failed(x, 0, XFER_E_RECV, "receiving the response");
-      rc = xfer__http1_resp_eof(&h->resp);
-      return rc ? recv_failed(x, rc) : XFER__STEP_DONE;
-    }
-    if ((rc = answer_bytes(x, buf, (size_t)n)))
-      return recv_failed(x, rc);
-    if (h->resp.complete)
-      return check_after_end(x);
+    if (n == 0 && h->reused && !h->got_byte) /* died idle: RETRY */
+      return conn_failed(x, 0, XFER_E_RECV, "receiving the response");
+    if ((st = answer_read(x, buf, n, err)) != XFER__STEP_NEXT)
+      return st;
   }
   /* More may be waiting. Come back through the timer (0 ms) rather than
    * the dirty list, so a fast download cannot keep one call running. */
@@ -423,7 +435,7 @@ static enum xfer__step read_while_sending(xfer *x, int send_err) {
   struct xfer__http *h = &x->http;
   struct xfer__h1 *e = &h->h1;
   char *buf = x->loop->recv_buf;
-  xfer_code rc;
+  enum xfer__step st;
   int err = 0;
   ssize_t n;
 
@@ -436,16 +448,8 @@ static enum xfer__step read_while_sending(xfer *x, int send_err) {
       return conn_failed(x, send_err ? send_err : n < 0 ? err : 0,
                          XFER_E_SEND, "sending the request");
     e->cut = true; /* from here, the request never ends on this connection */
-    if (n < 0)
-      return conn_failed(x, err, XFER_E_RECV, "receiving the response");
-    if (n == 0) {
-      rc = xfer__http1_resp_eof(&h->resp);
-      return rc ? recv_failed(x, rc) : XFER__STEP_DONE;
-    }
-    if ((rc = answer_bytes(x, buf, (size_t)n)))
-      return recv_failed(x, rc);
-    if (h->resp.complete)
-      return check_after_end(x);
+    if ((st = answer_read(x, buf, n, err)) != XFER__STEP_NEXT)
+      return st;
     if (h->resp.headers_done && h->resp.status >= 300)
       return start_receiving(x);
     e->cut = false; /* an interim answer, a head in part, or a 2xx: the
