@@ -217,7 +217,9 @@ static void *worker_main(void *arg) {
         action(w, XFER_SOCKET_TIMEOUT, 0);
         continue;
       }
-      wait_ms = (int)(left * 1e3) + 1; /* never wake before it */
+      /* Never wake before it; at most an hour at a time (a deadline
+       * weeks away, a -m of years, would not fit an int). */
+      wait_ms = left > 3600 ? 3600 * 1000 : (int)(left * 1e3) + 1;
     }
     n = epoll_wait(w->ep, evs, 128, wait_ms);
     if (n < 0 && errno == EINTR) /* a signal landed on this thread */
