@@ -274,6 +274,15 @@ TH_TEST(xfer_load, usage_errors_are_one_line) {
   usage_error((const char *[]){"-n", "0", NULL}, "bad request count '0'");
   usage_error((const char *[]){"-H", "Bad Name: x", NULL}, "bad header");
   usage_error((const char *[]){"-X", "GET /", NULL}, "bad method");
+  /* Framing that disagrees with --data: every request would fail. */
+  usage_error((const char *[]){"-X", "POST", "--data", "abc", "-H",
+                               "Content-Length: 4", NULL},
+              "does not say the 3 bytes");
+  usage_error((const char *[]){"-H", "content-length: 1", NULL},
+              "does not say the 0 bytes");
+  usage_error((const char *[]){"--data", "abc", "-H",
+                               "Transfer-Encoding: chunked", NULL},
+              "not a Transfer-Encoding");
   usage_error((const char *[]){"--frobnicate", NULL},
               "unknown option '--frobnicate'");
   usage_error((const char *[]){"-c", NULL}, "needs a value");

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <xfer/xfer.h>
 
 #define DEFAULT_CONNECTIONS 16
@@ -112,6 +113,32 @@ static void add_header(struct load_opts *o, const char *line) {
     load_usage_error("bad header '%s': %s", line,
                      xfer_get_error_detail(probe));
   xfer_free(probe);
+}
+
+/* A -H Content-Length or Transfer-Encoding must say how --data is sent
+ * (its length; no body: 0), as libxfer checks when each request starts:
+ * refused now, rather than every request failing. */
+static void check_framing(const struct load_opts *o) {
+  size_t len = o->data ? strlen(o->data) : 0;
+  char want[32];
+
+  snprintf(want, sizeof(want), "%zu", len);
+  for (int i = 0; i < o->nheaders; i++) {
+    const struct load_header *h = &o->headers[i];
+    size_t n = strlen(h->value);
+
+    while (n && (h->value[n - 1] == ' ' || h->value[n - 1] == '\t'))
+      n--;
+    if (!strcasecmp(h->name, "Transfer-Encoding"))
+      load_usage_error("-H '%s: %s': the request body is sent with its "
+                       "length, not a Transfer-Encoding",
+                       h->name, h->value);
+    if (!strcasecmp(h->name, "Content-Length") &&
+        (n != strlen(want) || strncmp(h->value, want, n)))
+      load_usage_error("-H '%s: %s' does not say the %zu bytes of the "
+                       "request body (--data)",
+                       h->name, h->value, len);
+  }
 }
 
 /* Refused now, not by the first request. */
@@ -245,6 +272,7 @@ void load_parse_args(int argc, char **argv, struct load_opts *o) {
                      "-n, each --urls line is fetched once)");
   if (o->urls_file && o->nurls)
     load_usage_error("URLs both on the command line and in --urls");
+  check_framing(o);
   if (o->urls_file && o->duration_ms)
     load_usage_error("-d with --urls: a list is fetched once");
   if (!o->requests && !o->duration_ms && !o->urls_file)
