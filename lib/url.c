@@ -42,6 +42,11 @@ static int parse_uri(UriUriA *uri, const char *text, const char **error_pos) {
                                 &uri_memory);
 }
 
+static xfer_code out_of_memory(char *detail, size_t len) {
+  snprintf(detail, len, "out of memory");
+  return XFER_E_OUT_OF_MEMORY;
+}
+
 static size_t range_len(const UriTextRangeA *r) {
   return r->first ? (size_t)(r->afterLast - r->first) : 0;
 }
@@ -235,10 +240,8 @@ static xfer_code build(struct xfer__url *u, const UriUriA *uri,
    * longer than as written) */
   size = host_len + 1 + (host_len + 2 + 7) + 1 + target_len + 2;
   block = xfer__malloc(size);
-  if (!block) {
-    snprintf(detail, len, "out of memory");
-    return XFER_E_OUT_OF_MEMORY;
-  }
+  if (!block)
+    return out_of_memory(detail, len);
   p = block;
   u->host = p;
   if (uri->hostData.ip4 || uri->hostData.ip6 || uri->hostData.ipFuture.first)
@@ -254,8 +257,7 @@ static xfer_code build(struct xfer__url *u, const UriUriA *uri,
   }
   if (!(u->text = dup_text(text))) {
     xfer__free(block);
-    snprintf(detail, len, "out of memory");
-    return XFER_E_OUT_OF_MEMORY;
+    return out_of_memory(detail, len);
   }
   p += host_len;
   *p++ = '\0';
@@ -290,8 +292,7 @@ xfer_code xfer__url_parse(struct xfer__url *u, const char *text, char *detail,
   case URI_SUCCESS:
     break;
   case URI_ERROR_MALLOC:
-    snprintf(detail, detail_len, "out of memory");
-    return XFER_E_OUT_OF_MEMORY;
+    return out_of_memory(detail, detail_len);
   default:
     snprintf(detail, detail_len, "malformed URL at offset %ld: '%.40s'",
              error_pos ? (long)(error_pos - text) : 0L,
@@ -307,10 +308,8 @@ xfer_code xfer__url_parse(struct xfer__url *u, const char *text, char *detail,
  * received, when there is one). */
 static xfer_code url_error(int err, const char *what, char *detail,
                            size_t len, const char *reference) {
-  if (err == URI_ERROR_MALLOC) {
-    snprintf(detail, len, "out of memory");
-    return XFER_E_OUT_OF_MEMORY;
-  }
+  if (err == URI_ERROR_MALLOC)
+    return out_of_memory(detail, len);
   if (reference)
     snprintf(detail, len, "%s '%.80s'", what, reference);
   else
@@ -375,10 +374,8 @@ xfer_code xfer__url_resolve(struct xfer__url *out, const struct xfer__url *base,
   xfer_code rc = XFER_E_BAD_URL;
 
   memset(out, 0, sizeof(*out));
-  if (!(encoded = encode_location(reference))) {
-    snprintf(detail, detail_len, "out of memory");
-    return XFER_E_OUT_OF_MEMORY;
-  }
+  if (!(encoded = encode_location(reference)))
+    return out_of_memory(detail, detail_len);
   if ((err = parse_uri(&base_uri, base->text, NULL)) != URI_SUCCESS) {
     xfer__free(encoded);
     return url_error(err, "malformed base URL", detail, detail_len, NULL);
