@@ -495,15 +495,23 @@ static void conn_set_events(struct ts_conn *c) {
     c->events = want;
 }
 
-/* The idle timer runs only on a keep-alive connection between requests:
- * answered at least once, nothing being answered or sent, no part of a
- * request held (like nginx's keepalive_timeout; a fresh connection or a
- * request still arriving is another timeout's business, and closing
- * those would make tests depend on how fast the client writes). */
+/* A keep-alive connection between requests: answered at least once,
+ * nothing being answered or sent, no part of a request held or begun
+ * (llhttp may have consumed the first bytes of one already). Only such a
+ * connection is closed as idle, by the timer or by ts_close_idle(). */
+static bool conn_between_requests(const struct ts_conn *c) {
+  return c->served > 0 && !c->resp.active && !c->read_paused &&
+         !c->req.in_progress && buf_pending(&c->out) == 0 &&
+         buf_pending(&c->in) == 0;
+}
+
+/* The idle timer runs only on a connection between requests (like
+ * nginx's keepalive_timeout; a fresh connection or a request still
+ * arriving is another timeout's business, and closing those would make
+ * tests depend on how fast the client writes). */
 static void conn_update_idle(struct ts_conn *c, bool activity) {
   int idle_ms = c->srv->cfg.idle_close_ms;
-  bool idle = c->served > 0 && !c->resp.active && !c->read_paused &&
-              buf_pending(&c->out) == 0 && buf_pending(&c->in) == 0;
+  bool idle = conn_between_requests(c);
   if (idle_ms <= 0)
     return;
   if (!idle) {
@@ -1628,15 +1636,13 @@ static void accept_ready(struct ts_server *s) {
 }
 
 /* ts_close_idle(): every keep-alive connection between requests is
- * closed, as the idle timer would (conn_update_idle()'s test). */
+ * closed, as the idle timer would. */
 static void close_idle_now(struct ts_server *s) {
   struct ts_conn *c = s->conns, *next;
 
   for (; c; c = next) {
     next = c->next;
-    if (c->served > 0 && !c->resp.active && !c->read_paused &&
-        !c->req.in_progress && buf_pending(&c->out) == 0 &&
-        buf_pending(&c->in) == 0)
+    if (conn_between_requests(c))
       conn_close(c, CLOSE_SERVER);
   }
 }
