@@ -78,6 +78,11 @@ static xfer_code wake_ready(struct xfer__loop *loop);
 
 static void dns_answered(xfer *x) { xfer__multi_mark_dirty(x->multi, x); }
 
+static void dns_wake(struct xfer__dns *dns) {
+  xfer_multi *m = XFER__CONTAINER_OF(dns, xfer_multi, dns);
+  xfer__multi_mark_dirty(m, m->resolve_handle);
+}
+
 /* The internal handles: their expiries are the shutdown and attached
  * timers, and their runs hand the time to those modules. */
 static enum xfer__step run_shutdown(xfer *h, unsigned due) {
@@ -91,6 +96,24 @@ static enum xfer__step run_attached(xfer *h, unsigned due) {
   xfer__attached_run(&h->multi->attached, h->now);
   return XFER__STEP_AGAIN;
 }
+
+/* The resolver's sockets are its own (resolve.h); this handle runs it when
+ * they had events or a query went out, and at c-ares' next timeout. */
+static enum xfer__step run_resolve(xfer *h, unsigned due) {
+  xfer__time at = xfer__resolve_run(&h->multi->dns, h->now);
+
+  (void)due;
+  if (at == XFER__TIME_NEVER)
+    xfer__expire_clear(h, XFER__EXPIRE_RESOLVE);
+  else
+    xfer__expiry_set(&h->loop->timers, &h->expiry, XFER__EXPIRE_RESOLVE, at);
+  return XFER__STEP_AGAIN;
+}
+
+static const struct xfer__handler resolve_handler = {
+    .name = "resolve",
+    .run = run_resolve,
+};
 
 static const struct xfer__handler shutdown_handler = {
     .name = "shutdown",
@@ -124,6 +147,8 @@ static xfer *internal_new(xfer_multi *m, const struct xfer__handler *handler) {
 static void internal_free(xfer_multi *m, xfer *h) {
   if (!h)
     return;
+  if (xfer__list_linked(&h->dirty_node))
+    xfer__list_remove(&h->dirty_node);
   xfer__expiry_clear_all(&m->loop.timers, &h->expiry);
   h->multi = NULL;
   h->loop = NULL;
@@ -156,12 +181,14 @@ xfer_multi *xfer_multi_new(xfer_pool *pool) {
   xfer__list_init(&m->dirty);
   xfer__list_init(&m->msgs);
   xfer__list_init(&m->waiting);
-  xfer__dns_init(&m->dns, &m->loop, dns_answered);
+  xfer__dns_init(&m->dns, &m->loop, dns_answered, dns_wake);
   m->shutdown_handle = internal_new(m, &shutdown_handler);
   m->attached_handle = internal_new(m, &attached_handler);
-  if (!m->shutdown_handle || !m->attached_handle) {
+  m->resolve_handle = internal_new(m, &resolve_handler);
+  if (!m->shutdown_handle || !m->attached_handle || !m->resolve_handle) {
     internal_free(m, m->shutdown_handle);
     internal_free(m, m->attached_handle);
+    internal_free(m, m->resolve_handle);
     m->magic = XFER__MAGIC_DEAD;
     xfer__timer_heap_free(&m->loop.timers);
     xfer__pool_detach(pool, &m->pool_tally);
@@ -420,6 +447,10 @@ xfer_mcode xfer_multi_perform(xfer_multi *m, int *running) {
    * action: a timer armed for a time passed has fired. */
   if (m->timer_armed <= now)
     m->timer_armed = XFER__TIME_NEVER;
+  /* Everything runs: the resolver too, which then looks at its sockets
+   * itself (an application may perform without polling). */
+  if (xfer__resolve_busy(&m->dns))
+    xfer__multi_mark_dirty(m, m->resolve_handle);
   for (pos = m->xfers.next; pos != &m->xfers; pos = pos->next)
     xfer__multi_mark_dirty(m, XFER__CONTAINER_OF(pos, xfer, multi_node));
   return run_and_leave(m, now, running);
@@ -613,6 +644,7 @@ xfer_mcode xfer_multi_destroy(xfer_multi *m) {
   xfer__shutdown_drain(&m->shutdown); /* bounded by the shutdown timeout */
   internal_free(m, m->attached_handle);
   internal_free(m, m->shutdown_handle);
+  internal_free(m, m->resolve_handle);
   m->attached.timer = m->shutdown.timer = NULL; /* their expiries are gone */
   if (m->loop.wake) { /* REMOVE first; the last reference closes the fd */
     xfer__mev_tracker_done(&m->loop.ev, &m->wake_ev);

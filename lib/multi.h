@@ -22,9 +22,9 @@
  * that one call never carries a stale `now` far (brief rule 2). */
 #define XFER__CLOCK_REFRESH_EVERY 16
 
-/* Internal transfers of every multi, each with a timer node: the shutdown
- * and attached handles. */
-#define XFER__INTERNAL_HANDLES 2
+/* Internal transfers of every multi, each with a timer node: the shutdown,
+ * attached and resolver handles. */
+#define XFER__INTERNAL_HANDLES 3
 
 struct pollfd;
 
@@ -62,6 +62,7 @@ struct xfer_multi {
                                      (attached.h) */
   xfer *shutdown_handle;          /* internal: their timers */
   xfer *attached_handle;
+  xfer *resolve_handle;           /* internal: runs the resolver */
   struct xfer__mev_tracker wake_ev; /* loop.wake's fd */
   struct xfer__list waiting;      /* transfers in a pool FIFO */
   struct xfer__dns dns;           /* the resolver and its settings */

@@ -44,6 +44,14 @@ struct xfer__resolver {
   struct xfer__list lookups;
   struct cache_entry *cache;
   unsigned cache_len;
+  /* The channel's sockets, tracked for the resolver itself: a lookup is
+   * watched until c-ares ends it, whoever still waits for it, and a DNS
+   * packet wakes the resolver, not every transfer resolving. */
+  struct xfer__mev_tracker ev;
+  /* Why the lookups cancelled by tracking_failed() end (ARES_ECANCELLED);
+   * XFER_OK otherwise. */
+  xfer_code failure;
+  char failure_detail[64];
 };
 
 static pthread_once_t ares_once = PTHREAD_ONCE_INIT;
@@ -61,6 +69,18 @@ static void sock_state(void *data, ares_socket_t fd, int readable,
   if (!readable && !writable)
     xfer__mev_socket_done(&r->dns->loop->ev, fd);
 }
+
+/* A channel socket had events: the multi runs its resolver in this call
+ * (xfer__resolve_run()); transfers are woken by their answers alone. */
+static void channel_event(struct xfer__mev_tracker *t, int fd, int events) {
+  struct xfer__resolver *r = t->owner;
+
+  (void)fd;
+  (void)events;
+  r->dns->wake(r->dns);
+}
+
+static const struct xfer__mev_ops channel_ev_ops = {.event = channel_event};
 
 static struct xfer__resolver *resolver_get(struct xfer__dns *dns,
                                            char *detail, size_t len) {
@@ -82,6 +102,7 @@ static struct xfer__resolver *resolver_get(struct xfer__dns *dns,
   }
   r->dns = dns;
   xfer__list_init(&r->lookups);
+  xfer__mev_tracker_init(&r->ev, XFER__MEV_CONN, &channel_ev_ops, r);
   memset(&opts, 0, sizeof(opts));
   opts.sock_state_cb = sock_state;
   opts.sock_state_cb_data = r;
@@ -187,7 +208,11 @@ static void lookup_done(void *arg, int status, int timeouts,
         ttl = n->ai_ttl;
     }
   }
-  if (naddrs == 0) {
+  if (naddrs == 0 && status == ARES_ECANCELLED && r->failure) {
+    result = r->failure;
+    snprintf(detail, sizeof(detail), "could not resolve '%s': %s", l->host,
+             r->failure_detail);
+  } else if (naddrs == 0) {
     result = status == ARES_ETIMEOUT ? XFER_E_RESOLVE_TIMEOUT : XFER_E_RESOLVE;
     snprintf(detail, sizeof(detail), "could not resolve '%s': %s", l->host,
              status == ARES_SUCCESS ? "no address of the wanted family"
@@ -286,6 +311,9 @@ xfer_code xfer__resolve_start(struct xfer__dns *dns,
   hints.ai_flags = ARES_AI_NOSORT;
   /* May answer at once (hosts file, or an error): lookup_done runs here. */
   ares_getaddrinfo(r->channel, l->host, NULL, &hints, lookup_done, l);
+  /* A query went out, perhaps on a socket just opened: the resolver
+   * tracks the channel's sockets and its timeout in this call. */
+  dns->wake(dns);
   return XFER_OK;
 }
 
@@ -296,15 +324,16 @@ void xfer__resolve_cancel(struct xfer__resolve_req *req) {
   }
 }
 
-void xfer__resolve_step(struct xfer__dns *dns, xfer__time now) {
-  struct xfer__resolver *r = dns->resolver;
+/* Processes the channel's ready sockets and its timeouts, once per multi
+ * call: finished lookups mark their transfers dirty. */
+static void process(struct xfer__resolver *r) {
   ares_socket_t socks[ARES_GETSOCK_MAXNUM];
   struct pollfd pfd[ARES_GETSOCK_MAXNUM];
   int bits, n = 0;
 
-  if (!r || r->processed_seq == dns->loop->call_seq)
+  if (r->processed_seq == r->dns->loop->call_seq)
     return;
-  r->processed_seq = dns->loop->call_seq;
+  r->processed_seq = r->dns->loop->call_seq;
   bits = ares_getsock(r->channel, socks, ARES_GETSOCK_MAXNUM);
   for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
     if (!SOCK_READABLE(bits, i) && !SOCK_WRITABLE(bits, i))
@@ -315,8 +344,7 @@ void xfer__resolve_step(struct xfer__dns *dns, xfer__time now) {
     pfd[n].revents = 0;
     n++;
   }
-  /* Which of the channel's sockets are ready: one poll() with no wait,
-   * once per multi call however many transfers are resolving. */
+  /* Which of the channel's sockets are ready: one poll() with no wait. */
   if (n > 0 && poll(pfd, (nfds_t)n, 0) > 0) {
     for (int i = 0; i < n; i++) {
       short re = pfd[i].revents;
@@ -329,17 +357,14 @@ void xfer__resolve_step(struct xfer__dns *dns, xfer__time now) {
     }
   }
   ares_process_fd(r->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD); /* timeouts */
-  (void)now;
 }
 
-void xfer__resolve_pollset(struct xfer__dns *dns, struct xfer__pollset *ps) {
-  struct xfer__resolver *r = dns->resolver;
+/* The channel's sockets, and what c-ares waits for on each. */
+static void channel_pollset(struct xfer__resolver *r, struct xfer__pollset *ps) {
   ares_socket_t socks[ARES_GETSOCK_MAXNUM];
-  int bits;
+  int bits = ares_getsock(r->channel, socks, ARES_GETSOCK_MAXNUM);
 
-  if (!r)
-    return;
-  bits = ares_getsock(r->channel, socks, ARES_GETSOCK_MAXNUM);
+  xfer__pollset_reset(ps);
   for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
     unsigned want = (SOCK_READABLE(bits, i) ? XFER_POLL_IN : 0) |
                     (SOCK_WRITABLE(bits, i) ? XFER_POLL_OUT : 0);
@@ -348,24 +373,64 @@ void xfer__resolve_pollset(struct xfer__dns *dns, struct xfer__pollset *ps) {
   }
 }
 
-xfer__time xfer__resolve_next_at(struct xfer__dns *dns, xfer__time now) {
+/* The channel's sockets cannot be watched (the socket callback refused
+ * one, or memory ran out): no answer could come, so every lookup ends now
+ * with that error (c-ares then closes what it no longer needs). */
+static void tracking_failed(struct xfer__resolver *r, xfer_code rc) {
+  r->failure = rc;
+  snprintf(r->failure_detail, sizeof(r->failure_detail), "%s",
+           rc == XFER_E_SOCKET_CALLBACK
+               ? "the socket callback refused the resolver's socket"
+               : "out of memory while tracking the resolver's sockets");
+  ares_cancel(r->channel);
+  r->failure = XFER_OK;
+}
+
+static void track_channel(struct xfer__resolver *r) {
+  struct xfer__pollset ps;
+  xfer_code rc;
+
+  channel_pollset(r, &ps);
+  rc = xfer__mev_assess(&r->dns->loop->ev, &r->ev, &ps);
+  if (rc == XFER_OK)
+    return;
+  tracking_failed(r, rc);
+  channel_pollset(r, &ps); /* what is left after the cancel, best effort */
+  (void)xfer__mev_assess(&r->dns->loop->ev, &r->ev, &ps);
+}
+
+xfer__time xfer__resolve_run(struct xfer__dns *dns, xfer__time now) {
   struct xfer__resolver *r = dns->resolver;
   struct timeval tv, *next;
 
-  if (!r || xfer__list_empty(&r->lookups))
+  if (!r)
+    return XFER__TIME_NEVER;
+  process(r);
+  track_channel(r);
+  if (xfer__list_empty(&r->lookups))
     return XFER__TIME_NEVER;
   next = ares_timeout(r->channel, NULL, &tv);
   if (!next)
     return XFER__TIME_NEVER;
+  /* c-ares cuts the time left to whole milliseconds and measures it on a
+   * clock read after `now`, while it times a query out to the
+   * microsecond: without the extra millisecond the deadline lands before
+   * its timeout, and the multi spins with 0 ms timers until it passes. */
   return now + (xfer__time)next->tv_sec * 1000000000 +
-         (xfer__time)next->tv_usec * 1000;
+         (xfer__time)next->tv_usec * 1000 + XFER__NS_PER_MS;
+}
+
+bool xfer__resolve_busy(const struct xfer__dns *dns) {
+  return dns->resolver && !xfer__list_empty(&dns->resolver->lookups);
 }
 
 void xfer__dns_init(struct xfer__dns *dns, struct xfer__loop *loop,
-                    void (*answered)(xfer *x)) {
+                    void (*answered)(xfer *x),
+                    void (*wake)(struct xfer__dns *dns)) {
   memset(dns, 0, sizeof(*dns));
   dns->loop = loop;
   dns->answered = answered;
+  dns->wake = wake;
   dns->timeout_ms = 2000;
   dns->tries = 3;
 }
@@ -374,7 +439,9 @@ void xfer__dns_cleanup(struct xfer__dns *dns) {
   struct xfer__resolver *r = dns->resolver;
 
   if (r) {
-    ares_destroy(r->channel); /* ends every lookup with ARES_EDESTRUCTION */
+    ares_destroy(r->channel); /* ends every lookup with ARES_EDESTRUCTION,
+                                 and its sockets through socket_done */
+    xfer__mev_tracker_done(&dns->loop->ev, &r->ev);
     xfer__free(r->cache);
     xfer__free(r);
     dns->resolver = NULL;

@@ -1,10 +1,15 @@
 /*
- * Name resolution with c-ares: one channel per multi. The channel's
- * sockets join the pollset of every transfer resolving at that moment (a
- * socket shared by many transfers, with real reader counts); c-ares'
- * timeouts become those transfers' RESOLVE expiry. Transfers asking for
- * the same name at once share one lookup; answers are cached per multi for
- * their TTL. Numeric addresses never reach c-ares.
+ * Name resolution with c-ares: one channel per multi. The resolver tracks
+ * the channel's sockets itself (a tracker of its own, like a connection's)
+ * and the multi runs it, with c-ares' timeouts as the expiry of an
+ * internal handle: a DNS packet wakes the resolver alone, and the answer
+ * wakes the transfers that asked. A transfer waiting for an answer has no
+ * socket and no timer of its own for it, so a packet costs the same with
+ * one transfer resolving or ten thousand, and a lookup whose transfers
+ * went away is still watched until c-ares ends it (its answer is cached).
+ * Transfers asking for the same name at once share one lookup; answers
+ * are cached per multi for their TTL. Numeric addresses never reach
+ * c-ares.
  *
  * Protected by: nothing; it belongs to the multi's thread.
  */
@@ -26,6 +31,9 @@ struct xfer__dns {
   struct xfer__loop *loop;
   /* A lookup x waited for is answered: x is to run (the multi marks it). */
   void (*answered)(xfer *x);
+  /* The channel wants a run in this call (a socket had events, or a query
+   * went out): the multi calls xfer__resolve_run() before it returns. */
+  void (*wake)(struct xfer__dns *dns);
   struct xfer__resolver *resolver; /* created at the first lookup */
   bool used;     /* a lookup was tried (or made): the settings are fixed */
   char *servers; /* "ip[:port],..." or NULL: the system's */
@@ -34,7 +42,8 @@ struct xfer__dns {
 };
 
 void xfer__dns_init(struct xfer__dns *dns, struct xfer__loop *loop,
-                    void (*answered)(xfer *x));
+                    void (*answered)(xfer *x),
+                    void (*wake)(struct xfer__dns *dns));
 /* Frees the resolver (lookups still waiting end without an answer; their
  * transfers are not told) and the settings. */
 void xfer__dns_cleanup(struct xfer__dns *dns);
@@ -60,13 +69,15 @@ xfer_code xfer__resolve_start(struct xfer__dns *dns,
 /* Forgets a request still waiting (the transfer is going away). */
 void xfer__resolve_cancel(struct xfer__resolve_req *req);
 
-/* Processes the channel's sockets and timeouts, once per multi call;
- * finished lookups mark their transfers dirty. */
-void xfer__resolve_step(struct xfer__dns *dns, xfer__time now);
-/* The channel's sockets, for a resolving transfer's pollset. */
-void xfer__resolve_pollset(struct xfer__dns *dns, struct xfer__pollset *ps);
-/* When c-ares wants to be run again (retries), or XFER__TIME_NEVER. */
-xfer__time xfer__resolve_next_at(struct xfer__dns *dns, xfer__time now);
+/* The resolver's run: processes the channel's ready sockets and its
+ * timeouts (once per multi call; finished lookups mark their transfers
+ * dirty through `answered`), then tracks the channel's sockets as they are
+ * now. When they cannot be tracked (the socket callback refused one, or
+ * memory ran out), every lookup ends with that error. Returns when c-ares
+ * wants to run again (a retry, a timeout), or XFER__TIME_NEVER. */
+xfer__time xfer__resolve_run(struct xfer__dns *dns, xfer__time now);
+/* Are lookups on their way? */
+bool xfer__resolve_busy(const struct xfer__dns *dns);
 
 /* Is `csv` a list c-ares takes: "ip[:port],..." with numeric addresses
  * ([ipv6]:port for a port with IPv6)? Checked when the list is set, so a

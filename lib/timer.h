@@ -20,7 +20,8 @@ enum xfer__expire_id {
   XFER__EXPIRE_TOTAL,          /* total timeout */
   XFER__EXPIRE_LOW_SPEED,      /* low-speed check period */
   XFER__EXPIRE_HAPPY_EYEBALLS, /* start the next address family */
-  XFER__EXPIRE_RESOLVE,        /* resolver timeout */
+  XFER__EXPIRE_RESOLVE,        /* the resolver handle's next c-ares
+                                  timeout or retry */
   XFER__EXPIRE_RETRY_AFTER,    /* retry a request later */
   XFER__EXPIRE_ATTACHED_WAIT,  /* stop waiting for another multi's
                                   attached connection */

@@ -516,17 +516,10 @@ static enum xfer__step step_wait(xfer *x) {
 static enum xfer__step step_resolve(xfer *x) {
   struct xfer__http *h = &x->http;
 
-  if (!h->resolve.done) {
-    xfer__resolve_step(&x->multi->dns, x->now);
-    if (!h->resolve.done) {
-      xfer__time at = xfer__resolve_next_at(&x->multi->dns, x->now);
-      if (at != XFER__TIME_NEVER)
-        xfer__expiry_set(&x->loop->timers, &x->expiry, XFER__EXPIRE_RESOLVE,
-                         at);
-      return XFER__STEP_AGAIN;
-    }
-  }
-  xfer__expire_clear(x, XFER__EXPIRE_RESOLVE);
+  /* The answer marks the transfer dirty; the multi's resolver watches the
+   * channel meanwhile (resolve.h), and the connect timeout bounds it. */
+  if (!h->resolve.done)
+    return XFER__STEP_AGAIN;
   if (h->resolve.result)
     return xfer__step_fail(x, h->resolve.result, "%s", h->resolve.detail);
   xfer__stamp(x, XFER__PHASE_NAMELOOKUP);
@@ -910,9 +903,6 @@ static void http_pollset(xfer *x, struct xfer__pollset *ps) {
   struct xfer__http *h = &x->http;
 
   switch (h->state) {
-  case XFER__HTTP_RESOLVE:
-    xfer__resolve_pollset(&x->multi->dns, ps);
-    break;
   case XFER__HTTP_CONNECT:
     xfer__conn_pollset(h->conn, ps, 0);
     break;

@@ -15,6 +15,7 @@ static xfer_multi *m;
 static struct th_sockrec rec;
 static xfer *xs[64];
 static int nxs;
+static struct th_epoll loop = {.ep = -1}; /* for the tests that use one */
 
 static void setup(void) {
   char servers[64];
@@ -39,6 +40,8 @@ static void setup(void) {
 
 static void resolve_end(void) {
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  if (loop.ep >= 0) /* after the destroy, whose REMOVEs it hears */
+    th_epoll_close(&loop);
   for (int i = 0; i < nxs; i++)
     xfer_free(xs[i]);
   ds_stop(dns);
@@ -110,11 +113,45 @@ TH_TEST(resolve, silent_server_times_out) {
   cr_assert_eq(th_result(m, ok), XFER_OK, "the other lookup is undisturbed");
 }
 
+/* The channel's socket as the application was told of it: the one IN
+ * socket that is not the multi's wake-up (-1: none). */
+static int channel_fd_reported(void) {
+  int fd = -1;
+
+  for (int i = 0; i < rec.count; i++)
+    if (rec.calls[i].what == XFER_POLL_IN &&
+        (!m->loop.wake || rec.calls[i].fd != m->loop.wake->fd))
+      fd = rec.calls[i].fd;
+  return fd;
+}
+
+/* A lookup that times out (a retry, then the end) wakes the multi a few
+ * times, not in a loop of 0 ms timers: c-ares' time left is cut to whole
+ * milliseconds, so a deadline taken as it is came before c-ares' timeout
+ * and the multi spun through the last millisecond of each try. */
+TH_TEST(resolve, a_timeout_does_not_spin) {
+  xfer *x;
+  xfer_multi_stats st;
+
+  cr_assert_eq(xfer_multi_set_dns_timeout(m, 300, 2), XFER_M_OK);
+  th_epoll_init(&loop, m, &rec);
+  x = get_name("silent.test", "/");
+  th_epoll_run(&loop, m, 10000);
+  cr_assert_eq(th_result(m, x), XFER_E_RESOLVE_TIMEOUT, "%s",
+               xfer_get_error_detail(x));
+  cr_assert_eq(xfer_multi_get_stats(m, &st), XFER_M_OK);
+  /* The start, each try's timeout (early by the loop's millisecond
+   * rounding at most once each), the end. */
+  cr_assert_leq(st.wakeups, 12, "%llu wake-ups",
+                (unsigned long long)st.wakeups);
+}
+
 /* Twenty transfers ask for one name at once: one lookup (an A and an AAAA
- * query), through one channel socket that all twenty read. */
+ * query), through one channel socket, which the resolver alone reads: a
+ * DNS packet wakes it, not the twenty. */
 TH_TEST(resolve, one_lookup_and_one_socket_for_many_transfers) {
   enum { N = 20 };
-  int channel_fd = -1;
+  int channel_fd;
   struct xfer__mev_socket_info info;
 
   for (int i = 0; i < N; i++)
@@ -122,18 +159,116 @@ TH_TEST(resolve, one_lookup_and_one_socket_for_many_transfers) {
   cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
   cr_assert_not_null(m->loop.wake, "the multi can be woken for pooled "
                                 "connections of other threads");
-  for (int i = 0; i < rec.count; i++)
-    if (rec.calls[i].what == XFER_POLL_IN && rec.calls[i].fd != m->loop.wake->fd)
-      channel_fd = rec.calls[i].fd;
+  channel_fd = channel_fd_reported();
   cr_assert_neq(channel_fd, -1, "the channel's socket was reported");
   cr_assert_eq(rec.count, 2, "one socket, reported once (and the wake-up)");
   cr_assert(xfer__mev_socket_info(&m->loop.ev, channel_fd, &info));
-  cr_assert_eq(info.readers, N, "every resolving transfer reads it");
+  cr_assert_eq(info.readers, 1, "the resolver reads it, for all twenty");
   th_run(m, 5000);
   for (int i = 0; i < N; i++)
     cr_assert_eq(th_result(m, xs[i]), XFER_OK, "%s",
                  xfer_get_error_detail(xs[i]));
   cr_assert_eq(ds_queries(dns, "slow.test"), 2, "A and AAAA, once");
+}
+
+/* Many names at once, answered one after another: each answer runs the
+ * resolver and the transfer it answers, so the runs grow with the number
+ * of transfers. When every resolving transfer watched the channel itself,
+ * each answer ran all of those still waiting (about N * N / 2 runs here). */
+TH_TEST(resolve, each_answer_runs_only_its_own_transfers) {
+  enum { N = 48 };
+  char name[32];
+  xfer_multi_stats st;
+
+  th_epoll_init(&loop, m, &rec);
+  for (int i = 0; i < N; i++) {
+    snprintf(name, sizeof(name), "n%d.test", i);
+    cr_assert_eq(ds_add_a(dns, name, "127.0.0.1", 60), 0);
+    cr_assert_eq(ds_set_delay(dns, name, 5 + 3 * i), 0); /* spread out */
+    get_name(name, "/bytes/1");
+  }
+  th_epoll_run(&loop, m, 10000);
+  for (int i = 0; i < N; i++)
+    cr_assert_eq(th_result(m, xs[i]), XFER_OK, "%s",
+                 xfer_get_error_detail(xs[i]));
+  cr_assert_eq(xfer_multi_get_stats(m, &st), XFER_M_OK);
+  /* Per transfer: its start, its answer, its connect and its response,
+   * with room for a split response; per DNS packet one resolver run. */
+  cr_assert_leq(st.xfers_run, 6 * N + 2 * N + 16, "%llu runs for %d names",
+                (unsigned long long)st.xfers_run, N);
+}
+
+/* A transfer removed while its lookup is on its way: the resolver still
+ * watches the channel until c-ares ends the lookup (it used to leave the
+ * socket open and unwatched until the next lookup), and the answer is
+ * cached for the next transfer to the name. */
+TH_TEST(resolve, a_lookup_outlives_its_removed_transfer) {
+  xfer *x = get_name("slow.test", "/bytes/1");
+  xfer *y;
+  int channel_fd, from;
+  bool closed = false;
+  long queries;
+  struct timespec start, t;
+
+  cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
+  channel_fd = channel_fd_reported();
+  cr_assert_neq(channel_fd, -1);
+  from = rec.count;
+  cr_assert_eq(xfer_multi_remove(m, x), XFER_M_OK);
+  cr_assert_eq(xfer__mev_reported(&m->loop.ev, channel_fd), XFER_POLL_IN,
+               "the channel is still watched");
+  cr_assert_eq(rec.count, from, "nothing was removed");
+  /* The answer comes 200 ms later; c-ares then closes the socket. */
+  clock_gettime(CLOCK_MONOTONIC, &start);
+  for (int i = 0; i < 10000 && !closed; i++) {
+    cr_assert_eq(xfer_multi_poll(m, 100, NULL), XFER_M_OK);
+    cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
+    for (int k = from; k < rec.count; k++)
+      if (rec.calls[k].fd == channel_fd &&
+          rec.calls[k].what == XFER_POLL_REMOVE)
+        closed = true;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    if (t.tv_sec - start.tv_sec > 5)
+      break;
+  }
+  cr_assert(closed, "the lookup ended and its socket was closed");
+  queries = ds_queries(dns, "slow.test");
+  y = get_name("slow.test", "/bytes/1");
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, y), XFER_OK, "%s", xfer_get_error_detail(y));
+  cr_assert_eq(ds_queries(dns, "slow.test"), queries, "from the cache");
+}
+
+/* The socket callback refuses the channel's socket: no answer could be
+ * heard, so the lookup ends at once with that error, and the multi
+ * resolves again once the application takes the socket. */
+static bool refuse_new;
+
+static int refusing_cb(xfer_multi *mm, int fd, int what, void *userp,
+                       void *socketp) {
+  if (refuse_new && what != XFER_POLL_REMOVE &&
+      (!m->loop.wake || fd != m->loop.wake->fd))
+    return -1;
+  return th_sockrec_cb(mm, fd, what, userp, socketp);
+}
+
+TH_TEST(resolve, a_refused_channel_socket_fails_the_lookup) {
+  xfer *x, *y;
+
+  xfer_multi_set_socket_cb(m, refusing_cb, &rec);
+  refuse_new = true;
+  x = get_name("slow.test", "/bytes/1");
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_E_SOCKET_CALLBACK, "%s",
+               xfer_get_error_detail(x));
+  cr_assert(strstr(xfer_get_error_detail(x),
+                   "could not resolve 'slow.test': the socket callback "
+                   "refused the resolver's socket"),
+            "%s", xfer_get_error_detail(x));
+  refuse_new = false;
+  y = get_name("web.test", "/bytes/1");
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, y), XFER_OK, "%s", xfer_get_error_detail(y));
 }
 
 /* The cache keeps time with the transfers' clock: the test clock moves

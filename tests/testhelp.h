@@ -154,6 +154,21 @@ void th_run_for(xfer_multi *m, long ms);
 /* A GET of url with a sink; the transfer is added to m. */
 xfer *th_get(xfer_multi *m, const char *url, struct th_sink *sink);
 
+/* An application's event loop, the multi_socket way: epoll for the
+ * sockets, a deadline of its own for the timer, xfer_multi_socket_action()
+ * for both. th_epoll_init() sets both callbacks of m (the socket callback
+ * records into rec too, when rec is not NULL); th_epoll_run() drives m
+ * until nothing runs, at most max_ms, and asserts it finished; results go
+ * to th_result(). Close it after destroying m. */
+struct th_epoll {
+  int ep;
+  int64_t deadline_ms; /* -1: no timer armed */
+  struct th_sockrec *rec;
+};
+void th_epoll_init(struct th_epoll *e, xfer_multi *m, struct th_sockrec *rec);
+void th_epoll_run(struct th_epoll *e, xfer_multi *m, long max_ms);
+void th_epoll_close(struct th_epoll *e);
+
 /* The result of x from the multi's messages (reads them all once and
  * stores each transfer's result for lookup). */
 xfer_code th_result(xfer_multi *m, xfer *x);
