@@ -399,6 +399,8 @@ static xfer_mcode update_timer(xfer_multi *m, xfer__time now) {
   xfer__loop_callback_leave(&m->loop);
   if (rc) /* no timer was armed: the next call tells it again */
     m->timer_armed = XFER__TIME_NEVER;
+  else
+    m->timer_held = true;
   return rc ? XFER_M_TIMER_CALLBACK : XFER_M_OK;
 }
 
@@ -443,10 +445,13 @@ xfer_mcode xfer_multi_perform(xfer_multi *m, int *running) {
   call_begin(m);
   now = multi_now(m);
   m->stats.wakeups++;
-  /* An application that performs from its timer instead of the timeout
-   * action: a timer armed for a time passed has fired. */
-  if (m->timer_armed <= now)
-    m->timer_armed = XFER__TIME_NEVER;
+  /* An application may perform from its timer instead of the timeout
+   * action, and a timer may fire a little early (libuv counts from the
+   * start of its loop's turn): whether the one told still stands is not
+   * known here, so the earliest deadline is told again after the run
+   * (one timer callback a perform; the timeout action keeps the
+   * coalescing). */
+  m->timer_armed = XFER__TIME_NEVER;
   /* Everything runs: the resolver too, which then looks at its sockets
    * itself (an application may perform without polling). */
   if (xfer__resolve_busy(&m->dns))
@@ -652,7 +657,7 @@ xfer_mcode xfer_multi_destroy(xfer_multi *m) {
     xfer__wake_unref(m->loop.wake);
   }
   xfer__mev_cleanup(&m->loop.ev);
-  if (m->timer_cb && m->timer_armed != XFER__TIME_NEVER) {
+  if (m->timer_cb && m->timer_held) {
     m->stats.timer_cb_calls++;
     xfer__loop_callback_enter(&m->loop);
     m->timer_cb(m, -1, m->timer_userp);
@@ -690,6 +695,7 @@ xfer_mcode xfer_multi_set_timer_cb(xfer_multi *m, xfer_timer_cb cb,
   m->timer_cb = cb;
   m->timer_userp = userp;
   m->timer_armed = XFER__TIME_NEVER; /* the new callback armed nothing yet */
+  m->timer_held = false;
   return XFER_M_OK;
 }
 

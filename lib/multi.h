@@ -41,6 +41,13 @@ struct xfer_multi {
   /* The deadline the application's timer is armed for, as far as we know;
    * XFER__TIME_NEVER: no timer armed. */
   xfer__time timer_armed;
+  /* The application may hold a timer: a timeout >= 0 was told to this
+   * callback. timer_armed cannot say so (a perform or a timeout action
+   * forgets it, and either may come from elsewhere than the timer, a
+   * kick-start say), so destroy tells -1 whenever this is set: a -1 for a
+   * timer that already fired costs nothing, a missed one leaves a timer
+   * that fires on a freed multi. */
+  bool timer_held;
 
   struct xfer__list xfers; /* every transfer added */
   size_t num_xfers;

@@ -169,11 +169,6 @@ void xfer__now_update(xfer *x, const xfer *from) {
   xfer__multi_mark_dirty(x->multi, x);
 }
 
-void xfer__now_refresh(xfer *x) {
-  assert(x->multi);
-  xfer__now_at_least(x, xfer__loop_now(x->loop));
-}
-
 void xfer__stamp(xfer *x, enum xfer__phase p) {
   unsigned i = x->stamped;
   xfer__time previous = i ? x->stamps[i - 1] : x->added_at;

@@ -234,9 +234,6 @@ static inline void xfer__now_at_least(xfer *x, xfer__time t) {
  * in this call. Both must be in the same multi. */
 void xfer__now_update(xfer *x, const xfer *from);
 
-/* Reads the clock for x after something that may have blocked. */
-void xfer__now_refresh(xfer *x);
-
 /* Records the end of phase p at the transfer's `now`. Earlier phases not
  * reached take the previous phase's value; later ones recorded by an
  * earlier attempt (a retry, a redirect hop) are cleared, to be recorded

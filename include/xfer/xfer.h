@@ -129,8 +129,9 @@ XFER_EXTERN const char *xfer_multi_strerror(xfer_mcode code);
  */
 
 /* The allocator of libxfer's own memory, as nghttp2's nghttp2_mem: each
- * function gets `user` last, and all four are required. c-ares, liburcu
- * and uriparser allocate through the C library's allocator regardless. */
+ * function gets `user` last, and all four are required. uriparser's
+ * allocations go through them too; c-ares and liburcu allocate through
+ * the C library's allocator regardless. */
 typedef struct xfer_mem {
   void *user;
   void *(*malloc)(size_t size, void *user);
@@ -686,7 +687,7 @@ XFER_EXTERN xfer_mcode xfer_multi_set_dns_timeout(xfer_multi *multi,
  * connections go to the pool; a private pool is destroyed. It waits for
  * its graceful closes to end, at most 2 s after each began. The socket
  * callback gets REMOVE for every watched socket, the timer callback -1
- * if a timer is armed.
+ * if it was ever told a timeout.
  * Returns XFER_M_OK (also for NULL); XFER_M_BAD_HANDLE when multi is not
  * a multi; XFER_M_RECURSIVE_API_CALL from inside one of its callbacks.
  * On failure, nothing is changed.
