@@ -314,6 +314,24 @@ static enum xfer__step recv_failed(xfer *x, xfer_code rc) {
   return xfer__step_failed(x, rc);
 }
 
+/* The answer's bytes failed the parser. On a reused connection, bytes that
+ * are not even a status line are no answer to this request: they were
+ * left there after the last response (by a server that sent more than it
+ * announced, once that response's end was read), so the connection is at
+ * fault, not the request: RETRY, as for one that died idle (the transfer
+ * decides whether the request may go again, and says why not). */
+__attribute__((noinline)) static enum xfer__step answer_failed(xfer *x,
+                                                              xfer_code rc) {
+  struct xfer__http *h = &x->http;
+
+  if (rc == XFER_E_BAD_STATUS_LINE && h->reused && !h->resp.status_seen) {
+    h->stray_bytes = true;
+    h->died_errno = 0;
+    return XFER__STEP_RETRY;
+  }
+  return recv_failed(x, rc);
+}
+
 /* The response is complete. Bytes received already beyond its end are
  * the server's mistake (a body longer than its Content-Length), found
  * whether they came in the same read from the socket or a filter holds
@@ -383,7 +401,7 @@ answer_read(xfer *x, const char *buf, ssize_t n, int err) {
     return rc ? recv_failed(x, rc) : XFER__STEP_DONE;
   }
   if ((rc = answer_bytes(x, buf, (size_t)n)))
-    return recv_failed(x, rc);
+    return answer_failed(x, rc);
   if (h->resp.complete)
     return check_after_end(x);
   return XFER__STEP_NEXT;

@@ -523,7 +523,7 @@ static int on_headers_complete(llhttp_t *p) {
   struct xfer__http1_resp *r = resp_of(p);
 
   if ((r->events && r->events->on_header) || p->status_code < 200 ||
-      (p->flags & F_CHUNKED) ||
+      p->http_major != 1 || (p->flags & F_CHUNKED) ||
       r->head.len + (size_t)(r->feed_end - r->feed_base) >
           r->max_header_bytes) {
     r->head_ended = true;
@@ -548,15 +548,29 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
   return 0;
 }
 
+/* An interim 1xx response ended: it is skipped. llhttp would take one
+ * that says close (or an HTTP/1.0 one without keep-alive) as the
+ * connection's end, and refuse the final response that follows it: the
+ * close counts after that one instead. */
+__attribute__((noinline)) static int
+interim_complete(struct xfer__http1_resp *r) {
+  llhttp_t *p = &r->parser;
+
+  if (!llhttp_should_keep_alive(p)) {
+    r->interim_close = true;
+    p->flags = (p->flags & ~F_CONNECTION_CLOSE) | F_CONNECTION_KEEP_ALIVE;
+  }
+  r->interim_ended = true;
+  return HPE_PAUSED; /* the next head starts where llhttp stopped */
+}
+
 static int on_message_complete(llhttp_t *p) {
   struct xfer__http1_resp *r = resp_of(p);
 
-  if (!r->headers_done) { /* an interim 1xx response: skip it */
-    r->interim_ended = true;
-    return HPE_PAUSED; /* the next head starts where llhttp stopped */
-  }
+  if (!r->headers_done)
+    return interim_complete(r);
   r->complete = true;
-  r->keep_alive = llhttp_should_keep_alive(p) != 0;
+  r->keep_alive = llhttp_should_keep_alive(p) != 0 && !r->interim_close;
   return HPE_PAUSED; /* anything after this is not ours */
 }
 
@@ -624,6 +638,7 @@ void xfer__http1_resp_init(struct xfer__http1_resp *r,
   r->body_bytes = 0;
   r->interim_bytes = 0;
   r->interim_lines = 0;
+  r->interim_close = false;
   reset_head(r);
   r->error = XFER_OK;
   r->detail[0] = '\0';
@@ -896,13 +911,32 @@ static xfer_code head_complete(struct xfer__http1_resp *r) {
   const struct xfer__http1_events *ev = r->events;
 
   r->in_head = false;
-  /* llhttp takes any three digits; refused before the head counts as the
-   * response's (no status, no headers for the getters). */
+  /* Refused before the head counts as the response's (no status, no
+   * headers for the getters). llhttp takes HTTP/0.9 to HTTP/9.9 in a
+   * status line (curl refuses all but 1.x on an HTTP/1 connection). */
+  if (r->parser.http_major != 1) {
+    r->error = XFER_E_BAD_STATUS_LINE;
+    snprintf(r->detail, sizeof(r->detail),
+             "the response says HTTP/%d.%d; an HTTP/1.1 request is answered "
+             "in HTTP/1.x",
+             r->parser.http_major, r->parser.http_minor);
+    return r->error;
+  }
+  /* llhttp takes any number up to 999. */
   if (r->parser.status_code < 100) {
     r->error = XFER_E_BAD_STATUS_LINE;
     snprintf(r->detail, sizeof(r->detail),
              "the status code %03d is under 100 (HTTP's are 100 to 599)",
              r->parser.status_code);
+    return r->error;
+  }
+  /* We never ask to switch (no Upgrade header): a 101 leaves the
+   * connection in a protocol we do not speak. */
+  if (r->parser.status_code == 101) {
+    r->error = XFER_E_BAD_RESPONSE;
+    snprintf(r->detail, sizeof(r->detail),
+             "the server switched protocols (101), which the request did "
+             "not ask for");
     return r->error;
   }
   head_facts(r);
@@ -976,7 +1010,12 @@ xfer_code xfer__http1_resp_feed(struct xfer__http1_resp *r, const char *data,
     return XFER_OK;
 extra_bytes:
   r->keep_alive = false;
-  if (r->parser.flags & F_CONTENT_LENGTH) {
+  if (r->parser.flags & F_SKIPBODY) { /* a Content-Length it says of none */
+    r->error = XFER_E_BAD_RESPONSE;
+    snprintf(r->detail, sizeof(r->detail),
+             "%zu bytes after a response that has no body (a %d%s)", len,
+             r->status, r->head_request ? " to a HEAD request" : "");
+  } else if (r->parser.flags & F_CONTENT_LENGTH) {
     r->error = XFER_E_BODY_TOO_LONG;
     snprintf(r->detail, sizeof(r->detail),
              "%zu bytes beyond the Content-Length of %llu", len,

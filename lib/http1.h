@@ -127,6 +127,8 @@ struct xfer__http1_resp {
   size_t interim_bytes;    /* heads of interim responses, taken off
                               max_header_bytes */
   unsigned interim_lines;  /* and their lines, taken off max_headers */
+  bool interim_close;      /* an interim response said close: the
+                              connection is not kept after the final one */
   uint32_t name_len;       /* of the header name being received */
   bool name_open;          /* its last piece ended with the bytes fed */
   bool name_may_be_ka;     /* that name so far starts "Keep-Alive" */

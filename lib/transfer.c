@@ -149,6 +149,7 @@ void xfer__start(xfer *x, xfer__time now) {
   x->http.saw_dead = false;
   x->http.retries = 0;
   x->http.got_byte = false;
+  x->http.stray_bytes = false;
   x->http.receiving = false;
   x->http.exchange = NULL;
   x->http.wait_expired = false;
@@ -561,34 +562,46 @@ static enum xfer__step step_connect(xfer *x) {
 }
 
 /* The exchange said RETRY: a reused connection died before any response
- * byte. The request goes again on a fresh connection when that is
- * harmless, else a clear error says why not. Out of line, as
- * follow_redirect() below. */
+ * byte, or held bytes that are no response (stray_bytes). The request
+ * goes again on a fresh connection when that is harmless, else a clear
+ * error says why not. Out of line, as follow_redirect() below. */
 __attribute__((noinline)) static enum xfer__step retry_or_fail(xfer *x) {
   struct xfer__http *h = &x->http;
   bool streamed = body_streamed(x);
+  bool stray = h->stray_bytes;
   int err = h->died_errno;
+  const char *why_not;
 
   /* The server closed it after it had been idle this long: its idle
-   * connections are checked before that from now on. */
-  xfer__pool_learn_died(x->loop->pool, h->conn, h->reused_idle);
-  conn_drop(x, XFER__CLOSE_PEER);
+   * connections are checked before that from now on. (Stray bytes say
+   * nothing of its idle time.) */
+  if (!stray)
+    xfer__pool_learn_died(x->loop->pool, h->conn, h->reused_idle);
+  conn_drop(x, stray ? XFER__CLOSE_ERROR : XFER__CLOSE_PEER);
   h->receiving = false;
+  h->stray_bytes = false;
   xfer__expire_clear(x, XFER__EXPIRE_LOW_SPEED);
   if (!streamed && h->idempotent && h->retries < XFER__MAX_RETRIES) {
     h->retries++;
     xfer__pool_count_retry(x->loop->pool);
     h->fresh_only = true;
+    h->got_byte = false; /* the stray bytes were no answer */
     h->state = XFER__HTTP_INIT;
     return XFER__STEP_NEXT;
   }
+  why_not = streamed     ? "its streamed body cannot be sent again"
+            : h->retries ? "the retries are used up"
+                         : "the server may have processed it";
+  if (stray)
+    return xfer__step_fail(x, XFER_E_BAD_STATUS_LINE,
+                           "a reused connection held bytes that are no "
+                           "response (%s); a %s request is not retried: %s",
+                           h->resp.detail, h->method, why_not);
   return xfer__step_fail(x, XFER_E_PEER_CLOSED,
                          "the server closed a reused connection before "
                          "answering (%s); a %s request is not retried: %s",
                          err ? strerror(err) : "end of file", h->method,
-                         streamed ? "its streamed body cannot be sent again"
-                         : h->retries ? "the retries are used up"
-                                      : "the server may have processed it");
+                         why_not);
 }
 
 static bool is_redirect(int status) {
@@ -676,7 +689,7 @@ follow_redirect(xfer *x, int status, bool keep) {
                            "stopped after %d redirects (the limit)",
                            h->redirects);
   case REDIRECT_CANNOT_RESEND:
-    return xfer__step_fail(x, XFER_E_READ_CALLBACK,
+    return xfer__step_fail(x, XFER_E_CANNOT_RESEND,
                            "cannot follow a %d redirect: the streamed body "
                            "cannot be sent again",
                            status);

@@ -144,6 +144,8 @@ struct xfer__http {
   int early_err;       /* a send failed there (errno): said at the timer */
   int retries;
   int died_errno;                /* XFER__STEP_RETRY: why (0: EOF) */
+  bool stray_bytes;              /* XFER__STEP_RETRY: the reused connection
+                                    held bytes that are no response */
   int redirects;
   const struct xfer__url *url;   /* &opts.url, or &hop */
   uint64_t method_gen;           /* opts.gen the method fields are of; 0: a

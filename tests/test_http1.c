@@ -554,6 +554,25 @@ TH_TEST(http1, body_longer_than_announced) {
   cr_assert(!r.keep_alive);
 }
 
+/* A body sent with a response that has none (to a HEAD, a 204, a 304):
+ * the detail says so (it spoke of "bytes beyond the Content-Length of 0"
+ * for the Content-Length the head said of the body it does not have). */
+TH_TEST(http1, bytes_after_a_response_without_a_body) {
+  cr_assert_eq(feed("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", 0,
+                    true),
+               XFER_E_BAD_RESPONSE);
+  cr_assert(strstr(r.detail, "5 bytes after a response that has no body "
+                             "(a 200 to a HEAD request)"),
+            "%s", r.detail);
+  cr_assert(!r.keep_alive);
+  cr_assert_eq(feed("HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\nabc",
+                    0, false),
+               XFER_E_BAD_RESPONSE);
+  cr_assert(strstr(r.detail, "3 bytes after a response that has no body "
+                             "(a 204)"),
+            "%s", r.detail);
+}
+
 TH_TEST(http1, oversized_and_too_many_headers) {
   char big[4096];
   struct xfer__buf text = {0};
@@ -617,6 +636,44 @@ TH_TEST(http1, interim_responses_spend_the_limits) {
                "under 100");
   cr_assert_eq(r.status, 0, "no status for the getters");
   cr_assert(!r.headers_done);
+}
+
+/* A 1xx that says close (or an HTTP/1.0 one, without keep-alive): the
+ * final response that follows is read, and the connection is not kept
+ * after it (llhttp took the 1xx as the connection's end, and the final
+ * response failed with HPE_CLOSED_CONNECTION). */
+TH_TEST(http1, an_interim_response_that_says_close) {
+  expect_complete("HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n"
+                  "Connection: close\r\n\r\n"
+                  "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                  false, 200, "ok", false);
+  expect_complete("HTTP/1.0 100 Continue\r\n\r\n"
+                  "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                  false, 200, "ok", false);
+  /* The next response on a connection is judged anew. */
+  expect_complete("HTTP/1.1 100 Continue\r\n\r\n"
+                  "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                  false, 200, "ok", true);
+}
+
+/* A status line of another HTTP than 1.x (llhttp takes 0.9 to 9.9), and a
+ * 101 no request asked for, fail at their head. */
+TH_TEST(http1, other_versions_and_an_unasked_101_are_refused) {
+  expect_error("HTTP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+               XFER_E_BAD_STATUS_LINE, "says HTTP/2.0");
+  expect_error("HTTP/0.9 200 OK\r\nContent-Length: 0\r\n\r\n",
+               XFER_E_BAD_STATUS_LINE, "says HTTP/0.9");
+  expect_error("HTTP/2.0 100 Continue\r\n\r\n", XFER_E_BAD_STATUS_LINE,
+               "says HTTP/2.0");
+  cr_assert_eq(r.status, 0);
+  expect_error("HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n"
+               "Connection: Upgrade\r\n\r\n",
+               XFER_E_BAD_RESPONSE, "switched protocols (101)");
+  expect_error("HTTP/1.1 101 Switching Protocols\r\n\r\n",
+               XFER_E_BAD_RESPONSE, "did not ask for");
+  /* HTTP/1.0 and 1.1 are both answers. */
+  expect_complete("HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", false,
+                  200, "ok", false);
 }
 
 TH_TEST(http1, early_eof_is_peer_closed) {

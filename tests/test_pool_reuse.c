@@ -278,3 +278,42 @@ TH_TEST(reuse, a_request_that_says_connection_close_is_not_kept) {
   cr_assert_eq(xfer_get_reused(x), 0);
   cr_assert_eq(stats().retries_total, 0, "no dead connection met");
 }
+
+/* Bytes that are no response on a reused connection (what a server that
+ * sent more than it announced leaves behind, once the last response's end
+ * was read) are the connection's fault, not the request's: a GET goes
+ * again on a new connection and succeeds (it failed with
+ * XFER_E_BAD_STATUS_LINE), and the connection is closed. */
+TH_TEST(reuse, stray_bytes_on_a_reused_connection_are_retried) {
+  xfer_pool_stats ps;
+  xfer *x;
+
+  start((struct ts_config){0}, (xfer_pool_opts){0});
+  run(NULL, "/bytes/2");
+  x = run(NULL, "/stray-first/bytes/3");
+  cr_assert_eq(xfer_get_reused(x), 0, "answered on a new connection");
+  cr_assert_eq(xfer_get_status(x), 200);
+  th_expect_timeline_ordered(x);
+  ps = stats();
+  cr_assert_eq(ps.retries_total, 1);
+  cr_assert_eq(ps.opened_total, 2);
+  cr_assert_eq(ps.closed_error, 1, "the one with the stray bytes");
+}
+
+/* A POST cannot be sent twice: it fails, and says why. */
+TH_TEST(reuse, stray_bytes_fail_a_post_with_a_clear_error) {
+  xfer *x;
+
+  start((struct ts_config){0}, (xfer_pool_opts){0});
+  run("POST", "/echo");
+  x = request("POST", "/stray-first/echo", NULL); /* checked: alive */
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_E_BAD_STATUS_LINE, "%s",
+               xfer_get_error_detail(x));
+  cr_assert(strstr(xfer_get_error_detail(x),
+                   "a reused connection held bytes that are no response"),
+            "%s", xfer_get_error_detail(x));
+  cr_assert(strstr(xfer_get_error_detail(x), "a POST request is not retried"),
+            "%s", xfer_get_error_detail(x));
+  cr_assert_eq(stats().open, 0, "closed, not kept");
+}

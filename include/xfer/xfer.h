@@ -86,7 +86,8 @@ typedef struct xfer_pool xfer_pool;
   XX(E_BODY_LENGTH, 27,                                                       \
      "the request body did not match its announced length")                   \
   XX(E_HEADER_CALLBACK, 28, "the header callback aborted the transfer")       \
-  XX(E_STOPPED, 29, "the transfer was stopped before it finished")
+  XX(E_STOPPED, 29, "the transfer was stopped before it finished")           \
+  XX(E_CANNOT_RESEND, 30, "the streamed request body cannot be sent again")
 
 #define XFER_MCODE_MAP(XX)                                                    \
   XX(OK, 0, "no error")                                                       \
@@ -297,7 +298,7 @@ typedef long (*xfer_read_cb)(char *buf, size_t len, void *userp);
  * transfer with XFER_E_BODY_LENGTH and closes the connection. A streamed
  * body cannot be sent twice: such a request is never retried, and a
  * followed redirect that keeps the body (307, 308; 301, 302 of a method
- * other than POST) fails the run with XFER_E_READ_CALLBACK.
+ * other than POST) fails the run with XFER_E_CANNOT_RESEND.
  * A server's final answer (300 or more) that comes before the body is all
  * sent, with a buffer body as well, stops the upload: the transfer ends
  * with that answer and its connection is closed (xfer_set_body_cb(3)).

@@ -1189,6 +1189,19 @@ static bool route_gather(struct ts_conn *c, const char *a) {
   return true;
 }
 
+/* /stray-first/REST: on a reused connection, bytes that are no response
+ * come first (what a server that sent more than it announced leaves
+ * behind), then the answer to REST; the first request of a connection is
+ * answered as REST alone. */
+static bool route_stray_first(struct ts_conn *c, const char *a) {
+  if (*a != '/')
+    return false;
+  if (c->served > 1)
+    buf_puts(&c->out, "STRAY");
+  route(c, a);
+  return true;
+}
+
 /* /close-silently/REST: answered as REST, without "Connection: close"
  * (even when the request said it), then closed. */
 static bool route_close_silently(struct ts_conn *c, const char *a) {
@@ -1229,6 +1242,7 @@ static void route(struct ts_conn *c, const char *target) {
       {"/close-now", route_close_now},
       {"/close-once/", route_close_once},
       {"/close-silently", route_close_silently},
+      {"/stray-first", route_stray_first},
       {"/gather/", route_gather},
       {"/early/", route_early},
       {"/early-head/", route_early_head},

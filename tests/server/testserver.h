@@ -56,6 +56,9 @@
  *   /close-once/ID/REST    ID 0..63: the first request with this ID is
  *                          closed without a response (as the request
  *                          arrives); later ones are answered as /REST.
+ *   /stray-first/REST      on a reused connection, "STRAY" (no response)
+ *                          before the answer to /REST; on a new one, the
+ *                          answer alone.
  *   /gather/N/REST         N 1..64: held until N /gather requests are
  *                          held at once (this one included), then each
  *                          answered as its /REST: N transfers in flight
