@@ -557,7 +557,7 @@ interim_complete(struct xfer__http1_resp *r) {
   llhttp_t *p = &r->parser;
 
   if (!llhttp_should_keep_alive(p)) {
-    r->interim_close = true;
+    r->close_after = true;
     p->flags = (p->flags & ~F_CONNECTION_CLOSE) | F_CONNECTION_KEEP_ALIVE;
   }
   r->interim_ended = true;
@@ -570,7 +570,7 @@ static int on_message_complete(llhttp_t *p) {
   if (!r->headers_done)
     return interim_complete(r);
   r->complete = true;
-  r->keep_alive = llhttp_should_keep_alive(p) != 0 && !r->interim_close;
+  r->keep_alive = llhttp_should_keep_alive(p) != 0 && !r->close_after;
   return HPE_PAUSED; /* anything after this is not ours */
 }
 
@@ -638,7 +638,7 @@ void xfer__http1_resp_init(struct xfer__http1_resp *r,
   r->body_bytes = 0;
   r->interim_bytes = 0;
   r->interim_lines = 0;
-  r->interim_close = false;
+  r->close_after = false;
   reset_head(r);
   r->error = XFER_OK;
   r->detail[0] = '\0';
@@ -942,6 +942,11 @@ static xfer_code head_complete(struct xfer__http1_resp *r) {
   head_facts(r);
   if (r->status < 200)
     return XFER_OK; /* an interim response: its end pauses llhttp again */
+  /* RFC 9112 6.1: an HTTP/1.0 message with Transfer-Encoding has faulty
+   * framing; the connection is closed after it. (Chunked heads pause
+   * here; one that is not chunked is read to the close anyway.) */
+  if (r->parser.http_minor == 0 && (r->parser.flags & F_CHUNKED))
+    r->close_after = true;
   if (!ev || !ev->on_header)
     return XFER_OK;
   if (!xfer__http1_resp_load_headers(r)) {
@@ -1041,7 +1046,11 @@ xfer_code xfer__http1_resp_eof(struct xfer__http1_resp *r) {
     }
   }
   r->error = XFER_E_PEER_CLOSED;
-  if (!r->status_seen)
+  if (!r->status_seen && r->interim_bytes)
+    snprintf(r->detail, sizeof(r->detail),
+             "the server closed the connection after an interim (1xx) "
+             "response, before the final one");
+  else if (!r->status_seen)
     snprintf(r->detail, sizeof(r->detail),
              "the server closed the connection before any response");
   else if (!r->headers_done)

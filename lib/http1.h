@@ -127,8 +127,9 @@ struct xfer__http1_resp {
   size_t interim_bytes;    /* heads of interim responses, taken off
                               max_header_bytes */
   unsigned interim_lines;  /* and their lines, taken off max_headers */
-  bool interim_close;      /* an interim response said close: the
-                              connection is not kept after the final one */
+  bool close_after;      /* the connection is not kept after the final
+                              response, whatever it says: an interim one
+                              said close, or it is HTTP/1.0 and chunked */
   uint32_t name_len;       /* of the header name being received */
   bool name_open;          /* its last piece ended with the bytes fed */
   bool name_may_be_ka;     /* that name so far starts "Keep-Alive" */

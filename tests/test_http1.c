@@ -650,6 +650,16 @@ TH_TEST(http1, an_interim_response_that_says_close) {
   expect_complete("HTTP/1.0 100 Continue\r\n\r\n"
                   "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
                   false, 200, "ok", false);
+  /* HTTP/1.0 with Transfer-Encoding has faulty framing (RFC 9112 6.1):
+   * read, and the connection closed after it, whatever it says. */
+  expect_complete("HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                  "Connection: keep-alive\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+                  false, 200, "ok", false);
+  /* A close after an interim response says so. */
+  cr_assert_eq(feed("HTTP/1.1 100 Continue\r\n\r\n", 0, false), XFER_OK);
+  cr_assert_eq(xfer__http1_resp_eof(&r), XFER_E_PEER_CLOSED);
+  cr_assert(strstr(r.detail, "after an interim (1xx) response"), "%s",
+            r.detail);
   /* The next response on a connection is judged anew. */
   expect_complete("HTTP/1.1 100 Continue\r\n\r\n"
                   "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
