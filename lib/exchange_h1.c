@@ -314,17 +314,20 @@ static enum xfer__step recv_failed(xfer *x, xfer_code rc) {
   return xfer__step_failed(x, rc);
 }
 
-/* The answer's bytes failed the parser. On a reused connection, bytes that
- * are not even a status line are no answer to this request: they were
+/* The answer's bytes failed the parser. On a reused connection, bytes
+ * that fail at their first byte (not even the start of "HTTP/"), with no
+ * interim response before them, are no answer to this request: they were
  * left there after the last response (by a server that sent more than it
  * announced, once that response's end was read), so the connection is at
  * fault, not the request: RETRY, as for one that died idle (the transfer
- * decides whether the request may go again, and says why not). */
+ * decides whether the request may go again, and says why not). A status
+ * line that fails later is the server's answer, malformed: no retry. */
 __attribute__((noinline)) static enum xfer__step answer_failed(xfer *x,
                                                               xfer_code rc) {
   struct xfer__http *h = &x->http;
 
-  if (rc == XFER_E_BAD_STATUS_LINE && h->reused && !h->resp.status_seen) {
+  if (rc == XFER_E_BAD_STATUS_LINE && h->reused &&
+      xfer__http1_resp_failed_at_start(&h->resp)) {
     h->stray_bytes = true;
     h->died_errno = 0;
     return XFER__STEP_RETRY;

@@ -1033,6 +1033,11 @@ extra_bytes:
   return r->error;
 }
 
+bool xfer__http1_resp_failed_at_start(const struct xfer__http1_resp *r) {
+  return r->error && !r->status_seen && r->interim_bytes == 0 &&
+         r->head.len == 0 && llhttp_get_error_pos(&r->parser) == r->feed_base;
+}
+
 xfer_code xfer__http1_resp_eof(struct xfer__http1_resp *r) {
   llhttp_errno_t err;
 

@@ -174,6 +174,11 @@ void xfer__http1_resp_free(struct xfer__http1_resp *r);
 xfer_code xfer__http1_resp_feed(struct xfer__http1_resp *r, const char *data,
                                 size_t len);
 
+/* The parser failed at the very first byte of the response: the bytes
+ * are not even the start of a status line ("HTTP/"), and no interim
+ * response came before them. */
+bool xfer__http1_resp_failed_at_start(const struct xfer__http1_resp *r);
+
 /* The peer closed the connection: completes a close-delimited body, or
  * fails with XFER_E_PEER_CLOSED. */
 xfer_code xfer__http1_resp_eof(struct xfer__http1_resp *r);

@@ -402,8 +402,8 @@ void xfer__mev_set_report(struct xfer__mev *ev, xfer__mev_report_fn report,
   ev->resync = report != NULL;
 }
 
-/* `refused` only marks for failing (the multi's does): the walk needs no
- * care. */
+/* `refused` only marks for failing (the multi's and the resolver's do):
+ * the walk needs no care. */
 static void refuse_users(struct xfer__mev_entry *e) {
   struct xfer__list *pos;
 
@@ -411,7 +411,7 @@ static void refuse_users(struct xfer__mev_entry *e) {
     struct xfer__mev_use *u = XFER__CONTAINER_OF(pos, struct xfer__mev_use,
                                                  entry_node);
     struct xfer__mev_tracker *t = u->tracker;
-    if (t->kind == XFER__MEV_XFER && t->ops && t->ops->refused)
+    if (t->ops && t->ops->refused)
       t->ops->refused(t, e->fd);
   }
 }
@@ -431,9 +431,10 @@ void xfer__mev_resync(struct xfer__mev *ev) {
     if (!report_entry(ev, e, want)) {
       e->reported = want;
     } else {
-      /* Its transfers fail; a socket of connections alone (the wake-up
-       * fd, an attached or closing connection) is asked for again at
-       * the next call, rather than taken for watched. */
+      /* Its transfers fail, and the resolver's lookups; a socket of
+       * connections alone (the wake-up fd, an attached or closing
+       * connection) is asked for again at the next call, rather than
+       * taken for watched. */
       refuse_users(e);
       ev->resync = true;
     }

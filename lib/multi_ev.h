@@ -49,8 +49,9 @@ struct xfer__mev_ops {
   void (*due)(struct xfer__mev_tracker *t, int fd);
   /* Connections: a socket you wait on had `events` (XFER_CSELECT_*). */
   void (*event)(struct xfer__mev_tracker *t, int fd, int events);
-  /* Transfers: the application refused to watch fd when everything was
-   * reported anew (xfer__mev_resync()). */
+  /* The application refused to watch fd when everything was reported
+   * anew (xfer__mev_resync()): transfers fail at their next run, the
+   * resolver's lookups at its. Must not change any tracking. */
   void (*refused)(struct xfer__mev_tracker *t, int fd);
 };
 

@@ -51,6 +51,8 @@ struct xfer__resolver {
   /* Why the lookups cancelled by tracking_failed() end (ARES_ECANCELLED);
    * XFER_OK otherwise. */
   xfer_code failure;
+  bool refused; /* a socket refused when all was reported anew: the run
+                   ends the lookups */
   char failure_detail[64];
 };
 
@@ -80,7 +82,21 @@ static void channel_event(struct xfer__mev_tracker *t, int fd, int events) {
   r->dns->wake(r->dns);
 }
 
-static const struct xfer__mev_ops channel_ev_ops = {.event = channel_event};
+/* The application refused a channel socket when everything was reported
+ * anew (a socket callback set late): no tracking may change here, so the
+ * lookups end at the resolver's run, in this call. */
+static void channel_refused(struct xfer__mev_tracker *t, int fd) {
+  struct xfer__resolver *r = t->owner;
+
+  (void)fd;
+  r->refused = true;
+  r->dns->wake(r->dns);
+}
+
+static const struct xfer__mev_ops channel_ev_ops = {
+    .event = channel_event,
+    .refused = channel_refused,
+};
 
 static struct xfer__resolver *resolver_get(struct xfer__dns *dns,
                                            char *detail, size_t len) {
@@ -406,6 +422,10 @@ xfer__time xfer__resolve_run(struct xfer__dns *dns, xfer__time now) {
   if (!r)
     return XFER__TIME_NEVER;
   process(r);
+  if (r->refused) {
+    r->refused = false;
+    tracking_failed(r, XFER_E_SOCKET_CALLBACK);
+  }
   track_channel(r);
   if (xfer__list_empty(&r->lookups))
     return XFER__TIME_NEVER;

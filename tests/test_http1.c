@@ -554,6 +554,31 @@ TH_TEST(http1, body_longer_than_announced) {
   cr_assert(!r.keep_alive);
 }
 
+/* What a reused connection may retry on (lib/exchange_h1.c): bytes that
+ * fail at their first byte, with nothing of a response before them. A
+ * status line that fails later, or bytes after an interim response, are
+ * the server's answer. */
+TH_TEST(http1, a_failure_at_the_first_byte_is_told_apart) {
+  cr_assert_eq(feed("STRAYHTTP/1.1 200 OK\r\n\r\n", 0, false),
+               XFER_E_BAD_STATUS_LINE);
+  cr_assert(xfer__http1_resp_failed_at_start(&r));
+  cr_assert_eq(feed("STRAY", 1, false), XFER_E_BAD_STATUS_LINE);
+  cr_assert(xfer__http1_resp_failed_at_start(&r), "in pieces too");
+  cr_assert_eq(feed("HTTP/1.1 2000 OK\r\n\r\n", 0, false),
+               XFER_E_BAD_STATUS_LINE);
+  cr_assert(!xfer__http1_resp_failed_at_start(&r));
+  cr_assert_eq(feed("HTTP/1.1 2000 OK\r\n\r\n", 3, false),
+               XFER_E_BAD_STATUS_LINE);
+  cr_assert(!xfer__http1_resp_failed_at_start(&r), "in pieces too");
+  cr_assert_eq(feed("HTTP/1.1 100 Continue\r\n\r\nSTRAY", 0, false),
+               XFER_E_BAD_STATUS_LINE);
+  cr_assert(!xfer__http1_resp_failed_at_start(&r));
+  cr_assert_eq(feed("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", 0,
+                    false),
+               XFER_OK);
+  cr_assert(!xfer__http1_resp_failed_at_start(&r));
+}
+
 /* A body sent with a response that has none (to a HEAD, a 204, a 304):
  * the detail says so (it spoke of "bytes beyond the Content-Length of 0"
  * for the Content-Length the head said of the body it does not have). */

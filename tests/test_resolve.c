@@ -271,6 +271,26 @@ TH_TEST(resolve, a_refused_channel_socket_fails_the_lookup) {
   cr_assert_eq(th_result(m, y), XFER_OK, "%s", xfer_get_error_detail(y));
 }
 
+/* The same when the socket callback is set late, and refuses the channel
+ * socket as everything is reported anew: the lookup ends at once (it was
+ * heard only at c-ares' timeout, by polling, and asked for again on
+ * every call). */
+TH_TEST(resolve, a_channel_socket_refused_when_reported_anew) {
+  xfer *x;
+
+  xfer_multi_set_socket_cb(m, NULL, NULL);
+  x = get_name("slow.test", "/bytes/1"); /* 200 ms to its answer */
+  cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
+  refuse_new = true;
+  xfer_multi_set_socket_cb(m, refusing_cb, &rec);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_E_SOCKET_CALLBACK, "%s",
+               xfer_get_error_detail(x));
+  cr_assert(strstr(xfer_get_error_detail(x), "refused the resolver's socket"),
+            "%s", xfer_get_error_detail(x));
+  refuse_new = false;
+}
+
 /* The cache keeps time with the transfers' clock: the test clock moves
  * it past the 1 s TTL, no waiting. */
 TH_TEST(resolve, answers_are_cached_for_their_ttl) {
