@@ -405,23 +405,34 @@ TH_TEST(multi_ev, late_report_function_hears_every_socket_anew) {
   xfer__mev_tracker_done(&ev, &c.t);
 }
 
-TH_TEST(multi_ev, a_refused_socket_is_told_to_its_transfers_only) {
-  struct fake a, b, c;
+/* Told: the owners of the socket that have a `refused` op (transfers, and
+ * the resolver, a connection-kind owner); a connection without one is
+ * not (the wake-up fd, attached and closing connections: asked again). */
+static const struct xfer__mev_ops fake_ops_no_refused = {fake_due, fake_event,
+                                                         NULL};
+
+TH_TEST(multi_ev, a_refused_socket_is_told_to_its_owners_that_ask) {
+  struct fake a, b, c, d;
 
   xfer__mev_set_report(&ev, NULL, NULL);
   fake_init(&a, XFER__MEV_XFER);
   fake_init(&b, XFER__MEV_XFER);
   fake_init(&c, XFER__MEV_CONN);
+  fake_init(&d, XFER__MEV_CONN);
+  c.t.ops = &fake_ops_no_refused;
   want1(&a, S, XFER_POLL_IN);
   want1(&b, T, XFER_POLL_IN);
   want1(&c, S, XFER_POLL_IN);
+  want1(&d, S, XFER_POLL_IN);
   refuse_fd = S;
   xfer__mev_set_report(&ev, record, &report_owner_tag);
   xfer__mev_resync(&ev);
   cr_assert_eq(a.refused, 1);
   cr_assert_eq(a.last_fd, S);
   cr_assert_eq(b.refused, 0, "T was accepted");
-  cr_assert_eq(c.refused + c.events, 0, "connections are not told");
+  cr_assert_eq(c.refused + c.events, 0, "no refused op: not told");
+  cr_assert_eq(d.refused, 1, "a connection-kind owner that asks is told");
+  cr_assert_eq(d.events, 0);
 
   /* Refused in an assessment: the owner hears it as the result, and the
    * tracking stays consistent. */
@@ -431,6 +442,7 @@ TH_TEST(multi_ev, a_refused_socket_is_told_to_its_transfers_only) {
   xfer__mev_tracker_done(&ev, &a.t);
   xfer__mev_tracker_done(&ev, &b.t);
   xfer__mev_tracker_done(&ev, &c.t);
+  xfer__mev_tracker_done(&ev, &d.t);
 }
 
 /* A socket refused when everything is reported anew is not taken for
