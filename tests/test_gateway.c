@@ -19,6 +19,7 @@
 
 static char out[65536], err[8192], gw_out[4096];
 static pid_t gw_pid = -1;
+static bool gw_stopping; /* SIGTERM sent: a second one stops it at once */
 static int gw_port, gw_pipe = -1;
 static struct th_nginx nginx;
 
@@ -84,13 +85,16 @@ static void start_gateway(const char *upstream) {
   cr_assert_fail("the gateway did not start");
 }
 
-/* SIGTERM: it stops accepting, finishes, and exits 0 with its summary. */
+/* SIGTERM (unless the test sent it): it stops accepting, finishes, and
+ * exits 0 with its summary. */
 static void stop_gateway(void) {
   size_t len = 0;
   ssize_t n;
   int status;
 
-  kill(gw_pid, SIGTERM);
+  if (!gw_stopping)
+    kill(gw_pid, SIGTERM);
+  gw_stopping = false;
   for (;;) { /* to EOF: it has exited (30 s at most between outputs) */
     struct pollfd pfd = {.fd = gw_pipe, .events = POLLIN};
     if (poll(&pfd, 1, 30000) <= 0) {
@@ -420,6 +424,7 @@ TH_TEST(gateway, a_stop_sends_every_answer_whole) {
   cr_assert_eq(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
   cr_assert(ts_wait(web, TS_REQUESTS, 1, 10000), "the upstream got it");
   kill(gw_pid, SIGTERM); /* a request in flight: it finishes */
+  gw_stopping = true;
   cr_assert(ts_fetch(web, "/gather/2/bytes/40000000"), "the group is done");
   /* Two closes: the test's own /gather connection, and the upstream
    * connection once it sent all 40 MB (the gateway takes them whether
@@ -463,4 +468,115 @@ TH_TEST(gateway, its_own_errors_to_head_have_no_body) {
   cr_assert(strstr(err, "Re-using existing connection"), "%s", err);
   cr_assert_null(strstr(err, "Excess found"), "%s", err);
   stop_gateway();
+}
+
+/* One request over a socket of its own, as written, and everything the
+ * gateway sends until it closes (each test's request makes it close). */
+static const char *raw(const char *req, size_t req_len) {
+  static char got[131072];
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)gw_port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  size_t len = 0, sent = 0;
+  ssize_t n;
+
+  cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  while (sent < req_len) {
+    n = write(fd, req + sent, req_len - sent);
+    if (n <= 0)
+      break; /* closed early: what it said is read below */
+    sent += (size_t)n;
+  }
+  for (;;) {
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    cr_assert_gt(poll(&pfd, 1, 10000), 0, "the gateway did not close: %.*s",
+                 (int)len, got);
+    n = read(fd, got + len, sizeof(got) - 1 - len);
+    if (n <= 0)
+      break;
+    len += (size_t)n;
+    cr_assert_lt(len, sizeof(got) - 1);
+  }
+  close(fd);
+  got[len] = '\0';
+  return got;
+}
+
+#define RAW(s) raw(s, sizeof(s) - 1)
+
+static long upstream_requests(struct ts_server *web) {
+  struct ts_stats st;
+
+  ts_get_stats(web, &st);
+  return st.requests;
+}
+
+/* Requests a reverse proxy must not pass as they are: a CONNECT (a
+ * tunnel; "CONNECT 81", appended to the upstream URL, named another port
+ * of its host) gets 405; a target that is not a path ("*") gets 400; an
+ * absolute URL is taken by its path, as RFC 9112 3.2.2 asks. */
+TH_TEST(gateway, targets_that_are_not_paths) {
+  struct ts_server *web = gateway_to_test_server("");
+  const char *got;
+
+  got = RAW("CONNECT 127.0.0.1:81 HTTP/1.1\r\nHost: x\r\n\r\n");
+  cr_assert(strstr(got, "HTTP/1.1 405 Method Not Allowed\r\n"), "%s", got);
+  cr_assert(strstr(got, "Connection: close\r\n"), "%s", got);
+  got = RAW("CONNECT 81 HTTP/1.1\r\nHost: x\r\n\r\n"); /* port 8081 */
+  cr_assert(strstr(got, "HTTP/1.1 405 Method Not Allowed\r\n"), "%s", got);
+  got = RAW("OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  cr_assert(strstr(got, "HTTP/1.1 400 Bad Request\r\n"), "%s", got);
+  cr_assert(strstr(got, "neither a path nor an absolute http URL"), "%s",
+            got);
+  got = RAW("GET http://elsewhere.example/bytes/4 HTTP/1.1\r\nHost: x\r\n"
+            "Connection: close\r\n\r\n");
+  cr_assert(strstr(got, "HTTP/1.1 200 OK\r\n"), "%s", got);
+  cr_assert(strstr(got, "\r\n4\r\n0123\r\n0\r\n\r\n"), "%s", got);
+  cr_assert_eq(upstream_requests(web), 1, "only the last went upstream");
+  stop_gateway();
+  ts_stop(web);
+}
+
+/* An HTTP/1.0 client knows no chunked framing: its body ends with the
+ * connection (it came chunked, size lines in the body). An upgrade is not
+ * made: answered, and the connection closed after. */
+TH_TEST(gateway, http10_clients_and_upgrades) {
+  struct ts_server *web = gateway_to_test_server("");
+  const char *got;
+
+  got = RAW("GET /bytes/5 HTTP/1.0\r\nHost: x\r\n\r\n");
+  cr_assert(strstr(got, "HTTP/1.1 200 OK\r\n"), "%s", got);
+  cr_assert_null(strstr(got, "Transfer-Encoding"), "%s", got);
+  cr_assert(strstr(got, "Connection: close\r\n"), "%s", got);
+  cr_assert(strstr(got, "\r\n\r\n01234") &&
+                strlen(strstr(got, "\r\n\r\n01234")) == 9,
+            "the body alone: %s", got);
+  got = RAW("GET /bytes/2 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+            "Upgrade: h2c\r\n\r\n");
+  cr_assert(strstr(got, "HTTP/1.1 200 OK\r\n"), "%s", got);
+  cr_assert(strstr(got, "Connection: close\r\n"), "%s", got);
+  cr_assert(strstr(got, "\r\n2\r\n01\r\n0\r\n\r\n"), "%s", got);
+  stop_gateway();
+  ts_stop(web);
+}
+
+/* A request's head past 64 KiB gets 431 and the connection closed (the
+ * gateway took all of it in memory, without end). */
+TH_TEST(gateway, a_head_too_large_is_refused) {
+  struct ts_server *web = gateway_to_test_server("");
+  static char req[80 * 1024];
+  const char *got;
+  int n = snprintf(req, sizeof(req), "GET /bytes/1 HTTP/1.1\r\nHost: x\r\n"
+                                     "X-Big: ");
+
+  memset(req + n, 'a', 70 * 1024);
+  n += 70 * 1024;
+  n += snprintf(req + n, sizeof(req) - (size_t)n, "\r\n\r\n");
+  got = raw(req, (size_t)n);
+  cr_assert(strstr(got, "HTTP/1.1 431 Request Header Fields Too Large\r\n"),
+            "%.200s", got);
+  cr_assert_eq(upstream_requests(web), 0);
+  stop_gateway();
+  ts_stop(web);
 }

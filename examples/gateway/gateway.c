@@ -22,6 +22,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <llhttp.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -41,6 +42,14 @@
 #include <xfer/xfer.h>
 
 #define MAX_HEADERS 64
+/* What one request may take: its target and header lines together (431
+ * past it), and its body, which is held whole before it goes upstream
+ * (413 past it). */
+#define MAX_HEAD_BYTES (64 * 1024)
+#define MAX_BODY_BYTES (64 * 1024 * 1024)
+/* Bytes a client may send ahead while its request is upstream; then the
+ * gateway stops reading it until the answer is done. */
+#define MAX_AHEAD_BYTES (1024 * 1024)
 
 static char *upstream; /* "http://host:port[/prefix]", no trailing slash */
 static int listen_port;
@@ -93,6 +102,11 @@ struct client {
   bool in_value, keep_alive, busy, head_sent, closing;
   bool no_body; /* the response may not have one (HEAD; 1xx, 204, 304) */
   bool head_request;
+  bool http10;    /* an HTTP/1.0 client: no chunked framing, close after */
+  bool reading;   /* EPOLLIN is wanted (off while too much waits ahead) */
+  bool writing;   /* EPOLLOUT is wanted (an answer waits to be sent) */
+  size_t head_bytes; /* the request's target and header lines so far */
+  int refuse_status; /* a limit the request broke: the answer's status */
   xfer *x;
   struct client *prev, *next; /* in the worker's list */
 };
@@ -108,16 +122,33 @@ struct worker {
    * the same batch may still point at one, so they are freed after it. */
   struct handle *removed;
   int in_flight;
+  int spare_fd; /* given up to accept and close a client past the fd
+                   limit (else the listener stays readable: a busy loop) */
   bool stopping;
   long long drain_until_ms; /* stopping: answers still sending, until then */
 };
 
 static void client_close(struct client *c);
 
-static void want_out(struct client *c, bool on) {
-  struct epoll_event ev = {.events = EPOLLIN | (on ? EPOLLOUT : 0),
+static void update_events(struct client *c) {
+  struct epoll_event ev = {.events = (c->reading ? EPOLLIN : 0) |
+                                     (c->writing ? EPOLLOUT : 0),
                            .data.ptr = c};
   epoll_ctl(c->w->ep, EPOLL_CTL_MOD, c->fd, &ev);
+}
+
+static void want_out(struct client *c, bool on) {
+  if (c->writing == on)
+    return;
+  c->writing = on;
+  update_events(c);
+}
+
+static void want_in(struct client *c, bool on) {
+  if (c->reading == on)
+    return;
+  c->reading = on;
+  update_events(c);
 }
 
 /* Sends what is queued; false when the client is gone. */
@@ -152,15 +183,27 @@ static void put_header(struct buf *b, const char *name, const char *value) {
   buf_add(b, "\r\n", 2);
 }
 
+static const char *reason_of(int status) {
+  switch (status) {
+  case 405: return "Method Not Allowed";
+  case 413: return "Content Too Large";
+  case 431: return "Request Header Fields Too Large";
+  case 500: return "Internal Server Error";
+  case 502: return "Bad Gateway";
+  case 504: return "Gateway Timeout";
+  default: return "Bad Request";
+  }
+}
+
 /* The gateway's own answer; to a HEAD, the head alone (its length says
  * what a GET would get), so the client's next response stays in step. */
 static void send_error(struct client *c, int status, const char *why) {
   char head[256];
   int n = snprintf(head, sizeof(head),
                    "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
-                   "Content-Length: %zu\r\n\r\n",
-                   status, status == 502 ? "Bad Gateway" : "Bad Request",
-                   strlen(why) + 1);
+                   "Content-Length: %zu\r\n%s\r\n",
+                   status, reason_of(status), strlen(why) + 1,
+                   c->keep_alive ? "" : "Connection: close\r\n");
   buf_add(&c->out, head, (size_t)n);
   if (c->head_request)
     return;
@@ -248,7 +291,9 @@ static void send_head(struct client *c) {
   }
   free(connection.data);
   put_header(&c->out, "Via", VIA);
-  if (!c->no_body)
+  /* An HTTP/1.0 client knows no chunked framing: its body ends with the
+   * connection (keep_alive is off for it). */
+  if (!c->no_body && !c->http10)
     buf_puts(&c->out, "Transfer-Encoding: chunked\r\n");
   if (!c->keep_alive)
     buf_puts(&c->out, "Connection: close\r\n");
@@ -262,9 +307,14 @@ static size_t on_upstream_body(const char *data, size_t len, void *userp) {
 
   if (!c->head_sent)
     send_head(c);
-  buf_add(&c->out, size, (size_t)snprintf(size, sizeof(size), "%zx\r\n", len));
-  buf_add(&c->out, data, len);
-  buf_add(&c->out, "\r\n", 2);
+  if (c->http10) {
+    buf_add(&c->out, data, len);
+  } else {
+    buf_add(&c->out, size,
+            (size_t)snprintf(size, sizeof(size), "%zx\r\n", len));
+    buf_add(&c->out, data, len);
+    buf_add(&c->out, "\r\n", 2);
+  }
   return flush_out(c) ? len : 0; /* a client gone aborts the transfer */
 }
 
@@ -276,6 +326,9 @@ static void reset_request(struct client *c) {
   c->nheaders = 0;
   c->url.len = c->field.len = c->value.len = c->body.len = 0;
   c->in_value = false;
+  c->head_bytes = 0;
+  c->refuse_status = 0;
+  c->head_request = false; /* a bad request after a HEAD gets a body */
 }
 
 static void feed(struct client *c);
@@ -287,19 +340,21 @@ static void request_done(struct client *c, const xfer_msg *msg) {
   w->in_flight--;
   xfer_multi_remove(w->m, c->x);
   if (msg->result != XFER_OK && !c->head_sent) {
-    send_error(c, 502, xfer_get_error_detail(c->x));
+    send_error(c, msg->result == XFER_E_TIMEOUT ? 504 : 502,
+               xfer_get_error_detail(c->x));
   } else if (msg->result != XFER_OK) {
     c->keep_alive = false; /* cut short: the client sees no last chunk */
   } else {
     if (!c->head_sent)
       send_head(c);
-    if (!c->no_body)
+    if (!c->no_body && !c->http10)
       buf_add(&c->out, "0\r\n\r\n", 5);
   }
   xfer_free(c->x);
   c->x = NULL;
   c->busy = false;
   reset_request(c);
+  want_in(c, true); /* what waited ahead is read again */
   if (!flush_out(c) || !c->keep_alive) {
     c->closing = true;
     if (c->out.len == 0)
@@ -314,15 +369,27 @@ static void request_done(struct client *c, const xfer_msg *msg) {
 
 static struct client *of(llhttp_t *p) { return p->data; }
 
+/* The request's target and header lines count against MAX_HEAD_BYTES. */
+static bool head_fits(struct client *c, size_t len) {
+  c->head_bytes += len;
+  if (c->head_bytes <= MAX_HEAD_BYTES)
+    return true;
+  c->refuse_status = 431;
+  return false;
+}
+
 static int on_url(llhttp_t *p, const char *at, size_t len) {
-  return buf_add(&of(p)->url, at, len) ? 0 : -1;
+  struct client *c = of(p);
+  return head_fits(c, len) && buf_add(&c->url, at, len) ? 0 : -1;
 }
 
 static int end_header(struct client *c) {
   if (!c->in_value)
     return 0;
-  if (c->nheaders == MAX_HEADERS)
+  if (c->nheaders == MAX_HEADERS) {
+    c->refuse_status = 431;
     return -1;
+  }
   c->names[c->nheaders] = strndup(c->field.data, c->field.len);
   c->values[c->nheaders++] = strndup(c->value.data, c->value.len);
   c->field.len = c->value.len = 0;
@@ -332,7 +399,7 @@ static int end_header(struct client *c) {
 
 static int on_field(llhttp_t *p, const char *at, size_t len) {
   struct client *c = of(p);
-  if (end_header(c))
+  if (end_header(c) || !head_fits(c, len))
     return -1;
   return buf_add(&c->field, at, len) ? 0 : -1;
 }
@@ -340,13 +407,38 @@ static int on_field(llhttp_t *p, const char *at, size_t len) {
 static int on_value(llhttp_t *p, const char *at, size_t len) {
   struct client *c = of(p);
   c->in_value = true;
-  return buf_add(&c->value, at, len) ? 0 : -1;
+  return head_fits(c, len) && buf_add(&c->value, at, len) ? 0 : -1;
 }
 
 static int on_headers_complete(llhttp_t *p) { return end_header(of(p)); }
 
 static int on_body(llhttp_t *p, const char *at, size_t len) {
-  return buf_add(&of(p)->body, at, len) ? 0 : -1;
+  struct client *c = of(p);
+  if (c->body.len + len > MAX_BODY_BYTES) {
+    c->refuse_status = 413;
+    return -1;
+  }
+  return buf_add(&c->body, at, len) ? 0 : -1;
+}
+
+/* The upstream path of a request target: origin-form ("/path?query") as
+ * it is; absolute-form ("http://host/path", which a server must take,
+ * RFC 9112 3.2.2) by its path. NULL for anything else ("*", an authority):
+ * appended to the upstream URL, "81" would make "http://up:80" + "81" a
+ * request to port 8081. */
+static const char *upstream_path(const char *target) {
+  const char *rest = NULL;
+
+  if (target[0] == '/')
+    return target;
+  if (!strncasecmp(target, "http://", 7))
+    rest = target + 7;
+  else if (!strncasecmp(target, "https://", 8))
+    rest = target + 8;
+  if (!rest)
+    return NULL;
+  rest += strcspn(rest, "/?#");
+  return *rest == '/' ? rest : *rest == '\0' ? "/" : NULL;
 }
 
 /* A whole request: it becomes a transfer to the upstream. */
@@ -355,15 +447,36 @@ static int on_message_complete(llhttp_t *p) {
   struct worker *w = c->w;
   char *url;
 
-  c->keep_alive = llhttp_should_keep_alive(p) && !w->stopping;
+  const char *path;
+
+  /* An HTTP/1.0 client's body ends with the connection; an upgrade is
+   * not made (the Upgrade header stays here), and the connection closes
+   * after the answer, as llhttp takes what follows for another protocol. */
+  c->http10 = p->http_major == 0 || (p->http_major == 1 && p->http_minor == 0);
+  c->keep_alive = llhttp_should_keep_alive(p) && !w->stopping && !c->http10 &&
+                  !p->upgrade;
   c->head_request = p->method == HTTP_HEAD;
+  c->head_sent = false;
+  if (p->method == HTTP_CONNECT) { /* a tunnel: what follows is not HTTP */
+    c->keep_alive = false;
+    send_error(c, 405, "this gateway makes no tunnels (CONNECT)");
+    reset_request(c);
+    return HPE_PAUSED; /* nothing more is read: closed once answered */
+  }
   buf_add(&c->url, "", 1);
-  if (asprintf(&url, "%s%s", upstream, c->url.data) < 0)
+  path = upstream_path(c->url.data);
+  if (!path) {
+    send_error(c, 400, "the request target is neither a path nor an "
+                       "absolute http URL");
+    reset_request(c);
+    return 0; /* answered: go on with the next */
+  }
+  if (asprintf(&url, "%s%s", upstream, path) < 0)
     return -1;
   c->x = xfer_new();
-  c->head_sent = false;
   if (!c->x || xfer_set_url(c->x, url) != XFER_OK) {
-    send_error(c, 400, c->x ? xfer_get_error_detail(c->x) : "no memory");
+    send_error(c, c->x ? 400 : 500,
+               c->x ? xfer_get_error_detail(c->x) : "no memory");
     xfer_free(c->x);
     c->x = NULL;
     free(url);
@@ -449,8 +562,11 @@ static void feed(struct client *c) {
     }
     return;
   }
-  send_error(c, 400, llhttp_get_error_reason(&c->parser));
   c->keep_alive = false;
+  send_error(c, c->refuse_status ? c->refuse_status : 400,
+             c->refuse_status == 431   ? "the request's head is too large"
+             : c->refuse_status == 413 ? "the request's body is too large"
+                                       : llhttp_get_error_reason(&c->parser));
   c->closing = true;
   if (flush_out(c) && c->out.len)
     return; /* closed once it is sent */
@@ -499,6 +615,8 @@ static void client_event(struct client *c, uint32_t events) {
   }
   if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR)))
     return;
+  if (!c->reading && !(events & (EPOLLHUP | EPOLLERR)))
+    return;
   n = recv(c->fd, buf, sizeof(buf), 0);
   if (n < 0 && (errno == EAGAIN || errno == EINTR))
     return;
@@ -511,6 +629,25 @@ static void client_event(struct client *c, uint32_t events) {
     return;
   }
   feed(c);
+  /* A client that sends on while its request is upstream waits: the
+   * gateway holds at most MAX_AHEAD_BYTES of it. */
+  if (c->busy && c->in.len >= MAX_AHEAD_BYTES)
+    want_in(c, false);
+}
+
+/* Past the fd limit a pending client cannot be accepted, and the
+ * listener stays readable: the spare fd makes room to accept it and close
+ * it at once (it sees its connection closed), as libuv and libev do. */
+static void refuse_one_client(struct worker *w) {
+  int fd;
+
+  if (w->spare_fd < 0)
+    return;
+  close(w->spare_fd);
+  fd = accept4(w->listener.fd, NULL, NULL, SOCK_CLOEXEC);
+  if (fd >= 0)
+    close(fd);
+  w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
 static void accept_clients(struct worker *w) {
@@ -518,6 +655,12 @@ static void accept_clients(struct worker *w) {
     int fd = accept4(w->listener.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     struct client *c;
     struct epoll_event ev = {.events = EPOLLIN};
+    if (fd < 0 && (errno == EINTR || errno == ECONNABORTED))
+      continue;
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE) && w->spare_fd >= 0) {
+      refuse_one_client(w);
+      continue;
+    }
     if (fd < 0)
       return;
     c = calloc(1, sizeof(*c));
@@ -531,6 +674,7 @@ static void accept_clients(struct worker *w) {
     c->h.fd = fd;
     c->w = w;
     c->fd = fd;
+    c->reading = true;
     llhttp_init(&c->parser, HTTP_REQUEST, settings());
     c->parser.data = c;
     ev.data.ptr = c;
@@ -636,7 +780,7 @@ static void *worker_main(void *arg) {
     if (w->stopping && answers_sending(w)) { /* the drain's end */
       long long left = w->drain_until_ms - now_ms();
       if (left > 0)
-        wait_ms = (int)left;
+        wait_ms = (int)left; /* at most DRAIN_MS */
     }
     if (w->timer_at_ms >= 0) {
       long long left = w->timer_at_ms - now_ms();
@@ -647,6 +791,8 @@ static void *worker_main(void *arg) {
         free_removed(w);
         continue;
       }
+      if (left > 3600 * 1000) /* a deadline days away overflows an int */
+        left = 3600 * 1000;
       if (wait_ms < 0 || left < wait_ms)
         wait_ms = (int)left;
     }
@@ -695,6 +841,7 @@ static bool worker_init(struct worker *w) {
 
   w->ep = epoll_create1(EPOLL_CLOEXEC);
   w->timer_at_ms = -1;
+  w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
   w->listener.kind = KIND_LISTEN;
   w->listener.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
                           0);
@@ -721,11 +868,21 @@ static bool worker_init(struct worker *w) {
   return true;
 }
 
+/* A second SIGINT/SIGTERM while the stop drains: out at once. */
+static void *second_signal(void *arg) {
+  int sig;
+
+  sigwait(arg, &sig);
+  fprintf(stderr, "gateway: second signal, stopping at once\n");
+  _exit(1);
+}
+
 int main(int argc, char **argv) {
   int workers = 2;
   struct worker *ws;
   sigset_t sigs;
-  int sig;
+  pthread_t second;
+  int sig, total;
   uint64_t one = 1;
   char detail[256] = "";
 
@@ -769,24 +926,46 @@ int main(int argc, char **argv) {
   stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   pool = xfer_pool_new(NULL);
   ws = calloc((size_t)workers, sizeof(*ws));
+  if (stop_fd < 0 || !pool || !ws) {
+    fprintf(stderr, "gateway: out of resources at the start\n");
+    return 1;
+  }
   for (int i = 0; i < workers; i++)
     if (!worker_init(&ws[i]))
       return 1;
-  for (int i = 0; i < workers; i++)
-    pthread_create(&ws[i].thread, NULL, worker_main, &ws[i]);
+  total = workers;
+  for (int i = 0; i < workers; i++) {
+    if (pthread_create(&ws[i].thread, NULL, worker_main, &ws[i])) {
+      fprintf(stderr, "gateway: cannot start worker %d\n", i);
+      if (write(stop_fd, &one, sizeof(one)) < 0)
+        return 1;
+      workers = i; /* the ones started stop, and are joined below */
+      break;
+    }
+  }
+  if (workers < total) { /* stopped at once: the started ones finish */
+    for (int i = 0; i < workers; i++)
+      pthread_join(ws[i].thread, NULL);
+    return 1; /* the process ends: nothing else to give back */
+  }
   printf("gateway: 127.0.0.1:%d -> %s, %d workers\n", listen_port, upstream,
          workers);
   fflush(stdout);
   sigwait(&sigs, &sig);
-  /* Graceful: every worker stops accepting and finishes what it has. */
+  /* Graceful: every worker stops accepting and finishes what it has; a
+   * second signal stops the gateway at once. */
   if (write(stop_fd, &one, sizeof(one)) < 0)
     return 1;
+  if (pthread_create(&second, NULL, second_signal, &sigs) == 0)
+    pthread_detach(second);
   for (int i = 0; i < workers; i++) {
     xfer_pool_stats ps;
     pthread_join(ws[i].thread, NULL);
     xfer_multi_destroy(ws[i].m); /* drains its shutdowns */
     free_removed(&ws[i]);        /* the handles its REMOVEs left */
     close(ws[i].ep);
+    if (ws[i].spare_fd >= 0)
+      close(ws[i].spare_fd);
     if (i == workers - 1) {
       xfer_pool_get_stats(pool, &ps);
       printf("gateway: stopped; upstream connections opened %llu, "
