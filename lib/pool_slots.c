@@ -367,8 +367,10 @@ enum xfer__slots_decision xfer__slots_decide_locked(
    * free, it opens its own after attached_wait; without one, it looks
    * again every attached_wait, for a slot may come free while every
    * queued waiter is covered by a release, and then the pump serves
-   * none of them. */
-  w->bounded = dest_slot_free(pool, b) || (attached_ok && b->nrequested > 0);
+   * none of them. A retry, which takes no attached connection, is
+   * covered by such a release all the same (the pump counts on it for
+   * the whole queue), so it is bounded too. */
+  w->bounded = dest_slot_free(pool, b) || b->nrequested > 0;
   /* The queue may be beyond what pending releases cover, with a slot
    * free (w itself, or an older one, is served now). */
   xfer__slots_pump_locked(pool, b, ws, room);

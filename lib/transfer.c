@@ -947,11 +947,15 @@ static void http_cleanup(xfer *x) {
 
   if (xfer__list_linked(&h->wait_node))
     xfer__list_remove(&h->wait_node);
-  if (!xfer__pool_waiter_idle(&h->wait))
-    cancel_wait(x);
   xfer__resolve_cancel(&h->resolve);
+  /* A connection still connecting holds its waiter's slots: its socket
+   * closes before they pass on, so a waiter handed them (in another
+   * thread, at once) never connects while the server still sees this
+   * one (as xfer__pool_close() does for an open connection). */
   if (h->conn)
     drop_interrupted(x);
+  if (!xfer__pool_waiter_idle(&h->wait))
+    cancel_wait(x);
 }
 
 /* A connection taken attached: now that the multi tracks the transfer's

@@ -398,3 +398,42 @@ TH_TEST(slots, a_waiting_retry_gets_a_used_connection_only_to_close_it) {
   xfer__pool_return(pool, fresh, 4000, &evicted);
   drain_wake();
 }
+
+/* A retry (it must have a new connection) that queues at the limit while
+ * a release asked of another multi is pending (asked by a waiter that gave
+ * up since) is bounded too: the pump counts on that release for the
+ * queue, so a slot freed later goes to nobody, and only the retry's own
+ * look after attached_wait takes it (it waited on the owner's loop). */
+TH_TEST(slots, a_retry_queued_behind_a_pending_release_is_bounded) {
+  struct xfer__pool_tally tally;
+  struct xfer__wake *owner = xfer__wake_new();
+  struct xfer__conn *c1, *c2, *c;
+  struct xfer__waiter a, b;
+  bool dead = false;
+
+  memset(&tally, 0, sizeof(tally));
+  start((xfer_pool_opts){.max_per_destination = 2});
+  cr_assert_not_null(owner);
+  xfer__pool_attach(pool, &tally);
+  c1 = busy(KEY_A, 1000);
+  c2 = busy(KEY_A, 1000);
+  cr_assert(xfer__pool_keep_attached(pool, c1, owner, &tally, 2000));
+  waits(&a, KEY_A, 3000, false); /* asks the owner for c1 */
+  cr_assert(a.bounded);
+  xfer__pool_cancel(pool, &a, 3500, &evicted); /* gone; its ask stands */
+  waits(&b, KEY_A, 4000, true); /* a retry, at the limit */
+  cr_assert(b.bounded, "it looks again every attached_wait");
+  xfer__pool_close(pool, c2, XFER__CLOSE_ERROR, NULL, &evicted);
+  cr_assert_not(atomic_load(&b.granted), "the pump counts on the release");
+  cr_assert_eq(xfer__pool_stop_waiting(pool, &b, 5000, &c, &dead, &evicted),
+               XFER__ACQUIRE_OPEN, "the freed slot, on its own clock");
+  c = probe_open(pool, &b, KEY_A, 5000);
+  cr_assert_not_null(c);
+  xfer__pool_return(pool, c, 6000, &evicted);
+  cr_assert_not(xfer__pool_take_attached(pool, c1, &tally, XFER__TAKE_REUSE),
+                "asked for: released");
+  xfer__pool_release_attached(pool, c1, &tally, true, 6000, &evicted);
+  xfer__pool_detach(pool, &tally);
+  xfer__wake_unref(owner);
+  drain_wake();
+}
