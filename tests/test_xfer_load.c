@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "dnsserver.h"
+#include "stats.h"
 #include "testhelp.h"
 #include "testserver.h"
 
@@ -58,6 +59,28 @@ static void check_json(const char *json, const char *const *exprs) {
 
 /* A loopback port nothing listens on: connect is refused. */
 static int closed_port(void) { return th_refused_port(); }
+
+/* The p-th percentile is the sample of rank ceil(p/100 * n): of 1000
+ * samples the 999th for p99.9 (99.9 / 100 * 1000 is 999.0000000000001 in
+ * doubles, and the maximum was reported: one outlier showed as p99.9). */
+TH_TEST(xfer_load, percentiles_take_the_right_sample) {
+  static const long counts[] = {1000, 20000};
+
+  for (size_t k = 0; k < sizeof(counts) / sizeof(counts[0]); k++) {
+    struct lat_stats s;
+    long n = counts[k];
+
+    memset(&s, 0, sizeof(s));
+    for (long i = 0; i < n - n / 1000; i++)
+      lat_add(&s, 10); /* us: below 64 every value has its own bucket */
+    for (long i = 0; i < n / 1000; i++)
+      lat_add(&s, 50);
+    cr_assert_float_eq(lat_percentile_ms(&s, 99.9), 0.010, 1e-9, "n=%ld",
+                       n);
+    cr_assert_float_eq(lat_percentile_ms(&s, 100), 0.050, 1e-9);
+    cr_assert_float_eq(lat_percentile_ms(&s, 50), 0.010, 1e-9);
+  }
+}
 
 /* What make demo runs, smaller: the embedded server, the whole report. */
 TH_TEST(xfer_load, embedded_server_and_the_report) {
@@ -234,6 +257,21 @@ TH_TEST(xfer_load, sigterm_cuts_what_does_not_finish) {
                                    /* per request started: the cut too */
                                    "d['clock_reads_per_request'] >= 2",
                                    NULL});
+  ts_stop(web);
+}
+
+/* A run in which no request finished measured nothing: it fails, and
+ * says why (it exited 0: scripts took it for a success). */
+TH_TEST(xfer_load, a_run_where_nothing_finished_fails) {
+  struct ts_server *web = ts_start(NULL);
+  char url[64];
+  int rc;
+
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/never", ts_port(web));
+  rc = run((const char *[]){"-t", "1", "-c", "2", "-d", "300ms", url, NULL});
+  cr_assert_eq(rc, 1, "%s%s", out, err);
+  cr_assert(strstr(err, "no request finished (2 cut at the end of the run)"),
+            "%s", err);
   ts_stop(web);
 }
 

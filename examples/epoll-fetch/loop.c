@@ -84,6 +84,10 @@ xfer_code loop_run(struct loop *l, xfer *x) {
         continue;
       }
     }
+    /* The timeout told may be days (more than an int holds): wake up
+     * within the hour, and wait again. */
+    if (wait > 3600 * 1000)
+      wait = 3600 * 1000;
     n = epoll_wait(l->ep, evs, 16, (int)wait);
     if (n < 0 && errno == EINTR)
       continue;

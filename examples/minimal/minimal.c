@@ -27,13 +27,18 @@ int main(int argc, char **argv) {
     return 1;
   }
   xfer_set_write_cb(x, print, NULL);
-  xfer_multi_add(m, x);
-  while (running) {                       /* no event loop: perform + poll */
-    xfer_multi_perform(m, &running);
-    if (running)
-      xfer_multi_poll(m, 1000, NULL);
+  if (xfer_multi_add(m, x) != XFER_M_OK) {
+    fprintf(stderr, "the transfer could not be added\n");
+    return 1;
   }
-  result = xfer_multi_info_read(m, NULL)->result;
+  while (running) {                       /* no event loop: perform + poll */
+    if (xfer_multi_perform(m, &running) != XFER_M_OK ||
+        (running && xfer_multi_poll(m, 1000, NULL) != XFER_M_OK)) {
+      fprintf(stderr, "the multi failed\n");
+      return 1;
+    }
+  }
+  result = xfer_get_result(x);            /* what its message said */
   if (result)
     fprintf(stderr, "%s: %s\n", xfer_strerror(result),
             xfer_get_error_detail(x));

@@ -144,6 +144,10 @@ int main(int argc, char **argv) {
   xfer_multi_set_socket_cb(multi, socket_cb, NULL);
   xfer_multi_set_timer_cb(multi, timer_cb, NULL);
   fetches = calloc((size_t)argc, sizeof(*fetches));
+  if (!fetches) {
+    fprintf(stderr, "uv-fetch: out of memory\n");
+    return 1;
+  }
   for (int i = 1; i < argc; i++) {
     xfer *x = xfer_new();
     fetches[i].url = argv[i];
@@ -155,7 +159,12 @@ int main(int argc, char **argv) {
     }
     xfer_set_private(x, &fetches[i]);
     xfer_set_write_cb(x, count_body, &fetches[i]);
-    xfer_multi_add(multi, x); /* the timer callback gets 0: start soon */
+    if (xfer_multi_add(multi, x) != XFER_M_OK) { /* the timer: 0, soon */
+      printf("%s: could not be added\n", argv[i]);
+      xfer_free(x);
+      failures++;
+      continue;
+    }
     pending++;
   }
   if (pending)

@@ -70,13 +70,19 @@ double lat_stdev_ms(const struct lat_stats *s) {
 }
 
 double lat_percentile_ms(const struct lat_stats *s, double p) {
-  uint64_t seen = 0;
+  uint64_t seen = 0, rank;
 
   if (!s->n)
     return 0;
+  /* The rank of the p-th percentile, rounded up: 99.9 / 100 * 1000 is
+   * 999.0000000000001 in doubles, which rounded up naively is 1000 (the
+   * maximum, not the 999th sample). */
+  rank = (uint64_t)ceil(p / 100.0 * (double)s->n - 1e-9);
+  if (rank < 1)
+    rank = 1;
   for (int i = 0; i < LAT_BUCKETS; i++) {
     seen += s->hist[i];
-    if (seen && (double)seen >= p / 100.0 * (double)s->n) {
+    if (seen >= rank) {
       uint64_t top = bucket_top(i);
       if (top > s->max_us)
         top = s->max_us;

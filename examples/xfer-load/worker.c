@@ -17,7 +17,8 @@ struct slot {
   struct worker *w;
   xfer *x;
   bool busy;
-  char path[PATH_MAX]; /* -o: where its body goes ("" without -o) */
+  int out_line; /* -o: the target's line, which names its body's file;
+                   0: no file (no -o, or it could not be written) */
   FILE *out;           /* opened at the first body byte */
 };
 
@@ -38,14 +39,24 @@ static long take_item(struct load_run *run) {
   return i;
 }
 
+/* -o: the file of the slot's body (made when needed: a path a slot
+ * would cost a million slots 4 GB). */
+static void body_path(const struct slot *s, char *path, size_t cap) {
+  snprintf(path, cap, "%s/%d.body", s->w->run->opts->out_dir, s->out_line);
+}
+
 static size_t on_body(const char *data, size_t len, void *userp) {
   struct slot *s = userp;
+  char path[PATH_MAX];
 
   s->w->body_bytes += len;
-  if (s->path[0] && !s->out && !(s->out = fopen(s->path, "w"))) {
-    fprintf(stderr, "xfer-load: cannot write %s: %s\n", s->path,
-            strerror(errno));
-    s->path[0] = '\0'; /* fetched anyway; said once */
+  if (s->out_line && !s->out) {
+    body_path(s, path, sizeof(path));
+    if (!(s->out = fopen(path, "w"))) {
+      fprintf(stderr, "xfer-load: cannot write %s: %s\n", path,
+              strerror(errno));
+      s->out_line = 0; /* fetched anyway; said once */
+    }
   }
   if (s->out && fwrite(data, 1, len, s->out) != len)
     return 0; /* the transfer fails with a write-callback error */
@@ -56,17 +67,22 @@ static size_t on_body(const char *data, size_t len, void *userp) {
  * when it succeeded, removed when it failed or was cut, so no file stands
  * for a body that did not come. */
 static void close_body_file(struct slot *s, bool ok) {
+  char path[PATH_MAX];
+
+  if (!s->out_line)
+    return;
+  body_path(s, path, sizeof(path));
   if (s->out) {
     fclose(s->out);
     s->out = NULL;
-  } else if (ok && s->path[0]) {
-    FILE *empty = fopen(s->path, "w");
+  } else if (ok) {
+    FILE *empty = fopen(path, "w");
     if (empty)
       fclose(empty);
     return;
   }
-  if (!ok && s->path[0])
-    unlink(s->path);
+  if (!ok)
+    unlink(path);
 }
 
 static int on_socket(xfer_multi *m, int fd, int what, void *userp,
@@ -109,10 +125,7 @@ static bool start(struct slot *s) {
     return false;
   t = &run->targets->items[item % run->targets->n];
   xfer_set_url(s->x, t->url);
-  s->path[0] = '\0';
-  if (run->fetch_list && run->opts->out_dir)
-    snprintf(s->path, sizeof(s->path), "%s/%d.body", run->opts->out_dir,
-             t->line);
+  s->out_line = run->fetch_list && run->opts->out_dir ? t->line : 0;
   if (!w->first_add_s)
     w->first_add_s = load_now_s();
   if (xfer_multi_add(w->m, s->x) != XFER_M_OK) {

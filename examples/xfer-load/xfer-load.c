@@ -265,8 +265,12 @@ int main(int argc, char **argv) {
   } else {
     report_text(&t);
   }
+  if (!t.done && t.cut)
+    fprintf(stderr, "xfer-load: no request finished (%ld cut at the end "
+                    "of the run)\n", t.cut);
   fflush(stdout);
-  status = t.ok == t.done && !targets.nbad ? 0 : 1;
+  /* A run in which nothing finished did not measure anything. */
+  status = t.done && t.ok == t.done && !targets.nbad ? 0 : 1;
 
   for (int i = 0; i < opts.threads; i++)
     worker_free(&ws[i]);
