@@ -7,7 +7,9 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -472,6 +474,8 @@ TH_TEST(gateway, its_own_errors_to_head_have_no_body) {
 
 /* One request over a socket of its own, as written, and everything the
  * gateway sends until it closes (each test's request makes it close). */
+static bool raw_reset; /* the last raw() ended with a reset, not an EOF */
+
 static const char *raw(const char *req, size_t req_len) {
   static char got[131072];
   struct sockaddr_in a = {.sin_family = AF_INET,
@@ -493,6 +497,7 @@ static const char *raw(const char *req, size_t req_len) {
     cr_assert_gt(poll(&pfd, 1, 10000), 0, "the gateway did not close: %.*s",
                  (int)len, got);
     n = read(fd, got + len, sizeof(got) - 1 - len);
+    raw_reset = n < 0 && errno == ECONNRESET;
     if (n <= 0)
       break;
     len += (size_t)n;
@@ -534,6 +539,27 @@ TH_TEST(gateway, targets_that_are_not_paths) {
   cr_assert(strstr(got, "HTTP/1.1 200 OK\r\n"), "%s", got);
   cr_assert(strstr(got, "\r\n4\r\n0123\r\n0\r\n\r\n"), "%s", got);
   cr_assert_eq(upstream_requests(web), 1, "only the last went upstream");
+  got = RAW("GET http://elsewhere.example?x=1 HTTP/1.1\r\nHost: x\r\n"
+            "Connection: close\r\n\r\n"); /* the path "/?x=1" */
+  cr_assert(strstr(got, "HTTP/1.1 404 "), "forwarded: %s", got);
+  cr_assert_eq(upstream_requests(web), 2);
+  /* A 405 says what is allowed (RFC 9110 15.5.6). */
+  got = RAW("CONNECT a:1 HTTP/1.1\r\nHost: x\r\n\r\n");
+  cr_assert(strstr(got, "\r\nAllow: GET, HEAD"), "%s", got);
+  /* One answer of its own to a request that does not keep the
+   * connection, whatever follows it: an upgrade, or a pipelined request
+   * (a second 400 followed, from llhttp refusing what came after). */
+  got = RAW("OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
+            "Upgrade: h2c\r\n\r\n");
+  cr_assert(strstr(got, "HTTP/1.1 400 "), "%s", got);
+  cr_assert_null(strstr(strstr(got, "HTTP/1.1 400 ") + 1, "HTTP/1.1"),
+                 "one answer: %s", got);
+  got = RAW("OPTIONS * HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+            "GET /bytes/1 HTTP/1.1\r\nHost: x\r\n\r\n");
+  cr_assert(strstr(got, "HTTP/1.1 400 "), "%s", got);
+  cr_assert_null(strstr(strstr(got, "HTTP/1.1 400 ") + 1, "HTTP/1.1"),
+                 "one answer: %s", got);
+  cr_assert_eq(upstream_requests(web), 2, "the pipelined one not sent");
   stop_gateway();
   ts_stop(web);
 }
@@ -552,6 +578,12 @@ TH_TEST(gateway, http10_clients_and_upgrades) {
   cr_assert(strstr(got, "\r\n\r\n01234") &&
                 strlen(strstr(got, "\r\n\r\n01234")) == 9,
             "the body alone: %s", got);
+  cr_assert_not(raw_reset);
+  /* Cut short upstream (5 of 10 bytes, then a close): the HTTP/1.0
+   * client, whose body ends with the connection, gets a reset, not an end
+   * of file that would pass for a whole body. */
+  got = RAW("GET /partial/10/5 HTTP/1.0\r\nHost: x\r\n\r\n");
+  cr_assert(raw_reset, "a reset: %s", got);
   got = RAW("GET /bytes/2 HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\n"
             "Upgrade: h2c\r\n\r\n");
   cr_assert(strstr(got, "HTTP/1.1 200 OK\r\n"), "%s", got);

@@ -104,6 +104,7 @@ struct client {
   bool head_request;
   bool http10;    /* an HTTP/1.0 client: no chunked framing, close after */
   bool reading;   /* EPOLLIN is wanted (off while too much waits ahead) */
+  bool cut;       /* its answer was cut short: closed with a reset */
   bool writing;   /* EPOLLOUT is wanted (an answer waits to be sent) */
   size_t head_bytes; /* the request's target and header lines so far */
   int refuse_status; /* a limit the request broke: the answer's status */
@@ -124,6 +125,7 @@ struct worker {
   int in_flight;
   int spare_fd; /* given up to accept and close a client past the fd
                    limit (else the listener stays readable: a busy loop) */
+  long long accept_again_ms; /* accepting paused until then; -1: not */
   bool stopping;
   long long drain_until_ms; /* stopping: answers still sending, until then */
 };
@@ -201,8 +203,11 @@ static void send_error(struct client *c, int status, const char *why) {
   char head[256];
   int n = snprintf(head, sizeof(head),
                    "HTTP/1.1 %d %s\r\nContent-Type: text/plain\r\n"
-                   "Content-Length: %zu\r\n%s\r\n",
+                   "Content-Length: %zu\r\n%s%s\r\n",
                    status, reason_of(status), strlen(why) + 1,
+                   status == 405 ? "Allow: GET, HEAD, POST, PUT, DELETE, "
+                                   "OPTIONS, PATCH\r\n"
+                                 : "",
                    c->keep_alive ? "" : "Connection: close\r\n");
   buf_add(&c->out, head, (size_t)n);
   if (c->head_request)
@@ -331,7 +336,7 @@ static void reset_request(struct client *c) {
   c->head_request = false; /* a bad request after a HEAD gets a body */
 }
 
-static void feed(struct client *c);
+static bool feed(struct client *c);
 
 /* The upstream transfer ended (from the worker's loop). */
 static void request_done(struct client *c, const xfer_msg *msg) {
@@ -343,7 +348,8 @@ static void request_done(struct client *c, const xfer_msg *msg) {
     send_error(c, msg->result == XFER_E_TIMEOUT ? 504 : 502,
                xfer_get_error_detail(c->x));
   } else if (msg->result != XFER_OK) {
-    c->keep_alive = false; /* cut short: the client sees no last chunk */
+    c->keep_alive = false; /* cut short: the client sees no last chunk, */
+    c->cut = true;         /* or a reset */
   } else {
     if (!c->head_sent)
       send_head(c);
@@ -421,14 +427,23 @@ static int on_body(llhttp_t *p, const char *at, size_t len) {
   return buf_add(&c->body, at, len) ? 0 : -1;
 }
 
+/* After an answer of the gateway's own: parsing goes on only on a
+ * connection that stays (llhttp would refuse what follows one that does
+ * not, or an upgrade, and a second answer would go out). */
+static int answered(const struct client *c) {
+  return c->keep_alive ? 0 : HPE_PAUSED;
+}
+
 /* The upstream path of a request target: origin-form ("/path?query") as
  * it is; absolute-form ("http://host/path", which a server must take,
- * RFC 9112 3.2.2) by its path. NULL for anything else ("*", an authority):
- * appended to the upstream URL, "81" would make "http://up:80" + "81" a
- * request to port 8081. */
-static const char *upstream_path(const char *target) {
+ * RFC 9112 3.2.2) by its path, which a "/" begins when it has none
+ * (*slash). NULL for anything else ("*", an authority): appended to the
+ * upstream URL, "81" would make "http://up:80" + "81" a request to port
+ * 8081. */
+static const char *upstream_path(const char *target, bool *slash) {
   const char *rest = NULL;
 
+  *slash = false;
   if (target[0] == '/')
     return target;
   if (!strncasecmp(target, "http://", 7))
@@ -438,7 +453,8 @@ static const char *upstream_path(const char *target) {
   if (!rest)
     return NULL;
   rest += strcspn(rest, "/?#");
-  return *rest == '/' ? rest : *rest == '\0' ? "/" : NULL;
+  *slash = *rest != '/';
+  return rest;
 }
 
 /* A whole request: it becomes a transfer to the upstream. */
@@ -448,6 +464,7 @@ static int on_message_complete(llhttp_t *p) {
   char *url;
 
   const char *path;
+  bool slash;
 
   /* An HTTP/1.0 client's body ends with the connection; an upgrade is
    * not made (the Upgrade header stays here), and the connection closes
@@ -464,14 +481,14 @@ static int on_message_complete(llhttp_t *p) {
     return HPE_PAUSED; /* nothing more is read: closed once answered */
   }
   buf_add(&c->url, "", 1);
-  path = upstream_path(c->url.data);
+  path = upstream_path(c->url.data, &slash);
   if (!path) {
     send_error(c, 400, "the request target is neither a path nor an "
                        "absolute http URL");
     reset_request(c);
-    return 0; /* answered: go on with the next */
+    return answered(c); /* go on with the next, if it stays */
   }
-  if (asprintf(&url, "%s%s", upstream, path) < 0)
+  if (asprintf(&url, "%s%s%s", upstream, slash ? "/" : "", path) < 0)
     return -1;
   c->x = xfer_new();
   if (!c->x || xfer_set_url(c->x, url) != XFER_OK) {
@@ -481,7 +498,7 @@ static int on_message_complete(llhttp_t *p) {
     c->x = NULL;
     free(url);
     reset_request(c);
-    return 0; /* answered: go on with the next */
+    return answered(c); /* go on with the next, if it stays */
   }
   free(url);
   xfer_set_method(c->x, llhttp_method_name((llhttp_method_t)p->method));
@@ -509,7 +526,7 @@ static int on_message_complete(llhttp_t *p) {
     xfer_free(c->x);
     c->x = NULL;
     reset_request(c);
-    return 0; /* answered: go on with the next */
+    return answered(c); /* go on with the next, if it stays */
   }
   c->busy = true;
   w->in_flight++;
@@ -535,13 +552,14 @@ static const llhttp_settings_t *settings(void) {
   return &parser_settings;
 }
 
-/* Parses what the client sent, up to the next whole request. */
-static void feed(struct client *c) {
+/* Parses what the client sent, up to the next whole request. false: the
+ * client is closed (and freed). */
+static bool feed(struct client *c) {
   llhttp_errno_t rc;
   size_t used;
 
   if (c->busy || c->closing || !c->in.len)
-    return;
+    return true;
   rc = llhttp_execute(&c->parser, c->in.data, c->in.len);
   if (rc == HPE_OK || rc == HPE_PAUSED) {
     if (rc == HPE_OK) {
@@ -557,10 +575,12 @@ static void feed(struct client *c) {
      * connection alive closes it. */
     if (c->out.len && (!flush_out(c) || (!c->busy && !c->keep_alive))) {
       c->closing = true;
-      if (c->out.len == 0)
+      if (c->out.len == 0) {
         client_close(c);
+        return false;
+      }
     }
-    return;
+    return true;
   }
   c->keep_alive = false;
   send_error(c, c->refuse_status ? c->refuse_status : 400,
@@ -569,8 +589,9 @@ static void feed(struct client *c) {
                                        : llhttp_get_error_reason(&c->parser));
   c->closing = true;
   if (flush_out(c) && c->out.len)
-    return; /* closed once it is sent */
+    return true; /* closed once it is sent */
   client_close(c);
+  return false;
 }
 
 /* --- clients ------------------------------------------------------------------ */
@@ -581,6 +602,13 @@ static void client_close(struct client *c) {
     xfer_free(c->x);
     c->w->in_flight--;
   }
+  /* An answer cut short ends with a reset, not an end of file: a client
+   * whose body ends with the connection (HTTP/1.0) would take a FIN for
+   * a whole body. */
+  if (c->cut || c->out.len)
+    setsockopt(c->fd, SOL_SOCKET, SO_LINGER,
+               &(struct linger){.l_onoff = 1, .l_linger = 0},
+               sizeof(struct linger));
   epoll_ctl(c->w->ep, EPOLL_CTL_DEL, c->fd, NULL);
   close(c->fd);
   if (c->prev)
@@ -624,11 +652,14 @@ static void client_event(struct client *c, uint32_t events) {
     client_close(c);
     return;
   }
+  if (c->closing)
+    return; /* answered for good: what it sends more is not read */
   if (!buf_add(&c->in, buf, (size_t)n)) {
     client_close(c);
     return;
   }
-  feed(c);
+  if (!feed(c))
+    return;
   /* A client that sends on while its request is upstream waits: the
    * gateway holds at most MAX_AHEAD_BYTES of it. */
   if (c->busy && c->in.len >= MAX_AHEAD_BYTES)
@@ -641,13 +672,32 @@ static void client_event(struct client *c, uint32_t events) {
 static void refuse_one_client(struct worker *w) {
   int fd;
 
-  if (w->spare_fd < 0)
-    return;
   close(w->spare_fd);
   fd = accept4(w->listener.fd, NULL, NULL, SOCK_CLOEXEC);
   if (fd >= 0)
     close(fd);
   w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  w->accept_again_ms = -1;
+}
+
+static long long now_ms(void);
+
+/* No spare fd either (the workers share one fd table: another took the
+ * freed one): the listener leaves the loop for 100 ms, not to spin. */
+static void pause_accepting(struct worker *w) {
+  epoll_ctl(w->ep, EPOLL_CTL_DEL, w->listener.fd, NULL);
+  w->accept_again_ms = now_ms() + 100;
+}
+
+static void resume_accepting(struct worker *w) {
+  struct epoll_event ev = {.events = EPOLLIN, .data.ptr = &w->listener};
+
+  w->accept_again_ms = -1;
+  if (w->stopping)
+    return;
+  if (w->spare_fd < 0)
+    w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  epoll_ctl(w->ep, EPOLL_CTL_ADD, w->listener.fd, &ev);
 }
 
 static void accept_clients(struct worker *w) {
@@ -657,8 +707,13 @@ static void accept_clients(struct worker *w) {
     struct epoll_event ev = {.events = EPOLLIN};
     if (fd < 0 && (errno == EINTR || errno == ECONNABORTED))
       continue;
-    if (fd < 0 && (errno == EMFILE || errno == ENFILE) && w->spare_fd >= 0) {
-      refuse_one_client(w);
+    if (fd < 0 && (errno == EMFILE || errno == ENFILE)) {
+      if (w->spare_fd >= 0)
+        refuse_one_client(w);
+      if (w->spare_fd < 0) {
+        pause_accepting(w);
+        return;
+      }
       continue;
     }
     if (fd < 0)
@@ -781,6 +836,15 @@ static void *worker_main(void *arg) {
       long long left = w->drain_until_ms - now_ms();
       if (left > 0)
         wait_ms = (int)left; /* at most DRAIN_MS */
+    }
+    if (w->accept_again_ms >= 0) {
+      long long left = w->accept_again_ms - now_ms();
+      if (left <= 0) {
+        resume_accepting(w);
+        continue;
+      }
+      if (wait_ms < 0 || left < wait_ms)
+        wait_ms = (int)left;
     }
     if (w->timer_at_ms >= 0) {
       long long left = w->timer_at_ms - now_ms();

@@ -76,8 +76,14 @@ double lat_percentile_ms(const struct lat_stats *s, double p) {
     return 0;
   /* The rank of the p-th percentile, rounded up: 99.9 / 100 * 1000 is
    * 999.0000000000001 in doubles, which rounded up naively is 1000 (the
-   * maximum, not the 999th sample). */
-  rank = (uint64_t)ceil(p / 100.0 * (double)s->n - 1e-9);
+   * maximum, not the 999th sample); so what is above a whole number by
+   * rounding error alone (relative, whatever n) stays that number. */
+  {
+    double x = p / 100.0 * (double)s->n;
+    rank = (uint64_t)x;
+    if ((double)rank < x * (1.0 - 1e-12))
+      rank++;
+  }
   if (rank < 1)
     rank = 1;
   for (int i = 0; i < LAT_BUCKETS; i++) {
