@@ -648,6 +648,15 @@ static void client_event(struct client *c, uint32_t events) {
   n = recv(c->fd, buf, sizeof(buf), 0);
   if (n < 0 && (errno == EAGAIN || errno == EINTR))
     return;
+  if (n == 0 && !c->busy && c->out.len &&
+      !(events & (EPOLLHUP | EPOLLERR))) {
+    /* Its end of the connection, with its answer still going out: sent
+     * to the end first (a reset now would throw away what the kernel
+     * holds of it). */
+    c->closing = true;
+    want_in(c, false);
+    return;
+  }
   if (n <= 0) { /* the client went away (in-flight work goes too) */
     client_close(c);
     return;
@@ -677,7 +686,6 @@ static void refuse_one_client(struct worker *w) {
   if (fd >= 0)
     close(fd);
   w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  w->accept_again_ms = -1;
 }
 
 static long long now_ms(void);
@@ -906,6 +914,7 @@ static bool worker_init(struct worker *w) {
   w->ep = epoll_create1(EPOLL_CLOEXEC);
   w->timer_at_ms = -1;
   w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  w->accept_again_ms = -1;
   w->listener.kind = KIND_LISTEN;
   w->listener.fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
                           0);
