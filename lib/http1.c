@@ -240,14 +240,32 @@ bool xfer__http1_build_head(struct xfer__buf *out,
 
 static struct xfer__http1_resp *resp_of(llhttp_t *p) { return p->data; }
 
-/* Records our own error and stops llhttp (HPE_USER). */
+/* Records the response's error and its detail; returns the code. */
+__attribute__((format(printf, 3, 0))) XFER__COLD static xfer_code
+vrefuse(struct xfer__http1_resp *r, xfer_code code, const char *fmt,
+        va_list ap) {
+  r->error = code;
+  vsnprintf(r->detail, sizeof(r->detail), fmt, ap);
+  return code;
+}
+
+__attribute__((format(printf, 3, 4))) XFER__COLD static xfer_code
+refuse(struct xfer__http1_resp *r, xfer_code code, const char *fmt, ...) {
+  va_list ap;
+
+  va_start(ap, fmt);
+  vrefuse(r, code, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+/* The same from inside an llhttp callback: llhttp stops (HPE_USER). */
 __attribute__((format(printf, 3, 4))) XFER__COLD static int
 fail(struct xfer__http1_resp *r, xfer_code code, const char *fmt, ...) {
   va_list ap;
 
-  r->error = code;
   va_start(ap, fmt);
-  vsnprintf(r->detail, sizeof(r->detail), fmt, ap);
+  vrefuse(r, code, fmt, ap);
   va_end(ap);
   llhttp_set_error_reason(&r->parser, r->detail);
   return HPE_USER;
@@ -882,8 +900,7 @@ static bool keep_head(struct xfer__http1_resp *r, const char *from,
     return false;
   }
   if (!xfer__buf_append(&r->head, from, n)) {
-    r->error = XFER_E_OUT_OF_MEMORY;
-    snprintf(r->detail, sizeof(r->detail), "out of memory");
+    refuse(r, XFER_E_OUT_OF_MEMORY, "out of memory");
     return false;
   }
   return true;
@@ -914,31 +931,22 @@ static xfer_code head_complete(struct xfer__http1_resp *r) {
   /* Refused before the head counts as the response's (no status, no
    * headers for the getters). llhttp takes HTTP/0.9 to HTTP/9.9 in a
    * status line (curl refuses all but 1.x on an HTTP/1 connection). */
-  if (r->parser.http_major != 1) {
-    r->error = XFER_E_BAD_STATUS_LINE;
-    snprintf(r->detail, sizeof(r->detail),
-             "the response says HTTP/%d.%d; an HTTP/1.1 request is answered "
-             "in HTTP/1.x",
-             r->parser.http_major, r->parser.http_minor);
-    return r->error;
-  }
+  if (r->parser.http_major != 1)
+    return refuse(r, XFER_E_BAD_STATUS_LINE,
+                  "the response says HTTP/%d.%d; an HTTP/1.1 request is "
+                  "answered in HTTP/1.x",
+                  r->parser.http_major, r->parser.http_minor);
   /* llhttp takes any number up to 999. */
-  if (r->parser.status_code < 100) {
-    r->error = XFER_E_BAD_STATUS_LINE;
-    snprintf(r->detail, sizeof(r->detail),
-             "the status code %03d is under 100 (HTTP's are 100 to 599)",
-             r->parser.status_code);
-    return r->error;
-  }
+  if (r->parser.status_code < 100)
+    return refuse(r, XFER_E_BAD_STATUS_LINE,
+                  "the status code %03d is under 100 (HTTP's are 100 to 599)",
+                  r->parser.status_code);
   /* We never ask to switch (no Upgrade header): a 101 leaves the
    * connection in a protocol we do not speak. */
-  if (r->parser.status_code == 101) {
-    r->error = XFER_E_BAD_RESPONSE;
-    snprintf(r->detail, sizeof(r->detail),
-             "the server switched protocols (101), which the request did "
-             "not ask for");
-    return r->error;
-  }
+  if (r->parser.status_code == 101)
+    return refuse(r, XFER_E_BAD_RESPONSE,
+                  "the server switched protocols (101), which the request "
+                  "did not ask for");
   head_facts(r);
   if (r->status < 200)
     return XFER_OK; /* an interim response: its end pauses llhttp again */
@@ -949,20 +957,14 @@ static xfer_code head_complete(struct xfer__http1_resp *r) {
     r->close_after = true;
   if (!ev || !ev->on_header)
     return XFER_OK;
-  if (!xfer__http1_resp_load_headers(r)) {
-    r->error = XFER_E_OUT_OF_MEMORY;
-    snprintf(r->detail, sizeof(r->detail), "out of memory");
-    return r->error;
-  }
+  if (!xfer__http1_resp_load_headers(r))
+    return refuse(r, XFER_E_OUT_OF_MEMORY, "out of memory");
   for (unsigned i = 0; i < r->header_count; i++) {
     const struct xfer__header *h = &r->headers[i];
     if (ev->on_header(r->owner, r->header_text.data + h->name_off, h->name_len,
-                      r->header_text.data + h->value_off, h->value_len)) {
-      r->error = XFER_E_HEADER_CALLBACK;
-      snprintf(r->detail, sizeof(r->detail),
-               "the header callback aborted the transfer");
-      return r->error;
-    }
+                      r->header_text.data + h->value_off, h->value_len))
+      return refuse(r, XFER_E_HEADER_CALLBACK,
+                    "the header callback aborted the transfer");
   }
   return XFER_OK;
 }
@@ -1015,22 +1017,16 @@ xfer_code xfer__http1_resp_feed(struct xfer__http1_resp *r, const char *data,
     return XFER_OK;
 extra_bytes:
   r->keep_alive = false;
-  if (r->parser.flags & F_SKIPBODY) { /* a Content-Length it says of none */
-    r->error = XFER_E_BAD_RESPONSE;
-    snprintf(r->detail, sizeof(r->detail),
-             "%zu bytes after a response that has no body (a %d%s)", len,
-             r->status, r->head_request ? " to a HEAD request" : "");
-  } else if (r->parser.flags & F_CONTENT_LENGTH) {
-    r->error = XFER_E_BODY_TOO_LONG;
-    snprintf(r->detail, sizeof(r->detail),
-             "%zu bytes beyond the Content-Length of %llu", len,
-             (unsigned long long)r->body_bytes);
-  } else {
-    r->error = XFER_E_BAD_RESPONSE;
-    snprintf(r->detail, sizeof(r->detail),
-             "%zu unexpected bytes after the end of the response", len);
-  }
-  return r->error;
+  if (r->parser.flags & F_SKIPBODY) /* a Content-Length it says of none */
+    return refuse(r, XFER_E_BAD_RESPONSE,
+                  "%zu bytes after a response that has no body (a %d%s)", len,
+                  r->status, r->head_request ? " to a HEAD request" : "");
+  if (r->parser.flags & F_CONTENT_LENGTH)
+    return refuse(r, XFER_E_BODY_TOO_LONG,
+                  "%zu bytes beyond the Content-Length of %llu", len,
+                  (unsigned long long)r->body_bytes);
+  return refuse(r, XFER_E_BAD_RESPONSE,
+                "%zu unexpected bytes after the end of the response", len);
 }
 
 bool xfer__http1_resp_failed_at_start(const struct xfer__http1_resp *r) {
