@@ -340,42 +340,9 @@ void xfer__resolve_cancel(struct xfer__resolve_req *req) {
   }
 }
 
-/* Processes the channel's ready sockets and its timeouts, once per multi
- * call: finished lookups mark their transfers dirty. */
-static void process(struct xfer__resolver *r) {
-  ares_socket_t socks[ARES_GETSOCK_MAXNUM];
-  struct pollfd pfd[ARES_GETSOCK_MAXNUM];
-  int bits, n = 0;
-
-  if (r->processed_seq == r->dns->loop->call_seq)
-    return;
-  r->processed_seq = r->dns->loop->call_seq;
-  bits = ares_getsock(r->channel, socks, ARES_GETSOCK_MAXNUM);
-  for (int i = 0; i < ARES_GETSOCK_MAXNUM; i++) {
-    if (!SOCK_READABLE(bits, i) && !SOCK_WRITABLE(bits, i))
-      continue;
-    pfd[n].fd = socks[i];
-    pfd[n].events = (short)((SOCK_READABLE(bits, i) ? POLLIN : 0) |
-                            (SOCK_WRITABLE(bits, i) ? POLLOUT : 0));
-    pfd[n].revents = 0;
-    n++;
-  }
-  /* Which of the channel's sockets are ready: one poll() with no wait. */
-  if (n > 0 && poll(pfd, (nfds_t)n, 0) > 0) {
-    for (int i = 0; i < n; i++) {
-      short re = pfd[i].revents;
-      if (!re)
-        continue;
-      ares_process_fd(r->channel,
-                      re & (POLLIN | POLLERR | POLLHUP) ? pfd[i].fd
-                                                        : ARES_SOCKET_BAD,
-                      re & POLLOUT ? pfd[i].fd : ARES_SOCKET_BAD);
-    }
-  }
-  ares_process_fd(r->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD); /* timeouts */
-}
-
 /* The channel's sockets, and what c-ares waits for on each. */
+_Static_assert(ARES_GETSOCK_MAXNUM <= XFER__POLLSET_MAX,
+               "a pollset holds every socket c-ares hands out");
 static void channel_pollset(struct xfer__resolver *r, struct xfer__pollset *ps) {
   ares_socket_t socks[ARES_GETSOCK_MAXNUM];
   int bits = ares_getsock(r->channel, socks, ARES_GETSOCK_MAXNUM);
@@ -387,6 +354,37 @@ static void channel_pollset(struct xfer__resolver *r, struct xfer__pollset *ps) 
     if (want)
       xfer__pollset_add(ps, socks[i], want);
   }
+}
+
+/* Processes the channel's ready sockets and its timeouts, once per multi
+ * call: finished lookups mark their transfers dirty. */
+static void process(struct xfer__resolver *r) {
+  struct xfer__pollset ps;
+  struct pollfd pfd[XFER__POLLSET_MAX];
+
+  if (r->processed_seq == r->dns->loop->call_seq)
+    return;
+  r->processed_seq = r->dns->loop->call_seq;
+  channel_pollset(r, &ps);
+  for (unsigned i = 0; i < ps.count; i++) {
+    pfd[i].fd = ps.fd[i];
+    pfd[i].events = (short)((ps.want[i] & XFER_POLL_IN ? POLLIN : 0) |
+                            (ps.want[i] & XFER_POLL_OUT ? POLLOUT : 0));
+    pfd[i].revents = 0;
+  }
+  /* Which of the channel's sockets are ready: one poll() with no wait. */
+  if (ps.count > 0 && poll(pfd, (nfds_t)ps.count, 0) > 0) {
+    for (unsigned i = 0; i < ps.count; i++) {
+      short re = pfd[i].revents;
+      if (!re)
+        continue;
+      ares_process_fd(r->channel,
+                      re & (POLLIN | POLLERR | POLLHUP) ? pfd[i].fd
+                                                        : ARES_SOCKET_BAD,
+                      re & POLLOUT ? pfd[i].fd : ARES_SOCKET_BAD);
+    }
+  }
+  ares_process_fd(r->channel, ARES_SOCKET_BAD, ARES_SOCKET_BAD); /* timeouts */
 }
 
 /* The channel's sockets cannot be watched (the socket callback refused
