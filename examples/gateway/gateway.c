@@ -50,6 +50,13 @@
 /* Bytes a client may send ahead while its request is upstream; then the
  * gateway stops reading it until the answer is done. */
 #define MAX_AHEAD_BYTES (1024 * 1024)
+/* After its last answer a client that is not kept is closed the way RFC
+ * 9112 9.6 asks: the gateway's side is shut, and what the client still
+ * sends (the rest of a refused body, a pipelined request) is read and
+ * thrown away until it closes too, for at most this long. A close with
+ * those bytes unread would reset the connection, and a client still
+ * sending would see the reset, not the answer. */
+#define LINGER_MS 5000
 
 static char *upstream; /* "http://host:port[/prefix]", no trailing slash */
 static int listen_port;
@@ -106,6 +113,10 @@ struct client {
   bool reading;   /* EPOLLIN is wanted (off while too much waits ahead) */
   bool cut;       /* its answer was cut short: closed with a reset */
   bool writing;   /* EPOLLOUT is wanted (an answer waits to be sent) */
+  bool peer_done; /* the client shut its side: nothing more to read */
+  bool lingering; /* answered and shut: read and dropped until closed */
+  long long linger_until_ms;
+  struct client *linger_prev, *linger_next; /* in the worker's FIFO */
   size_t head_bytes; /* the request's target and header lines so far */
   int refuse_status; /* a limit the request broke: the answer's status */
   xfer *x;
@@ -119,6 +130,9 @@ struct worker {
   long long timer_at_ms; /* the timer callback's deadline; -1: none */
   xfer_multi *m;
   struct client *clients; /* every open client connection */
+  /* Lingering clients, oldest first: they all linger LINGER_MS, so the
+   * head's deadline is the next. */
+  struct client *linger_head, *linger_tail;
   /* Upstream handles REMOVEd during a batch of events: a later event of
    * the same batch may still point at one, so they are freed after it. */
   struct handle *removed;
@@ -131,6 +145,8 @@ struct worker {
 };
 
 static void client_close(struct client *c);
+static void client_finish(struct client *c);
+static long long now_ms(void);
 
 static void update_events(struct client *c) {
   struct epoll_event ev = {.events = (c->reading ? EPOLLIN : 0) |
@@ -364,7 +380,7 @@ static void request_done(struct client *c, const xfer_msg *msg) {
   if (!flush_out(c) || !c->keep_alive) {
     c->closing = true;
     if (c->out.len == 0)
-      client_close(c);
+      client_finish(c);
     return;
   }
   llhttp_resume(&c->parser);
@@ -553,7 +569,7 @@ static const llhttp_settings_t *settings(void) {
 }
 
 /* Parses what the client sent, up to the next whole request. false: the
- * client is closed (and freed). */
+ * client is closed (and maybe freed): the caller leaves it alone. */
 static bool feed(struct client *c) {
   llhttp_errno_t rc;
   size_t used;
@@ -576,7 +592,7 @@ static bool feed(struct client *c) {
     if (c->out.len && (!flush_out(c) || (!c->busy && !c->keep_alive))) {
       c->closing = true;
       if (c->out.len == 0) {
-        client_close(c);
+        client_finish(c);
         return false;
       }
     }
@@ -590,13 +606,61 @@ static bool feed(struct client *c) {
   c->closing = true;
   if (flush_out(c) && c->out.len)
     return true; /* closed once it is sent */
-  client_close(c);
+  client_finish(c);
   return false;
 }
 
 /* --- clients ------------------------------------------------------------------ */
 
+static void linger_unlink(struct client *c) {
+  struct worker *w = c->w;
+
+  if (c->linger_prev)
+    c->linger_prev->linger_next = c->linger_next;
+  else
+    w->linger_head = c->linger_next;
+  if (c->linger_next)
+    c->linger_next->linger_prev = c->linger_prev;
+  else
+    w->linger_tail = c->linger_prev;
+  c->lingering = false;
+}
+
+/* Its last answer is sent whole, and it is not kept (see LINGER_MS). A
+ * client that shut its side already has nothing more to send. */
+static void client_finish(struct client *c) {
+  struct worker *w = c->w;
+
+  if (c->cut || c->out.len || c->peer_done || shutdown(c->fd, SHUT_WR)) {
+    client_close(c);
+    return;
+  }
+  c->lingering = true;
+  c->linger_until_ms = now_ms() + LINGER_MS;
+  c->linger_prev = w->linger_tail;
+  c->linger_next = NULL;
+  if (w->linger_tail)
+    w->linger_tail->linger_next = c;
+  else
+    w->linger_head = c;
+  w->linger_tail = c;
+  want_in(c, true);
+}
+
+/* A lingering client is readable: what it sent is dropped, and its end
+ * of file (or an error) closes it. */
+static void linger_read(struct client *c) {
+  char buf[16384];
+  ssize_t n = recv(c->fd, buf, sizeof(buf), 0);
+
+  if (n > 0 || (n < 0 && (errno == EAGAIN || errno == EINTR)))
+    return;
+  client_close(c);
+}
+
 static void client_close(struct client *c) {
+  if (c->lingering)
+    linger_unlink(c);
   if (c->x) { /* the upstream transfer goes with it */
     xfer_multi_remove(c->w->m, c->x);
     xfer_free(c->x);
@@ -631,13 +695,18 @@ static void client_event(struct client *c, uint32_t events) {
   char buf[16384];
   ssize_t n;
 
+  if (c->lingering) {
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+      linger_read(c);
+    return;
+  }
   if (events & EPOLLOUT) {
     if (!flush_out(c)) {
       client_close(c);
       return;
     }
     if (c->closing && !c->out.len) {
-      client_close(c);
+      client_finish(c);
       return;
     }
   }
@@ -654,6 +723,7 @@ static void client_event(struct client *c, uint32_t events) {
      * to the end first (a reset now would throw away what the kernel
      * holds of it). */
     c->closing = true;
+    c->peer_done = true;
     want_in(c, false);
     return;
   }
@@ -687,8 +757,6 @@ static void refuse_one_client(struct worker *w) {
     close(fd);
   w->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
-
-static long long now_ms(void);
 
 /* No spare fd either (the workers share one fd table: another took the
  * freed one): the listener leaves the loop for 100 ms, not to spin. */
@@ -844,6 +912,15 @@ static void *worker_main(void *arg) {
       long long left = w->drain_until_ms - now_ms();
       if (left > 0)
         wait_ms = (int)left; /* at most DRAIN_MS */
+    }
+    if (w->linger_head) { /* the oldest lingering client's deadline */
+      long long left = w->linger_head->linger_until_ms - now_ms();
+      if (left <= 0) {
+        client_close(w->linger_head);
+        continue;
+      }
+      if (wait_ms < 0 || left < wait_ms)
+        wait_ms = (int)left; /* at most LINGER_MS */
     }
     if (w->accept_again_ms >= 0) {
       long long left = w->accept_again_ms - now_ms();
