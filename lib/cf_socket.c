@@ -34,19 +34,27 @@ bool xfer__addr_parse(struct xfer__addr *a, const char *ip, uint16_t port,
   return false;
 }
 
-void xfer__addr_text(const struct xfer__addr *a, char *out, size_t len) {
-  char ip[INET6_ADDRSTRLEN] = "?";
-  unsigned port = 0;
-
+/* The IP of a (text, "?" for no family of ours) and its port. */
+static unsigned addr_ip(const struct xfer__addr *a,
+                        char ip[INET6_ADDRSTRLEN]) {
+  strcpy(ip, "?");
   if (a->sa.ss_family == AF_INET6) {
     const struct sockaddr_in6 *s6 = (const void *)&a->sa;
-    inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
-    port = ntohs(s6->sin6_port);
-  } else if (a->sa.ss_family == AF_INET) {
-    const struct sockaddr_in *s4 = (const void *)&a->sa;
-    inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
-    port = ntohs(s4->sin_port);
+    inet_ntop(AF_INET6, &s6->sin6_addr, ip, INET6_ADDRSTRLEN);
+    return ntohs(s6->sin6_port);
   }
+  if (a->sa.ss_family == AF_INET) {
+    const struct sockaddr_in *s4 = (const void *)&a->sa;
+    inet_ntop(AF_INET, &s4->sin_addr, ip, INET6_ADDRSTRLEN);
+    return ntohs(s4->sin_port);
+  }
+  return 0;
+}
+
+void xfer__addr_text(const struct xfer__addr *a, char *out, size_t len) {
+  char ip[INET6_ADDRSTRLEN];
+  unsigned port = addr_ip(a, ip);
+
   snprintf(out, len, "%s port %u", ip, port);
 }
 
@@ -92,7 +100,21 @@ static void he_close(struct xfer__he *cf, struct xfer__mev *ev);
 
 static void record_failure(struct xfer__he *cf, unsigned addr, int err) {
   cf->last_errno = err;
+  cf->bind_failed = false;
   xfer__addr_text(&cf->addrs[addr], cf->last_addr, sizeof(cf->last_addr));
+}
+
+/* The source address cannot be bound (not one of this host's, say): no
+ * attempt of its family can be made, and only its family is tried, so
+ * the connect ends once the attempts in flight do, with this reason. */
+static void record_bind_failure(struct xfer__he *cf, int err) {
+  char ip[INET6_ADDRSTRLEN];
+
+  addr_ip(cf->local, ip);
+  cf->last_errno = err;
+  cf->bind_failed = true;
+  snprintf(cf->last_addr, sizeof(cf->last_addr), "%s", ip);
+  cf->next = cf->naddrs;
 }
 
 /* Closes fd, after telling the event tracking that tracks it (ev; NULL:
@@ -139,7 +161,7 @@ static bool start_attempt(struct xfer__he *cf) {
 #endif
   if (cf->local && cf->local->sa.ss_family == a->sa.ss_family &&
       bind(fd, (const struct sockaddr *)&cf->local->sa, cf->local->len) != 0) {
-    record_failure(cf, idx, errno);
+    record_bind_failure(cf, errno);
     close(fd); /* never reported to the multi: no socket_done needed */
     return false;
   }
@@ -275,8 +297,10 @@ static enum xfer__cf_progress sock_connect(struct xfer__cf *cf,
     return XFER__CF_AGAIN;
   }
   if (rc < 0) {
-    snprintf(why, why_len, "failed to connect to %s: %s", s->he->last_addr,
-             strerror(s->he->last_errno));
+    snprintf(why, why_len, "%s %s: %s",
+             s->he->bind_failed ? "could not bind to the local address"
+                                : "failed to connect to",
+             s->he->last_addr, strerror(s->he->last_errno));
     return XFER__CF_FAILED;
   }
   s->fd = fd;

@@ -44,6 +44,9 @@ struct xfer__he {
   const struct xfer__addr *local; /* &local_addr, or NULL: no bind */
   int last_errno;
   char last_addr[64];             /* the address of the last failure */
+  bool bind_failed;               /* that failure was binding to `local`
+                                     (last_addr is its IP): no address
+                                     is tried after it */
 };
 
 /* Orders `addrs` for the attempts (interleaved families, IPv6 first). */

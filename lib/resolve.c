@@ -200,6 +200,27 @@ static void cache_store(struct xfer__resolver *r, const struct xfer__lookup *l,
   memcpy(slot->addrs, addrs, naddrs * sizeof(*addrs));
 }
 
+/* How many addresses of each family a lookup keeps, of at most
+ * XFER__HE_MAX_ADDRS: each family its half, and what one leaves unused
+ * goes to the other. c-ares lists one family's answers before the
+ * other's, so taking the first ones in its order could leave a family
+ * out: with many A records, no IPv6 attempt at all (happy eyeballs tries
+ * IPv6 first), and a source bound to IPv6 with nothing it can reach. */
+static void family_shares(const struct ares_addrinfo_node *n, unsigned *keep4,
+                          unsigned *keep6) {
+  unsigned v4 = 0, v6 = 0, half = XFER__HE_MAX_ADDRS / 2, room6;
+
+  for (; n; n = n->ai_next) {
+    if (n->ai_family == AF_INET)
+      v4++;
+    else if (n->ai_family == AF_INET6)
+      v6++;
+  }
+  room6 = XFER__HE_MAX_ADDRS - (v4 < half ? v4 : half);
+  *keep6 = v6 < room6 ? v6 : room6;
+  *keep4 = v4 < XFER__HE_MAX_ADDRS - *keep6 ? v4 : XFER__HE_MAX_ADDRS - *keep6;
+}
+
 static void lookup_done(void *arg, int status, int timeouts,
                         struct ares_addrinfo *res) {
   struct xfer__lookup *l = arg;
@@ -212,9 +233,16 @@ static void lookup_done(void *arg, int status, int timeouts,
   struct xfer__list *pos, *tmp;
 
   if (status == ARES_SUCCESS && res) {
+    unsigned keep4, keep6;
+
+    family_shares(res->nodes, &keep4, &keep6);
     for (struct ares_addrinfo_node *n = res->nodes;
          n && naddrs < XFER__HE_MAX_ADDRS; n = n->ai_next) {
-      if (n->ai_family != AF_INET && n->ai_family != AF_INET6)
+      if (n->ai_family == AF_INET && keep4 > 0)
+        keep4--;
+      else if (n->ai_family == AF_INET6 && keep6 > 0)
+        keep6--;
+      else
         continue;
       memset(&addrs[naddrs], 0, sizeof(addrs[naddrs]));
       memcpy(&addrs[naddrs].sa, n->ai_addr, (size_t)n->ai_addrlen);

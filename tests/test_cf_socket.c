@@ -260,6 +260,86 @@ TH_TEST(cf_socket, a_local_bind_tries_its_family_only) {
   ds_stop(dns);
 }
 
+/* A name with more addresses than a connect tries: each family keeps its
+ * share. The first 16 in c-ares' order were kept, and c-ares lists the A
+ * answers first: with 20 of them, the IPv6 address (the one that works
+ * here, tried first) was never tried, and a source bound to IPv6 found
+ * nothing of its family. */
+TH_TEST(cf_socket, many_addresses_keep_both_families) {
+  struct ts_server *web = ts_start(NULL);
+  struct ds_server *dns = ds_start(NULL);
+  xfer_multi *m = xfer_multi_new(NULL);
+  struct th_sink sink = {0};
+  char servers[64], url[128], ip[32];
+  xfer *any, *bound = xfer_new();
+
+  for (int i = 2; i < 22; i++) { /* refused: nothing listens there */
+    snprintf(ip, sizeof(ip), "127.0.0.%d", i);
+    ds_add_a(dns, "crowd.test", ip, 60);
+  }
+  ds_add_aaaa(dns, "crowd.test", "::ffff:127.0.0.1", 60); /* the server */
+  snprintf(servers, sizeof(servers), "127.0.0.1:%d", ds_port(dns));
+  xfer_multi_set_dns_servers(m, servers);
+  snprintf(url, sizeof(url), "http://crowd.test:%d/bytes/10", ts_port(web));
+  any = th_get(m, url, &sink);
+  th_run(m, 8000);
+  cr_assert_eq(th_result(m, any), XFER_OK, "%s", xfer_get_error_detail(any));
+  th_expect_pattern(sink.data, sink.len, 10);
+  /* Bound to IPv6, on a port where nothing listens: the IPv6 address is
+   * tried (refused), not "Address family not supported". */
+  snprintf(url, sizeof(url), "http://crowd.test:%d/", th_refused_port());
+  cr_assert_eq(xfer_set_url(bound, url), XFER_OK);
+  cr_assert_eq(xfer_set_local_address(bound, "::"), XFER_OK);
+  cr_assert_eq(xfer_multi_add(m, bound), XFER_M_OK);
+  th_run(m, 8000);
+  cr_assert_eq(th_result(m, bound), XFER_E_CONNECT);
+  cr_assert(strstr(xfer_get_error_detail(bound), "::ffff:127.0.0.1 port") &&
+                strstr(xfer_get_error_detail(bound), "refused"),
+            "%s", xfer_get_error_detail(bound));
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  xfer_free(any);
+  xfer_free(bound);
+  th_sink_free(&sink);
+  ds_stop(dns);
+  ts_stop(web);
+}
+
+/* A source address this host does not have: the bind fails, and the
+ * detail says so, at the first attempt. It read "failed to connect to
+ * 127.0.0.1 port N: Cannot assign requested address", as if the server
+ * were at fault, after every address had failed alike. */
+TH_TEST(cf_socket, a_bind_that_fails_says_so) {
+  struct ts_server *web = ts_start(NULL);
+  struct ds_server *dns = ds_start(NULL);
+  xfer_multi *m = xfer_multi_new(NULL);
+  struct th_sockrec rec;
+  char servers[64], url[128];
+  xfer *x = xfer_new();
+
+  ds_add_a(dns, "two.test", "127.0.0.1", 60);
+  ds_add_a(dns, "two.test", "127.0.0.2", 60);
+  snprintf(servers, sizeof(servers), "127.0.0.1:%d", ds_port(dns));
+  xfer_multi_set_dns_servers(m, servers);
+  th_sockrec_init(&rec);
+  xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
+  snprintf(url, sizeof(url), "http://two.test:%d/", ts_port(web));
+  cr_assert_eq(xfer_set_url(x, url), XFER_OK);
+  /* TEST-NET-1 (RFC 5737): no host has it. */
+  cr_assert_eq(xfer_set_local_address(x, "192.0.2.1"), XFER_OK);
+  cr_assert_eq(xfer_multi_add(m, x), XFER_M_OK);
+  th_run(m, 8000);
+  cr_assert_eq(th_result(m, x), XFER_E_CONNECT);
+  cr_assert(strstr(xfer_get_error_detail(x),
+                   "could not bind to the local address 192.0.2.1: "),
+            "%s", xfer_get_error_detail(x));
+  for (int i = 0; i < rec.count; i++) /* the resolver's socket alone */
+    cr_assert_neq(rec.calls[i].what, XFER_POLL_OUT, "an attempt was made");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  xfer_free(x);
+  ds_stop(dns);
+  ts_stop(web);
+}
+
 /* A bound source takes its port at connect(), per destination
  * (IP_BIND_ADDRESS_NO_PORT): bind() alone would reserve one of the whole
  * ephemeral range for each connection. */
