@@ -151,6 +151,11 @@ void xfer__start(xfer *x, xfer__time now) {
   x->http.got_byte = false;
   x->http.stray_bytes = false;
   x->http.receiving = false;
+  /* A send that failed inside the last add is that run's, said at its
+   * first step; a run stopped before it must not hand it on. */
+  x->http.early = false;
+  x->http.early_deferred = false;
+  x->http.early_err = 0;
   x->http.exchange = NULL;
   x->http.wait_expired = false;
   x->http.url = &x->opts.url;

@@ -5,6 +5,7 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -728,4 +729,69 @@ TH_TEST(attached, a_request_too_large_for_one_send_goes_on_at_the_timer) {
   close(sfd);
   close(lfd);
   free(body);
+}
+
+/* A send that failed inside xfer_multi_add() (the attached connection was
+ * reset meanwhile) is said at the transfer's first run; a transfer
+ * removed before that run, and added again, starts clean. The old error
+ * stayed, and failed the new run's first send, on a new connection, with
+ * "Connection reset by peer" and nothing written. */
+TH_TEST(attached, a_send_failed_inside_add_does_not_outlive_the_run) {
+  static const char answer[] = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx";
+  static struct th_sockrec rec;
+  struct sockaddr_in sa = {.sin_family = AF_INET};
+  socklen_t len = sizeof(sa);
+  xfer_multi *m = xfer_multi_new(NULL), *other = xfer_multi_new(NULL);
+  char url[64], buf[4096];
+  int lfd = socket(AF_INET, SOCK_STREAM, 0), sfd, cfd;
+  struct pollfd reset;
+  uint64_t sent = 1;
+  xfer *x;
+
+  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  cr_assert_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+  cr_assert_eq(listen(lfd, 1), 0);
+  cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
+  snprintf(url, sizeof(url), "http://127.0.0.1:%d/", ntohs(sa.sin_port));
+  th_sockrec_init(&rec);
+  xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
+  xs[nxs++] = x = th_get(m, url, NULL);
+  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK); /* connects */
+  sfd = accept(lfd, NULL, NULL); /* the backlog holds it: no wait on us */
+  cr_assert_geq(sfd, 0);
+  cr_assert_eq(setsockopt(sfd, SOL_SOCKET, SO_RCVTIMEO,
+                          &(struct timeval){.tv_sec = 5},
+                          sizeof(struct timeval)),
+               0); /* a bound, should the request not come */
+  th_run_for(m, 1); /* connected: the request goes out in the first run */
+  cr_assert_gt(read(sfd, buf, sizeof(buf)), 0, "the first request");
+  cr_assert_eq(write(sfd, answer, sizeof(answer) - 1),
+               (ssize_t)sizeof(answer) - 1);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  cr_assert_gt(rec.count, 0);
+  cfd = rec.calls[rec.count - 1].fd; /* the attached connection's */
+  /* The server resets it, and the reset has arrived (the multi is not
+   * driven, so the connection stays attached). */
+  cr_assert_eq(setsockopt(sfd, SOL_SOCKET, SO_LINGER,
+                          &(struct linger){.l_onoff = 1, .l_linger = 0},
+                          sizeof(struct linger)),
+               0);
+  close(sfd);
+  reset = (struct pollfd){.fd = cfd, .events = POLLIN};
+  cr_assert_eq(poll(&reset, 1, 5000), 1);
+  cr_assert(reset.revents & (POLLERR | POLLHUP), "%x", reset.revents);
+
+  xs[nxs++] = x = th_get(m, url, NULL); /* the send fails inside the add */
+  xfer_get_bytes(x, &sent, NULL);
+  cr_assert_eq(sent, 0);
+  cr_assert_eq(xfer_multi_remove(m, x), XFER_M_OK); /* before its run */
+  cr_assert_eq(xfer_set_url(x, th_url(ts_port(web), "/bytes/3")), XFER_OK);
+  cr_assert_eq(xfer_multi_add(other, x), XFER_M_OK);
+  th_run(other, 5000);
+  cr_assert_eq(th_result(other, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  cr_assert_eq(xfer_get_reused(x), 0);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_multi_destroy(other), XFER_M_OK);
+  close(lfd);
 }

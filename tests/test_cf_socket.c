@@ -260,6 +260,39 @@ TH_TEST(cf_socket, a_local_bind_tries_its_family_only) {
   ds_stop(dns);
 }
 
+/* An address that refuses gives its turn to the next at once, not after
+ * the 200 ms between attempts: the test's clock stands still, so a wait
+ * for it would never end. */
+TH_TEST(cf_socket, a_refused_address_moves_on_at_once) {
+  struct ts_server *web = ts_start(NULL);
+  struct ds_server *dns = ds_start(NULL);
+  xfer_multi *m;
+  struct th_sink sink = {0};
+  char servers[64], url[128];
+  xfer_timeline tl;
+  xfer *x;
+
+  th_clock_install(MS(1000), 0);
+  m = xfer_multi_new(NULL);
+  ds_add_aaaa(dns, "dual.test", "::1", 60); /* nothing listens there */
+  ds_add_a(dns, "dual.test", "127.0.0.1", 60);
+  snprintf(servers, sizeof(servers), "127.0.0.1:%d", ds_port(dns));
+  xfer_multi_set_dns_servers(m, servers);
+  snprintf(url, sizeof(url), "http://dual.test:%d/bytes/10", ts_port(web));
+  x = th_get(m, url, &sink);
+  th_run(m, 8000);
+  cr_assert_eq(th_result(m, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  th_expect_pattern(sink.data, sink.len, 10);
+  xfer_get_timeline(x, &tl);
+  cr_assert_eq(tl.connect_us, tl.namelookup_us, "no time passed");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  th_clock_uninstall();
+  xfer_free(x);
+  th_sink_free(&sink);
+  ds_stop(dns);
+  ts_stop(web);
+}
+
 /* A name with more addresses than a connect tries: each family keeps its
  * share. The first 16 in c-ares' order were kept, and c-ares lists the A
  * answers first: with 20 of them, the IPv6 address (the one that works
