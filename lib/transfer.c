@@ -640,7 +640,11 @@ static enum redirect_verdict redirect_verdict(xfer *x, const char **location) {
   *location = NULL;
   if (x->opts.max_redirects <= 0 || !is_redirect(status))
     return REDIRECT_NONE;
-  if (!(*location = xfer__http1_resp_header(&h->resp, "Location")))
+  /* An empty Location names no other resource (as a reference it would
+   * resolve to this very URL, a loop until the limit): the 3xx is the
+   * answer, as curl has it. */
+  if (!(*location = xfer__http1_resp_header(&h->resp, "Location")) ||
+      (*location)[strspn(*location, " \t")] == '\0')
     return REDIRECT_NONE;
   if (h->redirects >= x->opts.max_redirects)
     return REDIRECT_TOO_MANY;

@@ -420,6 +420,11 @@ TH_TEST(http, redirects) {
   prepare(4, "/redirect/308?to=bytes/3"); /* relative to /redirect/ */
   xfer_set_follow_redirects(hx[4], 1);
   add(4);
+  /* An empty Location: the 302 is the answer (it was followed to this
+   * very URL, five times, then XFER_E_TOO_MANY_REDIRECTS). */
+  prepare(5, "/redirect/302?to=");
+  xfer_set_follow_redirects(hx[5], 5);
+  add(5);
   th_run(hm, 5000);
   cr_assert_eq(th_result(hm, hx[0]), XFER_OK, "%s",
                xfer_get_error_detail(hx[0]));
@@ -435,6 +440,10 @@ TH_TEST(http, redirects) {
   cr_assert_str_eq(xfer_get_header(hx[3], "Location"), "/bytes/1");
   cr_assert_eq(th_result(hm, hx[4]), XFER_OK);
   cr_assert_eq(xfer_get_status(hx[4]), 404, "/redirect/bytes/3 is unknown");
+  cr_assert_eq(th_result(hm, hx[5]), XFER_OK, "%s",
+               xfer_get_error_detail(hx[5]));
+  cr_assert_eq(xfer_get_status(hx[5]), 302);
+  cr_assert_eq(xfer_get_redirects(hx[5]), 0);
 }
 
 /* A followed redirect's body (nginx's carry a small HTML page) is not
