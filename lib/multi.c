@@ -322,7 +322,8 @@ static void xfer_run(xfer_multi *m, xfer *x) {
       return;
     st = assessed == XFER_E_SOCKET_CALLBACK
              ? xfer__step_fail(x, assessed,
-                               "the socket callback refused a socket")
+                               "the socket callback refused fd %d",
+                               m->loop.ev.refused_fd)
              : xfer__step_fail(x, assessed,
                                "out of memory while tracking sockets");
   }

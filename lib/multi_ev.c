@@ -133,8 +133,12 @@ static int entry_update(struct xfer__mev *ev, struct xfer__mev_entry *e) {
   /* `reported` is what the application took: a refused change leaves it
    * (a socket it never took gets no REMOVE; one it watches keeps its
    * REMOVE), and the next update asks again. */
-  if (want != e->reported && ev->report && !(rc = report_entry(ev, e, want)))
-    e->reported = want;
+  if (want != e->reported && ev->report) {
+    if (!(rc = report_entry(ev, e, want)))
+      e->reported = want;
+    else
+      ev->refused_fd = e->fd;
+  }
   return rc;
 }
 

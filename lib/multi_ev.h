@@ -97,6 +97,7 @@ struct xfer__mev {
   bool resync; /* a report function was set: report everything anew */
   xfer__mev_report_fn report; /* NULL: nothing is reported */
   void *report_owner;
+  int refused_fd; /* the socket the application last refused (details) */
 };
 
 void xfer__mev_init(struct xfer__mev *ev);
