@@ -706,8 +706,13 @@ follow_redirect(xfer *x, int status, bool keep) {
     break;
   }
   rc = xfer__url_resolve(&next, h->url, location, x->detail, sizeof(x->detail));
-  if (rc)
-    return xfer__step_failed(x, rc);
+  if (rc) { /* which hop, and where it pointed: the URL given was fine */
+    char why[sizeof(x->detail)];
+
+    memcpy(why, x->detail, sizeof(why));
+    return xfer__step_fail(x, rc, "cannot follow the %d redirect to '%.200s': %s",
+                           status, location, why);
+  }
   xfer__url_free(&h->hop);
   h->hop = next;
   h->url = &h->hop;

@@ -425,6 +425,10 @@ TH_TEST(http, redirects) {
   prepare(5, "/redirect/302?to=");
   xfer_set_follow_redirects(hx[5], 5);
   add(5);
+  /* A hop that cannot be made says it was a redirect's. */
+  prepare(6, "/redirect/301?to=https://127.0.0.1/");
+  xfer_set_follow_redirects(hx[6], 5);
+  add(6);
   th_run(hm, 5000);
   cr_assert_eq(th_result(hm, hx[0]), XFER_OK, "%s",
                xfer_get_error_detail(hx[0]));
@@ -444,6 +448,11 @@ TH_TEST(http, redirects) {
                xfer_get_error_detail(hx[5]));
   cr_assert_eq(xfer_get_status(hx[5]), 302);
   cr_assert_eq(xfer_get_redirects(hx[5]), 0);
+  cr_assert_eq(th_result(hm, hx[6]), XFER_E_UNSUPPORTED_SCHEME);
+  cr_assert(strstr(xfer_get_error_detail(hx[6]),
+                   "cannot follow the 301 redirect to 'https://127.0.0.1/': "),
+            "%s", xfer_get_error_detail(hx[6]));
+  cr_assert_eq(xfer_get_status(hx[6]), 301);
 }
 
 /* A followed redirect's body (nginx's carry a small HTML page) is not
