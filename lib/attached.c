@@ -54,7 +54,7 @@ static void release(struct xfer__attached *a, struct xfer__conn *c,
 }
 
 static void close_dead(struct xfer__attached *a, struct xfer__conn *c,
-                       xfer__time now);
+                       enum xfer__close_reason why, xfer__time now);
 
 /* Its socket became readable while attached: the peer closed it (or sent
  * bytes nobody asked for), so it is closed. */
@@ -72,7 +72,7 @@ static void on_event(struct xfer__mev_tracker *t, int fd, int events) {
   /* Closed by the server after this much idle time, seen as it happened:
    * the best lesson of its idle-close time there is. */
   xfer__pool_learn_died(a->loop->pool, c, now - c->last_used);
-  close_dead(a, c, now);
+  close_dead(a, c, XFER__CLOSE_PEER, now);
 }
 
 static const struct xfer__mev_ops conn_ev_ops = {.event = on_event};
@@ -161,24 +161,24 @@ bool xfer__attached_keep(struct xfer__attached *a, struct xfer__conn *c,
   return true;
 }
 
-/* c is closed: the peer closed it (its slots serve a waiter that asked
- * for it). */
+/* c is closed: the peer closed it (its socket said so: CLOSE_PEER; or the
+ * check before a reuse found it: CLOSE_DEAD). Its slots serve a waiter
+ * that asked for it. */
 static void close_dead(struct xfer__attached *a, struct xfer__conn *c,
-                       xfer__time now) {
+                       enum xfer__close_reason why, xfer__time now) {
   struct xfer__list evicted;
 
   (void)unlink_conn(a, c, XFER__TAKE_CLOSE);
   xfer__attached_untrack(a, c);
   xfer__list_init(&evicted);
-  xfer__pool_close(a->loop->pool, c, XFER__CLOSE_PEER, &a->loop->ev,
-                   &evicted);
+  xfer__pool_close(a->loop->pool, c, why, &a->loop->ev, &evicted);
   xfer__shutdown_adopt_list(a->shutdown, &evicted, now);
 }
 
 struct xfer__conn *xfer__attached_take(struct xfer__attached *a,
                                        const char *key, size_t key_len,
                                        uint64_t hash, bool replayable,
-                                       xfer__time now) {
+                                       xfer__time now, bool *saw_dead) {
   struct xfer__list *pos, *prev;
 
   /* The most recently attached first: the others age out to the shared
@@ -201,8 +201,9 @@ struct xfer__conn *xfer__attached_take(struct xfer__attached *a,
         return c;
       release(a, c, now, true); /* asked for meanwhile */
       continue;
-    case XFER__REUSE_DEAD:
-      close_dead(a, c, now);
+    case XFER__REUSE_DEAD: /* the request opens a new one: a reopen */
+      *saw_dead = true;
+      close_dead(a, c, XFER__CLOSE_DEAD, now);
       continue;
     default: /* expired, or too idle for this request: the pool decides */
       release(a, c, now, false);

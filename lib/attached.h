@@ -56,7 +56,8 @@ bool xfer__attached_keep(struct xfer__attached *a, struct xfer__conn *c,
 
 /* An attached connection for the key that passes the pool's reuse check
  * for a request that is `replayable` or not (xfer__pool_reuse_check():
- * dead ones are closed and the next is tried), or NULL. The first that is
+ * dead ones are closed, counted in dead_on_checkout, *saw_dead set, and
+ * the next is tried), or NULL. The first that is
  * expired or idle too long for this request goes to the shared side, and
  * the walk stops there with NULL: the pool decides on it (its checkout
  * sees it with the others idle there).
@@ -66,7 +67,7 @@ bool xfer__attached_keep(struct xfer__attached *a, struct xfer__conn *c,
 struct xfer__conn *xfer__attached_take(struct xfer__attached *a,
                                        const char *key, size_t key_len,
                                        uint64_t hash, bool replayable,
-                                       xfer__time now);
+                                       xfer__time now, bool *saw_dead);
 void xfer__attached_untrack(struct xfer__attached *a, struct xfer__conn *c);
 /* The same, for a start inside xfer_multi_add(): only a connection that
  * needs no liveness check and nobody asked for, and no side effect

@@ -341,7 +341,9 @@ void xfer__pool_close(xfer_pool *pool, struct xfer__conn *c,
   case XFER__CLOSE_EVICTED: /* counted when it was evicted */
     XFER__POOL_UNCOUNT(pool, closing);
     break;
-  case XFER__CLOSE_DEAD: /* counted when it was found dead */
+  case XFER__CLOSE_DEAD:
+    XFER__POOL_COUNT(pool, closed);
+    XFER__POOL_COUNT(pool, dead_on_checkout);
     break;
   case XFER__CLOSE_PEER:
     XFER__POOL_COUNT(pool, closed);

@@ -186,7 +186,7 @@ void xfer__pool_give_back(xfer_pool *pool, struct xfer__conn *c,
 /* Why a connection closes, for the statistics. */
 enum xfer__close_reason {
   XFER__CLOSE_EVICTED, /* the pool evicted it (counted then, by reason) */
-  XFER__CLOSE_DEAD,    /* found dead on checkout (counted then) */
+  XFER__CLOSE_DEAD,    /* found dead by the check before a reuse */
   XFER__CLOSE_PEER,    /* the server closed it or said it would */
   XFER__CLOSE_ERROR    /* a transfer failed or was stopped on it */
 };

@@ -291,8 +291,6 @@ static bool usable(xfer_pool *pool, struct xfer__waiter *w,
     break;
   }
   *saw_dead = true;
-  XFER__POOL_COUNT(pool, closed);
-  XFER__POOL_COUNT(pool, dead_on_checkout);
   /* Tracked by no multi while idle: no socket_done. */
   xfer__pool_close(pool, c, XFER__CLOSE_DEAD, NULL, evicted);
   return false;

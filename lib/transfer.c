@@ -460,7 +460,7 @@ static enum xfer__step step_init(xfer *x) {
   /* Our own attached connection first: no lookup, no lock, no syscall. */
   if (!h->fresh_only &&
       (c = xfer__attached_take(&m->attached, h->key, h->key_len, h->key_hash,
-                               h->wait.replayable, x->now)))
+                               h->wait.replayable, x->now, &h->saw_dead)))
     return use_conn(x, c);
   xfer__list_init(&evicted);
   got = xfer__pool_acquire(m->loop.pool, h->key, h->key_len, h->key_hash,

@@ -795,3 +795,36 @@ TH_TEST(attached, a_send_failed_inside_add_does_not_outlive_the_run) {
   cr_assert_eq(xfer_multi_destroy(other), XFER_M_OK);
   close(lfd);
 }
+
+/* An attached connection that the check before a reuse finds closed is
+ * counted as the pool counts any connection found so (dead_on_checkout),
+ * and the new one opened for the request as a reopen. It was counted as
+ * a peer's close, and the new one as a plain open. */
+TH_TEST(attached, one_found_dead_by_the_check_is_counted_so) {
+  xfer_pool *p;
+  xfer_multi *m;
+  xfer_pool_stats ps;
+  xfer *x;
+
+  th_clock_install(MS(1000), 0); /* idle time passes when the test says */
+  p = xfer_pool_new(&(xfer_pool_opts){.attach_hold_ms = 600000});
+  m = xfer_multi_new(p);
+  fetch(m, "/bytes/3");
+  ts_close_idle(web);
+  cr_assert(ts_wait(web, TS_CLOSED_BY_SERVER, 1, 5000));
+  th_clock_advance(MS(2000)); /* past recheck_ms: checked before a reuse */
+  x = get(m, "/bytes/4");
+  /* Its run at the timer, before any event of the attached socket. */
+  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  cr_assert_eq(xfer_get_reused(x), 0);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.dead_on_checkout, 1);
+  cr_assert_eq(ps.closed_peer, 0);
+  cr_assert_eq(ps.reopened_total, 1);
+  cr_assert_eq(ps.liveness_checks, 1);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+  th_clock_uninstall();
+}
