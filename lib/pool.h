@@ -282,7 +282,10 @@ enum xfer__pool_hook_point {
   XFER__HOOK_WAITER_ANNOUNCED,
   /* A returner read the waiter and room counts under its lane's lock,
    * and has unlocked it. arg: what it did (const enum xfer__lane_keep *,
-   * pool_impl.h: linked, or why not). No lock held. */
+   * pool_impl.h: linked, or why not). The lane's lock is not held; the
+   * bundle's may be (a release of an attached connection, a give-back
+   * that found no waiter hold it around the lanes), so the hook must not
+   * call into the pool. */
   XFER__HOOK_RETURNER_CHECKED,
   /* The sweep marked a bundle dead and unlocked it; it deletes it from
    * the table next. arg: the bundle's key (NUL-terminated). No lock held
