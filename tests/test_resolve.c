@@ -392,3 +392,48 @@ TH_TEST(resolve, a_numeric_host_of_the_wrong_family_is_refused) {
             xfer_get_error_detail(v4));
   cr_assert_eq(ds_queries(dns, "127.0.0.1"), 0, "no lookup was made");
 }
+
+/* The connect timeout covers the lookup too: a name that is not answered
+ * within it fails with XFER_E_RESOLVE_TIMEOUT at the transfer's own
+ * deadline, long before c-ares' timeout (5 s here), and says how long. */
+TH_TEST(resolve, the_connect_timeout_ends_a_slow_lookup) {
+  xfer *x = prepare_name("silent.test", "/");
+
+  cr_assert_eq(xfer_set_connect_timeout_ms(x, 300), XFER_OK);
+  cr_assert_eq(xfer_multi_add(m, x), XFER_M_OK);
+  th_run(m, 4000); /* under c-ares' 5 s: only the transfer's deadline */
+  cr_assert_eq(th_result(m, x), XFER_E_RESOLVE_TIMEOUT, "%s",
+               xfer_get_error_detail(x));
+  cr_assert(strstr(xfer_get_error_detail(x),
+                   "resolving 'silent.test' took longer than 300 ms"),
+            "%s", xfer_get_error_detail(x));
+}
+
+/* An IP version asks for that family alone: a name with both connects
+ * over the one asked for, and a name with none of it does not resolve. */
+TH_TEST(resolve, an_ip_version_asks_for_its_family_only) {
+  xfer *v4, *v6, *none;
+
+  ds_add_a(dns, "both.test", "127.0.0.1", 60);
+  ds_add_aaaa(dns, "both.test", "::1", 60); /* nothing listens there */
+  ds_add_aaaa(dns, "sixonly.test", "::1", 60);
+  v4 = prepare_name("both.test", "/bytes/2");
+  v6 = prepare_name("both.test", "/bytes/2");
+  none = prepare_name("sixonly.test", "/bytes/2");
+  cr_assert_eq(xfer_set_ip_version(v4, XFER_IPRESOLVE_V4), XFER_OK);
+  cr_assert_eq(xfer_set_ip_version(v6, XFER_IPRESOLVE_V6), XFER_OK);
+  cr_assert_eq(xfer_set_ip_version(none, XFER_IPRESOLVE_V4), XFER_OK);
+  cr_assert_eq(xfer_multi_add(m, v4), XFER_M_OK);
+  cr_assert_eq(xfer_multi_add(m, v6), XFER_M_OK);
+  cr_assert_eq(xfer_multi_add(m, none), XFER_M_OK);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, v4), XFER_OK, "%s", xfer_get_error_detail(v4));
+  cr_assert_eq(th_result(m, v6), XFER_E_CONNECT, "%s",
+               xfer_get_error_detail(v6));
+  cr_assert(strstr(xfer_get_error_detail(v6), "::1 port"), "IPv6 alone: %s",
+            xfer_get_error_detail(v6));
+  cr_assert_eq(th_result(m, none), XFER_E_RESOLVE, "%s",
+               xfer_get_error_detail(none));
+  cr_assert(strstr(xfer_get_error_detail(none), "sixonly.test"), "%s",
+            xfer_get_error_detail(none));
+}
