@@ -219,6 +219,71 @@ TH_TEST(cf_socket, every_address_gets_its_turn) {
   ts_stop(web);
 }
 
+/* Every attempt's socket leaves through socket_done, whatever ends the
+ * connect: the connect timeout with attempts in flight, or a remove. An OUT watch with no REMOVE after it would be a
+ * socket the application watches after its close. */
+static void expect_every_attempt_removed(const struct th_sockrec *rec,
+                                         int min_attempts) {
+  int attempts = 0;
+
+  for (int i = 0; i < rec->count; i++) {
+    bool removed = false;
+    if (rec->calls[i].what != XFER_POLL_OUT)
+      continue;
+    attempts++;
+    for (int j = i + 1; j < rec->count && !removed; j++)
+      removed = rec->calls[j].fd == rec->calls[i].fd &&
+                rec->calls[j].what == XFER_POLL_REMOVE;
+    cr_assert(removed, "fd %d watched for OUT, never removed",
+              rec->calls[i].fd);
+  }
+  cr_assert_geq(attempts, min_attempts);
+}
+
+TH_TEST(cf_socket, every_attempt_is_removed_when_the_connect_ends) {
+  struct ds_server *dns = ds_start(NULL);
+  static const char *dead[] = {"127.0.0.2", "127.0.0.3", "127.0.0.4"};
+  int fill[3][4], lfd[3], port = th_free_port();
+  xfer_multi *m = xfer_multi_new(NULL);
+  static struct th_sockrec rec;
+  char servers[64], url[128];
+  xfer *timed = xfer_new(), *removed = xfer_new();
+
+  for (int i = 0; i < 3; i++) {
+    lfd[i] = full_listener(AF_INET, dead[i], port, fill[i]);
+    ds_add_a(dns, "stuck.test", dead[i], 60);
+  }
+  snprintf(servers, sizeof(servers), "127.0.0.1:%d", ds_port(dns));
+  xfer_multi_set_dns_servers(m, servers);
+  th_sockrec_init(&rec);
+  xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
+  snprintf(url, sizeof(url), "http://stuck.test:%d/", port);
+  cr_assert_eq(xfer_set_url(timed, url), XFER_OK);
+  /* Three attempts start 200 ms apart, none answers (a loaded machine
+   * may start fewer: the wait between them is at least 200 ms). */
+  cr_assert_eq(xfer_set_connect_timeout_ms(timed, 1500), XFER_OK);
+  cr_assert_eq(xfer_multi_add(m, timed), XFER_M_OK);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, timed), XFER_E_CONNECT_TIMEOUT, "%s",
+               xfer_get_error_detail(timed));
+  expect_every_attempt_removed(&rec, 2);
+
+  th_sockrec_init(&rec);
+  cr_assert_eq(xfer_set_url(removed, url), XFER_OK);
+  cr_assert_eq(xfer_multi_add(m, removed), XFER_M_OK); /* resolved: cached */
+  th_run_for(m, 500); /* three in flight by 400 ms, as a rule */
+  cr_assert_eq(xfer_multi_remove(m, removed), XFER_M_OK);
+  expect_every_attempt_removed(&rec, 1);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  xfer_free(timed);
+  xfer_free(removed);
+  for (int i = 0; i < 3; i++) {
+    fill_close(fill[i]);
+    close(lfd[i]);
+  }
+  ds_stop(dns);
+}
+
 /* A local bind of one family: the addresses of the other are not tried,
  * and do not hide the failure of those that were (a refused IPv4 attempt
  * between two IPv6 addresses read "Address family not supported"). With
