@@ -305,6 +305,11 @@ CASE(added_twice_removed_twice) {
   return 0;
 }
 
+static long refused_read(char *buf, size_t len, void *userp) {
+  (void)buf, (void)len, (void)userp;
+  return -1; /* never called: the setter is refused */
+}
+
 CASE(options_are_refused_while_added) {
   EXPECT(xfer_set_url(f->x, "http://127.0.0.1:9/"), XFER_OK);
   EXPECT(xfer_multi_add(f->m, f->x), XFER_M_OK);
@@ -313,6 +318,18 @@ CASE(options_are_refused_while_added) {
   EXPECT_CODE(xfer_add_header(f->x, "A", "b"), XFER_E_IN_USE);
   EXPECT_CODE(xfer_set_body(f->x, "x", 1), XFER_E_IN_USE);
   EXPECT_CODE(xfer_set_timeout_ms(f->x, 1), XFER_E_IN_USE);
+  /* Every other setter alike (xfer_set_private alone is allowed). */
+  EXPECT_CODE(xfer_clear_headers(f->x), XFER_E_IN_USE);
+  EXPECT_CODE(xfer_set_body_cb(f->x, refused_read, NULL, 1), XFER_E_IN_USE);
+  EXPECT_CODE(xfer_set_write_cb(f->x, NULL, NULL), XFER_E_IN_USE);
+  EXPECT_CODE(xfer_set_header_cb(f->x, NULL, NULL), XFER_E_IN_USE);
+  EXPECT_CODE(xfer_set_ip_version(f->x, XFER_IPRESOLVE_V4), XFER_E_IN_USE);
+  EXPECT_CODE(xfer_set_local_address(f->x, "127.0.0.1"), XFER_E_IN_USE);
+  EXPECT_CODE(xfer_set_connect_timeout_ms(f->x, 1), XFER_E_IN_USE);
+  EXPECT_CODE(xfer_set_low_speed(f->x, 1, 1000), XFER_E_IN_USE);
+  EXPECT_CODE(xfer_set_max_header_size(f->x, 100), XFER_E_IN_USE);
+  EXPECT_CODE(xfer_set_follow_redirects(f->x, 1), XFER_E_IN_USE);
+  EXPECT(xfer_set_private(f->x, f), XFER_OK);
   EXPECT_CODE(xfer_free(f->x), XFER_E_IN_USE);
   EXPECT_CODE(xfer_reset(f->x), XFER_E_IN_USE);
   FAIL_IF(*xfer_get_error_detail(f->x), "a refused call wrote the detail");
