@@ -137,11 +137,26 @@ bool xfer__http1_check_framing(const struct xfer__buf *headers,
   size_t n;
   /* The decimal length a Content-Length must say (no body: 0). */
   long long want = body_len >= 0 ? (long long)body_len : 0;
+  bool host = false, length = false;
 
   walk_start(&w, headers);
   while (walk_next(&w, &line, &stop, &after)) {
-    if (line_is(line, stop, "Content-Length")) {
+    /* One of each: a server must refuse a request with two Hosts (RFC
+     * 9112 3.2), and two lengths frame it two ways for whoever reads the
+     * second (a gateway copying a client's headers passes them on). */
+    if (line_is(line, stop, "Host")) {
+      if (host) {
+        snprintf(why, why_len, "more than one Host request header");
+        return false;
+      }
+      host = true;
+    } else if (line_is(line, stop, "Content-Length")) {
       char text[24];
+      if (length) {
+        snprintf(why, why_len, "more than one Content-Length request header");
+        return false;
+      }
+      length = true;
       line_value(line, stop, 14, &v, &n);
       snprintf(text, sizeof(text), "%lld", want);
       if (body_len == -2) {

@@ -64,9 +64,9 @@ bool xfer__http1_has_header(const struct xfer__buf *headers, const char *name);
 /* The user's own Content-Length and Transfer-Encoding headers against the
  * body the request sends (body_len as in xfer__http1_req): a
  * Content-Length must be its decimal length (0 for none), a
- * Transfer-Encoding must be "chunked" with a body of unknown length (-2).
- * false, with why, when they disagree (a request that would be framed
- * two ways). */
+ * Transfer-Encoding must be "chunked" with a body of unknown length (-2);
+ * and no two Host or Content-Length lines. false, with why, when they
+ * disagree (a request that would be framed or routed two ways). */
 bool xfer__http1_check_framing(const struct xfer__buf *headers,
                                int64_t body_len, char *why, size_t why_len);
 

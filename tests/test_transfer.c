@@ -1045,6 +1045,39 @@ TH_TEST(http, framing_headers_must_agree_with_the_body) {
             sinks[7].data);
 }
 
+/* One Host and one Content-Length at most: both lines went out, and a
+ * server must refuse two Hosts (RFC 9112 3.2), or frames the request two
+ * ways. Refused when the transfer starts, before anything is sent. */
+TH_TEST(http, two_hosts_or_two_lengths_are_refused) {
+  struct ts_stats st;
+
+  prepare(0, "/echo");
+  cr_assert_eq(xfer_add_header(hx[0], "Host", "a.test"), XFER_OK);
+  cr_assert_eq(xfer_add_header(hx[0], "host", "b.test"), XFER_OK);
+  add(0);
+  prepare(1, "/echo");
+  cr_assert_eq(xfer_set_method(hx[1], "POST"), XFER_OK);
+  cr_assert_eq(xfer_add_header(hx[1], "Content-Length", "0"), XFER_OK);
+  cr_assert_eq(xfer_add_header(hx[1], "Content-Length", "0"), XFER_OK);
+  add(1);
+  prepare(2, "/echo"); /* one Host of its own: sent instead of ours */
+  cr_assert_eq(xfer_add_header(hx[2], "Host", "a.test"), XFER_OK);
+  add(2);
+  th_run(hm, 5000);
+  cr_assert_eq(th_result(hm, hx[0]), XFER_E_BAD_ARGUMENT);
+  cr_assert(strstr(xfer_get_error_detail(hx[0]), "more than one Host"), "%s",
+            xfer_get_error_detail(hx[0]));
+  cr_assert_eq(th_result(hm, hx[1]), XFER_E_BAD_ARGUMENT);
+  cr_assert(strstr(xfer_get_error_detail(hx[1]),
+                   "more than one Content-Length"),
+            "%s", xfer_get_error_detail(hx[1]));
+  cr_assert_eq(th_result(hm, hx[2]), XFER_OK, "%s",
+               xfer_get_error_detail(hx[2]));
+  cr_assert(strstr(sinks[2].data, "Host: a.test\n"), "%s", sinks[2].data);
+  ts_get_stats(srv, &st);
+  cr_assert_eq(st.requests, 1, "only the third was sent");
+}
+
 /* The pool key and the request head are built once per change of
  * options and kept between runs of the same handle; every setter makes
  * them stale. A handle re-added as it is sends the same request; one
