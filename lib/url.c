@@ -208,6 +208,71 @@ static void target_span(const UriUriA *uri, const char *text, bool ipv6,
   *len = (size_t)(end - p);
 }
 
+/* Does the path hold a "." or ".." segment? */
+static bool has_dot_segments(const UriUriA *uri) {
+  for (const UriPathSegmentA *s = uri->pathHead; s; s = s->next) {
+    size_t n = range_len(&s->text);
+    if ((n == 1 || n == 2) && s->text.first[0] == '.' &&
+        (n == 1 || s->text.first[1] == '.'))
+      return true;
+  }
+  return false;
+}
+
+/*
+ * The target of `text` (a URL that parsed) with its dot segments removed
+ * (RFC 3986 5.2.4), as curl sends it and as a redirect's Location comes
+ * out of uriparser's resolution: "/a/../b" goes out as "/b" (a server
+ * that does not do the same would see a way up the tree the URL did not
+ * mean). The same resolution does it here: an absolute reference
+ * resolved against itself is itself with its dot segments removed (RFC
+ * 3986 5.2.2). *out is the library's to free.
+ */
+static xfer_code dot_free_target(const char *text, char **out, size_t *out_len,
+                                 char *detail, size_t len) {
+  UriUriA uri, abs;
+  size_t size = 2;
+  char *p;
+  int err = parse_uri(&uri, text, NULL);
+
+  if (err != URI_SUCCESS) /* uriparser freed what it had */
+    return err == URI_ERROR_MALLOC ? out_of_memory(detail, len) : XFER_E_BAD_URL;
+  err = uriAddBaseUriExMmA(&abs, &uri, &uri, URI_RESOLVE_STRICTLY,
+                           &uri_memory);
+  if (err != URI_SUCCESS) {
+    uriFreeUriMembersMmA(&uri, &uri_memory);
+    if (err == URI_ERROR_MALLOC)
+      return out_of_memory(detail, len);
+    snprintf(detail, len, "cannot remove the dot segments of '%.80s'", text);
+    return XFER_E_BAD_URL;
+  }
+  for (const UriPathSegmentA *s = abs.pathHead; s; s = s->next)
+    size += 1 + range_len(&s->text);
+  size += 1 + range_len(&abs.query);
+  if (!(*out = p = xfer__malloc(size))) {
+    uriFreeUriMembersMmA(&abs, &uri_memory);
+    uriFreeUriMembersMmA(&uri, &uri_memory);
+    return out_of_memory(detail, len);
+  }
+  for (const UriPathSegmentA *s = abs.pathHead; s; s = s->next) {
+    *p++ = '/';
+    memcpy(p, s->text.first, range_len(&s->text));
+    p += range_len(&s->text);
+  }
+  if (p == *out)
+    *p++ = '/';
+  if (abs.query.first) {
+    *p++ = '?';
+    memcpy(p, abs.query.first, range_len(&abs.query));
+    p += range_len(&abs.query);
+  }
+  *p = '\0';
+  *out_len = (size_t)(p - *out);
+  uriFreeUriMembersMmA(&abs, &uri_memory); /* its text may be uri's */
+  uriFreeUriMembersMmA(&uri, &uri_memory);
+  return XFER_OK;
+}
+
 static xfer_code build(struct xfer__url *u, const UriUriA *uri,
                        const char *text, char *detail, size_t len) {
   bool ipv6 = uri->hostData.ip6 != NULL ||
@@ -217,7 +282,7 @@ static xfer_code build(struct xfer__url *u, const UriUriA *uri,
   size_t target_len, size;
   uint16_t port;
   xfer_code rc;
-  char *block, *p;
+  char *block, *p, *normal = NULL;
   bool slash;
 
   if ((rc = check_scheme(uri, detail, len)))
@@ -234,14 +299,21 @@ static xfer_code build(struct xfer__url *u, const UriUriA *uri,
   if ((rc = parse_port(uri, &port, detail, len)))
     return rc;
   target_span(uri, text, ipv6, &target, &target_len);
+  if (has_dot_segments(uri)) {
+    if ((rc = dot_free_target(text, &normal, &target_len, detail, len)))
+      return rc;
+    target = normal;
+  }
   slash = target_len == 0 || target[0] != '/';
 
   /* host\0 authority\0 target\0, in one block (a decoded host is no
    * longer than as written) */
   size = host_len + 1 + (host_len + 2 + 7) + 1 + target_len + 2;
   block = xfer__malloc(size);
-  if (!block)
+  if (!block) {
+    xfer__free(normal);
     return out_of_memory(detail, len);
+  }
   p = block;
   u->host = p;
   if (uri->hostData.ip4 || uri->hostData.ip6 || uri->hostData.ipFuture.first)
@@ -249,14 +321,17 @@ static xfer_code build(struct xfer__url *u, const UriUriA *uri,
   else if (!(host_len = decode_host(uri->hostText.first, host_len, p, detail,
                                     len))) {
     xfer__free(block);
+    xfer__free(normal);
     return XFER_E_BAD_URL;
   }
   if ((rc = check_host(uri, p, host_len, detail, len))) {
     xfer__free(block);
+    xfer__free(normal);
     return rc;
   }
   if (!(u->text = dup_text(text))) {
     xfer__free(block);
+    xfer__free(normal);
     return out_of_memory(detail, len);
   }
   p += host_len;
@@ -271,6 +346,7 @@ static xfer_code build(struct xfer__url *u, const UriUriA *uri,
     *p++ = '/';
   memcpy(p, target, target_len);
   p[target_len] = '\0';
+  xfer__free(normal);
   u->block = block;
   u->port = port;
   u->host_is_ipv6 = ipv6;

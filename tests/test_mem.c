@@ -100,7 +100,8 @@ static void main_paths(int port) {
                                                     = 1});
   xfer_multi *m = pool ? xfer_multi_new(pool) : NULL;
   xfer *xs[4] = {NULL, NULL, NULL, NULL};
-  const char *paths[4] = {"/delay/10/bytes/100", "/delay/10/bytes/50",
+  const char *paths[4] = {"/delay/10/bytes/100",
+                          "/x/../delay/10/./bytes/50", /* dots removed */
                           "/delay/10/chunked/300/7",
                           "/redirect/302?to=/delay/10/bytes/20"};
 

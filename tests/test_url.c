@@ -51,6 +51,18 @@ TH_TEST(url, parts_of_good_urls) {
   cr_assert(u.host_is_ipv6);
 }
 
+/* Dot segments are removed (RFC 3986 5.2.4), as curl does and as a
+ * redirect's Location is resolved: they were sent as written, so the same
+ * path went out two ways. The query is not a path: its dots stay. */
+TH_TEST(url, dot_segments_are_removed) {
+  expect_url("http://h/a/../b/./c", "h", "h", 80, "/b/c");
+  expect_url("http://h/..", "h", "h", 80, "/");
+  expect_url("http://h/a/b/..", "h", "h", 80, "/a/");
+  expect_url("http://h/./?q=/../x", "h", "h", 80, "/?q=/../x");
+  expect_url("http://[::1]:8/a/./b#f", "::1", "[::1]:8", 8, "/a/b");
+  expect_url("http://h/a..b/.c/..d", "h", "h", 80, "/a..b/.c/..d");
+}
+
 TH_TEST(url, bad_urls_get_clear_errors) {
   expect_error(NULL, XFER_E_BAD_URL, "empty");
   expect_error("", XFER_E_BAD_URL, "empty");
