@@ -101,8 +101,16 @@ static unsigned char entry_want(const struct xfer__mev_entry *e) {
 
 static int report_entry(struct xfer__mev *ev, struct xfer__mev_entry *e,
                         int what) {
+  int rc;
+
   XFER__ASSERT_NO_POOL_LOCK(); /* rule 3: no callback under a pool lock */
-  return ev->report(ev->report_owner, e->fd, what, e->socketp);
+  rc = ev->report(ev->report_owner, e->fd, what, e->socketp);
+  /* A refused report counts as not made: a socket new to the application
+   * stays new, so what it assigned while it refused is forgotten (asked
+   * again, it must see socketp NULL, as for any new socket). */
+  if (rc && !e->reported)
+    e->socketp = NULL;
+  return rc;
 }
 
 static void entry_free(struct xfer__mev *ev, struct xfer__mev_entry *e) {

@@ -659,3 +659,41 @@ TH_TEST(multi_ev, report_under_pool_lock_aborts_in_debug, .signal = SIGABRT) {
   want1(&a, S, XFER_POLL_IN);
 }
 #endif
+
+/* A report refused counts as not made, so a socket new to the application
+ * is new again when asked next: socketp NULL, though the callback had
+ * assigned one before it refused (the documented callback assigns, then
+ * adds to its epoll set, which may fail). It came back with the pointer,
+ * and such a callback took it for a change of a socket it watched. */
+static int marker, assign_refusals;
+
+static int assign_then_refuse(void *owner, int fd, int what, void *socketp) {
+  cr_assert_eq(xfer__mev_assign(&ev, fd, &marker), XFER_M_OK);
+  if (assign_refusals > 0) {
+    assign_refusals--;
+    (void)record(owner, fd, what, socketp);
+    return -1;
+  }
+  return record(owner, fd, what, socketp);
+}
+
+TH_TEST(multi_ev, a_refused_new_socket_is_new_again) {
+  struct fake c;
+
+  xfer__mev_set_report(&ev, NULL, NULL);
+  fake_init(&c, XFER__MEV_CONN);
+  want1(&c, S, XFER_POLL_IN);
+  assign_refusals = 1;
+  xfer__mev_set_report(&ev, assign_then_refuse, &report_owner_tag);
+  xfer__mev_resync(&ev);
+  xfer__mev_resync(&ev); /* asked again */
+  expect(0, (int[]){S, XFER_POLL_IN, S, XFER_POLL_IN}, 2);
+  cr_assert_null(reports[0].socketp);
+  cr_assert_null(reports[1].socketp, "new again: nothing assigned");
+  cr_assert_eq(xfer__mev_reported(&ev, S), XFER_POLL_IN, "taken now");
+  /* Taken: what it assigned then stays, and comes with the next change. */
+  cr_assert_eq(want(&c, (int[]){S, XFER_POLL_INOUT}, 1), XFER_OK);
+  expect(2, (int[]){S, XFER_POLL_INOUT}, 1);
+  cr_assert_eq(reports[2].socketp, &marker);
+  xfer__mev_tracker_done(&ev, &c.t);
+}
