@@ -693,6 +693,8 @@ xfer_mcode xfer_multi_set_timer_cb(xfer_multi *m, xfer_timer_cb cb,
 
   if (rc)
     return rc;
+  if (cb == m->timer_cb && userp == m->timer_userp)
+    return XFER_M_OK; /* the same: what it armed stays its own */
   m->timer_cb = cb;
   m->timer_userp = userp;
   m->timer_armed = XFER__TIME_NEVER; /* the new callback armed nothing yet */

@@ -260,6 +260,48 @@ TH_TEST(multi, timer_callback_hears_only_changes) {
   cr_assert_eq(tr.timeouts[4], -1);
 }
 
+/* The same callback set again keeps what it armed: destroy still stops
+ * it (-1). It lost track, and the timer armed before fired on a freed
+ * multi. Another callback is a new start: the one replaced hears
+ * nothing more, and the new one is told the deadline by the next call. */
+TH_TEST(multi, setting_the_same_timer_callback_again_keeps_its_timer) {
+  xfer_multi *m = xfer_multi_new(NULL);
+  struct th_timerrec tr, other;
+  struct tt *t = tt_new(1);
+  int running;
+
+  th_clock_install(MS(1000), 0);
+  th_timerrec_init(&tr);
+  th_timerrec_init(&other);
+  xfer_multi_set_timer_cb(m, th_timerrec_cb, &tr);
+  t->on_run = expire_by_id; /* again 10 ms later */
+  cr_assert_eq(xfer_multi_add(m, t->x), XFER_M_OK);
+  cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
+  cr_assert_eq(tr.count, 2);
+  cr_assert_eq(tr.timeouts[1], 10, "armed for 10 ms");
+  cr_assert_eq(xfer_multi_remove(m, t->x), XFER_M_OK); /* nothing due */
+  cr_assert_eq(xfer_multi_set_timer_cb(m, th_timerrec_cb, &tr), XFER_M_OK);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(tr.count, 3);
+  cr_assert_eq(tr.timeouts[2], -1, "the timer armed before is stopped");
+
+  /* Replaced: the new callback hears the deadline at the next call. */
+  th_timerrec_init(&tr);
+  m = xfer_multi_new(NULL);
+  xfer_multi_set_timer_cb(m, th_timerrec_cb, &tr);
+  t = tt_new(2);
+  t->on_run = expire_by_id;
+  cr_assert_eq(xfer_multi_add(m, t->x), XFER_M_OK);
+  cr_assert_eq(tr.count, 1);
+  cr_assert_eq(xfer_multi_set_timer_cb(m, th_timerrec_cb, &other), XFER_M_OK);
+  cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
+  cr_assert_eq(other.count, 1);
+  cr_assert_eq(tr.count, 1, "the replaced one hears nothing more");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(tr.count, 1);
+  cr_assert_eq(other.timeouts[other.count - 1], -1);
+}
+
 /* Deadlines that move later are not told one by one: the armed timer
  * fires, and the next deadline is told then. One that moves earlier is
  * told at once. xfer_multi_destroy() stops a timer still armed (-1). */

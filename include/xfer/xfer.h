@@ -647,8 +647,8 @@ typedef int (*xfer_socket_cb)(xfer_multi *multi, int fd, int what,
  * the next deadline is told then (so the callback runs about once per
  * deadline reached, not once per request). The timer is taken as one-shot:
  * after a timeout action the callback is told again if a deadline
- * remains. -1 (no timer needed) comes only from xfer_multi_destroy() with
- * a timer armed. Return 0; any other value makes the xfer_multi_* call
+ * remains. -1 (no timer needed) comes only from xfer_multi_destroy(),
+ * when the callback was told a timeout before. Return 0; any other value makes the xfer_multi_* call
  * that triggered it return XFER_M_TIMER_CALLBACK.
  */
 typedef int (*xfer_timer_cb)(xfer_multi *multi, long timeout_ms, void *userp);
@@ -714,7 +714,9 @@ XFER_EXTERN xfer_mcode xfer_multi_set_socket_cb(xfer_multi *multi,
                                                 xfer_socket_cb cb, void *userp);
 /* Sets the timer callback (NULL: none); the next call that runs the
  * multi (as for the socket callback) tells it the current deadline, if
- * there is one.
+ * there is one. A callback replaced (another function or userp) hears
+ * nothing more, -1 included: stop the timer it armed yourself. Setting the
+ * same callback and userp again changes nothing.
  * Returns XFER_M_OK; XFER_M_BAD_HANDLE when multi is NULL or not a multi;
  * XFER_M_RECURSIVE_API_CALL from inside a callback.
  * On failure, nothing is changed.
