@@ -78,9 +78,14 @@ static xfer_code wake_ready(struct xfer__loop *loop);
 
 static void dns_answered(xfer *x) { xfer__multi_mark_dirty(x->multi, x); }
 
-static void dns_wake(struct xfer__dns *dns) {
+static void dns_wake(struct xfer__dns *dns, bool due_now) {
   xfer_multi *m = XFER__CONTAINER_OF(dns, xfer_multi, dns);
-  xfer__multi_mark_dirty(m, m->resolve_handle);
+  xfer *h = m->resolve_handle;
+
+  xfer__multi_mark_dirty(m, h);
+  if (due_now) /* as xfer_refused(): a remove runs nothing */
+    xfer__expiry_set(&m->loop.timers, &h->expiry, XFER__EXPIRE_RUN_NOW,
+                     h->now);
 }
 
 /* The internal handles: their expiries are the shutdown and attached

@@ -79,18 +79,19 @@ static void channel_event(struct xfer__mev_tracker *t, int fd, int events) {
 
   (void)fd;
   (void)events;
-  r->dns->wake(r->dns);
+  r->dns->wake(r->dns, false);
 }
 
 /* The application refused a channel socket when everything was reported
  * anew (a socket callback set late): no tracking may change here, so the
- * lookups end at the resolver's run, in this call. */
+ * lookups end at the resolver's run: in this call, or (an add or a
+ * remove runs nothing) at once at the timer. */
 static void channel_refused(struct xfer__mev_tracker *t, int fd) {
   struct xfer__resolver *r = t->owner;
 
   (void)fd;
   r->refused = true;
-  r->dns->wake(r->dns);
+  r->dns->wake(r->dns, true);
 }
 
 static const struct xfer__mev_ops channel_ev_ops = {
@@ -357,7 +358,7 @@ xfer_code xfer__resolve_start(struct xfer__dns *dns,
   ares_getaddrinfo(r->channel, l->host, NULL, &hints, lookup_done, l);
   /* A query went out, perhaps on a socket just opened: the resolver
    * tracks the channel's sockets and its timeout in this call. */
-  dns->wake(dns);
+  dns->wake(dns, false);
   return XFER_OK;
 }
 
@@ -472,7 +473,7 @@ bool xfer__resolve_busy(const struct xfer__dns *dns) {
 
 void xfer__dns_init(struct xfer__dns *dns, struct xfer__loop *loop,
                     void (*answered)(xfer *x),
-                    void (*wake)(struct xfer__dns *dns)) {
+                    void (*wake)(struct xfer__dns *dns, bool due_now)) {
   memset(dns, 0, sizeof(*dns));
   dns->loop = loop;
   dns->answered = answered;

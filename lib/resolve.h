@@ -32,8 +32,11 @@ struct xfer__dns {
   /* A lookup x waited for is answered: x is to run (the multi marks it). */
   void (*answered)(xfer *x);
   /* The channel wants a run in this call (a socket had events, or a query
-   * went out): the multi calls xfer__resolve_run() before it returns. */
-  void (*wake)(struct xfer__dns *dns);
+   * went out): the multi calls xfer__resolve_run() before it returns.
+   * `due_now`: the call may be one that runs nothing (a socket refused at
+   * the resync of an add or a remove): the run is due at once as well, so
+   * the timer callback hears 0. */
+  void (*wake)(struct xfer__dns *dns, bool due_now);
   struct xfer__resolver *resolver; /* created at the first lookup */
   bool used;     /* a lookup was tried (or made): the settings are fixed */
   char *servers; /* "ip[:port],..." or NULL: the system's */
@@ -43,7 +46,7 @@ struct xfer__dns {
 
 void xfer__dns_init(struct xfer__dns *dns, struct xfer__loop *loop,
                     void (*answered)(xfer *x),
-                    void (*wake)(struct xfer__dns *dns));
+                    void (*wake)(struct xfer__dns *dns, bool due_now));
 /* Frees the resolver (lookups still waiting end without an answer; their
  * transfers are not told) and the settings. */
 void xfer__dns_cleanup(struct xfer__dns *dns);

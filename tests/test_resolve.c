@@ -291,6 +291,32 @@ TH_TEST(resolve, a_channel_socket_refused_when_reported_anew) {
   refuse_new = false;
 }
 
+/* Refused at the resync of a remove, which runs nothing: the resolver's
+ * run is due at once (the timer callback hears 0), as a transfer's is.
+ * It was left to wait for an unrelated event or c-ares' next timeout. */
+TH_TEST(resolve, a_channel_socket_refused_at_a_remove_is_due_at_once) {
+  static struct th_timerrec tr; /* the teardown's destroy tells it -1 */
+  xfer *x, *other;
+  int running;
+
+  xfer_multi_set_socket_cb(m, NULL, NULL);
+  x = get_name("slow.test", "/bytes/1"); /* 200 ms to its answer */
+  other = get_name("slow.test", "/bytes/1");
+  cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
+  th_timerrec_init(&tr);
+  xfer_multi_set_timer_cb(m, th_timerrec_cb, &tr);
+  refuse_new = true;
+  xfer_multi_set_socket_cb(m, refusing_cb, &rec);
+  cr_assert_eq(xfer_multi_remove(m, other), XFER_M_OK);
+  cr_assert_gt(tr.count, 0);
+  cr_assert_eq(tr.timeouts[tr.count - 1], 0, "due at once: %ld ms",
+               tr.timeouts[tr.count - 1]);
+  cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
+  cr_assert_eq(th_result(m, x), XFER_E_SOCKET_CALLBACK, "%s",
+               xfer_get_error_detail(x));
+  refuse_new = false;
+}
+
 /* The cache keeps time with the transfers' clock: the test clock moves
  * it past the 1 s TTL, no waiting. */
 TH_TEST(resolve, answers_are_cached_for_their_ttl) {
