@@ -1142,3 +1142,98 @@ TH_TEST(http, request_follows_every_change_of_options_between_runs) {
   cr_assert(strstr(sinks[6].data, "X-Two: 2\n"), "%s", sinks[6].data);
   ts_stop(other);
 }
+
+/* What each body option puts on the wire: an empty buffer says
+ * Content-Length: 0; a NULL one removes the body (no length at all); a
+ * buffer replaces a body callback and a callback a buffer; a streamed
+ * body of unknown size goes chunked, the line once. */
+TH_TEST(http, body_options_on_the_wire) {
+  static struct feed f = {3, 3, 0}, unused = {3, 3, 0};
+
+  prepare(0, "/echo");
+  cr_assert_eq(xfer_set_method(hx[0], "PUT"), XFER_OK);
+  cr_assert_eq(xfer_set_body(hx[0], "", 0), XFER_OK);
+  add(0);
+  prepare(1, "/echo");
+  cr_assert_eq(xfer_set_method(hx[1], "PUT"), XFER_OK);
+  cr_assert_eq(xfer_set_body(hx[1], "gone", 4), XFER_OK);
+  cr_assert_eq(xfer_set_body(hx[1], NULL, 0), XFER_OK);
+  add(1);
+  prepare(2, "/echo");
+  cr_assert_eq(xfer_set_method(hx[2], "POST"), XFER_OK);
+  cr_assert_eq(xfer_set_body_cb(hx[2], feed_read, &unused, 3), XFER_OK);
+  cr_assert_eq(xfer_set_body(hx[2], "buffer", 6), XFER_OK);
+  add(2);
+  prepare(3, "/echo");
+  cr_assert_eq(xfer_set_method(hx[3], "POST"), XFER_OK);
+  cr_assert_eq(xfer_set_body(hx[3], "buffer", 6), XFER_OK);
+  cr_assert_eq(xfer_set_body_cb(hx[3], feed_read, &f, -1), XFER_OK);
+  add(3);
+  th_run(hm, 5000);
+  for (int i = 0; i < 4; i++)
+    cr_assert_eq(th_result(hm, hx[i]), XFER_OK, "%d: %s", i,
+                 xfer_get_error_detail(hx[i]));
+  cr_assert(strstr(sinks[0].data, "PUT /echo\n"), "%s", sinks[0].data);
+  cr_assert(strstr(sinks[0].data, "Content-Length: 0\n"), "%s", sinks[0].data);
+  cr_assert_null(strstr(sinks[1].data, "Content-Length"), "%s", sinks[1].data);
+  cr_assert_null(strstr(sinks[1].data, "Transfer-Encoding"), "%s",
+                 sinks[1].data);
+  cr_assert(strstr(sinks[2].data, "Content-Length: 6\n"), "%s", sinks[2].data);
+  cr_assert_eq(memcmp(sinks[2].data + sinks[2].len - 6, "buffer", 6), 0);
+  cr_assert_eq(unused.given, 0, "the callback was replaced");
+  cr_assert(strstr(sinks[3].data, "Transfer-Encoding: chunked\n"), "%s",
+            sinks[3].data);
+  cr_assert_null(strstr(strstr(sinks[3].data, "Transfer-Encoding") + 1,
+                        "Transfer-Encoding"),
+                 "sent once");
+  cr_assert_null(strstr(sinks[3].data, "Content-Length"), "%s",
+                 sinks[3].data);
+  cr_assert_eq(memcmp(sinks[3].data + sinks[3].len - 3, "bbb", 3), 0);
+}
+
+/* Which redirects change the method (RFC 9110 15.4, as curl and browsers
+ * do): 301 and 302 turn a POST into a GET and keep a PUT with its body;
+ * 303 turns anything but HEAD into a GET; 308 keeps a POST and its body.
+ * A streamed body that a hop would send again cannot be followed: its
+ * own error, whatever the status that keeps it. */
+TH_TEST(http, which_redirects_change_the_method) {
+  static struct feed f1 = {3, 3, 0}, f2 = {3, 3, 0};
+
+  prepare(0, "/redirect/301?to=/echo");
+  cr_assert_eq(xfer_set_method(hx[0], "POST"), XFER_OK);
+  cr_assert_eq(xfer_set_body(hx[0], "data", 4), XFER_OK);
+  prepare(1, "/redirect/302?to=/echo");
+  cr_assert_eq(xfer_set_method(hx[1], "PUT"), XFER_OK);
+  cr_assert_eq(xfer_set_body(hx[1], "kept", 4), XFER_OK);
+  prepare(2, "/redirect/303?to=/echo");
+  cr_assert_eq(xfer_set_method(hx[2], "HEAD"), XFER_OK);
+  prepare(3, "/redirect/308?to=/echo");
+  cr_assert_eq(xfer_set_method(hx[3], "POST"), XFER_OK);
+  cr_assert_eq(xfer_set_body(hx[3], "kept", 4), XFER_OK);
+  prepare(4, "/redirect/308?to=/echo"); /* a streamed body goes again */
+  cr_assert_eq(xfer_set_method(hx[4], "POST"), XFER_OK);
+  cr_assert_eq(xfer_set_body_cb(hx[4], feed_read, &f1, 3), XFER_OK);
+  prepare(5, "/redirect/302?to=/echo"); /* PUT keeps it: again */
+  cr_assert_eq(xfer_set_method(hx[5], "PUT"), XFER_OK);
+  cr_assert_eq(xfer_set_body_cb(hx[5], feed_read, &f2, 3), XFER_OK);
+  for (int i = 0; i < 6; i++) {
+    cr_assert_eq(xfer_set_follow_redirects(hx[i], 3), XFER_OK);
+    add(i);
+  }
+  th_run(hm, 5000);
+  for (int i = 0; i < 4; i++)
+    cr_assert_eq(th_result(hm, hx[i]), XFER_OK, "%d: %s", i,
+                 xfer_get_error_detail(hx[i]));
+  cr_assert(strstr(sinks[0].data, "GET /echo\n"), "%s", sinks[0].data);
+  cr_assert(strstr(sinks[1].data, "PUT /echo\n"), "%s", sinks[1].data);
+  cr_assert_eq(memcmp(sinks[1].data + sinks[1].len - 4, "kept", 4), 0);
+  cr_assert_eq(xfer_get_status(hx[2]), 200);
+  cr_assert_eq(sinks[2].len, 0, "HEAD stays HEAD: no body");
+  cr_assert_eq(xfer_get_redirects(hx[2]), 1);
+  cr_assert(strstr(sinks[3].data, "POST /echo\n"), "%s", sinks[3].data);
+  cr_assert_eq(memcmp(sinks[3].data + sinks[3].len - 4, "kept", 4), 0);
+  cr_assert_eq(th_result(hm, hx[4]), XFER_E_CANNOT_RESEND, "%s",
+               xfer_get_error_detail(hx[4]));
+  cr_assert_eq(th_result(hm, hx[5]), XFER_E_CANNOT_RESEND, "%s",
+               xfer_get_error_detail(hx[5]));
+}
