@@ -4,9 +4,14 @@
  * pool: opened with a waiter's slots, evicted (its total slot freed at
  * once), closing (what it still holds freed).
  *
- * Protected by: the options are immutable after xfer_pool_new(); the
- * counters are relaxed atomics. The table, lanes and FIFOs are guarded in
- * their own files.
+ * Protected by:
+ *   the options            immutable after xfer_pool_new()
+ *   the counters           relaxed atomics
+ *   pool->tallies (the attached multis' tallies, a list)   tally_lock,
+ *                          taken when a multi attaches or detaches and by
+ *                          a statistics read, never on a request's way
+ *                          (its walk is not bounded: see pool_impl.h)
+ * The table, lanes and FIFOs are guarded in their own files.
  */
 #include "pool_impl.h"
 

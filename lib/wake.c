@@ -1,4 +1,8 @@
-/* Wake-ups of multis across threads (see wake.h). */
+/* Wake-ups of multis across threads (see wake.h).
+ *
+ * Protected by: refs is atomic; fd is immutable. A granter takes a
+ * reference under the pool lock where it grants and writes after the lock,
+ * so a writer never writes to a descriptor closed and given out again. */
 #include "common.h"
 
 #include <sys/eventfd.h>

@@ -518,7 +518,10 @@ typedef struct xfer_pool_opts {
   /* Connections per destination: open sockets, busy, idle, being opened
    * or closing gracefully. A transfer over it waits in the destination's
    * FIFO, across threads, until one is returned or closed; waiters are
-   * served in the order they came. 0: no limit. */
+   * served in the order they came, but for one case: a waiter that gave up
+   * waiting for another multi's attached connection (attached_wait_ms)
+   * and holds a slot may be served ahead of an older one still waiting
+   * for such a release. 0: no limit. */
   unsigned max_per_destination;
   /* Connections in the whole pool (open or being opened; one closing
    * gracefully no longer counts from the moment its close begins). At the
