@@ -143,6 +143,7 @@ static bool start_attempt(struct xfer__he *cf) {
   const struct xfer__addr *a = &cf->addrs[idx];
   int one = 1, fd;
 
+  XFER__ASSERT_NO_POOL_LOCK(); /* socket(), bind(), connect(), close() */
   fd = socket(a->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
               IPPROTO_TCP);
   if (fd < 0) {
@@ -190,6 +191,7 @@ static int check_attempts(struct xfer__he *cf, struct xfer__mev *ev) {
     pfd[i].events = POLLOUT;
     pfd[i].revents = 0;
   }
+  XFER__ASSERT_NO_POOL_LOCK();
   if (cf->inflight == 0 || poll(pfd, cf->inflight, 0) <= 0)
     return -1;
   for (unsigned i = cf->inflight; i-- > 0;) {
@@ -363,6 +365,7 @@ static enum xfer__cf_progress sock_shutdown(struct xfer__cf *cf) {
 
   if (s->fd < 0)
     return XFER__CF_DONE;
+  XFER__ASSERT_NO_POOL_LOCK(); /* shutdown(), recv() */
   if (!s->sent_fin) {
     shutdown(s->fd, SHUT_WR);
     s->sent_fin = true;

@@ -355,6 +355,7 @@ xfer_code xfer__resolve_start(struct xfer__dns *dns,
    * open a probe socket per address on every lookup. */
   hints.ai_flags = ARES_AI_NOSORT;
   /* May answer at once (hosts file, or an error): lookup_done runs here. */
+  XFER__ASSERT_NO_POOL_LOCK(); /* c-ares may send the query at once */
   ares_getaddrinfo(r->channel, l->host, NULL, &hints, lookup_done, l);
   /* A query went out, perhaps on a socket just opened: the resolver
    * tracks the channel's sockets and its timeout in this call. */
@@ -401,7 +402,9 @@ static void process(struct xfer__resolver *r) {
                             (ps.want[i] & XFER_POLL_OUT ? POLLOUT : 0));
     pfd[i].revents = 0;
   }
-  /* Which of the channel's sockets are ready: one poll() with no wait. */
+  /* Which of the channel's sockets are ready: one poll() with no wait.
+   * poll() and c-ares' reads, writes and clock are system calls. */
+  XFER__ASSERT_NO_POOL_LOCK();
   if (ps.count > 0 && poll(pfd, (nfds_t)ps.count, 0) > 0) {
     for (unsigned i = 0; i < ps.count; i++) {
       short re = pfd[i].revents;

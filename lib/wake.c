@@ -17,6 +17,7 @@ struct xfer__wake *xfer__wake_new(void) {
 
   if (!w)
     return NULL;
+  XFER__ASSERT_NO_POOL_LOCK(); /* eventfd() is a system call */
   w->fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   if (w->fd < 0) {
     xfer__free(w);
@@ -32,6 +33,7 @@ void xfer__wake_ref(struct xfer__wake *w) {
 
 void xfer__wake_unref(struct xfer__wake *w) {
   if (w && atomic_fetch_sub(&w->refs, 1) == 1) {
+    XFER__ASSERT_NO_POOL_LOCK(); /* close() is a system call */
     close(w->fd);
     xfer__free(w);
   }
