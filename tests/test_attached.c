@@ -4,6 +4,7 @@
  * multi asks, and when it is destroyed. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <stdio.h>
@@ -827,4 +828,44 @@ TH_TEST(attached, one_found_dead_by_the_check_is_counted_so) {
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
   cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
   th_clock_uninstall();
+}
+
+/* The largest value of every time option of the pool means no limit:
+ * neither an overflow (UBSan builds trap on one) nor a connection that
+ * expires, a hold that ends or a wait that gives up at once. The other
+ * multi's transfer asks for the attached connection and gets it when the
+ * owner runs (attached_wait INT_MAX never gives up). */
+TH_TEST(attached, the_largest_pool_time_options_mean_no_limit) {
+  xfer_pool *p = xfer_pool_new(&(xfer_pool_opts){
+      .recheck_ms = UINT_MAX,
+      .idle_timeout_ms = UINT_MAX,
+      .max_lifetime_ms = UINT_MAX,
+      .attach_hold_ms = INT_MAX,
+      .attached_wait_ms = INT_MAX});
+  xfer_multi *owner = xfer_multi_new(p), *other = xfer_multi_new(p);
+  struct th_timerrec tr;
+  xfer_pool_stats ps;
+  xfer *first, *again, *theirs;
+
+  th_timerrec_init(&tr);
+  xfer_multi_set_timer_cb(owner, th_timerrec_cb, &tr);
+  first = fetch(owner, "/bytes/1");
+  again = fetch(owner, "/bytes/2");
+  cr_assert_eq(xfer_get_reused(again), 1, "attached, not expired");
+  for (int i = 0; i < tr.count; i++)
+    cr_assert_geq(tr.timeouts[i], 0, "no deadline wrapped into the past");
+  theirs = get(other, "/bytes/3");
+  cr_assert_eq(xfer_multi_perform(other, NULL), XFER_M_OK);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.waiting, 1, "it waits for the owner's release");
+  th_run_for(owner, 30); /* the owner hears the wake-up: REMOVE, release */
+  th_run(other, 5000);
+  cr_assert_eq(th_result(other, theirs), XFER_OK, "%s",
+               xfer_get_error_detail(theirs));
+  cr_assert_eq(xfer_get_conn_id(theirs), xfer_get_conn_id(first));
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.opened_total, 1);
+  cr_assert_eq(xfer_multi_destroy(owner), XFER_M_OK);
+  cr_assert_eq(xfer_multi_destroy(other), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
 }
