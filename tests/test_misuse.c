@@ -18,6 +18,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -35,6 +36,11 @@ struct fix {
 
 static int failures_seen;
 
+/* The call a case is making, in a page the child shares with the parent
+ * (a string literal of the test program: the same address in both), so
+ * that a crash names the call, not only its case. */
+static const char *volatile *current_call;
+
 #define FAIL_IF(cond, ...)                                                    \
   do {                                                                         \
     if (cond) {                                                                \
@@ -47,6 +53,7 @@ static int failures_seen;
 /* The call returns `want`. */
 #define EXPECT(call, want)                                                    \
   do {                                                                         \
+    *current_call = #call;                                                     \
     long got_ = (long)(call), want_ = (long)(want);                           \
     FAIL_IF(got_ != want_, "%s: got %ld, want %ld", #call, got_, want_);       \
   } while (0)
@@ -691,6 +698,13 @@ static void run_case(const struct misuse *c) {
   int status = 0;
   pid_t pid;
 
+  if (!current_call) {
+    void *page = mmap(NULL, sizeof(*current_call), PROT_READ | PROT_WRITE,
+                      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    cr_assert_neq(page, MAP_FAILED);
+    current_call = page;
+  }
+  *current_call = "(its set-up, before any call it checks)";
   fflush(NULL);
   pid = fork();
   cr_assert_geq(pid, 0);
@@ -706,8 +720,8 @@ static void run_case(const struct misuse *c) {
   }
   cr_assert_eq(waitpid(pid, &status, 0), pid);
   if (WIFSIGNALED(status)) {
-    fprintf(stderr, "misuse: %s crashed (signal %d)\n", c->name,
-            WTERMSIG(status));
+    fprintf(stderr, "misuse: %s crashed (signal %d) in %s (or after it)\n",
+            c->name, WTERMSIG(status), *current_call);
     failures_seen++;
   } else if (WEXITSTATUS(status) != 0) {
     fprintf(stderr, "misuse: %s failed (see above)\n", c->name);
