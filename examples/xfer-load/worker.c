@@ -17,6 +17,7 @@ struct slot {
   struct worker *w;
   xfer *x;
   bool busy;
+  double added_s; /* read just before its add: its latency starts there */
   int out_line; /* -o: the target's line, which names its body's file;
                    0: no file (no -o, or it could not be written) */
   FILE *out;           /* opened at the first body byte */
@@ -126,8 +127,9 @@ static bool start(struct slot *s) {
   t = &run->targets->items[item % run->targets->n];
   xfer_set_url(s->x, t->url);
   s->out_line = run->fetch_list && run->opts->out_dir ? t->line : 0;
+  s->added_s = load_now_s();
   if (!w->first_add_s)
-    w->first_add_s = load_now_s();
+    w->first_add_s = s->added_s;
   if (xfer_multi_add(w->m, s->x) != XFER_M_OK) {
     w->done++;
     if (!w->by_code[XFER_E_OUT_OF_MEMORY]++)
@@ -140,15 +142,23 @@ static bool start(struct slot *s) {
   return true;
 }
 
-static void record(struct worker *w, xfer *x, xfer_code result) {
+static void record(struct worker *w, struct slot *s, xfer_code result) {
+  xfer *x = s->x;
   int code = (int)result, status = xfer_get_status(x);
   xfer_timeline tl;
   bool timed = xfer_get_timeline(x, &tl) == XFER_OK && tl.total_us >= 0;
+  /* When it ended, by the library's own stamps: the run's elapsed time
+   * ends there, not when this loop came round to read the message (for
+   * one request, the elapsed time is its latency). */
+  double done_s = timed ? s->added_s + (double)tl.total_us / 1e6
+                        : load_now_s();
 
   w->done++;
-  w->last_done_s = load_now_s();
+  if (done_s > w->last_done_s)
+    w->last_done_s = done_s;
   atomic_fetch_add(&w->run->finished, 1);
   if (code != XFER_OK) {
+    atomic_fetch_add(&w->run->failed, 1);
     if (code < 0 || code >= LOAD_CODES)
       code = LOAD_CODES - 1;
     if (!w->by_code[code]++)
@@ -183,7 +193,7 @@ static void reap(struct worker *w) {
 
   while ((msg = xfer_multi_info_read(w->m, NULL))) {
     struct slot *s = xfer_get_private(msg->x);
-    record(w, msg->x, msg->result);
+    record(w, s, msg->result);
     close_body_file(s, msg->result == XFER_OK);
     finish(s);
     start(s);

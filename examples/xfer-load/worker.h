@@ -30,6 +30,7 @@ struct load_run {
   xfer_pool *shared_pool; /* NULL with --pool per-thread */
   atomic_long next_item;
   atomic_long finished; /* requests done, for the progress line */
+  atomic_long failed;   /* of them, those that failed (ditto) */
   atomic_bool stop;     /* start no new request */
   atomic_bool cut;      /* stop the ones in flight too */
   atomic_int workers_left;

@@ -64,22 +64,38 @@ static void install_signal_handlers(void) {
   sigaction(SIGTERM, &sa, NULL);
 }
 
-static void progress_line(double started, double now) {
-  long done = atomic_load(&run.finished);
-  xfer_pool_stats ps = {0};
+/* Connections open now: the shared pool's, or the sum of the threads'
+ * own pools (their statistics are readable from any thread). */
+static uint64_t open_connections(const struct worker *ws, int n) {
+  xfer_pool_stats ps;
+  uint64_t open = 0;
 
   if (run.shared_pool)
-    xfer_pool_get_stats(run.shared_pool, &ps);
+    return xfer_pool_get_stats(run.shared_pool, &ps) == XFER_OK ? ps.open
+                                                                 : 0;
+  for (int i = 0; i < n; i++)
+    if (ws[i].own_pool && xfer_pool_get_stats(ws[i].own_pool, &ps) == XFER_OK)
+      open += ps.open;
+  return open;
+}
+
+static void progress_line(const struct worker *ws, int n, double started,
+                          double now) {
+  long done = atomic_load(&run.finished), failed = atomic_load(&run.failed);
+  uint64_t open = open_connections(ws, n);
+
   if (run.total_items)
-    printf("\r  %ld / %ld done, %.0f req/s, %" PRIu64 " open   ", done,
-           run.total_items, done / (now - started), ps.open);
+    printf("\r  %ld / %ld done, %ld failed, %.0f req/s, %" PRIu64
+           " open   ",
+           done, run.total_items, failed, done / (now - started), open);
   else
-    printf("\r  %ld done, %.0f req/s, %.1f s left, %" PRIu64 " open   ",
-           done, done / (now - started),
+    printf("\r  %ld done, %ld failed, %.0f req/s, %.1f s left, %" PRIu64
+           " open   ",
+           done, failed, done / (now - started),
            started + (double)run.opts->duration_ms / 1000 - now > 0
                ? started + (double)run.opts->duration_ms / 1000 - now
                : 0,
-           ps.open);
+           open);
   fflush(stdout);
 }
 
@@ -135,12 +151,12 @@ static const char *wait_for_workers(struct worker *ws, int n, bool progress) {
         worker_wake(&ws[i]);
     }
     if (progress && now >= next_progress) {
-      progress_line(started, now);
+      progress_line(ws, n, started, now);
       next_progress = now + PROGRESS_S;
     }
   }
   if (progress)
-    printf("\r%70s\r", "");
+    printf("\r%80s\r", "");
   /* A signal that came after the last request ended still counts. */
   if (!stopped_by && first_signal)
     stopped_by = first_signal == SIGINT ? "SIGINT" : "SIGTERM";
