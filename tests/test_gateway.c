@@ -658,3 +658,38 @@ TH_TEST(gateway, a_refused_client_still_sending_gets_its_answer) {
   stop_gateway();
   ts_stop(web);
 }
+
+/* SIGINT stops it as SIGTERM does (Ctrl-C at its terminal): no new
+ * clients, the request in flight answered whole, then a clean exit. */
+TH_TEST(gateway, sigint_stops_it_gracefully) {
+  struct ts_server *web = gateway_to_test_server("");
+  static char got[4096];
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)gw_port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  const char req[] = "GET /delay/300/bytes/10 HTTP/1.1\r\nHost: gw\r\n"
+                     "Connection: close\r\n\r\n";
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  size_t len = 0;
+  ssize_t n;
+
+  cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  cr_assert_eq(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+  cr_assert(ts_wait(web, TS_REQUESTS, 1, 10000), "the upstream got it");
+  kill(gw_pid, SIGINT);
+  gw_stopping = true;
+  for (;;) { /* to its end of file */
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    cr_assert_gt(poll(&pfd, 1, 30000), 0, "the gateway stopped answering");
+    n = read(fd, got + len, sizeof(got) - 1 - len);
+    if (n <= 0)
+      break;
+    len += (size_t)n;
+  }
+  got[len] = '\0';
+  close(fd);
+  cr_assert(strstr(got, "HTTP/1.1 200 OK\r\n"), "%s", got);
+  cr_assert(strstr(got, "\r\na\r\n0123456789\r\n0\r\n\r\n"), "whole: %s", got);
+  stop_gateway(); /* exit status 0, "gateway: stopped" */
+  ts_stop(web);
+}
