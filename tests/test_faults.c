@@ -117,26 +117,79 @@ static void *bystander_main(void *arg) {
   return NULL;
 }
 
+/* Runs x to its end, OK, and frees it. */
+static void fetch_and_free(xfer *x) {
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  xfer_multi_remove(m, x);
+  xfer_free(x);
+}
+
 /* Two GETs at once first, so that the pool holds the two idle
  * connections to the good server that the two good transfers will use,
- * before the balance is taken. */
-static void warm_up(void) {
+ * before the balance is taken; with `faulty_too`, one to the faulty
+ * server as well (the pool remembers a destination, a bundle, until its
+ * idle sweep: the faulty server's too, before the balance is taken). */
+static void warm_up_to(bool faulty_too) {
   xfer *a = th_get(m, th_url(ts_port(web), "/delay/30/bytes/10"), NULL);
   xfer *b = th_get(m, th_url(ts_port(web), "/delay/30/bytes/10"), NULL);
-  /* The pool remembers a destination (a bundle) until its idle sweep:
-   * the faulty server's too, before the balance is taken. */
-  xfer *c = th_get(m, th_url(ts_port(faulty), "/bytes/1"), NULL);
 
+  if (faulty_too)
+    fetch_and_free(th_get(m, th_url(ts_port(faulty), "/bytes/1"), NULL));
   th_run(m, 5000);
   cr_assert_eq(th_result(m, a), XFER_OK);
   cr_assert_eq(th_result(m, b), XFER_OK);
-  cr_assert_eq(th_result(m, c), XFER_OK);
   xfer_multi_remove(m, a);
   xfer_multi_remove(m, b);
-  xfer_multi_remove(m, c);
   xfer_free(a);
   xfer_free(b);
-  xfer_free(c);
+}
+
+static void warm_up(void) { warm_up_to(true); }
+
+/* The witnesses of a fault: a good GET in this multi and one in another
+ * thread, both to finish undisturbed while the fault happens. */
+struct witnesses {
+  struct bystander other;
+  xfer *good;
+};
+
+static void witnesses_start(struct witnesses *w) {
+  memset(w, 0, sizeof(*w));
+  sinks[0].len = 0;
+  pthread_create(&w->other.thread, NULL, bystander_main, &w->other);
+  w->good = th_get(m, th_url(ts_port(web), "/delay/50/bytes/300"), &sinks[0]);
+}
+
+/* After the test's runs of m (which run the good one to its end too). */
+static void witnesses_check(struct witnesses *w) {
+  th_run(m, 10000);
+  pthread_join(w->other.thread, NULL);
+  cr_assert_eq(th_result(m, w->good), XFER_OK, "the good one in this multi");
+  th_expect_pattern(sinks[0].data, sinks[0].len, 300);
+  cr_assert_eq(w->other.result, XFER_OK, "the good one in the other thread");
+  cr_assert_eq(w->other.body, 500);
+  xfer_multi_remove(m, w->good);
+  xfer_free(w->good);
+}
+
+/* Graceful closes may take a moment: until the balance is back, or 1 s. */
+static void expect_balance(const struct balance *before) {
+  struct balance after;
+
+  for (int i = 0; i < 100; i++) {
+    take(&after);
+    if (after.fds == before->fds && after.open == before->open &&
+        after.bytes == before->bytes)
+      break;
+    th_run_for(m, 10);
+  }
+  cr_assert_eq(after.fds, before->fds, "open fds back to their start");
+  cr_assert_eq(after.open, before->open, "pool open back to its start");
+  cr_assert_eq(after.busy, before->busy, "pool busy back to its start");
+  cr_assert_eq(after.bytes, before->bytes,
+               "bytes held by libxfer back to their start (%ld, %ld)",
+               before->bytes, after.bytes);
 }
 
 static xfer *fault_get(const char *path);
@@ -149,20 +202,19 @@ static xfer *fault_get(const char *path);
  */
 static void run_fault(const char *path, void (*prep)(xfer *),
                       xfer_code expect, const char *detail) {
-  struct balance before, after;
-  struct bystander other = {0};
-  xfer *good, *faulty_x;
+  struct balance before;
+  struct witnesses w;
+  xfer *faulty_x;
 
   warm_up();
   take(&before);
   faulty_x = fault_get(path);
   if (prep)
     prep(faulty_x);
-  pthread_create(&other.thread, NULL, bystander_main, &other);
-  good = th_get(m, th_url(ts_port(web), "/delay/50/bytes/300"), &sinks[0]);
+  witnesses_start(&w);
   cr_assert_eq(xfer_multi_add(m, faulty_x), XFER_M_OK);
   th_run(m, 10000);
-  pthread_join(other.thread, NULL);
+  witnesses_check(&w);
 
   cr_assert_eq(th_result(m, faulty_x), expect, "%s: %s",
                xfer_strerror(th_result(m, faulty_x)),
@@ -170,37 +222,21 @@ static void run_fault(const char *path, void (*prep)(xfer *),
   if (detail)
     cr_assert(strstr(xfer_get_error_detail(faulty_x), detail), "%s",
               xfer_get_error_detail(faulty_x));
-  cr_assert_eq(th_result(m, good), XFER_OK, "the good one in this multi");
-  th_expect_pattern(sinks[0].data, sinks[0].len, 300);
-  cr_assert_eq(other.result, XFER_OK, "the good one in the other thread");
-  cr_assert_eq(other.body, 500);
-
-  /* The handles' own buffers go with them. */
-  xfer_multi_remove(m, good);
+  /* The handle's own buffers go with it. */
   xfer_multi_remove(m, faulty_x);
-  xfer_free(good);
   xfer_free(faulty_x);
-  /* Graceful closes of the fault's connection may take a moment. */
-  for (int i = 0; i < 100; i++) {
-    take(&after);
-    if (after.fds == before.fds && after.open == before.open &&
-        after.bytes == before.bytes)
-      break;
-    th_run_for(m, 10);
-  }
-  cr_assert_eq(after.fds, before.fds, "open fds back to their start");
-  cr_assert_eq(after.open, before.open, "pool open back to its start");
-  cr_assert_eq(after.busy, before.busy, "pool busy back to its start");
-  cr_assert_eq(after.bytes, before.bytes,
-               "bytes held by libxfer back to their start (%ld, %ld)",
-               before.bytes, after.bytes);
+  expect_balance(&before);
+}
+
+static xfer *fault_get_port(int port, const char *path) {
+  xfer *x = xfer_new();
+
+  cr_assert_eq(xfer_set_url(x, th_url(port, path)), XFER_OK);
+  return x;
 }
 
 static xfer *fault_get(const char *path) {
-  xfer *x = xfer_new();
-
-  cr_assert_eq(xfer_set_url(x, th_url(ts_port(faulty), path)), XFER_OK);
-  return x;
+  return fault_get_port(ts_port(faulty), path);
 }
 
 /* --- the table --------------------------------------------------------------- */
@@ -244,78 +280,104 @@ TH_TEST(faults, accept_and_never_answer) {
 
 /* The server dies: a clear refused error while it is gone; back on the
  * same port, a GET on the connection it left behind is retried on a new
- * one and succeeds. */
+ * one and succeeds. The witnesses are undisturbed, and the balance comes
+ * back: the dead connection closed, the new one pooled in its place. */
 TH_TEST(faults, server_dies_and_comes_back_on_the_same_port) {
+  struct balance before;
+  struct witnesses w;
+  xfer_pool_stats ps0, ps;
   int port;
   xfer *x;
 
   ts_stop(faulty); /* one that keeps connections alive instead */
   faulty = ts_start(NULL);
   port = ts_port(faulty);
-
-  x = fault_get("/bytes/20");
-  xs[nxs++] = x;
-  cr_assert_eq(xfer_multi_add(m, x), XFER_M_OK);
-  th_run(m, 5000);
-  cr_assert_eq(th_result(m, x), XFER_OK);
+  warm_up_to(true); /* leaves one idle connection to it, as the fault's */
+  take(&before);
+  xfer_pool_get_stats(pool, &ps0);
+  witnesses_start(&w);
   ts_stop(faulty);
   faulty = NULL;
 
-  x = xfer_new();
-  xfer_set_url(x, th_url(port, "/bytes/20"));
-  xs[nxs++] = x;
+  x = fault_get_port(port, "/bytes/20");
   cr_assert_eq(xfer_multi_add(m, x), XFER_M_OK);
   th_run(m, 5000);
   cr_assert_eq(th_result(m, x), XFER_E_CONNECT, "%s",
                xfer_get_error_detail(x));
   cr_assert(strstr(xfer_get_error_detail(x), "refused"), "%s",
             xfer_get_error_detail(x));
+  xfer_multi_remove(m, x);
+  xfer_free(x);
 
   faulty = ts_start(&(struct ts_config){.port = port});
   cr_assert_not_null(faulty, "port %d taken meanwhile", port);
-  x = xfer_new();
-  xfer_set_url(x, th_url(port, "/bytes/20"));
-  xs[nxs++] = x;
+  x = fault_get_port(port, "/bytes/20");
   cr_assert_eq(xfer_multi_add(m, x), XFER_M_OK);
   th_run(m, 5000);
   cr_assert_eq(th_result(m, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  xfer_multi_remove(m, x);
+  xfer_free(x);
+  witnesses_check(&w);
+  xfer_pool_get_stats(pool, &ps);
+  cr_assert_eq(ps.retries_total - ps0.retries_total +
+                   ps.dead_on_checkout - ps0.dead_on_checkout,
+               1, "the connection the dead server left: retried, or found "
+                  "dead by its check");
+  expect_balance(&before);
 }
 
 /* The server closes idle keep-alive connections, at once or after a
  * delay: each GET after such a close meets a stale connection, and is
- * retried on a new one or finds it dead on the check; none is lost. */
+ * retried on a new one or finds it dead on the check; none is lost, the
+ * witnesses are undisturbed, and no socket is left but the pool's. */
 TH_TEST(faults, server_closes_idle_connections) {
   static const int close_after_ms[] = {1, 50};
 
+  warm_up_to(false);
   for (size_t k = 0; k < 2; k++) {
     struct ts_server *closing =
         ts_start(&(struct ts_config){.idle_close_ms = close_after_ms[k]});
+    struct balance before, after;
+    struct witnesses w;
     xfer_pool_stats ps0, ps;
 
+    take(&before);
     xfer_pool_get_stats(pool, &ps0);
+    witnesses_start(&w);
     for (int round = 0; round < 3; round++) {
       xfer *x = th_get(m, th_url(ts_port(closing), "/bytes/64"), NULL);
-      xs[nxs++] = x;
       th_run(m, 5000);
       cr_assert_eq(th_result(m, x), XFER_OK, "%s",
                    xfer_get_error_detail(x));
+      xfer_multi_remove(m, x);
+      xfer_free(x);
       /* The server closes it (an event, not a pause). */
       cr_assert(ts_wait(closing, TS_CLOSED_BY_SERVER, round + 1, 5000));
     }
+    witnesses_check(&w);
     xfer_pool_get_stats(pool, &ps);
     cr_assert_eq(ps.retries_total - ps0.retries_total +
                      ps.dead_on_checkout - ps0.dead_on_checkout,
                  2, "the two stale connections met, retried or found dead");
+    /* The last one the server closed stays pooled until it is checked:
+     * every socket opened is one the pool still holds, or closed. */
+    take(&after);
+    cr_assert_eq(after.fds - before.fds, after.open - before.open,
+                 "a socket the pool does not hold (fds %ld -> %ld, open "
+                 "%ld -> %ld)", before.fds, after.fds, (long)before.open,
+                 (long)after.open);
+    cr_assert_eq(after.busy, before.busy);
     ts_stop(closing);
   }
 }
 
 /* The server closes a reused connection just as the request arrives, no
  * response byte sent: a GET is retried on a new connection and succeeds;
- * a POST gets a clear error. Balance as for the others. */
+ * a POST gets a clear error. Witnesses and balance as for the others. */
 TH_TEST(faults, server_closes_as_the_request_is_sent) {
   struct ts_server *keeps = ts_start(NULL);
   struct balance before, after;
+  struct witnesses w;
   xfer_pool_stats ps0, ps;
   xfer *get, *post, *first;
 
@@ -329,8 +391,10 @@ TH_TEST(faults, server_closes_as_the_request_is_sent) {
   xs[nxs++] = first;
   th_run(m, 5000); /* a connection to reuse, and the destination known */
   cr_assert_eq(th_result(m, first), XFER_OK);
+  warm_up_to(false);
   take(&before);
   xfer_pool_get_stats(pool, &ps0);
+  witnesses_start(&w);
 
   get = th_get(m, th_url(ts_port(keeps), "/close-once/1/bytes/10"), NULL);
   th_run(m, 5000);
@@ -350,6 +414,7 @@ TH_TEST(faults, server_closes_as_the_request_is_sent) {
             xfer_get_error_detail(post));
   cr_assert_eq(xfer_get_reused(post), 1, "sent on the pooled connection");
 
+  witnesses_check(&w);
   xfer_multi_remove(m, get);
   xfer_multi_remove(m, post);
   xfer_free(get);
