@@ -365,19 +365,48 @@ static void *one_burst(void *arg) {
   return NULL;
 }
 
-/* Phase 3: the three keys in turn, two at a time. */
+/* Phase 3: the five keys in turn, two at a time: each differs from the
+ * first in one setting (host as given, local bind, IP version, port; the
+ * port's server answers the same). */
+static struct ts_server *web_other_port;
+
+static void start_key(struct worker *w, struct request *r, int k) {
+  static const char *hosts[5] = {"127.0.0.1", "localhost", "127.0.0.1",
+                                 "127.0.0.1", "127.0.0.1"};
+  static const char *binds[5] = {NULL, NULL, "127.0.0.2", NULL, NULL};
+  static const char *labels[5] = {"ip", "localhost", "bind", "ipv4 only",
+                                  "another port"};
+  char url[128];
+
+  snprintf(url, sizeof(url), "http://%s:%d/bytes/50", hosts[k],
+           ts_port(k == 4 ? web_other_port : web));
+  memset(r, 0, sizeof(r[0]));
+  r->x = xfer_new();
+  r->expect = 50;
+  r->label = labels[k];
+  xfer_set_url(r->x, url);
+  xfer_set_write_cb(r->x, on_body, r);
+  xfer_set_private(r->x, r);
+  if (binds[k])
+    xfer_set_local_address(r->x, binds[k]);
+  if (k == 3)
+    xfer_set_ip_version(r->x, XFER_IPRESOLVE_V4);
+  note_in_flight(+1);
+  if (xfer_multi_add(w->m, r->x) != XFER_M_OK) {
+    w->errors++;
+    note_in_flight(-1);
+  }
+}
+
 static void *keys(void *arg) {
   struct worker *w = arg;
   struct request reqs[2];
-  static const char *hosts[3] = {"127.0.0.1", "localhost", "127.0.0.1"};
-  static const char *binds[3] = {NULL, NULL, "127.0.0.2"};
-  static const char *labels[3] = {"ip", "localhost", "bind"};
 
   worker_open(w);
   for (int round = 0; round < w->keys; round++) {
-    int k = (round + w->id) % 3;
+    int k = (round + w->id) % 5;
     for (int i = 0; i < 2; i++)
-      start_sized(w, &reqs[i], hosts[k], binds[k], 50, labels[k]);
+      start_key(w, &reqs[i], k);
     w->running = 1;
     drain(w);
   }
@@ -946,7 +975,9 @@ int main(void) {
     w[i].id = i;
     w[i].keys = 30;
   }
+  web_other_port = ts_start(NULL);
   run_threads(w, THREADS, keys);
+  ts_stop(web_other_port);
   for (int a = 0; a < THREADS; a++)
     for (int i = 0; i < w[a].nconns; i++)
       for (int b = 0; b < THREADS; b++)
@@ -954,7 +985,8 @@ int main(void) {
           if (w[a].conn_ids[i] == w[b].conn_ids[j] &&
               strcmp(w[a].labels[i], w[b].labels[j]) != 0)
             keys_kept = false;
-  tap_result("no connection crosses keys (host as given, local bind)",
+  tap_result("no connection crosses keys (host as given, local bind, IP "
+             "version, port)",
              keys_kept && sum(w, THREADS, offsetof(struct worker, errors)) == 0);
 
   tap_result("the pool is destroyed once no multi uses it",
