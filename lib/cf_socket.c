@@ -105,8 +105,10 @@ static void record_failure(struct xfer__he *cf, unsigned addr, int err) {
 }
 
 /* The source address cannot be bound (not one of this host's, say): no
- * attempt of its family can be made, and only its family is tried, so
- * the connect ends once the attempts in flight do, with this reason. */
+ * attempt of its family can be made, and only its family is tried, so no
+ * further one starts. The connect ends once the attempts in flight do
+ * (bound before: one may still connect), with this reason unless one of
+ * them fails after it (then that failure is the last). */
 static void record_bind_failure(struct xfer__he *cf, int err) {
   char ip[INET6_ADDRSTRLEN];
 

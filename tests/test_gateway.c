@@ -693,3 +693,51 @@ TH_TEST(gateway, sigint_stops_it_gracefully) {
   stop_gateway(); /* exit status 0, "gateway: stopped" */
   ts_stop(web);
 }
+
+/* Stopping, every answer to a request that came after the stop closes
+ * its connection: a client still sending gets that answer whole, read to
+ * its end of file, not a reset: the worker lingers for it within the
+ * drain. It closed every client at once when its last transfer ended,
+ * with their bytes unread. */
+TH_TEST(gateway, a_stop_lingers_for_a_client_still_sending) {
+  struct ts_server *web = gateway_to_test_server("");
+  static char got[4096], more[64 * 1024];
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)gw_port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  const char req[] = "GET /delay/300/bytes/10 HTTP/1.1\r\nHost: gw\r\n\r\n";
+  const char req2[] = "GET /bytes/5 HTTP/1.1\r\nHost: gw\r\n\r\n";
+  struct timeval bound = {.tv_sec = 10};
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  size_t len = 0;
+  ssize_t n;
+
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &bound, sizeof(bound));
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof(bound));
+  cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  cr_assert_eq(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
+  cr_assert(ts_wait(web, TS_REQUESTS, 1, 10000), "the upstream got it");
+  kill(gw_pid, SIGINT);
+  gw_stopping = true;
+  /* A request after the stop (its answer closes the connection), then
+   * bytes past what the gateway reads ahead (1 MiB): they stay unread. */
+  cr_assert_eq(write(fd, req2, sizeof(req2) - 1), (ssize_t)sizeof(req2) - 1);
+  memset(more, 'x', sizeof(more));
+  for (int i = 0; i < 256; i++) { /* 16 MiB: more than the buffers hold */
+    n = send(fd, more, sizeof(more), MSG_NOSIGNAL);
+    cr_assert_eq(n, (ssize_t)sizeof(more), "send %d: %s", i,
+                 n < 0 ? strerror(errno) : "short");
+  }
+  cr_assert_eq(shutdown(fd, SHUT_WR), 0);
+  while ((n = read(fd, got + len, sizeof(got) - 1 - len)) > 0)
+    len += (size_t)n;
+  cr_assert_eq(n, 0, "an end of file, not %s", strerror(errno));
+  got[len] = '\0';
+  close(fd);
+  cr_assert(strstr(got, "HTTP/1.1 200 OK\r\n"), "%s", got);
+  cr_assert(strstr(got, "\r\n0123456789\r\n0\r\n\r\n"), "whole: %s", got);
+  cr_assert(strstr(got, "Connection: close\r\n"), "the second: %s", got);
+  cr_assert(strstr(got, "\r\n5\r\n01234\r\n0\r\n\r\n"), "whole: %s", got);
+  stop_gateway();
+  ts_stop(web);
+}

@@ -904,11 +904,16 @@ static void *worker_main(void *arg) {
   struct worker *w = arg;
   struct epoll_event evs[256];
 
+  /* Stopping, it goes on while answers are sent and their clients
+   * linger (each answer then closes its connection, and a client still
+   * sending must get it whole), until the drain's end. */
   while (!w->stopping || w->in_flight > 0 ||
-         (answers_sending(w) && now_ms() < w->drain_until_ms)) {
+         ((answers_sending(w) || w->linger_head) &&
+          now_ms() < w->drain_until_ms)) {
     int n, wait_ms = -1;
 
-    if (w->stopping && answers_sending(w)) { /* the drain's end */
+    if (w->stopping && (answers_sending(w) || w->linger_head)) {
+      /* the drain's end */
       long long left = w->drain_until_ms - now_ms();
       if (left > 0)
         wait_ms = (int)left; /* at most DRAIN_MS */

@@ -132,6 +132,7 @@ static bool start(struct slot *s) {
     w->first_add_s = s->added_s;
   if (xfer_multi_add(w->m, s->x) != XFER_M_OK) {
     w->done++;
+    atomic_fetch_add(&run->failed, 1);
     if (!w->by_code[XFER_E_OUT_OF_MEMORY]++)
       w->first_detail[XFER_E_OUT_OF_MEMORY] = strdup("xfer_multi_add failed");
     atomic_fetch_add(&run->finished, 1);
