@@ -57,8 +57,8 @@ bool xfer__attached_keep(struct xfer__attached *a, struct xfer__conn *c,
 /* An attached connection for the key that passes the pool's reuse check
  * for a request that is `replayable` or not (xfer__pool_reuse_check():
  * dead ones are closed, counted in dead_on_checkout, *saw_dead set, and
- * the next is tried), or NULL. The first that is
- * expired or idle too long for this request goes to the shared side, and
+ * the next is tried), or NULL. The first that is expired or idle too long
+ * for this request goes to the shared side, and
  * the walk stops there with NULL: the pool decides on it (its checkout
  * sees it with the others idle there).
  * Its socket stays tracked by c->ev (c->ev_live) until

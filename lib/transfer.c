@@ -710,7 +710,8 @@ follow_redirect(xfer *x, int status, bool keep) {
     char why[sizeof(x->detail)];
 
     memcpy(why, x->detail, sizeof(why));
-    return xfer__step_fail(x, rc, "cannot follow the %d redirect to '%.80s': %s",
+    return xfer__step_fail(x, rc,
+                           "cannot follow the %d redirect to '%.80s': %s",
                            status, location, why);
   }
   xfer__url_free(&h->hop);

@@ -235,8 +235,12 @@ static xfer_code dot_free_target(const char *text, char **out, size_t *out_len,
   char *p;
   int err = parse_uri(&uri, text, NULL);
 
-  if (err != URI_SUCCESS) /* uriparser freed what it had */
-    return err == URI_ERROR_MALLOC ? out_of_memory(detail, len) : XFER_E_BAD_URL;
+  if (err != URI_SUCCESS) { /* uriparser freed what it had */
+    if (err == URI_ERROR_MALLOC)
+      return out_of_memory(detail, len);
+    snprintf(detail, len, "malformed URL '%.80s'", text);
+    return XFER_E_BAD_URL;
+  }
   err = uriAddBaseUriExMmA(&abs, &uri, &uri, URI_RESOLVE_STRICTLY,
                            &uri_memory);
   if (err != URI_SUCCESS) {

@@ -663,35 +663,29 @@ TH_TEST(attached, a_dead_attached_connection_is_retried) {
   ts_stop(closing);
 }
 
-/* A request too large for one send starts inside the add and goes on at
- * the 0 ms timer (which is told), where it asks for OUT: the add itself
- * tells the application nothing about sockets. The server is a plain
- * socket of the test that answers the first request and then reads
- * nothing, so the 32 MiB body cannot fit the socket buffers. */
-TH_TEST(attached, a_request_too_large_for_one_send_goes_on_at_the_timer) {
-  enum { BIG = 32 << 20 };
-  static const char answer[] = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx";
-  static struct th_sockrec rec;
-  static struct th_timerrec tr;
+/* A plain socket of the test as a server on 127.0.0.1: its listener,
+ * and its URL in url. */
+static int plain_listener(char *url, size_t url_len) {
   struct sockaddr_in sa = {.sin_family = AF_INET};
   socklen_t len = sizeof(sa);
-  xfer_multi *m = xfer_multi_new(NULL);
-  char *body = calloc(1, BIG), url[64], buf[4096];
-  int lfd = socket(AF_INET, SOCK_STREAM, 0), sfd;
-  uint64_t sent = 0;
-  xfer *x;
-  int calls, timers;
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
 
-  cr_assert_not_null(body);
   sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   cr_assert_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
   cr_assert_eq(listen(lfd, 1), 0);
   cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
-  snprintf(url, sizeof(url), "http://127.0.0.1:%d/", ntohs(sa.sin_port));
-  th_sockrec_init(&rec);
-  th_timerrec_init(&tr);
-  xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
-  xfer_multi_set_timer_cb(m, th_timerrec_cb, &tr);
+  snprintf(url, url_len, "http://127.0.0.1:%d/", ntohs(sa.sin_port));
+  return lfd;
+}
+
+/* A GET of url in m, on a new connection the test accepts on lfd, reads
+ * the request of and answers (one byte, kept alive): the transfer is
+ * done, its connection attached. Returns the server's side of it. */
+static int answer_one_get(xfer_multi *m, int lfd, const char *url) {
+  static const char answer[] = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx";
+  char buf[4096];
+  xfer *x;
+  int sfd;
 
   xs[nxs++] = x = th_get(m, url, NULL);
   cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK); /* connects */
@@ -700,13 +694,39 @@ TH_TEST(attached, a_request_too_large_for_one_send_goes_on_at_the_timer) {
   cr_assert_eq(setsockopt(sfd, SOL_SOCKET, SO_RCVTIMEO,
                           &(struct timeval){.tv_sec = 5},
                           sizeof(struct timeval)),
-               0);  /* a bound, should the request not come */
+               0); /* a bound, should the request not come */
   th_run_for(m, 1); /* connected: the request goes out in the first run */
   cr_assert_gt(read(sfd, buf, sizeof(buf)), 0, "the first request");
   cr_assert_eq(write(sfd, answer, sizeof(answer) - 1),
                (ssize_t)sizeof(answer) - 1);
   th_run(m, 5000);
   cr_assert_eq(th_result(m, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  return sfd;
+}
+
+/* A request too large for one send starts inside the add and goes on at
+ * the 0 ms timer (which is told), where it asks for OUT: the add itself
+ * tells the application nothing about sockets. The server is a plain
+ * socket of the test that answers the first request and then reads
+ * nothing, so the 32 MiB body cannot fit the socket buffers. */
+TH_TEST(attached, a_request_too_large_for_one_send_goes_on_at_the_timer) {
+  enum { BIG = 32 << 20 };
+  static struct th_sockrec rec;
+  static struct th_timerrec tr;
+  xfer_multi *m = xfer_multi_new(NULL);
+  char *body = calloc(1, BIG), url[64];
+  int lfd = plain_listener(url, sizeof(url)), sfd;
+  uint64_t sent = 0;
+  xfer *x;
+  int calls, timers;
+
+  cr_assert_not_null(body);
+  th_sockrec_init(&rec);
+  th_timerrec_init(&tr);
+  xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
+  xfer_multi_set_timer_cb(m, th_timerrec_cb, &tr);
+
+  sfd = answer_one_get(m, lfd, url);
   cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK);
   calls = rec.count;
   timers = tr.count;
@@ -738,38 +758,17 @@ TH_TEST(attached, a_request_too_large_for_one_send_goes_on_at_the_timer) {
  * stayed, and failed the new run's first send, on a new connection, with
  * "Connection reset by peer" and nothing written. */
 TH_TEST(attached, a_send_failed_inside_add_does_not_outlive_the_run) {
-  static const char answer[] = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx";
   static struct th_sockrec rec;
-  struct sockaddr_in sa = {.sin_family = AF_INET};
-  socklen_t len = sizeof(sa);
   xfer_multi *m = xfer_multi_new(NULL), *other = xfer_multi_new(NULL);
-  char url[64], buf[4096];
-  int lfd = socket(AF_INET, SOCK_STREAM, 0), sfd, cfd;
+  char url[64];
+  int lfd = plain_listener(url, sizeof(url)), sfd, cfd;
   struct pollfd reset;
   uint64_t sent = 1;
   xfer *x;
 
-  sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  cr_assert_eq(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
-  cr_assert_eq(listen(lfd, 1), 0);
-  cr_assert_eq(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
-  snprintf(url, sizeof(url), "http://127.0.0.1:%d/", ntohs(sa.sin_port));
   th_sockrec_init(&rec);
   xfer_multi_set_socket_cb(m, th_sockrec_cb, &rec);
-  xs[nxs++] = x = th_get(m, url, NULL);
-  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK); /* connects */
-  sfd = accept(lfd, NULL, NULL); /* the backlog holds it: no wait on us */
-  cr_assert_geq(sfd, 0);
-  cr_assert_eq(setsockopt(sfd, SOL_SOCKET, SO_RCVTIMEO,
-                          &(struct timeval){.tv_sec = 5},
-                          sizeof(struct timeval)),
-               0); /* a bound, should the request not come */
-  th_run_for(m, 1); /* connected: the request goes out in the first run */
-  cr_assert_gt(read(sfd, buf, sizeof(buf)), 0, "the first request");
-  cr_assert_eq(write(sfd, answer, sizeof(answer) - 1),
-               (ssize_t)sizeof(answer) - 1);
-  th_run(m, 5000);
-  cr_assert_eq(th_result(m, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  sfd = answer_one_get(m, lfd, url);
   cr_assert_gt(rec.count, 0);
   cfd = rec.calls[rec.count - 1].fd; /* the attached connection's */
   /* The server resets it, and the reset has arrived (the multi is not

@@ -614,6 +614,51 @@ TH_TEST(gateway, a_head_too_large_is_refused) {
   ts_stop(web);
 }
 
+/* A connection to the gateway; every send and read on it ends within
+ * 10 s, or fails the test. */
+static int gateway_connect(void) {
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)gw_port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  struct timeval bound = {.tv_sec = 10};
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+  cr_assert_geq(fd, 0);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &bound, sizeof(bound));
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof(bound));
+  cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  return fd;
+}
+
+/* Sends n blocks of 64 KiB, each whole: the client still sending. */
+static void send_more(int fd, int n) {
+  static char more[64 * 1024];
+
+  memset(more, 'x', sizeof(more));
+  for (int i = 0; i < n; i++) {
+    ssize_t r = send(fd, more, sizeof(more), MSG_NOSIGNAL);
+    cr_assert_eq(r, (ssize_t)sizeof(more), "send %d: %s", i,
+                 r < 0 ? strerror(errno) : "short");
+  }
+}
+
+/* Everything the gateway sends, to an end of file (a reset fails the
+ * test), NUL-terminated in got; fd is closed. With `shut`, our end is
+ * shut first (a client done sending; one that half-closes while its
+ * request is upstream gives it up). */
+static void read_to_the_end(int fd, bool shut, char *got, size_t cap) {
+  size_t len = 0;
+  ssize_t r;
+
+  if (shut)
+    cr_assert_eq(shutdown(fd, SHUT_WR), 0);
+  while ((r = read(fd, got + len, cap - 1 - len)) > 0)
+    len += (size_t)r;
+  cr_assert_eq(r, 0, "an end of file, not %s", strerror(errno));
+  got[len] = '\0';
+  close(fd);
+}
+
 /* A client refused while it still sends (the rest of a head too large
  * here; a body too large alike) gets its answer whole: the gateway shuts
  * its side and drops what comes until the client closes (RFC 9112 9.6).
@@ -621,37 +666,17 @@ TH_TEST(gateway, a_head_too_large_is_refused) {
  * next send failed before it read the answer. */
 TH_TEST(gateway, a_refused_client_still_sending_gets_its_answer) {
   struct ts_server *web = gateway_to_test_server("");
-  static char req[80 * 1024], more[64 * 1024], got[4096];
-  struct sockaddr_in a = {.sin_family = AF_INET,
-                          .sin_port = htons((uint16_t)gw_port),
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  struct timeval bound = {.tv_sec = 10};
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  static char req[80 * 1024], got[4096];
+  int fd = gateway_connect();
   int n = snprintf(req, sizeof(req), "POST /echo HTTP/1.1\r\nHost: x\r\n"
                                      "X-Big: ");
-  size_t len = 0;
-  ssize_t r;
 
   memset(req + n, 'a', 70 * 1024);
   n += 70 * 1024;
-  memset(more, 'b', sizeof(more));
-  /* Every send and read below ends within 10 s, or fails the test. */
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &bound, sizeof(bound));
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof(bound));
-  cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
   cr_assert_eq(send(fd, req, (size_t)n, MSG_NOSIGNAL), n, "%s",
                strerror(errno));
-  for (int i = 0; i < 16; i++) { /* 1 MiB more, the head still going */
-    r = send(fd, more, sizeof(more), MSG_NOSIGNAL);
-    cr_assert_eq(r, (ssize_t)sizeof(more), "send %d: %s", i,
-                 r < 0 ? strerror(errno) : "short");
-  }
-  cr_assert_eq(shutdown(fd, SHUT_WR), 0);
-  while ((r = read(fd, got + len, sizeof(got) - 1 - len)) > 0)
-    len += (size_t)r;
-  cr_assert_eq(r, 0, "an end of file, not %s", strerror(errno));
-  got[len] = '\0';
-  close(fd);
+  send_more(fd, 16); /* 1 MiB more, the head still going */
+  read_to_the_end(fd, true, got, sizeof(got));
   cr_assert(strstr(got, "HTTP/1.1 431 Request Header Fields Too Large\r\n"),
             "%s", got);
   cr_assert_eq(upstream_requests(web), 0);
@@ -664,30 +689,15 @@ TH_TEST(gateway, a_refused_client_still_sending_gets_its_answer) {
 TH_TEST(gateway, sigint_stops_it_gracefully) {
   struct ts_server *web = gateway_to_test_server("");
   static char got[4096];
-  struct sockaddr_in a = {.sin_family = AF_INET,
-                          .sin_port = htons((uint16_t)gw_port),
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   const char req[] = "GET /delay/300/bytes/10 HTTP/1.1\r\nHost: gw\r\n"
                      "Connection: close\r\n\r\n";
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  size_t len = 0;
-  ssize_t n;
+  int fd = gateway_connect();
 
-  cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
   cr_assert_eq(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
   cr_assert(ts_wait(web, TS_REQUESTS, 1, 10000), "the upstream got it");
   kill(gw_pid, SIGINT);
   gw_stopping = true;
-  for (;;) { /* to its end of file */
-    struct pollfd pfd = {.fd = fd, .events = POLLIN};
-    cr_assert_gt(poll(&pfd, 1, 30000), 0, "the gateway stopped answering");
-    n = read(fd, got + len, sizeof(got) - 1 - len);
-    if (n <= 0)
-      break;
-    len += (size_t)n;
-  }
-  got[len] = '\0';
-  close(fd);
+  read_to_the_end(fd, false, got, sizeof(got));
   cr_assert(strstr(got, "HTTP/1.1 200 OK\r\n"), "%s", got);
   cr_assert(strstr(got, "\r\na\r\n0123456789\r\n0\r\n\r\n"), "whole: %s", got);
   stop_gateway(); /* exit status 0, "gateway: stopped" */
@@ -701,39 +711,21 @@ TH_TEST(gateway, sigint_stops_it_gracefully) {
  * with their bytes unread. */
 TH_TEST(gateway, a_stop_lingers_for_a_client_still_sending) {
   struct ts_server *web = gateway_to_test_server("");
-  static char got[4096], more[64 * 1024];
-  struct sockaddr_in a = {.sin_family = AF_INET,
-                          .sin_port = htons((uint16_t)gw_port),
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  static char got[4096];
   const char req[] = "GET /delay/300/bytes/10 HTTP/1.1\r\nHost: gw\r\n\r\n";
   const char req2[] = "GET /bytes/5 HTTP/1.1\r\nHost: gw\r\n\r\n";
-  struct timeval bound = {.tv_sec = 10};
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  size_t len = 0;
-  ssize_t n;
+  int fd = gateway_connect();
 
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &bound, sizeof(bound));
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof(bound));
-  cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
   cr_assert_eq(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
   cr_assert(ts_wait(web, TS_REQUESTS, 1, 10000), "the upstream got it");
   kill(gw_pid, SIGINT);
   gw_stopping = true;
   /* A request after the stop (its answer closes the connection), then
-   * bytes past what the gateway reads ahead (1 MiB): they stay unread. */
+   * 16 MiB: more than the gateway reads ahead (1 MiB) and the socket
+   * buffers hold, still going out when the answer is done. */
   cr_assert_eq(write(fd, req2, sizeof(req2) - 1), (ssize_t)sizeof(req2) - 1);
-  memset(more, 'x', sizeof(more));
-  for (int i = 0; i < 256; i++) { /* 16 MiB: more than the buffers hold */
-    n = send(fd, more, sizeof(more), MSG_NOSIGNAL);
-    cr_assert_eq(n, (ssize_t)sizeof(more), "send %d: %s", i,
-                 n < 0 ? strerror(errno) : "short");
-  }
-  cr_assert_eq(shutdown(fd, SHUT_WR), 0);
-  while ((n = read(fd, got + len, sizeof(got) - 1 - len)) > 0)
-    len += (size_t)n;
-  cr_assert_eq(n, 0, "an end of file, not %s", strerror(errno));
-  got[len] = '\0';
-  close(fd);
+  send_more(fd, 256);
+  read_to_the_end(fd, true, got, sizeof(got));
   cr_assert(strstr(got, "HTTP/1.1 200 OK\r\n"), "%s", got);
   cr_assert(strstr(got, "\r\n0123456789\r\n0\r\n\r\n"), "whole: %s", got);
   cr_assert(strstr(got, "Connection: close\r\n"), "the second: %s", got);

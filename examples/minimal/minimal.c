@@ -29,7 +29,7 @@ int main(int argc, char **argv) {
       return 1;
   xfer_code result = xfer_get_result(x); /* what its message said */
   if (result)
-    fprintf(stderr, "%s: %s\n", xfer_strerror(result), xfer_get_error_detail(x));
+    fprintf(stderr, "%s\n", xfer_get_error_detail(x)); /* says what failed */
   xfer_multi_remove(m, x);
   xfer_free(x);
   xfer_multi_destroy(m);

@@ -651,8 +651,9 @@ typedef int (*xfer_socket_cb)(xfer_multi *multi, int fd, int what,
  * deadline reached, not once per request). The timer is taken as one-shot:
  * after a timeout action the callback is told again if a deadline
  * remains. -1 (no timer needed) comes only from xfer_multi_destroy(),
- * when the callback was told a timeout before. Return 0; any other value makes the xfer_multi_* call
- * that triggered it return XFER_M_TIMER_CALLBACK.
+ * when the callback was told a timeout before. Return 0; any other value
+ * makes the xfer_multi_* call that triggered it return
+ * XFER_M_TIMER_CALLBACK.
  */
 typedef int (*xfer_timer_cb)(xfer_multi *multi, long timeout_ms, void *userp);
 
