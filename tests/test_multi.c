@@ -944,3 +944,130 @@ TH_TEST(multi, the_result_is_the_same_everywhere) {
   xfer_free(destroyed);
   ts_stop(web);
 }
+
+/* --- what the pages promise, checked ------------------------------------------ */
+
+/* An event mask of 0, or ERR alone, on a transfer's socket still runs it:
+ * the transfer finds out what happened (the docs: any event wakes the
+ * socket's users). */
+TH_TEST(multi, any_event_mask_runs_the_sockets_users) {
+  xfer_multi *m = xfer_multi_new(NULL);
+  struct tt *a = tt_new(1);
+  int sv[2];
+
+  th_socketpair(sv);
+  a->close_fds[0] = sv[0];
+  a->close_fds[1] = sv[1];
+  a->nclose = 2;
+  tt_want(a, sv[0], XFER_POLL_IN);
+  cr_assert_eq(xfer_multi_add(m, a->x), XFER_M_OK);
+  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK);
+  cr_assert_eq(a->runs, 1);
+  cr_assert_eq(xfer_multi_socket_action(m, sv[0], 0, NULL), XFER_M_OK);
+  cr_assert_eq(a->runs, 2, "a mask of 0");
+  cr_assert_eq(xfer_multi_socket_action(m, sv[0], XFER_CSELECT_ERR, NULL),
+               XFER_M_OK);
+  cr_assert_eq(a->runs, 3, "ERR alone");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+}
+
+/* A transfer that xfer_multi_destroy() stopped (XFER_E_STOPPED) is the
+ * application's again: added to another multi, it runs to its end. */
+TH_TEST(multi, a_transfer_stopped_by_destroy_runs_in_another_multi) {
+  struct ts_server *web = ts_start(NULL);
+  xfer_multi *first = xfer_multi_new(NULL), *second = xfer_multi_new(NULL);
+  struct th_sink sink = {0};
+  xfer *x = th_get(first, th_url(ts_port(web), "/delay/200/bytes/3"), &sink);
+
+  cr_assert_eq(xfer_multi_perform(first, NULL), XFER_M_OK); /* under way */
+  cr_assert_eq(xfer_multi_destroy(first), XFER_M_OK);
+  cr_assert_eq(xfer_get_result(x), XFER_E_STOPPED);
+  cr_assert(strstr(xfer_get_error_detail(x), "destroy"), "%s",
+            xfer_get_error_detail(x));
+  sink.len = 0;
+  cr_assert_eq(xfer_multi_add(second, x), XFER_M_OK);
+  th_run(second, 5000);
+  cr_assert_eq(th_result(second, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  th_expect_pattern(sink.data, sink.len, 3);
+  cr_assert_eq(xfer_multi_destroy(second), XFER_M_OK);
+  xfer_free(x);
+  th_sink_free(&sink);
+  ts_stop(web);
+}
+
+/* A message already returned stays valid after its transfer is removed
+ * (xfer_multi_info_read's page): its fields may still be read. */
+TH_TEST(multi, a_message_read_stays_valid_after_the_remove) {
+  struct ts_server *web = ts_start(NULL);
+  xfer_multi *m = xfer_multi_new(NULL);
+  xfer *x = th_get(m, th_url(ts_port(web), "/bytes/2"), NULL);
+  const xfer_msg *msg = NULL;
+  int running = 1, left = -1;
+
+  for (int i = 0; i < 500 && running; i++) {
+    cr_assert_eq(xfer_multi_perform(m, &running), XFER_M_OK);
+    if (running)
+      cr_assert_eq(xfer_multi_poll(m, 100, NULL), XFER_M_OK);
+  }
+  cr_assert_eq(running, 0);
+  msg = xfer_multi_info_read(m, &left);
+  cr_assert_not_null(msg);
+  cr_assert_eq(left, 0);
+  cr_assert_eq(xfer_multi_remove(m, x), XFER_M_OK);
+  cr_assert_eq(msg->x, x, "read after the remove");
+  cr_assert_eq(msg->result, XFER_OK);
+  cr_assert_null(xfer_multi_info_read(m, NULL));
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  xfer_free(x);
+  ts_stop(web);
+}
+
+/* xfer_multi_poll() returns at once when a transfer waits to run (one
+ * just added, due at the 0 ms timer): the 10 s timeout given is not
+ * waited. */
+TH_TEST(multi, poll_returns_at_once_when_a_transfer_waits_to_run) {
+  struct ts_server *web = ts_start(NULL);
+  xfer_multi *m = xfer_multi_new(NULL);
+  xfer *x = th_get(m, th_url(ts_port(web), "/bytes/1"), NULL);
+  int64_t before = mono_ms();
+  int numfds = -1;
+
+  cr_assert_eq(xfer_multi_poll(m, 10000, &numfds), XFER_M_OK);
+  cr_assert_lt(mono_ms() - before, 5000, "it waited for the timeout");
+  cr_assert_eq(numfds, 0);
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  xfer_free(x);
+  ts_stop(web);
+}
+
+/* Destroy tells the timer callback -1 only when it was told a timeout:
+ * one never told anything hears nothing (it armed no timer). */
+TH_TEST(multi, destroy_tells_no_minus_one_to_a_timer_never_told) {
+  xfer_multi *m = xfer_multi_new(NULL);
+  struct th_timerrec tr;
+
+  th_timerrec_init(&tr);
+  xfer_multi_set_timer_cb(m, th_timerrec_cb, &tr);
+  cr_assert_eq(xfer_multi_socket_timeout(m, NULL), XFER_M_OK);
+  cr_assert_eq(tr.count, 0, "nothing is due");
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(tr.count, 0);
+}
+
+/* A transfer to a numeric host looks nothing up, so the DNS settings are
+ * not fixed yet (they are fixed by the first lookup). */
+TH_TEST(multi, a_numeric_host_leaves_the_dns_settings_open) {
+  struct ts_server *web = ts_start(NULL);
+  xfer_multi *m = xfer_multi_new(NULL);
+  xfer *x = th_get(m, th_url(ts_port(web), "/bytes/1"), NULL);
+
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, x), XFER_OK);
+  cr_assert_eq(xfer_multi_set_dns_servers(m, "127.0.0.1:53"), XFER_M_OK);
+  cr_assert_eq(xfer_multi_set_dns_timeout(m, 1000, 2), XFER_M_OK);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  xfer_free(x);
+  ts_stop(web);
+}
