@@ -33,6 +33,20 @@ TH_TEST(options, methods_are_tokens) {
   cr_assert_eq(xfer_set_method(x, "AVERYLONGMETHODNAMETHATGOESONANDON"),
                XFER_E_BAD_ARGUMENT);
   cr_assert_str_eq(x->opts.method, "M-SEARCH");
+  /* At most 31 bytes (the page): 31 taken, 32 refused. */
+  cr_assert_eq(xfer_set_method(x, "ABCDEFGHIJKLMNOPQRSTUVWXYZABCDE"), XFER_OK);
+  cr_assert_eq(xfer_set_method(x, "ABCDEFGHIJKLMNOPQRSTUVWXYZABCDEF"),
+               XFER_E_BAD_ARGUMENT);
+  cr_assert_str_eq(x->opts.method, "ABCDEFGHIJKLMNOPQRSTUVWXYZABCDE");
+}
+
+/* A URL taken clears the detail a refused one left (xfer_set_url's
+ * page). */
+TH_TEST(options, a_url_taken_clears_the_detail) {
+  cr_assert_eq(xfer_set_url(x, "http://h:0/"), XFER_E_BAD_URL);
+  cr_assert_neq(*xfer_get_error_detail(x), '\0');
+  cr_assert_eq(xfer_set_url(x, "http://h/"), XFER_OK);
+  cr_assert_str_eq(xfer_get_error_detail(x), "");
 }
 
 TH_TEST(options, headers_cannot_inject) {
