@@ -184,13 +184,21 @@ static bool peer_gone(int err) {
          err == ETIMEDOUT;
 }
 
+/* Sends a run makes before it looks for an answer and gives the others
+ * their turn (as step_recv() reads at most 16 times): a body that never
+ * makes a send wait (a server that reads as fast as the callback gives)
+ * would else go out whole in one run, the multi's other transfers and
+ * this one's deadlines waiting, and a server's early answer (a 413 it
+ * sends while it drains the body) unread until the end. */
+#define SENDS_PER_RUN 16
+
 /* Out of line: inlined into h1_run(), its frame (the iovecs, the saved
  * registers) was set up for every receive too. */
 __attribute__((noinline)) static enum xfer__step step_send(xfer *x) {
   struct xfer__http *h = &x->http;
   struct xfer__h1 *e = &h->h1;
   struct iovec iov[2];
-  int iovcnt, err = 0;
+  int iovcnt, err = 0, sends = 0;
   ssize_t n;
 
   if (e->send_err)
@@ -220,6 +228,12 @@ __attribute__((noinline)) static enum xfer__step step_send(xfer *x) {
       h->early_err = 0;
       return conn_failed(x, err, XFER_E_SEND, "sending the request");
     }
+    /* Enough for this run: an answer already there is read (and decides,
+     * as after a send that would block); else the wait for OUT, ready at
+     * once, brings the rest at the next turn of the loop. Inside
+     * xfer_multi_add() the start sends a whole request at most. */
+    if (++sends > SENDS_PER_RUN && !h->early)
+      return read_while_sending(x, 0);
     n = xfer__conn_send(h->conn, iov, iovcnt, &err);
     if (n < 0 && h->early) {
       /* Inside xfer_multi_add(): the rest (waiting for OUT; the failure

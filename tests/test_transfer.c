@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <string.h>
 
+#include "cfilter.h"
 #include "testhelp.h"
 
 
@@ -915,6 +916,66 @@ TH_TEST(http, an_answer_before_the_request_ends_is_heard) {
   th_run(hm, 5000);
   cr_assert_eq(th_result(hm, hx[2]), XFER_OK);
   cr_assert_eq(xfer_get_reused(hx[2]), 0);
+}
+
+/* A server that answers early and then drains what comes (as nginx does
+ * with a body it refused): no send ever waits, and the answer was read
+ * only after the whole body went out. A run now sends a few times, then
+ * looks for an answer: the upload stops at the 413. */
+TH_TEST(http, an_early_answer_from_a_server_that_drains_is_heard) {
+  struct feed big = {64u << 20, 16384, 0};
+  xfer *x;
+
+  x = prepare_upload(0, "/early/413?drain", "PUT", &big);
+  add(0);
+  th_run(hm, 10000);
+  cr_assert_eq(th_result(hm, x), XFER_OK, "%s", xfer_get_error_detail(x));
+  cr_assert_eq(xfer_get_status(x), 413);
+  /* Within what the socket buffers hold and a run's sends, not at the
+   * end (64 MiB). */
+  cr_assert_lt(big.given, 16u << 20, "the upload stopped at the answer "
+               "only after %zu bytes", big.given);
+}
+
+/* An upload that never waits for its socket (a server that reads as fast
+ * as the callback gives) goes out a few sends a run, not whole in one:
+ * the multi's other transfers and this one's deadlines get their turns.
+ * Counted as the callback's calls within one xfer_multi_perform(). */
+static long calls_now;
+
+static long counted_read(char *buf, size_t len, void *userp) {
+  calls_now++;
+  return feed_read(buf, len, userp);
+}
+
+TH_TEST(http, an_upload_gives_the_others_their_turn) {
+  /* Through the pieces filter (sends of a few bytes) a smaller body: the
+   * bound per run holds all the same. */
+  static struct feed big = {32u << 20, 16384, 0};
+  long most = 0;
+  int running = 1;
+
+  if (xfer__cf_test_hook)
+    big.total = 64 * 1024;
+
+  prepare(0, "/bytes/1");
+  cr_assert_eq(xfer_set_method(hx[0], "POST"), XFER_OK);
+  cr_assert_eq(xfer_set_body_cb(hx[0], counted_read, &big, -1), XFER_OK);
+  add(0);
+  for (int i = 0; i < 100000 && running; i++) {
+    calls_now = 0;
+    cr_assert_eq(xfer_multi_perform(hm, &running), XFER_M_OK);
+    if (calls_now > most)
+      most = calls_now;
+    if (running)
+      cr_assert_eq(xfer_multi_poll(hm, 1000, NULL), XFER_M_OK);
+  }
+  cr_assert_eq(running, 0);
+  cr_assert_eq(th_result(hm, hx[0]), XFER_OK, "%s",
+               xfer_get_error_detail(hx[0]));
+  cr_assert_eq(big.given, big.total);
+  cr_assert_leq(most, 20, "%ld calls of the body callback in one perform",
+                most);
 }
 
 /* The same answer, then the server closes at once: its reset makes the

@@ -135,6 +135,7 @@ struct ts_conn {
   uint32_t events; /* registered epoll mask */
   bool more_work;  /* the turn's budget ran out with work left */
   bool read_paused; /* /early-head/: reads nothing until its timer */
+  bool drain_input; /* /early/CODE?drain: what comes is read and dropped */
   long served;     /* responses begun on this connection */
   llhttp_t parser;
   struct ts_buf in;
@@ -1109,20 +1110,32 @@ static bool route_close_now(struct ts_conn *c, const char *a) {
   return true;
 }
 
-/* /early/CODE[?close]: answered as its head arrives; what follows is not
- * read beyond the input limit. Then the connection hangs, or closes at
- * once with "?close" (the unread bytes make that a reset). */
+/* /early/CODE[?close|?drain]: answered as its head arrives; what follows
+ * is not read beyond the input limit (with "?drain": read and dropped,
+ * without end, as nginx drains a body it refused). Then the connection
+ * hangs, or closes at once with "?close" (the unread bytes make that a
+ * reset). */
 static bool route_early(struct ts_conn *c, const char *a) {
   unsigned long long code;
+  bool close = false, drain = false;
   if (!take_number(&a, 599, &code) || code < 200)
     return false;
-  if (*a == '?' && strcmp(a, "?close") != 0)
-    return false;
+  if (*a == '?') {
+    close = !strcmp(a, "?close");
+    drain = !strcmp(a, "?drain");
+    if (!close && !drain)
+      return false;
+    a += strlen(a);
+  }
   if (!at_target_end(a))
     return false;
   c->resp.close_header = true;
   send_empty(c, (int)code);
-  c->resp.after = *a == '?' ? AFTER_CLOSE : AFTER_HANG;
+  c->resp.after = close ? AFTER_CLOSE : AFTER_HANG;
+  if (drain) {
+    c->drain_input = true;
+    buf_reset(&c->in); /* the body's first bytes too */
+  }
   return true;
 }
 
@@ -1530,7 +1543,8 @@ static bool conn_read(struct ts_conn *c) {
     ssize_t n = recv(c->fd, s->scratch, sizeof s->scratch, 0);
     if (n > 0) {
       count(s, &s->bytes_in, n);
-      buf_append(&c->in, s->scratch, (size_t)n);
+      if (!c->drain_input)
+        buf_append(&c->in, s->scratch, (size_t)n);
       got = true;
       continue;
     }

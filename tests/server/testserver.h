@@ -75,6 +75,10 @@
  *                          open until the peer closes.
  *   /early/CODE?close      the same, then closed at once (with the request's
  *                          body unread, the close sends a reset).
+ *   /early/CODE?drain      the same, but what follows is read and dropped,
+ *                          without end (as nginx drains a refused body);
+ *                          the connection stays open until the peer
+ *                          closes.
  *   /close-at-head         closes, without a response, as soon as the
  *                          request's head is parsed (a body not read yet
  *                          makes the close a reset).
