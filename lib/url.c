@@ -220,31 +220,24 @@ static bool has_dot_segments(const UriUriA *uri) {
 }
 
 /*
- * The target of `text` (a URL that parsed) with its dot segments removed
- * (RFC 3986 5.2.4), as curl sends it and as a redirect's Location comes
- * out of uriparser's resolution: "/a/../b" goes out as "/b" (a server
- * that does not do the same would see a way up the tree the URL did not
- * mean). The same resolution does it here: an absolute reference
- * resolved against itself is itself with its dot segments removed (RFC
- * 3986 5.2.2). *out is the library's to free.
+ * The target of uri (a URL that parsed; `text` as given, for the detail)
+ * with its dot segments removed (RFC 3986 5.2.4), as curl sends it and as
+ * a redirect's Location comes out of uriparser's resolution: "/a/../b"
+ * goes out as "/b" (a server that does not do the same would see a way
+ * up the tree the URL did not mean). The same resolution does it here:
+ * an absolute reference resolved against itself is itself with its dot
+ * segments removed (RFC 3986 5.2.2). *out is the library's to free.
  */
-static xfer_code dot_free_target(const char *text, char **out, size_t *out_len,
-                                 char *detail, size_t len) {
-  UriUriA uri, abs;
+static xfer_code dot_free_target(const UriUriA *uri, const char *text,
+                                 char **out, size_t *out_len, char *detail,
+                                 size_t len) {
+  UriUriA abs;
   size_t size = 2;
   char *p;
-  int err = parse_uri(&uri, text, NULL);
+  int err = uriAddBaseUriExMmA(&abs, uri, uri, URI_RESOLVE_STRICTLY,
+                               &uri_memory);
 
   if (err != URI_SUCCESS) { /* uriparser freed what it had */
-    if (err == URI_ERROR_MALLOC)
-      return out_of_memory(detail, len);
-    snprintf(detail, len, "malformed URL '%.80s'", text);
-    return XFER_E_BAD_URL;
-  }
-  err = uriAddBaseUriExMmA(&abs, &uri, &uri, URI_RESOLVE_STRICTLY,
-                           &uri_memory);
-  if (err != URI_SUCCESS) {
-    uriFreeUriMembersMmA(&uri, &uri_memory);
     if (err == URI_ERROR_MALLOC)
       return out_of_memory(detail, len);
     snprintf(detail, len, "cannot remove the dot segments of '%.80s'", text);
@@ -255,7 +248,6 @@ static xfer_code dot_free_target(const char *text, char **out, size_t *out_len,
   size += 1 + range_len(&abs.query);
   if (!(*out = p = xfer__malloc(size))) {
     uriFreeUriMembersMmA(&abs, &uri_memory);
-    uriFreeUriMembersMmA(&uri, &uri_memory);
     return out_of_memory(detail, len);
   }
   for (const UriPathSegmentA *s = abs.pathHead; s; s = s->next) {
@@ -272,8 +264,7 @@ static xfer_code dot_free_target(const char *text, char **out, size_t *out_len,
   }
   *p = '\0';
   *out_len = (size_t)(p - *out);
-  uriFreeUriMembersMmA(&abs, &uri_memory); /* its text may be uri's */
-  uriFreeUriMembersMmA(&uri, &uri_memory);
+  uriFreeUriMembersMmA(&abs, &uri_memory); /* its text is uri's */
   return XFER_OK;
 }
 
@@ -304,7 +295,7 @@ static xfer_code build(struct xfer__url *u, const UriUriA *uri,
     return rc;
   target_span(uri, text, ipv6, &target, &target_len);
   if (has_dot_segments(uri)) {
-    if ((rc = dot_free_target(text, &normal, &target_len, detail, len)))
+    if ((rc = dot_free_target(uri, text, &normal, &target_len, detail, len)))
       return rc;
     target = normal;
   }
