@@ -404,6 +404,22 @@ TH_TEST(gateway, its_own_400_is_sent) {
   ts_stop(web);
 }
 
+/* A connection to the gateway; every send and read on it ends within
+ * 10 s, or fails the test. */
+static int gateway_connect(void) {
+  struct sockaddr_in a = {.sin_family = AF_INET,
+                          .sin_port = htons((uint16_t)gw_port),
+                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  struct timeval bound = {.tv_sec = 10};
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+  cr_assert_geq(fd, 0);
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &bound, sizeof(bound));
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof(bound));
+  cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+  return fd;
+}
+
 /* A stop lets every answer reach its client whole: one that the upstream
  * finished but the client had not read yet was cut when the last
  * transfer ended (the worker closed its clients at once). The upstream
@@ -415,15 +431,11 @@ TH_TEST(gateway, a_stop_sends_every_answer_whole) {
   static char got[65536];
   char tail[7] = {0};
   size_t len = 0;
-  struct sockaddr_in a = {.sin_family = AF_INET,
-                          .sin_port = htons((uint16_t)gw_port),
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   const char req[] = "GET /close-silently/gather/2/bytes/40000000 HTTP/1.1\r\n"
                      "Host: gw\r\n\r\n";
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int fd = gateway_connect();
   ssize_t n;
 
-  cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
   cr_assert_eq(write(fd, req, sizeof(req) - 1), (ssize_t)sizeof(req) - 1);
   cr_assert(ts_wait(web, TS_REQUESTS, 1, 10000), "the upstream got it");
   kill(gw_pid, SIGTERM); /* a request in flight: it finishes */
@@ -479,14 +491,10 @@ static bool raw_reset; /* the last raw() ended with a reset, not an EOF */
 
 static const char *raw(const char *req, size_t req_len) {
   static char got[131072];
-  struct sockaddr_in a = {.sin_family = AF_INET,
-                          .sin_port = htons((uint16_t)gw_port),
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  int fd = gateway_connect();
   size_t len = 0, sent = 0;
   ssize_t n;
 
-  cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
   while (sent < req_len) {
     n = write(fd, req + sent, req_len - sent);
     if (n <= 0)
@@ -612,22 +620,6 @@ TH_TEST(gateway, a_head_too_large_is_refused) {
   cr_assert_eq(upstream_requests(web), 0);
   stop_gateway();
   ts_stop(web);
-}
-
-/* A connection to the gateway; every send and read on it ends within
- * 10 s, or fails the test. */
-static int gateway_connect(void) {
-  struct sockaddr_in a = {.sin_family = AF_INET,
-                          .sin_port = htons((uint16_t)gw_port),
-                          .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  struct timeval bound = {.tv_sec = 10};
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-
-  cr_assert_geq(fd, 0);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &bound, sizeof(bound));
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &bound, sizeof(bound));
-  cr_assert_eq(connect(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-  return fd;
 }
 
 /* Sends n blocks of 64 KiB, each whole: the client still sending. */
