@@ -77,21 +77,8 @@ static void on_event(struct xfer__mev_tracker *t, int fd, int events) {
 
 static const struct xfer__mev_ops conn_ev_ops = {.event = on_event};
 
-/* Arms the internal handle for the oldest connection's hold end (once
- * per hold period at most: connections taken early only make it fire
- * early and find nothing due). */
-static void arm(struct xfer__attached *a) {
-  struct xfer__conn *oldest;
-  xfer__time at = XFER__TIME_NEVER;
-
-  if (!xfer__list_empty(&a->conns)) {
-    oldest = XFER__CONTAINER_OF(a->conns.next, struct xfer__conn, owner_node);
-    at = oldest->attached_at + xfer__pool_attach_hold(a->loop->pool);
-  }
-  xfer__expiry_set(&a->loop->timers, a->timer, XFER__EXPIRE_ATTACHED, at);
-}
-
-void xfer__attached_run(struct xfer__attached *a, xfer__time now) {
+/* Releases the connections whose hold has passed, oldest first. */
+static void release_held_out(struct xfer__attached *a, xfer__time now) {
   xfer__time hold = xfer__pool_attach_hold(a->loop->pool);
 
   while (!xfer__list_empty(&a->conns)) {
@@ -101,7 +88,26 @@ void xfer__attached_run(struct xfer__attached *a, xfer__time now) {
       break;
     release(a, c, now, false);
   }
-  arm(a);
+}
+
+void xfer__attached_run(struct xfer__attached *a, xfer__time now) {
+  release_held_out(a, now);
+}
+
+void xfer__attached_settle(struct xfer__attached *a, xfer__time now,
+                           bool timed) {
+  struct xfer__conn *oldest;
+  xfer__time at;
+
+  release_held_out(a, now);
+  if (!timed || xfer__list_empty(&a->conns))
+    return; /* an expiry set earlier stays: it fires and finds nothing */
+  oldest = XFER__CONTAINER_OF(a->conns.next, struct xfer__conn, owner_node);
+  at = oldest->attached_at + xfer__pool_attach_hold(a->loop->pool);
+  /* Only ever earlier: one that fires before the oldest's end finds
+   * nothing due, and the call it brings sets the next. */
+  if (at < a->timer->at[XFER__EXPIRE_ATTACHED])
+    xfer__expiry_set(&a->loop->timers, a->timer, XFER__EXPIRE_ATTACHED, at);
 }
 
 void xfer__attached_init(struct xfer__attached *a, struct xfer__loop *loop,
@@ -129,7 +135,6 @@ static bool track_in(struct xfer__loop *loop, struct xfer__conn *c) {
 bool xfer__attached_keep(struct xfer__attached *a, struct xfer__conn *c,
                          struct xfer__mev_tracker *user, xfer__time now) {
   struct xfer__loop *loop = a->loop;
-  bool armed;
 
   if (!xfer__pool_attach_hold(loop->pool) || xfer__loop_wake_ready(loop) ||
       !xfer__pool_keep_attached(loop->pool, c, loop->wake, a->tally, now))
@@ -149,15 +154,12 @@ bool xfer__attached_keep(struct xfer__attached *a, struct xfer__conn *c,
     xfer__attached_untrack(a, c);
     return false;
   }
-  armed = !xfer__list_empty(&a->conns);
   c->attached_at = now;
   xfer__list_insert_tail(&a->conns, &c->owner_node);
   a->count++;
   if (a->count > XFER__ATTACHED_MAX)
     release(a, XFER__CONTAINER_OF(a->conns.next, struct xfer__conn, owner_node),
             now, false);
-  else if (!armed)
-    arm(a);
   return true;
 }
 

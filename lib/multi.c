@@ -376,6 +376,32 @@ static xfer__time run_dirty(xfer_multi *m, xfer__time now) {
 }
 
 /*
+ * No deadline is left while transfers run: a timer still armed is told
+ * -1. Left to fire, it would find nothing due, and until it fired its
+ * application's every wait would arm a kernel timer (epoll_wait with a
+ * timeout: about 0.5 us a wait in tests/bench), where a busy multi waits
+ * about once a request. An idle multi's timer is left to fire: it waits
+ * seldom, and telling -1 there would double the tellings of an
+ * application that runs one transfer after the other, each with a
+ * deadline.
+ */
+static xfer_mcode stop_timer(xfer_multi *m) {
+  int rc;
+
+  if (m->timer_armed == XFER__TIME_NEVER)
+    return XFER_M_OK;
+  m->stats.timer_cb_calls++;
+  xfer__loop_callback_enter(&m->loop);
+  rc = m->timer_cb(m, -1, m->timer_userp);
+  xfer__loop_callback_leave(&m->loop);
+  if (rc) /* still armed, as far as we know: the next call tells it again */
+    return XFER_M_TIMER_CALLBACK;
+  m->timer_armed = XFER__TIME_NEVER;
+  m->timer_held = false;
+  return XFER_M_OK;
+}
+
+/*
  * Tells the timer callback when the earliest deadline is earlier than the
  * one the application's timer is armed for (or none is armed). A deadline
  * that moved later, or went away, is not told: the armed timer fires,
@@ -391,7 +417,11 @@ static xfer_mcode update_timer(xfer_multi *m, xfer__time now) {
   long timeout_ms;
   int rc;
 
-  if (!m->timer_cb || deadline >= m->timer_armed)
+  if (!m->timer_cb)
+    return XFER_M_OK;
+  if (!top && m->running)
+    return stop_timer(m);
+  if (deadline >= m->timer_armed)
     return XFER_M_OK;
   m->timer_armed = deadline;
   if (deadline <= now)
@@ -410,6 +440,16 @@ static xfer_mcode update_timer(xfer_multi *m, xfer__time now) {
   return rc ? XFER_M_TIMER_CALLBACK : XFER_M_OK;
 }
 
+/* The end of every call that changes what is due: the attached
+ * connections' hold ends (attached.h: a busy multi's need no deadline),
+ * then the application's timer. */
+static xfer_mcode settle(xfer_multi *m, xfer__time now) {
+  xfer__attached_settle(&m->attached, now,
+                        !m->running ||
+                            xfer__pool_total_limited(m->loop.pool));
+  return update_timer(m, now);
+}
+
 /* The common end of the calls that run transfers. */
 static xfer_mcode run_and_leave(xfer_multi *m, xfer__time now, int *running) {
   xfer__mev_resync(&m->loop.ev);
@@ -417,7 +457,7 @@ static xfer_mcode run_and_leave(xfer_multi *m, xfer__time now, int *running) {
   now = run_dirty(m, now);
   if (running)
     *running = (int)m->running;
-  return update_timer(m, now);
+  return settle(m, now);
 }
 
 xfer_mcode xfer_multi_socket_action(xfer_multi *m, int fd, int events,
@@ -584,6 +624,8 @@ xfer_mcode xfer_multi_add(xfer_multi *m, xfer *x) {
     xfer__expiry_set(&m->loop.timers, &x->expiry, XFER__EXPIRE_RUN_NOW,
                      x->now);
   xfer__mev_resync(&m->loop.ev);
+  /* No settle(): an add attaches nothing and releases nothing (no
+   * REMOVE inside it); the holds stay as the last call left them. */
   return update_timer(m, now);
 }
 
@@ -628,7 +670,7 @@ xfer_mcode xfer_multi_remove(xfer_multi *m, xfer *x) {
   xfer__now_at_least(x, now);
   xfer_detach(m, x, "removed from its multi");
   xfer__mev_resync(&m->loop.ev);
-  return update_timer(m, now);
+  return settle(m, now);
 }
 
 xfer_mcode xfer_multi_destroy(xfer_multi *m) {

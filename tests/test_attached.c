@@ -142,6 +142,116 @@ TH_TEST(attached, hold_time_releases_to_the_shared_side) {
   th_clock_uninstall();
 }
 
+/* Runs m (perform/poll, bounded: 5 s) until x has finished well. */
+static void run_until_done(xfer_multi *m, xfer *x) {
+  const xfer_msg *msg;
+  bool done = false;
+
+  for (int i = 0; i < 100 && !done; i++) {
+    cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
+    while ((msg = xfer_multi_info_read(m, NULL)))
+      if (msg->x == x) {
+        cr_assert_eq(msg->result, XFER_OK, "%s", xfer_get_error_detail(x));
+        done = true;
+      }
+    if (!done)
+      cr_assert_eq(xfer_multi_poll(m, 50, NULL), XFER_M_OK);
+  }
+  cr_assert(done, "the transfer did not finish in 5 s");
+}
+
+/* A transfer to srv that the server holds until the test fetches
+ * /gather/2/bytes/3 itself; returns once the server has the request. */
+static xfer *held_by(xfer_multi *m, struct ts_server *srv) {
+  xfer *held = xs[nxs++] = xfer_new();
+  struct ts_stats st;
+  int rounds = 0;
+
+  cr_assert_not_null(held);
+  cr_assert_eq(xfer_set_url(held, th_url(ts_port(srv), "/gather/2/bytes/3")),
+               XFER_OK);
+  cr_assert_eq(xfer_multi_add(m, held), XFER_M_OK);
+  do { /* bounded: 5 s */
+    cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
+    cr_assert_eq(xfer_multi_poll(m, 50, NULL), XFER_M_OK);
+    ts_get_stats(srv, &st);
+  } while (st.requests < 1 && ++rounds < 100);
+  cr_assert_eq(st.requests, 1);
+  return held;
+}
+
+/* A multi with a transfer running is called again (that transfer's
+ * events and deadlines bring the calls), so the hold of a connection it
+ * keeps attached needs no deadline there: the multi keeps none, so its
+ * application's waits arm no kernel timer, and its first call after the
+ * hold lets the connection go. (An idle multi arms its timer for the
+ * hold: hold_time_releases_to_the_shared_side.) */
+TH_TEST(attached, a_busy_multi_lets_go_at_its_first_call_after_the_hold) {
+  struct ts_server *slow = ts_start(NULL);
+  xfer_pool *p;
+  xfer_multi *m;
+  xfer_pool_stats ps;
+  xfer *held;
+
+  th_clock_install(MS(1000), 0);
+  p = xfer_pool_new(&(xfer_pool_opts){.attach_hold_ms = 50});
+  m = xfer_multi_new(p);
+  held = held_by(m, slow);
+  run_until_done(m, get(m, "/bytes/1"));
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.attached, 1);
+  cr_assert_null(xfer__timer_heap_top(&m->loop.timers),
+                 "busy: no deadline, the hold's included");
+  th_clock_advance(MS(60));
+  cr_assert_eq(xfer_multi_perform(m, NULL), XFER_M_OK);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.attached, 0, "let go at the first call past the hold");
+  cr_assert_eq(ps.idle, 1, "on the shared side");
+  cr_assert(ts_fetch(slow, "/gather/2/bytes/3"));
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, held), XFER_OK, "%s", xfer_get_error_detail(held));
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+  ts_stop(slow);
+  th_clock_uninstall();
+}
+
+/* With a total limit, a transfer waiting for room counts on the hold's
+ * end (it does not ask the owner): a busy multi arms its timer for it,
+ * and the timer alone lets the connection go. */
+TH_TEST(attached, with_a_total_limit_a_busy_multi_times_the_hold) {
+  struct ts_server *slow = ts_start(NULL);
+  xfer_pool *p;
+  xfer_multi *m;
+  xfer_pool_stats ps;
+  struct xfer__timer_node *top;
+  xfer *held;
+
+  th_clock_install(MS(1000), 0);
+  p = xfer_pool_new(&(xfer_pool_opts){.attach_hold_ms = 50, .max_total = 8});
+  m = xfer_multi_new(p);
+  held = held_by(m, slow);
+  run_until_done(m, get(m, "/bytes/1"));
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.attached, 1);
+  top = xfer__timer_heap_top(&m->loop.timers);
+  cr_assert_not_null(top);
+  cr_assert_eq(top->deadline, th_clock_peek() + MS(50), "the hold's end");
+  th_clock_advance(MS(50));
+  cr_assert_eq(xfer_multi_socket_action(m, XFER_SOCKET_TIMEOUT, 0, NULL),
+               XFER_M_OK);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.attached, 0);
+  cr_assert_eq(ps.idle, 1);
+  cr_assert(ts_fetch(slow, "/gather/2/bytes/3"));
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, held), XFER_OK, "%s", xfer_get_error_detail(held));
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+  ts_stop(slow);
+  th_clock_uninstall();
+}
+
 /* A server that closes the idle connection makes its socket readable:
  * the attached connection is closed at once, and the next request opens
  * a new one without a failed attempt. */

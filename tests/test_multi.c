@@ -394,6 +394,70 @@ TH_TEST(multi, a_perform_from_a_timer_that_fired_early_arms_it_again) {
   cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
 }
 
+/* A call that leaves transfers running and no deadline at all tells -1
+ * to a timer it told before, once: left to fire, that timer would make
+ * every wait of the application's loop arm a kernel timer until then.
+ * A refused -1 is an error and is told again at the next call; a timer
+ * stopped that way is not stopped again by destroy. (An idle multi's
+ * timer is left to fire: timer_callback_hears_only_changes.) */
+static enum xfer__step deadline_then_none(struct tt *t, unsigned due) {
+  (void)due;
+  if (t->state++ == 0)
+    xfer__expire_in(t->x, XFER__EXPIRE_TOTAL, MS(10));
+  else
+    xfer__expire_clear(t->x, XFER__EXPIRE_TOTAL);
+  return XFER__STEP_AGAIN;
+}
+
+TH_TEST(multi, a_busy_multi_with_no_deadline_left_stops_its_timer) {
+  xfer_multi *m = xfer_multi_new(NULL);
+  struct th_timerrec tr;
+  struct tt *a = tt_new(1);
+  int running, sv[2];
+
+  th_clock_install(MS(1000), 0);
+  th_timerrec_init(&tr);
+  xfer_multi_set_timer_cb(m, th_timerrec_cb, &tr);
+  th_socketpair(sv);
+  a->close_fds[a->nclose++] = sv[0];
+  a->close_fds[a->nclose++] = sv[1];
+  tt_want(a, sv[0], XFER_POLL_IN);
+  a->on_run = deadline_then_none;
+  cr_assert_eq(xfer_multi_add(m, a->x), XFER_M_OK);
+  cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
+  cr_assert_eq(tr.count, 2);
+  cr_assert_eq(tr.timeouts[1], 10);
+  /* Its deadline goes; it still runs (waits for its socket). */
+  cr_assert_eq(xfer_multi_socket_action(m, sv[0], XFER_CSELECT_IN, &running),
+               XFER_M_OK);
+  cr_assert_eq(running, 1);
+  cr_assert_eq(tr.count, 3);
+  cr_assert_eq(tr.timeouts[2], -1, "no deadline left: the timer stops");
+  cr_assert_eq(xfer_multi_socket_action(m, sv[0], XFER_CSELECT_IN, &running),
+               XFER_M_OK);
+  cr_assert_eq(a->runs, 3);
+  cr_assert_eq(tr.count, 3, "told once");
+
+  /* Refused: an error, and told again at the next call. */
+  a->state = 0;
+  cr_assert_eq(xfer_multi_socket_action(m, sv[0], XFER_CSELECT_IN, &running),
+               XFER_M_OK);
+  cr_assert_eq(tr.count, 4);
+  cr_assert_eq(tr.timeouts[3], 10);
+  tr.answer = -1;
+  cr_assert_eq(xfer_multi_socket_action(m, sv[0], XFER_CSELECT_IN, &running),
+               XFER_M_TIMER_CALLBACK);
+  cr_assert_eq(tr.count, 5);
+  cr_assert_eq(tr.timeouts[4], -1);
+  tr.answer = 0;
+  cr_assert_eq(xfer_multi_socket_action(m, 77, XFER_CSELECT_IN, &running),
+               XFER_M_OK); /* runs nothing */
+  cr_assert_eq(tr.count, 6);
+  cr_assert_eq(tr.timeouts[5], -1);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(tr.count, 6, "stopped already: destroy tells nothing");
+}
+
 TH_TEST(multi, timeout_is_rounded_up_to_whole_milliseconds) {
   xfer_multi *m = xfer_multi_new(NULL);
   struct th_timerrec tr;

@@ -534,7 +534,10 @@ typedef struct xfer_pool_opts {
    * to the same destination) before it goes to the shared side, unless
    * another thread asks for it first. 0: the default, 100 ms; negative:
    * never attach (every connection goes back to the shared side at
-   * once). */
+   * once). A multi with transfers running lets it go at its first call
+   * after the hold (those transfers' events bring the calls; no timer is
+   * armed for it); an idle multi, or any multi of a pool with max_total,
+   * arms its timer for the hold's end. */
   int attach_hold_ms;
   /* How long a transfer waits for a connection attached to another multi
    * (whose owner it asked to release it) before it opens one of its own,
@@ -650,10 +653,13 @@ typedef int (*xfer_socket_cb)(xfer_multi *multi, int fd, int what,
  * the next deadline is told then (so the callback runs about once per
  * deadline reached, not once per request). The timer is taken as one-shot:
  * after a timeout action the callback is told again if a deadline
- * remains. -1 (no timer needed) comes only from xfer_multi_destroy(),
- * when the callback was told a timeout before. Return 0; any other value
- * makes the xfer_multi_* call that triggered it return
- * XFER_M_TIMER_CALLBACK.
+ * remains. -1 (stop the timer) comes when no deadline is left while
+ * transfers run and a timer told before may still be armed (left armed,
+ * it would make each wait of the loop arm a kernel timer until it
+ * fired), and from xfer_multi_destroy() when the callback was told a
+ * timeout before; an idle multi's timer is left to fire. Return 0; any
+ * other value makes the xfer_multi_* call that triggered it return
+ * XFER_M_TIMER_CALLBACK (a refused -1 is told again at the next call).
  */
 typedef int (*xfer_timer_cb)(xfer_multi *multi, long timeout_ms, void *userp);
 
