@@ -14,12 +14,15 @@
  * The hold end is seen at the end of every call of the multi
  * (xfer__attached_settle()). A multi with transfers running is called
  * again (their sockets and deadlines bring the calls), so its holds need
- * no deadline of their own: a busy multi that only reuses connections
- * then keeps no deadline at all, and its application's wait arms no
- * kernel timer (about 0.5 us a wait, measured in tests/bench). An idle
- * multi, or one whose pool has a total limit (a transfer waiting for room
- * counts on the hold end, and does not ask the owner), keeps the multi's
- * timer for the oldest's hold end.
+ * no deadline of their own: a busy multi whose transfers set none keeps
+ * no deadline at all, and its application's wait arms no kernel timer
+ * (about 0.5 us a wait, measured in tests/bench). An idle multi, or one
+ * whose pool has a total limit (a transfer waiting for room counts on
+ * the hold end, and does not ask the owner), sets the multi's timer for
+ * the oldest's hold end. A busy multi clears a timer set at an idle
+ * moment, unless it goes idle often (one transfer after the other): it
+ * would set it, and its application be told, again at every transfer's
+ * end.
  *
  * Protected by: nothing here; the list belongs to the multi's thread. The
  * pool side (the bundle's attached list) is under the bundle lock.
@@ -49,6 +52,10 @@ struct xfer__attached {
   struct xfer__list conns; /* xfer__conn.owner_node, oldest first */
   size_t count;
   struct xfer__pool_tally *tally; /* the multi's, in the pool */
+  /* The last call that ended idle with connections attached (it set the
+   * timer), and whether it came within a hold of the one before. */
+  xfer__time last_idle;
+  bool idle_often;
 };
 
 void xfer__attached_init(struct xfer__attached *a, struct xfer__loop *loop,
@@ -91,11 +98,13 @@ struct xfer__conn *xfer__attached_take_trusted(struct xfer__attached *a,
 /* Its timer fired: releases what was held long enough. */
 void xfer__attached_run(struct xfer__attached *a, xfer__time now);
 /* At the end of each call of the multi: releases what was held long
- * enough, and where `timed` (the multi is idle, or its pool has a total
- * limit) sets the timer for the oldest's hold end (never later than one
- * set already). */
+ * enough. Sets the timer for the oldest's hold end (never later than one
+ * set already) where the multi is idle (not `busy`: no transfer running)
+ * or its pool has a total limit; a busy multi clears one set at a rare
+ * idle moment, and leaves one of a multi that goes idle often (within a
+ * hold of the last time). */
 void xfer__attached_settle(struct xfer__attached *a, xfer__time now,
-                           bool timed);
+                           bool busy);
 
 /* Releases those another thread asked for (the loop's wake-up fired). */
 void xfer__attached_release_requested(struct xfer__attached *a,

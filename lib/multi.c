@@ -444,9 +444,7 @@ static xfer_mcode update_timer(xfer_multi *m, xfer__time now) {
  * connections' hold ends (attached.h: a busy multi's need no deadline),
  * then the application's timer. */
 static xfer_mcode settle(xfer_multi *m, xfer__time now) {
-  xfer__attached_settle(&m->attached, now,
-                        !m->running ||
-                            xfer__pool_total_limited(m->loop.pool));
+  xfer__attached_settle(&m->attached, now, m->running > 0);
   return update_timer(m, now);
 }
 

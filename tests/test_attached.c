@@ -184,8 +184,9 @@ static xfer *held_by(xfer_multi *m, struct ts_server *srv) {
  * events and deadlines bring the calls), so the hold of a connection it
  * keeps attached needs no deadline there: the multi keeps none, so its
  * application's waits arm no kernel timer, and its first call after the
- * hold lets the connection go. (An idle multi arms its timer for the
- * hold: hold_time_releases_to_the_shared_side.) */
+ * hold lets the connection go. The timer set when the multi was idle for
+ * a moment (a first transfer ended) goes once it is busy again. (An idle
+ * multi times the hold: hold_time_releases_to_the_shared_side.) */
 TH_TEST(attached, a_busy_multi_lets_go_at_its_first_call_after_the_hold) {
   struct ts_server *slow = ts_start(NULL);
   xfer_pool *p;
@@ -196,7 +197,10 @@ TH_TEST(attached, a_busy_multi_lets_go_at_its_first_call_after_the_hold) {
   th_clock_install(MS(1000), 0);
   p = xfer_pool_new(&(xfer_pool_opts){.attach_hold_ms = 50});
   m = xfer_multi_new(p);
+  run_until_done(m, get(m, "/bytes/1"));
+  cr_assert_not_null(xfer__timer_heap_top(&m->loop.timers), "idle: timed");
   held = held_by(m, slow);
+  cr_assert_null(xfer__timer_heap_top(&m->loop.timers), "busy: cleared");
   run_until_done(m, get(m, "/bytes/1"));
   xfer_pool_get_stats(p, &ps);
   cr_assert_eq(ps.attached, 1);
@@ -207,6 +211,34 @@ TH_TEST(attached, a_busy_multi_lets_go_at_its_first_call_after_the_hold) {
   xfer_pool_get_stats(p, &ps);
   cr_assert_eq(ps.attached, 0, "let go at the first call past the hold");
   cr_assert_eq(ps.idle, 1, "on the shared side");
+  cr_assert(ts_fetch(slow, "/gather/2/bytes/3"));
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, held), XFER_OK, "%s", xfer_get_error_detail(held));
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+  ts_stop(slow);
+  th_clock_uninstall();
+}
+
+/* A multi that goes idle often (one transfer after the other) keeps the
+ * timer set at its last idle moment while busy: cleared, it would be set
+ * and told again at the next transfer's end. */
+TH_TEST(attached, a_multi_idle_often_keeps_the_hold_timer_while_busy) {
+  struct ts_server *slow = ts_start(NULL);
+  xfer_pool *p;
+  xfer_multi *m;
+  struct xfer__timer_node *top;
+  xfer *held;
+
+  th_clock_install(MS(1000), 0);
+  p = xfer_pool_new(&(xfer_pool_opts){.attach_hold_ms = 50});
+  m = xfer_multi_new(p);
+  run_until_done(m, get(m, "/bytes/1"));
+  run_until_done(m, get(m, "/bytes/1")); /* idle again within the hold */
+  held = held_by(m, slow);
+  top = xfer__timer_heap_top(&m->loop.timers);
+  cr_assert_not_null(top, "kept while busy");
+  cr_assert_eq(top->deadline, th_clock_peek() + MS(50), "the hold's end");
   cr_assert(ts_fetch(slow, "/gather/2/bytes/3"));
   th_run(m, 5000);
   cr_assert_eq(th_result(m, held), XFER_OK, "%s", xfer_get_error_detail(held));
