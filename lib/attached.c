@@ -96,29 +96,21 @@ void xfer__attached_run(struct xfer__attached *a, xfer__time now) {
 
 void xfer__attached_settle(struct xfer__attached *a, xfer__time now,
                            bool busy) {
-  xfer__time hold = xfer__pool_attach_hold(a->loop->pool), at;
   struct xfer__conn *oldest;
+  xfer__time at;
 
   release_held_out(a, now);
-  if (busy && !xfer__pool_total_limited(a->loop->pool)) {
-    /* Its transfers bring the next calls: no deadline is needed. One set
-     * when the multi was last idle stays where that happens often (one
-     * transfer after the other: it would be set, and told, again at the
-     * next transfer's end), and goes where it was a rare moment (every
-     * transfer of a busy multi ended in one turn of its loop). */
-    if (!a->idle_often &&
-        a->timer->at[XFER__EXPIRE_ATTACHED] != XFER__TIME_NEVER)
+  if (busy && !xfer__pool_limited(a->loop->pool)) {
+    /* Its transfers bring the next calls: no deadline is needed, and one
+     * set while it was idle goes. */
+    if (a->timer->at[XFER__EXPIRE_ATTACHED] != XFER__TIME_NEVER)
       xfer__expiry_clear(&a->loop->timers, a->timer, XFER__EXPIRE_ATTACHED);
     return;
   }
   if (xfer__list_empty(&a->conns))
     return; /* an expiry set earlier stays: it fires and finds nothing */
-  if (!busy) {
-    a->idle_often = now - a->last_idle < hold;
-    a->last_idle = now;
-  }
   oldest = XFER__CONTAINER_OF(a->conns.next, struct xfer__conn, owner_node);
-  at = oldest->attached_at + hold;
+  at = oldest->attached_at + xfer__pool_attach_hold(a->loop->pool);
   /* Only ever earlier: one that fires before the oldest's end finds
    * nothing due, and the call it brings sets the next. */
   if (at < a->timer->at[XFER__EXPIRE_ATTACHED])

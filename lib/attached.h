@@ -16,13 +16,13 @@
  * again (their sockets and deadlines bring the calls), so its holds need
  * no deadline of their own: a busy multi whose transfers set none keeps
  * no deadline at all, and its application's wait arms no kernel timer
- * (about 0.5 us a wait, measured in tests/bench). An idle multi, or one
- * whose pool has a total limit (a transfer waiting for room counts on
- * the hold end, and does not ask the owner), sets the multi's timer for
- * the oldest's hold end. A busy multi clears a timer set at an idle
- * moment, unless it goes idle often (one transfer after the other): it
- * would set it, and its application be told, again at every transfer's
- * end.
+ * (about 0.5 us a wait, measured in tests/bench). An idle multi sets the
+ * multi's timer for the oldest's hold end, and so does every multi of a
+ * pool with a limit: a transfer waiting for room, or at its
+ * destination's limit without asking the owner (attached_wait_ms < 0, or
+ * a retry), counts on the hold end. A busy multi of a pool without limits
+ * clears the timer it set when it was idle (the multi's timer callback
+ * then hears -1, at most once per XFER__TIMER_STOP_EVERY_MS: multi.h).
  *
  * Protected by: nothing here; the list belongs to the multi's thread. The
  * pool side (the bundle's attached list) is under the bundle lock.
@@ -52,10 +52,6 @@ struct xfer__attached {
   struct xfer__list conns; /* xfer__conn.owner_node, oldest first */
   size_t count;
   struct xfer__pool_tally *tally; /* the multi's, in the pool */
-  /* The last call that ended idle with connections attached (it set the
-   * timer), and whether it came within a hold of the one before. */
-  xfer__time last_idle;
-  bool idle_often;
 };
 
 void xfer__attached_init(struct xfer__attached *a, struct xfer__loop *loop,
@@ -100,9 +96,8 @@ void xfer__attached_run(struct xfer__attached *a, xfer__time now);
 /* At the end of each call of the multi: releases what was held long
  * enough. Sets the timer for the oldest's hold end (never later than one
  * set already) where the multi is idle (not `busy`: no transfer running)
- * or its pool has a total limit; a busy multi clears one set at a rare
- * idle moment, and leaves one of a multi that goes idle often (within a
- * hold of the last time). */
+ * or its pool has a limit; a busy multi of a pool without limits clears
+ * it. */
 void xfer__attached_settle(struct xfer__attached *a, xfer__time now,
                            bool busy);
 

@@ -380,15 +380,17 @@ static xfer__time run_dirty(xfer_multi *m, xfer__time now) {
  * -1. Left to fire, it would find nothing due, and until it fired its
  * application's every wait would arm a kernel timer (epoll_wait with a
  * timeout: about 0.5 us a wait in tests/bench), where a busy multi waits
- * about once a request. An idle multi's timer is left to fire: it waits
- * seldom, and telling -1 there would double the tellings of an
- * application that runs one transfer after the other, each with a
- * deadline.
+ * about once a request. At most once per XFER__TIMER_STOP_EVERY_MS
+ * (multi.h), so deadlines that come and go with every request cost no
+ * more than that; a timer not stopped fires and finds nothing. An idle
+ * multi's timer is left to fire: it waits seldom, and telling -1 there
+ * would double the tellings of an application that runs one transfer
+ * after the other, each with a deadline.
  */
-static xfer_mcode stop_timer(xfer_multi *m) {
+static xfer_mcode stop_timer(xfer_multi *m, xfer__time now) {
   int rc;
 
-  if (m->timer_armed == XFER__TIME_NEVER)
+  if (m->timer_armed == XFER__TIME_NEVER || now < m->timer_stop_after)
     return XFER_M_OK;
   m->stats.timer_cb_calls++;
   xfer__loop_callback_enter(&m->loop);
@@ -398,6 +400,7 @@ static xfer_mcode stop_timer(xfer_multi *m) {
     return XFER_M_TIMER_CALLBACK;
   m->timer_armed = XFER__TIME_NEVER;
   m->timer_held = false;
+  m->timer_stop_after = now + XFER__TIMER_STOP_EVERY_MS * XFER__NS_PER_MS;
   return XFER_M_OK;
 }
 
@@ -420,7 +423,7 @@ static xfer_mcode update_timer(xfer_multi *m, xfer__time now) {
   if (!m->timer_cb)
     return XFER_M_OK;
   if (!top && m->running)
-    return stop_timer(m);
+    return stop_timer(m, now);
   if (deadline >= m->timer_armed)
     return XFER_M_OK;
   m->timer_armed = deadline;
@@ -622,8 +625,8 @@ xfer_mcode xfer_multi_add(xfer_multi *m, xfer *x) {
     xfer__expiry_set(&m->loop.timers, &x->expiry, XFER__EXPIRE_RUN_NOW,
                      x->now);
   xfer__mev_resync(&m->loop.ev);
-  /* No settle(): an add attaches nothing and releases nothing (no
-   * REMOVE inside it); the holds stay as the last call left them. */
+  /* No settle(): the add's transfer brings the next call (it waits for
+   * IN on a socket, or for the 0 ms timer), which settles the holds. */
   return update_timer(m, now);
 }
 

@@ -22,6 +22,14 @@
  * that one call never carries a stale `now` far (brief rule 2). */
 #define XFER__CLOCK_REFRESH_EVERY 16
 
+/* The timer callback hears -1 (no deadline left while transfers run) at
+ * most once per this many ms: deadlines that come and go with every
+ * request (the connect timeout of each new connection to a server that
+ * closes them; the attach hold of a multi that runs one transfer after
+ * the other) would otherwise cost a -1 and a new timeout each (multi.c,
+ * stop_timer()). A tunable constant. */
+#define XFER__TIMER_STOP_EVERY_MS 100
+
 /* Internal transfers of every multi, each with a timer node: the shutdown,
  * attached and resolver handles. */
 #define XFER__INTERNAL_HANDLES 3
@@ -48,6 +56,8 @@ struct xfer_multi {
    * timer that already fired costs nothing, a missed one leaves a timer
    * that fires on a freed multi. */
   bool timer_held;
+  /* No -1 is told before this time (XFER__TIMER_STOP_EVERY_MS). */
+  xfer__time timer_stop_after;
 
   struct xfer__list xfers; /* every transfer added */
   size_t num_xfers;

@@ -75,10 +75,6 @@ bool xfer__pool_limited(const xfer_pool *pool) {
   return pool->max_per_destination > 0 || pool->max_total > 0;
 }
 
-bool xfer__pool_total_limited(const xfer_pool *pool) {
-  return pool->max_total > 0;
-}
-
 xfer__time xfer__pool_attach_hold(const xfer_pool *pool) {
   return pool->attach_hold;
 }

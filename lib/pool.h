@@ -265,9 +265,6 @@ void xfer__pool_detach(xfer_pool *pool, struct xfer__pool_tally *tally);
 bool xfer__pool_valid(const xfer_pool *pool);
 /* Does the pool limit connections (so transfers may have to wait)? */
 bool xfer__pool_limited(const xfer_pool *pool);
-/* Does it limit them in all (so a transfer may wait for room that an
- * attached connection's hold end makes)? */
-bool xfer__pool_total_limited(const xfer_pool *pool);
 
 /*
  * Test hooks: points inside the pool's race windows and its sweep, where a

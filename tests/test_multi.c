@@ -397,9 +397,11 @@ TH_TEST(multi, a_perform_from_a_timer_that_fired_early_arms_it_again) {
 /* A call that leaves transfers running and no deadline at all tells -1
  * to a timer it told before, once: left to fire, that timer would make
  * every wait of the application's loop arm a kernel timer until then.
- * A refused -1 is an error and is told again at the next call; a timer
- * stopped that way is not stopped again by destroy. (An idle multi's
- * timer is left to fire: timer_callback_hears_only_changes.) */
+ * At most once per XFER__TIMER_STOP_EVERY_MS: a deadline that comes and
+ * goes with every request would cost a -1 and a timeout each. A refused
+ * -1 is an error and is told again at the next call; a timer stopped
+ * that way is not stopped again by destroy. (An idle multi's timer is
+ * left to fire: timer_callback_hears_only_changes.) */
 static enum xfer__step deadline_then_none(struct tt *t, unsigned due) {
   (void)due;
   if (t->state++ == 0)
@@ -438,14 +440,23 @@ TH_TEST(multi, a_busy_multi_with_no_deadline_left_stops_its_timer) {
   cr_assert_eq(a->runs, 3);
   cr_assert_eq(tr.count, 3, "told once");
 
-  /* Refused: an error, and told again at the next call. */
+  /* A deadline again, and gone again at once: no second -1 so soon. */
   a->state = 0;
   cr_assert_eq(xfer_multi_socket_action(m, sv[0], XFER_CSELECT_IN, &running),
                XFER_M_OK);
   cr_assert_eq(tr.count, 4);
   cr_assert_eq(tr.timeouts[3], 10);
-  tr.answer = -1;
+  th_clock_advance(MS(XFER__TIMER_STOP_EVERY_MS) - 1);
   cr_assert_eq(xfer_multi_socket_action(m, sv[0], XFER_CSELECT_IN, &running),
+               XFER_M_OK);
+  cr_assert_eq(tr.count, 4, "one -1 per %d ms at most",
+               XFER__TIMER_STOP_EVERY_MS);
+
+  /* Past that, the next call tells it. Refused: an error, and told
+   * again at the next call. */
+  th_clock_advance(1);
+  tr.answer = -1;
+  cr_assert_eq(xfer_multi_socket_action(m, 77, XFER_CSELECT_IN, &running),
                XFER_M_TIMER_CALLBACK);
   cr_assert_eq(tr.count, 5);
   cr_assert_eq(tr.timeouts[4], -1);

@@ -536,8 +536,8 @@ typedef struct xfer_pool_opts {
    * never attach (every connection goes back to the shared side at
    * once). A multi with transfers running lets it go at its first call
    * after the hold (those transfers' events bring the calls; no timer is
-   * armed for it); an idle multi, or any multi of a pool with max_total,
-   * arms its timer for the hold's end. */
+   * armed for it); an idle multi, or any multi of a pool with max_total
+   * or max_per_destination, arms its timer for the hold's end. */
   int attach_hold_ms;
   /* How long a transfer waits for a connection attached to another multi
    * (whose owner it asked to release it) before it opens one of its own,
@@ -648,18 +648,19 @@ typedef int (*xfer_socket_cb)(xfer_multi *multi, int fd, int what,
  * Told when the multi needs a timer earlier than the one armed: call
  * xfer_multi_socket_action(multi, XFER_SOCKET_TIMEOUT, 0, ...) once
  * timeout_ms milliseconds have passed (0: as soon as possible), replacing
- * any timer set before. A deadline that moves later or goes away is not
- * told: the armed timer fires, the timeout action finds nothing due, and
- * the next deadline is told then (so the callback runs about once per
- * deadline reached, not once per request). The timer is taken as one-shot:
- * after a timeout action the callback is told again if a deadline
- * remains. -1 (stop the timer) comes when no deadline is left while
- * transfers run and a timer told before may still be armed (left armed,
- * it would make each wait of the loop arm a kernel timer until it
- * fired), and from xfer_multi_destroy() when the callback was told a
- * timeout before; an idle multi's timer is left to fire. Return 0; any
- * other value makes the xfer_multi_* call that triggered it return
- * XFER_M_TIMER_CALLBACK (a refused -1 is told again at the next call).
+ * any timer set before. A deadline that moves later is not told: the
+ * armed timer fires, the timeout action finds nothing due, and the next
+ * deadline is told then (so the callback runs about once per deadline
+ * reached, not once per request). The timer is taken as one-shot: after
+ * a timeout action the callback is told again if a deadline remains.
+ * When no deadline is left while transfers run, a timer told before
+ * that may still be armed is told -1 (stop it), at most once per 100 ms
+ * (left armed, it would make each wait of the loop arm a kernel timer
+ * until it fired); an idle multi's timer is left to fire.
+ * xfer_multi_destroy() tells -1 when a timeout was told and no -1 since.
+ * Return 0; any other value makes the xfer_multi_* call that triggered
+ * it return XFER_M_TIMER_CALLBACK (a refused -1 is told again at the next
+ * call).
  */
 typedef int (*xfer_timer_cb)(xfer_multi *multi, long timeout_ms, void *userp);
 
@@ -698,7 +699,7 @@ XFER_EXTERN xfer_mcode xfer_multi_set_dns_timeout(xfer_multi *multi,
  * connections go to the pool; a private pool is destroyed. It waits for
  * its graceful closes to end, at most 2 s after each began. The socket
  * callback gets REMOVE for every watched socket, the timer callback -1
- * if it was ever told a timeout.
+ * if it was told a timeout and no -1 since.
  * Returns XFER_M_OK (also for NULL); XFER_M_BAD_HANDLE when multi is not
  * a multi; XFER_M_RECURSIVE_API_CALL from inside one of its callbacks.
  * On failure, nothing is changed.
