@@ -182,6 +182,19 @@ static xfer *held_by(xfer_multi *m, struct ts_server *srv) {
   return held;
 }
 
+/* Lets slow answer held (held_by()), runs m until it is done, and ends
+ * the test's multi, pool, server and clock. */
+static void finish_held(xfer_multi *m, xfer_pool *p, struct ts_server *slow,
+                        xfer *held) {
+  cr_assert(ts_fetch(slow, "/gather/2/bytes/3"));
+  th_run(m, 5000);
+  cr_assert_eq(th_result(m, held), XFER_OK, "%s", xfer_get_error_detail(held));
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+  ts_stop(slow);
+  th_clock_uninstall();
+}
+
 /* A multi with a transfer running is called again (that transfer's
  * events and deadlines bring the calls), so the hold of a connection it
  * keeps attached needs no deadline there: the multi keeps none, so its
@@ -213,13 +226,7 @@ TH_TEST(attached, a_busy_multi_lets_go_at_its_first_call_after_the_hold) {
   xfer_pool_get_stats(p, &ps);
   cr_assert_eq(ps.attached, 0, "let go at the first call past the hold");
   cr_assert_eq(ps.idle, 1, "on the shared side");
-  cr_assert(ts_fetch(slow, "/gather/2/bytes/3"));
-  th_run(m, 5000);
-  cr_assert_eq(th_result(m, held), XFER_OK, "%s", xfer_get_error_detail(held));
-  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
-  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
-  ts_stop(slow);
-  th_clock_uninstall();
+  finish_held(m, p, slow, held);
 }
 
 static int64_t real_ms(void) {
@@ -327,13 +334,7 @@ static void busy_multi_times_the_hold(const xfer_pool_opts *opts) {
   xfer_pool_get_stats(p, &ps);
   cr_assert_eq(ps.attached, 0);
   cr_assert_eq(ps.idle, 1);
-  cr_assert(ts_fetch(slow, "/gather/2/bytes/3"));
-  th_run(m, 5000);
-  cr_assert_eq(th_result(m, held), XFER_OK, "%s", xfer_get_error_detail(held));
-  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
-  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
-  ts_stop(slow);
-  th_clock_uninstall();
+  finish_held(m, p, slow, held);
 }
 
 TH_TEST(attached, with_a_total_limit_a_busy_multi_times_the_hold) {

@@ -302,6 +302,25 @@ TH_TEST(multi, setting_the_same_timer_callback_again_keeps_its_timer) {
   cr_assert_eq(other.timeouts[other.count - 1], -1);
 }
 
+/* A test transfer that waits for IN on its own socket pair and runs
+ * `on_run`, in a multi whose timer callback records into tr, on a test
+ * clock that stands still at 1000 ms. Returns the pair's first fd. */
+static int timed_on_a_socket(xfer_multi *m, struct th_timerrec *tr,
+                             struct tt *a,
+                             enum xfer__step (*on_run)(struct tt *, unsigned)) {
+  int sv[2];
+
+  th_clock_install(MS(1000), 0);
+  th_timerrec_init(tr);
+  xfer_multi_set_timer_cb(m, th_timerrec_cb, tr);
+  th_socketpair(sv);
+  a->close_fds[a->nclose++] = sv[0];
+  a->close_fds[a->nclose++] = sv[1];
+  tt_want(a, sv[0], XFER_POLL_IN);
+  a->on_run = on_run;
+  return sv[0];
+}
+
 /* Deadlines that move later are not told one by one: the armed timer
  * fires, and the next deadline is told then. One that moves earlier is
  * told at once. xfer_multi_destroy() stops a timer still armed (-1). */
@@ -316,16 +335,8 @@ TH_TEST(multi, timer_callback_hears_a_later_deadline_only_when_it_fires) {
   xfer_multi *m = xfer_multi_new(NULL);
   struct th_timerrec tr;
   struct tt *a = tt_new(1);
-  int running, sv[2];
+  int running, fd = timed_on_a_socket(m, &tr, a, move_deadline);
 
-  th_clock_install(MS(1000), 0);
-  th_timerrec_init(&tr);
-  xfer_multi_set_timer_cb(m, th_timerrec_cb, &tr);
-  th_socketpair(sv);
-  a->close_fds[a->nclose++] = sv[0];
-  a->close_fds[a->nclose++] = sv[1];
-  tt_want(a, sv[0], XFER_POLL_IN);
-  a->on_run = move_deadline;
   xfer_multi_add(m, a->x);
   cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
   cr_assert_eq(tr.count, 2);
@@ -334,9 +345,9 @@ TH_TEST(multi, timer_callback_hears_a_later_deadline_only_when_it_fires) {
   for (int i = 0; i < 5; i++)
     cr_assert_eq(xfer_multi_socket_action(m, 77, XFER_CSELECT_IN, &running),
                  XFER_M_OK) /* 77: not a socket of a: a is not run */;
-  cr_assert_eq(xfer_multi_socket_action(m, sv[0], XFER_CSELECT_IN, &running),
+  cr_assert_eq(xfer_multi_socket_action(m, fd, XFER_CSELECT_IN, &running),
                XFER_M_OK); /* runs a: deadline 1020 */
-  cr_assert_eq(xfer_multi_socket_action(m, sv[0], XFER_CSELECT_IN, &running),
+  cr_assert_eq(xfer_multi_socket_action(m, fd, XFER_CSELECT_IN, &running),
                XFER_M_OK); /* 1030 */
   cr_assert_eq(a->runs, 3);
   cr_assert_eq(tr.count, 2, "later deadlines are not told");
@@ -348,7 +359,7 @@ TH_TEST(multi, timer_callback_hears_a_later_deadline_only_when_it_fires) {
   cr_assert_eq(tr.timeouts[2], 20);
   /* A deadline earlier than the armed one is told at once. */
   a->user = a;
-  cr_assert_eq(xfer_multi_socket_action(m, sv[0], XFER_CSELECT_IN, &running),
+  cr_assert_eq(xfer_multi_socket_action(m, fd, XFER_CSELECT_IN, &running),
                XFER_M_OK); /* 1015 */
   cr_assert_eq(tr.count, 4);
   cr_assert_eq(tr.timeouts[3], 5);
@@ -415,39 +426,31 @@ TH_TEST(multi, a_busy_multi_with_no_deadline_left_stops_its_timer) {
   xfer_multi *m = xfer_multi_new(NULL);
   struct th_timerrec tr;
   struct tt *a = tt_new(1);
-  int running, sv[2];
+  int running, fd = timed_on_a_socket(m, &tr, a, deadline_then_none);
 
-  th_clock_install(MS(1000), 0);
-  th_timerrec_init(&tr);
-  xfer_multi_set_timer_cb(m, th_timerrec_cb, &tr);
-  th_socketpair(sv);
-  a->close_fds[a->nclose++] = sv[0];
-  a->close_fds[a->nclose++] = sv[1];
-  tt_want(a, sv[0], XFER_POLL_IN);
-  a->on_run = deadline_then_none;
   cr_assert_eq(xfer_multi_add(m, a->x), XFER_M_OK);
   cr_assert_eq(xfer_multi_socket_timeout(m, &running), XFER_M_OK);
   cr_assert_eq(tr.count, 2);
   cr_assert_eq(tr.timeouts[1], 10);
   /* Its deadline goes; it still runs (waits for its socket). */
-  cr_assert_eq(xfer_multi_socket_action(m, sv[0], XFER_CSELECT_IN, &running),
+  cr_assert_eq(xfer_multi_socket_action(m, fd, XFER_CSELECT_IN, &running),
                XFER_M_OK);
   cr_assert_eq(running, 1);
   cr_assert_eq(tr.count, 3);
   cr_assert_eq(tr.timeouts[2], -1, "no deadline left: the timer stops");
-  cr_assert_eq(xfer_multi_socket_action(m, sv[0], XFER_CSELECT_IN, &running),
+  cr_assert_eq(xfer_multi_socket_action(m, fd, XFER_CSELECT_IN, &running),
                XFER_M_OK);
   cr_assert_eq(a->runs, 3);
   cr_assert_eq(tr.count, 3, "told once");
 
   /* A deadline again, and gone again at once: no second -1 so soon. */
   a->state = 0;
-  cr_assert_eq(xfer_multi_socket_action(m, sv[0], XFER_CSELECT_IN, &running),
+  cr_assert_eq(xfer_multi_socket_action(m, fd, XFER_CSELECT_IN, &running),
                XFER_M_OK);
   cr_assert_eq(tr.count, 4);
   cr_assert_eq(tr.timeouts[3], 10);
   th_clock_advance(MS(XFER__TIMER_STOP_EVERY_MS) - 1);
-  cr_assert_eq(xfer_multi_socket_action(m, sv[0], XFER_CSELECT_IN, &running),
+  cr_assert_eq(xfer_multi_socket_action(m, fd, XFER_CSELECT_IN, &running),
                XFER_M_OK);
   cr_assert_eq(tr.count, 4, "one -1 per %d ms at most",
                XFER__TIMER_STOP_EVERY_MS);

@@ -1003,10 +1003,39 @@ def why_missed(out, missed):
                          "days move by more than it shows." % (
                              fmt(span[0], 3), fmt(span[1], 3)))
             L.append(line)
+        elif target.startswith("CPU/req <= 0.5x libcurl"):
+            L.append(why_libcurl(out, target))
         else:
             L.append("- %s: this run does not say why; see the figures "
                      "above and the issue's notes." % target)
     return L
+
+
+def why_libcurl(out, target):
+    """libxfer / libcurl over 0.5: libcurl's user time is many times
+    libxfer's, but the kernel's part of a request, about the same for
+    both, is most of libxfer's CPU."""
+    for cell in out["cells"]:
+        label = "T=%d C=%d %s" % (cell["threads"], cell["per_thread"],
+                                  cell["body"])
+        if not target.endswith(", " + label):
+            continue
+        x, c = cell["clients"]["xfer-shared"], cell["clients"]["curl"]
+        keys = ("user_us_per_req", "sys_us_per_req", "epoll_waits_per_req")
+        if any(x.get(k) is None or c.get(k) is None for k in keys):
+            break
+        return ("- %s: libcurl's user time a request is %s us against "
+                "libxfer's %s, but the kernel's is %s us against %s: "
+                "libcurl, slower, finds more answers ready at each wait "
+                "(%s epoll_wait a request against libxfer's %s), and the "
+                "kernel's part, most of either client's CPU on this "
+                "machine, does not halve with the user time." % (
+                    target, fmt(c["user_us_per_req"]),
+                    fmt(x["user_us_per_req"]), fmt(c["sys_us_per_req"]),
+                    fmt(x["sys_us_per_req"]), fmt(c["epoll_waits_per_req"]),
+                    fmt(x["epoll_waits_per_req"])))
+    return ("- %s: this run does not say why; see the figures above and "
+            "the issue's notes." % target)
 
 
 if __name__ == "__main__":
