@@ -100,9 +100,11 @@ void xfer__attached_settle(struct xfer__attached *a, xfer__time now,
   xfer__time at;
 
   release_held_out(a, now);
-  if (busy && !xfer__pool_limited(a->loop->pool)) {
-    /* Its transfers bring the next calls: no deadline is needed, and one
-     * set while it was idle goes. */
+  if (busy && !xfer__pool_limited(a->loop->pool) &&
+      xfer__pool_attached_wait(a->loop->pool)) {
+    /* Its transfers bring the next calls, and a transfer of another
+     * multi that wants the connection asks for it (the wake-up): no
+     * deadline is needed, and one set while it was idle goes. */
     if (a->timer->at[XFER__EXPIRE_ATTACHED] != XFER__TIME_NEVER)
       xfer__expiry_clear(&a->loop->timers, a->timer, XFER__EXPIRE_ATTACHED);
     return;

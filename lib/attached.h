@@ -18,11 +18,13 @@
  * no deadline at all, and its application's wait arms no kernel timer
  * (about 0.5 us a wait, measured in tests/bench). An idle multi sets the
  * multi's timer for the oldest's hold end, and so does every multi of a
- * pool with a limit: a transfer waiting for room, or at its
- * destination's limit without asking the owner (attached_wait_ms < 0, or
- * a retry), counts on the hold end. A busy multi of a pool without limits
- * clears the timer it set when it was idle (the multi's timer callback
- * then hears -1, at most once per XFER__TIMER_STOP_EVERY_MS: multi.h).
+ * pool with a limit, or whose transfers do not ask for attached
+ * connections (attached_wait_ms < 0): a transfer waiting for room, at
+ * its destination's limit without asking (a retry, say), or opening its
+ * own for want of asking, counts on the hold end. A busy multi of any
+ * other pool clears the timer it set when it was idle (the multi's timer
+ * callback then hears -1, at most once per XFER__TIMER_STOP_EVERY_MS:
+ * multi.h).
  *
  * Protected by: nothing here; the list belongs to the multi's thread. The
  * pool side (the bundle's attached list) is under the bundle lock.
@@ -93,11 +95,12 @@ struct xfer__conn *xfer__attached_take_trusted(struct xfer__attached *a,
 
 /* Its timer fired: releases what was held long enough. */
 void xfer__attached_run(struct xfer__attached *a, xfer__time now);
-/* At the end of each call of the multi: releases what was held long
- * enough. Sets the timer for the oldest's hold end (never later than one
- * set already) where the multi is idle (not `busy`: no transfer running)
- * or its pool has a limit; a busy multi of a pool without limits clears
- * it. */
+/* At the end of each call of the multi that runs transfers: releases
+ * what was held long enough. Sets the timer for the oldest's hold end
+ * (never later than one set already) where the multi is idle (not
+ * `busy`: no transfer running), or its pool has a limit or does not let
+ * transfers ask for attached connections; a busy multi of any other pool
+ * clears it. */
 void xfer__attached_settle(struct xfer__attached *a, xfer__time now,
                            bool busy);
 

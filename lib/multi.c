@@ -407,8 +407,9 @@ static xfer_mcode stop_timer(xfer_multi *m, xfer__time now) {
 /*
  * Tells the timer callback when the earliest deadline is earlier than the
  * one the application's timer is armed for (or none is armed). A deadline
- * that moved later, or went away, is not told: the armed timer fires,
- * finds nothing due, and the next deadline is told then. Deadlines move
+ * that moved later is not told: the armed timer fires, finds nothing due,
+ * and the next deadline is told then; one that went away, leaving none
+ * while transfers run, is stop_timer()'s. Deadlines move
  * later on nearly every request (a connection's attach hold, a transfer's
  * timeout), and an application whose timer is a timerfd or a libuv timer
  * pays a system call or a heap update for each telling; a spurious firing

@@ -213,7 +213,9 @@ TH_TEST(attached, a_busy_multi_lets_go_at_its_first_call_after_the_hold) {
   p = xfer_pool_new(&(xfer_pool_opts){.attach_hold_ms = 50});
   m = xfer_multi_new(p);
   run_until_done(m, get(m, "/bytes/1"));
-  cr_assert_not_null(xfer__timer_heap_top(&m->loop.timers), "idle: timed");
+  cr_assert_not_null(xfer__timer_heap_top(&m->loop.timers));
+  cr_assert_eq(xfer__timer_heap_top(&m->loop.timers)->deadline,
+               th_clock_peek() + MS(50), "idle: the hold's end");
   held = held_by(m, slow);
   cr_assert_null(xfer__timer_heap_top(&m->loop.timers), "busy: cleared");
   run_until_done(m, get(m, "/bytes/1"));
@@ -239,10 +241,11 @@ static int64_t real_ms(void) {
 /* Drives m through e's epoll set until x has finished well (bounded:
  * 5 s), as an application's loop does: socket events, and the timer when
  * it is due (th_epoll_run() starts with a timeout action of its own,
- * after which the multi tells its deadline again). */
-static void run_events_until_done(struct th_epoll *e, xfer_multi *m,
-                                  xfer *x) {
+ * after which the multi tells its deadline again). Returns the number of
+ * socket events it took. */
+static int run_events_until_done(struct th_epoll *e, xfer_multi *m, xfer *x) {
   int64_t give_up = real_ms() + 5000;
+  int events = 0;
 
   while (real_ms() < give_up) {
     struct epoll_event evs[16];
@@ -253,7 +256,7 @@ static void run_events_until_done(struct th_epoll *e, xfer_multi *m,
     if (e->deadline_ms >= 0 && e->deadline_ms - real_ms() < wait_ms)
       wait_ms = e->deadline_ms - real_ms();
     n = epoll_wait(e->ep, evs, 16, wait_ms < 0 ? 0 : (int)wait_ms);
-    for (int i = 0; i < n; i++)
+    for (int i = 0; i < n; i++, events++)
       cr_assert_eq(xfer_multi_socket_action(m, evs[i].data.fd,
                                             XFER_CSELECT_IN, NULL),
                    XFER_M_OK);
@@ -265,10 +268,11 @@ static void run_events_until_done(struct th_epoll *e, xfer_multi *m,
     while ((msg = xfer_multi_info_read(m, NULL)))
       if (msg->x == x) {
         cr_assert_eq(msg->result, XFER_OK, "%s", xfer_get_error_detail(x));
-        return;
+        return events;
       }
   }
   cr_assert_fail("the transfer did not finish in 5 s");
+  return events;
 }
 
 /* One transfer after the other, each answer in two pieces: the multi is
@@ -282,6 +286,7 @@ TH_TEST(attached, one_transfer_after_the_other_costs_no_timer_churn) {
   xfer_multi_stats st = {0};
   xfer_pool *p;
   xfer_multi *m;
+  int in_pieces = 0;
   xfer *x;
 
   th_clock_install(MS(1000), 0);
@@ -289,14 +294,18 @@ TH_TEST(attached, one_transfer_after_the_other_costs_no_timer_churn) {
   p = xfer_pool_new(&(xfer_pool_opts){.attach_hold_ms = 600000});
   m = xfer_multi_new(p);
   th_epoll_init(&e, m, NULL);
-  x = get(m, "/drip/2/1"); /* one byte, and the next 1 ms later */
+  x = get(m, "/drip/2/20"); /* one byte, and the next 20 ms later */
   run_events_until_done(&e, m, x);
   for (int i = 1; i < 20; i++) {
     cr_assert_eq(xfer_multi_remove(m, x), XFER_M_OK);
     cr_assert_eq(xfer_multi_add(m, x), XFER_M_OK);
-    run_events_until_done(&e, m, x);
+    if (run_events_until_done(&e, m, x) > 1)
+      in_pieces++;
     cr_assert_eq(xfer_get_reused(x), 1);
   }
+  /* Each such answer was a busy moment with no deadline: without the
+   * bound, two tellings. (A loop held up 20 ms reads both bytes at once.) */
+  cr_assert_geq(in_pieces, 10);
   cr_assert_eq(xfer_multi_get_stats(m, &st), XFER_M_OK);
   cr_assert_lt(st.timer_cb_calls, 8, "%llu tellings",
                (unsigned long long)st.timer_cb_calls);
@@ -345,6 +354,38 @@ TH_TEST(attached, with_a_total_limit_a_busy_multi_times_the_hold) {
 TH_TEST(attached, with_a_destination_limit_a_busy_multi_times_the_hold) {
   busy_multi_times_the_hold(&(xfer_pool_opts){
       .attach_hold_ms = 50, .max_per_destination = 4, .attached_wait_ms = -1});
+}
+
+/* Transfers that never ask for an attached connection open their own:
+ * the hold's end is what hands it to them. */
+TH_TEST(attached, when_nobody_asks_a_busy_multi_times_the_hold) {
+  busy_multi_times_the_hold(
+      &(xfer_pool_opts){.attach_hold_ms = 50, .attached_wait_ms = -1});
+}
+
+/* Removing a running transfer is a call that settles the holds, as an
+ * event or a timeout is. */
+TH_TEST(attached, removing_a_running_transfer_lets_go_past_the_hold) {
+  struct ts_server *slow = ts_start(NULL);
+  xfer_pool *p;
+  xfer_multi *m;
+  xfer_pool_stats ps;
+  xfer *held;
+
+  th_clock_install(MS(1000), 0);
+  p = xfer_pool_new(&(xfer_pool_opts){.attach_hold_ms = 50});
+  m = xfer_multi_new(p);
+  held = held_by(m, slow);
+  run_until_done(m, get(m, "/bytes/1"));
+  th_clock_advance(MS(60));
+  cr_assert_eq(xfer_multi_remove(m, held), XFER_M_OK);
+  xfer_pool_get_stats(p, &ps);
+  cr_assert_eq(ps.attached, 0, "let go by the remove");
+  cr_assert_eq(ps.idle, 1);
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+  ts_stop(slow);
+  th_clock_uninstall();
 }
 
 /* A server that closes the idle connection makes its socket readable:

@@ -463,7 +463,15 @@ TH_TEST(multi, a_busy_multi_with_no_deadline_left_stops_its_timer) {
                XFER_M_TIMER_CALLBACK);
   cr_assert_eq(tr.count, 5);
   cr_assert_eq(tr.timeouts[4], -1);
+  /* Refused, the timer counts as still armed (for 1010): a later
+   * deadline waits for it to fire. */
   tr.answer = 0;
+  a->state = 0;
+  cr_assert_eq(xfer_multi_socket_action(m, fd, XFER_CSELECT_IN, &running),
+               XFER_M_OK); /* its deadline: 1110 */
+  cr_assert_eq(tr.count, 5);
+  cr_assert_eq(xfer_multi_socket_action(m, fd, XFER_CSELECT_IN, &running),
+               XFER_M_OK); /* gone again, and no deadline left */
   cr_assert_eq(xfer_multi_socket_action(m, 77, XFER_CSELECT_IN, &running),
                XFER_M_OK); /* runs nothing */
   cr_assert_eq(tr.count, 6);

@@ -511,7 +511,9 @@ typedef struct xfer_pool_opts {
    * liveness check, and never on one idle past three quarters of the
    * learned time (it gets a new connection). 0: the default, 1000 ms. */
   unsigned recheck_ms;
-  /* Idle connections older than this are closed (0: 118000 ms, as curl). */
+  /* Idle connections older than this are closed (0: 118000 ms, as curl);
+   * one attached to a multi whose transfers all wait on silent peers
+   * without a deadline, at that multi's next call. */
   unsigned idle_timeout_ms;
   /* Connections older than this are not reused (0: 24 h). */
   unsigned max_lifetime_ms;
@@ -534,10 +536,11 @@ typedef struct xfer_pool_opts {
    * to the same destination) before it goes to the shared side, unless
    * another thread asks for it first. 0: the default, 100 ms; negative:
    * never attach (every connection goes back to the shared side at
-   * once). A multi with transfers running lets it go at its first call
-   * after the hold (those transfers' events bring the calls; no timer is
-   * armed for it); an idle multi, or any multi of a pool with max_total
-   * or max_per_destination, arms its timer for the hold's end. */
+   * once). A multi with transfers running lets it go at its first event
+   * or timeout after the hold (those transfers bring them; no timer is
+   * armed for it); an idle multi, or any multi of a pool with max_total,
+   * max_per_destination or a negative attached_wait_ms, arms its timer
+   * for the hold's end. */
   int attach_hold_ms;
   /* How long a transfer waits for a connection attached to another multi
    * (whose owner it asked to release it) before it opens one of its own,
@@ -659,8 +662,8 @@ typedef int (*xfer_socket_cb)(xfer_multi *multi, int fd, int what,
  * until it fired); an idle multi's timer is left to fire.
  * xfer_multi_destroy() tells -1 when a timeout was told and no -1 since.
  * Return 0; any other value makes the xfer_multi_* call that triggered
- * it return XFER_M_TIMER_CALLBACK (a refused -1 is told again at the next
- * call).
+ * it return XFER_M_TIMER_CALLBACK (a refused deadline counts as no timer
+ * armed, a refused -1 as the timer still armed).
  */
 typedef int (*xfer_timer_cb)(xfer_multi *multi, long timeout_ms, void *userp);
 
@@ -753,11 +756,13 @@ XFER_EXTERN xfer_mcode xfer_multi_assign(xfer_multi *multi, int fd,
  * track is ignored (an event may race a REMOVE).
  * Returns XFER_M_OK; XFER_M_BAD_HANDLE when multi is NULL or not a multi;
  * XFER_M_RECURSIVE_API_CALL from inside a callback; XFER_M_TIMER_CALLBACK
- * when the timer callback refused the new deadline. A transfer's own
- * failure is not an error of this call: it comes as a message.
+ * when the timer callback refused what it was told (a deadline, or -1).
+ * A transfer's own failure is not an error of this call: it comes as a
+ * message.
  * On BAD_HANDLE and RECURSIVE_API_CALL nothing is changed (*running not
- * set); on TIMER_CALLBACK the work is done, *running is set, and no
- * timer counts as armed: the next call tells the deadline again.
+ * set); on TIMER_CALLBACK the work is done, *running is set, and the
+ * next call tells the timer again (a refused deadline counts as no timer
+ * armed, a refused -1 as the timer still armed).
  * Thread: the thread driving the multi, not inside its callbacks.
  */
 XFER_EXTERN xfer_mcode xfer_multi_socket_action(xfer_multi *multi, int fd,
@@ -778,10 +783,10 @@ XFER_EXTERN xfer_mcode xfer_multi_socket_timeout(xfer_multi *multi,
  * yet.
  * Returns XFER_M_OK; XFER_M_BAD_HANDLE when multi is NULL or not a multi;
  * XFER_M_RECURSIVE_API_CALL from inside a callback; XFER_M_TIMER_CALLBACK
- * when the timer callback refused the new deadline.
+ * when the timer callback refused what it was told (a deadline, or -1).
  * On BAD_HANDLE and RECURSIVE_API_CALL nothing is changed (*running not
- * set); on TIMER_CALLBACK the work is done, *running is set, and no
- * timer counts as armed: the next call tells the deadline again.
+ * set); on TIMER_CALLBACK the work is done, *running is set, and the
+ * next call tells the timer again, as for xfer_multi_socket_action().
  * Thread: the thread driving the multi, not inside its callbacks.
  */
 XFER_EXTERN xfer_mcode xfer_multi_perform(xfer_multi *multi, int *running);
@@ -818,7 +823,7 @@ XFER_EXTERN xfer_mcode xfer_multi_poll(xfer_multi *multi, int timeout_ms,
  * XFER_M_BAD_XFER_HANDLE when x is NULL or not a transfer;
  * XFER_M_ADDED_ALREADY when x is added to this or another multi;
  * XFER_M_OUT_OF_MEMORY; XFER_M_TIMER_CALLBACK when the timer callback
- * refused the new deadline.
+ * refused what it was told (a deadline, or -1).
  * On failure, nothing is changed; but on TIMER_CALLBACK x is added all
  * the same, and runs (or is removed) like any other.
  * Thread: the thread driving the multi, not inside its callbacks; no
@@ -835,7 +840,7 @@ XFER_EXTERN xfer_mcode xfer_multi_add(xfer_multi *multi, xfer *x);
  * XFER_M_BAD_XFER_HANDLE when x is NULL or not a transfer;
  * XFER_M_NOT_ADDED when x is not added to this multi;
  * XFER_M_TIMER_CALLBACK (x was running) when the timer callback refused
- * the new deadline.
+ * what it was told (a deadline, or -1).
  * On failure, nothing is changed; but on TIMER_CALLBACK x is removed all
  * the same.
  * Thread: the thread driving the multi, not inside its callbacks; once
