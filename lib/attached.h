@@ -11,8 +11,8 @@
  * wake-up), and in xfer_multi_destroy(). A peer that closes it meanwhile
  * makes its socket readable, and it is closed.
  *
- * The hold end is seen at the end of every call of the multi
- * (xfer__attached_settle()). A multi with transfers running is called
+ * The hold end is seen at the end of every call of the multi that runs
+ * transfers, or removes a running one (xfer__attached_settle()). A multi with transfers running is called
  * again (their sockets and deadlines bring the calls), so its holds need
  * no deadline of their own: a busy multi whose transfers set none keeps
  * no deadline at all, and its application's wait arms no kernel timer
