@@ -100,6 +100,20 @@ bool xfer__pool_take_attached(xfer_pool *pool, struct xfer__conn *c,
   return true;
 }
 
+/* Under b's lock: a release asked for ended without a hand-over; while
+ * more waiters are queued than releases are asked for, one more attached
+ * connection nobody asked for is asked for, its owner woken. */
+static void ask_again_locked(struct xfer__bundle *b, struct xfer__wakeups *ws) {
+  struct xfer__conn *next;
+
+  if (atomic_load_explicit(&b->nwaiters, memory_order_relaxed) <=
+          b->nrequested ||
+      !(next = xfer__attached_askable_locked(b)))
+    return;
+  xfer__attached_ask_locked(b, next);
+  xfer__wakeups_add(ws, next->owner_wake);
+}
+
 void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
                                  struct xfer__pool_tally *tally,
                                  bool on_demand, xfer__time now,
@@ -109,7 +123,7 @@ void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
   enum xfer__lane_keep kept = XFER__LANE_FULL;
   unsigned home = xfer__lanes_home(pool);
   struct xfer__wakeups ws;
-  bool given = false, room = false;
+  bool given = false, room = false, asked;
 
   xfer__pool_sweep(pool, now, evicted);
   xfer__wakeups_init(&ws);
@@ -117,6 +131,7 @@ void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
    * lock: no moment in which a waiter would find neither and open a
    * connection it does not need (sharing must not cost connections). */
   xfer__bundle_lock(pool, b);
+  asked = atomic_load_explicit(&c->release_requested, memory_order_relaxed);
   unlink_locked(pool, b, c);
   /* Before it is published: once given or idle, another thread may take
    * it, and even close and free it. */
@@ -127,8 +142,12 @@ void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
       kept = xfer__lanes_keep(pool, b, home, c, false);
   }
   /* A waiter that asked for it and now gets nothing (too old) takes a
-   * slot, if one is free. */
+   * slot, if one is free; if none is, it asks for another attached one,
+   * as it would have at its checkout (the slot stays with this one while
+   * it closes, and the waiter would wait for the next hold's end). */
   xfer__slots_pump_locked(pool, b, &ws, &room);
+  if (asked && !given)
+    ask_again_locked(b, &ws);
   xfer__bundle_unlock(b);
   tally_add(&tally->attached, -1);
   if (on_demand)

@@ -147,6 +147,43 @@ TH_TEST(pool_attached, asked_for_it_goes_to_the_waiter) {
   xfer__pool_close(pool, c, XFER__CLOSE_ERROR, NULL, &evicted);
 }
 
+/* Released too old while its slot stays held (its close has not ended)
+ * and another connection is attached: the waiter that asked for the old
+ * one asks for that one, as at its checkout, and gets it; it waited for
+ * the next hold's end (fuzz_pool found it: a queued waiter, an attached
+ * connection nobody asked for). */
+TH_TEST(pool_attached, too_old_at_its_release_the_waiter_asks_for_another) {
+  struct xfer__wake *other_wake = xfer__wake_new();
+  struct xfer__waiter w;
+  struct xfer__conn *old, *young, *got;
+
+  cr_assert_not_null(other_wake);
+  start((xfer_pool_opts){.max_per_destination = 2, .max_lifetime_ms = 200});
+  old = busy(MS(1000));
+  young = busy(MS(1150));
+  cr_assert(xfer__pool_keep_attached(pool, old, owner_wake, &tally, MS(1160)));
+  cr_assert(
+      xfer__pool_keep_attached(pool, young, other_wake, &tally, MS(1160)));
+  cr_assert_eq(probe_acquire(pool, KEY, MS(1161), &w, waiter_wake, &got,
+                             &evicted),
+               XFER__ACQUIRE_WAIT);
+  cr_assert_eq(woken(owner_wake), 1, "the oldest is asked for");
+  xfer__pool_release_attached(pool, old, &tally, true, MS(1250), &evicted);
+  cr_assert_eq(stats().closed_lifetime, 1);
+  cr_assert_eq(woken(waiter_wake), 0, "no slot is free yet");
+  cr_assert_eq(woken(other_wake), 1, "the other one is asked for");
+  cr_assert(atomic_load(&young->release_requested));
+  cr_assert_eq(probe_close_evicted(pool, &evicted), 1);
+  xfer__pool_release_attached(pool, young, &tally, true, MS(1251), &evicted);
+  cr_assert_eq(woken(waiter_wake), 1);
+  cr_assert_eq(probe_take(pool, &w, MS(1252), &got, &evicted),
+               XFER__ACQUIRE_CONN);
+  cr_assert_eq(got, young);
+  cr_assert_eq(stats().opened_total, 2);
+  xfer__pool_close(pool, got, XFER__CLOSE_ERROR, NULL, &evicted);
+  xfer__wake_unref(other_wake);
+}
+
 /* Released too old (past max_lifetime_ms): closed, not handed over; its
  * slots pass to the waiter that asked, which opens its own. */
 TH_TEST(pool_attached, too_old_at_its_release_it_closes_and_passes_its_slots) {
