@@ -182,17 +182,24 @@ static xfer *held_by(xfer_multi *m, struct ts_server *srv) {
   return held;
 }
 
+/* Ends a test with a second server and the test clock: its multi, pool,
+ * server and clock. */
+static void end_with_server(xfer_multi *m, xfer_pool *p,
+                            struct ts_server *slow) {
+  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
+  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
+  ts_stop(slow);
+  th_clock_uninstall();
+}
+
 /* Lets slow answer held (held_by()), runs m until it is done, and ends
- * the test's multi, pool, server and clock. */
+ * the test. */
 static void finish_held(xfer_multi *m, xfer_pool *p, struct ts_server *slow,
                         xfer *held) {
   cr_assert(ts_fetch(slow, "/gather/2/bytes/3"));
   th_run(m, 5000);
   cr_assert_eq(th_result(m, held), XFER_OK, "%s", xfer_get_error_detail(held));
-  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
-  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
-  ts_stop(slow);
-  th_clock_uninstall();
+  end_with_server(m, p, slow);
 }
 
 /* A multi with a transfer running is called again (that transfer's
@@ -382,10 +389,7 @@ TH_TEST(attached, removing_a_running_transfer_lets_go_past_the_hold) {
   xfer_pool_get_stats(p, &ps);
   cr_assert_eq(ps.attached, 0, "let go by the remove");
   cr_assert_eq(ps.idle, 1);
-  cr_assert_eq(xfer_multi_destroy(m), XFER_M_OK);
-  cr_assert_eq(xfer_pool_destroy(p), XFER_OK);
-  ts_stop(slow);
-  th_clock_uninstall();
+  end_with_server(m, p, slow);
 }
 
 /* A server that closes the idle connection makes its socket readable:
