@@ -110,8 +110,7 @@ static void ask_again_locked(struct xfer__bundle *b, struct xfer__wakeups *ws) {
           b->nrequested ||
       !(next = xfer__attached_askable_locked(b)))
     return;
-  xfer__attached_ask_locked(b, next);
-  xfer__wakeups_add(ws, next->owner_wake);
+  xfer__attached_ask_locked(b, next, ws);
 }
 
 void xfer__pool_release_attached(xfer_pool *pool, struct xfer__conn *c,
@@ -168,11 +167,13 @@ struct xfer__conn *xfer__attached_askable_locked(struct xfer__bundle *b) {
   return XFER__CONTAINER_OF(b->attached.next, struct xfer__conn, idle_node);
 }
 
-void xfer__attached_ask_locked(struct xfer__bundle *b, struct xfer__conn *c) {
+void xfer__attached_ask_locked(struct xfer__bundle *b, struct xfer__conn *c,
+                               struct xfer__wakeups *ws) {
   /* Asked-for ones live apart, so the next waiter finds an unasked one
    * at the head of `attached` without a walk. */
   xfer__list_remove(&c->idle_node);
   xfer__list_insert_tail(&b->requested, &c->idle_node);
   b->nrequested++;
   atomic_store_explicit(&c->release_requested, true, memory_order_relaxed);
+  xfer__wakeups_add(ws, c->owner_wake);
 }

@@ -469,8 +469,10 @@ void xfer__pool_sweep(xfer_pool *pool, xfer__time now,
 /* --- pool_attached.c ------------------------------------------------------- */
 
 /* Under b's lock: an attached connection of b a waiter may ask for
- * (NULL: none); xfer__attached_ask_locked() records the request. */
+ * (NULL: none); xfer__attached_ask_locked() records the request and adds
+ * its owner's wake-up to ws (written after the lock). */
 struct xfer__conn *xfer__attached_askable_locked(struct xfer__bundle *b);
-void xfer__attached_ask_locked(struct xfer__bundle *b, struct xfer__conn *c);
+void xfer__attached_ask_locked(struct xfer__bundle *b, struct xfer__conn *c,
+                               struct xfer__wakeups *ws);
 
 #endif /* XFER_POOL_IMPL_H */

@@ -357,10 +357,8 @@ enum xfer__slots_decision xfer__slots_decide_locked(
     take_over(pool, b, w, c);
     return XFER__DECIDE_REPLACE;
   }
-  if (asked) {
-    xfer__attached_ask_locked(b, asked);
-    xfer__wakeups_add(ws, asked->owner_wake);
-  }
+  if (asked)
+    xfer__attached_ask_locked(b, asked, ws);
   /* Queued where a release asked of another multi may be what it waits
    * for (its own ask, or ones asked before it that cover the head of the
    * queue), its wait is bounded on its own clock (rule 4): with a slot
