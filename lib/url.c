@@ -306,8 +306,8 @@ static xfer_code build(struct xfer__url *u, const UriUriA *uri,
   size = host_len + 1 + (host_len + 2 + 7) + 1 + target_len + 2;
   block = xfer__malloc(size);
   if (!block) {
-    xfer__free(normal);
-    return out_of_memory(detail, len);
+    rc = out_of_memory(detail, len);
+    goto done;
   }
   p = block;
   u->host = p;
@@ -315,19 +315,14 @@ static xfer_code build(struct xfer__url *u, const UriUriA *uri,
     memcpy(p, uri->hostText.first, host_len);
   else if (!(host_len = decode_host(uri->hostText.first, host_len, p, detail,
                                     len))) {
-    xfer__free(block);
-    xfer__free(normal);
-    return XFER_E_BAD_URL;
+    rc = XFER_E_BAD_URL;
+    goto done;
   }
-  if ((rc = check_host(uri, p, host_len, detail, len))) {
-    xfer__free(block);
-    xfer__free(normal);
-    return rc;
-  }
+  if ((rc = check_host(uri, p, host_len, detail, len)))
+    goto done;
   if (!(u->text = dup_text(text))) {
-    xfer__free(block);
-    xfer__free(normal);
-    return out_of_memory(detail, len);
+    rc = out_of_memory(detail, len);
+    goto done;
   }
   p += host_len;
   *p++ = '\0';
@@ -341,11 +336,15 @@ static xfer_code build(struct xfer__url *u, const UriUriA *uri,
     *p++ = '/';
   memcpy(p, target, target_len);
   p[target_len] = '\0';
-  xfer__free(normal);
   u->block = block;
+  block = NULL; /* u's now */
   u->port = port;
   u->host_is_ipv6 = ipv6;
-  return XFER_OK;
+  rc = XFER_OK;
+done: /* what is not u's: the block on a failure, the dot-free target */
+  xfer__free(block);
+  xfer__free(normal);
+  return rc;
 }
 
 xfer_code xfer__url_parse(struct xfer__url *u, const char *text, char *detail,
