@@ -83,6 +83,7 @@ static void progress_line(const struct worker *ws, int n, double started,
                           double now) {
   long done = atomic_load(&run.finished), failed = atomic_load(&run.failed);
   uint64_t open = open_connections(ws, n);
+  double left = started + (double)run.opts->duration_ms / 1000 - now;
 
   if (run.total_items)
     printf("\r  %ld / %ld done, %ld failed, %.0f req/s, %" PRIu64
@@ -91,11 +92,7 @@ static void progress_line(const struct worker *ws, int n, double started,
   else
     printf("\r  %ld done, %ld failed, %.0f req/s, %.1f s left, %" PRIu64
            " open   ",
-           done, failed, done / (now - started),
-           started + (double)run.opts->duration_ms / 1000 - now > 0
-               ? started + (double)run.opts->duration_ms / 1000 - now
-               : 0,
-           open);
+           done, failed, done / (now - started), left > 0 ? left : 0, open);
   fflush(stdout);
 }
 
